@@ -1,0 +1,77 @@
+"""Checkpoints: one dict per file, written atomically, read back with ``weights_only=True``.
+
+The dict holds everything needed to rebuild the model without the code that trained it:
+its registry name and constructor arguments (input shape, classes, normalisation), the
+weights, the resolved config, the metrics, and a fingerprint of the weights that caches
+and students use for provenance.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from pipeline.errors import UsageError
+from pipeline.files import atomic_path
+from pipeline.models import create_student, create_teacher
+
+__all__ = ["CHECKPOINT_FORMAT", "model_fingerprint", "save_checkpoint", "load_checkpoint"]
+
+CHECKPOINT_FORMAT = "softcache-checkpoint-v1"
+_FACTORIES = {"teacher": create_teacher, "student": create_student}
+
+
+def model_fingerprint(arch: str, model: nn.Module) -> str:
+    """Digest of the architecture name and every tensor of the state dict, in key order."""
+    h = hashlib.sha256(arch.encode())
+    for key, tensor in model.state_dict().items():
+        h.update(key.encode())
+        h.update(tensor.detach().cpu().reshape(-1).view(torch.uint8).numpy().tobytes()
+                 if tensor.numel() else b"")
+    return h.hexdigest()[:16]
+
+
+def save_checkpoint(path: Path, *, kind: str, arch: str, model: nn.Module, model_kwargs: dict,
+                    config: dict, metrics: dict) -> str:
+    """Write the checkpoint; returns the weights' fingerprint (also stored inside)."""
+    fingerprint = model_fingerprint(arch, model)
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "kind": kind,
+        "arch": arch,
+        "model_kwargs": model_kwargs,
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "config": config,
+        "metrics": metrics,
+        "fingerprint": fingerprint,
+    }
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+    return fingerprint
+
+
+def load_checkpoint(path: Path, kind: str, rebuild_hint: str) -> tuple[nn.Module, dict]:
+    """Rebuild the model in eval mode; refuse anything that is not a softcache ``kind`` checkpoint."""
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"{kind} checkpoint {path} is missing; {rebuild_hint}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for a file that is not a checkpoint
+        raise UsageError(f"{path} is not a softcache checkpoint ({type(exc).__name__}); {rebuild_hint}") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise UsageError(f"{path} is not a softcache checkpoint (no '{CHECKPOINT_FORMAT}' format tag); {rebuild_hint}")
+    if ckpt.get("kind") != kind:
+        raise UsageError(f"{path} holds a {ckpt.get('kind')}, not a {kind}; {rebuild_hint}")
+    model = _FACTORIES[kind](ckpt["arch"], **ckpt["model_kwargs"])
+    try:
+        model.load_state_dict(ckpt["state_dict"])
+    except RuntimeError as exc:
+        raise UsageError(f"{path}: weights do not fit architecture '{ckpt['arch']}' "
+                         f"({str(exc).splitlines()[0]}); {rebuild_hint}") from None
+    if model_fingerprint(ckpt["arch"], model) != ckpt.get("fingerprint"):
+        raise UsageError(f"{path}: weights do not match their recorded fingerprint; {rebuild_hint}")
+    return model.eval(), ckpt

@@ -1,0 +1,152 @@
+"""One typed, frozen config per stage: the only place defaults live.
+
+Make variables become click options (``stages/``), click options become one of these,
+and the code below the stage reads nothing else. Each config validates itself, so the
+Python API refuses the same bad values as the CLI, and each is saved, resolved, into
+the artifact it produced (checkpoint, cache attrs, metrics.json).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from pipeline.errors import UsageError
+
+__all__ = [
+    "DataConfig", "TeacherConfig", "LogitsConfig", "StudentConfig",
+    "resolve_device", "as_record", "from_options",
+]
+
+# What the teacher looks like on each kind of machine when the user says "auto".
+TEACHER_AUTO = {"cuda": ("resnet18", 30), "cpu": ("cnn", 4)}
+
+
+def resolve_device(name: str) -> str:
+    """'auto' -> 'cuda' when a GPU is visible, else 'cpu'; asking for a missing GPU is an error."""
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UsageError("DEVICE=cuda but no CUDA GPU is visible; use DEVICE=cpu or DEVICE=auto")
+    if name not in ("cpu", "cuda"):
+        raise UsageError(f"unknown device '{name}'; use auto, cpu or cuda")
+    return name
+
+
+def _positive(name: str, value: float) -> None:
+    if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise UsageError(f"{name} must be a positive number, got {value!r}")
+
+
+def _at_least(name: str, value: int, low: int) -> None:
+    if not isinstance(value, int) or value < low:
+        raise UsageError(f"{name} must be an integer >= {low}, got {value!r}")
+
+
+def from_options(cls, **options):
+    """Build a config from CLI options, dropping unset (None) ones so the config's
+    defaults stay the only defaults (timm's create_model does the same)."""
+    return cls(**{k: v for k, v in options.items() if v is not None})
+
+
+def as_record(cfg) -> dict:
+    """The config as JSON/HDF5-friendly values (paths as strings, None dropped)."""
+    return {k: (str(v) if isinstance(v, Path) else v)
+            for k, v in dataclasses.asdict(cfg).items() if v is not None}
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which dataset to prepare, where to look for it, and where the prepared .npz goes."""
+
+    out: Path
+    dataset: str = "fashion-mnist"   # a known name, an .npz path, or a directory of IDX files
+    source: Path | None = None       # explicit directory/file, searched first
+    raw_dir: Path = Path("data/raw")
+    limit: int = 0                   # keep only the first N training samples (0: all)
+    download: bool = True            # last resort: the official files, MD5-checked
+
+    def __post_init__(self):
+        _at_least("LIMIT", self.limit, 0)
+
+
+@dataclass(frozen=True)
+class TeacherConfig:
+    dataset: Path
+    out_dir: Path
+    arch: str = "auto"       # auto: resnet18 on a GPU, cnn on the CPU
+    epochs: int = 0          # 0: auto, 30 on a GPU, 4 on the CPU
+    device: str = "auto"
+    seed: int = 0
+    batch_size: int = 128
+    lr: float = 3e-3
+    weight_decay: float = 5e-4
+    augment: bool = True     # random crop (pad 2) + horizontal flip
+    threads: int = 0         # torch CPU threads; 0 leaves torch's default
+
+    def __post_init__(self):
+        _at_least("TEACHER_EPOCHS", self.epochs, 0)
+        _at_least("batch size", self.batch_size, 1)
+        _positive("learning rate", self.lr)
+
+    def resolved(self) -> "TeacherConfig":
+        """Replace every 'auto' with what it means on this machine."""
+        device = resolve_device(self.device)
+        arch, epochs = TEACHER_AUTO[device]
+        return dataclasses.replace(
+            self, device=device,
+            arch=arch if self.arch == "auto" else self.arch,
+            epochs=self.epochs or epochs,
+        )
+
+    @property
+    def amp(self) -> bool:
+        """bf16 autocast on GPUs; CPUs train in float32."""
+        return self.device == "cuda"
+
+
+@dataclass(frozen=True)
+class LogitsConfig:
+    teacher: Path             # the teacher checkpoint
+    dataset: Path             # the prepared dataset
+    out: Path                 # the cache file
+    temperature: float = 1.0  # TEACHER_T: logits are stored divided by it
+    dtype: str = "float32"
+    device: str = "auto"
+    batch_size: int = 1024
+
+    def __post_init__(self):
+        _positive("TEACHER_T", self.temperature)
+        _at_least("batch size", self.batch_size, 1)
+        if self.dtype not in ("float32", "float16"):
+            raise UsageError(f"CACHE_DTYPE must be float32 or float16, got {self.dtype!r}")
+
+
+@dataclass(frozen=True)
+class StudentConfig:
+    cache: Path
+    dataset: Path
+    out_dir: Path
+    student: str = "cnn-tiny"
+    T: float = 4.0
+    alpha: float = 0.9             # weight of the soft term; 0 is plain cross-entropy
+    seed: int = 0
+    epochs: int = 5
+    batch_size: int = 128
+    lr: float = 3e-3
+    weight_decay: float = 5e-4
+    augment: bool = False          # off: one cached logit per image matches only the clean image
+    teacher_record: Path | None = None   # teacher.json; when given, the cache must come from it
+    threads: int = 0
+
+    def __post_init__(self):
+        _positive("T", self.T)
+        if not isinstance(self.alpha, (int, float)) or not 0.0 <= self.alpha <= 1.0:
+            raise UsageError(f"ALPHA must lie in [0, 1], got {self.alpha!r}")
+        _at_least("EPOCHS", self.epochs, 1)
+        _at_least("batch size", self.batch_size, 1)
+        _positive("learning rate", self.lr)

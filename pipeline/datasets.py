@@ -1,0 +1,314 @@
+"""Datasets: finding them, reading IDX and .npz files, and fingerprinting their content.
+
+The data stage turns whatever the user has (IDX files, gzip or raw; an ``.npz``) into one
+prepared ``.npz`` under ``data/dataset/``, which every later stage reads. Images are kept
+as uint8 (N, C, H, W) so the whole training split stays small in memory; models scale
+them to [0, 1] themselves. The fingerprint is a digest of the arrays, not of the files,
+so the same images from the Debian package or a download give the same fingerprint.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.errors import UsageError
+from pipeline.files import atomic_path
+
+__all__ = [
+    "Dataset",
+    "FASHION_MNIST_CLASSES",
+    "KNOWN_DATASETS",
+    "DEBIAN_DIR",
+    "read_idx",
+    "write_idx",
+    "load_idx_dir",
+    "load_npz",
+    "find_source",
+    "download_verified",
+    "load_dataset",
+    "save_prepared",
+    "load_prepared",
+]
+
+FASHION_MNIST_CLASSES = (
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+)
+DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
+# Official files and their published MD5s (github.com/zalandoresearch/fashion-mnist).
+FASHION_MNIST_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
+FASHION_MNIST_MD5 = {
+    "train-images-idx3-ubyte.gz": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+    "train-labels-idx1-ubyte.gz": "25c81989df183df01b3e8a0aad5dffbe",
+    "t10k-images-idx3-ubyte.gz": "bef4ecab320f06d8554ea6380940ec79",
+    "t10k-labels-idx1-ubyte.gz": "bb300cfdad3c16e7a12a480ee83cd310",
+}
+KNOWN_DATASETS = ("fashion-mnist",)
+_IDX_PARTS = {
+    "x_train": "train-images-idx3-ubyte",
+    "y_train": "train-labels-idx1-ubyte",
+    "x_test": "t10k-images-idx3-ubyte",
+    "y_test": "t10k-labels-idx1-ubyte",
+}
+_IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Train and test splits. x_*: (N, C, H, W) uint8; y_*: (N,) int64 in [0, num_classes)."""
+
+    name: str
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    class_names: tuple[str, ...]
+    fingerprint: str = field(default="", compare=False)
+
+    def __post_init__(self):
+        _check_splits(self)
+        if not self.fingerprint:
+            object.__setattr__(self, "fingerprint", _fingerprint(self))
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return tuple(self.x_train.shape[1:])
+
+    def normalization(self) -> tuple[list[float], list[float]]:
+        """Per-channel mean and std of the training images, in [0, 1] units."""
+        x = self.x_train.astype(np.float64) / 255.0
+        axes = (0, 2, 3)
+        return x.mean(axis=axes).tolist(), np.maximum(x.std(axis=axes), 1e-6).tolist()
+
+
+def _check_splits(d: Dataset) -> None:
+    for split in ("train", "test"):
+        x, y = getattr(d, f"x_{split}"), getattr(d, f"y_{split}")
+        if x.ndim != 4 or x.dtype != np.uint8:
+            raise UsageError(f"{d.name}: {split} images must be uint8 (N, C, H, W), got {x.dtype} {x.shape}")
+        if y.ndim != 1 or len(y) != len(x):
+            raise UsageError(f"{d.name}: {split} has {len(x)} images but labels of shape {y.shape}")
+        if not np.issubdtype(y.dtype, np.integer):
+            raise UsageError(f"{d.name}: {split} labels must be integers, got {y.dtype}")
+        if len(y) and (y.min() < 0 or y.max() >= len(d.class_names)):
+            raise UsageError(
+                f"{d.name}: {split} labels must lie in [0, {len(d.class_names)}), "
+                f"found {int(y.min())}..{int(y.max())}"
+            )
+    if d.x_train.shape[1:] != d.x_test.shape[1:]:
+        raise UsageError(f"{d.name}: train images {d.x_train.shape[1:]} and test images "
+                         f"{d.x_test.shape[1:]} differ in shape")
+
+
+def _fingerprint(d: Dataset) -> str:
+    h = hashlib.sha256()
+    for arr in (d.x_train, d.y_train.astype(np.int64), d.x_test, d.y_test.astype(np.int64)):
+        h.update(str(arr.shape).encode())
+        h.update(np.ascontiguousarray(arr).tobytes())
+    return h.hexdigest()[:16]
+
+
+# --- file formats ---------------------------------------------------------------------
+
+def read_idx(path: Path) -> np.ndarray:
+    """Read an IDX file (gzip-compressed or raw, told apart by the gzip magic bytes)."""
+    path = Path(path)
+    raw = path.read_bytes()
+    if raw[:2] == b"\x1f\x8b":
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError) as exc:
+            raise UsageError(f"{path}: damaged gzip file ({exc}); fetch it again") from None
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
+        raise UsageError(f"{path}: not an IDX file (bad magic number)")
+    ndim = raw[3]
+    dims = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    dtype = np.dtype(_IDX_DTYPES[raw[2]])
+    offset = 4 + 4 * ndim
+    expected = int(np.prod(dims)) * dtype.itemsize
+    if len(raw) - offset != expected:
+        raise UsageError(f"{path}: IDX header says {dims} but the file holds "
+                         f"{len(raw) - offset} bytes of data instead of {expected}; fetch it again")
+    return np.frombuffer(raw, dtype=dtype, offset=offset).reshape(dims).astype(dtype.newbyteorder("="))
+
+
+def write_idx(path: Path, array: np.ndarray, compress: bool | None = None) -> None:
+    """Write uint8 data as IDX (gzip when the name ends in .gz); used for fixtures."""
+    path = Path(path)
+    array = np.ascontiguousarray(array, dtype=np.uint8)
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    payload = header + array.tobytes()
+    if compress if compress is not None else path.suffix == ".gz":
+        payload = gzip.compress(payload)
+    path.write_bytes(payload)
+
+
+def _as_nchw(x: np.ndarray, where: str) -> np.ndarray:
+    if x.ndim == 3:
+        x = x[:, None]
+    if x.ndim != 4:
+        raise UsageError(f"{where}: images must be (N, H, W) or (N, C, H, W), got shape {x.shape}")
+    if x.dtype != np.uint8:
+        if not np.issubdtype(x.dtype, np.floating):
+            raise UsageError(f"{where}: images must be uint8 or float, got {x.dtype}")
+        x = np.clip(np.rint(x * 255.0 if x.max() <= 1.0 else x), 0, 255).astype(np.uint8)
+    return x
+
+
+def load_idx_dir(directory: Path, name: str = "fashion-mnist") -> Dataset:
+    """Read the four Fashion-MNIST-named IDX files from a directory (.gz or raw)."""
+    directory = Path(directory)
+    arrays = {}
+    for key, stem in _IDX_PARTS.items():
+        candidates = [directory / f"{stem}.gz", directory / stem]
+        found = next((p for p in candidates if p.is_file()), None)
+        if found is None:
+            raise UsageError(f"{directory}: missing {stem}[.gz]")
+        arrays[key] = read_idx(found)
+    return Dataset(
+        name=name,
+        x_train=_as_nchw(arrays["x_train"], str(directory)),
+        y_train=arrays["y_train"].astype(np.int64),
+        x_test=_as_nchw(arrays["x_test"], str(directory)),
+        y_test=arrays["y_test"].astype(np.int64),
+        class_names=FASHION_MNIST_CLASSES if name == "fashion-mnist"
+        else tuple(str(i) for i in range(int(arrays["y_train"].max()) + 1)),
+    )
+
+
+def load_npz(path: Path) -> Dataset:
+    """Read a user's .npz with x_train, y_train, x_test, y_test (and optional class_names)."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in f.files]
+            if missing:
+                raise UsageError(f"{path}: missing arrays {missing}; an .npz dataset needs "
+                                 "x_train, y_train, x_test, y_test")
+            arrays = {k: f[k] for k in f.files}
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"{path}: not a readable .npz file ({exc})") from None
+    for k in ("y_train", "y_test"):
+        if not np.issubdtype(arrays[k].dtype, np.integer):
+            raise UsageError(f"{path}: {k} must hold integer labels, got {arrays[k].dtype}")
+    num_classes = int(max(arrays["y_train"].max(), arrays["y_test"].max())) + 1
+    names = tuple(str(n) for n in arrays["class_names"]) if "class_names" in arrays \
+        else tuple(str(i) for i in range(num_classes))
+    return Dataset(
+        name=path.stem,
+        x_train=_as_nchw(arrays["x_train"], str(path)),
+        y_train=arrays["y_train"].astype(np.int64),
+        x_test=_as_nchw(arrays["x_test"], str(path)),
+        y_test=arrays["y_test"].astype(np.int64),
+        class_names=names,
+    )
+
+
+# --- finding the data ------------------------------------------------------------------
+
+def _has_idx(directory: Path) -> bool:
+    return all((directory / f"{s}.gz").is_file() or (directory / s).is_file() for s in _IDX_PARTS.values())
+
+
+def download_verified(base_url: str, files: dict[str, str], dest: Path) -> None:
+    """Fetch each file to ``dest`` and check its MD5; a mismatch leaves nothing behind."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for fname, md5 in files.items():
+        target = dest / fname
+        if target.is_file() and hashlib.md5(target.read_bytes()).hexdigest() == md5:
+            continue
+        try:
+            with urllib.request.urlopen(base_url + fname, timeout=60) as resp:
+                payload = resp.read()
+        except OSError as exc:
+            raise UsageError(f"could not download {base_url + fname} ({exc}); install the Debian "
+                             "package dataset-fashion-mnist or put the IDX files in data/raw/") from None
+        got = hashlib.md5(payload).hexdigest()
+        if got != md5:
+            raise UsageError(f"{fname}: checksum mismatch (md5 {got}, expected {md5}); "
+                             "the download is damaged, run the data stage again")
+        with atomic_path(target) as tmp:
+            tmp.write_bytes(payload)
+
+
+def find_source(name: str, source: Path | None, raw_dir: Path, debian_dir: Path = DEBIAN_DIR,
+                download: bool = True) -> Path:
+    """Where to read ``name`` from: explicit source, data/raw/, the Debian package, a download."""
+    if source is not None:
+        if not Path(source).exists():
+            raise UsageError(f"--source {source} does not exist")
+        return Path(source)
+    if _has_idx(raw_dir):
+        return raw_dir
+    if name == "fashion-mnist" and _has_idx(debian_dir):
+        return debian_dir
+    if name == "fashion-mnist" and download:
+        download_verified(FASHION_MNIST_URL, FASHION_MNIST_MD5, raw_dir)
+        return raw_dir
+    raise UsageError(
+        f"no {name} data found in {raw_dir} or {debian_dir}; install it with "
+        "'apt-get install dataset-fashion-mnist', or put the four IDX files in data/raw/"
+    )
+
+
+def load_dataset(spec: str, source: Path | None, raw_dir: Path, debian_dir: Path = DEBIAN_DIR,
+                 download: bool = True) -> Dataset:
+    """``spec`` is a known dataset name, a path to an .npz, or a directory of IDX files."""
+    path = Path(spec)
+    if spec.endswith(".npz"):
+        if not path.is_file():
+            raise UsageError(f"dataset file {spec} does not exist")
+        return load_npz(path)
+    if path.is_dir():
+        return load_idx_dir(path, name=path.name)
+    if spec not in KNOWN_DATASETS:
+        raise UsageError(f"unknown dataset '{spec}'; use one of {', '.join(KNOWN_DATASETS)}, "
+                         "a path to an .npz file, or a directory of IDX files")
+    found = find_source(spec, source, raw_dir, debian_dir, download)
+    if found.suffix == ".npz":
+        return load_npz(found)
+    return load_idx_dir(found, name=spec)
+
+
+def limit_train(d: Dataset, limit: int) -> Dataset:
+    """Keep the first ``limit`` training samples (0 keeps all); the test split is untouched."""
+    if limit <= 0 or limit >= len(d.y_train):
+        return d
+    return Dataset(d.name, d.x_train[:limit], d.y_train[:limit], d.x_test, d.y_test, d.class_names)
+
+
+# --- the prepared file ---------------------------------------------------------------
+
+def save_prepared(d: Dataset, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, x_train=d.x_train, y_train=d.y_train, x_test=d.x_test, y_test=d.y_test,
+                     class_names=np.array(d.class_names), name=np.array(d.name),
+                     fingerprint=np.array(d.fingerprint))
+
+
+def load_prepared(path: Path) -> Dataset:
+    """Read a prepared dataset; its stored fingerprint must match its content."""
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"prepared dataset {path} is missing; run 'make data'")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            a = {k: f[k] for k in f.files}
+        d = Dataset(str(a["name"]), a["x_train"], a["y_train"], a["x_test"], a["y_test"],
+                    tuple(str(n) for n in a["class_names"]))
+    except (OSError, ValueError, KeyError) as exc:
+        raise UsageError(f"{path} is not a prepared softcache dataset ({exc}); run 'make data'") from None
+    if d.fingerprint != str(a["fingerprint"]):
+        raise UsageError(f"{path} content does not match its recorded fingerprint; run 'make data'")
+    return d

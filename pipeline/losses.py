@@ -1,0 +1,37 @@
+"""The distillation loss (Hinton, Vinyals, Dean 2015, "Distilling the Knowledge in a Neural Network").
+
+    loss = alpha * T^2 * KL(softmax(z_t / T) || softmax(z_s / T)) + (1 - alpha) * CE(z_s, y)
+
+Both sides are log-probabilities (``log_softmax``), the KL is batch-mean, and the T^2
+factor keeps the soft term's gradient on the same scale whatever T is. ``alpha = 0`` is
+exactly cross-entropy on the hard labels, the scratch baseline.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["kd_loss", "kd_loss_from_log_targets"]
+
+
+def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor, *,
+            T: float, alpha: float) -> torch.Tensor:
+    """student_logits, teacher_logits: (B, C) float, both at temperature 1; labels: (B,) int64.
+
+    Returns a scalar. For a training loop of your own; softcache's loop uses
+    :func:`kd_loss_from_log_targets` with targets precomputed from the cache.
+    """
+    return kd_loss_from_log_targets(student_logits, F.log_softmax(teacher_logits.float() / T, dim=-1),
+                                    labels, T=T, alpha=alpha)
+
+
+def kd_loss_from_log_targets(student_logits: torch.Tensor, teacher_log_probs: torch.Tensor,
+                             labels: torch.Tensor, *, T: float, alpha: float) -> torch.Tensor:
+    """student_logits: (B, C) float; teacher_log_probs: (B, C) log_softmax(z_t / T); labels: (B,) int64."""
+    hard = F.cross_entropy(student_logits, labels)
+    if alpha == 0:
+        return hard
+    soft = F.kl_div(F.log_softmax(student_logits / T, dim=-1), teacher_log_probs,
+                    reduction="batchmean", log_target=True) * (T * T)
+    return alpha * soft + (1.0 - alpha) * hard

@@ -1,0 +1,88 @@
+"""Training a student from the cache and the images alone: the teacher is never loaded."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pipeline.cache import CacheExpectations, LogitCache
+from pipeline.checkpoint import save_checkpoint
+from pipeline.config import StudentConfig, as_record
+from pipeline.datasets import load_prepared
+from pipeline.errors import UsageError
+from pipeline.files import atomic_dir, read_json, write_json
+from pipeline.losses import kd_loss_from_log_targets
+from pipeline.models import count_params, create_student
+from pipeline.train import accuracy, fit, predict, set_threads
+
+__all__ = ["train_student", "MODEL_FILE", "METRICS_FILE"]
+
+MODEL_FILE = "model.pt"
+METRICS_FILE = "metrics.json"
+
+
+def _expected_teacher(record: Path | None) -> str | None:
+    if record is None:
+        return None
+    try:
+        return read_json(record)["fingerprint"]
+    except (OSError, ValueError, KeyError):
+        raise UsageError(f"teacher record {record} is missing or unreadable; run 'make teacher'") from None
+
+
+def train_student(cfg: StudentConfig, progress: bool = True) -> dict:
+    """Train one student on the CPU, evaluate it, and write its run directory; return metrics."""
+    set_threads(cfg.threads)
+    data = load_prepared(cfg.dataset)
+    cache = LogitCache(cfg.cache, CacheExpectations(
+        dataset_fingerprint=data.fingerprint, teacher_fingerprint=_expected_teacher(cfg.teacher_record),
+        num_classes=data.num_classes, train_rows=len(data.y_train)))
+    if not np.array_equal(cache.labels("train"), data.y_train):
+        raise UsageError(f"cache {cfg.cache} labels differ from the dataset's; run 'make teacher-logits'")
+
+    mean, std = data.normalization()
+    model_kwargs = {"in_shape": data.image_shape, "num_classes": data.num_classes, "mean": mean, "std": std}
+    torch.manual_seed(cfg.seed)
+    model = create_student(cfg.student, **model_kwargs)
+    x = torch.from_numpy(data.x_train)
+    y = torch.from_numpy(data.y_train)
+    targets = cache.log_soft_targets(cfg.T)
+
+    def loss_fn(logits: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        return kd_loss_from_log_targets(logits, targets[idx], y[idx], T=cfg.T, alpha=cfg.alpha)
+
+    start = time.perf_counter()
+    seconds = fit(model, x, loss_fn, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
+                  weight_decay=cfg.weight_decay, seed=cfg.seed, augment=cfg.augment,
+                  label=f"student {cfg.student}", progress=progress)
+    train_seconds = time.perf_counter() - start
+
+    test_logits = predict(model, torch.from_numpy(data.x_test))
+    teacher_test = cache.logits("test")
+    metrics = {
+        "test_acc": accuracy(test_logits, torch.from_numpy(data.y_test)),
+        "teacher_test_acc": cache.teacher_accuracy("test"),
+        "agreement_with_teacher": float((test_logits.argmax(1) == teacher_test.argmax(1)).float().mean()),
+        "params": count_params(model),
+        "student": cfg.student,
+        "T": cfg.T,
+        "alpha": cfg.alpha,
+        "seed": cfg.seed,
+        "epochs": cfg.epochs,
+        "seconds_per_epoch": sum(seconds) / len(seconds),
+        "train_seconds": train_seconds,
+        "threads": torch.get_num_threads(),
+        "cache_fingerprint": cache.fingerprint,
+        "teacher_fingerprint": cache.attrs.get("teacher_fingerprint"),
+        "dataset_fingerprint": data.fingerprint,
+        "config": as_record(cfg),
+    }
+    with atomic_dir(cfg.out_dir) as tmp:
+        save_checkpoint(tmp / MODEL_FILE, kind="student", arch=cfg.student, model=model,
+                        model_kwargs=model_kwargs, config=as_record(cfg), metrics=metrics)
+        metrics["size_bytes"] = (tmp / MODEL_FILE).stat().st_size
+        write_json(tmp / METRICS_FILE, metrics)
+    return metrics

@@ -1,0 +1,60 @@
+"""Training the teacher: the one expensive model, trained once per dataset and setting."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from pipeline.checkpoint import save_checkpoint
+from pipeline.config import TeacherConfig, as_record
+from pipeline.datasets import load_prepared
+from pipeline.files import write_json
+from pipeline.models import count_params, create_teacher
+from pipeline.train import accuracy, fit, predict, set_threads
+
+__all__ = ["train_teacher", "TEACHER_CKPT", "TEACHER_RECORD"]
+
+TEACHER_CKPT = "teacher.pt"
+TEACHER_RECORD = "teacher.json"
+
+
+def train_teacher(cfg: TeacherConfig, progress: bool = True) -> dict:
+    """Train, evaluate on the test split, write teacher.pt and teacher.json; return the record."""
+    cfg = cfg.resolved()
+    set_threads(cfg.threads)
+    data = load_prepared(cfg.dataset)
+    device = torch.device(cfg.device)
+    mean, std = data.normalization()
+    model_kwargs = {"in_shape": data.image_shape, "num_classes": data.num_classes, "mean": mean, "std": std}
+    torch.manual_seed(cfg.seed)
+    model = create_teacher(cfg.arch, **model_kwargs).to(device)
+
+    x = torch.from_numpy(data.x_train).to(device)
+    y = torch.from_numpy(data.y_train).to(device)
+    start = time.perf_counter()
+    seconds = fit(model, x, lambda logits, idx: F.cross_entropy(logits, y[idx]),
+                  epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay,
+                  seed=cfg.seed, augment=cfg.augment, amp=cfg.amp, label=f"teacher {cfg.arch}",
+                  progress=progress)
+    train_seconds = time.perf_counter() - start
+    test_acc = accuracy(predict(model, torch.from_numpy(data.x_test), amp=cfg.amp), torch.from_numpy(data.y_test))
+
+    metrics = {
+        "test_acc": test_acc,
+        "params": count_params(model),
+        "train_seconds": train_seconds,
+        "seconds_per_epoch": sum(seconds) / len(seconds),
+        "device": cfg.device,
+        "device_name": torch.cuda.get_device_name() if cfg.device == "cuda" else "cpu",
+        "threads": torch.get_num_threads(),
+    }
+    out = Path(cfg.out_dir)
+    fingerprint = save_checkpoint(out / TEACHER_CKPT, kind="teacher", arch=cfg.arch, model=model.cpu(),
+                                  model_kwargs=model_kwargs, config=as_record(cfg), metrics=metrics)
+    record = {"arch": cfg.arch, "fingerprint": fingerprint, "dataset_fingerprint": data.fingerprint,
+              "config": as_record(cfg), **metrics}
+    write_json(out / TEACHER_RECORD, record)
+    return record

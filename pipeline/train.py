@@ -1,0 +1,109 @@
+"""One training loop for teachers and students (nanoGPT-style: short loop, named helpers).
+
+What differs between a teacher and a student is only the loss, so :func:`fit` takes a
+``loss_fn(logits, idx)`` that sees the batch's row indices: the teacher's closure looks
+up hard labels, the student's looks up hard labels and cached soft targets. Images stay
+uint8 on the device and are scaled per batch, which keeps 60k Fashion-MNIST images at
+47 MB instead of 188 MB.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Callable, Iterator
+
+import click
+import torch
+from torch import nn
+
+__all__ = ["fit", "predict", "accuracy", "batches", "augment_batch", "to_unit_float", "set_threads"]
+
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def set_threads(n: int) -> None:
+    if n > 0:
+        torch.set_num_threads(n)
+
+
+def to_unit_float(x: torch.Tensor) -> torch.Tensor:
+    """uint8 images (B, C, H, W) -> float32 in [0, 1]."""
+    return x.float().div_(255.0)
+
+
+def batches(n: int, batch_size: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
+    """Row indices of one shuffled epoch, in batches (the last one may be short)."""
+    order = torch.randperm(n, generator=generator)
+    yield from order.split(batch_size)
+
+
+def augment_batch(x: torch.Tensor, generator: torch.Generator, pad: int = 2) -> torch.Tensor:
+    """Random crop after zero-padding by ``pad`` pixels, and a random horizontal flip.
+
+    x: (B, C, H, W) float. Offsets and flips are drawn from ``generator`` on the CPU, so a
+    seed fixes them whatever the device.
+    """
+    b, _, h, w = x.shape
+    padded = nn.functional.pad(x, (pad, pad, pad, pad))
+    dy = torch.randint(0, 2 * pad + 1, (b,), generator=generator).to(x.device)
+    dx = torch.randint(0, 2 * pad + 1, (b,), generator=generator).to(x.device)
+    flip = (torch.rand(b, generator=generator) < 0.5).to(x.device)
+    rows = (dy[:, None] + torch.arange(h, device=x.device))[:, :, None]          # (B, H, 1)
+    cols = dx[:, None] + torch.arange(w, device=x.device)                         # (B, W)
+    cols = torch.where(flip[:, None], cols.flip(1), cols)[:, None, :]            # (B, 1, W)
+    batch = torch.arange(b, device=x.device)[:, None, None]
+    return padded.permute(0, 2, 3, 1)[batch, rows, cols].permute(0, 3, 1, 2).contiguous()
+
+
+@torch.no_grad()
+def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 1024, amp: bool = False) -> torch.Tensor:
+    """Eval-mode logits for uint8 images x (N, C, H, W) on the model's device: (N, K) float32 on the CPU."""
+    model.eval()
+    device = next(model.parameters()).device
+    out = []
+    for start in range(0, len(x), batch_size):
+        xb = to_unit_float(x[start:start + batch_size].to(device, non_blocking=True))
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            out.append(model(xb).float().cpu())
+    return torch.cat(out) if out else torch.empty(0)
+
+
+def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    return float((logits.argmax(dim=1) == labels).float().mean())
+
+
+def fit(model: nn.Module, x_train: torch.Tensor, loss_fn: LossFn, *, epochs: int, batch_size: int,
+        lr: float, weight_decay: float, seed: int, augment: bool, amp: bool = False,
+        label: str = "train", progress: bool = True) -> list[float]:
+    """Train ``model`` in place with AdamW and a one-cycle schedule; return seconds per epoch.
+
+    x_train: (N, C, H, W) uint8 on the model's device. ``loss_fn(logits, idx)`` gets the
+    batch's logits (B, K) and its row indices (B,) on the same device.
+    """
+    device = next(model.parameters()).device
+    gen = torch.Generator().manual_seed(seed)
+    steps_per_epoch = -(-len(x_train) // batch_size)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * steps_per_epoch)
+    seconds = []
+    for epoch in range(epochs):
+        model.train()
+        start = time.perf_counter()
+        with click.progressbar(batches(len(x_train), batch_size, gen), length=steps_per_epoch,
+                               label=f"{label} epoch {epoch + 1}/{epochs}", file=sys.stderr,
+                               hidden=not progress) as bar:
+            for idx in bar:
+                idx = idx.to(device)
+                xb = to_unit_float(x_train[idx])
+                if augment:
+                    xb = augment_batch(xb, gen)
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                    logits = model(xb)
+                loss = loss_fn(logits.float(), idx)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+        seconds.append(time.perf_counter() - start)
+    return seconds

@@ -1,0 +1,58 @@
+"""The ``softcache`` command: one subcommand per stage, errors as one line and exit status 2.
+
+Errors a user can cause (click's usage errors, :class:`pipeline.errors.UsageError`) are
+printed as ``softcache <stage>: error: ...`` on one line; anything else is a bug and
+keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from pipeline.errors import UsageError
+from stages.data import data
+from stages.inspect import inspect, verify
+from stages.report import report
+from stages.student import student
+from stages.teacher import teacher
+from stages.teacher_logits import teacher_logits
+
+__all__ = ["cli", "main"]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def cli():
+    """softcache: run the teacher once, cache its soft targets, train students on the CPU."""
+
+
+for command in (data, teacher, teacher_logits, student, report, inspect, verify):
+    cli.add_command(command)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def main(argv: list[str] | None = None) -> None:
+    stage = next((a for a in (argv if argv is not None else sys.argv[1:]) if not a.startswith("-")), "")
+    prefix = f"softcache {stage}".strip()
+    try:
+        code = cli.main(args=argv, prog_name="softcache", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        code = exc.exit_code
+    except click.ClickException as exc:
+        click.echo(f"{prefix}: error: {_one_line(exc.format_message())} (see --help)", err=True)
+        code = 2
+    except UsageError as exc:
+        click.echo(f"{prefix}: error: {_one_line(str(exc))}", err=True)
+        code = 2
+    except (KeyboardInterrupt, click.exceptions.Abort):
+        click.echo(f"{prefix}: interrupted; no finished artifact was changed", err=True)
+        code = 130
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+if __name__ == "__main__":
+    main()

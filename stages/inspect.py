@@ -1,0 +1,47 @@
+"""Commands `inspect` and `verify`: look at a cache, or check it before trusting it."""
+
+from pathlib import Path
+
+import click
+
+from pipeline.cache import CacheExpectations, LogitCache
+from pipeline.datasets import load_prepared
+
+
+@click.command("inspect")
+@click.argument("cache", type=click.Path(path_type=Path))
+@click.option("--T", "T", type=float, default=4.0, show_default=True, help="Temperature for the entropy column.")
+def inspect(cache, T):
+    """Print what a cache holds (it is verified first)."""
+    c = LogitCache(cache)
+    p = c.soft_targets(T)
+    entropy = float(-(p * p.clamp_min(1e-12).log()).sum(1).mean())
+    rows = [
+        ("file", f"{cache} ({cache.stat().st_size / 1e6:.2f} MB)"),
+        ("rows", f"{c.train_rows} train, {len(c.labels('test'))} test"),
+        ("classes", c.num_classes),
+        ("temperature", f"{c.temperature:g} (logits stored divided by it)"),
+        ("teacher", f"{c.attrs.get('teacher')} {c.attrs.get('teacher_fingerprint')}"),
+        ("dataset", f"{c.attrs.get('dataset')} {c.attrs.get('dataset_fingerprint')}"),
+        ("teacher acc", f"train {100 * c.teacher_accuracy('train'):.2f}%, test {100 * c.teacher_accuracy('test'):.2f}%"),
+        (f"entropy @T={T:g}", f"{entropy:.3f} nats (max {float(p.new_tensor(c.num_classes).log()):.3f})"),
+        ("created", c.attrs.get("created")),
+        ("fingerprint", c.fingerprint),
+    ]
+    width = max(len(k) for k, _ in rows)
+    for k, v in rows:
+        click.echo(f"{k:<{width}}  {v}")
+
+
+@click.command("verify")
+@click.argument("cache", type=click.Path(path_type=Path))
+@click.option("--dataset", type=click.Path(path_type=Path), help="Also check it was made from this prepared dataset.")
+def verify(cache, dataset):
+    """Check completeness, checksums, shapes, values, order and (with --dataset) provenance."""
+    expect = CacheExpectations()
+    if dataset is not None:
+        d = load_prepared(dataset)
+        expect = CacheExpectations(dataset_fingerprint=d.fingerprint, num_classes=d.num_classes,
+                                   train_rows=len(d.y_train))
+    c = LogitCache(cache, expect)
+    click.echo(f"{cache}: OK ({c.train_rows} train rows, {c.num_classes} classes, fingerprint {c.fingerprint})")

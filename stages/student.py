@@ -1,0 +1,32 @@
+"""Stage `student`: train one student from the cache on the CPU and write its run directory."""
+
+from pathlib import Path
+
+import click
+
+from pipeline.config import StudentConfig, from_options
+from pipeline.models import list_students
+from pipeline.student import train_student
+
+
+@click.command("student")
+@click.option("--cache", type=click.Path(path_type=Path), required=True, help="Teacher-logit cache (.h5).")
+@click.option("--dataset", type=click.Path(path_type=Path), required=True, help="Prepared dataset (.npz).")
+@click.option("--out-dir", type=click.Path(path_type=Path), required=True, help="Run directory to write.")
+@click.option("--teacher-record", type=click.Path(path_type=Path),
+              help="teacher.json; when given, the cache must come from that teacher.")
+@click.option("--student", help=f"One of: {', '.join(list_students())}.")
+@click.option("--T", "T", type=float, help="Distillation temperature (> 0, default 4).")
+@click.option("--alpha", type=float, help="Weight of the soft term in [0, 1] (default 0.9; 0 = scratch).")
+@click.option("--seed", type=int)
+@click.option("--epochs", type=int)
+@click.option("--batch-size", type=int)
+@click.option("--lr", type=float)
+@click.option("--augment/--no-augment", default=None, help="Random crop + flip (default off).")
+@click.option("--threads", type=int, help="torch CPU threads (0: torch's default).")
+def student(**options):
+    """Train a student with the distillation loss from cached soft targets."""
+    m = train_student(from_options(StudentConfig, **options))
+    click.echo(f"{options['out_dir']}: {m['student']} ({m['params']:,} params) T={m['T']:g} "
+               f"ALPHA={m['alpha']:g}: test accuracy {100 * m['test_acc']:.2f}% "
+               f"(teacher {100 * m['teacher_test_acc']:.2f}%), {m['seconds_per_epoch']:.1f} s/epoch")

@@ -1,0 +1,23 @@
+"""Stage `teacher-logits`: run the teacher once over the data and write the HDF5 cache."""
+
+from pathlib import Path
+
+import click
+
+from pipeline.config import LogitsConfig, from_options
+from pipeline.logits import write_teacher_logits
+
+
+@click.command("teacher-logits")
+@click.option("--teacher", type=click.Path(path_type=Path), required=True, help="Teacher checkpoint.")
+@click.option("--dataset", type=click.Path(path_type=Path), required=True, help="Prepared dataset (.npz).")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Cache file (.h5) to write.")
+@click.option("--temperature", type=float, help="TEACHER_T: logits are stored divided by it (default 1).")
+@click.option("--dtype", type=click.Choice(["float32", "float16"]))
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]))
+@click.option("--batch-size", type=int)
+def teacher_logits(**options):
+    """Cache the teacher's logits for the train and test splits."""
+    summary = write_teacher_logits(from_options(LogitsConfig, **options))
+    click.echo(f"{summary['path']}: {summary['rows']['train']} train + {summary['rows']['test']} test rows "
+               f"in {summary['seconds']:.1f} s ({summary['images_per_second']:.0f} images/s)")
