@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from pipeline.datasets import DEBIAN_DIR
 from pipeline.errors import UsageError
 
 __all__ = [
@@ -67,6 +68,7 @@ class DataConfig:
     dataset: str = "fashion-mnist"   # a known name, an .npz path, or a directory of IDX files
     source: Path | None = None       # explicit directory/file, searched first
     raw_dir: Path = Path("data/raw")
+    system_dir: Path = DEBIAN_DIR    # where the Debian package dataset-fashion-mnist puts it
     limit: int = 0                   # keep only the first N training samples (0: all)
     download: bool = True            # last resort: the official files, MD5-checked
 

@@ -1,0 +1,134 @@
+"""Benchmarks as ratios measured side by side in one run (the machines are noisy).
+
+1. Student epoch: distillation from cached soft targets vs plain cross-entropy, same
+   student, same data, same batches. The ratio is the whole cost of distilling once the
+   cache exists.
+2. Teacher pass: the teacher-logits stage (inference + HDF5 writes + checksums) vs the
+   bare teacher forward over the same images on the same device. The ratio is the cost
+   of writing the cache.
+
+Usage: python benchmarks/run_all.py [--rows N] [--repeats R] [--out BENCHMARKS.md]
+Real Fashion-MNIST (first N training images) when it is installed, else random images.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import click
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from pipeline.cache import LogitCache
+from pipeline.checkpoint import save_checkpoint
+from pipeline.config import LogitsConfig
+from pipeline.datasets import DEBIAN_DIR, Dataset, FASHION_MNIST_CLASSES, limit_train, load_dataset, save_prepared
+from pipeline.logits import write_teacher_logits
+from pipeline.losses import kd_loss_from_log_targets
+from pipeline.models import create_student, create_teacher
+from pipeline.train import fit, predict
+
+
+def _dataset(rows: int) -> Dataset:
+    try:
+        return limit_train(load_dataset("fashion-mnist", None, Path("data/raw"), DEBIAN_DIR, download=False), rows)
+    except Exception:
+        rng = np.random.default_rng(0)
+        return Dataset("random", rng.integers(0, 256, (rows, 1, 28, 28), dtype=np.uint8),
+                       rng.integers(0, 10, rows), rng.integers(0, 256, (1000, 1, 28, 28), dtype=np.uint8),
+                       rng.integers(0, 10, 1000), FASHION_MNIST_CLASSES)
+
+
+def _epoch_seconds(x, loss_fn, student: str) -> float:
+    torch.manual_seed(0)
+    model = create_student(student)
+    return fit(model, x, loss_fn, epochs=1, batch_size=128, lr=3e-3, weight_decay=5e-4, seed=0,
+               augment=False, progress=False)[0]
+
+
+def bench_student_epoch(data: Dataset, cache: LogitCache, student: str, repeats: int) -> dict:
+    x, y = torch.from_numpy(data.x_train), torch.from_numpy(data.y_train)
+    targets = cache.log_soft_targets(4.0)
+    arms = {
+        "ce": lambda logits, idx: F.cross_entropy(logits, y[idx]),
+        "kd": lambda logits, idx: kd_loss_from_log_targets(logits, targets[idx], y[idx], T=4.0, alpha=0.9),
+    }
+    times = {k: [] for k in arms}
+    for _ in range(repeats):            # interleaved, so drift hits both arms alike
+        for name, fn in arms.items():
+            times[name].append(_epoch_seconds(x, fn, student))
+    best = {k: min(v) for k, v in times.items()}
+    return {"student": student, "ce_s": best["ce"], "kd_s": best["kd"], "ratio": best["kd"] / best["ce"]}
+
+
+def bench_teacher_pass(prepared: Path, ckpt: Path, data: Dataset, repeats: int, workdir: Path) -> dict:
+    model = create_teacher("cnn")
+    stage, bare = [], []
+    x_all = [torch.from_numpy(data.x_train), torch.from_numpy(data.x_test)]
+    for i in range(repeats):
+        start = time.perf_counter()
+        for x in x_all:
+            predict(model, x, 1024)
+        bare.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        write_teacher_logits(LogitsConfig(teacher=ckpt, dataset=prepared, out=workdir / f"c{i}.h5", device="cpu"))
+        stage.append(time.perf_counter() - start)
+    images = len(data.y_train) + len(data.y_test)
+    return {"images": images, "bare_s": min(bare), "stage_s": min(stage),
+            "bare_ips": images / min(bare), "stage_ips": images / min(stage),
+            "throughput_ratio": min(bare) / min(stage)}
+
+
+@click.command()
+@click.option("--rows", default=20000, show_default=True, help="Training images to use.")
+@click.option("--repeats", default=3, show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), help="Markdown file to write the figures to.")
+def main(rows: int, repeats: int, out: Path | None) -> None:
+    data = _dataset(rows)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        save_prepared(data, tmp / "d.npz")
+        torch.manual_seed(0)
+        teacher = create_teacher("cnn")
+        kwargs = {"in_shape": (1, 28, 28), "num_classes": 10}
+        save_checkpoint(tmp / "t.pt", kind="teacher", arch="cnn", model=teacher, model_kwargs=kwargs, config={},
+                        metrics={"test_acc": 0.0})
+        teacher_pass = bench_teacher_pass(tmp / "d.npz", tmp / "t.pt", data, repeats, tmp)
+        cache = LogitCache(tmp / "c0.h5")
+        epochs = [bench_student_epoch(data, cache, s, repeats) for s in ("cnn-tiny", "mlp")]
+
+    machine = f"{platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}, CPU"
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Measured {dt.date.today().isoformat()} on {machine}; data: {data.name}, {rows} training images; "
+        f"best of {repeats} interleaved repeats. Command: `make bench` "
+        "(`python benchmarks/run_all.py --out BENCHMARKS.md`).",
+        "",
+        "## Student epoch: cached-KD loss vs plain cross-entropy",
+        "",
+        "| student | CE epoch (s) | KD-from-cache epoch (s) | ratio KD/CE |",
+        "|---|---:|---:|---:|",
+        *[f"| {e['student']} | {e['ce_s']:.2f} | {e['kd_s']:.2f} | {e['ratio']:.3f} |" for e in epochs],
+        "",
+        "## Teacher pass: teacher-logits stage vs bare teacher forward (CPU teacher `cnn`)",
+        "",
+        "| images | bare forward (img/s) | stage incl. HDF5 writes (img/s) | stage/bare throughput |",
+        "|---:|---:|---:|---:|",
+        f"| {teacher_pass['images']} | {teacher_pass['bare_ips']:.0f} | {teacher_pass['stage_ips']:.0f} | "
+        f"{teacher_pass['throughput_ratio']:.3f} |",
+        "",
+    ]
+    text = "\n".join(lines)
+    click.echo(text)
+    if out:
+        out.write_text(text)
+
+
+if __name__ == "__main__":
+    main()

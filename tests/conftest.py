@@ -1,0 +1,60 @@
+"""Tiny generated fixtures: a 3-class dataset of 12x12 images whose classes are separable
+(a bright block in a class-specific place), so a few training steps really learn."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipeline.config import LogitsConfig, TeacherConfig
+from pipeline.datasets import Dataset, save_prepared
+from pipeline.logits import write_teacher_logits
+from pipeline.teacher import train_teacher
+
+SHAPE = (1, 12, 12)
+CLASSES = ("left", "middle", "right")
+
+
+def make_dataset(n_train: int = 96, n_test: int = 48, seed: int = 0, name: str = "tiny") -> Dataset:
+    rng = np.random.default_rng(seed)
+
+    def split(n):
+        y = rng.integers(0, len(CLASSES), n)
+        x = rng.integers(0, 60, (n, *SHAPE), dtype=np.uint8)
+        for i, label in enumerate(y):
+            x[i, :, 3:9, 4 * label: 4 * label + 4] += 180
+        return x, y.astype(np.int64)
+
+    x_train, y_train = split(n_train)
+    x_test, y_test = split(n_test)
+    return Dataset(name, x_train, y_train, x_test, y_test, CLASSES)
+
+
+@pytest.fixture
+def tiny_dataset() -> Dataset:
+    return make_dataset()
+
+
+@pytest.fixture
+def prepared(tmp_path: Path, tiny_dataset: Dataset) -> Path:
+    path = tmp_path / "dataset" / "tiny.npz"
+    save_prepared(tiny_dataset, path)
+    return path
+
+
+@pytest.fixture
+def teacher_dir(tmp_path: Path, prepared: Path) -> Path:
+    out = tmp_path / "teacher"
+    train_teacher(TeacherConfig(dataset=prepared, out_dir=out, arch="cnn", epochs=2, device="cpu",
+                                batch_size=32), progress=False)
+    return out
+
+
+@pytest.fixture
+def cache_file(tmp_path: Path, prepared: Path, teacher_dir: Path) -> Path:
+    out = tmp_path / "cache" / "tiny.h5"
+    write_teacher_logits(LogitsConfig(teacher=teacher_dir / "teacher.pt", dataset=prepared, out=out,
+                                      device="cpu"))
+    return out

@@ -1,0 +1,121 @@
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from pipeline.cache import CacheExpectations, LogitCache, write_cache
+from pipeline.config import LogitsConfig
+from pipeline.errors import UsageError
+from pipeline.logits import write_teacher_logits
+
+ATTRS = {"teacher_fingerprint": "t" * 16, "dataset_fingerprint": "d" * 16}
+
+
+def make_cache(path, n=50, c=4, temperature=1.0, logits=None, labels=None, index=None, complete=True,
+               dtype="float32", seed=0):
+    rng = np.random.default_rng(seed)
+    z = rng.normal(size=(n, c)).astype(np.float32) * 3 if logits is None else logits
+    y = rng.integers(0, c, n) if labels is None else labels
+    idx = np.arange(n) if index is None else index
+    with write_cache(path, rows={"train": n, "test": n}, num_classes=c, temperature=temperature,
+                     attrs=ATTRS, dtype=dtype) as w:
+        for split in ("train", "test"):
+            w.write(split, 0, z / temperature, y, idx)
+    if not complete:
+        with h5py.File(path, "r+") as f:
+            f.attrs["complete"] = False
+    return z, y
+
+
+def test_round_trip(tmp_path):
+    z, y = make_cache(tmp_path / "c.h5")
+    c = LogitCache(tmp_path / "c.h5", CacheExpectations("d" * 16, "t" * 16, 4, 50))
+    assert torch.allclose(c.logits(), torch.from_numpy(z))
+    np.testing.assert_array_equal(c.labels(), y)
+    assert torch.allclose(c.soft_targets(2.0).sum(1), torch.ones(50))
+    assert c.teacher_accuracy() == pytest.approx(float((z.argmax(1) == y).mean()))
+
+
+@pytest.mark.parametrize("T", [1.0, 2.0, 4.0, 8.0])
+def test_any_temperature_from_one_cache(tmp_path, T):
+    z, _ = make_cache(tmp_path / "t1.h5", temperature=1.0)
+    make_cache(tmp_path / "t4.h5", temperature=4.0, logits=z)
+    a, b = LogitCache(tmp_path / "t1.h5"), LogitCache(tmp_path / "t4.h5")
+    assert torch.allclose(a.soft_targets(T), b.soft_targets(T), atol=1e-6)
+    assert torch.allclose(a.soft_targets(T), torch.softmax(torch.from_numpy(z) / T, 1), atol=1e-6)
+
+
+def test_float16_storage_is_read_the_same_way(tmp_path):
+    z, _ = make_cache(tmp_path / "h.h5", dtype="float16")
+    assert h5py.File(tmp_path / "h.h5")["train/logits"].dtype == np.float16
+    assert torch.allclose(LogitCache(tmp_path / "h.h5").logits(), torch.from_numpy(z), atol=1e-2)
+
+
+def test_failed_writer_leaves_nothing(tmp_path):
+    with pytest.raises(RuntimeError):
+        with write_cache(tmp_path / "c.h5", rows={"train": 10}, num_classes=3, temperature=1.0, attrs={}) as w:
+            w.write("train", 0, np.zeros((5, 3)), np.zeros(5, int), np.arange(5))
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("case,match", [
+    ("missing", "missing"),
+    ("incomplete", "not marked complete"),
+    ("truncated", "unreadable or corrupt"),
+    ("flipped", "unreadable or corrupt"),
+    ("nan", "NaN or Inf"),
+    ("labels", r"outside \[0, 4\)"),
+    ("order", "not in dataset order"),
+    ("dataset", "different dataset"),
+    ("teacher", "different teacher"),
+    ("classes", "number of classes"),
+    ("rows", "number of training rows"),
+])
+def test_every_defect_is_caught_and_names_the_fix(tmp_path, case, match):
+    path = tmp_path / "c.h5"
+    expect = CacheExpectations()
+    if case != "missing":
+        z = np.random.default_rng(0).normal(size=(50, 4)).astype(np.float32)
+        kwargs = {}
+        if case == "nan":
+            z[3, 1] = np.nan
+        if case == "labels":
+            kwargs["labels"] = np.full(50, 4)
+        if case == "order":
+            kwargs["index"] = np.arange(50)[::-1].copy()
+        make_cache(path, logits=z, complete=case != "incomplete", **kwargs)
+    if case == "truncated":
+        path.write_bytes(path.read_bytes()[:2000])
+    if case == "flipped":
+        with h5py.File(path, "r") as f:
+            offset = f["train/logits"].id.get_chunk_info(0).byte_offset
+        raw = bytearray(path.read_bytes())
+        raw[offset + 17] ^= 0xFF
+        path.write_bytes(bytes(raw))
+    expect = {
+        "dataset": CacheExpectations(dataset_fingerprint="x" * 16),
+        "teacher": CacheExpectations(teacher_fingerprint="x" * 16),
+        "classes": CacheExpectations(num_classes=10),
+        "rows": CacheExpectations(train_rows=60),
+    }.get(case, expect)
+    with pytest.raises(UsageError, match=match) as info:
+        LogitCache(path, expect)
+    assert "make teacher-logits" in str(info.value)
+
+
+def test_teacher_pass_writes_a_verified_cache(cache_file, tiny_dataset, teacher_dir):
+    import json
+    record = json.loads((teacher_dir / "teacher.json").read_text())
+    c = LogitCache(cache_file, CacheExpectations(tiny_dataset.fingerprint, record["fingerprint"], 3, 96))
+    np.testing.assert_array_equal(c.labels("test"), tiny_dataset.y_test)
+    assert c.teacher_accuracy("test") == pytest.approx(record["test_acc"])
+    assert c.attrs["complete"] is True and c.attrs["teacher"] == "cnn"
+
+
+def test_teacher_temperature_scales_what_is_stored(tmp_path, prepared, teacher_dir, cache_file):
+    hot = tmp_path / "hot.h5"
+    write_teacher_logits(LogitsConfig(teacher=teacher_dir / "teacher.pt", dataset=prepared, out=hot,
+                                      temperature=4.0, device="cpu"))
+    with h5py.File(cache_file) as f1, h5py.File(hot) as f4:
+        np.testing.assert_allclose(f4["train/logits"][()] * 4.0, f1["train/logits"][()], rtol=1e-5, atol=1e-5)
+    assert torch.allclose(LogitCache(hot).soft_targets(2.0), LogitCache(cache_file).soft_targets(2.0), atol=1e-6)

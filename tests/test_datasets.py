@@ -1,0 +1,124 @@
+import hashlib
+import gzip
+
+import numpy as np
+import pytest
+
+from pipeline.datasets import (
+    Dataset, download_verified, find_source, limit_train, load_dataset, load_idx_dir, load_npz,
+    load_prepared, read_idx, save_prepared, write_idx,
+)
+from pipeline.errors import UsageError
+from tests.conftest import make_dataset
+
+PARTS = {"x_train": "train-images-idx3-ubyte", "y_train": "train-labels-idx1-ubyte",
+         "x_test": "t10k-images-idx3-ubyte", "y_test": "t10k-labels-idx1-ubyte"}
+
+
+def write_idx_dir(directory, d: Dataset, gz: bool):
+    directory.mkdir(parents=True, exist_ok=True)
+    for key, stem in PARTS.items():
+        arr = getattr(d, key)
+        arr = arr[:, 0] if arr.ndim == 4 else arr
+        write_idx(directory / (stem + (".gz" if gz else "")), arr)
+
+
+@pytest.mark.parametrize("gz", [True, False])
+def test_idx_round_trip(tmp_path, tiny_dataset, gz):
+    write_idx_dir(tmp_path / "idx", tiny_dataset, gz)
+    d = load_idx_dir(tmp_path / "idx", name="tiny")
+    np.testing.assert_array_equal(d.x_train, tiny_dataset.x_train)
+    np.testing.assert_array_equal(d.y_test, tiny_dataset.y_test)
+    assert d.x_train.shape == (96, 1, 12, 12)
+
+
+def test_idx_rejects_bad_magic_and_truncation(tmp_path):
+    (tmp_path / "bad").write_bytes(b"\x01\x02\x03\x04" + b"\x00" * 8)
+    with pytest.raises(UsageError, match="not an IDX file"):
+        read_idx(tmp_path / "bad")
+    write_idx(tmp_path / "x.gz", np.zeros((4, 5, 5), np.uint8))
+    raw = gzip.decompress((tmp_path / "x.gz").read_bytes())
+    (tmp_path / "cut").write_bytes(raw[:-3])
+    with pytest.raises(UsageError, match="fetch it again"):
+        read_idx(tmp_path / "cut")
+
+
+def test_npz_accepts_nhw_and_float_images(tmp_path):
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "d.npz", x_train=rng.random((10, 6, 6)), y_train=np.arange(10) % 4,
+             x_test=rng.random((5, 6, 6)), y_test=np.arange(5) % 4)
+    d = load_npz(tmp_path / "d.npz")
+    assert d.x_train.shape == (10, 1, 6, 6) and d.x_train.dtype == np.uint8
+    assert d.num_classes == 4 and d.name == "d"
+
+
+def test_npz_errors(tmp_path):
+    np.savez(tmp_path / "missing.npz", x_train=np.zeros((2, 3, 3), np.uint8))
+    with pytest.raises(UsageError, match="missing arrays"):
+        load_npz(tmp_path / "missing.npz")
+    np.savez(tmp_path / "floaty.npz", x_train=np.zeros((2, 3, 3), np.uint8), y_train=np.array([0.5, 1.0]),
+             x_test=np.zeros((1, 3, 3), np.uint8), y_test=np.array([0]))
+    with pytest.raises(UsageError, match="integer labels"):
+        load_npz(tmp_path / "floaty.npz")
+    np.savez(tmp_path / "shapes.npz", x_train=np.zeros((2, 3, 3), np.uint8), y_train=np.array([0, 1]),
+             x_test=np.zeros((1, 4, 4), np.uint8), y_test=np.array([0]))
+    with pytest.raises(UsageError, match="differ in shape"):
+        load_npz(tmp_path / "shapes.npz")
+
+
+def test_labels_out_of_range_are_refused(tiny_dataset):
+    bad = tiny_dataset.y_train.copy()
+    bad[0] = 7
+    with pytest.raises(UsageError, match=r"\[0, 3\)"):
+        Dataset("bad", tiny_dataset.x_train, bad, tiny_dataset.x_test, tiny_dataset.y_test, tiny_dataset.class_names)
+
+
+def test_fingerprint_is_content_based():
+    a, b = make_dataset(seed=0), make_dataset(seed=0)
+    assert a.fingerprint == b.fingerprint
+    assert make_dataset(seed=1).fingerprint != a.fingerprint
+    assert limit_train(a, 10).fingerprint != a.fingerprint
+    assert len(limit_train(a, 10).y_train) == 10 and limit_train(a, 0) is a
+
+
+def test_source_search_order(tmp_path, tiny_dataset):
+    raw, system, explicit = tmp_path / "raw", tmp_path / "system", tmp_path / "explicit"
+    write_idx_dir(system, tiny_dataset, gz=True)
+    assert find_source("fashion-mnist", None, raw, system, download=False) == system
+    write_idx_dir(raw, tiny_dataset, gz=False)
+    assert find_source("fashion-mnist", None, raw, system, download=False) == raw
+    write_idx_dir(explicit, tiny_dataset, gz=True)
+    assert find_source("fashion-mnist", explicit, raw, system, download=False) == explicit
+
+
+def test_no_data_found_says_how_to_get_it(tmp_path):
+    with pytest.raises(UsageError, match="apt-get install dataset-fashion-mnist"):
+        load_dataset("fashion-mnist", None, tmp_path / "raw", tmp_path / "none", download=False)
+    with pytest.raises(UsageError, match="unknown dataset 'cifar'"):
+        load_dataset("cifar", None, tmp_path / "raw", tmp_path / "none", download=False)
+
+
+def test_download_is_checksum_verified(tmp_path):
+    served = tmp_path / "served"
+    served.mkdir()
+    (served / "a.gz").write_bytes(b"payload")
+    good = hashlib.md5(b"payload").hexdigest()
+    download_verified(served.as_uri() + "/", {"a.gz": good}, tmp_path / "dest")
+    assert (tmp_path / "dest" / "a.gz").read_bytes() == b"payload"
+    with pytest.raises(UsageError, match="checksum mismatch"):
+        download_verified(served.as_uri() + "/", {"a.gz": "0" * 32}, tmp_path / "dest2")
+    assert not (tmp_path / "dest2" / "a.gz").exists()
+
+
+def test_prepared_round_trip_and_tamper_detection(tmp_path, tiny_dataset):
+    save_prepared(tiny_dataset, tmp_path / "p.npz")
+    d = load_prepared(tmp_path / "p.npz")
+    assert d.fingerprint == tiny_dataset.fingerprint and d.class_names == tiny_dataset.class_names
+    with np.load(tmp_path / "p.npz") as f:
+        arrays = dict(f)
+    arrays["y_train"] = (arrays["y_train"] + 1) % 3
+    np.savez(tmp_path / "tampered.npz", **arrays)
+    with pytest.raises(UsageError, match="fingerprint"):
+        load_prepared(tmp_path / "tampered.npz")
+    with pytest.raises(UsageError, match="make data"):
+        load_prepared(tmp_path / "absent.npz")
