@@ -31,6 +31,7 @@ ALPHA          ?= 0.9
 SEED           ?= 0
 EPOCHS         ?= 5
 THREADS        ?= 0
+JOBS           ?= 1
 DEMO_STUDENTS  ?= mlp cnn-tiny cnn-small
 
 # --- derived paths ---------------------------------------------------------------------
@@ -41,9 +42,13 @@ DATA_FILE    := $(DATA_DIR)/dataset/$(DATA_NAME).npz
 TEACHER_DIR  := $(DATA_DIR)/teacher/$(DATA_NAME)
 TEACHER_CKPT := $(TEACHER_DIR)/teacher.pt
 CACHE        := $(DATA_DIR)/cache/$(DATA_NAME)-T$(TEACHER_T)-$(CACHE_DTYPE).h5
-ARM          := $(if $(filter 0 0.0 0.00,$(ALPHA)),scratch,T$(T)-a$(ALPHA))
-RUN          ?= $(STUDENT)-$(ARM)-s$(SEED)-e$(EPOCHS)
+# A run's directory name says what it is: $(call run_name,STUDENT,T,ALPHA,SEED,EPOCHS).
+run_name     = $1-$(if $(filter 0 0.0 0.00,$3),scratch,T$2-a$3)-s$4-e$5
+RUN          ?= $(call run_name,$(STUDENT),$(T),$(ALPHA),$(SEED),$(EPOCHS))
 RUN_DIR      := $(DATA_DIR)/runs/$(RUN)
+# Runs in parallel share the cores: each gets cores/JOBS torch threads unless THREADS is set.
+NPROC        := $(shell nproc 2>/dev/null || echo 1)
+RUN_THREADS  := $(if $(filter-out 0,$(THREADS)),$(THREADS),$(if $(filter-out 1,$(JOBS)),$(shell expr $(NPROC) / $(JOBS) \| 1),0))
 REPORT       := $(DATA_DIR)/reports/results.md
 PARAMS       := $(DATA_DIR)/params
 
@@ -90,23 +95,31 @@ $(CACHE): $(TEACHER_CKPT) $(DATA_FILE) | $(INSTALLED)
 	$(SC) teacher-logits --teacher $(TEACHER_CKPT) --dataset $(DATA_FILE) --out $@ \
 		--temperature $(TEACHER_T) --dtype $(CACHE_DTYPE) --device $(DEVICE)
 
-student: $(RUN_DIR)/metrics.json
-$(RUN_DIR)/metrics.json: $(CACHE) $(DATA_FILE) | $(INSTALLED)
+# One rule per student run that this invocation can ask for: the STUDENT/T/ALPHA/SEED/
+# EPOCHS run, and the demo's scratch and distilled run of every DEMO_STUDENTS entry.
+# A spec is STUDENT:T:ALPHA:SEED:EPOCHS; $(call field,N,SPEC) is its N-th field.
+field    = $(word $1,$(subst :, ,$2))
+spec_run = $(call run_name,$(call field,1,$1),$(call field,2,$1),$(call field,3,$1),$(call field,4,$1),$(call field,5,$1))
+define student_rule
+$(DATA_DIR)/runs/$(call spec_run,$1)/metrics.json: $(CACHE) $(DATA_FILE) | $(INSTALLED)
 	$(SC) student --cache $(CACHE) --dataset $(DATA_FILE) --teacher-record $(TEACHER_DIR)/teacher.json \
-		--out-dir $(RUN_DIR) --student $(STUDENT) --T $(T) --alpha $(ALPHA) --seed $(SEED) \
-		--epochs $(EPOCHS) --threads $(THREADS)
+		--out-dir $$(@D) --student $(call field,1,$1) --T $(call field,2,$1) --alpha $(call field,3,$1) \
+		--seed $(call field,4,$1) --epochs $(call field,5,$1) --threads $(RUN_THREADS)
+endef
+DEMO_SPECS := $(foreach s,$(DEMO_STUDENTS),$s:$(T):0:$(SEED):$(EPOCHS) $s:$(T):$(ALPHA):$(SEED):$(EPOCHS))
+DEMO_RUNS  := $(foreach spec,$(DEMO_SPECS),$(DATA_DIR)/runs/$(call spec_run,$(spec))/metrics.json)
+$(foreach spec,$(sort $(STUDENT):$(T):$(ALPHA):$(SEED):$(EPOCHS) $(DEMO_SPECS)),$(eval $(call student_rule,$(spec))))
+
+student: $(RUN_DIR)/metrics.json
 
 report: | $(INSTALLED)
 	$(SC) report --runs $(DATA_DIR)/runs --out $(REPORT)
 
 # --- entry points ------------------------------------------------------------------------
 # The demo: for every student, a scratch run (ALPHA=0) and a distilled run (T, ALPHA),
-# both from the one cache, then the table. Each sub-make reuses what is up to date.
+# both from the one cache, JOBS at a time, then the table.
 demo: $(CACHE)
-	@for s in $(DEMO_STUDENTS); do \
-		$(MAKE) --no-print-directory student STUDENT=$$s ALPHA=0 || exit 2; \
-		$(MAKE) --no-print-directory student STUDENT=$$s || exit 2; \
-	done
+	@$(MAKE) --no-print-directory -j$(JOBS) --output-sync=target $(DEMO_RUNS)
 	@$(MAKE) --no-print-directory report
 
 # pytest exits 5 when it collected nothing: say so rather than fail with a bare status.

@@ -13,7 +13,7 @@ from pipeline.teacher import train_teacher
 @click.option("--dataset", type=click.Path(path_type=Path), required=True, help="Prepared dataset (.npz).")
 @click.option("--out-dir", type=click.Path(path_type=Path), required=True, help="Writes teacher.pt and teacher.json.")
 @click.option("--arch", help=f"'auto' (resnet18 on a GPU, cnn on the CPU) or one of: {', '.join(list_teachers())}.")
-@click.option("--epochs", type=int, help="0 or unset: 30 on a GPU, 4 on the CPU.")
+@click.option("--epochs", type=int, help="0 or unset: 30 on a GPU, 5 on the CPU.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]))
 @click.option("--seed", type=int)
 @click.option("--batch-size", type=int)
