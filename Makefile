@@ -24,6 +24,7 @@ TEACHER_EPOCHS ?= 0
 TEACHER_SEED   ?= 0
 TEACHER_T      ?= 1
 CACHE_DTYPE    ?= float32
+CACHE_TOPK     ?= 0
 DEVICE         ?= auto
 STUDENT        ?= cnn-tiny
 T              ?= 4
@@ -41,7 +42,7 @@ DATA_NAME    := $(basename $(notdir $(DATASET)))
 DATA_FILE    := $(DATA_DIR)/dataset/$(DATA_NAME).npz
 TEACHER_DIR  := $(DATA_DIR)/teacher/$(DATA_NAME)
 TEACHER_CKPT := $(TEACHER_DIR)/teacher.pt
-CACHE        := $(DATA_DIR)/cache/$(DATA_NAME)-T$(TEACHER_T)-$(CACHE_DTYPE).h5
+CACHE        := $(DATA_DIR)/cache/$(DATA_NAME)-T$(TEACHER_T)-$(CACHE_DTYPE)$(if $(filter-out 0,$(CACHE_TOPK)),-top$(CACHE_TOPK)).h5
 # A run's directory name says what it is: $(call run_name,STUDENT,T,ALPHA,SEED,EPOCHS).
 run_name     = $1-$(if $(filter 0 0.0 0.00,$3),scratch,T$2-a$3)-s$4-e$5
 RUN          ?= $(call run_name,$(STUDENT),$(T),$(ALPHA),$(SEED),$(EPOCHS))
@@ -93,7 +94,7 @@ $(TEACHER_CKPT): $(DATA_FILE) $(TEACHER_STAMP) | $(INSTALLED)
 teacher-logits: $(CACHE)
 $(CACHE): $(TEACHER_CKPT) $(DATA_FILE) | $(INSTALLED)
 	$(SC) teacher-logits --teacher $(TEACHER_CKPT) --dataset $(DATA_FILE) --out $@ \
-		--temperature $(TEACHER_T) --dtype $(CACHE_DTYPE) --device $(DEVICE)
+		--temperature $(TEACHER_T) --dtype $(CACHE_DTYPE) --topk $(CACHE_TOPK) --device $(DEVICE)
 
 # One rule per student run that this invocation can ask for: the STUDENT/T/ALPHA/SEED/
 # EPOCHS run, and the demo's scratch and distilled run of every DEMO_STUDENTS entry.

@@ -1,17 +1,28 @@
 """The logit cache: the one module that knows the HDF5 layout (see docs/CACHE_FORMAT.md).
 
-Layout, format_version 1::
+Layout, format_version 1, ``storage = "full"``::
 
     /train/logits   (N, C) float32|float16  teacher logits divided by attrs['temperature']
     /train/labels   (N,)   int64            hard labels, so a student needs only cache + images
     /train/index    (N,)   int64            dataset row of each cache row; always 0..N-1
-    /test/logits, /test/labels, /test/index  the same for the test split (for reports)
-    attrs: format_version, temperature, num_classes, teacher_fingerprint,
-           dataset_fingerprint, teacher, teacher_test_acc, created, producer, complete
+    /test/...       the same for the test split (for reports)
+
+``storage = "topk"`` replaces ``logits`` by the k largest logits per row and what is needed
+to rebuild the rest::
+
+    /train/topk_logits  (N, k) float32|float16  the k largest stored logits, descending
+    /train/topk_classes (N, k) int16|int32      their classes
+    /train/tail_logit   (N,)   float32|float16  the one value every other class gets, chosen so
+                                                the tail's total probability at the stored
+                                                temperature is exact: LSE(tail) - log(C - k)
+
+Attributes: format_version, storage, topk, temperature, num_classes, teacher_fingerprint,
+dataset_fingerprint, teacher, teacher_test_acc, created, producer, complete.
 
 Every dataset carries HDF5's fletcher32 checksum, so a flipped byte fails the read
 instead of silently changing a soft target. ``complete`` is written last, and the file
-gets its final name only after that (``pipeline.files.atomic_path``).
+gets its final name only after that (``pipeline.files.atomic_path``). Readers get dense
+(N, C) logits whatever the storage, so nothing downstream knows the difference.
 """
 
 from __future__ import annotations
@@ -19,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import hashlib
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -35,27 +47,54 @@ __all__ = ["FORMAT_VERSION", "CacheWriter", "write_cache", "LogitCache", "CacheE
 FORMAT_VERSION = 1
 SPLITS = ("train", "test")
 _REBUILD = "run 'make teacher-logits' to rebuild it"
+_ROW_DATASETS = ("labels", "index")
+
+
+def _topk_split(logits: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(B, C) logits -> top-k values (B, k) descending, their classes (B, k), tail logit (B,)."""
+    z = torch.from_numpy(np.ascontiguousarray(logits, dtype=np.float32))
+    values, classes = torch.topk(z, k, dim=1)
+    rest = z.scatter(1, classes, float("-inf"))
+    tail = torch.logsumexp(rest, dim=1) - math.log(z.shape[1] - k)
+    return values.numpy(), classes.numpy(), tail.numpy()
 
 
 class CacheWriter:
     """Preallocated HDF5 datasets filled in row blocks; use :func:`write_cache` to get one."""
 
-    def __init__(self, f: h5py.File, rows: dict[str, int], num_classes: int, dtype: str):
+    def __init__(self, f: h5py.File, rows: dict[str, int], num_classes: int, dtype: str, topk: int):
         self._f = f
+        self._topk = topk
         self._written = {s: 0 for s in rows}
+        class_dtype = "int16" if num_classes <= np.iinfo(np.int16).max else "int32"
         for split, n in rows.items():
             g = f.create_group(split)
             chunk_rows = max(1, min(n, 8192))
-            g.create_dataset("logits", (n, num_classes), dtype=dtype, chunks=(chunk_rows, num_classes),
-                             fletcher32=True)
-            for name in ("labels", "index"):
-                g.create_dataset(name, (n,), dtype="int64", chunks=(chunk_rows,), fletcher32=True)
+
+            def add(name, width, dt):
+                shape, chunks = ((n, width), (chunk_rows, width)) if width else ((n,), (chunk_rows,))
+                g.create_dataset(name, shape, dtype=dt, chunks=chunks, fletcher32=True)
+
+            if topk:
+                add("topk_logits", topk, dtype)
+                add("topk_classes", topk, class_dtype)
+                add("tail_logit", 0, dtype)
+            else:
+                add("logits", num_classes, dtype)
+            for name in _ROW_DATASETS:
+                add(name, 0, "int64")
 
     def write(self, split: str, start: int, logits: np.ndarray, labels: np.ndarray, index: np.ndarray) -> None:
-        """Rows [start, start + len(logits)) of ``split``; logits already divided by the temperature."""
+        """Rows [start, start + B) of ``split``. logits: (B, C) already divided by the temperature."""
         stop = start + len(logits)
         g = self._f[split]
-        g["logits"][start:stop] = logits
+        if self._topk:
+            values, classes, tail = _topk_split(logits, self._topk)
+            g["topk_logits"][start:stop] = values
+            g["topk_classes"][start:stop] = classes
+            g["tail_logit"][start:stop] = tail
+        else:
+            g["logits"][start:stop] = logits
         g["labels"][start:stop] = labels
         g["index"][start:stop] = index
         self._written[split] = max(self._written[split], stop)
@@ -66,21 +105,30 @@ class CacheWriter:
 
 @contextlib.contextmanager
 def write_cache(path: Path, *, rows: dict[str, int], num_classes: int, temperature: float,
-                attrs: dict, dtype: str = "float32") -> Iterator[CacheWriter]:
-    """Open a new cache for writing; on a clean exit mark it complete and move it into place."""
+                attrs: dict, dtype: str = "float32", topk: int = 0) -> Iterator[CacheWriter]:
+    """Open a new cache for writing; on a clean exit mark it complete and move it into place.
+
+    ``topk = 0`` stores every logit; ``0 < topk < num_classes`` stores the compact form.
+    """
     if dtype not in ("float32", "float16"):
         raise UsageError(f"cache dtype must be float32 or float16, got {dtype}")
+    if not 0 <= topk < num_classes:
+        raise UsageError(f"CACHE_TOPK must lie in [0, {num_classes}) for {num_classes} classes "
+                         f"(0 stores every logit), got {topk}")
     with atomic_path(path) as tmp:
         with h5py.File(tmp, "w") as f:
             f.attrs.update({
                 "format_version": FORMAT_VERSION,
+                "storage": "topk" if topk else "full",
+                "topk": int(topk),
+                "dtype": dtype,
                 "temperature": float(temperature),
                 "num_classes": int(num_classes),
                 "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                 "complete": False,
                 **attrs,
             })
-            writer = CacheWriter(f, rows, num_classes, dtype)
+            writer = CacheWriter(f, rows, num_classes, dtype, topk)
             yield writer
             for split, n in rows.items():
                 if writer.rows_written(split) != n:
@@ -115,15 +163,14 @@ class LogitCache:
             with h5py.File(self.path, "r") as f:
                 self.attrs = {k: _plain(v) for k, v in f.attrs.items()}
                 self._check_attrs()
-                self._arrays = {
-                    split: {name: f[split][name][()] for name in ("logits", "labels", "index")}
-                    for split in SPLITS
-                }
+                self._stored = {split: {name: ds[()] for name, ds in f[split].items()} for split in SPLITS}
         except UsageError:
             raise
         except (OSError, KeyError, ValueError) as exc:
             raise UsageError(f"cache {self.path} is unreadable or corrupt ({_first_line(exc)}); {_REBUILD}") from None
-        self._check_arrays()
+        self._check_stored()
+        self._arrays = {split: {"logits": self._dense(a), "labels": a["labels"], "index": a["index"]}
+                        for split, a in self._stored.items()}
         self._check_expectations(expect)
 
     # --- checks ---------------------------------------------------------------------
@@ -139,19 +186,36 @@ class LogitCache:
         if not isinstance(t, float) or not np.isfinite(t) or t <= 0:
             raise self._fail(f"temperature attribute {t!r} is not a positive number")
 
-    def _check_arrays(self) -> None:
-        c = self.num_classes
-        for split, a in self._arrays.items():
+    def _check_stored(self) -> None:
+        c, k = self.num_classes, int(self.attrs.get("topk", 0))
+        value_names = ("topk_logits", "topk_classes", "tail_logit") if k else ("logits",)
+        for split, a in self._stored.items():
+            missing = [name for name in (*value_names, *_ROW_DATASETS) if name not in a]
+            if missing:
+                raise self._fail(f"{split} lacks {', '.join(missing)}")
             n = len(a["labels"])
-            if a["logits"].ndim != 2 or a["logits"].shape != (n, c) or a["index"].shape != (n,):
-                raise self._fail(f"{split} shapes disagree: logits {a['logits'].shape}, labels "
-                                 f"{a['labels'].shape}, index {a['index'].shape}, {c} classes")
-            if not np.isfinite(a["logits"]).all():
-                raise self._fail(f"{split} logits contain NaN or Inf")
+            shapes = {"logits": (n, c), "topk_logits": (n, k), "topk_classes": (n, k), "tail_logit": (n,),
+                      "index": (n,)}
+            wrong = {name: a[name].shape for name in (*value_names, "index") if a[name].shape != shapes[name]}
+            if wrong:
+                raise self._fail(f"{split} shapes disagree with {n} rows and {c} classes: {wrong}")
+            for name in value_names:
+                if name != "topk_classes" and not np.isfinite(a[name]).all():
+                    raise self._fail(f"{split} logits contain NaN or Inf")
+            if k and n and (a["topk_classes"].min() < 0 or a["topk_classes"].max() >= c):
+                raise self._fail(f"{split} top-k classes lie outside [0, {c})")
             if n and (a["labels"].min() < 0 or a["labels"].max() >= c):
                 raise self._fail(f"{split} labels lie outside [0, {c})")
             if not np.array_equal(a["index"], np.arange(n)):
                 raise self._fail(f"{split} rows are not in dataset order")
+
+    def _dense(self, a: dict) -> np.ndarray:
+        """Stored-scale logits (N, C) float32, rebuilt from the top-k form where needed."""
+        if "logits" in a:
+            return a["logits"].astype(np.float32)
+        dense = np.repeat(a["tail_logit"].astype(np.float32)[:, None], self.num_classes, axis=1)
+        np.put_along_axis(dense, a["topk_classes"].astype(np.int64), a["topk_logits"].astype(np.float32), axis=1)
+        return dense
 
     def _check_expectations(self, e: CacheExpectations) -> None:
         checks = [
@@ -184,8 +248,9 @@ class LogitCache:
         """Digest of what a student learns from: temperature and every split's arrays."""
         h = hashlib.sha256(repr(self.temperature).encode())
         for split in SPLITS:
-            for name in ("logits", "labels", "index"):
-                h.update(np.ascontiguousarray(self._arrays[split][name]).tobytes())
+            for name in sorted(self._stored[split]):
+                h.update(name.encode())
+                h.update(np.ascontiguousarray(self._stored[split][name]).tobytes())
         return h.hexdigest()[:16]
 
     def labels(self, split: str = "train") -> np.ndarray:
@@ -193,7 +258,7 @@ class LogitCache:
 
     def logits(self, split: str = "train") -> torch.Tensor:
         """Teacher logits at temperature 1: (N, C) float32 (the stored values times the temperature)."""
-        return torch.from_numpy(self._arrays[split]["logits"].astype(np.float32)) * self.temperature
+        return torch.from_numpy(self._arrays[split]["logits"]) * self.temperature
 
     def soft_targets(self, T: float, split: str = "train") -> torch.Tensor:
         """softmax(z_stored * temperature / T): (N, C) float32, rows sum to 1."""

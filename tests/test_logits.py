@@ -1,0 +1,118 @@
+"""The teacher pass: resumable after kill -9, one writer at a time."""
+
+import signal
+import subprocess
+import sys
+import time
+
+import h5py
+import numpy as np
+import pytest
+
+from pipeline.config import LogitsConfig
+from pipeline.errors import UsageError
+from pipeline.logits import exclusive_writer, parts_dir, write_teacher_logits
+
+
+def read_all(path):
+    with h5py.File(path) as f:
+        return {f"{g}/{d}": f[g][d][()] for g in ("train", "test") for d in f[g]}
+
+
+def test_resume_skips_finished_chunks_and_matches(tmp_path, prepared, teacher_dir, cache_file, monkeypatch):
+    cfg = LogitsConfig(teacher=teacher_dir / "teacher.pt", dataset=prepared, out=tmp_path / "r.h5",
+                       device="cpu", chunk_rows=16)
+    reference = read_all(cache_file)
+    # Simulate a pass that died after a few chunks: run it, then keep only some parts.
+    parts = parts_dir(cfg.out)
+    full = write_teacher_logits(cfg)
+    assert full["resumed_rows"] == 0 and not parts.exists()
+    cfg.out.unlink()
+    import pipeline.logits as logits_mod
+    original = logits_mod.predict
+    calls = {"n": 0}
+
+    def dying_predict(*args, **kwargs):     # the 4th chunk never finishes
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise KeyboardInterrupt
+        return original(*args, **kwargs)
+
+    with monkeypatch.context() as m:
+        m.setattr(logits_mod, "predict", dying_predict)
+        with pytest.raises(KeyboardInterrupt):
+            write_teacher_logits(cfg)
+    assert not cfg.out.exists() and len(list(parts.glob("*.npy"))) == 3
+    resumed = write_teacher_logits(cfg)
+    assert resumed["resumed_rows"] == 48
+    again = read_all(cfg.out)
+    assert again.keys() == reference.keys()
+    for name in reference:
+        np.testing.assert_array_equal(again[name], reference[name])
+
+
+def test_parts_from_another_teacher_are_discarded(tmp_path, prepared, teacher_dir):
+    cfg = LogitsConfig(teacher=teacher_dir / "teacher.pt", dataset=prepared, out=tmp_path / "c.h5",
+                       device="cpu", chunk_rows=16)
+    parts = parts_dir(cfg.out)
+    parts.mkdir(parents=True)
+    (parts / "key.json").write_text('{"teacher": "someone else"}')
+    np.save(parts / "train-000000.npy", np.full((16, 3), 99.0, np.float32))
+    assert write_teacher_logits(cfg)["resumed_rows"] == 0
+    with h5py.File(cfg.out) as f:
+        assert f["train/logits"][0, 0] != 99.0
+
+
+def test_second_writer_is_refused(tmp_path, prepared, teacher_dir):
+    cfg = LogitsConfig(teacher=teacher_dir / "teacher.pt", dataset=prepared, out=tmp_path / "c.h5", device="cpu")
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from pathlib import Path; from pipeline.logits import exclusive_writer\n"
+        f"with exclusive_writer(Path({str(cfg.out)!r})):\n    print('held', flush=True); time.sleep(30)")],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(UsageError, match="another teacher pass is writing"):
+            write_teacher_logits(cfg)
+        assert not cfg.out.exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    with exclusive_writer(cfg.out):     # the dead holder's lock is gone
+        pass
+
+
+@pytest.mark.slow
+def test_kill_9_at_several_points_then_resume_matches(tmp_path):
+    """Real subprocesses killed with SIGKILL mid-pass; the rerun must equal a clean run."""
+    from tests.conftest import make_dataset
+    from pipeline.datasets import save_prepared
+    from pipeline.config import TeacherConfig
+    from pipeline.teacher import train_teacher
+
+    save_prepared(make_dataset(n_train=3000, n_test=500), tmp_path / "d.npz")
+    train_teacher(TeacherConfig(dataset=tmp_path / "d.npz", out_dir=tmp_path / "t", arch="cnn", epochs=1,
+                                device="cpu"), progress=False)
+    args = ["teacher-logits", "--teacher", tmp_path / "t" / "teacher.pt", "--dataset", tmp_path / "d.npz",
+            "--device", "cpu", "--chunk-rows", "100", "--batch-size", "50"]
+    cli = [sys.executable, "-m", "stages.cli"]
+    subprocess.run([*cli, *map(str, args), "--out", str(tmp_path / "clean.h5")], check=True, capture_output=True)
+    reference = read_all(tmp_path / "clean.h5")
+
+    out = tmp_path / "killed.h5"
+    parts = parts_dir(out)
+    seen = []
+    for kill_after in (1, 7, 19):       # chunks finished before the kill; 35 in all
+        proc = subprocess.Popen([*cli, *map(str, args), "--out", str(out)], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        while proc.poll() is None and len(list(parts.glob("*.npy"))) < kill_after:
+            time.sleep(0.005)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        seen.append(len(list(parts.glob("*.npy"))))
+        assert not out.exists()
+    assert seen == sorted(seen) and seen[-1] < 35, seen    # progress kept across kills, not finished
+    done = subprocess.run([*cli, *map(str, args), "--out", str(out)], check=True, capture_output=True, text=True)
+    assert "resumed from an earlier run" in done.stdout
+    again = read_all(out)
+    for name in reference:
+        np.testing.assert_array_equal(again[name], reference[name])
