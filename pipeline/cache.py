@@ -3,15 +3,16 @@
 Layout, format_version 1, ``storage = "full"``::
 
     /train/logits   (N, C) float32|float16  teacher logits divided by attrs['temperature']
-    /train/labels   (N,)   int64            hard labels, so a student needs only cache + images
-    /train/index    (N,)   int64            dataset row of each cache row; always 0..N-1
+    /train/labels   (N,)   uint8..uint64    hard labels, so a student needs only cache + images
+    /train/index    (N,)   uint8..uint64    dataset row of each cache row; always 0..N-1
+    (integer datasets use the smallest unsigned type that fits, with shuffle + gzip)
     /test/...       the same for the test split (for reports)
 
 ``storage = "topk"`` replaces ``logits`` by the k largest logits per row and what is needed
 to rebuild the rest::
 
     /train/topk_logits  (N, k) float32|float16  the k largest stored logits, descending
-    /train/topk_classes (N, k) int16|int32      their classes
+    /train/topk_classes (N, k) uint8..uint64    their classes
     /train/tail_logit   (N,)   float32|float16  the one value every other class gets, chosen so
                                                 the tail's total probability at the stored
                                                 temperature is exact: LSE(tail) - log(C - k)
@@ -50,6 +51,10 @@ _REBUILD = "run 'make teacher-logits' to rebuild it"
 _ROW_DATASETS = ("labels", "index")
 
 
+def _smallest_uint(largest: int) -> str:
+    return next(t for t in ("uint8", "uint16", "uint32", "uint64") if largest <= np.iinfo(t).max)
+
+
 def _topk_split(logits: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(B, C) logits -> top-k values (B, k) descending, their classes (B, k), tail logit (B,)."""
     z = torch.from_numpy(np.ascontiguousarray(logits, dtype=np.float32))
@@ -66,23 +71,26 @@ class CacheWriter:
         self._f = f
         self._topk = topk
         self._written = {s: 0 for s in rows}
-        class_dtype = "int16" if num_classes <= np.iinfo(np.int16).max else "int32"
+        class_dtype = _smallest_uint(num_classes - 1)
         for split, n in rows.items():
             g = f.create_group(split)
             chunk_rows = max(1, min(n, 8192))
 
-            def add(name, width, dt):
+            def add(name, width, dt, compress=False):
+                # Integers (labels, index, classes) shrink a lot under shuffle + gzip; logits
+                # barely do, so they stay uncompressed and fast to read.
                 shape, chunks = ((n, width), (chunk_rows, width)) if width else ((n,), (chunk_rows,))
-                g.create_dataset(name, shape, dtype=dt, chunks=chunks, fletcher32=True)
+                extra = {"shuffle": True, "compression": "gzip", "compression_opts": 4} if compress else {}
+                g.create_dataset(name, shape, dtype=dt, chunks=chunks, fletcher32=True, **extra)
 
             if topk:
                 add("topk_logits", topk, dtype)
-                add("topk_classes", topk, class_dtype)
+                add("topk_classes", topk, class_dtype, compress=True)
                 add("tail_logit", 0, dtype)
             else:
                 add("logits", num_classes, dtype)
-            for name in _ROW_DATASETS:
-                add(name, 0, "int64")
+            add("labels", 0, class_dtype, compress=True)
+            add("index", 0, _smallest_uint(max(n - 1, 0)), compress=True)
 
     def write(self, split: str, start: int, logits: np.ndarray, labels: np.ndarray, index: np.ndarray) -> None:
         """Rows [start, start + B) of ``split``. logits: (B, C) already divided by the temperature."""
@@ -169,7 +177,8 @@ class LogitCache:
         except (OSError, KeyError, ValueError) as exc:
             raise UsageError(f"cache {self.path} is unreadable or corrupt ({_first_line(exc)}); {_REBUILD}") from None
         self._check_stored()
-        self._arrays = {split: {"logits": self._dense(a), "labels": a["labels"], "index": a["index"]}
+        self._arrays = {split: {"logits": self._dense(a), "labels": a["labels"].astype(np.int64),
+                                "index": a["index"].astype(np.int64)}
                         for split, a in self._stored.items()}
         self._check_expectations(expect)
 

@@ -21,9 +21,13 @@ def inspect(cache, T):
         ("rows", f"{c.train_rows} train, {len(c.labels('test'))} test"),
         ("classes", c.num_classes),
         ("temperature", f"{c.temperature:g} (logits stored divided by it)"),
+        ("storage", f"{c.attrs.get('storage')}, {c.attrs.get('dtype')}"
+                    + (f", top-{c.attrs['topk']} + tail" if c.attrs.get("topk") else "")),
+        ("bytes/sample", f"{cache.stat().st_size / (c.train_rows + len(c.labels('test'))):.1f} (whole file)"),
         ("teacher", f"{c.attrs.get('teacher')} {c.attrs.get('teacher_fingerprint')}"),
         ("dataset", f"{c.attrs.get('dataset')} {c.attrs.get('dataset_fingerprint')}"),
-        ("teacher acc", f"train {100 * c.teacher_accuracy('train'):.2f}%, test {100 * c.teacher_accuracy('test'):.2f}%"),
+        ("teacher acc", f"train {100 * c.teacher_accuracy('train'):.2f}%, test {100 * c.teacher_accuracy('test'):.2f}% "
+                        f"(recorded at training: {100 * c.attrs.get('teacher_test_acc', float('nan')):.2f}%)"),
         (f"entropy @T={T:g}", f"{entropy:.3f} nats (max {float(p.new_tensor(c.num_classes).log()):.3f})"),
         ("created", c.attrs.get("created")),
         ("fingerprint", c.fingerprint),
