@@ -33,6 +33,10 @@ from pipeline.train import predict
 ATTRS = {"teacher_fingerprint": "", "dataset_fingerprint": "", "teacher": "", "teacher_test_acc": 0.0}
 
 
+def _std(values: list[float]) -> float:
+    return statistics.stdev(values) if len(values) > 1 else 0.0
+
+
 def _write(path: Path, splits: dict, num_classes: int, dtype: str, topk: int, attrs: dict) -> int:
     with write_cache(path, rows={s: len(y) for s, (_, y) in splits.items()}, num_classes=num_classes,
                      temperature=1.0, attrs=attrs, dtype=dtype, topk=topk) as w:
@@ -72,8 +76,8 @@ def part_a(dataset: Path, teacher: Path, seeds: list[int], topks: list[int], stu
         if v in acc:
             a = acc[v]
             diffs = [x - y for x, y in zip(a, acc[("float32", 0)])]
-            acc_s = f"{statistics.fmean(a):.2f} ± {statistics.stdev(a):.2f}"
-            delta = "—" if v == ("float32", 0) else f"{statistics.fmean(diffs):+.2f} ± {statistics.stdev(diffs):.2f}"
+            acc_s = f"{statistics.fmean(a):.2f} ± {_std(a):.2f}"
+            delta = "—" if v == ("float32", 0) else f"{statistics.fmean(diffs):+.2f} ± {_std(diffs):.2f}"
         else:
             acc_s, delta = "not trained", "—"
         lines.append(f"| {name} | {sizes[v]:,} | {sizes[v] / rows:.1f} | {sizes[v] / full:.3f} | {acc_s} | {delta} |")
@@ -97,7 +101,8 @@ def part_b(rows: int, classes: int, k: int, tmp: Path) -> list[str]:
         results[(dtype, topk)] = (path.stat().st_size, time.perf_counter() - start)
         path.unlink()
     full = results[("float32", 0)][0]
-    lines = [f"Synthetic cache, {rows:,} rows x {classes} classes (ImageNet-1k train size), Gaussian logits.",
+    size_note = " (the size of ImageNet-1k's training set)" if rows == 1_281_167 else ""
+    lines = [f"Synthetic cache, {rows:,} rows x {classes} classes{size_note}, Gaussian logits.",
              "", "| storage | file (bytes) | bytes/sample | size vs full float32 | write time (s) |",
              "|---|---:|---:|---:|---:|"]
     for (dtype, topk), (size, secs) in results.items():
@@ -120,6 +125,7 @@ def main(dataset, teacher, seeds, topks, student, epochs, big_rows, out):
         lines = ["## Cache storage: full vs float16 top-k", "",
                  f"Measured {dt.date.today().isoformat()}, CPU, `python benchmarks/cache_storage.py`.", ""]
         lines += part_a(dataset, teacher, list(seeds), list(topks), student, epochs, Path(tmp))
+        click.echo("\n".join(lines), err=True)          # part A takes minutes: show it at once
         lines += ["", *part_b(big_rows, 1000, 10, Path(tmp)), ""]
     text = "\n".join(lines)
     click.echo(text)

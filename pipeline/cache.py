@@ -79,9 +79,11 @@ class CacheWriter:
             def add(name, width, dt, compress=False):
                 # Integers (labels, index, classes) shrink a lot under shuffle + gzip; logits
                 # barely do, so they stay uncompressed and fast to read.
+                # maxshape lets a split have zero rows (a chunk may not exceed a fixed shape).
                 shape, chunks = ((n, width), (chunk_rows, width)) if width else ((n,), (chunk_rows,))
                 extra = {"shuffle": True, "compression": "gzip", "compression_opts": 4} if compress else {}
-                g.create_dataset(name, shape, dtype=dt, chunks=chunks, fletcher32=True, **extra)
+                g.create_dataset(name, shape, dtype=dt, chunks=chunks, maxshape=(None, *shape[1:]),
+                                 fletcher32=True, **extra)
 
             if topk:
                 add("topk_logits", topk, dtype)

@@ -144,3 +144,10 @@ def test_topk_must_be_below_the_class_count(tmp_path):
     with pytest.raises(UsageError, match="CACHE_TOPK"):
         with write_cache(tmp_path / "c.h5", rows={"train": 1}, num_classes=4, temperature=1.0, attrs={}, topk=4):
             pass
+
+
+def test_an_empty_split_is_allowed(tmp_path):
+    with write_cache(tmp_path / "c.h5", rows={"train": 3, "test": 0}, num_classes=2, temperature=1.0,
+                     attrs=ATTRS) as w:
+        w.write("train", 0, np.zeros((3, 2), np.float32), np.array([0, 1, 0]), np.arange(3))
+    assert LogitCache(tmp_path / "c.h5").train_rows == 3
