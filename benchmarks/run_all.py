@@ -118,8 +118,7 @@ def main(rows: int, repeats: int, out: Path | None) -> None:
     machine = f"{platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}, CPU"
     lines = [
         f"Measured {dt.date.today().isoformat()} on {machine}; data: {data.name}, {rows} training images; "
-        f"best of {repeats} interleaved repeats. Command: `make bench` "
-        "(`python benchmarks/run_all.py --out BENCHMARKS.md`).",
+        f"best of {repeats} interleaved repeats. Command: `make bench` (`python benchmarks/run_all.py`).",
         "",
         "## Student epoch: cached-KD loss vs plain cross-entropy vs online distillation",
         "",
