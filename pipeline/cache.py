@@ -32,6 +32,7 @@ import contextlib
 import datetime as _dt
 import hashlib
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -157,31 +158,39 @@ class CacheExpectations:
 
 
 class LogitCache:
-    """A verified, in-memory view of one cache file.
+    """A verified view of one cache file: in memory when it fits, read per batch when not.
 
     Opening it checks everything a student relies on: the file is readable and complete,
     every checksum holds, shapes agree, logits are finite, labels lie in [0, C), rows are
     in dataset order, and the fingerprints match the caller's expectations. Any failure
-    is a :class:`UsageError` that says which make target rebuilds the cache.
+    is a :class:`UsageError` that says which make target rebuilds the cache. The check
+    reads the file in row blocks, so a cache larger than memory is checked without
+    loading it; such a cache is then streamed (``in_memory`` is False): each batch's rows
+    are read from the file, which is opened lazily by the process that reads, so the
+    object can be handed to DataLoader workers (each opens its own handle after fork).
     """
 
-    def __init__(self, path: Path, expect: CacheExpectations = CacheExpectations()):
+    def __init__(self, path: Path, expect: CacheExpectations = CacheExpectations(), *,
+                 memory_limit_bytes: int = 4 << 30, block_rows: int = 65536):
         self.path = Path(path)
         if not self.path.is_file():
             raise UsageError(f"cache {self.path} is missing; {_REBUILD}")
+        self._handle: h5py.File | None = None
+        self._handle_pid: int | None = None
+        self._memo: tuple = (None, None)
         try:
             with h5py.File(self.path, "r") as f:
                 self.attrs = {k: _plain(v) for k, v in f.attrs.items()}
                 self._check_attrs()
-                self._stored = {split: {name: ds[()] for name, ds in f[split].items()} for split in SPLITS}
+                self._shapes = {split: {name: ds.shape for name, ds in f[split].items()} for split in SPLITS}
+                self._check_shapes()
+                dense_bytes = sum(self.rows(s) for s in SPLITS) * self.num_classes * 4
+                self.in_memory = dense_bytes <= memory_limit_bytes
+                self._scan(f, block_rows)
         except UsageError:
             raise
         except (OSError, KeyError, ValueError) as exc:
             raise UsageError(f"cache {self.path} is unreadable or corrupt ({_first_line(exc)}); {_REBUILD}") from None
-        self._check_stored()
-        self._arrays = {split: {"logits": self._dense(a), "labels": a["labels"].astype(np.int64),
-                                "index": a["index"].astype(np.int64)}
-                        for split, a in self._stored.items()}
         self._check_expectations(expect)
 
     # --- checks ---------------------------------------------------------------------
@@ -197,36 +206,57 @@ class LogitCache:
         if not isinstance(t, float) or not np.isfinite(t) or t <= 0:
             raise self._fail(f"temperature attribute {t!r} is not a positive number")
 
-    def _check_stored(self) -> None:
+    @property
+    def _value_names(self) -> tuple[str, ...]:
+        return ("topk_logits", "topk_classes", "tail_logit") if self.attrs.get("topk", 0) else ("logits",)
+
+    def _check_shapes(self) -> None:
         c, k = self.num_classes, int(self.attrs.get("topk", 0))
-        value_names = ("topk_logits", "topk_classes", "tail_logit") if k else ("logits",)
-        for split, a in self._stored.items():
-            missing = [name for name in (*value_names, *_ROW_DATASETS) if name not in a]
+        for split, shapes in self._shapes.items():
+            missing = [name for name in (*self._value_names, *_ROW_DATASETS) if name not in shapes]
             if missing:
                 raise self._fail(f"{split} lacks {', '.join(missing)}")
-            n = len(a["labels"])
-            shapes = {"logits": (n, c), "topk_logits": (n, k), "topk_classes": (n, k), "tail_logit": (n,),
-                      "index": (n,)}
-            wrong = {name: a[name].shape for name in (*value_names, "index") if a[name].shape != shapes[name]}
+            n = shapes["labels"][0] if len(shapes["labels"]) == 1 else -1
+            want = {"logits": (n, c), "topk_logits": (n, k), "topk_classes": (n, k), "tail_logit": (n,),
+                    "labels": (n,), "index": (n,)}
+            wrong = {name: shapes[name] for name in (*self._value_names, *_ROW_DATASETS) if shapes[name] != want[name]}
             if wrong:
                 raise self._fail(f"{split} shapes disagree with {n} rows and {c} classes: {wrong}")
-            for name in value_names:
-                if name != "topk_classes" and not np.isfinite(a[name]).all():
-                    raise self._fail(f"{split} logits contain NaN or Inf")
-            if k and n and (a["topk_classes"].min() < 0 or a["topk_classes"].max() >= c):
-                raise self._fail(f"{split} top-k classes lie outside [0, {c})")
-            if n and (a["labels"].min() < 0 or a["labels"].max() >= c):
-                raise self._fail(f"{split} labels lie outside [0, {c})")
-            if not np.array_equal(a["index"], np.arange(n)):
-                raise self._fail(f"{split} rows are not in dataset order")
 
-    def _dense(self, a: dict) -> np.ndarray:
-        """Stored-scale logits (N, C) float32, rebuilt from the top-k form where needed."""
-        if "logits" in a:
-            return a["logits"].astype(np.float32)
-        dense = np.repeat(a["tail_logit"].astype(np.float32)[:, None], self.num_classes, axis=1)
-        np.put_along_axis(dense, a["topk_classes"].astype(np.int64), a["topk_logits"].astype(np.float32), axis=1)
-        return dense
+    def _check_block(self, split: str, lo: int, block: dict) -> None:
+        c = self.num_classes
+        for name in self._value_names:
+            if name != "topk_classes" and not np.isfinite(block[name]).all():
+                raise self._fail(f"{split} logits contain NaN or Inf")
+        if "topk_classes" in block and len(block["topk_classes"]) and block["topk_classes"].max() >= c:
+            raise self._fail(f"{split} top-k classes lie outside [0, {c})")
+        labels = block["labels"]
+        if len(labels) and (labels.min() < 0 or labels.max() >= c):
+            raise self._fail(f"{split} labels lie outside [0, {c})")
+        if not np.array_equal(block["index"], np.arange(lo, lo + len(labels))):
+            raise self._fail(f"{split} rows are not in dataset order")
+
+    def _scan(self, f: h5py.File, block_rows: int) -> None:
+        """Read every row once, in blocks: check it, fingerprint it, keep labels (and logits in memory)."""
+        digests: dict[str, "hashlib._Hash"] = {}      # one per dataset: independent of block size
+        self._labels, self._dense_logits = {}, {}
+        for split in SPLITS:
+            n, g = self.rows(split), f[split]
+            labels, dense = [np.empty(0, np.int64)], [np.empty((0, self.num_classes), np.float32)]
+            for lo in range(0, n, block_rows):
+                block = {name: g[name][lo:lo + block_rows] for name in sorted(g)}
+                self._check_block(split, lo, block)
+                for name, values in block.items():
+                    digests.setdefault(f"{split}/{name}", hashlib.sha256()).update(np.ascontiguousarray(values).tobytes())
+                labels.append(block["labels"].astype(np.int64))
+                if self.in_memory:
+                    dense.append(_dense(block, self.num_classes))
+            self._labels[split] = np.concatenate(labels)
+            self._dense_logits[split] = np.concatenate(dense) if self.in_memory else None
+        h = hashlib.sha256(repr(self.temperature).encode())
+        for key in sorted(digests):
+            h.update(key.encode() + digests[key].digest())
+        self.fingerprint = h.hexdigest()[:16]
 
     def _check_expectations(self, e: CacheExpectations) -> None:
         checks = [
@@ -246,30 +276,48 @@ class LogitCache:
     def num_classes(self) -> int:
         return int(self.attrs["num_classes"])
 
+    def rows(self, split: str) -> int:
+        return self._shapes[split]["labels"][0]
+
     @property
     def train_rows(self) -> int:
-        return len(self._arrays["train"]["labels"])
+        return self.rows("train")
 
     @property
     def temperature(self) -> float:
         return float(self.attrs["temperature"])
 
-    @property
-    def fingerprint(self) -> str:
-        """Digest of what a student learns from: temperature and every split's arrays."""
-        h = hashlib.sha256(repr(self.temperature).encode())
-        for split in SPLITS:
-            for name in sorted(self._stored[split]):
-                h.update(name.encode())
-                h.update(np.ascontiguousarray(self._stored[split][name]).tobytes())
-        return h.hexdigest()[:16]
+    def __getstate__(self) -> dict:
+        # An open h5py handle must not cross a fork or a pickle: the reader reopens it.
+        return {**self.__dict__, "_handle": None, "_handle_pid": None}
+
+    def _file(self) -> h5py.File:
+        if self._handle is None or self._handle_pid != os.getpid():
+            self._handle = h5py.File(self.path, "r", rdcc_nbytes=64 << 20)
+            self._handle_pid = os.getpid()
+        return self._handle
+
+
+    def _stored(self, split: str, idx: np.ndarray | None = None) -> np.ndarray:
+        """Stored-scale logits of ``split`` (all rows, or rows ``idx``): (B, C) float32."""
+        if self.in_memory:
+            dense = self._dense_logits[split]
+            return dense if idx is None else dense[idx]
+        g = self._file()[split]
+        if idx is None:
+            return _dense({name: g[name][()] for name in self._value_names}, self.num_classes)
+        order = np.argsort(idx, kind="stable")              # h5py reads increasing indices only
+        block = _dense({name: g[name][idx[order]] for name in self._value_names}, self.num_classes)
+        out = np.empty_like(block)
+        out[order] = block
+        return out
 
     def labels(self, split: str = "train") -> np.ndarray:
-        return self._arrays[split]["labels"]
+        return self._labels[split]
 
     def logits(self, split: str = "train") -> torch.Tensor:
         """Teacher logits at temperature 1: (N, C) float32 (the stored values times the temperature)."""
-        return torch.from_numpy(self._arrays[split]["logits"]) * self.temperature
+        return torch.from_numpy(self._stored(split)) * self.temperature
 
     def soft_targets(self, T: float, split: str = "train") -> torch.Tensor:
         """softmax(z_stored * temperature / T): (N, C) float32, rows sum to 1."""
@@ -279,10 +327,27 @@ class LogitCache:
         """log_softmax(z_stored * temperature / T): (N, C) float32, for KL with log_target."""
         return torch.log_softmax(self.logits(split) / T, dim=-1)
 
+    def batch_log_soft_targets(self, idx: torch.Tensor, T: float, split: str = "train") -> torch.Tensor:
+        """log_softmax at T for rows idx (B,) int64: (B, C) float32, from memory or from the file."""
+        if self.in_memory:
+            if self._memo[0] != (T, split):
+                self._memo = ((T, split), self.log_soft_targets(T, split))
+            return self._memo[1][idx]
+        z = torch.from_numpy(self._stored(split, idx.cpu().numpy())) * self.temperature
+        return torch.log_softmax(z / T, dim=-1).to(idx.device)
+
     def teacher_accuracy(self, split: str = "test") -> float:
         """Accuracy of the cached teacher logits against the cached labels."""
-        pred = self._arrays[split]["logits"].argmax(axis=1)
-        return float((pred == self._arrays[split]["labels"]).mean())
+        return float((self._stored(split).argmax(axis=1) == self._labels[split]).mean())
+
+
+def _dense(block: dict, num_classes: int) -> np.ndarray:
+    """Stored-scale logits (B, C) float32 from one block of either storage form."""
+    if "logits" in block:
+        return block["logits"].astype(np.float32)
+    dense = np.repeat(block["tail_logit"].astype(np.float32)[:, None], num_classes, axis=1)
+    np.put_along_axis(dense, block["topk_classes"].astype(np.int64), block["topk_logits"].astype(np.float32), axis=1)
+    return dense
 
 
 def _plain(v):

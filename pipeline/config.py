@@ -148,6 +148,7 @@ class StudentConfig:
     augment: bool = False          # off: one cached logit per image matches only the clean image
     teacher_record: Path | None = None   # teacher.json; when given, the cache must come from it
     threads: int = 0
+    cache_memory_mb: int = 4096    # dense logits up to this size are held in memory, larger ones streamed
 
     def __post_init__(self):
         _positive("T", self.T)
@@ -156,3 +157,4 @@ class StudentConfig:
         _at_least("EPOCHS", self.epochs, 1)
         _at_least("batch size", self.batch_size, 1)
         _positive("learning rate", self.lr)
+        _at_least("cache memory (MB)", self.cache_memory_mb, 0)

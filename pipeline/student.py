@@ -39,7 +39,8 @@ def train_student(cfg: StudentConfig, progress: bool = True) -> dict:
     data = load_prepared(cfg.dataset)
     cache = LogitCache(cfg.cache, CacheExpectations(
         dataset_fingerprint=data.fingerprint, teacher_fingerprint=_expected_teacher(cfg.teacher_record),
-        num_classes=data.num_classes, train_rows=len(data.y_train)))
+        num_classes=data.num_classes, train_rows=len(data.y_train)),
+        memory_limit_bytes=cfg.cache_memory_mb << 20)
     if not np.array_equal(cache.labels("train"), data.y_train):
         raise UsageError(f"cache {cfg.cache} labels differ from the dataset's; run 'make teacher-logits'")
 
@@ -49,10 +50,10 @@ def train_student(cfg: StudentConfig, progress: bool = True) -> dict:
     model = create_student(cfg.student, **model_kwargs)
     x = torch.from_numpy(data.x_train)
     y = torch.from_numpy(data.y_train)
-    targets = cache.log_soft_targets(cfg.T)
 
     def loss_fn(logits: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-        return kd_loss_from_log_targets(logits, targets[idx], y[idx], T=cfg.T, alpha=cfg.alpha)
+        return kd_loss_from_log_targets(logits, cache.batch_log_soft_targets(idx, cfg.T), y[idx],
+                                        T=cfg.T, alpha=cfg.alpha)
 
     start = time.perf_counter()
     seconds = fit(model, x, loss_fn, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
@@ -76,6 +77,7 @@ def train_student(cfg: StudentConfig, progress: bool = True) -> dict:
         "train_seconds": train_seconds,
         "threads": torch.get_num_threads(),
         "cache_fingerprint": cache.fingerprint,
+        "cache_in_memory": cache.in_memory,
         "teacher_fingerprint": cache.attrs.get("teacher_fingerprint"),
         "dataset_fingerprint": data.fingerprint,
         "config": as_record(cfg),

@@ -24,6 +24,7 @@ from pipeline.student import train_student
 @click.option("--lr", type=float)
 @click.option("--augment/--no-augment", default=None, help="Random crop + flip (default off).")
 @click.option("--threads", type=int, help="torch CPU threads (0: torch's default).")
+@click.option("--cache-memory-mb", type=int, help="Hold the cache in memory up to this size, else stream it (4096).")
 def student(**options):
     """Train a student with the distillation loss from cached soft targets."""
     m = train_student(from_options(StudentConfig, **options))

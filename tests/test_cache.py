@@ -71,7 +71,8 @@ def test_failed_writer_leaves_nothing(tmp_path):
     ("classes", "number of classes"),
     ("rows", "number of training rows"),
 ])
-def test_every_defect_is_caught_and_names_the_fix(tmp_path, case, match):
+@pytest.mark.parametrize("stream", [False, True])
+def test_every_defect_is_caught_and_names_the_fix(tmp_path, case, match, stream):
     path = tmp_path / "c.h5"
     expect = CacheExpectations()
     if case != "missing":
@@ -99,7 +100,7 @@ def test_every_defect_is_caught_and_names_the_fix(tmp_path, case, match):
         "rows": CacheExpectations(train_rows=60),
     }.get(case, expect)
     with pytest.raises(UsageError, match=match) as info:
-        LogitCache(path, expect)
+        LogitCache(path, expect, memory_limit_bytes=0 if stream else 1 << 30, block_rows=16)
     assert "make teacher-logits" in str(info.value)
 
 
@@ -151,3 +152,45 @@ def test_an_empty_split_is_allowed(tmp_path):
                      attrs=ATTRS) as w:
         w.write("train", 0, np.zeros((3, 2), np.float32), np.array([0, 1, 0]), np.arange(3))
     assert LogitCache(tmp_path / "c.h5").train_rows == 3
+
+
+@pytest.mark.parametrize("topk", [0, 3])
+def test_streaming_reads_the_same_targets_as_memory(tmp_path, topk):
+    rng = np.random.default_rng(4)
+    z = rng.normal(size=(300, 8)).astype(np.float32)
+    with write_cache(tmp_path / "c.h5", rows={"train": 300, "test": 50}, num_classes=8, temperature=2.0,
+                     attrs=ATTRS, topk=topk) as w:
+        w.write("train", 0, z / 2.0, rng.integers(0, 8, 300), np.arange(300))
+        w.write("test", 0, z[:50] / 2.0, rng.integers(0, 8, 50), np.arange(50))
+    memory = LogitCache(tmp_path / "c.h5")
+    stream = LogitCache(tmp_path / "c.h5", memory_limit_bytes=0, block_rows=64)
+    assert memory.in_memory and not stream.in_memory
+    assert memory.fingerprint == stream.fingerprint
+    idx = torch.randperm(300, generator=torch.Generator().manual_seed(0))[:40]
+    for T in (1.0, 4.0):
+        assert torch.allclose(stream.batch_log_soft_targets(idx, T), memory.batch_log_soft_targets(idx, T), atol=1e-6)
+    assert stream.teacher_accuracy("test") == memory.teacher_accuracy("test")
+
+
+def _targets_in_child(cache, idx, queue):
+    torch.set_num_threads(1)        # as DataLoader workers do: OpenMP pools do not survive fork
+    queue.put(cache.batch_log_soft_targets(idx, 4.0).numpy())
+
+
+def test_streaming_reader_is_safe_across_fork(tmp_path):
+    import multiprocessing as mp
+    make_cache(tmp_path / "c.h5", n=200)
+    cache = LogitCache(tmp_path / "c.h5", memory_limit_bytes=0)
+    idx = torch.arange(50, 10, -1)
+    here = cache.batch_log_soft_targets(idx, 4.0)          # parent opens its handle first
+    ctx = mp.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_targets_in_child, args=(cache, idx, queue))
+    child.start()
+    try:
+        there = queue.get(timeout=60)
+    finally:
+        child.join(timeout=10)
+        if child.is_alive():
+            child.kill()
+    assert child.exitcode == 0 and np.allclose(there, here.numpy())

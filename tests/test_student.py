@@ -45,3 +45,10 @@ def test_cache_from_another_teacher_is_refused(tmp_path, prepared, cache_file, t
     with pytest.raises(UsageError, match="different teacher"):
         train_student(config(tmp_path, prepared, cache_file, teacher_record=tmp_path / "other.json"), progress=False)
     assert not (tmp_path / "runs" / "r").exists()
+
+
+def test_streamed_cache_trains_the_same_student(tmp_path, prepared, cache_file):
+    memory = train_student(config(tmp_path, prepared, cache_file, seed=1), progress=False)
+    stream = train_student(config(tmp_path, prepared, cache_file, seed=1, cache_memory_mb=0), progress=False)
+    assert memory["cache_in_memory"] and not stream["cache_in_memory"]
+    assert stream["test_acc"] == pytest.approx(memory["test_acc"], abs=1e-9)
