@@ -7,7 +7,7 @@ the same seeds, recipe and epochs; the accuracy change is the paired difference.
 Part B, a synthetic cache the size of ImageNet-1k (1,281,167 rows, 1000 classes):
 full float32 vs float16 top-10, written chunk by chunk.
 
-Usage: python benchmarks/cache_storage.py [--seeds 0 1 2] [--topk 2 --topk 3] [--out FILE]
+Usage: python benchmarks/cache_storage.py [--seeds 0 1 2] [--topk 2 --topk 3]
 Needs `make teacher` (data/teacher/fashion-mnist/teacher.pt) for part A.
 """
 
@@ -119,18 +119,14 @@ def part_b(rows: int, classes: int, k: int, tmp: Path) -> list[str]:
 @click.option("--student", default="cnn-tiny")
 @click.option("--epochs", default=5)
 @click.option("--big-rows", default=1_281_167)
-@click.option("--out", type=click.Path(path_type=Path))
-def main(dataset, teacher, seeds, topks, student, epochs, big_rows, out):
+def main(dataset, teacher, seeds, topks, student, epochs, big_rows):
     with tempfile.TemporaryDirectory(dir=".") as tmp:
         lines = ["## Cache storage: full vs float16 top-k", "",
                  f"Measured {dt.date.today().isoformat()}, CPU, `python benchmarks/cache_storage.py`.", ""]
         lines += part_a(dataset, teacher, list(seeds), list(topks), student, epochs, Path(tmp))
         click.echo("\n".join(lines), err=True)          # part A takes minutes: show it at once
         lines += ["", *part_b(big_rows, 1000, 10, Path(tmp)), ""]
-    text = "\n".join(lines)
-    click.echo(text)
-    if out:
-        out.write_text(text)
+    click.echo("\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ Each trial starts `softcache teacher-logits`, kills it with SIGKILL after a rand
 and compares every dataset of the result with an uninterrupted run's. A trial whose
 process finished before the kill still counts, as a match only if its file is right.
 
-Usage: python benchmarks/resume_kills.py [--trials 20] [--out FILE]
+Usage: python benchmarks/resume_kills.py [--trials 20]
 """
 
 from __future__ import annotations
@@ -40,8 +40,7 @@ def _same(a: dict, b: dict) -> bool:
 @click.command()
 @click.option("--trials", default=20, show_default=True)
 @click.option("--rows", default=4000, show_default=True, help="Training images (random 28x28).")
-@click.option("--out", type=click.Path(path_type=Path))
-def main(trials: int, rows: int, out: Path | None) -> None:
+def main(trials: int, rows: int) -> None:
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -82,10 +81,7 @@ def main(trials: int, rows: int, out: Path | None) -> None:
         f"| {trials} | {killed_mid} | {matched}/{trials} |",
         "",
     ]
-    text = "\n".join(lines)
-    click.echo(text)
-    if out:
-        out.write_text(text)
+    click.echo("\n".join(lines))
     sys.exit(0 if matched == trials else 1)
 
 

@@ -10,7 +10,7 @@
 3. Online distillation: the same student epoch with the teacher run on every batch,
    which is what the cache replaces.
 
-Usage: python benchmarks/run_all.py [--rows N] [--repeats R] [--out BENCHMARKS.md]
+Usage: python benchmarks/run_all.py [--rows N] [--repeats R]
 Real Fashion-MNIST (first N training images) when it is installed, else random images.
 """
 
@@ -100,8 +100,7 @@ def bench_teacher_pass(prepared: Path, ckpt: Path, model: torch.nn.Module, data:
 @click.command()
 @click.option("--rows", default=20000, show_default=True, help="Training images to use.")
 @click.option("--repeats", default=3, show_default=True)
-@click.option("--out", type=click.Path(path_type=Path), help="Markdown file to write the figures to.")
-def main(rows: int, repeats: int, out: Path | None) -> None:
+def main(rows: int, repeats: int) -> None:
     data = _dataset(rows)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -137,10 +136,7 @@ def main(rows: int, repeats: int, out: Path | None) -> None:
         f"{teacher_pass['throughput_ratio']:.3f} |",
         "",
     ]
-    text = "\n".join(lines)
-    click.echo(text)
-    if out:
-        out.write_text(text)
+    click.echo("\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -20,8 +20,10 @@ def inspect(cache, T):
         ("file", f"{cache} ({cache.stat().st_size / 1e6:.2f} MB)"),
         ("rows", f"{c.train_rows} train, {len(c.labels('test'))} test"),
         ("classes", c.num_classes),
+        ("views", "1 per image (the clean image)"),
+        ("reading", "in memory" if c.in_memory else "streamed from the file (larger than the memory limit)"),
         ("temperature", f"{c.temperature:g} (logits stored divided by it)"),
-        ("storage", f"{c.attrs.get('storage')}, {c.attrs.get('dtype')}"
+        ("storage", f"{c.attrs.get('storage', 'full')}, {c.attrs.get('dtype', 'float32')}"
                     + (f", top-{c.attrs['topk']} + tail" if c.attrs.get("topk") else "")),
         ("bytes/sample", f"{cache.stat().st_size / (c.train_rows + len(c.labels('test'))):.1f} (whole file)"),
         ("teacher", f"{c.attrs.get('teacher')} {c.attrs.get('teacher_fingerprint')}"),
