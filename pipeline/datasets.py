@@ -30,6 +30,7 @@ __all__ = [
     "load_idx_dir",
     "load_npz",
     "find_source",
+    "limit_train",
     "download_verified",
     "load_dataset",
     "save_prepared",
