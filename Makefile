@@ -34,6 +34,7 @@ EPOCHS         ?= 5
 THREADS        ?= 0
 JOBS           ?= 1
 DEMO_STUDENTS  ?= mlp cnn-tiny cnn-small
+FORMATS        ?= onnx,torchscript,int8
 
 # --- derived paths ---------------------------------------------------------------------
 SC           := $(VENV)/bin/softcache
@@ -61,23 +62,23 @@ stamp = $(shell mkdir -p $(dir $1) && c='$2' && \
 	if [ "$$(cat $1 2>/dev/null)" != "$$c" ]; then printf '%s\n' "$$c" > $1; fi)
 DATA_STAMP    := $(PARAMS)/data-$(DATA_NAME).txt
 TEACHER_STAMP := $(PARAMS)/teacher-$(DATA_NAME).txt
-ifneq ($(filter-out help venv test bench clean clean-students,$(MAKECMDGOALS)),)
+ifneq ($(filter-out help venv test bench export clean clean-students,$(MAKECMDGOALS)),)
 $(call stamp,$(DATA_STAMP),dataset=$(DATASET) source=$(SOURCE) limit=$(LIMIT))
 $(call stamp,$(TEACHER_STAMP),arch=$(TEACHER) epochs=$(TEACHER_EPOCHS) seed=$(TEACHER_SEED) device=$(DEVICE))
 endif
 
-.PHONY: help venv data teacher teacher-logits student report demo test bench clean-students clean
+.PHONY: help venv data teacher teacher-logits student export report demo test bench clean-students clean
 
 help:
-	@echo "make demo | test | data | teacher | teacher-logits | student | report | bench | clean-students | clean"
-	@echo "variables: T ALPHA STUDENT SEED EPOCHS TEACHER TEACHER_EPOCHS TEACHER_T DATASET LIMIT DEVICE (see README.md)"
+	@echo "make demo | test | data | teacher | teacher-logits | student | export | report | bench | clean-students | clean"
+	@echo "variables: T ALPHA STUDENT SEED EPOCHS TEACHER TEACHER_EPOCHS TEACHER_T DATASET LIMIT DEVICE RUN FORMATS (see README.md)"
 
 # --- the environment ---------------------------------------------------------------------
 venv: $(INSTALLED)
 $(INSTALLED): pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q "$(TORCH_SPEC)"
-	$(VENV)/bin/pip install -q -e '.[dev]'
+	$(VENV)/bin/pip install -q -e '.[dev,edge]'
 	touch $@
 
 # --- stages ----------------------------------------------------------------------------
@@ -113,14 +114,24 @@ $(foreach spec,$(sort $(STUDENT):$(T):$(ALPHA):$(SEED):$(EPOCHS) $(DEMO_SPECS)),
 
 student: $(RUN_DIR)/metrics.json
 
+# Edge export of a finished run (RUN=<name under data/runs>, default: the STUDENT/T/... run).
+# Phony on purpose: the stage itself refuses a run without a finished model, in one line.
+export: | $(INSTALLED)
+	$(SC) export --run-dir $(RUN_DIR) --formats $(FORMATS) --threads $(THREADS)
+
+# The demo's exports are file targets: each follows its run's metrics.json.
+$(DATA_DIR)/runs/%/export/export.json: $(DATA_DIR)/runs/%/metrics.json | $(INSTALLED)
+	$(SC) export --run-dir $(DATA_DIR)/runs/$* --formats $(FORMATS) --threads $(RUN_THREADS)
+
 report: | $(INSTALLED)
 	$(SC) report --runs $(DATA_DIR)/runs --out $(REPORT)
 
 # --- entry points ------------------------------------------------------------------------
 # The demo: for every student, a scratch run (ALPHA=0) and a distilled run (T, ALPHA),
-# both from the one cache, JOBS at a time, then the table.
+# both from the one cache, JOBS at a time, each exported for the edge, then the table.
+DEMO_EXPORTS := $(DEMO_RUNS:metrics.json=export/export.json)
 demo: $(CACHE)
-	@$(MAKE) --no-print-directory -j$(JOBS) --output-sync=target $(DEMO_RUNS)
+	@$(MAKE) --no-print-directory -j$(JOBS) --output-sync=target $(DEMO_EXPORTS)
 	@$(MAKE) --no-print-directory report
 
 # pytest exits 5 when it collected nothing: say so rather than fail with a bare status.
@@ -129,7 +140,7 @@ test: $(INSTALLED)
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; fi; exit $$rc
 
 # Every benchmark prints a Markdown section; together they become BENCHMARKS.md.
-BENCHMARKS := run_all cache_storage resume_kills
+BENCHMARKS := run_all cache_storage resume_kills export_latency
 bench: $(INSTALLED)
 	@{ echo "# Benchmarks"; echo; echo "Written by \`make bench\`; machine and date in each section."; echo; \
 	  for b in $(BENCHMARKS); do $(VENV)/bin/python benchmarks/$$b.py || exit 1; echo; done; } > BENCHMARKS.md.tmp

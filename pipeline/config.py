@@ -19,7 +19,7 @@ from pipeline.datasets import DEBIAN_DIR
 from pipeline.errors import UsageError
 
 __all__ = [
-    "DataConfig", "TeacherConfig", "LogitsConfig", "StudentConfig",
+    "DataConfig", "TeacherConfig", "LogitsConfig", "StudentConfig", "ExportConfig", "EXPORT_FORMATS",
     "resolve_device", "as_record", "from_options",
 ]
 
@@ -55,8 +55,8 @@ def from_options(cls, **options):
 
 
 def as_record(cfg) -> dict:
-    """The config as JSON/HDF5-friendly values (paths as strings, None dropped)."""
-    return {k: (str(v) if isinstance(v, Path) else v)
+    """The config as JSON/HDF5-friendly values (paths as strings, tuples as lists, None dropped)."""
+    return {k: (str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v)
             for k, v in dataclasses.asdict(cfg).items() if v is not None}
 
 
@@ -158,3 +158,37 @@ class StudentConfig:
         _at_least("batch size", self.batch_size, 1)
         _positive("learning rate", self.lr)
         _at_least("cache memory (MB)", self.cache_memory_mb, 0)
+
+
+EXPORT_FORMATS = ("onnx", "torchscript", "int8")
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """What to export from a finished student run, and how strict the checks are."""
+
+    run_dir: Path
+    out_dir: Path | None = None       # default: <run_dir>/export
+    dataset: Path | None = None       # default: the dataset the run was trained on
+    formats: tuple[str, ...] = EXPORT_FORMATS
+    parity_atol: float = 1e-4         # max |ONNX or TorchScript logit - eager logit| on the test set
+    int8_max_drop_pp: float = 0.5     # refuse an int8 model that loses more test accuracy than this
+    calibration_rows: int = 1024      # training images used to calibrate int8 activation ranges
+    threads: int = 0
+
+    def __post_init__(self):
+        formats = tuple(self.formats)
+        unknown = [f for f in formats if f not in EXPORT_FORMATS]
+        if unknown or not formats:
+            raise UsageError(f"unknown export format {', '.join(map(repr, unknown)) or '(none given)'}; "
+                             f"choose from: {', '.join(EXPORT_FORMATS)}")
+        if "int8" in formats and "onnx" not in formats:
+            formats = ("onnx",) + formats   # the int8 model is quantised from the ONNX graph
+        object.__setattr__(self, "formats", tuple(dict.fromkeys(formats)))
+        _positive("parity tolerance", self.parity_atol)
+        _positive("int8 accuracy budget (pp)", self.int8_max_drop_pp)
+        _at_least("calibration rows", self.calibration_rows, 1)
+
+    @property
+    def destination(self) -> Path:
+        return self.out_dir if self.out_dir is not None else self.run_dir / "export"

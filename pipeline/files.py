@@ -18,6 +18,12 @@ from typing import Iterator
 __all__ = ["atomic_path", "atomic_dir", "write_json", "read_json"]
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_path(final: Path) -> Iterator[Path]:
     """Yield a temporary path next to ``final``; rename it onto ``final`` on success."""
@@ -26,6 +32,7 @@ def atomic_path(final: Path) -> Iterator[Path]:
     fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.tmp-", dir=final.parent)
     os.close(fd)
     tmp = Path(tmp_name)
+    os.chmod(tmp, 0o666 & ~_umask())   # mkstemp makes owner-only files; artifacts are shared
     try:
         yield tmp
         os.replace(tmp, final)
@@ -43,6 +50,7 @@ def atomic_dir(final: Path) -> Iterator[Path]:
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    os.chmod(tmp, 0o777 & ~_umask())
     old = final.parent / f".{final.name}.old-{os.getpid()}"
     try:
         yield tmp

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from pipeline.files import atomic_path, read_json
 
-__all__ = ["collect_runs", "summarize", "render_markdown", "write_report"]
+__all__ = ["collect_runs", "summarize", "render_markdown", "render_exports", "write_report"]
 
 
 def collect_runs(runs_dir: Path) -> list[dict]:
@@ -78,9 +78,35 @@ def render_markdown(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _cell(values: dict, key: str, fmt: str) -> str:
+    """A formatted table cell, or a dash for a format that was not exported."""
+    return format(values[key], fmt) if key in values else "—"
+
+
+def render_exports(runs_dir: Path) -> str:
+    """The edge-export table: one row per run with an export.json (written by `make export`)."""
+    exports = [(p.parent.parent.name, read_json(p)) for p in sorted(Path(runs_dir).glob("[!.]*/export/export.json"))]
+    if not exports:
+        return ""
+    lines = ["", "## Edge export (batch 1, one thread; `make export`)", "",
+             "| run | ONNX KB | int8 KB | int8 / float32 size | accuracy % eager → int8 "
+             "| eager µs | TorchScript µs | ONNX Runtime µs | int8 µs |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for run, e in exports:
+        size = {f: e["files"][f]["bytes"] / 1024 for f in e["files"]}
+        lat, acc = e["latency_us_batch1_1thread"], e["test_acc"]
+        int8_acc = _cell({k: 100 * v for k, v in acc.items()}, "int8", ".2f")
+        lines.append(f"| {run} | {_cell(size, 'onnx', '.1f')} | {_cell(size, 'int8', '.1f')} | "
+                     f"{_cell(e, 'int8_size_ratio', '.3f')} | {100 * acc['eager']:.2f} → {int8_acc} | "
+                     f"{lat['eager']:.0f} | {_cell(lat, 'torchscript', '.0f')} | {_cell(lat, 'onnx', '.0f')} | "
+                     f"{_cell(lat, 'int8', '.0f')} |")
+    return "\n".join(lines) + "\n"
+
+
 def write_report(runs_dir: Path, out: Path) -> str:
-    """Write the Markdown table to ``out`` and return it."""
-    text = "# softcache results\n\n" + render_markdown(summarize(collect_runs(runs_dir)))
+    """Write the Markdown tables to ``out`` and return them."""
+    text = ("# softcache results\n\n" + render_markdown(summarize(collect_runs(runs_dir)))
+            + render_exports(runs_dir))
     with atomic_path(out) as tmp:
         tmp.write_text(text)
     return text

@@ -13,6 +13,7 @@ import click
 
 from pipeline.errors import UsageError
 from stages.data import data
+from stages.export import export
 from stages.inspect import inspect, verify
 from stages.report import report
 from stages.student import student
@@ -27,7 +28,7 @@ def cli():
     """softcache: run the teacher once, cache its soft targets, train students on the CPU."""
 
 
-for command in (data, teacher, teacher_logits, student, report, inspect, verify):
+for command in (data, teacher, teacher_logits, student, export, report, inspect, verify):
     cli.add_command(command)
 
 

@@ -58,3 +58,15 @@ def cache_file(tmp_path: Path, prepared: Path, teacher_dir: Path) -> Path:
     write_teacher_logits(LogitsConfig(teacher=teacher_dir / "teacher.pt", dataset=prepared, out=out,
                                       device="cpu"))
     return out
+
+
+@pytest.fixture
+def student_run(tmp_path: Path, prepared: Path, cache_file: Path) -> Path:
+    """A finished cnn-tiny run directory (model.pt + metrics.json) on the tiny dataset."""
+    from pipeline.config import StudentConfig
+    from pipeline.student import train_student
+
+    out = tmp_path / "runs" / "cnn-tiny-T4-a0.9-s0-e3"
+    train_student(StudentConfig(cache=cache_file, dataset=prepared, out_dir=out, student="cnn-tiny",
+                                epochs=3, batch_size=16), progress=False)
+    return out

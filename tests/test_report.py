@@ -24,3 +24,13 @@ def test_report_reads_finished_runs_only(tmp_path):
     assert [r["run"] for r in collect_runs(tmp_path / "runs")] == ["a-scratch"]
     text = write_report(tmp_path / "runs", tmp_path / "reports" / "results.md")
     assert "80.00 ± 0.00" in text and (tmp_path / "reports" / "results.md").read_text() == text
+
+
+def test_report_lists_exported_runs_with_their_figures(tmp_path):
+    write_json(tmp_path / "runs" / "a-scratch" / "metrics.json", run("a", 0, 0, 0.8))
+    write_json(tmp_path / "runs" / "a-scratch" / "export" / "export.json", {
+        "files": {"onnx": {"bytes": 2048}, "int8": {"bytes": 512}}, "int8_size_ratio": 0.25,
+        "test_acc": {"eager": 0.8, "onnx": 0.8, "int8": 0.795},
+        "latency_us_batch1_1thread": {"eager": 100.0, "onnx": 40.0, "int8": 30.0}})
+    text = write_report(tmp_path / "runs", tmp_path / "results.md")
+    assert "| a-scratch | 2.0 | 0.5 | 0.250 | 80.00 → 79.50 | 100 | — | 40 | 30 |" in text
