@@ -52,8 +52,17 @@ def test_stage_graph_rebuilds_only_what_changed(tmp_path):
     dry = make("-n", "student", "T=8", "ALPHA=0.5", *common[:1], "TEACHER_EPOCHS=2", *common[2:]).stdout
     assert "softcache teacher " in dry and "softcache teacher-logits" in dry
 
+    # Edge export of a real run, checked on the full Fashion-MNIST test set (10,000 images).
+    make("export", "RUN=mlp-T4-a0.9-s0-e1", *common)
+    export = json.loads((tmp_path / "runs" / "mlp-T4-a0.9-s0-e1" / "export" / "export.json").read_text())
+    assert export["parity"]["onnx"]["max_abs_diff"] <= 1e-4 and export["parity"]["onnx"]["argmax_agreement"] == 1
+    assert export["parity"]["torchscript"]["argmax_agreement"] == 1
+    assert abs(export["int8_acc_change_pp"]) <= 0.5 and export["int8_size_ratio"] <= 0.35
+    assert export["test_acc"]["eager"] == pytest.approx(metrics["test_acc"], abs=1e-3)
+
     report = make("report", *common)
     assert "| mlp |" in report.stdout and (tmp_path / "reports" / "results.md").is_file()
+    assert "| mlp-T4-a0.9-s0-e1 |" in report.stdout   # the edge-export table
 
 
 def test_bad_make_variable_is_one_line_and_exit_2(tmp_path):
