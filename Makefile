@@ -35,6 +35,12 @@ THREADS        ?= 0
 JOBS           ?= 1
 DEMO_STUDENTS  ?= mlp cnn-tiny cnn-small
 FORMATS        ?= onnx,torchscript,int8
+STUDENTS       ?= $(STUDENT)
+TS             ?= $(T)
+ALPHAS         ?= 0 $(ALPHA)
+SEEDS          ?= $(SEED)
+SWEEP_BACKEND  ?= joblib
+SCHEDULER      ?=
 
 # --- derived paths ---------------------------------------------------------------------
 SC           := $(VENV)/bin/softcache
@@ -67,18 +73,18 @@ $(call stamp,$(DATA_STAMP),dataset=$(DATASET) source=$(SOURCE) limit=$(LIMIT))
 $(call stamp,$(TEACHER_STAMP),arch=$(TEACHER) epochs=$(TEACHER_EPOCHS) seed=$(TEACHER_SEED) device=$(DEVICE))
 endif
 
-.PHONY: help venv data teacher teacher-logits student export report demo test bench clean-students clean
+.PHONY: help venv data teacher teacher-logits student sweep export report demo test bench clean-students clean
 
 help:
-	@echo "make demo | test | data | teacher | teacher-logits | student | export | report | bench | clean-students | clean"
-	@echo "variables: T ALPHA STUDENT SEED EPOCHS TEACHER TEACHER_EPOCHS TEACHER_T DATASET LIMIT DEVICE RUN FORMATS (see README.md)"
+	@echo "make demo | test | data | teacher | teacher-logits | student | sweep | export | report | bench | clean-students | clean"
+	@echo "variables: T ALPHA STUDENT SEED EPOCHS TEACHER TEACHER_EPOCHS TEACHER_T DATASET LIMIT DEVICE RUN FORMATS STUDENTS TS ALPHAS SEEDS JOBS (see README.md)"
 
 # --- the environment ---------------------------------------------------------------------
 venv: $(INSTALLED)
 $(INSTALLED): pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q "$(TORCH_SPEC)"
-	$(VENV)/bin/pip install -q -e '.[dev,edge]'
+	$(VENV)/bin/pip install -q -e '.[dev,edge,cluster]'
 	touch $@
 
 # --- stages ----------------------------------------------------------------------------
@@ -113,6 +119,15 @@ DEMO_RUNS  := $(foreach spec,$(DEMO_SPECS),$(DATA_DIR)/runs/$(call spec_run,$(sp
 $(foreach spec,$(sort $(STUDENT):$(T):$(ALPHA):$(SEED):$(EPOCHS) $(DEMO_SPECS)),$(eval $(call student_rule,$(spec))))
 
 student: $(RUN_DIR)/metrics.json
+
+# A grid of runs from the one cache (never the teacher), JOBS at a time, each written to
+# data/runs/<name>/ as `make student` would; finished runs are skipped, so a killed sweep
+# resumes. SWEEP_BACKEND=dask SCHEDULER=tcp://host:8786 runs it on a Dask cluster.
+sweep: $(CACHE) $(DATA_FILE) | $(INSTALLED)
+	$(SC) sweep --cache $(CACHE) --dataset $(DATA_FILE) --teacher-record $(TEACHER_DIR)/teacher.json \
+		--runs-dir $(DATA_DIR)/runs --reports-dir $(DATA_DIR)/reports --students "$(STUDENTS)" --Ts "$(TS)" \
+		--alphas "$(ALPHAS)" --seeds "$(SEEDS)" --epochs $(EPOCHS) --jobs $(JOBS) --threads $(THREADS) \
+		--backend $(SWEEP_BACKEND) $(if $(SCHEDULER),--scheduler $(SCHEDULER))
 
 # Edge export of a finished run (RUN=<name under data/runs>, default: the STUDENT/T/... run).
 # Phony on purpose: the stage itself refuses a run without a finished model, in one line.

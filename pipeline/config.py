@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,9 +18,11 @@ import torch
 
 from pipeline.datasets import DEBIAN_DIR
 from pipeline.errors import UsageError
+from pipeline.models import list_students
 
 __all__ = [
     "DataConfig", "TeacherConfig", "LogitsConfig", "StudentConfig", "ExportConfig", "EXPORT_FORMATS",
+    "SweepConfig", "SWEEP_BACKENDS", "run_name",
     "resolve_device", "as_record", "from_options",
 ]
 
@@ -158,6 +161,92 @@ class StudentConfig:
         _at_least("batch size", self.batch_size, 1)
         _positive("learning rate", self.lr)
         _at_least("cache memory (MB)", self.cache_memory_mb, 0)
+
+
+def run_name(student: str, T: float, alpha: float, seed: int, epochs: int) -> str:
+    """A run directory's name says what it is; the Makefile's ``run_name`` spells it the same way."""
+    arm = "scratch" if alpha == 0 else f"T{T:g}-a{alpha:g}"
+    return f"{student}-{arm}-s{seed}-e{epochs}"
+
+
+SWEEP_BACKENDS = ("joblib", "dask")
+
+
+def _grid(name: str, values: tuple, check) -> tuple:
+    """A grid is non-empty, has no value twice, and every value passes ``check``; the error names the value."""
+    if not values:
+        raise UsageError(f"{name} is empty; give at least one value")
+    seen = set()
+    for v in values:
+        if v in seen:
+            raise UsageError(f"{name} lists {v!r} twice; give each value once")
+        seen.add(v)
+        check(v)
+    return tuple(values)
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """A grid of student runs over one cache: every (student, T, ALPHA, seed) combination.
+
+    Runs with ALPHA=0 do not depend on T (plain cross-entropy), so they are planned once
+    per student and seed. ``student`` carries everything else a run needs (cache, dataset,
+    epochs, batch size, ...); its own student/T/alpha/seed/out_dir are replaced per run.
+    """
+
+    student: StudentConfig
+    runs_dir: Path
+    reports_dir: Path
+    students: tuple[str, ...] = ("cnn-tiny",)
+    Ts: tuple[float, ...] = (4.0,)
+    alphas: tuple[float, ...] = (0.0, 0.9)
+    seeds: tuple[int, ...] = (0,)
+    jobs: int = 1
+    threads: int = 0                 # per run; 0: cores / jobs (at least 1) so runs never oversubscribe
+    backend: str = "joblib"          # joblib: local processes; dask: a Dask distributed cluster
+    scheduler: str | None = None     # dask scheduler address (tcp://host:8786)
+
+    def __post_init__(self):
+        def known_student(name):
+            if name not in list_students():
+                raise UsageError(f"STUDENTS: unknown student '{name}'; choose from: {', '.join(list_students())}")
+
+        def temperature(v):
+            if not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+                raise UsageError(f"TS: {v!r} is not a positive temperature")
+
+        def alpha(v):
+            if not isinstance(v, (int, float)) or not 0.0 <= v <= 1.0:
+                raise UsageError(f"ALPHAS: {v!r} lies outside [0, 1]")
+
+        def seed(v):
+            if not isinstance(v, int) or v < 0:
+                raise UsageError(f"SEEDS: {v!r} is not a non-negative integer")
+
+        _grid("STUDENTS", self.students, known_student)
+        _grid("TS", self.Ts, temperature)
+        _grid("ALPHAS", self.alphas, alpha)
+        _grid("SEEDS", self.seeds, seed)
+        _at_least("JOBS", self.jobs, 1)
+        _at_least("THREADS", self.threads, 0)
+        if self.backend not in SWEEP_BACKENDS:
+            raise UsageError(f"SWEEP_BACKEND must be one of {', '.join(SWEEP_BACKENDS)}, got {self.backend!r}")
+        if self.backend == "dask" and not self.scheduler:
+            raise UsageError("SWEEP_BACKEND=dask needs SCHEDULER=tcp://host:port (a running dask scheduler)")
+
+    def runs(self) -> list[StudentConfig]:
+        """One StudentConfig per planned run, in grid order, scratch runs once per student and seed."""
+        threads = self.threads or max(1, (os.cpu_count() or 1) // self.jobs)
+        planned: dict[str, StudentConfig] = {}
+        for student in self.students:
+            for seed in self.seeds:
+                for alpha in self.alphas:
+                    for T in (self.Ts if alpha != 0 else self.Ts[:1]):
+                        name = run_name(student, T, alpha, seed, self.student.epochs)
+                        planned[name] = dataclasses.replace(
+                            self.student, student=student, T=float(T), alpha=float(alpha), seed=seed,
+                            out_dir=self.runs_dir / name, threads=threads)
+        return list(planned.values())
 
 
 EXPORT_FORMATS = ("onnx", "torchscript", "int8")

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from pipeline.cache import CacheExpectations, LogitCache
+from pipeline.calibration import reliability
 from pipeline.checkpoint import save_checkpoint
 from pipeline.config import StudentConfig, as_record
 from pipeline.datasets import load_prepared
@@ -37,12 +38,14 @@ def train_student(cfg: StudentConfig, progress: bool = True) -> dict:
     """Train one student on the CPU, evaluate it, and write its run directory; return metrics."""
     set_threads(cfg.threads)
     data = load_prepared(cfg.dataset)
+    cache_start = time.perf_counter()
     cache = LogitCache(cfg.cache, CacheExpectations(
         dataset_fingerprint=data.fingerprint, teacher_fingerprint=_expected_teacher(cfg.teacher_record),
         num_classes=data.num_classes, train_rows=len(data.y_train)),
         memory_limit_bytes=cfg.cache_memory_mb << 20)
     if not np.array_equal(cache.labels("train"), data.y_train):
         raise UsageError(f"cache {cfg.cache} labels differ from the dataset's; run 'make teacher-logits'")
+    cache_seconds = time.perf_counter() - cache_start   # open, verify block by block, load
 
     mean, std = data.normalization()
     model_kwargs = {"in_shape": data.image_shape, "num_classes": data.num_classes, "mean": mean, "std": std}
@@ -63,8 +66,12 @@ def train_student(cfg: StudentConfig, progress: bool = True) -> dict:
 
     test_logits = predict(model, torch.from_numpy(data.x_test))
     teacher_test = cache.logits("test")
+    y_test = torch.from_numpy(data.y_test)
+    calibration = reliability(test_logits, y_test)
     metrics = {
-        "test_acc": accuracy(test_logits, torch.from_numpy(data.y_test)),
+        "test_acc": accuracy(test_logits, y_test),
+        "ece": calibration["ece"],
+        "reliability": calibration,
         "teacher_test_acc": cache.teacher_accuracy("test"),
         "agreement_with_teacher": float((test_logits.argmax(1) == teacher_test.argmax(1)).float().mean()),
         "params": count_params(model),
@@ -75,6 +82,7 @@ def train_student(cfg: StudentConfig, progress: bool = True) -> dict:
         "epochs": cfg.epochs,
         "seconds_per_epoch": sum(seconds) / len(seconds),
         "train_seconds": train_seconds,
+        "cache_seconds": cache_seconds,
         "threads": torch.get_num_threads(),
         "cache_fingerprint": cache.fingerprint,
         "cache_in_memory": cache.in_memory,

@@ -17,6 +17,7 @@ from stages.export import export
 from stages.inspect import inspect, verify
 from stages.report import report
 from stages.student import student
+from stages.sweep import sweep
 from stages.teacher import teacher
 from stages.teacher_logits import teacher_logits
 
@@ -28,7 +29,7 @@ def cli():
     """softcache: run the teacher once, cache its soft targets, train students on the CPU."""
 
 
-for command in (data, teacher, teacher_logits, student, export, report, inspect, verify):
+for command in (data, teacher, teacher_logits, student, sweep, export, report, inspect, verify):
     cli.add_command(command)
 
 

@@ -1,0 +1,131 @@
+"""Sweeps: many student runs from one cache, in parallel, on one machine or a Dask cluster.
+
+The teacher is never loaded: every run reads the cache and the images only. Each run is
+written to its own ``runs/<name>/`` by :func:`pipeline.student.train_student`, exactly as
+``make student`` writes it, so a sweep and single runs mix freely in the report, and a
+run already finished from the same cache is skipped (an interrupted sweep resumes).
+joblib drives the runs; its backend mechanism moves them onto a Dask distributed
+cluster unchanged. A run that fails is recorded with its error and the others go on.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import traceback
+from pathlib import Path
+from typing import Callable
+
+import joblib
+
+from pipeline.cache import LogitCache
+from pipeline.config import StudentConfig, SweepConfig
+from pipeline.errors import UsageError
+from pipeline.files import atomic_path, read_json
+from pipeline.report import render_markdown, summarize
+from pipeline.student import METRICS_FILE, train_student
+
+__all__ = ["run_sweep", "SUMMARY_CSV", "SUMMARY_MD"]
+
+SUMMARY_CSV, SUMMARY_MD = "sweep.csv", "sweep.md"
+_CSV_FIELDS = ("run", "status", "student", "T", "alpha", "seed", "epochs", "test_acc", "ece",
+               "agreement_with_teacher", "seconds_per_epoch", "cache_seconds", "train_seconds", "error")
+
+
+def _train_one(cfg: StudentConfig) -> dict:
+    """One run in a worker; any failure comes back as a record so the other runs go on."""
+    try:
+        return {"run": cfg.out_dir.name, "status": "trained", "metrics": train_student(cfg, progress=False)}
+    except UsageError as exc:
+        return {"run": cfg.out_dir.name, "status": "failed", "error": str(exc)}
+    except Exception as exc:  # a bug in one run must not take the sweep down; keep where it happened
+        where = traceback.extract_tb(exc.__traceback__)[-1]
+        return {"run": cfg.out_dir.name, "status": "failed",
+                "error": f"{type(exc).__name__}: {exc} ({Path(where.filename).name}:{where.lineno})"}
+
+
+def _finished(cfg: StudentConfig, cache_fingerprint: str) -> dict | None:
+    """metrics.json of a run already trained from this very cache, else None."""
+    path = cfg.out_dir / METRICS_FILE
+    try:
+        metrics = read_json(path)
+    except (OSError, ValueError):
+        return None
+    return metrics if metrics.get("cache_fingerprint") == cache_fingerprint else None
+
+
+def _dask_client(address: str):
+    try:
+        from dask.distributed import Client
+    except ImportError:
+        raise UsageError("SWEEP_BACKEND=dask needs Dask distributed: pip install 'softcache[cluster]'") from None
+    try:
+        return Client(address, timeout="10s")
+    except (OSError, TimeoutError) as exc:
+        raise UsageError(f"cannot reach the dask scheduler at {address} ({exc}); start one "
+                         f"('dask scheduler' and 'dask worker {address}') or fix SCHEDULER") from None
+
+
+def run_sweep(cfg: SweepConfig, on_result: Callable[[dict], None] | None = None) -> list[dict]:
+    """Train every planned run not yet finished; write sweep.csv and sweep.md; return one record per run."""
+    fingerprint = LogitCache(cfg.student.cache).fingerprint   # verified once, before any run starts
+    planned = cfg.runs()
+    records: dict[str, dict] = {}
+    todo = []
+    for run in planned:
+        metrics = _finished(run, fingerprint)
+        if metrics is None:
+            todo.append(run)
+        else:
+            records[run.out_dir.name] = {"run": run.out_dir.name, "status": "skipped", "metrics": metrics}
+            if on_result is not None:
+                on_result(records[run.out_dir.name])
+
+    if todo:
+        jobs = (joblib.delayed(_train_one)(run) for run in todo)
+        if cfg.backend == "dask":   # the cluster decides how many run at once
+            with _dask_client(cfg.scheduler), joblib.parallel_config(backend="dask"):
+                results = _collect(joblib.Parallel(n_jobs=-1, return_as="generator_unordered")(jobs), on_result)
+        else:
+            results = _collect(joblib.Parallel(n_jobs=cfg.jobs, return_as="generator_unordered")(jobs), on_result)
+        records.update({r["run"]: r for r in results})
+
+    ordered = [records[run.out_dir.name] for run in planned]
+    _write_summary(cfg.reports_dir, ordered)
+    return ordered
+
+
+def _collect(results, on_result) -> list[dict]:
+    collected = []
+    for record in results:
+        collected.append(record)
+        if on_result is not None:
+            on_result(record)
+    return collected
+
+
+def _write_summary(reports_dir: Path, records: list[dict]) -> None:
+    rows = []
+    for r in records:
+        m = r.get("metrics", {})
+        rows.append({"run": r["run"], "status": r["status"], "error": r.get("error", ""),
+                     **{k: m.get(k, "") for k in _CSV_FIELDS if k not in ("run", "status", "error")}})
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=_CSV_FIELDS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    with atomic_path(reports_dir / SUMMARY_CSV) as tmp:
+        tmp.write_text(buffer.getvalue())
+
+    done = [dict(r["metrics"], run=r["run"]) for r in records if "metrics" in r]
+    failed = [r for r in records if r["status"] == "failed"]
+    counts = {s: sum(r["status"] == s for r in records) for s in ("trained", "skipped", "failed")}
+    text = ["# softcache sweep", "",
+            f"{len(records)} runs: {counts['trained']} trained, {counts['skipped']} already finished "
+            f"(skipped), {counts['failed']} failed. Per-run figures: `{SUMMARY_CSV}`.", "",
+            render_markdown(summarize(done))]
+    if failed:
+        text += ["## Failed runs", "", "| run | error |", "|---|---|",
+                 *[f"| {r['run']} | {r['error'].replace('|', '/')} |" for r in failed], ""]
+    with atomic_path(reports_dir / SUMMARY_MD) as tmp:
+        tmp.write_text("\n".join(text))
