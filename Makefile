@@ -57,7 +57,10 @@ RUN_DIR      := $(DATA_DIR)/runs/$(RUN)
 # Runs in parallel share the cores: each gets cores/JOBS torch threads unless THREADS is set.
 NPROC        := $(shell nproc 2>/dev/null || echo 1)
 RUN_THREADS  := $(if $(filter-out 0,$(THREADS)),$(THREADS),$(if $(filter-out 1,$(JOBS)),$(shell expr $(NPROC) / $(JOBS) \| 1),0))
-REPORT       := $(DATA_DIR)/reports/results.md
+REPORT       := $(DATA_DIR)/reports/report.md
+# The README's results block documents the default data directory only, so a report over
+# another DATA_DIR (tests, experiments) never rewrites it; README_RESULTS= turns it off.
+README_RESULTS ?= $(if $(filter data,$(DATA_DIR)),README.md)
 PARAMS       := $(DATA_DIR)/params
 
 # $(call stamp,FILE,CONTENT) rewrites FILE only when CONTENT differs, so its mtime changes
@@ -139,7 +142,7 @@ $(DATA_DIR)/runs/%/export/export.json: $(DATA_DIR)/runs/%/metrics.json | $(INSTA
 	$(SC) export --run-dir $(DATA_DIR)/runs/$* --formats $(FORMATS) --threads $(RUN_THREADS)
 
 report: | $(INSTALLED)
-	$(SC) report --runs $(DATA_DIR)/runs --out $(REPORT)
+	$(SC) report --runs $(DATA_DIR)/runs --out $(REPORT) $(if $(README_RESULTS),--readme $(README_RESULTS))
 
 # --- entry points ------------------------------------------------------------------------
 # The demo: for every student, a scratch run (ALPHA=0) and a distilled run (T, ALPHA),

@@ -7,13 +7,17 @@ epochs, so a gain is only ever claimed against the same schedule.
 
 from __future__ import annotations
 
+import datetime as dt
+import shutil
 import statistics
 from collections import defaultdict
 from pathlib import Path
 
+from pipeline.errors import UsageError
 from pipeline.files import atomic_path, read_json
 
-__all__ = ["collect_runs", "summarize", "render_markdown", "render_exports", "write_report"]
+__all__ = ["collect_runs", "summarize", "render_markdown", "render_winners", "winners", "render_exports",
+           "results_section", "write_report", "README_START", "README_END"]
 
 
 def collect_runs(runs_dir: Path) -> list[dict]:
@@ -42,8 +46,12 @@ def summarize(runs: list[dict]) -> list[dict]:
     rows = []
     for (student, epochs, arm), members in groups.items():
         acc, acc_std = _mean_std([100 * m["test_acc"] for m in members])
+        eces = [m["ece"] for m in members if "ece" in m]
         rows.append({
             "student": student, "epochs": epochs, "arm": arm, "params": members[0]["params"],
+            "T": members[0]["T"], "alpha": members[0]["alpha"],
+            "ece": statistics.fmean(eces) if eces else None,
+            "reliability": [m["reliability"] for m in members if "reliability" in m],
             "seeds": sorted(m["seed"] for m in members), "acc": acc, "acc_std": acc_std,
             "agreement": 100 * statistics.fmean(m["agreement_with_teacher"] for m in members),
             "seconds_per_epoch": statistics.fmean(m["seconds_per_epoch"] for m in members),
@@ -65,16 +73,54 @@ def render_markdown(rows: list[dict]) -> str:
         f"Teacher test accuracy: {', '.join(teachers)}",
         "",
         "| student | params | epochs | arm | seeds | test acc % (mean ± std) | Δ vs scratch (pp) "
-        "| agreement with teacher % | s/epoch |",
-        "|---|---:|---:|---|---|---:|---:|---:|---:|",
+        "| agreement with teacher % | ECE % | s/epoch |",
+        "|---|---:|---:|---|---|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         delta = "—" if r["delta"] is None else f"{r['delta']:+.2f}"
+        ece = "—" if r.get("ece") is None else f"{100 * r['ece']:.2f}"
         lines.append(
             f"| {r['student']} | {r['params']:,} | {r['epochs']} | {r['arm']} | "
             f"{' '.join(map(str, r['seeds']))} | {r['acc']:.2f} ± {r['acc_std']:.2f} | {delta} | "
-            f"{r['agreement']:.1f} | {r['seconds_per_epoch']:.1f} |"
+            f"{r['agreement']:.1f} | {ece} | {r['seconds_per_epoch']:.1f} |"
         )
+    return "\n".join(lines) + "\n"
+
+
+def winners(rows: list[dict]) -> list[dict]:
+    """Per (student, epochs): the arm with the best mean accuracy, its margin over scratch
+    and over the runner-up, and whether that margin exceeds the seed-to-seed spread."""
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for r in rows:
+        groups[(r["student"], r["epochs"])].append(r)
+    out = []
+    for (student, epochs), arms in groups.items():
+        ranked = sorted(arms, key=lambda r: r["acc"], reverse=True)
+        best = ranked[0]
+        scratch = next((r for r in arms if r["arm"] == "scratch"), None)
+        over_scratch = None if scratch is None or best is scratch else best["acc"] - scratch["acc"]
+        spread = max(best["acc_std"], scratch["acc_std"] if scratch else 0.0)
+        out.append({"student": student, "epochs": epochs, "arm": best["arm"], "acc": best["acc"],
+                    "acc_std": best["acc_std"], "seeds": len(best["seeds"]), "over_scratch": over_scratch,
+                    "over_runner_up": best["acc"] - ranked[1]["acc"] if len(ranked) > 1 else None,
+                    "runner_up": ranked[1]["arm"] if len(ranked) > 1 else None,
+                    "beyond_noise": over_scratch is not None and len(best["seeds"]) > 1 and over_scratch > spread})
+    return out
+
+
+def render_winners(rows: list[dict]) -> str:
+    if not rows:
+        return ""
+    lines = ["| student | epochs | winning arm | test acc % | over scratch (pp) | over runner-up (pp) "
+             "| beyond seed spread? |", "|---|---:|---|---:|---:|---:|---|"]
+    for w in winners(rows):
+        scratch = "— (scratch won)" if w["arm"] == "scratch" else (
+            "no scratch run" if w["over_scratch"] is None else f"{w['over_scratch']:+.2f}")
+        runner = "—" if w["runner_up"] is None else f"{w['over_runner_up']:+.2f} ({w['runner_up']})"
+        noise = ("—" if w["over_scratch"] is None else "yes" if w["beyond_noise"]
+                 else "n/a (1 seed)" if w["seeds"] < 2 else "no")
+        lines.append(f"| {w['student']} | {w['epochs']} | {w['arm']} | {w['acc']:.2f} ± {w['acc_std']:.2f} | "
+                     f"{scratch} | {runner} | {noise} |")
     return "\n".join(lines) + "\n"
 
 
@@ -103,10 +149,47 @@ def render_exports(runs_dir: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_report(runs_dir: Path, out: Path) -> str:
-    """Write the Markdown tables to ``out`` and return them."""
-    text = ("# softcache results\n\n" + render_markdown(summarize(collect_runs(runs_dir)))
-            + render_exports(runs_dir))
+README_START, README_END = "<!-- results:start (written by make report) -->", "<!-- results:end -->"
+
+
+def results_section(rows: list[dict]) -> str:
+    """The part of the report that also goes into the README: who won, then every arm."""
+    if not rows:
+        return render_markdown(rows)
+    return ("Which configuration won, per student (best mean test accuracy over seeds):\n\n"
+            + render_winners(rows) + "\nEvery arm:\n\n" + render_markdown(rows))
+
+
+def write_report(runs_dir: Path, out: Path, readme: Path | None = None) -> str:
+    """Write report.md and its PNG figures next to it, optionally refresh the README's
+    results block (figures copied to docs/results/); return the Markdown."""
+    from pipeline.plots import draw_all   # matplotlib is imported only by the report
+
+    rows = summarize(collect_runs(runs_dir))
+    figures = draw_all(rows, out.parent)
+    text = "# softcache results\n\n" + results_section(rows) + render_exports(runs_dir)
+    if figures:
+        text += "\n## Figures\n\n" + "\n".join(f"![{name[:-4]}]({name})" for name in figures) + "\n"
     with atomic_path(out) as tmp:
         tmp.write_text(text)
+    if readme is not None:
+        _update_readme(readme, rows, out.parent, figures)
     return text
+
+
+def _update_readme(readme: Path, rows: list[dict], figure_dir: Path, figures: list[str]) -> None:
+    """Replace the text between the README's results markers with this report's tables."""
+    original = readme.read_text()
+    start, end = original.find(README_START), original.find(README_END)
+    if start < 0 or end < start:
+        raise UsageError(f"{readme} has no results block ({README_START} ... {README_END}); add the two markers")
+    shown = [f for f in ("scratch_vs_distilled.png", "calibration.png") if f in figures]
+    target = readme.parent / "docs" / "results"
+    target.mkdir(parents=True, exist_ok=True)
+    for name in shown:
+        shutil.copyfile(figure_dir / name, target / name)
+    block = (f"{README_START}\n_Generated by `make report` from `data/runs/` on {dt.date.today().isoformat()}; "
+             f"full report with every figure: `data/reports/report.md`._\n\n" + results_section(rows)
+             + "".join(f"\n![{n[:-4]}](docs/results/{n})\n" for n in shown))
+    with atomic_path(readme) as tmp:
+        tmp.write_text(original[:start] + block + original[end:])

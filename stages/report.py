@@ -1,4 +1,4 @@
-"""Stage `report`: the results table of every finished student run."""
+"""Stage `report`: tables and figures of every finished student run (and the README's results block)."""
 
 from pathlib import Path
 
@@ -9,7 +9,10 @@ from pipeline.report import write_report
 
 @click.command("report")
 @click.option("--runs", type=click.Path(path_type=Path), required=True, help="Directory of run directories.")
-@click.option("--out", type=click.Path(path_type=Path), required=True, help="Markdown file to write.")
-def report(runs, out):
-    """Write and print the scratch-vs-distilled results table."""
-    click.echo(write_report(runs, out), nl=False)
+@click.option("--out", type=click.Path(path_type=Path), required=True,
+              help="Markdown file to write; the PNG figures go next to it.")
+@click.option("--readme", type=click.Path(path_type=Path),
+              help="Also rewrite this README's results block (figures copied to docs/results/).")
+def report(runs, out, readme):
+    """Write and print the results: who won, every arm, edge exports, figures."""
+    click.echo(write_report(runs, out, readme), nl=False)

@@ -44,6 +44,12 @@ def test_stage_graph_rebuilds_only_what_changed(tmp_path):
     assert (fingerprint(cache), fingerprint(teacher)) == before
     assert run4.is_file() and (tmp_path / "runs" / "mlp-T8-a0.5-s0-e1" / "metrics.json").is_file()
 
+    # A sweep through make: the grid from the same cache, teacher and cache untouched.
+    sweep = make("sweep", "STUDENTS=mlp", "TS=2 4", "ALPHAS=0 0.5", "SEEDS=0 1", "JOBS=2", *common)
+    assert "softcache teacher" not in sweep.stdout and "6 runs: 6 trained" in sweep.stdout
+    assert (fingerprint(cache), fingerprint(teacher)) == before
+    assert (tmp_path / "reports" / "sweep.csv").read_text().count("\n") == 7
+
     # Up to date now: nothing but the (silent, content-compared) parameter stamps would run.
     assert "softcache" not in make("-n", "student", "T=8", "ALPHA=0.5", *common).stdout
     # A cache setting rebuilds only the cache; a teacher setting rebuilds teacher and cache.
@@ -60,8 +66,11 @@ def test_stage_graph_rebuilds_only_what_changed(tmp_path):
     assert abs(export["int8_acc_change_pp"]) <= 0.5 and export["int8_size_ratio"] <= 0.35
     assert export["test_acc"]["eager"] == pytest.approx(metrics["test_acc"], abs=1e-3)
 
+    readme = (ROOT / "README.md").read_bytes()
     report = make("report", *common)
-    assert "| mlp |" in report.stdout and (tmp_path / "reports" / "results.md").is_file()
+    assert "| mlp |" in report.stdout and (tmp_path / "reports" / "report.md").is_file()
+    assert (tmp_path / "reports" / "acc_vs_T.png").is_file()
+    assert (ROOT / "README.md").read_bytes() == readme   # only a report over data/ rewrites the README
     assert "| mlp-T4-a0.9-s0-e1 |" in report.stdout   # the edge-export table
 
 
