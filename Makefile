@@ -40,6 +40,7 @@ TS             ?= $(T)
 ALPHAS         ?= 0 $(ALPHA)
 SEEDS          ?= $(SEED)
 SWEEP_BACKEND  ?= joblib
+ALPHA_T        ?= 0.8
 SCHEDULER      ?=
 
 # --- derived paths ---------------------------------------------------------------------
@@ -76,11 +77,11 @@ $(call stamp,$(DATA_STAMP),dataset=$(DATASET) source=$(SOURCE) limit=$(LIMIT))
 $(call stamp,$(TEACHER_STAMP),arch=$(TEACHER) epochs=$(TEACHER_EPOCHS) seed=$(TEACHER_SEED) device=$(DEVICE))
 endif
 
-.PHONY: help venv data teacher teacher-logits student sweep export report demo test bench clean-students clean
+.PHONY: help venv data teacher teacher-logits student sweep self-distill experiment-pskd export report demo test bench clean-students clean
 
 help:
-	@echo "make demo | test | data | teacher | teacher-logits | student | sweep | export | report | bench | clean-students | clean"
-	@echo "variables: T ALPHA STUDENT SEED EPOCHS TEACHER TEACHER_EPOCHS TEACHER_T DATASET LIMIT DEVICE RUN FORMATS STUDENTS TS ALPHAS SEEDS JOBS (see README.md)"
+	@echo "make demo | test | data | teacher | teacher-logits | student | sweep | self-distill | experiment-pskd | export | report | bench | clean-students | clean"
+	@echo "variables: T ALPHA STUDENT SEED EPOCHS TEACHER TEACHER_EPOCHS TEACHER_T DATASET LIMIT DEVICE RUN FORMATS STUDENTS TS ALPHAS SEEDS JOBS ALPHA_T (see README.md)"
 
 # --- the environment ---------------------------------------------------------------------
 venv: $(INSTALLED)
@@ -123,6 +124,27 @@ $(foreach spec,$(sort $(STUDENT):$(T):$(ALPHA):$(SEED):$(EPOCHS) $(DEMO_SPECS)),
 
 student: $(RUN_DIR)/metrics.json
 
+# PS-KD self-distillation: no teacher, no cache; one rule per STUDENT:ALPHA_T:SEED:EPOCHS spec
+# this invocation can ask for (the current one, and the experiment's grid).
+pskd_run = $(call field,1,$1)-pskd-a$(call field,2,$1)-s$(call field,3,$1)-e$(call field,4,$1)
+define pskd_rule
+$(DATA_DIR)/runs/$(call pskd_run,$1)/metrics.json: $(DATA_FILE) | $(INSTALLED)
+	$(SC) self-distill --dataset $(DATA_FILE) --out-dir $$(@D) --student $(call field,1,$1) \
+		--alpha-T $(call field,2,$1) --seed $(call field,3,$1) --epochs $(call field,4,$1) --threads $(RUN_THREADS)
+endef
+PSKD_SPECS := $(foreach s,$(STUDENTS),$(foreach seed,$(SEEDS),$s:$(ALPHA_T):$(seed):$(EPOCHS)))
+PSKD_RUNS  := $(foreach spec,$(PSKD_SPECS),$(DATA_DIR)/runs/$(call pskd_run,$(spec))/metrics.json)
+$(foreach spec,$(sort $(STUDENT):$(ALPHA_T):$(SEED):$(EPOCHS) $(PSKD_SPECS)),$(eval $(call pskd_rule,$(spec))))
+
+self-distill: $(DATA_DIR)/runs/$(call pskd_run,$(STUDENT):$(ALPHA_T):$(SEED):$(EPOCHS))/metrics.json
+
+# The PS-KD experiment: for STUDENTS x SEEDS at EPOCHS, scratch and teacher KD (T, ALPHA)
+# from the cache by a sweep, PS-KD (ALPHA_T) by self-distill, then the report.
+experiment-pskd: $(CACHE)
+	@$(MAKE) --no-print-directory sweep TS="$(T)" ALPHAS="0 $(ALPHA)"
+	@$(MAKE) --no-print-directory -j$(JOBS) --output-sync=target $(PSKD_RUNS)
+	@$(MAKE) --no-print-directory report
+
 # A grid of runs from the one cache (never the teacher), JOBS at a time, each written to
 # data/runs/<name>/ as `make student` would; finished runs are skipped, so a killed sweep
 # resumes. SWEEP_BACKEND=dask SCHEDULER=tcp://host:8786 runs it on a Dask cluster.
@@ -158,7 +180,7 @@ test: $(INSTALLED)
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; fi; exit $$rc
 
 # Every benchmark prints a Markdown section; together they become BENCHMARKS.md.
-BENCHMARKS := run_all cache_storage resume_kills export_latency
+BENCHMARKS := run_all cache_storage resume_kills export_latency sweep_speed
 bench: $(INSTALLED)
 	@{ echo "# Benchmarks"; echo; echo "Written by \`make bench\`; machine and date in each section."; echo; \
 	  for b in $(BENCHMARKS); do $(VENV)/bin/python benchmarks/$$b.py || exit 1; echo; done; } > BENCHMARKS.md.tmp

@@ -23,28 +23,17 @@ import time
 from pathlib import Path
 
 import click
-import numpy as np
 import torch
 import torch.nn.functional as F
 
+from fixtures import dataset, untrained_teacher
 from pipeline.cache import LogitCache
-from pipeline.checkpoint import save_checkpoint
 from pipeline.config import LogitsConfig
-from pipeline.datasets import DEBIAN_DIR, Dataset, FASHION_MNIST_CLASSES, limit_train, load_dataset, save_prepared
+from pipeline.datasets import Dataset, save_prepared
 from pipeline.logits import write_teacher_logits
 from pipeline.losses import kd_loss_from_log_targets
-from pipeline.models import create_student, create_teacher
+from pipeline.models import create_student
 from pipeline.train import fit, predict, to_unit_float
-
-
-def _dataset(rows: int) -> Dataset:
-    try:
-        return limit_train(load_dataset("fashion-mnist", None, Path("data/raw"), DEBIAN_DIR, download=False), rows)
-    except Exception:
-        rng = np.random.default_rng(0)
-        return Dataset("random", rng.integers(0, 256, (rows, 1, 28, 28), dtype=np.uint8),
-                       rng.integers(0, 10, rows), rng.integers(0, 256, (1000, 1, 28, 28), dtype=np.uint8),
-                       rng.integers(0, 10, 1000), FASHION_MNIST_CLASSES)
 
 
 def _epoch_seconds(x, loss_fn, student: str) -> float:
@@ -101,16 +90,12 @@ def bench_teacher_pass(prepared: Path, ckpt: Path, model: torch.nn.Module, data:
 @click.option("--rows", default=20000, show_default=True, help="Training images to use.")
 @click.option("--repeats", default=3, show_default=True)
 def main(rows: int, repeats: int) -> None:
-    data = _dataset(rows)
+    data = dataset(rows)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         save_prepared(data, tmp / "d.npz")
-        torch.manual_seed(0)
-        teacher = create_teacher("cnn")
-        kwargs = {"in_shape": (1, 28, 28), "num_classes": 10}
-        save_checkpoint(tmp / "t.pt", kind="teacher", arch="cnn", model=teacher, model_kwargs=kwargs, config={},
-                        metrics={"test_acc": 0.0})
-        teacher_pass = bench_teacher_pass(tmp / "d.npz", tmp / "t.pt", teacher, data, repeats, tmp)
+        teacher, ckpt = untrained_teacher(tmp)
+        teacher_pass = bench_teacher_pass(tmp / "d.npz", ckpt, teacher, data, repeats, tmp)
         cache = LogitCache(tmp / "c0.h5")
         epochs = [bench_student_epoch(data, cache, teacher, s, repeats) for s in ("cnn-tiny", "mlp")]
 

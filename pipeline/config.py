@@ -22,7 +22,7 @@ from pipeline.models import list_students
 
 __all__ = [
     "DataConfig", "TeacherConfig", "LogitsConfig", "StudentConfig", "ExportConfig", "EXPORT_FORMATS",
-    "SweepConfig", "SWEEP_BACKENDS", "run_name",
+    "SweepConfig", "SWEEP_BACKENDS", "run_name", "SelfDistillConfig",
     "resolve_device", "as_record", "from_options",
 ]
 
@@ -167,6 +167,40 @@ def run_name(student: str, T: float, alpha: float, seed: int, epochs: int) -> st
     """A run directory's name says what it is; the Makefile's ``run_name`` spells it the same way."""
     arm = "scratch" if alpha == 0 else f"T{T:g}-a{alpha:g}"
     return f"{student}-{arm}-s{seed}-e{epochs}"
+
+
+@dataclass(frozen=True)
+class SelfDistillConfig:
+    """Progressive self-knowledge distillation (PS-KD): no teacher, no teacher cache.
+
+    The training recipe (epochs, batch size, learning rate, augmentation) defaults to the
+    student stage's, so PS-KD and scratch/teacher-KD runs compare on the same schedule.
+    """
+
+    dataset: Path
+    out_dir: Path
+    student: str = "cnn-tiny"
+    alpha_T: float = 0.8           # ALPHA_T: weight of the previous epoch's predictions at the last epoch
+    seed: int = 0
+    epochs: int = 5
+    batch_size: int = 128
+    lr: float = 3e-3
+    weight_decay: float = 5e-4
+    augment: bool = False
+    threads: int = 0
+
+    def __post_init__(self):
+        if not isinstance(self.alpha_T, (int, float)) or not 0.0 < self.alpha_T <= 1.0:
+            raise UsageError(f"ALPHA_T must lie in (0, 1], got {self.alpha_T!r}")
+        if self.student not in list_students():
+            raise UsageError(f"unknown student '{self.student}'; choose one of: {', '.join(list_students())}")
+        _at_least("EPOCHS", self.epochs, 1)
+        _at_least("batch size", self.batch_size, 1)
+        _positive("learning rate", self.lr)
+
+    @property
+    def run_name(self) -> str:
+        return f"{self.student}-pskd-a{self.alpha_T:g}-s{self.seed}-e{self.epochs}"
 
 
 SWEEP_BACKENDS = ("joblib", "dask")

@@ -86,10 +86,22 @@ class Dataset:
         return tuple(self.x_train.shape[1:])
 
     def normalization(self) -> tuple[list[float], list[float]]:
-        """Per-channel mean and std of the training images, in [0, 1] units."""
-        x = self.x_train.astype(np.float64) / 255.0
-        axes = (0, 2, 3)
-        return x.mean(axis=axes).tolist(), np.maximum(x.std(axis=axes), 1e-6).tolist()
+        """Per-channel mean and std of the training images, in [0, 1] units.
+
+        Computed exactly from a 256-bin histogram per channel: every student run needs
+        these, and converting 47M pixels to float64 took seconds of each run."""
+        levels = np.arange(256, dtype=np.float64) / 255.0
+        means, stds = [], []
+        for c in range(self.x_train.shape[1]):
+            counts = np.zeros(256, dtype=np.float64)
+            for start in range(0, len(self.x_train), 4096):   # chunks: bincount widens uint8 to int64
+                counts += np.bincount(self.x_train[start:start + 4096, c].ravel(), minlength=256)
+            total = max(counts.sum(), 1.0)
+            mean = float(counts @ levels / total)
+            var = float(counts @ (levels - mean) ** 2 / total)
+            means.append(mean)
+            stds.append(max(var ** 0.5, 1e-6))
+        return means, stds
 
 
 def _check_splits(d: Dataset) -> None:

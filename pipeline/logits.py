@@ -44,16 +44,16 @@ def lock_path(out: Path) -> Path:
 
 
 @contextlib.contextmanager
-def exclusive_writer(out: Path) -> Iterator[None]:
-    """Refuse a second teacher pass on the same cache while one runs (the OS drops the lock
-    when its holder dies, so a killed pass never blocks the next)."""
+def exclusive_writer(out: Path, what: str = "teacher pass") -> Iterator[None]:
+    """Refuse a second writer of ``out`` while one runs (the OS drops the lock when its
+    holder dies, so a killed pass never blocks the next)."""
     lock = lock_path(out)
     lock.parent.mkdir(parents=True, exist_ok=True)
     with open(lock, "w") as fh:
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise UsageError(f"another teacher pass is writing {out}; wait for it to finish or stop it") from None
+            raise UsageError(f"another {what} is writing {out}; wait for it to finish or stop it") from None
         yield
 
 

@@ -108,7 +108,7 @@ def accuracy_vs_params(rows: list[dict], out_dir: Path) -> str | None:
                             color="#999999" if marker == "s" else "#1f77b4", label=label)
                 ax.annotate(student, (row["params"], row["acc"]), fontsize=7, xytext=(4, 4),
                             textcoords="offset points")
-    for teacher in sorted({r["teacher_acc"] for r in rows}):
+    for teacher in sorted({r["teacher_acc"] for r in rows if r["teacher_acc"] is not None}):
         ax.axhline(teacher, color="#d62728", ls=":", label=f"teacher {teacher:.2f}%")
     handles, labels = ax.get_legend_handles_labels()
     unique = dict(zip(labels, handles))
@@ -121,6 +121,7 @@ def accuracy_vs_params(rows: list[dict], out_dir: Path) -> str | None:
 
 
 def agreement(rows: list[dict], out_dir: Path) -> str | None:
+    rows = [r for r in rows if r["agreement"] is not None]   # PS-KD runs have no teacher to agree with
     if not rows:
         return None
     fig, ax = plt.subplots(figsize=(5.2, 3.6))

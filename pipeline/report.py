@@ -31,11 +31,18 @@ def collect_runs(runs_dir: Path) -> list[dict]:
 
 
 def _arm(run: dict) -> str:
+    if run.get("method") == "ps-kd":
+        return f"PS-KD ALPHA_T={run['alpha_T']:g}"
     return "scratch" if run["alpha"] == 0 else f"KD T={run['T']:g} ALPHA={run['alpha']:g}"
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def _mean_of(members: list[dict], key: str, scale: float = 1.0) -> float | None:
+    values = [m[key] for m in members if m.get(key) is not None]
+    return scale * statistics.fmean(values) if values else None
 
 
 def summarize(runs: list[dict]) -> list[dict]:
@@ -46,16 +53,15 @@ def summarize(runs: list[dict]) -> list[dict]:
     rows = []
     for (student, epochs, arm), members in groups.items():
         acc, acc_std = _mean_std([100 * m["test_acc"] for m in members])
-        eces = [m["ece"] for m in members if "ece" in m]
         rows.append({
             "student": student, "epochs": epochs, "arm": arm, "params": members[0]["params"],
             "T": members[0]["T"], "alpha": members[0]["alpha"],
-            "ece": statistics.fmean(eces) if eces else None,
+            "ece": _mean_of(members, "ece"),
             "reliability": [m["reliability"] for m in members if "reliability" in m],
             "seeds": sorted(m["seed"] for m in members), "acc": acc, "acc_std": acc_std,
-            "agreement": 100 * statistics.fmean(m["agreement_with_teacher"] for m in members),
+            "agreement": _mean_of(members, "agreement_with_teacher", 100),
             "seconds_per_epoch": statistics.fmean(m["seconds_per_epoch"] for m in members),
-            "teacher_acc": 100 * members[0]["teacher_test_acc"],
+            "teacher_acc": _mean_of(members[:1], "teacher_test_acc", 100),   # PS-KD runs have no teacher
         })
     scratch = {(r["student"], r["epochs"]): r["acc"] for r in rows if r["arm"] == "scratch"}
     for r in rows:
@@ -68,7 +74,7 @@ def summarize(runs: list[dict]) -> list[dict]:
 def render_markdown(rows: list[dict]) -> str:
     if not rows:
         return "No finished student runs yet: run 'make student' or 'make demo'.\n"
-    teachers = sorted({f"{r['teacher_acc']:.2f}%" for r in rows})
+    teachers = sorted({f"{r['teacher_acc']:.2f}%" for r in rows if r["teacher_acc"] is not None}) or ["none"]
     lines = [
         f"Teacher test accuracy: {', '.join(teachers)}",
         "",
@@ -79,10 +85,11 @@ def render_markdown(rows: list[dict]) -> str:
     for r in rows:
         delta = "—" if r["delta"] is None else f"{r['delta']:+.2f}"
         ece = "—" if r.get("ece") is None else f"{100 * r['ece']:.2f}"
+        agreement = "—" if r["agreement"] is None else f"{r['agreement']:.1f}"
         lines.append(
             f"| {r['student']} | {r['params']:,} | {r['epochs']} | {r['arm']} | "
             f"{' '.join(map(str, r['seeds']))} | {r['acc']:.2f} ± {r['acc_std']:.2f} | {delta} | "
-            f"{r['agreement']:.1f} | {ece} | {r['seconds_per_epoch']:.1f} |"
+            f"{agreement} | {ece} | {r['seconds_per_epoch']:.1f} |"
         )
     return "\n".join(lines) + "\n"
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 
@@ -12,14 +13,14 @@ from pipeline.cache import CacheExpectations, LogitCache
 from pipeline.calibration import reliability
 from pipeline.checkpoint import save_checkpoint
 from pipeline.config import StudentConfig, as_record
-from pipeline.datasets import load_prepared
+from pipeline.datasets import Dataset, load_prepared
 from pipeline.errors import UsageError
 from pipeline.files import atomic_dir, read_json, write_json
 from pipeline.losses import kd_loss_from_log_targets
 from pipeline.models import count_params, create_student
 from pipeline.train import accuracy, fit, predict, set_threads
 
-__all__ = ["train_student", "MODEL_FILE", "METRICS_FILE"]
+__all__ = ["train_student", "build_student", "evaluate", "save_run", "MODEL_FILE", "METRICS_FILE"]
 
 MODEL_FILE = "model.pt"
 METRICS_FILE = "metrics.json"
@@ -47,10 +48,7 @@ def train_student(cfg: StudentConfig, progress: bool = True) -> dict:
         raise UsageError(f"cache {cfg.cache} labels differ from the dataset's; run 'make teacher-logits'")
     cache_seconds = time.perf_counter() - cache_start   # open, verify block by block, load
 
-    mean, std = data.normalization()
-    model_kwargs = {"in_shape": data.image_shape, "num_classes": data.num_classes, "mean": mean, "std": std}
-    torch.manual_seed(cfg.seed)
-    model = create_student(cfg.student, **model_kwargs)
+    model, model_kwargs = build_student(cfg.student, data, cfg.seed)
     x = torch.from_numpy(data.x_train)
     y = torch.from_numpy(data.y_train)
 
@@ -66,12 +64,8 @@ def train_student(cfg: StudentConfig, progress: bool = True) -> dict:
 
     test_logits = predict(model, torch.from_numpy(data.x_test))
     teacher_test = cache.logits("test")
-    y_test = torch.from_numpy(data.y_test)
-    calibration = reliability(test_logits, y_test)
     metrics = {
-        "test_acc": accuracy(test_logits, y_test),
-        "ece": calibration["ece"],
-        "reliability": calibration,
+        **evaluate(test_logits, data),
         "teacher_test_acc": cache.teacher_accuracy("test"),
         "agreement_with_teacher": float((test_logits.argmax(1) == teacher_test.argmax(1)).float().mean()),
         "params": count_params(model),
@@ -90,9 +84,33 @@ def train_student(cfg: StudentConfig, progress: bool = True) -> dict:
         "dataset_fingerprint": data.fingerprint,
         "config": as_record(cfg),
     }
-    with atomic_dir(cfg.out_dir) as tmp:
-        save_checkpoint(tmp / MODEL_FILE, kind="student", arch=cfg.student, model=model,
-                        model_kwargs=model_kwargs, config=as_record(cfg), metrics=metrics)
-        metrics["size_bytes"] = (tmp / MODEL_FILE).stat().st_size
-        write_json(tmp / METRICS_FILE, metrics)
+    save_run(cfg.out_dir, cfg.student, model, model_kwargs, as_record(cfg), metrics)
     return metrics
+
+
+def build_student(name: str, data: Dataset, seed: int) -> tuple[torch.nn.Module, dict]:
+    """The registered student, initialised from ``seed``, normalising with the training split's statistics."""
+    mean, std = data.normalization()
+    model_kwargs = {"in_shape": data.image_shape, "num_classes": data.num_classes, "mean": mean, "std": std}
+    torch.manual_seed(seed)
+    return create_student(name, **model_kwargs), model_kwargs
+
+
+def evaluate(test_logits: torch.Tensor, data: Dataset) -> dict:
+    """Test accuracy and calibration (ECE and reliability bins) from the test-set logits."""
+    y_test = torch.from_numpy(data.y_test)
+    calibration = reliability(test_logits, y_test)
+    return {"test_acc": accuracy(test_logits, y_test), "ece": calibration["ece"], "reliability": calibration}
+
+
+def save_run(out_dir: Path, arch: str, model: torch.nn.Module, model_kwargs: dict, config: dict, metrics: dict,
+             extra_files: dict[str, Path] | None = None) -> None:
+    """Write the run directory in one atomic step: model.pt, metrics.json (with the
+    checkpoint's size added) and any extra files, moved in."""
+    with atomic_dir(out_dir) as tmp:
+        save_checkpoint(tmp / MODEL_FILE, kind="student", arch=arch, model=model,
+                        model_kwargs=model_kwargs, config=config, metrics=metrics)
+        metrics["size_bytes"] = (tmp / MODEL_FILE).stat().st_size
+        for name, path in (extra_files or {}).items():
+            shutil.copyfile(path, tmp / name)
+        write_json(tmp / METRICS_FILE, metrics)

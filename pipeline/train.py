@@ -17,7 +17,7 @@ import click
 import torch
 from torch import nn
 
-__all__ = ["fit", "predict", "accuracy", "batches", "augment_batch", "to_unit_float", "set_threads"]
+__all__ = ["Trainer", "fit", "predict", "accuracy", "batches", "augment_batch", "to_unit_float", "set_threads"]
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -81,6 +81,61 @@ def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
     return float((logits.argmax(dim=1) == labels).float().mean())
 
 
+class Trainer:
+    """Model, optimiser, one-cycle schedule and the random stream of one training run,
+    advanced one epoch at a time. Its whole state fits in :meth:`state_dict`, so a run
+    that saves it after every epoch can be killed and resumed to the same result
+    (self-distillation does; see ``pipeline.self_distill``)."""
+
+    def __init__(self, model: nn.Module, rows: int, *, epochs: int, batch_size: int, lr: float,
+                 weight_decay: float, seed: int, augment: bool, amp: bool = False):
+        self.model = model.to(memory_format=torch.channels_last)
+        self.device = next(model.parameters()).device
+        self.rows, self.epochs, self.batch_size, self.augment, self.amp = rows, epochs, batch_size, augment, amp
+        self.generator = torch.Generator().manual_seed(seed)
+        self.steps_per_epoch = -(-rows // batch_size)
+        self.optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+        self.schedule = torch.optim.lr_scheduler.OneCycleLR(self.optimizer, max_lr=lr,
+                                                            total_steps=epochs * self.steps_per_epoch)
+        self.epochs_done = 0
+
+    def train_epoch(self, x_train: torch.Tensor, loss_fn: LossFn, label: str = "train",
+                    progress: bool = True) -> float:
+        """One pass over x_train (uint8 (N, C, H, W) on the model's device); returns its seconds."""
+        model = self.model
+        model.train()
+        start = time.perf_counter()
+        with click.progressbar(batches(self.rows, self.batch_size, self.generator), length=self.steps_per_epoch,
+                               label=f"{label} epoch {self.epochs_done + 1}/{self.epochs}", file=sys.stderr,
+                               hidden=not progress) as bar:
+            for idx in bar:
+                idx = idx.to(self.device)
+                xb = to_unit_float(x_train[idx])
+                if self.augment:
+                    xb = to_channels_last(augment_batch(xb, self.generator))
+                with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+                    logits = model(xb)
+                loss = loss_fn(logits.float(), idx)
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                self.optimizer.step()
+                self.schedule.step()
+        self.epochs_done += 1
+        return time.perf_counter() - start
+
+    def state_dict(self) -> dict:
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "schedule": self.schedule.state_dict(), "generator": self.generator.get_state(),
+                "epochs_done": self.epochs_done}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state["schedule"])
+        self.generator.set_state(state["generator"])
+        self.epochs_done = state["epochs_done"]
+
+
 def fit(model: nn.Module, x_train: torch.Tensor, loss_fn: LossFn, *, epochs: int, batch_size: int,
         lr: float, weight_decay: float, seed: int, augment: bool, amp: bool = False,
         label: str = "train", progress: bool = True) -> list[float]:
@@ -89,30 +144,6 @@ def fit(model: nn.Module, x_train: torch.Tensor, loss_fn: LossFn, *, epochs: int
     x_train: (N, C, H, W) uint8 on the model's device. ``loss_fn(logits, idx)`` gets the
     batch's logits (B, K) and its row indices (B,) on the same device.
     """
-    device = next(model.parameters()).device
-    model.to(memory_format=torch.channels_last)
-    gen = torch.Generator().manual_seed(seed)
-    steps_per_epoch = -(-len(x_train) // batch_size)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * steps_per_epoch)
-    seconds = []
-    for epoch in range(epochs):
-        model.train()
-        start = time.perf_counter()
-        with click.progressbar(batches(len(x_train), batch_size, gen), length=steps_per_epoch,
-                               label=f"{label} epoch {epoch + 1}/{epochs}", file=sys.stderr,
-                               hidden=not progress) as bar:
-            for idx in bar:
-                idx = idx.to(device)
-                xb = to_unit_float(x_train[idx])
-                if augment:
-                    xb = to_channels_last(augment_batch(xb, gen))
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                    logits = model(xb)
-                loss = loss_fn(logits.float(), idx)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                sched.step()
-        seconds.append(time.perf_counter() - start)
-    return seconds
+    trainer = Trainer(model, len(x_train), epochs=epochs, batch_size=batch_size, lr=lr,
+                      weight_decay=weight_decay, seed=seed, augment=augment, amp=amp)
+    return [trainer.train_epoch(x_train, loss_fn, label, progress) for _ in range(epochs)]

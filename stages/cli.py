@@ -16,6 +16,7 @@ from stages.data import data
 from stages.export import export
 from stages.inspect import inspect, verify
 from stages.report import report
+from stages.self_distill import self_distill
 from stages.student import student
 from stages.sweep import sweep
 from stages.teacher import teacher
@@ -29,7 +30,7 @@ def cli():
     """softcache: run the teacher once, cache its soft targets, train students on the CPU."""
 
 
-for command in (data, teacher, teacher_logits, student, sweep, export, report, inspect, verify):
+for command in (data, teacher, teacher_logits, student, sweep, self_distill, export, report, inspect, verify):
     cli.add_command(command)
 
 

@@ -122,3 +122,13 @@ def test_prepared_round_trip_and_tamper_detection(tmp_path, tiny_dataset):
         load_prepared(tmp_path / "tampered.npz")
     with pytest.raises(UsageError, match="make data"):
         load_prepared(tmp_path / "absent.npz")
+
+
+def test_normalization_is_the_exact_per_channel_mean_and_std():
+    rng = np.random.default_rng(1)
+    x = rng.integers(0, 256, (5000, 3, 4, 4), dtype=np.uint8)
+    d = Dataset("rgb", x, rng.integers(0, 2, 5000), x[:10], np.zeros(10, np.int64), ("a", "b"))
+    mean, std = d.normalization()
+    ref = x.astype(np.float64) / 255
+    assert np.allclose(mean, ref.mean(axis=(0, 2, 3)), atol=1e-12)
+    assert np.allclose(std, ref.std(axis=(0, 2, 3)), atol=1e-12)

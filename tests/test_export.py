@@ -19,7 +19,7 @@ from pipeline.export import EXPORT_FILES, export_onnx, export_run, export_torchs
 from pipeline.latency import onnx_runner, onnx_session, torchscript_runner
 from pipeline.models import create_student, list_students
 
-from conftest import CLASSES, SHAPE
+from tests.conftest import CLASSES, SHAPE
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 

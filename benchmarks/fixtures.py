@@ -1,0 +1,46 @@
+"""What the benchmarks train on: real Fashion-MNIST when it is installed (else random
+images of the same shape), and a throwaway cache from a freshly initialised teacher.
+Timing does not depend on how good the teacher is, so no benchmark waits for one to train."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pipeline.checkpoint import save_checkpoint
+from pipeline.config import LogitsConfig
+from pipeline.datasets import DEBIAN_DIR, Dataset, FASHION_MNIST_CLASSES, limit_train, load_dataset, save_prepared
+from pipeline.logits import write_teacher_logits
+from pipeline.models import create_teacher
+
+
+def dataset(rows: int) -> Dataset:
+    """The first ``rows`` Fashion-MNIST training images (all test images), or random ones."""
+    try:
+        return limit_train(load_dataset("fashion-mnist", None, Path("data/raw"), DEBIAN_DIR, download=False), rows)
+    except Exception:
+        rng = np.random.default_rng(0)
+        return Dataset("random", rng.integers(0, 256, (rows, 1, 28, 28), dtype=np.uint8),
+                       rng.integers(0, 10, rows), rng.integers(0, 256, (1000, 1, 28, 28), dtype=np.uint8),
+                       rng.integers(0, 10, 1000), FASHION_MNIST_CLASSES)
+
+
+def untrained_teacher(workdir: Path) -> tuple[torch.nn.Module, Path]:
+    """The CPU teacher `cnn`, seed 0, saved as a softcache checkpoint."""
+    torch.manual_seed(0)
+    teacher = create_teacher("cnn")
+    ckpt = workdir / "teacher.pt"
+    save_checkpoint(ckpt, kind="teacher", arch="cnn", model=teacher,
+                    model_kwargs={"in_shape": (1, 28, 28), "num_classes": 10}, config={}, metrics={"test_acc": 0.0})
+    return teacher, ckpt
+
+
+def throwaway_cache(data: Dataset, workdir: Path) -> tuple[Path, Path]:
+    """Prepared dataset and a cache written by the real teacher-logits stage; returns both paths."""
+    prepared, cache = workdir / "dataset.npz", workdir / "cache.h5"
+    save_prepared(data, prepared)
+    _, ckpt = untrained_teacher(workdir)
+    write_teacher_logits(LogitsConfig(teacher=ckpt, dataset=prepared, out=cache, device="cpu"))
+    return prepared, cache
