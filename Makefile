@@ -64,20 +64,26 @@ REPORT       := $(DATA_DIR)/reports/report.md
 README_RESULTS ?= $(if $(filter data,$(DATA_DIR)),README.md)
 PARAMS       := $(DATA_DIR)/params
 
-# $(call stamp,FILE,CONTENT) rewrites FILE only when CONTENT differs, so its mtime changes
-# exactly when the parameters do. Stamps are written while the Makefile is read (not by
-# a rule), so the graph below is plain file dependencies and `make -n` / `make -q` tell
-# the truth about what would run.
-stamp = $(shell mkdir -p $(dir $1) && c='$2' && \
-	if [ "$$(cat $1 2>/dev/null)" != "$$c" ]; then printf '%s\n' "$$c" > $1; fi)
-DATA_STAMP    := $(PARAMS)/data-$(DATA_NAME).txt
-TEACHER_STAMP := $(PARAMS)/teacher-$(DATA_NAME).txt
-ifneq ($(filter-out help venv test bench export clean clean-students,$(MAKECMDGOALS)),)
-$(call stamp,$(DATA_STAMP),dataset=$(DATASET) source=$(SOURCE) limit=$(LIMIT))
-$(call stamp,$(TEACHER_STAMP),arch=$(TEACHER) epochs=$(TEACHER_EPOCHS) seed=$(TEACHER_SEED) device=$(DEVICE))
-endif
+# Parameter stamps: a stamp file holds the parameters its artifact was built with. When
+# the parameters given now differ from the file's content, the stamp depends on FORCE, so
+# its rule rewrites it and everything built from it is stale; otherwise the stamp is left
+# alone and keeps its mtime. Checking reads the file only, so `make -n` and `make -q`
+# tell the truth about what would run and change nothing (a dry run with other teacher
+# settings must not make the next real run retrain the teacher).
+# $(call params_differ,FILE,CONTENT) is non-empty when FILE does not hold CONTENT.
+params_differ = $(shell [ "$$(cat $1 2>/dev/null)" = '$2' ] || echo differ)
+DATA_STAMP     := $(PARAMS)/data-$(DATA_NAME).txt
+TEACHER_STAMP  := $(PARAMS)/teacher-$(DATA_NAME).txt
+DATA_PARAMS    := dataset=$(DATASET) source=$(SOURCE) limit=$(LIMIT)
+TEACHER_PARAMS := arch=$(TEACHER) epochs=$(TEACHER_EPOCHS) seed=$(TEACHER_SEED) device=$(DEVICE)
 
-.PHONY: help venv data teacher teacher-logits student sweep self-distill experiment-pskd export report demo test bench clean-students clean
+$(DATA_STAMP): $(if $(call params_differ,$(DATA_STAMP),$(DATA_PARAMS)),FORCE)
+	@mkdir -p $(@D) && printf '%s\n' '$(DATA_PARAMS)' > $@
+$(TEACHER_STAMP): $(if $(call params_differ,$(TEACHER_STAMP),$(TEACHER_PARAMS)),FORCE)
+	@mkdir -p $(@D) && printf '%s\n' '$(TEACHER_PARAMS)' > $@
+FORCE:
+
+.PHONY: FORCE help venv data teacher teacher-logits student sweep self-distill experiment-pskd export report demo test bench clean-students clean
 
 help:
 	@echo "make demo | test | data | teacher | teacher-logits | student | sweep | self-distill | experiment-pskd | export | report | bench | clean-students | clean"

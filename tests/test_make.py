@@ -57,6 +57,9 @@ def test_stage_graph_rebuilds_only_what_changed(tmp_path):
     assert "softcache teacher-logits" in dry and "softcache teacher " not in dry
     dry = make("-n", "student", "T=8", "ALPHA=0.5", *common[:1], "TEACHER_EPOCHS=2", *common[2:]).stdout
     assert "softcache teacher " in dry and "softcache teacher-logits" in dry
+    # ...and those dry runs changed nothing: with the original settings all is still up to date.
+    assert "softcache" not in make("-n", "student", "T=8", "ALPHA=0.5", *common).stdout
+    assert make("-q", "student", "T=8", "ALPHA=0.5", *common, check=False).returncode == 0
 
     # Edge export of a real run, checked on the full Fashion-MNIST test set (10,000 images).
     make("export", "RUN=mlp-T4-a0.9-s0-e1", *common)

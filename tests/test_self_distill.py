@@ -76,3 +76,42 @@ def test_cli_bad_alpha_is_one_line_exit_2(tmp_path, prepared):
     proc = subprocess.run([sys.executable, "-m", "stages.cli", "self-distill", "--dataset", str(prepared),
                            "--out-dir", str(tmp_path / "r"), "--alpha-T", "2"], capture_output=True, text=True)
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1 and "ALPHA_T" in proc.stderr
+
+
+@pytest.mark.slow
+def test_sigkill_mid_run_then_same_command_matches_uninterrupted(tmp_path):
+    """A real kill -9 of the CLI in the middle of training, then the same command again."""
+    import json
+    import os
+    import signal
+    import time
+
+    from pipeline.datasets import save_prepared
+    from tests.conftest import make_dataset
+
+    prepared = tmp_path / "d.npz"
+    save_prepared(make_dataset(n_train=2000, n_test=200), prepared)
+    cfg = dict(epochs=12, batch_size=16, threads=1, student="cnn-tiny")
+    whole = self_distill(SelfDistillConfig(dataset=prepared, out_dir=tmp_path / "whole", **cfg), progress=False)
+
+    out = tmp_path / "killed"
+    argv = [sys.executable, "-m", "stages.cli", "self-distill", "--dataset", str(prepared), "--out-dir", str(out),
+            "--epochs", "12", "--batch-size", "16", "--threads", "1", "--student", "cnn-tiny"]
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    state = resume_dir(out) / "state.pt"
+    deadline = time.monotonic() + 120
+    while not state.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.3)                                  # into the next epoch
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not out.exists(), "the run finished before it could be killed"
+
+    done = subprocess.run(argv, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert 1 <= metrics["resumed_from_epoch"] < 12 and "resumed after epoch" in done.stdout
+    assert metrics["test_acc"] == whole["test_acc"] and metrics["ece"] == whole["ece"]
+    a, _ = load_checkpoint(tmp_path / "whole" / "model.pt", "student", "")
+    b, _ = load_checkpoint(out / "model.pt", "student", "")
+    assert model_fingerprint("cnn-tiny", a) == model_fingerprint("cnn-tiny", b)
