@@ -41,6 +41,7 @@ ALPHAS         ?= 0 $(ALPHA)
 SEEDS          ?= $(SEED)
 SWEEP_BACKEND  ?= joblib
 ALPHA_T        ?= 0.8
+NPROC          ?= 1
 SCHEDULER      ?=
 
 # --- derived paths ---------------------------------------------------------------------
@@ -56,8 +57,8 @@ run_name     = $1-$(if $(filter 0 0.0 0.00,$3),scratch,T$2-a$3)-s$4-e$5
 RUN          ?= $(call run_name,$(STUDENT),$(T),$(ALPHA),$(SEED),$(EPOCHS))
 RUN_DIR      := $(DATA_DIR)/runs/$(RUN)
 # Runs in parallel share the cores: each gets cores/JOBS torch threads unless THREADS is set.
-NPROC        := $(shell nproc 2>/dev/null || echo 1)
-RUN_THREADS  := $(if $(filter-out 0,$(THREADS)),$(THREADS),$(if $(filter-out 1,$(JOBS)),$(shell expr $(NPROC) / $(JOBS) \| 1),0))
+CORES        := $(shell nproc 2>/dev/null || echo 1)
+RUN_THREADS  := $(if $(filter-out 0,$(THREADS)),$(THREADS),$(if $(filter-out 1,$(JOBS)),$(shell expr $(CORES) / $(JOBS) \| 1),0))
 REPORT       := $(DATA_DIR)/reports/report.md
 # The README's results block documents the default data directory only, so a report over
 # another DATA_DIR (tests, experiments) never rewrites it; README_RESULTS= turns it off.
@@ -110,7 +111,8 @@ $(TEACHER_CKPT): $(DATA_FILE) $(TEACHER_STAMP) | $(INSTALLED)
 
 teacher-logits: $(CACHE)
 $(CACHE): $(TEACHER_CKPT) $(DATA_FILE) | $(INSTALLED)
-	$(SC) teacher-logits --teacher $(TEACHER_CKPT) --dataset $(DATA_FILE) --out $@ \
+	$(if $(filter-out 1,$(NPROC)),$(VENV)/bin/torchrun --standalone --nproc-per-node $(NPROC) -m stages.cli,$(SC)) \
+		teacher-logits --teacher $(TEACHER_CKPT) --dataset $(DATA_FILE) --out $@ \
 		--temperature $(TEACHER_T) --dtype $(CACHE_DTYPE) --topk $(CACHE_TOPK) --device $(DEVICE)
 
 # One rule per student run that this invocation can ask for: the STUDENT/T/ALPHA/SEED/
@@ -186,7 +188,7 @@ test: $(INSTALLED)
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; fi; exit $$rc
 
 # Every benchmark prints a Markdown section; together they become BENCHMARKS.md.
-BENCHMARKS := run_all cache_storage resume_kills export_latency sweep_speed
+BENCHMARKS := run_all cache_storage resume_kills export_latency sweep_speed teacher_pass_procs
 bench: $(INSTALLED)
 	@{ echo "# Benchmarks"; echo; echo "Written by \`make bench\`; machine and date in each section."; echo; \
 	  for b in $(BENCHMARKS); do $(VENV)/bin/python benchmarks/$$b.py || exit 1; echo; done; } > BENCHMARKS.md.tmp

@@ -7,6 +7,12 @@ is there, and a chunk's values do not depend on which run computed it (same rows
 batches), so a resumed cache is identical to an uninterrupted one. The parts are keyed
 by teacher, dataset and chunking: a different teacher starts afresh. Only when every
 chunk exists is the HDF5 file assembled, and it gets its final name last.
+
+Launched by ``torchrun --nproc-per-node N``, the pass is sharded: each rank computes its
+contiguous slice of the chunks into the same parts directory, and rank 0 assembles the one
+cache once all ranks are done, so readers cannot tell a sharded cache from a 1-process one.
+A killed rank's finished chunks are kept: the same
+command resumes per shard.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import os
 import shutil
 import time
 from pathlib import Path
@@ -81,6 +88,52 @@ class _Parts:
         return np.load(path) if path.is_file() else None
 
 
+class _World:
+    """This process's place in a ``torchrun`` launch (rank 0 of 1 without one).
+
+    torch.distributed is used only to wait for each other (gloo on CPUs, NCCL on GPUs);
+    the shards travel through the parts directory, which every rank can see.
+    """
+
+    def __init__(self, rank: int, size: int, device: str):
+        self.rank, self.size, self.device = rank, size, device
+
+    @classmethod
+    def from_environment(cls, device: str) -> "_World":
+        size = int(os.environ.get("WORLD_SIZE", "1"))
+        rank = int(os.environ.get("RANK", "0"))
+        if size > 1 and device == "cuda":
+            local = int(os.environ.get("LOCAL_RANK", "0"))
+            torch.cuda.set_device(local)
+            device = f"cuda:{local}"
+        return cls(rank, size, device)
+
+    @contextlib.contextmanager
+    def session(self) -> Iterator[None]:
+        if self.size == 1:
+            yield
+            return
+        import torch.distributed as dist
+
+        dist.init_process_group("nccl" if self.device.startswith("cuda") else "gloo")
+        try:
+            yield
+        finally:
+            dist.destroy_process_group()
+
+    def barrier(self) -> None:
+        if self.size > 1:
+            import torch.distributed as dist
+
+            dist.barrier()
+
+    def my_slice(self, chunks: list) -> list:
+        """This rank's contiguous run of chunks (the first ranks take one more when it does not divide)."""
+        per, extra = divmod(len(chunks), self.size)
+        lo = self.rank * per + min(self.rank, extra)
+        return chunks[lo: lo + per + (1 if self.rank < extra else 0)]
+
+
 def write_teacher_logits(cfg: LogitsConfig) -> dict:
     """Run the teacher over train and test (resuming finished chunks) and write the cache."""
     data = load_prepared(cfg.dataset)
@@ -90,12 +143,15 @@ def write_teacher_logits(cfg: LogitsConfig) -> dict:
                          f"the dataset has {data.num_classes}; {_REBUILD_TEACHER}")
     if not cfg.topk < data.num_classes:
         raise UsageError(f"CACHE_TOPK={cfg.topk} must be below the {data.num_classes} classes (0 keeps all)")
-    device = resolve_device(cfg.device)
+    world = _World.from_environment(resolve_device(cfg.device))
+    device = world.device
     model.to(device)
-    amp = device == "cuda"
+    amp = device.startswith("cuda")
     splits = {"train": (data.x_train, data.y_train), "test": (data.x_test, data.y_test)}
+    # The key leaves out the number of processes: a chunk's values do not depend on which
+    # rank computed it, so a 2-process pass can resume a 1-process one and vice versa.
     key = {"teacher": ckpt["fingerprint"], "dataset": data.fingerprint, "chunk_rows": cfg.chunk_rows,
-           "batch_size": cfg.batch_size, "device": device}
+           "batch_size": cfg.batch_size, "device": device.split(":")[0]}
     attrs = {
         "teacher": ckpt["arch"],
         "teacher_fingerprint": ckpt["fingerprint"],
@@ -103,28 +159,37 @@ def write_teacher_logits(cfg: LogitsConfig) -> dict:
         "dataset": data.name,
         "teacher_test_acc": float(ckpt["metrics"]["test_acc"]),
         "producer": "softcache teacher-logits",
-        "device": device,
+        "device": device.split(":")[0],
         "class_names": list(data.class_names),
     }
     start = time.perf_counter()
     computed = 0
-    with exclusive_writer(cfg.out):
-        parts = _Parts(parts_dir(cfg.out), key)
-        chunks = [(split, i, lo, min(lo + cfg.chunk_rows, len(y)))
-                  for split, (_, y) in splits.items() for i, lo in enumerate(range(0, len(y), cfg.chunk_rows))]
-        for split, i, lo, hi in chunks:
+    chunks = [(split, i, lo, min(lo + cfg.chunk_rows, len(y)))
+              for split, (_, y) in splits.items() for i, lo in enumerate(range(0, len(y), cfg.chunk_rows))]
+    with world.session(), (exclusive_writer(cfg.out) if world.rank == 0 else contextlib.nullcontext()):
+        if world.rank == 0:
+            parts = _Parts(parts_dir(cfg.out), key)   # clears parts left by another teacher or dataset
+        world.barrier()
+        if world.rank != 0:
+            parts = _Parts(parts_dir(cfg.out), key)
+        for split, i, lo, hi in world.my_slice(chunks):
             if not parts.path(split, i).is_file():
                 logits = predict(model, torch.from_numpy(splits[split][0][lo:hi]), cfg.batch_size, amp=amp)
                 parts.save(split, i, logits.numpy())
                 computed += hi - lo
-        with write_cache(cfg.out, rows={s: len(y) for s, (_, y) in splits.items()}, num_classes=data.num_classes,
-                         temperature=cfg.temperature, attrs=attrs, dtype=cfg.dtype, topk=cfg.topk) as writer:
-            for split, i, lo, hi in chunks:
-                writer.write(split, lo, parts.load(split, i) / cfg.temperature, splits[split][1][lo:hi],
-                             np.arange(lo, hi))
-        shutil.rmtree(parts.dir)
+        world.barrier()                                 # every shard is on disk
+        if world.rank == 0:
+            with write_cache(cfg.out, rows={s: len(y) for s, (_, y) in splits.items()},
+                             num_classes=data.num_classes, temperature=cfg.temperature,
+                             attrs=attrs, dtype=cfg.dtype, topk=cfg.topk) as writer:
+                for split, i, lo, hi in chunks:
+                    writer.write(split, lo, parts.load(split, i) / cfg.temperature, splits[split][1][lo:hi],
+                                 np.arange(lo, hi))
+            shutil.rmtree(parts.dir)
+        world.barrier()
     seconds = time.perf_counter() - start
     rows = {s: len(y) for s, (_, y) in splits.items()}
     return {"path": str(cfg.out), "seconds": seconds, "rows": rows, "rows_computed": computed,
+            "rank": world.rank, "processes": world.size,
             "resumed_rows": sum(rows.values()) - computed,
             "images_per_second": sum(rows.values()) / seconds, "config": as_record(cfg)}

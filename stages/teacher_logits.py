@@ -21,8 +21,11 @@ from pipeline.logits import write_teacher_logits
 def teacher_logits(**options):
     """Cache the teacher's logits for the train and test splits.
 
-    Killed part-way, the same command resumes from the last finished chunk."""
+    Killed part-way, the same command resumes from the last finished chunk. Launched
+    by torchrun, each rank computes its slice and rank 0 writes the one cache."""
     summary = write_teacher_logits(from_options(LogitsConfig, **options))
+    if summary["rank"] != 0:          # under torchrun, rank 0 speaks for the pass
+        return
     resumed = f", {summary['resumed_rows']} rows resumed from an earlier run" if summary["resumed_rows"] else ""
     click.echo(f"{summary['path']}: {summary['rows']['train']} train + {summary['rows']['test']} test rows "
                f"in {summary['seconds']:.1f} s ({summary['images_per_second']:.0f} images/s{resumed})")

@@ -1,9 +1,11 @@
 """The teacher pass: resumable after kill -9, one writer at a time."""
 
+import os
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -116,3 +118,39 @@ def test_kill_9_at_several_points_then_resume_matches(tmp_path):
     again = read_all(out)
     for name in reference:
         np.testing.assert_array_equal(again[name], reference[name])
+
+
+def test_torchrun_two_processes_write_the_single_process_cache(tmp_path, prepared, teacher_dir):
+    """A real 2-rank launch (gloo on the CPU): same values, labels, index and attrs
+    (but the creation time) as the 1-process pass, in one file every reader takes."""
+    single = tmp_path / "one.h5"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}   # torchrun gives each rank one thread
+    common = ["teacher-logits", "--teacher", str(teacher_dir / "teacher.pt"), "--dataset", str(prepared),
+              "--chunk-rows", "20", "--batch-size", "8", "--device", "cpu"]
+    one = subprocess.run([sys.executable, "-m", "stages.cli", *common, "--out", str(single)],
+                         capture_output=True, text=True, env=env)
+    assert one.returncode == 0, one.stderr
+    sharded = tmp_path / "two.h5"
+    torchrun = Path(sys.executable).with_name("torchrun")
+    two = subprocess.run([str(torchrun), "--standalone", "--nproc-per-node", "2", "-m", "stages.cli", *common,
+                          "--out", str(sharded)], capture_output=True, text=True, env=env)
+    assert two.returncode == 0, two.stderr[-2000:]
+    a, b = read_all(single), read_all(sharded)
+    assert a.keys() == b.keys()
+    for name in a:
+        assert np.array_equal(a[name], b[name]), name
+    with h5py.File(single) as fa, h5py.File(sharded) as fb:
+        attrs_a = {k: v for k, v in fa.attrs.items() if k != "created"}
+        attrs_b = {k: v for k, v in fb.attrs.items() if k != "created"}
+        assert attrs_a.keys() == attrs_b.keys()
+        assert all(np.array_equal(attrs_a[k], attrs_b[k]) for k in attrs_a)
+    assert not parts_dir(sharded).exists()
+    assert two.stdout.count("train +") == 1     # one summary line, from rank 0
+
+
+def test_ranks_take_contiguous_slices_that_cover_every_chunk():
+    from pipeline.logits import _World
+    chunks = list(range(7))
+    slices = [_World(rank, 3, "cpu").my_slice(chunks) for rank in range(3)]
+    assert slices == [[0, 1, 2], [3, 4], [5, 6]]
+    assert _World(0, 1, "cpu").my_slice(chunks) == chunks
