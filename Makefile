@@ -42,6 +42,7 @@ SEEDS          ?= $(SEED)
 SWEEP_BACKEND  ?= joblib
 ALPHA_T        ?= 0.8
 NPROC          ?= 1
+TEACHER_WEIGHTS ?=
 SCHEDULER      ?=
 
 # --- derived paths ---------------------------------------------------------------------
@@ -51,7 +52,16 @@ DATA_NAME    := $(basename $(notdir $(DATASET)))
 DATA_FILE    := $(DATA_DIR)/dataset/$(DATA_NAME).npz
 TEACHER_DIR  := $(DATA_DIR)/teacher/$(DATA_NAME)
 TEACHER_CKPT := $(TEACHER_DIR)/teacher.pt
-CACHE        := $(DATA_DIR)/cache/$(DATA_NAME)-T$(TEACHER_T)-$(CACHE_DTYPE)$(if $(filter-out 0,$(CACHE_TOPK)),-top$(CACHE_TOPK)).h5
+# TEACHER names an architecture for the teacher stage to train (auto, cnn, resnet18), or
+# brings the user's own teacher: a model file (TorchScript, torch.export .pt2) or
+# module:factory with TEACHER_WEIGHTS. Architecture names hold no ':', '/' or '.'.
+BYO_TEACHER  := $(if $(or $(findstring :,$(TEACHER)),$(findstring /,$(TEACHER)),$(findstring .,$(TEACHER))),yes)
+TEACHER_ARG  := $(if $(BYO_TEACHER),$(TEACHER) $(if $(TEACHER_WEIGHTS),--teacher-weights $(TEACHER_WEIGHTS)),$(TEACHER_CKPT))
+TEACHER_DEPS := $(if $(BYO_TEACHER),$(wildcard $(TEACHER) $(TEACHER_WEIGHTS)),$(TEACHER_CKPT))
+TEACHER_TAG  := $(if $(BYO_TEACHER),-$(subst :,-,$(subst .,_,$(notdir $(TEACHER)))))
+# Students check the cache against teacher.json when softcache trained the teacher.
+TEACHER_RECORD := $(if $(BYO_TEACHER),,--teacher-record $(TEACHER_DIR)/teacher.json)
+CACHE        := $(DATA_DIR)/cache/$(DATA_NAME)$(TEACHER_TAG)-T$(TEACHER_T)-$(CACHE_DTYPE)$(if $(filter-out 0,$(CACHE_TOPK)),-top$(CACHE_TOPK)).h5
 # A run's directory name says what it is: $(call run_name,STUDENT,T,ALPHA,SEED,EPOCHS).
 run_name     = $1-$(if $(filter 0 0.0 0.00,$3),scratch,T$2-a$3)-s$4-e$5
 RUN          ?= $(call run_name,$(STUDENT),$(T),$(ALPHA),$(SEED),$(EPOCHS))
@@ -110,9 +120,9 @@ $(TEACHER_CKPT): $(DATA_FILE) $(TEACHER_STAMP) | $(INSTALLED)
 		--epochs $(TEACHER_EPOCHS) --seed $(TEACHER_SEED) --device $(DEVICE) --threads $(THREADS)
 
 teacher-logits: $(CACHE)
-$(CACHE): $(TEACHER_CKPT) $(DATA_FILE) | $(INSTALLED)
+$(CACHE): $(TEACHER_DEPS) $(DATA_FILE) | $(INSTALLED)
 	$(if $(filter-out 1,$(NPROC)),$(VENV)/bin/torchrun --standalone --nproc-per-node $(NPROC) -m stages.cli,$(SC)) \
-		teacher-logits --teacher $(TEACHER_CKPT) --dataset $(DATA_FILE) --out $@ \
+		teacher-logits --teacher $(TEACHER_ARG) --dataset $(DATA_FILE) --out $@ \
 		--temperature $(TEACHER_T) --dtype $(CACHE_DTYPE) --topk $(CACHE_TOPK) --device $(DEVICE)
 
 # One rule per student run that this invocation can ask for: the STUDENT/T/ALPHA/SEED/
@@ -122,7 +132,7 @@ field    = $(word $1,$(subst :, ,$2))
 spec_run = $(call run_name,$(call field,1,$1),$(call field,2,$1),$(call field,3,$1),$(call field,4,$1),$(call field,5,$1))
 define student_rule
 $(DATA_DIR)/runs/$(call spec_run,$1)/metrics.json: $(CACHE) $(DATA_FILE) | $(INSTALLED)
-	$(SC) student --cache $(CACHE) --dataset $(DATA_FILE) --teacher-record $(TEACHER_DIR)/teacher.json \
+	$(SC) student --cache $(CACHE) --dataset $(DATA_FILE) $(TEACHER_RECORD) \
 		--out-dir $$(@D) --student $(call field,1,$1) --T $(call field,2,$1) --alpha $(call field,3,$1) \
 		--seed $(call field,4,$1) --epochs $(call field,5,$1) --threads $(RUN_THREADS)
 endef
@@ -157,7 +167,7 @@ experiment-pskd: $(CACHE)
 # data/runs/<name>/ as `make student` would; finished runs are skipped, so a killed sweep
 # resumes. SWEEP_BACKEND=dask SCHEDULER=tcp://host:8786 runs it on a Dask cluster.
 sweep: $(CACHE) $(DATA_FILE) | $(INSTALLED)
-	$(SC) sweep --cache $(CACHE) --dataset $(DATA_FILE) --teacher-record $(TEACHER_DIR)/teacher.json \
+	$(SC) sweep --cache $(CACHE) --dataset $(DATA_FILE) $(TEACHER_RECORD) \
 		--runs-dir $(DATA_DIR)/runs --reports-dir $(DATA_DIR)/reports --students "$(STUDENTS)" --Ts "$(TS)" \
 		--alphas "$(ALPHAS)" --seeds "$(SEEDS)" --epochs $(EPOCHS) --jobs $(JOBS) --threads $(THREADS) \
 		--backend $(SWEEP_BACKEND) $(if $(SCHEDULER),--scheduler $(SCHEDULER))

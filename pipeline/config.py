@@ -116,7 +116,7 @@ class TeacherConfig:
 
 @dataclass(frozen=True)
 class LogitsConfig:
-    teacher: Path             # the teacher checkpoint
+    teacher: Path             # softcache checkpoint, TorchScript/.pt2 file, or "module:factory"
     dataset: Path             # the prepared dataset
     out: Path                 # the cache file
     temperature: float = 1.0  # TEACHER_T: logits are stored divided by it
@@ -125,6 +125,7 @@ class LogitsConfig:
     device: str = "auto"
     batch_size: int = 1024
     chunk_rows: int = 4096      # rows per resumable chunk of the pass
+    teacher_weights: Path | None = None   # TEACHER_WEIGHTS: state dict for a module:factory teacher
 
     def __post_init__(self):
         _positive("TEACHER_T", self.temperature)

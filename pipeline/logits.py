@@ -30,16 +30,15 @@ import numpy as np
 import torch
 
 from pipeline.cache import write_cache
-from pipeline.checkpoint import load_checkpoint
 from pipeline.config import LogitsConfig, as_record, resolve_device
 from pipeline.datasets import load_prepared
 from pipeline.errors import UsageError
 from pipeline.files import atomic_path
+from pipeline.teacher_source import check_output_width, load_teacher
 from pipeline.train import predict
 
 __all__ = ["write_teacher_logits", "parts_dir", "lock_path"]
 
-_REBUILD_TEACHER = "run 'make teacher'"
 
 
 def parts_dir(out: Path) -> Path:
@@ -137,10 +136,9 @@ class _World:
 def write_teacher_logits(cfg: LogitsConfig) -> dict:
     """Run the teacher over train and test (resuming finished chunks) and write the cache."""
     data = load_prepared(cfg.dataset)
-    model, ckpt = load_checkpoint(cfg.teacher, "teacher", _REBUILD_TEACHER)
-    if ckpt["model_kwargs"]["num_classes"] != data.num_classes:
-        raise UsageError(f"teacher {cfg.teacher} predicts {ckpt['model_kwargs']['num_classes']} classes but "
-                         f"the dataset has {data.num_classes}; {_REBUILD_TEACHER}")
+    teacher = load_teacher(cfg.teacher, cfg.teacher_weights)
+    check_output_width(teacher, torch.from_numpy(data.x_test[:2]).float() / 255.0, data.num_classes)
+    model = teacher.model
     if not cfg.topk < data.num_classes:
         raise UsageError(f"CACHE_TOPK={cfg.topk} must be below the {data.num_classes} classes (0 keeps all)")
     world = _World.from_environment(resolve_device(cfg.device))
@@ -150,14 +148,13 @@ def write_teacher_logits(cfg: LogitsConfig) -> dict:
     splits = {"train": (data.x_train, data.y_train), "test": (data.x_test, data.y_test)}
     # The key leaves out the number of processes: a chunk's values do not depend on which
     # rank computed it, so a 2-process pass can resume a 1-process one and vice versa.
-    key = {"teacher": ckpt["fingerprint"], "dataset": data.fingerprint, "chunk_rows": cfg.chunk_rows,
+    key = {"teacher": teacher.fingerprint, "dataset": data.fingerprint, "chunk_rows": cfg.chunk_rows,
            "batch_size": cfg.batch_size, "device": device.split(":")[0]}
     attrs = {
-        "teacher": ckpt["arch"],
-        "teacher_fingerprint": ckpt["fingerprint"],
+        "teacher": teacher.name,
+        "teacher_fingerprint": teacher.fingerprint,
         "dataset_fingerprint": data.fingerprint,
         "dataset": data.name,
-        "teacher_test_acc": float(ckpt["metrics"]["test_acc"]),
         "producer": "softcache teacher-logits",
         "device": device.split(":")[0],
         "class_names": list(data.class_names),
@@ -179,6 +176,10 @@ def write_teacher_logits(cfg: LogitsConfig) -> dict:
                 computed += hi - lo
         world.barrier()                                 # every shard is on disk
         if world.rank == 0:
+            test_logits = np.concatenate([parts.load(split, i) for split, i, _, _ in chunks if split == "test"])
+            # softcache's teacher records its test accuracy; a user's teacher is measured here.
+            attrs["teacher_test_acc"] = (teacher.test_acc if teacher.test_acc is not None
+                                         else float((test_logits.argmax(1) == data.y_test).mean()))
             with write_cache(cfg.out, rows={s: len(y) for s, (_, y) in splits.items()},
                              num_classes=data.num_classes, temperature=cfg.temperature,
                              attrs=attrs, dtype=cfg.dtype, topk=cfg.topk) as writer:

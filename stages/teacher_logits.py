@@ -9,7 +9,10 @@ from pipeline.logits import write_teacher_logits
 
 
 @click.command("teacher-logits")
-@click.option("--teacher", type=click.Path(path_type=Path), required=True, help="Teacher checkpoint.")
+@click.option("--teacher", required=True,
+              help="softcache teacher checkpoint, a TorchScript file, a torch.export .pt2 file, or module:factory.")
+@click.option("--teacher-weights", type=click.Path(path_type=Path),
+              help="Weights (a state dict, loaded with weights_only=True) for a module:factory teacher.")
 @click.option("--dataset", type=click.Path(path_type=Path), required=True, help="Prepared dataset (.npz).")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Cache file (.h5) to write.")
 @click.option("--temperature", type=float, help="TEACHER_T: logits are stored divided by it (default 1).")
