@@ -119,10 +119,11 @@ $(TEACHER_CKPT): $(DATA_FILE) $(TEACHER_STAMP) | $(INSTALLED)
 	$(SC) teacher --dataset $(DATA_FILE) --out-dir $(TEACHER_DIR) --arch $(TEACHER) \
 		--epochs $(TEACHER_EPOCHS) --seed $(TEACHER_SEED) --device $(DEVICE) --threads $(THREADS)
 
+# NPROC > 1 shards the teacher pass over that many torchrun ranks.
+TEACHER_PASS := $(if $(filter-out 1,$(NPROC)),$(VENV)/bin/torchrun --standalone --nproc-per-node $(NPROC) -m stages.cli,$(SC))
 teacher-logits: $(CACHE)
 $(CACHE): $(TEACHER_DEPS) $(DATA_FILE) | $(INSTALLED)
-	$(if $(filter-out 1,$(NPROC)),$(VENV)/bin/torchrun --standalone --nproc-per-node $(NPROC) -m stages.cli,$(SC)) \
-		teacher-logits --teacher $(TEACHER_ARG) --dataset $(DATA_FILE) --out $@ \
+	$(TEACHER_PASS) teacher-logits --teacher $(TEACHER_ARG) --dataset $(DATA_FILE) --out $@ \
 		--temperature $(TEACHER_T) --dtype $(CACHE_DTYPE) --topk $(CACHE_TOPK) --device $(DEVICE)
 
 # One rule per student run that this invocation can ask for: the STUDENT/T/ALPHA/SEED/
