@@ -3,11 +3,14 @@
 A stage writes to a temporary sibling (same directory, so the rename stays on one file
 system) and renames it into place only after the last byte is written. A killed stage
 leaves at most a ``.tmp-*`` file behind, which no later stage mistakes for an artifact.
+Writers that take a while (the teacher pass, a self-distillation run) also hold an
+exclusive lock, so two of them never write the same artifact at once.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import shutil
@@ -15,7 +18,9 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
-__all__ = ["atomic_path", "atomic_dir", "write_json", "read_json"]
+from pipeline.errors import UsageError
+
+__all__ = ["atomic_path", "atomic_dir", "exclusive_writer", "lock_path", "write_json", "read_json"]
 
 
 def _umask() -> int:
@@ -69,3 +74,21 @@ def write_json(path: Path, obj: dict) -> None:
 
 def read_json(path: Path) -> dict:
     return json.loads(Path(path).read_text())
+
+
+def lock_path(out: Path) -> Path:
+    return Path(out).parent / f".{Path(out).name}.lock"
+
+
+@contextlib.contextmanager
+def exclusive_writer(out: Path, what: str = "teacher pass") -> Iterator[None]:
+    """Refuse a second writer of ``out`` while one runs (the OS drops the lock when its
+    holder dies, so a killed pass never blocks the next)."""
+    lock = lock_path(out)
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "w") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UsageError(f"another {what} is writing {out}; wait for it to finish or stop it") from None
+        yield

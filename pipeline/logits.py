@@ -18,7 +18,6 @@ command resumes per shard.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import shutil
@@ -33,7 +32,7 @@ from pipeline.cache import write_cache
 from pipeline.config import LogitsConfig, as_record, resolve_device
 from pipeline.datasets import load_prepared
 from pipeline.errors import UsageError
-from pipeline.files import atomic_path
+from pipeline.files import atomic_path, exclusive_writer, lock_path
 from pipeline.teacher_source import check_output_width, load_teacher
 from pipeline.train import predict
 
@@ -43,24 +42,6 @@ __all__ = ["write_teacher_logits", "parts_dir", "lock_path"]
 
 def parts_dir(out: Path) -> Path:
     return Path(out).parent / f".{Path(out).name}.parts"
-
-
-def lock_path(out: Path) -> Path:
-    return Path(out).parent / f".{Path(out).name}.lock"
-
-
-@contextlib.contextmanager
-def exclusive_writer(out: Path, what: str = "teacher pass") -> Iterator[None]:
-    """Refuse a second writer of ``out`` while one runs (the OS drops the lock when its
-    holder dies, so a killed pass never blocks the next)."""
-    lock = lock_path(out)
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock, "w") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise UsageError(f"another {what} is writing {out}; wait for it to finish or stop it") from None
-        yield
 
 
 class _Parts:

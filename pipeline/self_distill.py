@@ -36,8 +36,7 @@ from pipeline.cache import CacheExpectations, LogitCache, write_cache
 from pipeline.checkpoint import model_fingerprint
 from pipeline.config import SelfDistillConfig, as_record
 from pipeline.datasets import Dataset, load_prepared
-from pipeline.files import atomic_path
-from pipeline.logits import exclusive_writer
+from pipeline.files import atomic_path, exclusive_writer
 from pipeline.models import count_params
 from pipeline.student import build_student, evaluate, save_run
 from pipeline.train import Trainer, accuracy, predict, set_threads
