@@ -9,6 +9,7 @@ and students use for provenance.
 from __future__ import annotations
 
 import hashlib
+import warnings
 from pathlib import Path
 
 import torch
@@ -18,7 +19,8 @@ from pipeline.errors import UsageError
 from pipeline.files import atomic_path
 from pipeline.models import create_student, create_teacher
 
-__all__ = ["CHECKPOINT_FORMAT", "model_fingerprint", "save_checkpoint", "load_checkpoint"]
+__all__ = ["CHECKPOINT_FORMAT", "model_fingerprint", "save_checkpoint", "load_checkpoint", "read_checkpoint_file",
+           "is_checkpoint"]
 
 CHECKPOINT_FORMAT = "softcache-checkpoint-v1"
 _FACTORIES = {"teacher": create_teacher, "student": create_student}
@@ -53,16 +55,32 @@ def save_checkpoint(path: Path, *, kind: str, arch: str, model: nn.Module, model
     return fingerprint
 
 
-def load_checkpoint(path: Path, kind: str, rebuild_hint: str) -> tuple[nn.Module, dict]:
-    """Rebuild the model in eval mode; refuse anything that is not a softcache ``kind`` checkpoint."""
+def read_checkpoint_file(path: Path) -> object:
+    """torch.load with weights_only=True (no pickled code runs); None when the file is not a
+    plain torch.save archive (TorchScript and exported programs are not)."""
+    try:
+        with warnings.catch_warnings():   # torch.load remarks on TorchScript archives it is handed
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # torch raises many types for a file that is not a checkpoint
+        return None
+
+
+def is_checkpoint(payload: object) -> bool:
+    return isinstance(payload, dict) and payload.get("format") == CHECKPOINT_FORMAT
+
+
+def load_checkpoint(path: Path, kind: str, rebuild_hint: str, payload: object = None) -> tuple[nn.Module, dict]:
+    """Rebuild the model in eval mode; refuse anything that is not a softcache ``kind`` checkpoint.
+
+    ``payload``: the file's contents when the caller has already read them."""
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"{kind} checkpoint {path} is missing; {rebuild_hint}")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for a file that is not a checkpoint
-        raise UsageError(f"{path} is not a softcache checkpoint ({type(exc).__name__}); {rebuild_hint}") from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+    ckpt = payload if payload is not None else read_checkpoint_file(path)
+    if ckpt is None:
+        raise UsageError(f"{path} is not a softcache checkpoint (not a torch.save file); {rebuild_hint}")
+    if not is_checkpoint(ckpt):
         raise UsageError(f"{path} is not a softcache checkpoint (no '{CHECKPOINT_FORMAT}' format tag); {rebuild_hint}")
     if ckpt.get("kind") != kind:
         raise UsageError(f"{path} holds a {ckpt.get('kind')}, not a {kind}; {rebuild_hint}")

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib
-import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +19,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from pipeline.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, model_fingerprint
+from pipeline.checkpoint import is_checkpoint, load_checkpoint, model_fingerprint, read_checkpoint_file
 from pipeline.errors import UsageError
 
 __all__ = ["TeacherSource", "load_teacher", "check_output_width"]
@@ -41,16 +40,6 @@ def _file_digest(*paths: Path) -> str:
     for path in paths:
         h.update(Path(path).read_bytes())
     return h.hexdigest()[:16]
-
-
-def _is_softcache_checkpoint(path: Path) -> bool:
-    try:
-        with warnings.catch_warnings():   # torch.load notes that it sees a TorchScript archive
-            warnings.simplefilter("ignore")
-            ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # not a plain torch.save dict (TorchScript and exported programs are not)
-        return False
-    return isinstance(ckpt, dict) and ckpt.get("format") == CHECKPOINT_FORMAT
 
 
 def _from_factory(spec: str, weights: Path | None) -> TeacherSource:
@@ -133,7 +122,8 @@ def load_teacher(spec: str | Path, weights: Path | None = None) -> TeacherSource
         return _from_factory(text, weights)
     if not path.is_file():
         raise UsageError(f"teacher {path} is missing; {_REBUILD}, or give TEACHER=<model file> or module:factory")
-    if _is_softcache_checkpoint(path):
-        model, ckpt = load_checkpoint(path, "teacher", _REBUILD)
+    payload = read_checkpoint_file(path)
+    if is_checkpoint(payload):
+        model, ckpt = load_checkpoint(path, "teacher", _REBUILD, payload)
         return TeacherSource(model, ckpt["arch"], ckpt["fingerprint"], float(ckpt["metrics"]["test_acc"]))
     return _from_file(path)
