@@ -25,12 +25,17 @@ TEACHER_SEED   ?= 0
 TEACHER_T      ?= 1
 CACHE_DTYPE    ?= float32
 CACHE_TOPK     ?= 0
+VIEWS          ?= 1
+VIEW_SEED      ?= 0
 DEVICE         ?= auto
 STUDENT        ?= cnn-tiny
 T              ?= 4
 ALPHA          ?= 0.9
 SEED           ?= 0
 EPOCHS         ?= 5
+AUGMENT        ?= 0
+REPLAY         ?= 0
+HOLDOUT        ?= 0
 THREADS        ?= 0
 JOBS           ?= 1
 DEMO_STUDENTS  ?= mlp cnn-tiny cnn-small
@@ -50,20 +55,27 @@ SC           := $(VENV)/bin/softcache
 INSTALLED    := $(VENV)/.installed
 DATA_NAME    := $(basename $(notdir $(DATASET)))
 DATA_FILE    := $(DATA_DIR)/dataset/$(DATA_NAME).npz
-TEACHER_DIR  := $(DATA_DIR)/teacher/$(DATA_NAME)
-TEACHER_CKPT := $(TEACHER_DIR)/teacher.pt
+# A softcache teacher other than the default (TEACHER=auto, TEACHER_EPOCHS=0, TEACHER_SEED=0)
+# gets its own directory and cache name, so several teachers live side by side.
+TRAINED_TAG  := $(if $(filter-out auto,$(TEACHER)),-$(TEACHER))$(if $(filter-out 0,$(TEACHER_EPOCHS)),-e$(TEACHER_EPOCHS))$(if $(filter-out 0,$(TEACHER_SEED)),-s$(TEACHER_SEED))
 # TEACHER names an architecture for the teacher stage to train (auto, cnn, resnet18), or
 # brings the user's own teacher: a model file (TorchScript, torch.export .pt2) or
 # module:factory with TEACHER_WEIGHTS. Architecture names hold no ':', '/' or '.'.
 BYO_TEACHER  := $(if $(or $(findstring :,$(TEACHER)),$(findstring /,$(TEACHER)),$(findstring .,$(TEACHER))),yes)
+TEACHER_TAG  := $(if $(BYO_TEACHER),-$(subst :,-,$(subst .,_,$(notdir $(TEACHER)))),$(TRAINED_TAG))
+TEACHER_DIR  := $(DATA_DIR)/teacher/$(DATA_NAME)$(TEACHER_TAG)
+TEACHER_CKPT := $(TEACHER_DIR)/teacher.pt
 TEACHER_ARG  := $(if $(BYO_TEACHER),$(TEACHER) $(if $(TEACHER_WEIGHTS),--teacher-weights $(TEACHER_WEIGHTS)),$(TEACHER_CKPT))
 TEACHER_DEPS := $(if $(BYO_TEACHER),$(wildcard $(TEACHER) $(TEACHER_WEIGHTS)),$(TEACHER_CKPT))
-TEACHER_TAG  := $(if $(BYO_TEACHER),-$(subst :,-,$(subst .,_,$(notdir $(TEACHER)))))
 # Students check the cache against teacher.json when softcache trained the teacher.
 TEACHER_RECORD := $(if $(BYO_TEACHER),,--teacher-record $(TEACHER_DIR)/teacher.json)
-CACHE        := $(DATA_DIR)/cache/$(DATA_NAME)$(TEACHER_TAG)-T$(TEACHER_T)-$(CACHE_DTYPE)$(if $(filter-out 0,$(CACHE_TOPK)),-top$(CACHE_TOPK)).h5
+VIEWS_TAG    := $(if $(filter-out 1,$(VIEWS)),-v$(VIEWS)$(if $(filter-out 0,$(VIEW_SEED)),-vs$(VIEW_SEED)))
+CACHE        := $(DATA_DIR)/cache/$(DATA_NAME)$(TEACHER_TAG)-T$(TEACHER_T)-$(CACHE_DTYPE)$(if $(filter-out 0,$(CACHE_TOPK)),-top$(CACHE_TOPK))$(VIEWS_TAG).h5
+# What students see (REPLAY cached views, or AUGMENT at random) and HOLDOUT, as options and in run names.
+INPUT_ARGS   := --replay $(REPLAY) $(if $(filter 1,$(AUGMENT)),--augment,--no-augment) --holdout $(HOLDOUT)
+INPUT_TAG    := $(if $(filter-out 0,$(REPLAY)),-r$(REPLAY),$(if $(filter 1,$(AUGMENT)),-aug))$(if $(filter-out 0,$(HOLDOUT)),-ho$(HOLDOUT))
 # A run's directory name says what it is: $(call run_name,STUDENT,T,ALPHA,SEED,EPOCHS).
-run_name     = $1-$(if $(filter 0 0.0 0.00,$3),scratch,T$2-a$3)-s$4-e$5
+run_name     = $1-$(if $(filter 0 0.0 0.00,$3),scratch,T$2-a$3)$(INPUT_TAG)-s$4-e$5
 RUN          ?= $(call run_name,$(STUDENT),$(T),$(ALPHA),$(SEED),$(EPOCHS))
 RUN_DIR      := $(DATA_DIR)/runs/$(RUN)
 # Runs in parallel share the cores: each gets cores/JOBS torch threads unless THREADS is set.
@@ -84,7 +96,7 @@ PARAMS       := $(DATA_DIR)/params
 # $(call params_differ,FILE,CONTENT) is non-empty when FILE does not hold CONTENT.
 params_differ = $(shell [ "$$(cat $1 2>/dev/null)" = '$2' ] || echo differ)
 DATA_STAMP     := $(PARAMS)/data-$(DATA_NAME).txt
-TEACHER_STAMP  := $(PARAMS)/teacher-$(DATA_NAME).txt
+TEACHER_STAMP  := $(PARAMS)/teacher-$(DATA_NAME)$(TEACHER_TAG).txt
 DATA_PARAMS    := dataset=$(DATASET) source=$(SOURCE) limit=$(LIMIT)
 TEACHER_PARAMS := arch=$(TEACHER) epochs=$(TEACHER_EPOCHS) seed=$(TEACHER_SEED) device=$(DEVICE)
 
@@ -94,11 +106,11 @@ $(TEACHER_STAMP): $(if $(call params_differ,$(TEACHER_STAMP),$(TEACHER_PARAMS)),
 	@mkdir -p $(@D) && printf '%s\n' '$(TEACHER_PARAMS)' > $@
 FORCE:
 
-.PHONY: FORCE help venv data teacher teacher-logits student sweep self-distill experiment-pskd export report demo test bench clean-students clean
+.PHONY: FORCE help venv data teacher teacher-logits student sweep experiment-views self-distill experiment-pskd export report demo test bench clean-students clean
 
 help:
-	@echo "make demo | test | data | teacher | teacher-logits | student | sweep | self-distill | experiment-pskd | export | report | bench | clean-students | clean"
-	@echo "variables: T ALPHA STUDENT SEED EPOCHS TEACHER TEACHER_EPOCHS TEACHER_T DATASET LIMIT DEVICE RUN FORMATS STUDENTS TS ALPHAS SEEDS JOBS ALPHA_T (see README.md)"
+	@echo "make demo | test | data | teacher | teacher-logits | student | sweep | experiment-views | self-distill | experiment-pskd | export | report | bench | clean-students | clean"
+	@echo "variables: T ALPHA STUDENT SEED EPOCHS AUGMENT REPLAY HOLDOUT TEACHER TEACHER_EPOCHS TEACHER_T VIEWS VIEW_SEED DATASET LIMIT DEVICE RUN FORMATS STUDENTS TS ALPHAS SEEDS JOBS ALPHA_T (see README.md)"
 
 # --- the environment ---------------------------------------------------------------------
 venv: $(INSTALLED)
@@ -124,7 +136,8 @@ TEACHER_PASS := $(if $(filter-out 1,$(NPROC)),$(VENV)/bin/torchrun --standalone 
 teacher-logits: $(CACHE)
 $(CACHE): $(TEACHER_DEPS) $(DATA_FILE) | $(INSTALLED)
 	$(TEACHER_PASS) teacher-logits --teacher $(TEACHER_ARG) --dataset $(DATA_FILE) --out $@ \
-		--temperature $(TEACHER_T) --dtype $(CACHE_DTYPE) --topk $(CACHE_TOPK) --device $(DEVICE)
+		--temperature $(TEACHER_T) --dtype $(CACHE_DTYPE) --topk $(CACHE_TOPK) --views $(VIEWS) \
+		--view-seed $(VIEW_SEED) --device $(DEVICE)
 
 # One rule per student run that this invocation can ask for: the STUDENT/T/ALPHA/SEED/
 # EPOCHS run, and the demo's scratch and distilled run of every DEMO_STUDENTS entry.
@@ -135,7 +148,7 @@ define student_rule
 $(DATA_DIR)/runs/$(call spec_run,$1)/metrics.json: $(CACHE) $(DATA_FILE) | $(INSTALLED)
 	$(SC) student --cache $(CACHE) --dataset $(DATA_FILE) $(TEACHER_RECORD) \
 		--out-dir $$(@D) --student $(call field,1,$1) --T $(call field,2,$1) --alpha $(call field,3,$1) \
-		--seed $(call field,4,$1) --epochs $(call field,5,$1) --threads $(RUN_THREADS)
+		--seed $(call field,4,$1) --epochs $(call field,5,$1) $(INPUT_ARGS) --threads $(RUN_THREADS)
 endef
 DEMO_SPECS := $(foreach s,$(DEMO_STUDENTS),$s:$(T):0:$(SEED):$(EPOCHS) $s:$(T):$(ALPHA):$(SEED):$(EPOCHS))
 DEMO_RUNS  := $(foreach spec,$(DEMO_SPECS),$(DATA_DIR)/runs/$(call spec_run,$(spec))/metrics.json)
@@ -164,6 +177,18 @@ experiment-pskd: $(CACHE)
 	@$(MAKE) --no-print-directory -j$(JOBS) --output-sync=target $(PSKD_RUNS)
 	@$(MAKE) --no-print-directory report
 
+# The cached-views experiment (VIEWS=K builds its cache): T and ALPHA for the two KD arms
+# are chosen from TS x ALPHAS on EXPERIMENT_HOLDOUT held-out training rows, then scratch,
+# clean-target KD and replayed-view KD run for STUDENTS x SEEDS at EPOCHS (finished runs
+# are skipped), then the report. Tuning runs go to $(DATA_DIR)/tuning, not into the report.
+EXPERIMENT_HOLDOUT ?= 5000
+experiment-views: $(CACHE) $(DATA_FILE) | $(INSTALLED)
+	$(SC) experiment-views --cache $(CACHE) --dataset $(DATA_FILE) $(TEACHER_RECORD) --runs-dir $(DATA_DIR)/runs \
+		--tuning-dir $(DATA_DIR)/tuning --reports-dir $(DATA_DIR)/reports --students "$(STUDENTS)" --Ts "$(TS)" \
+		--alphas "$(ALPHAS)" --seeds "$(SEEDS)" --holdout $(EXPERIMENT_HOLDOUT) --replay $(REPLAY) \
+		--epochs $(EPOCHS) --jobs $(JOBS) --threads $(THREADS)
+	@$(MAKE) --no-print-directory report
+
 # A grid of runs from the one cache (never the teacher), JOBS at a time, each written to
 # data/runs/<name>/ as `make student` would; finished runs are skipped, so a killed sweep
 # resumes. SWEEP_BACKEND=dask SCHEDULER=tcp://host:8786 runs it on a Dask cluster.
@@ -171,7 +196,7 @@ sweep: $(CACHE) $(DATA_FILE) | $(INSTALLED)
 	$(SC) sweep --cache $(CACHE) --dataset $(DATA_FILE) $(TEACHER_RECORD) \
 		--runs-dir $(DATA_DIR)/runs --reports-dir $(DATA_DIR)/reports --students "$(STUDENTS)" --Ts "$(TS)" \
 		--alphas "$(ALPHAS)" --seeds "$(SEEDS)" --epochs $(EPOCHS) --jobs $(JOBS) --threads $(THREADS) \
-		--backend $(SWEEP_BACKEND) $(if $(SCHEDULER),--scheduler $(SCHEDULER))
+		--backend $(SWEEP_BACKEND) $(if $(SCHEDULER),--scheduler $(SCHEDULER)) $(INPUT_ARGS)
 
 # Edge export of a finished run (RUN=<name under data/runs>, default: the STUDENT/T/... run).
 # Phony on purpose: the stage itself refuses a run without a finished model, in one line.
@@ -206,8 +231,8 @@ bench: $(INSTALLED)
 	mv BENCHMARKS.md.tmp BENCHMARKS.md
 
 clean-students:
-	rm -rf $(DATA_DIR)/runs $(DATA_DIR)/reports
+	rm -rf $(DATA_DIR)/runs $(DATA_DIR)/tuning $(DATA_DIR)/reports
 
 clean:
 	rm -rf $(DATA_DIR)/dataset $(DATA_DIR)/teacher $(DATA_DIR)/cache $(DATA_DIR)/runs \
-		$(DATA_DIR)/reports $(DATA_DIR)/params
+		$(DATA_DIR)/tuning $(DATA_DIR)/reports $(DATA_DIR)/params

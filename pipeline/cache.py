@@ -8,6 +8,16 @@ Layout, format_version 1, ``storage = "full"``::
     (integer datasets use the smallest unsigned type that fits, with shuffle + gzip)
     /test/...       the same for the test split (for reports)
 
+With ``VIEWS=K`` (K >= 2) a third split holds the teacher's logits for K augmented views
+of every training image (see ``pipeline.views``), row i * K + j being view j of image i::
+
+    /train_views/logits  (N*K, C)  teacher logits of the view, divided by the temperature
+    /train_views/params  (N*K, 3)  uint8 dy, dx, flip: the view, re-applied by ``apply_views``
+    /train_views/labels, index     the image's label, and its dataset row i (so index = row // K)
+
+and the attributes ``views`` (K), ``view_seed`` and ``view_pad`` say how the params were
+drawn (``pipeline.views.draw_view_params``), so the views can be rebuilt bit-for-bit.
+
 ``storage = "topk"`` replaces ``logits`` by the k largest logits per row and what is needed
 to rebuild the rest::
 
@@ -18,7 +28,8 @@ to rebuild the rest::
                                                 temperature is exact: LSE(tail) - log(C - k)
 
 Attributes: format_version, storage, topk, temperature, num_classes, teacher_fingerprint,
-dataset_fingerprint, teacher, teacher_test_acc, created, producer, complete.
+dataset_fingerprint, teacher, teacher_test_acc, created, producer, complete (and views,
+view_seed, view_pad when views are cached).
 
 Every dataset carries HDF5's fletcher32 checksum, so a flipped byte fails the read
 instead of silently changing a soft target. ``complete`` is written last, and the file
@@ -44,10 +55,11 @@ import torch
 from pipeline.errors import UsageError
 from pipeline.files import atomic_path
 
-__all__ = ["FORMAT_VERSION", "CacheWriter", "write_cache", "LogitCache", "CacheExpectations"]
+__all__ = ["FORMAT_VERSION", "VIEW_SPLIT", "CacheWriter", "write_cache", "LogitCache", "CacheExpectations"]
 
 FORMAT_VERSION = 1
 SPLITS = ("train", "test")
+VIEW_SPLIT = "train_views"
 _REBUILD = "run 'make teacher-logits' to rebuild it"
 _ROW_DATASETS = ("labels", "index")
 
@@ -94,9 +106,13 @@ class CacheWriter:
                 add("logits", num_classes, dtype)
             add("labels", 0, class_dtype, compress=True)
             add("index", 0, _smallest_uint(max(n - 1, 0)), compress=True)
+            if split == VIEW_SPLIT:
+                add("params", 3, "uint8", compress=True)
 
-    def write(self, split: str, start: int, logits: np.ndarray, labels: np.ndarray, index: np.ndarray) -> None:
-        """Rows [start, start + B) of ``split``. logits: (B, C) already divided by the temperature."""
+    def write(self, split: str, start: int, logits: np.ndarray, labels: np.ndarray, index: np.ndarray,
+              params: np.ndarray | None = None) -> None:
+        """Rows [start, start + B) of ``split``. logits: (B, C) already divided by the temperature;
+        params: (B, 3) the views' parameters, for the view split only."""
         stop = start + len(logits)
         g = self._f[split]
         if self._topk:
@@ -108,6 +124,8 @@ class CacheWriter:
             g["logits"][start:stop] = logits
         g["labels"][start:stop] = labels
         g["index"][start:stop] = index
+        if params is not None:
+            g["params"][start:stop] = params
         self._written[split] = max(self._written[split], stop)
 
     def rows_written(self, split: str) -> int:
@@ -120,6 +138,8 @@ def write_cache(path: Path, *, rows: dict[str, int], num_classes: int, temperatu
     """Open a new cache for writing; on a clean exit mark it complete and move it into place.
 
     ``topk = 0`` stores every logit; ``0 < topk < num_classes`` stores the compact form.
+    ``rows`` may include the view split, and then ``attrs`` must say ``views``, ``view_seed``
+    and ``view_pad``.
     """
     if dtype not in ("float32", "float16"):
         raise UsageError(f"cache dtype must be float32 or float16, got {dtype}")
@@ -182,9 +202,10 @@ class LogitCache:
             with h5py.File(self.path, "r") as f:
                 self.attrs = {k: _plain(v) for k, v in f.attrs.items()}
                 self._check_attrs()
-                self._shapes = {split: {name: ds.shape for name, ds in f[split].items()} for split in SPLITS}
+                self.splits = SPLITS + ((VIEW_SPLIT,) if self.views else ())
+                self._shapes = {split: {name: ds.shape for name, ds in f[split].items()} for split in self.splits}
                 self._check_shapes()
-                dense_bytes = sum(self.rows(s) for s in SPLITS) * self.num_classes * 4
+                dense_bytes = sum(self.rows(s) for s in self.splits) * self.num_classes * 4
                 self.in_memory = dense_bytes <= memory_limit_bytes
                 self._scan(f, block_rows)
         except UsageError:
@@ -205,21 +226,30 @@ class LogitCache:
         t = self.attrs.get("temperature")
         if not isinstance(t, float) or not np.isfinite(t) or t <= 0:
             raise self._fail(f"temperature attribute {t!r} is not a positive number")
+        k = self.attrs.get("views", 0)
+        if not isinstance(k, int) or k < 0 or (k >= 2 and not all(
+                isinstance(self.attrs.get(a), int) and self.attrs[a] >= 0 for a in ("view_seed", "view_pad"))):
+            raise self._fail(f"views attributes are broken (views {k!r}, view_seed and view_pad must be integers)")
 
     @property
     def _value_names(self) -> tuple[str, ...]:
         return ("topk_logits", "topk_classes", "tail_logit") if self.attrs.get("topk", 0) else ("logits",)
 
+    def _row_names(self, split: str) -> tuple[str, ...]:
+        return (*self._value_names, *_ROW_DATASETS, *(("params",) if split == VIEW_SPLIT else ()))
+
     def _check_shapes(self) -> None:
         c, k = self.num_classes, int(self.attrs.get("topk", 0))
         for split, shapes in self._shapes.items():
-            missing = [name for name in (*self._value_names, *_ROW_DATASETS) if name not in shapes]
+            missing = [name for name in self._row_names(split) if name not in shapes]
             if missing:
                 raise self._fail(f"{split} lacks {', '.join(missing)}")
             n = shapes["labels"][0] if len(shapes["labels"]) == 1 else -1
+            if split == VIEW_SPLIT and n != self.rows("train") * self.views:
+                raise self._fail(f"{split} has {n} rows, not {self.views} views of {self.rows('train')} images")
             want = {"logits": (n, c), "topk_logits": (n, k), "topk_classes": (n, k), "tail_logit": (n,),
-                    "labels": (n,), "index": (n,)}
-            wrong = {name: shapes[name] for name in (*self._value_names, *_ROW_DATASETS) if shapes[name] != want[name]}
+                    "labels": (n,), "index": (n,), "params": (n, 3)}
+            wrong = {name: shapes[name] for name in self._row_names(split) if shapes[name] != want[name]}
             if wrong:
                 raise self._fail(f"{split} shapes disagree with {n} rows and {c} classes: {wrong}")
 
@@ -233,14 +263,19 @@ class LogitCache:
         labels = block["labels"]
         if len(labels) and (labels.min() < 0 or labels.max() >= c):
             raise self._fail(f"{split} labels lie outside [0, {c})")
-        if not np.array_equal(block["index"], np.arange(lo, lo + len(labels))):
+        rows = np.arange(lo, lo + len(labels))
+        if not np.array_equal(block["index"], rows // self.views if split == VIEW_SPLIT else rows):
             raise self._fail(f"{split} rows are not in dataset order")
+        if split == VIEW_SPLIT and len(labels):
+            params, pad = block["params"], self.attrs["view_pad"]
+            if params[:, :2].max() > 2 * pad or params[:, 2].max() > 1:
+                raise self._fail(f"{split} view params lie outside the {pad}-pixel crop and flip they claim")
 
     def _scan(self, f: h5py.File, block_rows: int) -> None:
         """Read every row once, in blocks: check it, fingerprint it, keep labels (and logits in memory)."""
         digests: dict[str, "hashlib._Hash"] = {}      # one per dataset: independent of block size
-        self._labels, self._dense_logits = {}, {}
-        for split in SPLITS:
+        self._labels, self._dense_logits, params = {}, {}, []
+        for split in self.splits:
             n, g = self.rows(split), f[split]
             labels, dense = [np.empty(0, np.int64)], [np.empty((0, self.num_classes), np.float32)]
             for lo in range(0, n, block_rows):
@@ -249,10 +284,13 @@ class LogitCache:
                 for name, values in block.items():
                     digests.setdefault(f"{split}/{name}", hashlib.sha256()).update(np.ascontiguousarray(values).tobytes())
                 labels.append(block["labels"].astype(np.int64))
+                if split == VIEW_SPLIT:
+                    params.append(block["params"])
                 if self.in_memory:
                     dense.append(_dense(block, self.num_classes))
             self._labels[split] = np.concatenate(labels)
             self._dense_logits[split] = np.concatenate(dense) if self.in_memory else None
+        self._view_params = np.concatenate(params).reshape(-1, self.views, 3) if params else None
         h = hashlib.sha256(repr(self.temperature).encode())
         for key in sorted(digests):
             h.update(key.encode() + digests[key].digest())
@@ -286,6 +324,23 @@ class LogitCache:
     @property
     def temperature(self) -> float:
         return float(self.attrs["temperature"])
+
+    @property
+    def views(self) -> int:
+        """K, the augmented views cached per training image; 0 when there are none."""
+        k = int(self.attrs.get("views", 0))
+        return k if k >= 2 else 0
+
+    def view_params(self, k: int | None = None) -> torch.Tensor:
+        """(N, k, 3) int64: dy, dx, flip of the first k cached views of each training image."""
+        k = self.views if k is None else k
+        if not self.views:
+            raise UsageError(f"cache {self.path} holds no augmented views, so REPLAY={k} has nothing to replay; "
+                             f"rebuild it with 'make teacher-logits VIEWS={max(k, 2)}' or use REPLAY=0")
+        if not 1 <= k <= self.views:
+            raise UsageError(f"cache {self.path} holds {self.views} views per image, so REPLAY={k} cannot be "
+                             f"replayed; use REPLAY <= {self.views} or rebuild the cache with VIEWS={k}")
+        return torch.from_numpy(self._view_params[:, :k].astype(np.int64))
 
     def __getstate__(self) -> dict:
         # An open h5py handle must not cross a fork or a pickle: the reader reopens it.
@@ -335,6 +390,10 @@ class LogitCache:
             return self._memo[1][idx]
         z = torch.from_numpy(self._stored(split, idx.cpu().numpy())) * self.temperature
         return torch.log_softmax(z / T, dim=-1).to(idx.device)
+
+    def batch_view_log_soft_targets(self, rows: torch.Tensor, view: torch.Tensor, T: float) -> torch.Tensor:
+        """log_softmax at T of the teacher's logits for view ``view`` (B,) of training rows ``rows`` (B,)."""
+        return self.batch_log_soft_targets(rows * self.views + view.to(rows.device), T, VIEW_SPLIT)
 
     def teacher_accuracy(self, split: str = "test") -> float:
         """Accuracy of the cached teacher logits against the cached labels."""

@@ -22,7 +22,7 @@ from pipeline.models import list_students
 
 __all__ = [
     "DataConfig", "TeacherConfig", "LogitsConfig", "StudentConfig", "ExportConfig", "EXPORT_FORMATS",
-    "SweepConfig", "SWEEP_BACKENDS", "run_name", "SelfDistillConfig",
+    "SweepConfig", "SWEEP_BACKENDS", "run_name", "SelfDistillConfig", "ViewsExperimentConfig",
     "resolve_device", "as_record", "from_options",
 ]
 
@@ -126,9 +126,13 @@ class LogitsConfig:
     batch_size: int = 1024
     chunk_rows: int = 4096      # rows per resumable chunk of the pass
     teacher_weights: Path | None = None   # TEACHER_WEIGHTS: state dict for a module:factory teacher
+    views: int = 1              # VIEWS: augmented views cached per training image (1: the clean image only)
+    view_seed: int = 0          # VIEW_SEED: draws the views' crops and flips
 
     def __post_init__(self):
         _positive("TEACHER_T", self.temperature)
+        _at_least("VIEWS", self.views, 1)
+        _at_least("VIEW_SEED", self.view_seed, 0)
         _at_least("batch size", self.batch_size, 1)
         _at_least("CACHE_TOPK", self.topk, 0)
         _at_least("chunk rows", self.chunk_rows, 1)
@@ -149,13 +153,20 @@ class StudentConfig:
     batch_size: int = 128
     lr: float = 3e-3
     weight_decay: float = 5e-4
-    augment: bool = False          # off: one cached logit per image matches only the clean image
+    augment: bool = False          # random crop + flip; the soft target stays the clean image's
+    replay: int = 0                # REPLAY=K: train on the first K cached views, each with its own logits
+    holdout: int = 0               # HOLDOUT=N: train without N fixed rows and score them (val_acc)
     teacher_record: Path | None = None   # teacher.json; when given, the cache must come from it
     threads: int = 0
     cache_memory_mb: int = 4096    # dense logits up to this size are held in memory, larger ones streamed
 
     def __post_init__(self):
         _positive("T", self.T)
+        _at_least("REPLAY", self.replay, 0)
+        _at_least("HOLDOUT", self.holdout, 0)
+        if self.replay and self.augment:
+            raise UsageError("AUGMENT=1 with REPLAY>0 would re-augment the replayed views and break the match "
+                             "with their logits; replayed views are already augmented, so drop AUGMENT")
         if not isinstance(self.alpha, (int, float)) or not 0.0 <= self.alpha <= 1.0:
             raise UsageError(f"ALPHA must lie in [0, 1], got {self.alpha!r}")
         _at_least("EPOCHS", self.epochs, 1)
@@ -163,11 +174,25 @@ class StudentConfig:
         _positive("learning rate", self.lr)
         _at_least("cache memory (MB)", self.cache_memory_mb, 0)
 
+    @property
+    def inputs(self) -> str:
+        """What the student sees, in words: the report's 'inputs' column."""
+        return f"{self.replay} cached views" if self.replay else "crop+flip" if self.augment else "clean"
 
-def run_name(student: str, T: float, alpha: float, seed: int, epochs: int) -> str:
-    """A run directory's name says what it is; the Makefile's ``run_name`` spells it the same way."""
+    @property
+    def run_name(self) -> str:
+        return run_name(self.student, self.T, self.alpha, self.seed, self.epochs,
+                        replay=self.replay, augment=self.augment, holdout=self.holdout)
+
+
+def run_name(student: str, T: float, alpha: float, seed: int, epochs: int, *,
+             replay: int = 0, augment: bool = False, holdout: int = 0) -> str:
+    """A run directory's name says what it is; the Makefile's ``run_name`` spells it the same way:
+    ``-r8`` replays 8 cached views, ``-aug`` augments at random, ``-ho5000`` holds 5000 rows out."""
     arm = "scratch" if alpha == 0 else f"T{T:g}-a{alpha:g}"
-    return f"{student}-{arm}-s{seed}-e{epochs}"
+    inputs = f"-r{replay}" if replay else "-aug" if augment else ""
+    held = f"-ho{holdout}" if holdout else ""
+    return f"{student}-{arm}{inputs}{held}-s{seed}-e{epochs}"
 
 
 @dataclass(frozen=True)
@@ -277,11 +302,62 @@ class SweepConfig:
             for seed in self.seeds:
                 for alpha in self.alphas:
                     for T in (self.Ts if alpha != 0 else self.Ts[:1]):
-                        name = run_name(student, T, alpha, seed, self.student.epochs)
-                        planned[name] = dataclasses.replace(
-                            self.student, student=student, T=float(T), alpha=float(alpha), seed=seed,
-                            out_dir=self.runs_dir / name, threads=threads)
+                        run = dataclasses.replace(self.student, student=student, T=float(T), alpha=float(alpha),
+                                                  seed=seed, threads=threads)
+                        planned[run.run_name] = dataclasses.replace(run, out_dir=self.runs_dir / run.run_name)
         return list(planned.values())
+
+
+@dataclass(frozen=True)
+class ViewsExperimentConfig:
+    """The cached-views experiment: scratch vs clean-target KD vs replayed-view KD.
+
+    ``student`` carries what every run shares (cache, dataset, epochs, batch size, ...).
+    The KD arms' T and ALPHA are chosen from ``Ts`` x ``alphas`` by held-out accuracy
+    (``holdout`` training rows, ``tune_seeds``); then every arm is trained on the whole
+    training split with ``seeds`` and its test accuracy reported once.
+    """
+
+    student: StudentConfig
+    runs_dir: Path
+    tuning_dir: Path
+    reports_dir: Path
+    students: tuple[str, ...] = ("cnn-tiny",)
+    Ts: tuple[float, ...] = (1.0, 2.0, 4.0)
+    alphas: tuple[float, ...] = (0.5, 0.9)
+    seeds: tuple[int, ...] = (0, 1, 2)
+    tune_seeds: tuple[int, ...] = (0,)
+    holdout: int = 5000
+    replay: int = 0                  # views replayed; 0: every view in the cache
+    jobs: int = 1
+    threads: int = 0
+
+    def __post_init__(self):
+        # The grids are checked exactly as a sweep checks them (scratch-free KD grids).
+        SweepConfig(student=self.student, runs_dir=self.runs_dir, reports_dir=self.reports_dir,
+                    students=self.students, Ts=self.Ts, alphas=self.alphas, seeds=self.seeds,
+                    jobs=self.jobs, threads=self.threads)
+        _grid("TUNE_SEEDS", self.tune_seeds, lambda v: _at_least("TUNE_SEEDS", v, 0))
+        object.__setattr__(self, "alphas", tuple(a for a in self.alphas if a != 0))   # scratch always runs
+        if not self.alphas:
+            raise UsageError("ALPHAS has no value above 0 for the KD arms to choose from; give e.g. ALPHAS=\"0.5 0.9\"")
+        _at_least("HOLDOUT", self.holdout, 1)
+        _at_least("REPLAY", self.replay, 0)
+
+    @property
+    def run_count(self) -> int:
+        """Tuning runs (scratch + both KD arms over the grid) and final runs (three arms), all students."""
+        per_seed = 1 + 2 * len(self.Ts) * len(self.alphas)
+        return len(self.students) * (len(self.tune_seeds) * per_seed + 3 * len(self.seeds))
+
+    def run(self, student: str, seed: int, *, T: float = 1.0, alpha: float = 0.0, replay: int = 0,
+            tuning: bool = False) -> StudentConfig:
+        """One run of the experiment: random crop+flip unless it replays cached views."""
+        threads = self.threads or max(1, (os.cpu_count() or 1) // self.jobs)
+        cfg = dataclasses.replace(self.student, student=student, seed=seed, T=float(T), alpha=float(alpha),
+                                  replay=replay, augment=not replay, holdout=self.holdout if tuning else 0,
+                                  threads=threads)
+        return dataclasses.replace(cfg, out_dir=(self.tuning_dir if tuning else self.runs_dir) / cfg.run_name)
 
 
 EXPORT_FORMATS = ("onnx", "torchscript", "int8")

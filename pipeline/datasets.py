@@ -31,6 +31,7 @@ __all__ = [
     "load_npz",
     "find_source",
     "limit_train",
+    "holdout_split",
     "download_verified",
     "load_dataset",
     "save_prepared",
@@ -298,6 +299,20 @@ def limit_train(d: Dataset, limit: int) -> Dataset:
     if limit <= 0 or limit >= len(d.y_train):
         return d
     return Dataset(d.name, d.x_train[:limit], d.y_train[:limit], d.x_test, d.y_test, d.class_names)
+
+
+def holdout_split(n: int, holdout: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train rows, held-out rows) of a training split of n rows, sorted.
+
+    The held-out rows are chosen by a fixed seed, not the run's: every run with the same
+    HOLDOUT is scored on the same images, so T/ALPHA/epochs are chosen on one validation
+    set, and the test split is left for the one final report.
+    """
+    if not 0 <= holdout < n:
+        raise UsageError(f"HOLDOUT={holdout} must lie in [0, {n}) for a training split of {n} images")
+    held = np.zeros(n, dtype=bool)
+    held[np.random.default_rng(20151109).permutation(n)[:holdout]] = True
+    return np.flatnonzero(~held), np.flatnonzero(held)
 
 
 # --- the prepared file ---------------------------------------------------------------

@@ -28,13 +28,14 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from pipeline.cache import write_cache
+from pipeline.cache import VIEW_SPLIT, write_cache
 from pipeline.config import LogitsConfig, as_record, resolve_device
 from pipeline.datasets import load_prepared
 from pipeline.errors import UsageError
 from pipeline.files import atomic_path, exclusive_writer, lock_path
 from pipeline.teacher_source import check_output_width, load_teacher
 from pipeline.train import predict
+from pipeline.views import DEFAULT_PAD, apply_views, draw_view_params
 
 __all__ = ["write_teacher_logits", "parts_dir", "lock_path"]
 
@@ -114,6 +115,32 @@ class _World:
         return chunks[lo: lo + per + (1 if self.rank < extra else 0)]
 
 
+class _Rows:
+    """The rows of one cache split: the images themselves, or K cached views of each
+    (row i * K + j is view j of image i, made by applying stored params to the uint8 image)."""
+
+    def __init__(self, x: np.ndarray, y: np.ndarray, view_params: np.ndarray | None = None, views: int = 1):
+        self.x, self.y, self.view_params, self.views = x, y, view_params, views
+
+    def __len__(self) -> int:
+        return len(self.y) * self.views
+
+    def index(self, lo: int, hi: int) -> np.ndarray:
+        """Dataset row of each cache row."""
+        return np.arange(lo, hi) // self.views
+
+    def labels(self, lo: int, hi: int) -> np.ndarray:
+        return self.y[self.index(lo, hi)]
+
+    def params(self, lo: int, hi: int) -> np.ndarray | None:
+        return None if self.view_params is None else self.view_params[lo:hi]
+
+    def images(self, lo: int, hi: int) -> torch.Tensor:
+        """uint8 (B, C, H, W) inputs of cache rows [lo, hi)."""
+        x = torch.from_numpy(self.x[self.index(lo, hi)])
+        return x if self.view_params is None else apply_views(x, torch.from_numpy(self.params(lo, hi)))
+
+
 def write_teacher_logits(cfg: LogitsConfig) -> dict:
     """Run the teacher over train and test (resuming finished chunks) and write the cache."""
     data = load_prepared(cfg.dataset)
@@ -126,11 +153,15 @@ def write_teacher_logits(cfg: LogitsConfig) -> dict:
     device = world.device
     model.to(device)
     amp = device.startswith("cuda")
-    splits = {"train": (data.x_train, data.y_train), "test": (data.x_test, data.y_test)}
+    splits = {"train": _Rows(data.x_train, data.y_train), "test": _Rows(data.x_test, data.y_test)}
+    if cfg.views > 1:
+        splits[VIEW_SPLIT] = _Rows(data.x_train, data.y_train,
+                                   draw_view_params(len(data.y_train), cfg.views, cfg.view_seed), cfg.views)
     # The key leaves out the number of processes: a chunk's values do not depend on which
     # rank computed it, so a 2-process pass can resume a 1-process one and vice versa.
     key = {"teacher": teacher.fingerprint, "dataset": data.fingerprint, "chunk_rows": cfg.chunk_rows,
-           "batch_size": cfg.batch_size, "device": device.split(":")[0]}
+           "batch_size": cfg.batch_size, "device": device.split(":")[0],
+           **({"views": cfg.views, "view_seed": cfg.view_seed, "view_pad": DEFAULT_PAD} if cfg.views > 1 else {})}
     attrs = {
         "teacher": teacher.name,
         "teacher_fingerprint": teacher.fingerprint,
@@ -139,20 +170,22 @@ def write_teacher_logits(cfg: LogitsConfig) -> dict:
         "producer": "softcache teacher-logits",
         "device": device.split(":")[0],
         "class_names": list(data.class_names),
+        **({"views": cfg.views, "view_seed": cfg.view_seed, "view_pad": DEFAULT_PAD} if cfg.views > 1 else {}),
     }
     start = time.perf_counter()
     computed = 0
-    chunks = [(split, i, lo, min(lo + cfg.chunk_rows, len(y)))
-              for split, (_, y) in splits.items() for i, lo in enumerate(range(0, len(y), cfg.chunk_rows))]
+    chunks = [(split, i, lo, min(lo + cfg.chunk_rows, len(rows)))
+              for split, rows in splits.items() for i, lo in enumerate(range(0, len(rows), cfg.chunk_rows))]
     with world.session(), (exclusive_writer(cfg.out) if world.rank == 0 else contextlib.nullcontext()):
         if world.rank == 0:
             parts = _Parts(parts_dir(cfg.out), key)   # clears parts left by another teacher or dataset
+            fresh = not any(parts.dir.glob("*.npy"))  # then the pass's time is the whole pass's cost
         world.barrier()
         if world.rank != 0:
             parts = _Parts(parts_dir(cfg.out), key)
         for split, i, lo, hi in world.my_slice(chunks):
             if not parts.path(split, i).is_file():
-                logits = predict(model, torch.from_numpy(splits[split][0][lo:hi]), cfg.batch_size, amp=amp)
+                logits = predict(model, splits[split].images(lo, hi), cfg.batch_size, amp=amp)
                 parts.save(split, i, logits.numpy())
                 computed += hi - lo
         world.barrier()                                 # every shard is on disk
@@ -161,16 +194,19 @@ def write_teacher_logits(cfg: LogitsConfig) -> dict:
             # softcache's teacher records its test accuracy; a user's teacher is measured here.
             attrs["teacher_test_acc"] = (teacher.test_acc if teacher.test_acc is not None
                                          else float((test_logits.argmax(1) == data.y_test).mean()))
-            with write_cache(cfg.out, rows={s: len(y) for s, (_, y) in splits.items()},
+            if fresh:
+                attrs["pass_seconds"] = time.perf_counter() - start
+            with write_cache(cfg.out, rows={s: len(rows) for s, rows in splits.items()},
                              num_classes=data.num_classes, temperature=cfg.temperature,
                              attrs=attrs, dtype=cfg.dtype, topk=cfg.topk) as writer:
                 for split, i, lo, hi in chunks:
-                    writer.write(split, lo, parts.load(split, i) / cfg.temperature, splits[split][1][lo:hi],
-                                 np.arange(lo, hi))
+                    rows = splits[split]
+                    writer.write(split, lo, parts.load(split, i) / cfg.temperature, rows.labels(lo, hi),
+                                 rows.index(lo, hi), rows.params(lo, hi))
             shutil.rmtree(parts.dir)
         world.barrier()
     seconds = time.perf_counter() - start
-    rows = {s: len(y) for s, (_, y) in splits.items()}
+    rows = {s: len(r) for s, r in splits.items()}
     return {"path": str(cfg.out), "seconds": seconds, "rows": rows, "rows_computed": computed,
             "rank": world.rank, "processes": world.size,
             "resumed_rows": sum(rows.values()) - computed,

@@ -38,8 +38,15 @@ def _best_distilled(rows: list[dict], student: str, epochs: int) -> dict | None:
     return max(kd, key=lambda r: r["acc"]) if kd else None
 
 
-def _scratch(rows: list[dict], student: str, epochs: int) -> dict | None:
-    return next((r for r in rows if r["student"] == student and r["epochs"] == epochs and r["alpha"] == 0), None)
+def _scratch(rows: list[dict], student: str, epochs: int, family: str | None = None) -> dict | None:
+    return next((r for r in rows if r["student"] == student and r["epochs"] == epochs and r["alpha"] == 0
+                 and family in (None, r.get("family"))), None)
+
+
+def _pair(rows: list[dict], student: str, epochs: int) -> tuple[dict | None, dict | None]:
+    """The best distilled arm and the scratch run with the same augmentation family (its fair baseline)."""
+    best = _best_distilled(rows, student, epochs)
+    return _scratch(rows, student, epochs, best.get("family") if best else None), best
 
 
 def accuracy_vs_temperature(rows: list[dict], out_dir: Path) -> str | None:
@@ -74,7 +81,7 @@ def scratch_vs_distilled(rows: list[dict], out_dir: Path) -> str | None:
     pairs = []
     for student in _students(rows):
         epochs = max(r["epochs"] for r in rows if r["student"] == student)
-        pairs.append((student, _scratch(rows, student, epochs), _best_distilled(rows, student, epochs)))
+        pairs.append((student, *_pair(rows, student, epochs)))
     if not any(s and d for _, s, d in pairs):
         return None
     fig, ax = plt.subplots(figsize=(1.8 + 1.6 * len(pairs), 3.6))
@@ -101,8 +108,8 @@ def accuracy_vs_params(rows: list[dict], out_dir: Path) -> str | None:
     fig, ax = plt.subplots(figsize=(5.2, 3.6))
     for student in _students(rows):
         epochs = max(r["epochs"] for r in rows if r["student"] == student)
-        for row, marker, label in ((_scratch(rows, student, epochs), "s", "scratch"),
-                                   (_best_distilled(rows, student, epochs), "o", "best distilled")):
+        scratch, best = _pair(rows, student, epochs)
+        for row, marker, label in ((scratch, "s", "scratch"), (best, "o", "best distilled")):
             if row:
                 ax.errorbar(row["params"], row["acc"], yerr=row["acc_std"], marker=marker, capsize=3,
                             color="#999999" if marker == "s" else "#1f77b4", label=label)
@@ -152,7 +159,7 @@ def calibration(rows: list[dict], out_dir: Path) -> str | None:
     right.plot([0, 1], [0, 1], color="k", ls=":", lw=1)
     student = _students(rated)[0]
     epochs = max(r["epochs"] for r in rated if r["student"] == student)
-    for row, colour in ((_scratch(rated, student, epochs), "#999999"), (_best_distilled(rated, student, epochs), "#1f77b4")):
+    for row, colour in zip(_pair(rated, student, epochs), ("#999999", "#1f77b4")):
         if row and row["reliability"]:
             bins = row["reliability"][0]
             used = [i for i, n in enumerate(bins["count"]) if n > 0]

@@ -1,8 +1,9 @@
 """The results table: every finished run under data/runs/, grouped, scratch against distilled.
 
 Runs that differ only in seed form one row (mean ± sample std over seeds). Each
-distilled row is compared with the scratch row (ALPHA = 0) of the same student and
-epochs, so a gain is only ever claimed against the same schedule.
+distilled row is compared with the scratch row (ALPHA = 0) of the same student, epochs
+and augmentation family (clean images, or crop + flip whether random or replayed from
+cached views), so a gain is only ever claimed against the same schedule and inputs.
 """
 
 from __future__ import annotations
@@ -33,7 +34,18 @@ def collect_runs(runs_dir: Path) -> list[dict]:
 def _arm(run: dict) -> str:
     if run.get("method") == "ps-kd":
         return f"PS-KD ALPHA_T={run['alpha_T']:g}"
-    return "scratch" if run["alpha"] == 0 else f"KD T={run['T']:g} ALPHA={run['alpha']:g}"
+    arm = "scratch" if run["alpha"] == 0 else f"KD T={run['T']:g} ALPHA={run['alpha']:g}"
+    inputs = run.get("inputs", "clean")
+    return arm if inputs == "clean" else f"{arm}, {inputs}"
+
+
+def _family(run: dict) -> str:
+    """Which scratch run is the fair baseline: augmented inputs (random or replayed views) or clean ones."""
+    return "clean" if run.get("inputs", "clean") == "clean" and not run.get("augment") else "crop+flip"
+
+
+def _is_scratch(arm: str) -> bool:
+    return arm.split(",")[0] == "scratch"
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
@@ -49,12 +61,12 @@ def summarize(runs: list[dict]) -> list[dict]:
     """One row per (student, epochs, arm), scratch first, with the difference to scratch in pp."""
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for r in runs:
-        groups[(r["student"], r["epochs"], _arm(r))].append(r)
+        groups[(r["student"], r["epochs"], _family(r), _arm(r))].append(r)
     rows = []
-    for (student, epochs, arm), members in groups.items():
+    for (student, epochs, family, arm), members in groups.items():
         acc, acc_std = _mean_std([100 * m["test_acc"] for m in members])
         rows.append({
-            "student": student, "epochs": epochs, "arm": arm, "params": members[0]["params"],
+            "student": student, "epochs": epochs, "family": family, "arm": arm, "params": members[0]["params"],
             "T": members[0]["T"], "alpha": members[0]["alpha"],
             "ece": _mean_of(members, "ece"),
             "reliability": [m["reliability"] for m in members if "reliability" in m],
@@ -63,11 +75,11 @@ def summarize(runs: list[dict]) -> list[dict]:
             "seconds_per_epoch": statistics.fmean(m["seconds_per_epoch"] for m in members),
             "teacher_acc": _mean_of(members[:1], "teacher_test_acc", 100),   # PS-KD runs have no teacher
         })
-    scratch = {(r["student"], r["epochs"]): r["acc"] for r in rows if r["arm"] == "scratch"}
+    scratch = {(r["student"], r["epochs"], r["family"]): r["acc"] for r in rows if _is_scratch(r["arm"])}
     for r in rows:
-        base = scratch.get((r["student"], r["epochs"]))
-        r["delta"] = None if base is None or r["arm"] == "scratch" else r["acc"] - base
-    rows.sort(key=lambda r: (r["params"], r["student"], r["epochs"], r["arm"] != "scratch", r["arm"]))
+        base = scratch.get((r["student"], r["epochs"], r["family"]))
+        r["delta"] = None if base is None or _is_scratch(r["arm"]) else r["acc"] - base
+    rows.sort(key=lambda r: (r["params"], r["student"], r["epochs"], r["family"], not _is_scratch(r["arm"]), r["arm"]))
     return rows
 
 
@@ -95,19 +107,20 @@ def render_markdown(rows: list[dict]) -> str:
 
 
 def winners(rows: list[dict]) -> list[dict]:
-    """Per (student, epochs): the arm with the best mean accuracy, its margin over scratch
-    and over the runner-up, and whether that margin exceeds the seed-to-seed spread."""
+    """Per (student, epochs, augmentation family): the arm with the best mean accuracy, its
+    margin over scratch and over the runner-up, and whether that margin exceeds the
+    seed-to-seed spread."""
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for r in rows:
-        groups[(r["student"], r["epochs"])].append(r)
+        groups[(r["student"], r["epochs"], r["family"])].append(r)
     out = []
-    for (student, epochs), arms in groups.items():
+    for (student, epochs, family), arms in groups.items():
         ranked = sorted(arms, key=lambda r: r["acc"], reverse=True)
         best = ranked[0]
-        scratch = next((r for r in arms if r["arm"] == "scratch"), None)
+        scratch = next((r for r in arms if _is_scratch(r["arm"])), None)
         over_scratch = None if scratch is None or best is scratch else best["acc"] - scratch["acc"]
         spread = max(best["acc_std"], scratch["acc_std"] if scratch else 0.0)
-        out.append({"student": student, "epochs": epochs, "arm": best["arm"], "acc": best["acc"],
+        out.append({"student": student, "epochs": epochs, "family": family, "arm": best["arm"], "acc": best["acc"],
                     "acc_std": best["acc_std"], "seeds": len(best["seeds"]), "over_scratch": over_scratch,
                     "over_runner_up": best["acc"] - ranked[1]["acc"] if len(ranked) > 1 else None,
                     "runner_up": ranked[1]["arm"] if len(ranked) > 1 else None,
@@ -118,15 +131,15 @@ def winners(rows: list[dict]) -> list[dict]:
 def render_winners(rows: list[dict]) -> str:
     if not rows:
         return ""
-    lines = ["| student | epochs | winning arm | test acc % | over scratch (pp) | over runner-up (pp) "
-             "| beyond seed spread? |", "|---|---:|---|---:|---:|---:|---|"]
+    lines = ["| student | epochs | inputs | winning arm | test acc % | over scratch (pp) | over runner-up (pp) "
+             "| beyond seed spread? |", "|---|---:|---|---|---:|---:|---:|---|"]
     for w in winners(rows):
-        scratch = "— (scratch won)" if w["arm"] == "scratch" else (
+        scratch = "— (scratch won)" if _is_scratch(w["arm"]) else (
             "no scratch run" if w["over_scratch"] is None else f"{w['over_scratch']:+.2f}")
         runner = "—" if w["runner_up"] is None else f"{w['over_runner_up']:+.2f} ({w['runner_up']})"
         noise = ("—" if w["over_scratch"] is None else "yes" if w["beyond_noise"]
                  else "n/a (1 seed)" if w["seeds"] < 2 else "no")
-        lines.append(f"| {w['student']} | {w['epochs']} | {w['arm']} | {w['acc']:.2f} ± {w['acc_std']:.2f} | "
+        lines.append(f"| {w['student']} | {w['epochs']} | {w['family']} | {w['arm']} | {w['acc']:.2f} ± {w['acc_std']:.2f} | "
                      f"{scratch} | {runner} | {noise} |")
     return "\n".join(lines) + "\n"
 
@@ -159,12 +172,19 @@ def render_exports(runs_dir: Path) -> str:
 README_START, README_END = "<!-- results:start (written by make report) -->", "<!-- results:end -->"
 
 
-def results_section(rows: list[dict]) -> str:
-    """The part of the report that also goes into the README: who won, then every arm."""
+def results_section(rows: list[dict], experiments: str = "") -> str:
+    """The part of the report that also goes into the README: who won, every arm, and the
+    experiments' own write-ups (``views-experiment.md`` from `make experiment-views`)."""
     if not rows:
         return render_markdown(rows)
     return ("Which configuration won, per student (best mean test accuracy over seeds):\n\n"
-            + render_winners(rows) + "\nEvery arm:\n\n" + render_markdown(rows))
+            + render_winners(rows) + "\nEvery arm:\n\n" + render_markdown(rows)
+            + (f"\n{experiments}" if experiments else ""))
+
+
+def _experiments(reports_dir: Path) -> str:
+    """Experiment write-ups left in the reports directory, in name order."""
+    return "\n".join(p.read_text() for p in sorted(Path(reports_dir).glob("*-experiment.md")))
 
 
 def write_report(runs_dir: Path, out: Path, readme: Path | None = None) -> str:
@@ -174,17 +194,18 @@ def write_report(runs_dir: Path, out: Path, readme: Path | None = None) -> str:
 
     rows = summarize(collect_runs(runs_dir))
     figures = draw_all(rows, out.parent)
-    text = "# softcache results\n\n" + results_section(rows) + render_exports(runs_dir)
+    experiments = _experiments(out.parent)
+    text = "# softcache results\n\n" + results_section(rows, experiments) + render_exports(runs_dir)
     if figures:
         text += "\n## Figures\n\n" + "\n".join(f"![{name[:-4]}]({name})" for name in figures) + "\n"
     with atomic_path(out) as tmp:
         tmp.write_text(text)
     if readme is not None:
-        _update_readme(readme, rows, out.parent, figures)
+        _update_readme(readme, results_section(rows, experiments), out.parent, figures)
     return text
 
 
-def _update_readme(readme: Path, rows: list[dict], figure_dir: Path, figures: list[str]) -> None:
+def _update_readme(readme: Path, section: str, figure_dir: Path, figures: list[str]) -> None:
     """Replace the text between the README's results markers with this report's tables."""
     original = readme.read_text()
     start, end = original.find(README_START), original.find(README_END)
@@ -196,7 +217,7 @@ def _update_readme(readme: Path, rows: list[dict], figure_dir: Path, figures: li
     for name in shown:
         shutil.copyfile(figure_dir / name, target / name)
     block = (f"{README_START}\n_Generated by `make report` from `data/runs/` on {dt.date.today().isoformat()}; "
-             f"full report with every figure: `data/reports/report.md`._\n\n" + results_section(rows)
+             f"full report with every figure: `data/reports/report.md`._\n\n" + section
              + "".join(f"\n![{n[:-4]}](docs/results/{n})\n" for n in shown))
     with atomic_path(readme) as tmp:
         tmp.write_text(original[:start] + block + original[end:])

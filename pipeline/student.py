@@ -1,4 +1,10 @@
-"""Training a student from the cache and the images alone: the teacher is never loaded."""
+"""Training a student from the cache and the images alone: the teacher is never loaded.
+
+What the student sees and what it is matched against always belong together: the clean
+image and its cached logits (the default), random crops and flips with the clean image's
+logits (``augment``, where they stop matching), or cached views replayed with their own
+logits (``replay``, see ``pipeline.views``).
+"""
 
 from __future__ import annotations
 
@@ -13,12 +19,13 @@ from pipeline.cache import CacheExpectations, LogitCache
 from pipeline.calibration import reliability
 from pipeline.checkpoint import save_checkpoint
 from pipeline.config import StudentConfig, as_record
-from pipeline.datasets import Dataset, load_prepared
+from pipeline.datasets import Dataset, holdout_split, load_prepared
 from pipeline.errors import UsageError
 from pipeline.files import atomic_dir, read_json, write_json
 from pipeline.losses import kd_loss_from_log_targets
 from pipeline.models import count_params, create_student
-from pipeline.train import accuracy, fit, predict, set_threads
+from pipeline.train import Trainer, accuracy, predict, set_threads
+from pipeline.views import ReplayedViews
 
 __all__ = ["train_student", "build_student", "evaluate", "save_run", "MODEL_FILE", "METRICS_FILE"]
 
@@ -51,21 +58,39 @@ def train_student(cfg: StudentConfig, progress: bool = True) -> dict:
     model, model_kwargs = build_student(cfg.student, data, cfg.seed)
     x = torch.from_numpy(data.x_train)
     y = torch.from_numpy(data.y_train)
+    train_rows, held_rows = holdout_split(len(y), cfg.holdout)
+    trainer = Trainer(model, torch.from_numpy(train_rows) if cfg.holdout else len(y), epochs=cfg.epochs,
+                      batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay, seed=cfg.seed,
+                      augment=cfg.augment)
+    if cfg.replay:
+        images = ReplayedViews(x, cache.view_params(cfg.replay), seed=cfg.seed, epoch=lambda: trainer.epochs_done,
+                               pad=cache.attrs["view_pad"])
+
+        def targets(idx: torch.Tensor) -> torch.Tensor:
+            return cache.batch_view_log_soft_targets(idx, images.choice(idx), cfg.T)
+    else:
+        images = x
+
+        def targets(idx: torch.Tensor) -> torch.Tensor:
+            return cache.batch_log_soft_targets(idx, cfg.T)
 
     def loss_fn(logits: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-        return kd_loss_from_log_targets(logits, cache.batch_log_soft_targets(idx, cfg.T), y[idx],
-                                        T=cfg.T, alpha=cfg.alpha)
+        return kd_loss_from_log_targets(logits, targets(idx), y[idx], T=cfg.T, alpha=cfg.alpha)
 
     start = time.perf_counter()
-    seconds = fit(model, x, loss_fn, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
-                  weight_decay=cfg.weight_decay, seed=cfg.seed, augment=cfg.augment,
-                  label=f"student {cfg.student}", progress=progress)
+    seconds = [trainer.train_epoch(images, loss_fn, f"student {cfg.student}", progress) for _ in range(cfg.epochs)]
     train_seconds = time.perf_counter() - start
 
     test_logits = predict(model, torch.from_numpy(data.x_test))
     teacher_test = cache.logits("test")
+    if cfg.holdout:     # the score T/ALPHA/epochs are chosen by; the test split is not looked at for that
+        held = predict(model, x[held_rows])
+        holdout = {"val_acc": accuracy(held, y[held_rows]), "holdout": cfg.holdout}
+    else:
+        holdout = {}
     metrics = {
         **evaluate(test_logits, data),
+        **holdout,
         "teacher_test_acc": cache.teacher_accuracy("test"),
         "agreement_with_teacher": float((test_logits.argmax(1) == teacher_test.argmax(1)).float().mean()),
         "params": count_params(model),
@@ -74,6 +99,8 @@ def train_student(cfg: StudentConfig, progress: bool = True) -> dict:
         "alpha": cfg.alpha,
         "seed": cfg.seed,
         "epochs": cfg.epochs,
+        "inputs": cfg.inputs,
+        "replay": cfg.replay,
         "seconds_per_epoch": sum(seconds) / len(seconds),
         "train_seconds": train_seconds,
         "cache_seconds": cache_seconds,

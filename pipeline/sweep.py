@@ -25,10 +25,10 @@ from pipeline.files import atomic_path, read_json
 from pipeline.report import render_markdown, summarize
 from pipeline.student import METRICS_FILE, train_student
 
-__all__ = ["run_sweep", "SUMMARY_CSV", "SUMMARY_MD"]
+__all__ = ["run_sweep", "run_planned", "SUMMARY_CSV", "SUMMARY_MD"]
 
 SUMMARY_CSV, SUMMARY_MD = "sweep.csv", "sweep.md"
-_CSV_FIELDS = ("run", "status", "student", "T", "alpha", "seed", "epochs", "test_acc", "ece",
+_CSV_FIELDS = ("run", "status", "student", "T", "alpha", "inputs", "seed", "epochs", "test_acc", "val_acc", "ece",
                "agreement_with_teacher", "seconds_per_epoch", "cache_seconds", "train_seconds", "error")
 
 
@@ -68,8 +68,14 @@ def _dask_client(address: str):
 
 def run_sweep(cfg: SweepConfig, on_result: Callable[[dict], None] | None = None) -> list[dict]:
     """Train every planned run not yet finished; write sweep.csv and sweep.md; return one record per run."""
-    fingerprint = LogitCache(cfg.student.cache).fingerprint   # verified once, before any run starts
-    planned = cfg.runs()
+    return run_planned(cfg.runs(), cfg.reports_dir, jobs=cfg.jobs, backend=cfg.backend, scheduler=cfg.scheduler,
+                       on_result=on_result)
+
+
+def run_planned(planned: list[StudentConfig], reports_dir: Path, *, jobs: int = 1, backend: str = "joblib",
+                scheduler: str | None = None, on_result: Callable[[dict], None] | None = None) -> list[dict]:
+    """:func:`run_sweep` for any list of runs from one cache (an experiment plans its own)."""
+    fingerprint = LogitCache(planned[0].cache).fingerprint   # verified once, before any run starts
     records: dict[str, dict] = {}
     todo = []
     for run in planned:
@@ -82,16 +88,16 @@ def run_sweep(cfg: SweepConfig, on_result: Callable[[dict], None] | None = None)
                 on_result(records[run.out_dir.name])
 
     if todo:
-        jobs = (joblib.delayed(_train_one)(run) for run in todo)
-        if cfg.backend == "dask":   # the cluster decides how many run at once
-            with _dask_client(cfg.scheduler), joblib.parallel_config(backend="dask"):
+        n_jobs, jobs = jobs, (joblib.delayed(_train_one)(run) for run in todo)
+        if backend == "dask":   # the cluster decides how many run at once
+            with _dask_client(scheduler), joblib.parallel_config(backend="dask"):
                 results = _collect(joblib.Parallel(n_jobs=-1, return_as="generator_unordered")(jobs), on_result)
         else:
-            results = _collect(joblib.Parallel(n_jobs=cfg.jobs, return_as="generator_unordered")(jobs), on_result)
+            results = _collect(joblib.Parallel(n_jobs=n_jobs, return_as="generator_unordered")(jobs), on_result)
         records.update({r["run"]: r for r in results})
 
     ordered = [records[run.out_dir.name] for run in planned]
-    _write_summary(cfg.reports_dir, ordered)
+    _write_summary(reports_dir, ordered)
     return ordered
 
 

@@ -17,6 +17,8 @@ import click
 import torch
 from torch import nn
 
+from pipeline.views import DEFAULT_PAD, apply_views, random_view_params
+
 __all__ = ["Trainer", "fit", "predict", "accuracy", "batches", "augment_batch", "to_unit_float", "set_threads"]
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -40,28 +42,23 @@ def to_channels_last(x: torch.Tensor) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last)
 
 
-def batches(n: int, batch_size: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
-    """Row indices of one shuffled epoch, in batches (the last one may be short)."""
-    order = torch.randperm(n, generator=generator)
-    yield from order.split(batch_size)
+def batches(rows: int | torch.Tensor, batch_size: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
+    """Row indices of one shuffled epoch, in batches (the last one may be short).
+    ``rows``: a count (rows 0..n-1) or the dataset rows to train on (a held-out split leaves some out)."""
+    if isinstance(rows, int):
+        yield from torch.randperm(rows, generator=generator).split(batch_size)
+    else:
+        yield from rows[torch.randperm(len(rows), generator=generator)].split(batch_size)
 
 
-def augment_batch(x: torch.Tensor, generator: torch.Generator, pad: int = 2) -> torch.Tensor:
+def augment_batch(x: torch.Tensor, generator: torch.Generator, pad: int = DEFAULT_PAD) -> torch.Tensor:
     """Random crop after zero-padding by ``pad`` pixels, and a random horizontal flip.
 
-    x: (B, C, H, W) float. Offsets and flips are drawn from ``generator`` on the CPU, so a
-    seed fixes them whatever the device.
+    x: (B, C, H, W). Offsets and flips are drawn from ``generator`` on the CPU, so a seed
+    fixes them whatever the device; :mod:`pipeline.views` applies them, the same way it
+    applies the views cached by the teacher pass.
     """
-    b, _, h, w = x.shape
-    padded = nn.functional.pad(x, (pad, pad, pad, pad))
-    dy = torch.randint(0, 2 * pad + 1, (b,), generator=generator).to(x.device)
-    dx = torch.randint(0, 2 * pad + 1, (b,), generator=generator).to(x.device)
-    flip = (torch.rand(b, generator=generator) < 0.5).to(x.device)
-    rows = (dy[:, None] + torch.arange(h, device=x.device))[:, :, None]          # (B, H, 1)
-    cols = dx[:, None] + torch.arange(w, device=x.device)                         # (B, W)
-    cols = torch.where(flip[:, None], cols.flip(1), cols)[:, None, :]            # (B, 1, W)
-    batch = torch.arange(b, device=x.device)[:, None, None]
-    return padded.permute(0, 2, 3, 1)[batch, rows, cols].permute(0, 3, 1, 2)
+    return apply_views(x, random_view_params(len(x), generator, pad), pad)
 
 
 @torch.no_grad()
@@ -87,13 +84,13 @@ class Trainer:
     that saves it after every epoch can be killed and resumed to the same result
     (self-distillation does; see ``pipeline.self_distill``)."""
 
-    def __init__(self, model: nn.Module, rows: int, *, epochs: int, batch_size: int, lr: float,
+    def __init__(self, model: nn.Module, rows: int | torch.Tensor, *, epochs: int, batch_size: int, lr: float,
                  weight_decay: float, seed: int, augment: bool, amp: bool = False):
         self.model = model.to(memory_format=torch.channels_last)
         self.device = next(model.parameters()).device
         self.rows, self.epochs, self.batch_size, self.augment, self.amp = rows, epochs, batch_size, augment, amp
         self.generator = torch.Generator().manual_seed(seed)
-        self.steps_per_epoch = -(-rows // batch_size)
+        self.steps_per_epoch = -(-(rows if isinstance(rows, int) else len(rows)) // batch_size)
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
         self.schedule = torch.optim.lr_scheduler.OneCycleLR(self.optimizer, max_lr=lr,
                                                             total_steps=epochs * self.steps_per_epoch)
@@ -101,7 +98,8 @@ class Trainer:
 
     def train_epoch(self, x_train: torch.Tensor, loss_fn: LossFn, label: str = "train",
                     progress: bool = True) -> float:
-        """One pass over x_train (uint8 (N, C, H, W) on the model's device); returns its seconds."""
+        """One pass over the training rows; returns its seconds. x_train: uint8 (N, C, H, W) on the
+        model's device, or anything indexed the same way (:class:`pipeline.views.ReplayedViews`)."""
         model = self.model
         model.train()
         start = time.perf_counter()

@@ -13,6 +13,7 @@ import click
 
 from pipeline.errors import UsageError
 from stages.data import data
+from stages.experiment import experiment_views
 from stages.export import export
 from stages.inspect import inspect, verify
 from stages.report import report
@@ -30,7 +31,8 @@ def cli():
     """softcache: run the teacher once, cache its soft targets, train students on the CPU."""
 
 
-for command in (data, teacher, teacher_logits, student, sweep, self_distill, export, report, inspect, verify):
+for command in (data, teacher, teacher_logits, student, sweep, experiment_views, self_distill, export, report, inspect,
+                verify):
     cli.add_command(command)
 
 

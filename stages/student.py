@@ -9,6 +9,20 @@ from pipeline.models import list_students
 from pipeline.student import train_student
 
 
+def input_options(command):
+    """What a student sees and where it is scored: shared by `student` and `sweep`."""
+    for option in reversed([
+        click.option("--augment/--no-augment", default=None,
+                     help="Random crop + flip against the clean image's logits (default off)."),
+        click.option("--replay", type=int,
+                     help="Train on the first K views cached by VIEWS=K, each with its own logits (0: off)."),
+        click.option("--holdout", type=int,
+                     help="Leave N fixed training rows out and report val_acc on them (0: off)."),
+    ]):
+        command = option(command)
+    return command
+
+
 @click.command("student")
 @click.option("--cache", type=click.Path(path_type=Path), required=True, help="Teacher-logit cache (.h5).")
 @click.option("--dataset", type=click.Path(path_type=Path), required=True, help="Prepared dataset (.npz).")
@@ -22,12 +36,13 @@ from pipeline.student import train_student
 @click.option("--epochs", type=int)
 @click.option("--batch-size", type=int)
 @click.option("--lr", type=float)
-@click.option("--augment/--no-augment", default=None, help="Random crop + flip (default off).")
+@input_options
 @click.option("--threads", type=int, help="torch CPU threads (0: torch's default).")
 @click.option("--cache-memory-mb", type=int, help="Hold the cache in memory up to this size, else stream it (4096).")
 def student(**options):
     """Train a student with the distillation loss from cached soft targets."""
     m = train_student(from_options(StudentConfig, **options))
+    val = f", held-out {100 * m['val_acc']:.2f}%" if "val_acc" in m else ""
     click.echo(f"{options['out_dir']}: {m['student']} ({m['params']:,} params) T={m['T']:g} "
-               f"ALPHA={m['alpha']:g}: test accuracy {100 * m['test_acc']:.2f}% "
+               f"ALPHA={m['alpha']:g}, {m['inputs']}: test accuracy {100 * m['test_acc']:.2f}%{val} "
                f"(teacher {100 * m['teacher_test_acc']:.2f}%), {m['seconds_per_epoch']:.1f} s/epoch")

@@ -7,9 +7,10 @@ import click
 from pipeline.config import SWEEP_BACKENDS, StudentConfig, SweepConfig, from_options
 from pipeline.errors import UsageError
 from pipeline.sweep import SUMMARY_MD, run_sweep
+from stages.student import input_options
 
 
-def _values(name: str, text: str, kind) -> tuple:
+def grid_values(name: str, text: str, kind) -> tuple:
     """'1 2 4' or '1,2,4' -> typed tuple; a value that does not parse is named in the error."""
     out = []
     for token in text.replace(",", " ").split():
@@ -35,14 +36,16 @@ def _values(name: str, text: str, kind) -> tuple:
 @click.option("--threads", type=int, default=0, show_default=True, help="torch threads per run (0: cores/jobs).")
 @click.option("--backend", type=click.Choice(SWEEP_BACKENDS), default="joblib", show_default=True)
 @click.option("--scheduler", help="Dask scheduler address for --backend dask (tcp://host:8786).")
+@input_options
 def sweep(cache, dataset, runs_dir, reports_dir, teacher_record, students, Ts, alphas, seeds, epochs, jobs,
-          threads, backend, scheduler):
+          threads, backend, scheduler, augment, replay, holdout):
     """Train a grid of students from one cache; finished runs are skipped, failures reported."""
     student = from_options(StudentConfig, cache=cache, dataset=dataset, out_dir=runs_dir,
-                           teacher_record=teacher_record, epochs=epochs)
+                           teacher_record=teacher_record, epochs=epochs, augment=augment, replay=replay,
+                           holdout=holdout)
     cfg = SweepConfig(student=student, runs_dir=runs_dir, reports_dir=reports_dir,
-                      students=tuple(students.split()), Ts=_values("TS", Ts, float),
-                      alphas=_values("ALPHAS", alphas, float), seeds=_values("SEEDS", seeds, int),
+                      students=tuple(students.split()), Ts=grid_values("TS", Ts, float),
+                      alphas=grid_values("ALPHAS", alphas, float), seeds=grid_values("SEEDS", seeds, int),
                       jobs=jobs, threads=threads, backend=backend, scheduler=scheduler)
     planned = len(cfg.runs())
     with click.progressbar(length=planned, label=f"sweep: {planned} runs", show_pos=True) as bar:

@@ -19,6 +19,8 @@ from pipeline.logits import write_teacher_logits
 @click.option("--dtype", type=click.Choice(["float32", "float16"]))
 @click.option("--topk", type=int, help="CACHE_TOPK: store only the k largest logits + the tail (0: all).")
 @click.option("--chunk-rows", type=int, help="Rows per resumable chunk (default 4096).")
+@click.option("--views", type=int, help="VIEWS: also cache K augmented views of every training image (1: none).")
+@click.option("--view-seed", type=int, help="VIEW_SEED: draws the views' crops and flips (default 0).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]))
 @click.option("--batch-size", type=int)
 def teacher_logits(**options):
@@ -30,5 +32,6 @@ def teacher_logits(**options):
     if summary["rank"] != 0:          # under torchrun, rank 0 speaks for the pass
         return
     resumed = f", {summary['resumed_rows']} rows resumed from an earlier run" if summary["resumed_rows"] else ""
-    click.echo(f"{summary['path']}: {summary['rows']['train']} train + {summary['rows']['test']} test rows "
+    views = f" + {summary['rows']['train_views']} cached views" if "train_views" in summary["rows"] else ""
+    click.echo(f"{summary['path']}: {summary['rows']['train']} train + {summary['rows']['test']} test rows{views} "
                f"in {summary['seconds']:.1f} s ({summary['images_per_second']:.0f} images/s{resumed})")

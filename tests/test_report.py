@@ -55,7 +55,7 @@ def test_winner_is_named_with_its_margin_and_whether_it_beats_the_seed_spread():
     assert a["beyond_noise"]
     assert b["arm"] == "scratch" and b["over_scratch"] is None
     text = render_winners(rows)
-    assert "| a | 5 | KD T=4 ALPHA=0.5 | 83.33 ± 0.58 | +3.00 | +1.33 (KD T=2 ALPHA=0.9) | yes |" in text
+    assert "| a | 5 | clean | KD T=4 ALPHA=0.5 | 83.33 ± 0.58 | +3.00 | +1.33 (KD T=2 ALPHA=0.9) | yes |" in text
 
 
 def test_report_draws_its_figures_and_refreshes_only_the_readme_block(tmp_path):
@@ -71,7 +71,7 @@ def test_report_draws_its_figures_and_refreshes_only_the_readme_block(tmp_path):
         assert f"]({png})" in text
     new = readme.read_text()
     assert new.startswith("# intro\n\n") and new.endswith(f"{README_END}\n\n## after\n") and "old table" not in new
-    assert "| a | 5 | KD T=4 ALPHA=0.5 |" in new
+    assert "| a | 5 | clean | KD T=4 ALPHA=0.5 |" in new
     assert (tmp_path / "docs" / "results" / "calibration.png").is_file()
 
 

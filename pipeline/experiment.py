@@ -1,0 +1,191 @@
+"""The cached-views experiment: does distillation beat scratch once input and target match?
+
+Three arms per student, on the same epochs, schedule and augmentation family:
+
+    scratch   hard labels, random crop + flip
+    clean     KD from one cached logit per image (the clean image's), random crop + flip,
+              so the student's input and its soft target belong to different images
+    replay    KD from K cached views, each replayed with the teacher's logits for it
+
+The KD arms' T and ALPHA are chosen on held-out training rows (``val_acc``), never on
+the test split; then every arm is trained on the whole training split with every seed
+and its test accuracy is reported once. Runs go through :func:`pipeline.sweep.run_planned`,
+so they run JOBS at a time and a killed experiment resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import defaultdict
+from pathlib import Path
+
+import h5py
+
+from pipeline.cache import VIEW_SPLIT, LogitCache
+from pipeline.config import StudentConfig, ViewsExperimentConfig
+from pipeline.errors import UsageError
+from pipeline.files import atomic_path, write_json
+from pipeline.sweep import run_planned
+
+__all__ = ["run_views_experiment", "EXPERIMENT_MD", "EXPERIMENT_JSON"]
+
+EXPERIMENT_MD, EXPERIMENT_JSON = "views-experiment.md", "views-experiment.json"
+KD_ARMS = ("clean", "replay")
+
+
+def _run_all(planned: list[StudentConfig], reports_dir: Path, cfg: ViewsExperimentConfig, on_result) -> list[dict]:
+    records = run_planned(planned, reports_dir, jobs=cfg.jobs, on_result=on_result)
+    failed = [r for r in records if r["status"] == "failed"]
+    if failed:
+        raise UsageError(f"{len(failed)} experiment runs failed ({failed[0]['run']}: {failed[0]['error']}); "
+                         f"fix it and run the same command again (finished runs are kept)")
+    return [r["metrics"] for r in records]
+
+
+def _tuning_plan(cfg: ViewsExperimentConfig, k: int) -> list[StudentConfig]:
+    plan = []
+    for student in cfg.students:
+        for seed in cfg.tune_seeds:
+            plan.append(cfg.run(student, seed, tuning=True))
+            for T in cfg.Ts:
+                for alpha in cfg.alphas:
+                    plan.append(cfg.run(student, seed, T=T, alpha=alpha, tuning=True))
+                    plan.append(cfg.run(student, seed, T=T, alpha=alpha, replay=k, tuning=True))
+    return plan
+
+
+def _arm(metrics: dict) -> str:
+    return "scratch" if metrics["alpha"] == 0 else "replay" if metrics.get("replay") else "clean"
+
+
+def _choose(tuning: list[dict]) -> dict[tuple[str, str], dict]:
+    """Per (student, KD arm): the (T, ALPHA) with the best mean held-out accuracy over tuning seeds."""
+    scores: dict[tuple, list[float]] = defaultdict(list)
+    for m in tuning:
+        scores[(m["student"], _arm(m), m["T"], m["alpha"])].append(m["val_acc"])
+    best: dict[tuple[str, str], dict] = {}
+    for (student, arm, T, alpha), values in scores.items():
+        val = statistics.fmean(values)
+        key = (student, arm)
+        if arm != "scratch" and (key not in best or val > best[key]["val_acc"]):
+            best[key] = {"T": T, "alpha": alpha, "val_acc": val}
+    return best
+
+
+def _cache_costs(cache: LogitCache) -> dict:
+    """Bytes each arm's cache needs (the views split only for replay) and the teacher-pass
+    seconds, split by rows: every row is one teacher forward of one image of the same size."""
+    with h5py.File(cache.path, "r") as f:
+        stored = {split: sum(ds.id.get_storage_size() for ds in f[split].values()) for split in cache.splits}
+    clean_rows = cache.rows("train") + cache.rows("test")
+    all_rows = clean_rows + cache.rows(VIEW_SPLIT)
+    seconds = cache.attrs.get("pass_seconds")
+    clean_bytes = stored["train"] + stored["test"]
+    return {
+        "clean": {"cache_bytes": clean_bytes, "teacher_rows": clean_rows,
+                  "teacher_seconds": None if seconds is None else seconds * clean_rows / all_rows},
+        "replay": {"cache_bytes": clean_bytes + stored[VIEW_SPLIT], "teacher_rows": all_rows,
+                   "teacher_seconds": seconds},
+        "scratch": {"cache_bytes": 0, "teacher_rows": 0, "teacher_seconds": 0.0},
+        "pass_seconds_measured": seconds is not None,
+    }
+
+
+def _summary(final: list[dict], choice: dict, costs: dict) -> list[dict]:
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for m in final:
+        groups[(m["student"], _arm(m))].append(m)
+    rows = []
+    for (student, arm), members in groups.items():
+        accs = [100 * m["test_acc"] for m in members]
+        rows.append({
+            "student": student, "arm": arm, "params": members[0]["params"], "inputs": members[0]["inputs"],
+            "T": members[0]["T"], "alpha": members[0]["alpha"], "seeds": sorted(m["seed"] for m in members),
+            "test_acc": statistics.fmean(accs), "test_acc_std": statistics.stdev(accs) if len(accs) > 1 else 0.0,
+            "val_acc": None if arm == "scratch" else 100 * choice[(student, arm)]["val_acc"],
+            "seconds_per_epoch": statistics.fmean(m["seconds_per_epoch"] for m in members),
+            "train_minutes": statistics.fmean(m["train_seconds"] for m in members) / 60,
+            "threads": members[0]["threads"], **costs[arm],
+        })
+    scratch = {r["student"]: r["test_acc"] for r in rows if r["arm"] == "scratch"}
+    for r in rows:
+        r["delta_pp"] = None if r["arm"] == "scratch" else r["test_acc"] - scratch[r["student"]]
+    order = {"scratch": 0, "clean": 1, "replay": 2}
+    return sorted(rows, key=lambda r: (r["params"], r["student"], order[r["arm"]]))
+
+
+def _render(cfg: ViewsExperimentConfig, k: int, teacher_acc: float, tuning: list[dict], choice: dict,
+            rows: list[dict], costs: dict) -> str:
+    epochs = cfg.student.epochs
+    lines = [
+        "## Cached views: scratch vs clean-target KD vs replayed-view KD", "",
+        f"Teacher test accuracy {100 * teacher_acc:.2f}%. Every arm: {epochs} epochs, batch "
+        f"{cfg.student.batch_size}, AdamW + one-cycle (lr {cfg.student.lr:g}), crop ±2 + flip "
+        f"(random for scratch and clean, the {k} cached views for replay). T and ALPHA chosen on "
+        f"{cfg.holdout} held-out training rows (seeds {' '.join(map(str, cfg.tune_seeds))}); test accuracy "
+        f"over seeds {' '.join(map(str, cfg.seeds))}, reported once.", "",
+        "| student | params | arm | inputs | T | ALPHA | held-out acc % | test acc % (mean ± std) "
+        "| Δ vs scratch (pp) | s/epoch | min/run | teacher pass s | cache MB |",
+        "|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        scratch = r["arm"] == "scratch"
+        tuned = "— | 0 | —" if scratch else f"{r['T']:g} | {r['alpha']:g} | {r['val_acc']:.2f}"
+        delta = "—" if r["delta_pp"] is None else f"{r['delta_pp']:+.2f}"
+        teacher_s = "—" if r["teacher_seconds"] is None else f"{r['teacher_seconds']:.0f}"
+        lines.append(f"| {r['student']} | {r['params']:,} | {r['arm']} | {r['inputs']} | {tuned} | "
+                     f"{r['test_acc']:.2f} ± {r['test_acc_std']:.2f} | {delta} | {r['seconds_per_epoch']:.1f} | "
+                     f"{r['train_minutes']:.1f} | {teacher_s} | {r['cache_bytes'] / 1e6:.1f} |")
+    threads = sorted({r["threads"] for r in rows})
+    lines += ["", f"Runs used {'/'.join(map(str, threads))} torch thread(s) each, {cfg.jobs} at a time. "
+              "Teacher-pass seconds: the measured pass split by rows (one forward per row)"
+              + ("" if costs["pass_seconds_measured"] else "; not recorded for this cache (resumed pass)") + ".",
+              "", "Held-out accuracy % of the tuning grid (the row that was chosen is in bold):", "",
+              "| student | arm | " + " | ".join(f"T={T:g} A={a:g}" for T in cfg.Ts for a in cfg.alphas) + " |",
+              "|---|---|" + "---:|" * (len(cfg.Ts) * len(cfg.alphas))]
+    val: dict[tuple, list[float]] = defaultdict(list)
+    for m in tuning:
+        val[(m["student"], _arm(m), m["T"], m["alpha"])].append(100 * m["val_acc"])
+    for student in cfg.students:
+        scratch_val = [v for (s, arm, _, _), vs in val.items() if s == student and arm == "scratch" for v in vs]
+        for arm in KD_ARMS:
+            chosen = choice[(student, arm)]
+            cells = []
+            for T in cfg.Ts:
+                for a in cfg.alphas:
+                    cell = f"{statistics.fmean(val[(student, arm, float(T), float(a))]):.2f}"
+                    cells.append(f"**{cell}**" if (chosen["T"], chosen["alpha"]) == (T, a) else cell)
+            lines.append(f"| {student} | {arm} | " + " | ".join(cells) + " |")
+        lines.append(f"| {student} | scratch | {statistics.fmean(scratch_val):.2f} (no T/ALPHA) |"
+                     + " |" * (len(cfg.Ts) * len(cfg.alphas) - 1))
+    return "\n".join(lines) + "\n"
+
+
+def run_views_experiment(cfg: ViewsExperimentConfig, on_result=None) -> dict:
+    """Tune on held-out rows, train every arm with every seed, write views-experiment.{md,json}."""
+    cache = LogitCache(cfg.student.cache)
+    if not cache.views:
+        raise UsageError(f"cache {cfg.student.cache} holds no augmented views; run "
+                         f"'make experiment-views VIEWS=8' (VIEWS=K builds a cache with K views per image)")
+    k = cfg.replay or cache.views
+    cache.view_params(k)                     # K larger than the views cached: one line, before any run
+    tuning = _run_all(_tuning_plan(cfg, k), cfg.reports_dir / "views-tuning", cfg, on_result)
+    choice = _choose(tuning)
+    final_plan = []
+    for student in cfg.students:
+        for seed in cfg.seeds:
+            final_plan.append(cfg.run(student, seed))
+            for arm, replay in (("clean", 0), ("replay", k)):
+                best = choice[(student, arm)]
+                final_plan.append(cfg.run(student, seed, T=best["T"], alpha=best["alpha"], replay=replay))
+    final = _run_all(final_plan, cfg.reports_dir / "views-final", cfg, on_result)
+    costs = _cache_costs(cache)
+    rows = _summary(final, choice, costs)
+    text = _render(cfg, k, cache.teacher_accuracy("test"), tuning, choice, rows, costs)
+    record = {"views": k, "holdout": cfg.holdout, "epochs": cfg.student.epochs, "cache": str(cache.path),
+              "cache_fingerprint": cache.fingerprint, "teacher_test_acc": cache.teacher_accuracy("test"),
+              "chosen": [{"student": s, "arm": a, **v} for (s, a), v in sorted(choice.items())], "arms": rows}
+    with atomic_path(cfg.reports_dir / EXPERIMENT_MD) as tmp:
+        tmp.write_text(text)
+    write_json(cfg.reports_dir / EXPERIMENT_JSON, record)
+    return record

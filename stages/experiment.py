@@ -1,0 +1,44 @@
+"""Stage `experiment-views`: scratch vs clean-target KD vs replayed-view KD, tuned on held-out rows."""
+
+from pathlib import Path
+
+import click
+
+from pipeline.config import StudentConfig, ViewsExperimentConfig, from_options
+from pipeline.experiment import EXPERIMENT_MD, run_views_experiment
+from stages.sweep import grid_values
+
+
+@click.command("experiment-views")
+@click.option("--cache", type=click.Path(path_type=Path), required=True, help="Cache with views (VIEWS=K).")
+@click.option("--dataset", type=click.Path(path_type=Path), required=True, help="Prepared dataset (.npz).")
+@click.option("--runs-dir", type=click.Path(path_type=Path), required=True, help="Where the final runs go.")
+@click.option("--tuning-dir", type=click.Path(path_type=Path), required=True,
+              help="Where the held-out tuning runs go (kept out of the report).")
+@click.option("--reports-dir", type=click.Path(path_type=Path), required=True,
+              help="Where views-experiment.md/.json go.")
+@click.option("--teacher-record", type=click.Path(path_type=Path), help="teacher.json the cache must come from.")
+@click.option("--students", default="cnn-tiny", show_default=True, help="Space-separated student names.")
+@click.option("--Ts", "Ts", default="1 2 4", show_default=True, help="Temperatures to choose from.")
+@click.option("--alphas", default="0.5 0.9", show_default=True, help="ALPHA values to choose from (> 0).")
+@click.option("--seeds", default="0 1 2", show_default=True, help="Seeds of the final runs.")
+@click.option("--tune-seeds", default="0", show_default=True, help="Seeds of the tuning runs.")
+@click.option("--holdout", type=int, default=5000, show_default=True, help="Training rows held out for tuning.")
+@click.option("--replay", type=int, default=0, show_default=True, help="Views to replay (0: all cached).")
+@click.option("--epochs", type=int, help="Epochs of every run (default 5).")
+@click.option("--jobs", type=int, default=1, show_default=True, help="Runs at once.")
+@click.option("--threads", type=int, default=0, show_default=True, help="torch threads per run (0: cores/jobs).")
+def experiment_views(cache, dataset, runs_dir, tuning_dir, reports_dir, teacher_record, students, Ts, alphas,
+                     seeds, tune_seeds, holdout, replay, epochs, jobs, threads):
+    """Choose T/ALPHA on held-out rows, then train every arm with every seed and write the comparison."""
+    student = from_options(StudentConfig, cache=cache, dataset=dataset, out_dir=runs_dir,
+                           teacher_record=teacher_record, epochs=epochs)
+    cfg = ViewsExperimentConfig(student=student, runs_dir=runs_dir, tuning_dir=tuning_dir, reports_dir=reports_dir,
+                                students=tuple(students.split()), Ts=grid_values("TS", Ts, float),
+                                alphas=grid_values("ALPHAS", alphas, float), seeds=grid_values("SEEDS", seeds, int),
+                                tune_seeds=grid_values("TUNE_SEEDS", tune_seeds, int), holdout=holdout, replay=replay,
+                                jobs=jobs, threads=threads)
+    with click.progressbar(length=cfg.run_count, label=f"experiment-views: {cfg.run_count} runs",
+                           show_pos=True) as bar:
+        run_views_experiment(cfg, on_result=lambda record: bar.update(1))
+    click.echo((reports_dir / EXPERIMENT_MD).read_text(), nl=False)
