@@ -30,8 +30,9 @@ def test_stage_graph_rebuilds_only_what_changed(tmp_path):
     first = make("student", "T=4", *common)
     for stage in ("softcache data", "softcache teacher ", "softcache teacher-logits", "softcache student"):
         assert stage in first.stdout
-    cache = tmp_path / "cache" / "fashion-mnist-T1-float32.h5"
-    teacher = tmp_path / "teacher" / "fashion-mnist" / "teacher.pt"
+    # TEACHER_EPOCHS=1 is not the default teacher, so it has its own directory and cache name.
+    cache = tmp_path / "cache" / "fashion-mnist-e1-T1-float32.h5"
+    teacher = tmp_path / "teacher" / "fashion-mnist-e1" / "teacher.pt"
     before = fingerprint(cache), fingerprint(teacher)
     run4 = tmp_path / "runs" / "mlp-T4-a0.9-s0-e1" / "metrics.json"
     metrics = json.loads(run4.read_text())
@@ -68,6 +69,23 @@ def test_stage_graph_rebuilds_only_what_changed(tmp_path):
     assert export["parity"]["torchscript"]["argmax_agreement"] == 1
     assert abs(export["int8_acc_change_pp"]) <= 0.5 and export["int8_size_ratio"] <= 0.35
     assert export["test_acc"]["eager"] == pytest.approx(metrics["test_acc"], abs=1e-3)
+
+    # Cached views: VIEWS=2 builds a second cache from the same teacher; REPLAY=2 trains on it.
+    views = make("student", "VIEWS=2", "REPLAY=2", "T=2", "ALPHA=0.5", *common)
+    assert "softcache teacher-logits" in views.stdout and "softcache teacher " not in views.stdout
+    assert "2000 train + 10000 test rows + 4000 cached views" in views.stdout
+    replayed = json.loads((tmp_path / "runs" / "mlp-T2-a0.5-r2-s0-e1" / "metrics.json").read_text())
+    assert replayed["inputs"] == "2 cached views" and replayed["test_acc"] > 0.3
+    assert (fingerprint(cache), fingerprint(teacher)) == before
+    # The whole experiment, tiny: tuning on 500 held-out rows, then three arms x two seeds.
+    experiment = make("experiment-views", "VIEWS=2", "STUDENTS=mlp", "SEEDS=0 1", "TS=2 4", "ALPHAS=0.5",
+                      "EXPERIMENT_HOLDOUT=500", *common)
+    assert "softcache teacher" not in experiment.stdout.replace("softcache experiment-views", "")
+    assert len(list((tmp_path / "tuning").glob("mlp-*-ho500-s0-e1/metrics.json"))) == 5
+    record = json.loads((tmp_path / "reports" / "views-experiment.json").read_text())
+    assert {r["arm"] for r in record["arms"]} == {"scratch", "clean", "replay"}
+    assert all(r["seeds"] == [0, 1] for r in record["arms"])
+    assert "Cached views: scratch vs clean-target KD" in (tmp_path / "reports" / "report.md").read_text()
 
     readme = (ROOT / "README.md").read_bytes()
     report = make("report", *common)
