@@ -33,8 +33,10 @@ EXPERIMENT_MD, EXPERIMENT_JSON = "views-experiment.md", "views-experiment.json"
 KD_ARMS = ("clean", "replay")
 
 
-def _run_all(planned: list[StudentConfig], reports_dir: Path, cfg: ViewsExperimentConfig, on_result) -> list[dict]:
-    records = run_planned(planned, reports_dir, jobs=cfg.jobs, on_result=on_result)
+def _run_all(planned: list[StudentConfig], reports_dir: Path, cfg: ViewsExperimentConfig, cache: LogitCache,
+             on_result) -> list[dict]:
+    records = run_planned(planned, reports_dir, jobs=cfg.jobs, on_result=on_result,
+                          cache_fingerprint=cache.fingerprint)
     failed = [r for r in records if r["status"] == "failed"]
     if failed:
         raise UsageError(f"{len(failed)} experiment runs failed ({failed[0]['run']}: {failed[0]['error']}); "
@@ -169,7 +171,7 @@ def run_views_experiment(cfg: ViewsExperimentConfig, on_result=None) -> dict:
                          f"'make experiment-views VIEWS=8' (VIEWS=K builds a cache with K views per image)")
     k = cfg.replay or cache.views
     cache.view_params(k)                     # K larger than the views cached: one line, before any run
-    tuning = _run_all(_tuning_plan(cfg, k), cfg.reports_dir / "views-tuning", cfg, on_result)
+    tuning = _run_all(_tuning_plan(cfg, k), cfg.reports_dir / "views-tuning", cfg, cache, on_result)
     choice = _choose(tuning)
     final_plan = []
     for student in cfg.students:
@@ -178,7 +180,7 @@ def run_views_experiment(cfg: ViewsExperimentConfig, on_result=None) -> dict:
             for arm, replay in (("clean", 0), ("replay", k)):
                 best = choice[(student, arm)]
                 final_plan.append(cfg.run(student, seed, T=best["T"], alpha=best["alpha"], replay=replay))
-    final = _run_all(final_plan, cfg.reports_dir / "views-final", cfg, on_result)
+    final = _run_all(final_plan, cfg.reports_dir / "views-final", cfg, cache, on_result)
     costs = _cache_costs(cache)
     rows = _summary(final, choice, costs)
     text = _render(cfg, k, cache.teacher_accuracy("test"), tuning, choice, rows, costs)

@@ -157,11 +157,12 @@ def write_teacher_logits(cfg: LogitsConfig) -> dict:
     if cfg.views > 1:
         splits[VIEW_SPLIT] = _Rows(data.x_train, data.y_train,
                                    draw_view_params(len(data.y_train), cfg.views, cfg.view_seed), cfg.views)
+    # How the views were drawn: part of the parts key (other views, other chunks) and of the attrs.
+    view_attrs = {"views": cfg.views, "view_seed": cfg.view_seed, "view_pad": DEFAULT_PAD} if cfg.views > 1 else {}
     # The key leaves out the number of processes: a chunk's values do not depend on which
     # rank computed it, so a 2-process pass can resume a 1-process one and vice versa.
     key = {"teacher": teacher.fingerprint, "dataset": data.fingerprint, "chunk_rows": cfg.chunk_rows,
-           "batch_size": cfg.batch_size, "device": device.split(":")[0],
-           **({"views": cfg.views, "view_seed": cfg.view_seed, "view_pad": DEFAULT_PAD} if cfg.views > 1 else {})}
+           "batch_size": cfg.batch_size, "device": device.split(":")[0], **view_attrs}
     attrs = {
         "teacher": teacher.name,
         "teacher_fingerprint": teacher.fingerprint,
@@ -170,7 +171,7 @@ def write_teacher_logits(cfg: LogitsConfig) -> dict:
         "producer": "softcache teacher-logits",
         "device": device.split(":")[0],
         "class_names": list(data.class_names),
-        **({"views": cfg.views, "view_seed": cfg.view_seed, "view_pad": DEFAULT_PAD} if cfg.views > 1 else {}),
+        **view_attrs,
     }
     start = time.perf_counter()
     computed = 0

@@ -73,9 +73,12 @@ def run_sweep(cfg: SweepConfig, on_result: Callable[[dict], None] | None = None)
 
 
 def run_planned(planned: list[StudentConfig], reports_dir: Path, *, jobs: int = 1, backend: str = "joblib",
-                scheduler: str | None = None, on_result: Callable[[dict], None] | None = None) -> list[dict]:
-    """:func:`run_sweep` for any list of runs from one cache (an experiment plans its own)."""
-    fingerprint = LogitCache(planned[0].cache).fingerprint   # verified once, before any run starts
+                scheduler: str | None = None, on_result: Callable[[dict], None] | None = None,
+                cache_fingerprint: str | None = None) -> list[dict]:
+    """:func:`run_sweep` for any list of runs from one cache (an experiment plans its own).
+    A caller that has already opened (so verified) the cache passes its fingerprint."""
+    # verified once, before any run starts
+    fingerprint = cache_fingerprint or LogitCache(planned[0].cache).fingerprint
     records: dict[str, dict] = {}
     todo = []
     for run in planned:
