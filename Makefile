@@ -22,11 +22,14 @@ LIMIT          ?= 0
 TEACHER        ?= auto
 TEACHER_EPOCHS ?= 0
 TEACHER_SEED   ?= 0
+TEACHERS       ?= 1
+COMBINE        ?= logits
 TEACHER_T      ?= 1
 CACHE_DTYPE    ?= float32
 CACHE_TOPK     ?= 0
 VIEWS          ?= 1
 VIEW_SEED      ?= 0
+MIXUP          ?= 0
 DEVICE         ?= auto
 STUDENT        ?= cnn-tiny
 T              ?= 4
@@ -57,25 +60,45 @@ DATA_NAME    := $(basename $(notdir $(DATASET)))
 DATA_FILE    := $(DATA_DIR)/dataset/$(DATA_NAME).npz
 # A softcache teacher other than the default (TEACHER=auto, TEACHER_EPOCHS=0, TEACHER_SEED=0)
 # gets its own directory and cache name, so several teachers live side by side.
-TRAINED_TAG  := $(if $(filter-out auto,$(TEACHER)),-$(TEACHER))$(if $(filter-out 0,$(TEACHER_EPOCHS)),-e$(TEACHER_EPOCHS))$(if $(filter-out 0,$(TEACHER_SEED)),-s$(TEACHER_SEED))
+# $(call trained_tag,SEED) is the tag of the teacher trained with that seed.
+trained_tag  = $(if $(filter-out auto,$(TEACHER)),-$(TEACHER))$(if $(filter-out 0,$(TEACHER_EPOCHS)),-e$(TEACHER_EPOCHS))$(if $(filter-out 0,$1),-s$1)
+TRAINED_TAG  := $(call trained_tag,$(TEACHER_SEED))
+# TEACHERS=N > 1: an ensemble of N such teachers, seeds TEACHER_SEED .. TEACHER_SEED+N-1, each
+# trained and cached on its own (Make redoes only a member that changed), combined by `ensemble`.
+MEMBER_SEEDS := $(shell seq $(TEACHER_SEED) $$(( $(TEACHER_SEED) + $(TEACHERS) - 1 )) 2>/dev/null)
+ENSEMBLE     := $(filter-out 1,$(TEACHERS))
+# TEACHER=published: the committed cache published/<dataset>.h5 (made on a GPU box; see published/README.md).
+PUBLISHED    := $(filter published,$(TEACHER))
 # TEACHER names an architecture for the teacher stage to train (auto, cnn, resnet18), or
 # brings the user's own teacher: a model file (TorchScript, torch.export .pt2) or
 # module:factory with TEACHER_WEIGHTS. Architecture names hold no ':', '/' or '.'.
 BYO_TEACHER  := $(if $(or $(findstring :,$(TEACHER)),$(findstring /,$(TEACHER)),$(findstring .,$(TEACHER))),yes)
-TEACHER_TAG  := $(if $(BYO_TEACHER),-$(subst :,-,$(subst .,_,$(notdir $(TEACHER)))),$(TRAINED_TAG))
+TEACHER_TAG  := $(if $(PUBLISHED),-published,$(if $(BYO_TEACHER),-$(subst :,-,$(subst .,_,$(notdir $(TEACHER)))),$(TRAINED_TAG)$(if $(ENSEMBLE),-x$(TEACHERS))))
 TEACHER_DIR  := $(DATA_DIR)/teacher/$(DATA_NAME)$(TEACHER_TAG)
 TEACHER_CKPT := $(TEACHER_DIR)/teacher.pt
 TEACHER_ARG  := $(if $(BYO_TEACHER),$(TEACHER) $(if $(TEACHER_WEIGHTS),--teacher-weights $(TEACHER_WEIGHTS)),$(TEACHER_CKPT))
 TEACHER_DEPS := $(if $(BYO_TEACHER),$(wildcard $(TEACHER) $(TEACHER_WEIGHTS)),$(TEACHER_CKPT))
-# Students check the cache against teacher.json when softcache trained the teacher.
-TEACHER_RECORD := $(if $(BYO_TEACHER),,--teacher-record $(TEACHER_DIR)/teacher.json)
-VIEWS_TAG    := $(if $(filter-out 1,$(VIEWS)),-v$(VIEWS)$(if $(filter-out 0,$(VIEW_SEED)),-vs$(VIEW_SEED)))
-CACHE        := $(DATA_DIR)/cache/$(DATA_NAME)$(TEACHER_TAG)-T$(TEACHER_T)-$(CACHE_DTYPE)$(if $(filter-out 0,$(CACHE_TOPK)),-top$(CACHE_TOPK))$(VIEWS_TAG).h5
+# Students check the cache against teacher.json when softcache trained the one teacher (the
+# ensemble stage checks each member against its own; a published cache carries its record).
+TEACHER_RECORD := $(if $(or $(BYO_TEACHER),$(ENSEMBLE),$(PUBLISHED)),,--teacher-record $(TEACHER_DIR)/teacher.json)
+VIEWS_TAG    := $(if $(filter-out 1,$(VIEWS)),-v$(VIEWS)$(if $(filter-out 0,$(VIEW_SEED)),-vs$(VIEW_SEED))$(if $(filter-out 0,$(MIXUP)),-mx$(MIXUP)))
+# $(call cache_file,TAG): the cache of the teacher with that tag.
+cache_file   = $(DATA_DIR)/cache/$(DATA_NAME)$1-T$(TEACHER_T)-$(CACHE_DTYPE)$(if $(filter-out 0,$(CACHE_TOPK)),-top$(CACHE_TOPK))$(VIEWS_TAG).h5
+PUBLISHED_CACHE := published/$(DATA_NAME).h5
+CACHE        := $(if $(PUBLISHED),$(PUBLISHED_CACHE),$(call cache_file,$(TEACHER_TAG)))
+MEMBER_CKPTS  := $(foreach s,$(MEMBER_SEEDS),$(DATA_DIR)/teacher/$(DATA_NAME)$(call trained_tag,$s)/teacher.pt)
+MEMBER_CACHES := $(foreach s,$(MEMBER_SEEDS),$(call cache_file,$(call trained_tag,$s)))
+$(if $(and $(ENSEMBLE),$(or $(BYO_TEACHER),$(PUBLISHED))),$(error TEACHERS=$(TEACHERS) trains an ensemble of softcache teachers; TEACHER=$(TEACHER) is one teacher, so use TEACHERS=1))
+$(if $(and $(ENSEMBLE),$(filter-out 0,$(CACHE_TOPK))),$(error an ensemble cache stores every logit; use CACHE_TOPK=0 with TEACHERS=$(TEACHERS)))
+$(if $(or $(filter 0,$(TEACHERS)),$(filter-out $(TEACHERS),$(words $(MEMBER_SEEDS)))),$(error TEACHERS must be a whole number >= 1, got '$(TEACHERS)'))
 # What students see (REPLAY cached views, or AUGMENT at random) and HOLDOUT, as options and in run names.
 INPUT_ARGS   := --replay $(REPLAY) $(if $(filter 1,$(AUGMENT)),--augment,--no-augment) --holdout $(HOLDOUT)
+# Whose targets: the teacher's tag names distilled runs, COMBINE picks an ensemble's targets.
+TEACHER_ARGS := --teacher-tag=$(TEACHER_TAG) --combine $(COMBINE)
+COMBINE_TAG  := $(if $(filter-out logits,$(COMBINE)),$(if $(filter probs,$(COMBINE)),-probs,-m$(COMBINE)))
 INPUT_TAG    := $(if $(filter-out 0,$(REPLAY)),-r$(REPLAY),$(if $(filter 1,$(AUGMENT)),-aug))$(if $(filter-out 0,$(HOLDOUT)),-ho$(HOLDOUT))
 # A run's directory name says what it is: $(call run_name,STUDENT,T,ALPHA,SEED,EPOCHS).
-run_name     = $1-$(if $(filter 0 0.0 0.00,$3),scratch,T$2-a$3)$(INPUT_TAG)-s$4-e$5
+run_name     = $1-$(if $(filter 0 0.0 0.00,$3),scratch,T$2-a$3$(TEACHER_TAG)$(COMBINE_TAG))$(INPUT_TAG)-s$4-e$5
 RUN          ?= $(call run_name,$(STUDENT),$(T),$(ALPHA),$(SEED),$(EPOCHS))
 RUN_DIR      := $(DATA_DIR)/runs/$(RUN)
 # Runs in parallel share the cores: each gets cores/JOBS torch threads unless THREADS is set.
@@ -96,21 +119,19 @@ PARAMS       := $(DATA_DIR)/params
 # $(call params_differ,FILE,CONTENT) is non-empty when FILE does not hold CONTENT.
 params_differ = $(shell [ "$$(cat $1 2>/dev/null)" = '$2' ] || echo differ)
 DATA_STAMP     := $(PARAMS)/data-$(DATA_NAME).txt
-TEACHER_STAMP  := $(PARAMS)/teacher-$(DATA_NAME)$(TEACHER_TAG).txt
 DATA_PARAMS    := dataset=$(DATASET) source=$(SOURCE) limit=$(LIMIT)
-TEACHER_PARAMS := arch=$(TEACHER) epochs=$(TEACHER_EPOCHS) seed=$(TEACHER_SEED) device=$(DEVICE)
+teacher_stamp  = $(PARAMS)/teacher-$(DATA_NAME)$(call trained_tag,$1).txt
+teacher_params = arch=$(TEACHER) epochs=$(TEACHER_EPOCHS) seed=$1 device=$(DEVICE)
 
 $(DATA_STAMP): $(if $(call params_differ,$(DATA_STAMP),$(DATA_PARAMS)),FORCE)
 	@mkdir -p $(@D) && printf '%s\n' '$(DATA_PARAMS)' > $@
-$(TEACHER_STAMP): $(if $(call params_differ,$(TEACHER_STAMP),$(TEACHER_PARAMS)),FORCE)
-	@mkdir -p $(@D) && printf '%s\n' '$(TEACHER_PARAMS)' > $@
 FORCE:
 
 .PHONY: FORCE help venv data teacher teacher-logits student sweep experiment-views self-distill experiment-pskd export report demo test bench clean-students clean
 
 help:
 	@echo "make demo | test | data | teacher | teacher-logits | student | sweep | experiment-views | self-distill | experiment-pskd | export | report | bench | clean-students | clean"
-	@echo "variables: T ALPHA STUDENT SEED EPOCHS AUGMENT REPLAY HOLDOUT TEACHER TEACHER_EPOCHS TEACHER_T VIEWS VIEW_SEED DATASET LIMIT DEVICE RUN FORMATS STUDENTS TS ALPHAS SEEDS JOBS ALPHA_T (see README.md)"
+	@echo "variables: T ALPHA STUDENT SEED EPOCHS AUGMENT REPLAY HOLDOUT TEACHER TEACHERS COMBINE TEACHER_EPOCHS TEACHER_T VIEWS VIEW_SEED MIXUP DATASET LIMIT DEVICE RUN FORMATS STUDENTS TS ALPHAS SEEDS JOBS ALPHA_T (see README.md)"
 
 # --- the environment ---------------------------------------------------------------------
 venv: $(INSTALLED)
@@ -126,18 +147,41 @@ $(DATA_FILE): $(DATA_STAMP) | $(INSTALLED)
 	$(SC) data --dataset $(DATASET) $(if $(SOURCE),--source $(SOURCE)) --raw-dir $(DATA_DIR)/raw \
 		--limit $(LIMIT) --out $@
 
-teacher: $(TEACHER_CKPT)
-$(TEACHER_CKPT): $(DATA_FILE) $(TEACHER_STAMP) | $(INSTALLED)
-	$(SC) teacher --dataset $(DATA_FILE) --out-dir $(TEACHER_DIR) --arch $(TEACHER) \
-		--epochs $(TEACHER_EPOCHS) --seed $(TEACHER_SEED) --device $(DEVICE) --threads $(THREADS)
-
 # NPROC > 1 shards the teacher pass over that many torchrun ranks.
 TEACHER_PASS := $(if $(filter-out 1,$(NPROC)),$(VENV)/bin/torchrun --standalone --nproc-per-node $(NPROC) -m stages.cli,$(SC))
+PASS_ARGS    := --temperature $(TEACHER_T) --dtype $(CACHE_DTYPE) --topk $(CACHE_TOPK) --views $(VIEWS) \
+	--view-seed $(VIEW_SEED) --mixup $(MIXUP) --device $(DEVICE)
+
+# One softcache-trained teacher per seed (the one teacher, or each ensemble member): its
+# parameter stamp, its training, and its teacher pass into its own cache.
+define trained_teacher_rule
+$(call teacher_stamp,$1): $$(if $$(call params_differ,$(call teacher_stamp,$1),$(call teacher_params,$1)),FORCE)
+	@mkdir -p $$(@D) && printf '%s\n' '$(call teacher_params,$1)' > $$@
+$(DATA_DIR)/teacher/$(DATA_NAME)$(call trained_tag,$1)/teacher.pt: $(DATA_FILE) $(call teacher_stamp,$1) | $(INSTALLED)
+	$(SC) teacher --dataset $(DATA_FILE) --out-dir $$(@D) --arch $(TEACHER) \
+		--epochs $(TEACHER_EPOCHS) --seed $1 --device $(DEVICE) --threads $(THREADS)
+$(call cache_file,$(call trained_tag,$1)): $(DATA_DIR)/teacher/$(DATA_NAME)$(call trained_tag,$1)/teacher.pt $(DATA_FILE) | $(INSTALLED)
+	$(TEACHER_PASS) teacher-logits --teacher $$< --dataset $(DATA_FILE) --out $$@ $(PASS_ARGS)
+endef
+ifeq ($(BYO_TEACHER)$(PUBLISHED),)
+$(foreach s,$(MEMBER_SEEDS),$(eval $(call trained_teacher_rule,$s)))
+endif
+
+teacher: $(if $(PUBLISHED),,$(if $(ENSEMBLE),$(MEMBER_CKPTS),$(TEACHER_DEPS)))
 teacher-logits: $(CACHE)
+ifneq ($(BYO_TEACHER),)
 $(CACHE): $(TEACHER_DEPS) $(DATA_FILE) | $(INSTALLED)
-	$(TEACHER_PASS) teacher-logits --teacher $(TEACHER_ARG) --dataset $(DATA_FILE) --out $@ \
-		--temperature $(TEACHER_T) --dtype $(CACHE_DTYPE) --topk $(CACHE_TOPK) --views $(VIEWS) \
-		--view-seed $(VIEW_SEED) --device $(DEVICE)
+	$(TEACHER_PASS) teacher-logits --teacher $(TEACHER_ARG) --dataset $(DATA_FILE) --out $@ $(PASS_ARGS)
+endif
+# The ensemble: member caches combined, no teacher run (each member checked against its teacher.json).
+ifneq ($(ENSEMBLE),)
+$(CACHE): $(MEMBER_CACHES) | $(INSTALLED)
+	$(SC) ensemble $(foreach s,$(MEMBER_SEEDS),--member $(call cache_file,$(call trained_tag,$s)) \
+		--record $(DATA_DIR)/teacher/$(DATA_NAME)$(call trained_tag,$s)/teacher.json) --out $@ --dtype $(CACHE_DTYPE)
+endif
+# The published cache is committed, never built here.
+$(PUBLISHED_CACHE):
+	@echo "make: no published teacher cache at $@ for DATASET=$(DATASET); use TEACHER=auto to train one here" >&2; exit 2
 
 # One rule per student run that this invocation can ask for: the STUDENT/T/ALPHA/SEED/
 # EPOCHS run, and the demo's scratch and distilled run of every DEMO_STUDENTS entry.
@@ -148,7 +192,7 @@ define student_rule
 $(DATA_DIR)/runs/$(call spec_run,$1)/metrics.json: $(CACHE) $(DATA_FILE) | $(INSTALLED)
 	$(SC) student --cache $(CACHE) --dataset $(DATA_FILE) $(TEACHER_RECORD) \
 		--out-dir $$(@D) --student $(call field,1,$1) --T $(call field,2,$1) --alpha $(call field,3,$1) \
-		--seed $(call field,4,$1) --epochs $(call field,5,$1) $(INPUT_ARGS) --threads $(RUN_THREADS)
+		--seed $(call field,4,$1) --epochs $(call field,5,$1) $(INPUT_ARGS) $(TEACHER_ARGS) --threads $(RUN_THREADS)
 endef
 DEMO_SPECS := $(foreach s,$(DEMO_STUDENTS),$s:$(T):0:$(SEED):$(EPOCHS) $s:$(T):$(ALPHA):$(SEED):$(EPOCHS))
 DEMO_RUNS  := $(foreach spec,$(DEMO_SPECS),$(DATA_DIR)/runs/$(call spec_run,$(spec))/metrics.json)
@@ -186,7 +230,7 @@ experiment-views: $(CACHE) $(DATA_FILE) | $(INSTALLED)
 	$(SC) experiment-views --cache $(CACHE) --dataset $(DATA_FILE) $(TEACHER_RECORD) --runs-dir $(DATA_DIR)/runs \
 		--tuning-dir $(DATA_DIR)/tuning --reports-dir $(DATA_DIR)/reports --students "$(STUDENTS)" --Ts "$(TS)" \
 		--alphas "$(ALPHAS)" --seeds "$(SEEDS)" --holdout $(EXPERIMENT_HOLDOUT) --replay $(REPLAY) \
-		--epochs $(EPOCHS) --jobs $(JOBS) --threads $(THREADS)
+		--epochs $(EPOCHS) --jobs $(JOBS) --threads $(THREADS) $(TEACHER_ARGS)
 	@$(MAKE) --no-print-directory report
 
 # A grid of runs from the one cache (never the teacher), JOBS at a time, each written to
@@ -196,7 +240,7 @@ sweep: $(CACHE) $(DATA_FILE) | $(INSTALLED)
 	$(SC) sweep --cache $(CACHE) --dataset $(DATA_FILE) $(TEACHER_RECORD) \
 		--runs-dir $(DATA_DIR)/runs --reports-dir $(DATA_DIR)/reports --students "$(STUDENTS)" --Ts "$(TS)" \
 		--alphas "$(ALPHAS)" --seeds "$(SEEDS)" --epochs $(EPOCHS) --jobs $(JOBS) --threads $(THREADS) \
-		--backend $(SWEEP_BACKEND) $(if $(SCHEDULER),--scheduler $(SCHEDULER)) $(INPUT_ARGS)
+		--backend $(SWEEP_BACKEND) $(if $(SCHEDULER),--scheduler $(SCHEDULER)) $(INPUT_ARGS) $(TEACHER_ARGS)
 
 # Edge export of a finished run (RUN=<name under data/runs>, default: the STUDENT/T/... run).
 # Phony on purpose: the stage itself refuses a run without a finished model, in one line.

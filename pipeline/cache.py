@@ -18,6 +18,19 @@ of every training image (see ``pipeline.views``), row i * K + j being view j of 
 and the attributes ``views`` (K), ``view_seed`` and ``view_pad`` say how the params were
 drawn (``pipeline.views.draw_view_params``), so the views can be rebuilt bit-for-bit.
 
+With ``MIXUP=a`` (attribute ``view_mixup`` = a > 0) every view is also a mixup pair, and
+the view split holds what the blend needs (see ``pipeline.views.mix_views``)::
+
+    /train_views/mix_partner (N*K,) uint   dataset row of the image blended in
+    /train_views/mix_weight  (N*K,) uint8  w in [128, 255]: the view is (w*a + (255-w)*b) / 255
+
+An ensemble cache (``softcache ensemble``, attribute ``members`` > 1) also keeps every
+member's logits, so a student can use their mean (``logits``, the default), the mean of
+their probabilities, or one member::
+
+    /<split>/member_logits (rows, M, C)  member m's logits, divided by the temperature
+    /<split>/logits        (rows, C)     their mean
+
 ``storage = "topk"`` replaces ``logits`` by the k largest logits per row and what is needed
 to rebuild the rest::
 
@@ -29,7 +42,9 @@ to rebuild the rest::
 
 Attributes: format_version, storage, topk, temperature, num_classes, teacher_fingerprint,
 dataset_fingerprint, teacher, teacher_test_acc, created, producer, complete (and views,
-view_seed, view_pad when views are cached).
+view_seed, view_pad, view_mixup when views are cached; members, member_names,
+member_test_acc, ensemble_probs_test_acc for an ensemble; published, published_record
+for a published cache).
 
 Every dataset carries HDF5's fletcher32 checksum, so a flipped byte fails the read
 instead of silently changing a soft target. ``complete`` is written last, and the file
@@ -55,13 +70,26 @@ import torch
 from pipeline.errors import UsageError
 from pipeline.files import atomic_path
 
-__all__ = ["FORMAT_VERSION", "VIEW_SPLIT", "CacheWriter", "write_cache", "LogitCache", "CacheExpectations"]
+__all__ = ["FORMAT_VERSION", "VIEW_SPLIT", "COMBINES", "CacheWriter", "write_cache", "LogitCache",
+           "CacheExpectations", "parse_combine"]
 
 FORMAT_VERSION = 1
 SPLITS = ("train", "test")
 VIEW_SPLIT = "train_views"
 _REBUILD = "run 'make teacher-logits' to rebuild it"
 _ROW_DATASETS = ("labels", "index")
+_MIX_DATASETS = ("mix_partner", "mix_weight")
+COMBINES = ("logits", "probs")     # ensemble targets: mean of logits, mean of probabilities (or a member number)
+
+
+def parse_combine(value: str) -> str | int:
+    """COMBINE as given ('logits', 'probs' or a member number) -> 'logits', 'probs' or int."""
+    text = str(value).strip()
+    if text in COMBINES:
+        return text
+    if text.isdigit():
+        return int(text)
+    raise UsageError(f"COMBINE must be logits, probs or a member number (0, 1, ...), got {value!r}")
 
 
 def _smallest_uint(largest: int) -> str:
@@ -80,7 +108,8 @@ def _topk_split(logits: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.
 class CacheWriter:
     """Preallocated HDF5 datasets filled in row blocks; use :func:`write_cache` to get one."""
 
-    def __init__(self, f: h5py.File, rows: dict[str, int], num_classes: int, dtype: str, topk: int):
+    def __init__(self, f: h5py.File, rows: dict[str, int], num_classes: int, dtype: str, topk: int,
+                 members: int = 0, mixup: bool = False, train_rows: int = 0):
         self._f = f
         self._topk = topk
         self._written = {s: 0 for s in rows}
@@ -89,11 +118,13 @@ class CacheWriter:
             g = f.create_group(split)
             chunk_rows = max(1, min(n, 8192))
 
-            def add(name, width, dt, compress=False):
+            def add(name, width, dt, compress=False, depth=0):
                 # Integers (labels, index, classes) shrink a lot under shuffle + gzip; logits
                 # barely do, so they stay uncompressed and fast to read.
                 # maxshape lets a split have zero rows (a chunk may not exceed a fixed shape).
                 shape, chunks = ((n, width), (chunk_rows, width)) if width else ((n,), (chunk_rows,))
+                if depth:               # (rows, members, classes)
+                    shape, chunks = (n, depth, width), (max(1, chunk_rows // depth), depth, width)
                 extra = {"shuffle": True, "compression": "gzip", "compression_opts": 4} if compress else {}
                 g.create_dataset(name, shape, dtype=dt, chunks=chunks, maxshape=(None, *shape[1:]),
                                  fletcher32=True, **extra)
@@ -106,13 +137,20 @@ class CacheWriter:
                 add("logits", num_classes, dtype)
             add("labels", 0, class_dtype, compress=True)
             add("index", 0, _smallest_uint(max(n - 1, 0)), compress=True)
+            if members:
+                add("member_logits", num_classes, dtype, depth=members)
             if split == VIEW_SPLIT:
                 add("params", 3, "uint8", compress=True)
+                if mixup:
+                    add("mix_partner", 0, _smallest_uint(max(train_rows - 1, 0)), compress=True)
+                    add("mix_weight", 0, "uint8", compress=True)
 
     def write(self, split: str, start: int, logits: np.ndarray, labels: np.ndarray, index: np.ndarray,
-              params: np.ndarray | None = None) -> None:
+              params: np.ndarray | None = None, mix: tuple[np.ndarray, np.ndarray] | None = None,
+              member_logits: np.ndarray | None = None) -> None:
         """Rows [start, start + B) of ``split``. logits: (B, C) already divided by the temperature;
-        params: (B, 3) the views' parameters, for the view split only."""
+        params: (B, 3) the views' parameters and mix: their partners and weights, for the view
+        split only; member_logits: (B, M, C) for an ensemble."""
         stop = start + len(logits)
         g = self._f[split]
         if self._topk:
@@ -126,6 +164,10 @@ class CacheWriter:
         g["index"][start:stop] = index
         if params is not None:
             g["params"][start:stop] = params
+        if mix is not None:
+            g["mix_partner"][start:stop], g["mix_weight"][start:stop] = mix
+        if member_logits is not None:
+            g["member_logits"][start:stop] = member_logits
         self._written[split] = max(self._written[split], stop)
 
     def rows_written(self, split: str) -> int:
@@ -134,13 +176,16 @@ class CacheWriter:
 
 @contextlib.contextmanager
 def write_cache(path: Path, *, rows: dict[str, int], num_classes: int, temperature: float,
-                attrs: dict, dtype: str = "float32", topk: int = 0) -> Iterator[CacheWriter]:
+                attrs: dict, dtype: str = "float32", topk: int = 0, members: int = 0) -> Iterator[CacheWriter]:
     """Open a new cache for writing; on a clean exit mark it complete and move it into place.
 
     ``topk = 0`` stores every logit; ``0 < topk < num_classes`` stores the compact form.
     ``rows`` may include the view split, and then ``attrs`` must say ``views``, ``view_seed``
-    and ``view_pad``.
+    and ``view_pad`` (and ``view_mixup`` > 0 when the views are mixup pairs). ``members`` > 1
+    adds every split's ``member_logits`` (an ensemble, which stores every logit).
     """
+    if members and topk:
+        raise UsageError("an ensemble cache stores every logit; use CACHE_TOPK=0 with TEACHERS > 1")
     if dtype not in ("float32", "float16"):
         raise UsageError(f"cache dtype must be float32 or float16, got {dtype}")
     if not 0 <= topk < num_classes:
@@ -159,7 +204,8 @@ def write_cache(path: Path, *, rows: dict[str, int], num_classes: int, temperatu
                 "complete": False,
                 **attrs,
             })
-            writer = CacheWriter(f, rows, num_classes, dtype, topk)
+            writer = CacheWriter(f, rows, num_classes, dtype, topk, members=members,
+                                 mixup=float(attrs.get("view_mixup", 0)) > 0, train_rows=rows.get("train", 0))
             yield writer
             for split, n in rows.items():
                 if writer.rows_written(split) != n:
@@ -191,10 +237,15 @@ class LogitCache:
     """
 
     def __init__(self, path: Path, expect: CacheExpectations = CacheExpectations(), *,
-                 memory_limit_bytes: int = 4 << 30, block_rows: int = 65536):
+                 memory_limit_bytes: int = 4 << 30, block_rows: int = 65536, combine: str | int = "logits"):
+        """``combine`` picks an ensemble's targets: 'logits' (the mean of the members' logits, also
+        what a single teacher's cache holds), 'probs' (the mean of their probabilities at the
+        student's T) or a member number."""
         self.path = Path(path)
+        self.combine = parse_combine(combine)
         if not self.path.is_file():
             raise UsageError(f"cache {self.path} is missing; {_REBUILD}")
+        self.attrs: dict = {}
         self._handle: h5py.File | None = None
         self._handle_pid: int | None = None
         self._memo: tuple = (None, None)
@@ -202,11 +253,16 @@ class LogitCache:
             with h5py.File(self.path, "r") as f:
                 self.attrs = {k: _plain(v) for k, v in f.attrs.items()}
                 self._check_attrs()
+                self._check_combine()
                 self.splits = SPLITS + ((VIEW_SPLIT,) if self.views else ())
                 self._shapes = {split: {name: ds.shape for name, ds in f[split].items()} for split in self.splits}
                 self._check_shapes()
                 dense_bytes = sum(self.rows(s) for s in self.splits) * self.num_classes * 4
-                self.in_memory = dense_bytes <= memory_limit_bytes
+                self.in_memory = dense_bytes * max(1, self.members if self.combine == "probs" else 1) \
+                    <= memory_limit_bytes
+                if self.combine == "probs" and not self.in_memory:
+                    raise UsageError(f"cache {self.path} is too large to hold in memory, which COMBINE=probs "
+                                     f"needs; raise --cache-memory-mb or use COMBINE=logits")
                 self._scan(f, block_rows)
         except UsageError:
             raise
@@ -216,6 +272,10 @@ class LogitCache:
 
     # --- checks ---------------------------------------------------------------------
     def _fail(self, what: str) -> UsageError:
+        if self.attrs.get("published"):     # made elsewhere: rebuilding it here is not the fix
+            return UsageError(f"published cache {self.path}: {what}; it can only be used as published, with the "
+                              f"dataset it was made from (the full Fashion-MNIST, LIMIT=0): restore it with "
+                              f"'git checkout {self.path}', or drop TEACHER=published to train a teacher here")
         return UsageError(f"cache {self.path}: {what}; {_REBUILD}")
 
     def _check_attrs(self) -> None:
@@ -230,13 +290,44 @@ class LogitCache:
         if not isinstance(k, int) or k < 0 or (k >= 2 and not all(
                 isinstance(self.attrs.get(a), int) and self.attrs[a] >= 0 for a in ("view_seed", "view_pad"))):
             raise self._fail(f"views attributes are broken (views {k!r}, view_seed and view_pad must be integers)")
+        mixup = self.attrs.get("view_mixup", 0)
+        if not isinstance(mixup, (int, float)) or not mixup >= 0:
+            raise self._fail(f"view_mixup attribute {mixup!r} is not a number >= 0")
+        m = self.attrs.get("members", 0)
+        if not isinstance(m, int) or m < 0 or m == 1:
+            raise self._fail(f"members attribute {m!r} is not an ensemble size (0, or 2 and more)")
+
+    def _check_combine(self) -> None:
+        if self.combine == "logits":
+            return
+        what = f"member {self.combine}" if isinstance(self.combine, int) else "COMBINE=probs"
+        if not self.members:
+            raise UsageError(f"cache {self.path} holds one teacher's logits, so {what} has no ensemble to pick "
+                             f"from; build an ensemble cache with TEACHERS=3, or use COMBINE=logits")
+        if isinstance(self.combine, int) and self.combine >= self.members:
+            raise UsageError(f"cache {self.path} holds {self.members} ensemble members (0-{self.members - 1}), "
+                             f"so member {self.combine} is missing from it; use COMBINE=0..{self.members - 1} "
+                             f"or rebuild it with TEACHERS={self.combine + 1}")
 
     @property
     def _value_names(self) -> tuple[str, ...]:
+        """The datasets a row's (combined) logits are read from."""
+        if isinstance(self.combine, int):
+            return ("member_logits",)
         return ("topk_logits", "topk_classes", "tail_logit") if self.attrs.get("topk", 0) else ("logits",)
 
     def _row_names(self, split: str) -> tuple[str, ...]:
-        return (*self._value_names, *_ROW_DATASETS, *(("params",) if split == VIEW_SPLIT else ()))
+        """Every dataset the split must have."""
+        stored = ("topk_logits", "topk_classes", "tail_logit") if self.attrs.get("topk", 0) else ("logits",)
+        members = ("member_logits",) if self.members else ()
+        views = ("params", *(_MIX_DATASETS if self.mixup else ())) if split == VIEW_SPLIT else ()
+        return (*stored, *members, *_ROW_DATASETS, *views)
+
+    def _dense_block(self, block: dict) -> np.ndarray:
+        """Stored-scale (B, C) float32 logits of a block, as ``combine`` picks them."""
+        if isinstance(self.combine, int):
+            return block["member_logits"][:, self.combine].astype(np.float32)
+        return _dense(block, self.num_classes)
 
     def _check_shapes(self) -> None:
         c, k = self.num_classes, int(self.attrs.get("topk", 0))
@@ -248,14 +339,15 @@ class LogitCache:
             if split == VIEW_SPLIT and n != self.rows("train") * self.views:
                 raise self._fail(f"{split} has {n} rows, not {self.views} views of {self.rows('train')} images")
             want = {"logits": (n, c), "topk_logits": (n, k), "topk_classes": (n, k), "tail_logit": (n,),
-                    "labels": (n,), "index": (n,), "params": (n, 3)}
+                    "labels": (n,), "index": (n,), "params": (n, 3), "member_logits": (n, self.members, c),
+                    "mix_partner": (n,), "mix_weight": (n,)}
             wrong = {name: shapes[name] for name in self._row_names(split) if shapes[name] != want[name]}
             if wrong:
                 raise self._fail(f"{split} shapes disagree with {n} rows and {c} classes: {wrong}")
 
     def _check_block(self, split: str, lo: int, block: dict) -> None:
         c = self.num_classes
-        for name in self._value_names:
+        for name in (*self._value_names, *(("member_logits",) if self.members else ())):
             if name != "topk_classes" and not np.isfinite(block[name]).all():
                 raise self._fail(f"{split} logits contain NaN or Inf")
         if "topk_classes" in block and len(block["topk_classes"]) and block["topk_classes"].max() >= c:
@@ -270,14 +362,18 @@ class LogitCache:
             params, pad = block["params"], self.attrs["view_pad"]
             if params[:, :2].max() > 2 * pad or params[:, 2].max() > 1:
                 raise self._fail(f"{split} view params lie outside the {pad}-pixel crop and flip they claim")
+            if self.mixup and (block["mix_partner"].max() >= self.train_rows or block["mix_weight"].min() < 128):
+                raise self._fail(f"{split} mixup partners or weights lie outside [0, {self.train_rows}) and [128, 255]")
 
     def _scan(self, f: h5py.File, block_rows: int) -> None:
         """Read every row once, in blocks: check it, fingerprint it, keep labels (and logits in memory)."""
         digests: dict[str, "hashlib._Hash"] = {}      # one per dataset: independent of block size
-        self._labels, self._dense_logits, params = {}, {}, []
+        self._labels, self._dense_logits, self._members, params, mix = {}, {}, {}, [], []
+        keep_members = self.combine == "probs"
         for split in self.splits:
             n, g = self.rows(split), f[split]
             labels, dense = [np.empty(0, np.int64)], [np.empty((0, self.num_classes), np.float32)]
+            members = [np.empty((0, self.members, self.num_classes), np.float32)]
             for lo in range(0, n, block_rows):
                 block = {name: g[name][lo:lo + block_rows] for name in sorted(g)}
                 self._check_block(split, lo, block)
@@ -286,11 +382,18 @@ class LogitCache:
                 labels.append(block["labels"].astype(np.int64))
                 if split == VIEW_SPLIT:
                     params.append(block["params"])
+                    if self.mixup:
+                        mix.append(np.stack([block["mix_partner"].astype(np.int64),
+                                             block["mix_weight"].astype(np.int64)], axis=1))
                 if self.in_memory:
-                    dense.append(_dense(block, self.num_classes))
+                    dense.append(self._dense_block(block))
+                if keep_members:
+                    members.append(block["member_logits"].astype(np.float32))
             self._labels[split] = np.concatenate(labels)
             self._dense_logits[split] = np.concatenate(dense) if self.in_memory else None
+            self._members[split] = np.concatenate(members) if keep_members else None
         self._view_params = np.concatenate(params).reshape(-1, self.views, 3) if params else None
+        self._view_mix = np.concatenate(mix).reshape(-1, self.views, 2) if mix else None
         h = hashlib.sha256(repr(self.temperature).encode())
         for key in sorted(digests):
             h.update(key.encode() + digests[key].digest())
@@ -331,6 +434,24 @@ class LogitCache:
         k = int(self.attrs.get("views", 0))
         return k if k >= 2 else 0
 
+    @property
+    def mixup(self) -> float:
+        """The Beta parameter the views' mixup weights were drawn with; 0 when the views are not mixed."""
+        return float(self.attrs.get("view_mixup", 0)) if self.views else 0.0
+
+    @property
+    def members(self) -> int:
+        """Teachers in an ensemble cache; 0 for one teacher's cache."""
+        return int(self.attrs.get("members", 0))
+
+    def view_mix(self, k: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Mixup partners (N, k) int64 and weights (N, k) int64 of the first k views; None without mixup."""
+        self.view_params(k)                 # the same checks and messages as for the views themselves
+        if self._view_mix is None:
+            return None
+        mix = torch.from_numpy(self._view_mix[:, :k])
+        return mix[..., 0].contiguous(), mix[..., 1].contiguous()
+
     def view_params(self, k: int | None = None) -> torch.Tensor:
         """(N, k, 3) int64: dy, dx, flip of the first k cached views of each training image."""
         k = self.views if k is None else k
@@ -360,9 +481,9 @@ class LogitCache:
             return dense if idx is None else dense[idx]
         g = self._file()[split]
         if idx is None:
-            return _dense({name: g[name][()] for name in self._value_names}, self.num_classes)
+            return self._dense_block({name: g[name][()] for name in self._value_names})
         order = np.argsort(idx, kind="stable")              # h5py reads increasing indices only
-        block = _dense({name: g[name][idx[order]] for name in self._value_names}, self.num_classes)
+        block = self._dense_block({name: g[name][idx[order]] for name in self._value_names})
         out = np.empty_like(block)
         out[order] = block
         return out
@@ -371,7 +492,10 @@ class LogitCache:
         return self._labels[split]
 
     def logits(self, split: str = "train") -> torch.Tensor:
-        """Teacher logits at temperature 1: (N, C) float32 (the stored values times the temperature)."""
+        """Teacher logits at temperature 1: (N, C) float32 (the stored values times the temperature).
+        With COMBINE=probs: log of the members' mean probability, whose argmax is the ensemble's vote."""
+        if self.combine == "probs":
+            return self.log_soft_targets(1.0, split)
         return torch.from_numpy(self._stored(split)) * self.temperature
 
     def soft_targets(self, T: float, split: str = "train") -> torch.Tensor:
@@ -379,7 +503,11 @@ class LogitCache:
         return torch.softmax(self.logits(split) / T, dim=-1)
 
     def log_soft_targets(self, T: float, split: str = "train") -> torch.Tensor:
-        """log_softmax(z_stored * temperature / T): (N, C) float32, for KL with log_target."""
+        """log_softmax(z_stored * temperature / T): (N, C) float32, for KL with log_target.
+        With COMBINE=probs: log of the mean over members of softmax(z_m * temperature / T)."""
+        if self.combine == "probs":
+            z = torch.from_numpy(self._members[split]) * self.temperature
+            return torch.logsumexp(torch.log_softmax(z / T, dim=-1), dim=1) - math.log(self.members)
         return torch.log_softmax(self.logits(split) / T, dim=-1)
 
     def batch_log_soft_targets(self, idx: torch.Tensor, T: float, split: str = "train") -> torch.Tensor:
@@ -397,7 +525,7 @@ class LogitCache:
 
     def teacher_accuracy(self, split: str = "test") -> float:
         """Accuracy of the cached teacher logits against the cached labels."""
-        return float((self._stored(split).argmax(axis=1) == self._labels[split]).mean())
+        return float((self.logits(split).argmax(dim=1).numpy() == self._labels[split]).mean())
 
 
 def _dense(block: dict, num_classes: int) -> np.ndarray:

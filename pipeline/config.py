@@ -16,12 +16,14 @@ from pathlib import Path
 
 import torch
 
+from pipeline.cache import parse_combine
 from pipeline.datasets import DEBIAN_DIR
 from pipeline.errors import UsageError
 from pipeline.models import list_students
 
 __all__ = [
-    "DataConfig", "TeacherConfig", "LogitsConfig", "StudentConfig", "ExportConfig", "EXPORT_FORMATS",
+    "DataConfig", "TeacherConfig", "LogitsConfig", "EnsembleConfig", "PublishConfig", "StudentConfig",
+    "ExportConfig", "EXPORT_FORMATS",
     "SweepConfig", "SWEEP_BACKENDS", "run_name", "SelfDistillConfig", "ViewsExperimentConfig",
     "resolve_device", "as_record", "from_options",
 ]
@@ -128,16 +130,55 @@ class LogitsConfig:
     teacher_weights: Path | None = None   # TEACHER_WEIGHTS: state dict for a module:factory teacher
     views: int = 1              # VIEWS: augmented views cached per training image (1: the clean image only)
     view_seed: int = 0          # VIEW_SEED: draws the views' crops and flips
+    mixup: float = 0.0          # MIXUP=a: every view is a mixup pair, lambda ~ Beta(a, a) (0: no mixup)
 
     def __post_init__(self):
         _positive("TEACHER_T", self.temperature)
         _at_least("VIEWS", self.views, 1)
+        if not isinstance(self.mixup, (int, float)) or not math.isfinite(self.mixup) or self.mixup < 0:
+            raise UsageError(f"MIXUP must be a number >= 0 (the Beta parameter; 0 turns mixup off), got {self.mixup!r}")
+        if self.mixup and self.views < 2:
+            raise UsageError("MIXUP needs cached views to mix: give VIEWS=K (K >= 2) with it")
         _at_least("VIEW_SEED", self.view_seed, 0)
         _at_least("batch size", self.batch_size, 1)
         _at_least("CACHE_TOPK", self.topk, 0)
         _at_least("chunk rows", self.chunk_rows, 1)
         if self.dtype not in ("float32", "float16"):
             raise UsageError(f"CACHE_DTYPE must be float32 or float16, got {self.dtype!r}")
+
+
+@dataclass(frozen=True)
+class EnsembleConfig:
+    """Member caches (one per teacher, made by ``teacher-logits``) combined into one ensemble cache."""
+
+    members: tuple[Path, ...]
+    out: Path
+    records: tuple[Path, ...] = ()   # each member's teacher.json; when given, member i must come from record i
+    dtype: str = "float32"
+
+    def __post_init__(self):
+        object.__setattr__(self, "members", tuple(Path(m) for m in self.members))
+        object.__setattr__(self, "records", tuple(Path(r) for r in self.records))
+        if len(self.members) < 2:
+            raise UsageError(f"an ensemble needs at least 2 member caches, got {len(self.members)}; use TEACHERS=3")
+        if len(set(self.members)) != len(self.members):
+            raise UsageError("an ensemble lists the same member cache twice; give each member once")
+        if self.records and len(self.records) != len(self.members):
+            raise UsageError(f"{len(self.records)} teacher records for {len(self.members)} members; give one each")
+        if self.dtype not in ("float32", "float16"):
+            raise UsageError(f"CACHE_DTYPE must be float32 or float16, got {self.dtype!r}")
+
+
+@dataclass(frozen=True)
+class PublishConfig:
+    """A finished cache copied to a float16 published cache, with how it was made."""
+
+    cache: Path
+    out: Path
+    command: str                     # the command that made the source cache, for the record
+    device: str                      # where the teacher ran, in words (e.g. "1x NVIDIA H100")
+    teacher_seconds: float | None = None
+    note: str = ""
 
 
 @dataclass(frozen=True)
@@ -156,6 +197,8 @@ class StudentConfig:
     augment: bool = False          # random crop + flip; the soft target stays the clean image's
     replay: int = 0                # REPLAY=K: train on the first K cached views, each with its own logits
     holdout: int = 0               # HOLDOUT=N: train without N fixed rows and score them (val_acc)
+    combine: str = "logits"        # COMBINE: an ensemble's targets: logits, probs (means) or a member number
+    teacher_tag: str = ""          # names the teacher in distilled runs' names (Make's TEACHER_TAG, e.g. -e30-x3)
     teacher_record: Path | None = None   # teacher.json; when given, the cache must come from it
     threads: int = 0
     cache_memory_mb: int = 4096    # dense logits up to this size are held in memory, larger ones streamed
@@ -164,6 +207,9 @@ class StudentConfig:
         _positive("T", self.T)
         _at_least("REPLAY", self.replay, 0)
         _at_least("HOLDOUT", self.holdout, 0)
+        object.__setattr__(self, "combine", str(parse_combine(self.combine)))
+        if self.teacher_tag and not self.teacher_tag.startswith("-"):
+            object.__setattr__(self, "teacher_tag", f"-{self.teacher_tag}")
         if self.replay and self.augment:
             raise UsageError("AUGMENT=1 with REPLAY>0 would re-augment the replayed views and break the match "
                              "with their logits; replayed views are already augmented, so drop AUGMENT")
@@ -181,15 +227,18 @@ class StudentConfig:
 
     @property
     def run_name(self) -> str:
-        return run_name(self.student, self.T, self.alpha, self.seed, self.epochs,
-                        replay=self.replay, augment=self.augment, holdout=self.holdout)
+        return run_name(self.student, self.T, self.alpha, self.seed, self.epochs, replay=self.replay,
+                        augment=self.augment, holdout=self.holdout, teacher=self.teacher_tag, combine=self.combine)
 
 
-def run_name(student: str, T: float, alpha: float, seed: int, epochs: int, *,
-             replay: int = 0, augment: bool = False, holdout: int = 0) -> str:
+def run_name(student: str, T: float, alpha: float, seed: int, epochs: int, *, replay: int = 0,
+             augment: bool = False, holdout: int = 0, teacher: str = "", combine: str = "logits") -> str:
     """A run directory's name says what it is; the Makefile's ``run_name`` spells it the same way:
-    ``-r8`` replays 8 cached views, ``-aug`` augments at random, ``-ho5000`` holds 5000 rows out."""
-    arm = "scratch" if alpha == 0 else f"T{T:g}-a{alpha:g}"
+    ``-r8`` replays 8 cached views, ``-aug`` augments at random, ``-ho5000`` holds 5000 rows out.
+    A distilled run also names a non-default teacher (``-e30-x3``) and ensemble targets other
+    than the mean of logits (``-probs``, ``-m1``); scratch runs use no teacher, so they are shared."""
+    combined = "" if combine == "logits" else f"-{combine}" if combine == "probs" else f"-m{combine}"
+    arm = "scratch" if alpha == 0 else f"T{T:g}-a{alpha:g}{teacher}{combined}"
     inputs = f"-r{replay}" if replay else "-aug" if augment else ""
     held = f"-ho{holdout}" if holdout else ""
     return f"{student}-{arm}{inputs}{held}-s{seed}-e{epochs}"

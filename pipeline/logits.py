@@ -35,7 +35,7 @@ from pipeline.errors import UsageError
 from pipeline.files import atomic_path, exclusive_writer, lock_path
 from pipeline.teacher_source import check_output_width, load_teacher
 from pipeline.train import predict
-from pipeline.views import DEFAULT_PAD, apply_views, draw_view_params
+from pipeline.views import DEFAULT_PAD, draw_view_mix, draw_view_params, render_views
 
 __all__ = ["write_teacher_logits", "parts_dir", "lock_path"]
 
@@ -117,10 +117,12 @@ class _World:
 
 class _Rows:
     """The rows of one cache split: the images themselves, or K cached views of each
-    (row i * K + j is view j of image i, made by applying stored params to the uint8 image)."""
+    (row i * K + j is view j of image i, made by applying stored params, and mixup
+    partners and weights when there are any, to the uint8 image)."""
 
-    def __init__(self, x: np.ndarray, y: np.ndarray, view_params: np.ndarray | None = None, views: int = 1):
-        self.x, self.y, self.view_params, self.views = x, y, view_params, views
+    def __init__(self, x: np.ndarray, y: np.ndarray, view_params: np.ndarray | None = None, views: int = 1,
+                 mix: tuple[np.ndarray, np.ndarray] | None = None):
+        self.x, self.y, self.view_params, self.views, self.mix = x, y, view_params, views, mix
 
     def __len__(self) -> int:
         return len(self.y) * self.views
@@ -135,10 +137,17 @@ class _Rows:
     def params(self, lo: int, hi: int) -> np.ndarray | None:
         return None if self.view_params is None else self.view_params[lo:hi]
 
+    def mixing(self, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray] | None:
+        return None if self.mix is None else (self.mix[0][lo:hi], self.mix[1][lo:hi])
+
     def images(self, lo: int, hi: int) -> torch.Tensor:
         """uint8 (B, C, H, W) inputs of cache rows [lo, hi)."""
-        x = torch.from_numpy(self.x[self.index(lo, hi)])
-        return x if self.view_params is None else apply_views(x, torch.from_numpy(self.params(lo, hi)))
+        rows = torch.from_numpy(self.index(lo, hi))
+        if self.view_params is None:
+            return torch.from_numpy(self.x)[rows]
+        partner, weight = (None, None) if self.mix is None else map(torch.from_numpy, self.mixing(lo, hi))
+        return render_views(torch.from_numpy(self.x), rows, torch.from_numpy(self.params(lo, hi)), DEFAULT_PAD,
+                            partner, weight)
 
 
 def write_teacher_logits(cfg: LogitsConfig) -> dict:
@@ -154,11 +163,14 @@ def write_teacher_logits(cfg: LogitsConfig) -> dict:
     model.to(device)
     amp = device.startswith("cuda")
     splits = {"train": _Rows(data.x_train, data.y_train), "test": _Rows(data.x_test, data.y_test)}
+    n = len(data.y_train)
     if cfg.views > 1:
-        splits[VIEW_SPLIT] = _Rows(data.x_train, data.y_train,
-                                   draw_view_params(len(data.y_train), cfg.views, cfg.view_seed), cfg.views)
+        mix = draw_view_mix(n, cfg.views, cfg.view_seed, cfg.mixup) if cfg.mixup else None
+        splits[VIEW_SPLIT] = _Rows(data.x_train, data.y_train, draw_view_params(n, cfg.views, cfg.view_seed),
+                                   cfg.views, mix)
     # How the views were drawn: part of the parts key (other views, other chunks) and of the attrs.
-    view_attrs = {"views": cfg.views, "view_seed": cfg.view_seed, "view_pad": DEFAULT_PAD} if cfg.views > 1 else {}
+    view_attrs = {"views": cfg.views, "view_seed": cfg.view_seed, "view_pad": DEFAULT_PAD,
+                  **({"view_mixup": float(cfg.mixup)} if cfg.mixup else {})} if cfg.views > 1 else {}
     # The key leaves out the number of processes: a chunk's values do not depend on which
     # rank computed it, so a 2-process pass can resume a 1-process one and vice versa.
     key = {"teacher": teacher.fingerprint, "dataset": data.fingerprint, "chunk_rows": cfg.chunk_rows,
@@ -203,7 +215,7 @@ def write_teacher_logits(cfg: LogitsConfig) -> dict:
                 for split, i, lo, hi in chunks:
                     rows = splits[split]
                     writer.write(split, lo, parts.load(split, i) / cfg.temperature, rows.labels(lo, hi),
-                                 rows.index(lo, hi), rows.params(lo, hi))
+                                 rows.index(lo, hi), rows.params(lo, hi), rows.mixing(lo, hi))
             shutil.rmtree(parts.dir)
         world.barrier()
     seconds = time.perf_counter() - start

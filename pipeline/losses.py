@@ -28,10 +28,18 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: 
 
 def kd_loss_from_log_targets(student_logits: torch.Tensor, teacher_log_probs: torch.Tensor,
                              labels: torch.Tensor, *, T: float, alpha: float) -> torch.Tensor:
-    """student_logits: (B, C) float; teacher_log_probs: (B, C) log_softmax(z_t / T); labels: (B,) int64."""
+    """student_logits: (B, C) float; teacher_log_probs: (B, C) log_softmax(z_t / T); labels: (B,) int64
+    class indices, or (B, C) class probabilities (a mixup view's blended label). ``alpha = 1`` is
+    KL only (function matching): the hard labels do not enter the loss."""
+    if alpha == 1:
+        return _soft_term(student_logits, teacher_log_probs, T)
     hard = F.cross_entropy(student_logits, labels)
     if alpha == 0:
         return hard
-    soft = F.kl_div(F.log_softmax(student_logits / T, dim=-1), teacher_log_probs,
+    return alpha * _soft_term(student_logits, teacher_log_probs, T) + (1.0 - alpha) * hard
+
+
+def _soft_term(student_logits: torch.Tensor, teacher_log_probs: torch.Tensor, T: float) -> torch.Tensor:
+    """T^2 * KL(teacher || student) at temperature T, batch mean."""
+    return F.kl_div(F.log_softmax(student_logits / T, dim=-1), teacher_log_probs,
                     reduction="batchmean", log_target=True) * (T * T)
-    return alpha * soft + (1.0 - alpha) * hard

@@ -35,6 +35,13 @@ def _arm(run: dict) -> str:
     if run.get("method") == "ps-kd":
         return f"PS-KD ALPHA_T={run['alpha_T']:g}"
     arm = "scratch" if run["alpha"] == 0 else f"KD T={run['T']:g} ALPHA={run['alpha']:g}"
+    if run["alpha"] != 0 and run.get("teacher_tag"):            # a teacher other than the default one
+        arm += f" from {run['teacher_tag'].lstrip('-')}"
+    if run["alpha"] != 0 and run.get("combine", "logits") != "logits":
+        combine = run["combine"]
+        arm += " (mean of probs)" if combine == "probs" else f" (member {combine})"
+    if run.get("mixup"):
+        arm += ", mixup"
     inputs = run.get("inputs", "clean")
     return arm if inputs == "clean" else f"{arm}, {inputs}"
 
@@ -79,8 +86,18 @@ def summarize(runs: list[dict]) -> list[dict]:
     for r in rows:
         base = scratch.get((r["student"], r["epochs"], r["family"]))
         r["delta"] = None if base is None or _is_scratch(r["arm"]) else r["acc"] - base
+        r["gap_closed"] = _gap_closed(r["acc"], base, r["teacher_acc"]) if r["delta"] is not None else None
     rows.sort(key=lambda r: (r["params"], r["student"], r["epochs"], r["family"], not _is_scratch(r["arm"]), r["arm"]))
     return rows
+
+
+def _gap_closed(student: float, scratch: float, teacher: float | None) -> float | None:
+    """How much of the teacher-over-scratch gap distillation closed: (student - scratch) / (teacher - scratch).
+    1 means the student reached the teacher; negative means it fell below scratch. None when the
+    teacher is not above scratch (there is no gap to close)."""
+    if teacher is None or teacher <= scratch:
+        return None
+    return (student - scratch) / (teacher - scratch)
 
 
 def render_markdown(rows: list[dict]) -> str:
@@ -90,17 +107,19 @@ def render_markdown(rows: list[dict]) -> str:
     lines = [
         f"Teacher test accuracy: {', '.join(teachers)}",
         "",
-        "| student | params | epochs | arm | seeds | test acc % (mean ± std) | Δ vs scratch (pp) "
-        "| agreement with teacher % | ECE % | s/epoch |",
-        "|---|---:|---:|---|---|---:|---:|---:|---:|---:|",
+        "| student | params | epochs | arm | seeds | test acc % (mean ± std) | Δ vs scratch (pp) | teacher % "
+        "| gap closed | agreement with teacher % | ECE % | s/epoch |",
+        "|---|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         delta = "—" if r["delta"] is None else f"{r['delta']:+.2f}"
+        teacher = "—" if r["teacher_acc"] is None or _is_scratch(r["arm"]) else f"{r['teacher_acc']:.2f}"
+        gap = "—" if r.get("gap_closed") is None else f"{100 * r['gap_closed']:+.0f}%"
         ece = "—" if r.get("ece") is None else f"{100 * r['ece']:.2f}"
         agreement = "—" if r["agreement"] is None else f"{r['agreement']:.1f}"
         lines.append(
             f"| {r['student']} | {r['params']:,} | {r['epochs']} | {r['arm']} | "
-            f"{' '.join(map(str, r['seeds']))} | {r['acc']:.2f} ± {r['acc_std']:.2f} | {delta} | "
+            f"{' '.join(map(str, r['seeds']))} | {r['acc']:.2f} ± {r['acc_std']:.2f} | {delta} | {teacher} | {gap} | "
             f"{agreement} | {ece} | {r['seconds_per_epoch']:.1f} |"
         )
     return "\n".join(lines) + "\n"

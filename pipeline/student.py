@@ -25,7 +25,7 @@ from pipeline.files import atomic_dir, read_json, write_json
 from pipeline.losses import kd_loss_from_log_targets
 from pipeline.models import count_params, create_student
 from pipeline.train import Trainer, accuracy, predict, set_threads
-from pipeline.views import ReplayedViews
+from pipeline.views import MIX_SCALE, ReplayedViews
 
 __all__ = ["train_student", "build_student", "evaluate", "save_run", "MODEL_FILE", "METRICS_FILE"]
 
@@ -50,7 +50,7 @@ def train_student(cfg: StudentConfig, progress: bool = True) -> dict:
     cache = LogitCache(cfg.cache, CacheExpectations(
         dataset_fingerprint=data.fingerprint, teacher_fingerprint=_expected_teacher(cfg.teacher_record),
         num_classes=data.num_classes, train_rows=len(data.y_train)),
-        memory_limit_bytes=cfg.cache_memory_mb << 20)
+        memory_limit_bytes=cfg.cache_memory_mb << 20, combine=cfg.combine)
     if not np.array_equal(cache.labels("train"), data.y_train):
         raise UsageError(f"cache {cfg.cache} labels differ from the dataset's; run 'make teacher-logits'")
     cache_seconds = time.perf_counter() - cache_start   # open, verify block by block, load
@@ -64,7 +64,7 @@ def train_student(cfg: StudentConfig, progress: bool = True) -> dict:
                       augment=cfg.augment)
     if cfg.replay:
         images = ReplayedViews(x, cache.view_params(cfg.replay), seed=cfg.seed, epoch=lambda: trainer.epochs_done,
-                               pad=cache.attrs["view_pad"])
+                               pad=cache.attrs["view_pad"], mix=cache.view_mix(cfg.replay))
 
         def targets(idx: torch.Tensor) -> torch.Tensor:
             return cache.batch_view_log_soft_targets(idx, images.choice(idx), cfg.T)
@@ -74,8 +74,19 @@ def train_student(cfg: StudentConfig, progress: bool = True) -> dict:
         def targets(idx: torch.Tensor) -> torch.Tensor:
             return cache.batch_log_soft_targets(idx, cfg.T)
 
+    def hard_labels(idx: torch.Tensor) -> torch.Tensor:
+        """Class indices, or for mixup views the blend lambda * onehot(y_i) + (1 - lambda) * onehot(y_j)."""
+        mixing = images.mixing(idx) if cfg.replay else None
+        if mixing is None:
+            return y[idx]
+        partner, weight = mixing
+        lam = (weight.float() / MIX_SCALE)[:, None]
+        onehot = torch.nn.functional.one_hot
+        return lam * onehot(y[idx], data.num_classes) + (1 - lam) * onehot(y[partner], data.num_classes)
+
     def loss_fn(logits: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-        return kd_loss_from_log_targets(logits, targets(idx), y[idx], T=cfg.T, alpha=cfg.alpha)
+        labels = y[idx] if cfg.alpha == 1 else hard_labels(idx)   # KL only: the labels are not used
+        return kd_loss_from_log_targets(logits, targets(idx), labels, T=cfg.T, alpha=cfg.alpha)
 
     start = time.perf_counter()
     seconds = [trainer.train_epoch(images, loss_fn, f"student {cfg.student}", progress) for _ in range(cfg.epochs)]
@@ -92,6 +103,12 @@ def train_student(cfg: StudentConfig, progress: bool = True) -> dict:
         **evaluate(test_logits, data),
         **holdout,
         "teacher_test_acc": cache.teacher_accuracy("test"),
+        "teacher": cache.attrs.get("teacher"),
+        "teacher_tag": cfg.teacher_tag,
+        "teacher_members": cache.members,
+        "combine": cfg.combine,
+        "published": bool(cache.attrs.get("published", False)),
+        "mixup": cache.mixup if cfg.replay else 0.0,
         "agreement_with_teacher": float((test_logits.argmax(1) == teacher_test.argmax(1)).float().mean()),
         "params": count_params(model),
         "student": cfg.student,

@@ -13,6 +13,7 @@ import click
 
 from pipeline.errors import UsageError
 from stages.data import data
+from stages.ensemble import ensemble, publish
 from stages.experiment import experiment_views
 from stages.export import export
 from stages.inspect import inspect, verify
@@ -31,7 +32,7 @@ def cli():
     """softcache: run the teacher once, cache its soft targets, train students on the CPU."""
 
 
-for command in (data, teacher, teacher_logits, student, sweep, experiment_views, self_distill, export, report, inspect,
+for command in (data, teacher, teacher_logits, ensemble, publish, student, sweep, experiment_views, self_distill, export, report, inspect,
                 verify):
     cli.add_command(command)
 

@@ -6,6 +6,7 @@ import click
 
 from pipeline.config import StudentConfig, ViewsExperimentConfig, from_options
 from pipeline.experiment import EXPERIMENT_MD, run_views_experiment
+from stages.student import teacher_options
 from stages.sweep import grid_values
 
 
@@ -28,11 +29,12 @@ from stages.sweep import grid_values
 @click.option("--epochs", type=int, help="Epochs of every run (default 5).")
 @click.option("--jobs", type=int, default=1, show_default=True, help="Runs at once.")
 @click.option("--threads", type=int, default=0, show_default=True, help="torch threads per run (0: cores/jobs).")
+@teacher_options
 def experiment_views(cache, dataset, runs_dir, tuning_dir, reports_dir, teacher_record, students, Ts, alphas,
-                     seeds, tune_seeds, holdout, replay, epochs, jobs, threads):
+                     seeds, tune_seeds, holdout, epochs, jobs, threads, replay, combine, teacher_tag):
     """Choose T/ALPHA on held-out rows, then train every arm with every seed and write the comparison."""
     student = from_options(StudentConfig, cache=cache, dataset=dataset, out_dir=runs_dir,
-                           teacher_record=teacher_record, epochs=epochs)
+                           teacher_record=teacher_record, epochs=epochs, combine=combine, teacher_tag=teacher_tag)
     cfg = ViewsExperimentConfig(student=student, runs_dir=runs_dir, tuning_dir=tuning_dir, reports_dir=reports_dir,
                                 students=tuple(students.split()), Ts=grid_values("TS", Ts, float),
                                 alphas=grid_values("ALPHAS", alphas, float), seeds=grid_values("SEEDS", seeds, int),

@@ -6,6 +6,7 @@ import click
 
 from pipeline.cache import CacheExpectations, LogitCache
 from pipeline.datasets import load_prepared
+from pipeline.ensemble import check_recorded_accuracy
 
 
 @click.command("inspect")
@@ -20,7 +21,11 @@ def inspect(cache, T):
         ("file", f"{cache} ({cache.stat().st_size / 1e6:.2f} MB)"),
         ("rows", f"{c.train_rows} train, {len(c.labels('test'))} test"),
         ("classes", c.num_classes),
-        ("views", "1 per image (the clean image)"),
+        ("views", f"{c.views} per image" + (f", mixup pairs (Beta {c.mixup:g})" if c.mixup else "")
+                  if c.views else "1 per image (the clean image)"),
+        ("members", f"ensemble of {c.members}, test accuracy each: "
+                    + ", ".join(f"{100 * a:.2f}%" for a in c.attrs["member_test_acc"]) if c.members else "one teacher"),
+        ("published", c.attrs["published_record"] if c.attrs.get("published") else "no (made here)"),
         ("reading", "in memory" if c.in_memory else "streamed from the file (larger than the memory limit)"),
         ("temperature", f"{c.temperature:g} (logits stored divided by it)"),
         ("storage", f"{c.attrs.get('storage', 'full')}, {c.attrs.get('dtype', 'float32')}"
@@ -43,11 +48,14 @@ def inspect(cache, T):
 @click.argument("cache", type=click.Path(path_type=Path))
 @click.option("--dataset", type=click.Path(path_type=Path), help="Also check it was made from this prepared dataset.")
 def verify(cache, dataset):
-    """Check completeness, checksums, shapes, values, order and (with --dataset) provenance."""
+    """Check completeness, checksums, shapes, values, order, the recorded teacher accuracy
+    (recomputed from the test logits) and (with --dataset) provenance."""
     expect = CacheExpectations()
     if dataset is not None:
         d = load_prepared(dataset)
         expect = CacheExpectations(dataset_fingerprint=d.fingerprint, num_classes=d.num_classes,
                                    train_rows=len(d.y_train))
     c = LogitCache(cache, expect)
-    click.echo(f"{cache}: OK ({c.train_rows} train rows, {c.num_classes} classes, fingerprint {c.fingerprint})")
+    recorded, _ = check_recorded_accuracy(c)
+    click.echo(f"{cache}: OK ({c.train_rows} train rows, {c.num_classes} classes, teacher {100 * recorded:.2f}% "
+               f"on the test set as recorded, fingerprint {c.fingerprint})")

@@ -23,6 +23,17 @@ def input_options(command):
     return command
 
 
+def teacher_options(command):
+    """Whose targets a student matches: shared by `student`, `sweep` and `experiment-views`."""
+    for option in reversed([
+        click.option("--combine", help="COMBINE: an ensemble's targets: logits (their mean, the default), "
+                                       "probs (mean probability) or a member number."),
+        click.option("--teacher-tag", help="Names a non-default teacher in distilled runs' names (e.g. e30-x3)."),
+    ]):
+        command = option(command)
+    return command
+
+
 @click.command("student")
 @click.option("--cache", type=click.Path(path_type=Path), required=True, help="Teacher-logit cache (.h5).")
 @click.option("--dataset", type=click.Path(path_type=Path), required=True, help="Prepared dataset (.npz).")
@@ -37,6 +48,7 @@ def input_options(command):
 @click.option("--batch-size", type=int)
 @click.option("--lr", type=float)
 @input_options
+@teacher_options
 @click.option("--threads", type=int, help="torch CPU threads (0: torch's default).")
 @click.option("--cache-memory-mb", type=int, help="Hold the cache in memory up to this size, else stream it (4096).")
 def student(**options):

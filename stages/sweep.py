@@ -7,7 +7,7 @@ import click
 from pipeline.config import SWEEP_BACKENDS, StudentConfig, SweepConfig, from_options
 from pipeline.errors import UsageError
 from pipeline.sweep import SUMMARY_MD, run_sweep
-from stages.student import input_options
+from stages.student import input_options, teacher_options
 
 
 def grid_values(name: str, text: str, kind) -> tuple:
@@ -37,12 +37,13 @@ def grid_values(name: str, text: str, kind) -> tuple:
 @click.option("--backend", type=click.Choice(SWEEP_BACKENDS), default="joblib", show_default=True)
 @click.option("--scheduler", help="Dask scheduler address for --backend dask (tcp://host:8786).")
 @input_options
+@teacher_options
 def sweep(cache, dataset, runs_dir, reports_dir, teacher_record, students, Ts, alphas, seeds, epochs, jobs,
-          threads, backend, scheduler, augment, replay, holdout):
+          threads, backend, scheduler, augment, replay, holdout, combine, teacher_tag):
     """Train a grid of students from one cache; finished runs are skipped, failures reported."""
     student = from_options(StudentConfig, cache=cache, dataset=dataset, out_dir=runs_dir,
                            teacher_record=teacher_record, epochs=epochs, augment=augment, replay=replay,
-                           holdout=holdout)
+                           holdout=holdout, combine=combine, teacher_tag=teacher_tag)
     cfg = SweepConfig(student=student, runs_dir=runs_dir, reports_dir=reports_dir,
                       students=tuple(students.split()), Ts=grid_values("TS", Ts, float),
                       alphas=grid_values("ALPHAS", alphas, float), seeds=grid_values("SEEDS", seeds, int),

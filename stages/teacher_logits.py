@@ -21,6 +21,7 @@ from pipeline.logits import write_teacher_logits
 @click.option("--chunk-rows", type=int, help="Rows per resumable chunk (default 4096).")
 @click.option("--views", type=int, help="VIEWS: also cache K augmented views of every training image (1: none).")
 @click.option("--view-seed", type=int, help="VIEW_SEED: draws the views' crops and flips (default 0).")
+@click.option("--mixup", type=float, help="MIXUP=a: make every view a mixup pair, lambda ~ Beta(a, a) (0: off).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]))
 @click.option("--batch-size", type=int)
 def teacher_logits(**options):

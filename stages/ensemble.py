@@ -1,0 +1,38 @@
+"""Stages `ensemble` and `publish`: new caches from finished ones, without running a teacher."""
+
+from pathlib import Path
+
+import click
+
+from pipeline.config import EnsembleConfig, PublishConfig
+from pipeline.ensemble import publish_cache, write_ensemble
+
+
+@click.command("ensemble")
+@click.option("--member", "members", multiple=True, type=click.Path(path_type=Path), required=True,
+              help="A member's cache (.h5, every logit stored); give one per member, at least 2.")
+@click.option("--record", "records", multiple=True, type=click.Path(path_type=Path),
+              help="A member's teacher.json, in the same order; each member must come from its teacher.")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Ensemble cache (.h5) to write.")
+@click.option("--dtype", type=click.Choice(["float32", "float16"]), default="float32", show_default=True)
+def ensemble(members, records, out, dtype):
+    """Combine member caches into one ensemble cache (each member's logits and their mean)."""
+    s = write_ensemble(EnsembleConfig(members=members, records=records, out=out, dtype=dtype))
+    each = ", ".join(f"{name} {100 * acc:.2f}%" for name, acc in zip(s["member_names"], s["member_test_acc"]))
+    click.echo(f"{out}: ensemble of {s['members']} test accuracy {100 * s['teacher_test_acc']:.2f}% (mean of "
+               f"logits), {100 * s['ensemble_probs_test_acc']:.2f}% (mean of probabilities); members: {each}")
+
+
+@click.command("publish")
+@click.option("--cache", type=click.Path(path_type=Path), required=True, help="The finished cache to publish.")
+@click.option("--out", type=click.Path(path_type=Path), required=True,
+              help="Published cache (.h5); its record goes beside it (.json).")
+@click.option("--command", "command", required=True, help="The command that made the source cache, for the record.")
+@click.option("--device", required=True, help="Where the teacher ran, in words (e.g. '1x NVIDIA H100').")
+@click.option("--teacher-seconds", type=float, help="The teacher's training time, for the record.")
+@click.option("--note", default="", help="Anything else a user should know about this cache.")
+def publish(**options):
+    """Write a float16 published copy of a cache, with a record of how it was made."""
+    r = publish_cache(PublishConfig(**options))
+    click.echo(f"{r['path']}: {r['bytes'] / 1e6:.1f} MB, teacher {100 * r['teacher_test_acc']:.2f}% on the test set, "
+               f"{r['views']} views per image; record in {Path(r['path']).with_suffix('.json')}")
