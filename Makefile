@@ -98,7 +98,7 @@ TEACHER_ARGS := --teacher-tag=$(TEACHER_TAG) --combine $(COMBINE)
 COMBINE_TAG  := $(if $(filter-out logits,$(COMBINE)),$(if $(filter probs,$(COMBINE)),-probs,-m$(COMBINE)))
 INPUT_TAG    := $(if $(filter-out 0,$(REPLAY)),-r$(REPLAY),$(if $(filter 1,$(AUGMENT)),-aug))$(if $(filter-out 0,$(HOLDOUT)),-ho$(HOLDOUT))
 # A run's directory name says what it is: $(call run_name,STUDENT,T,ALPHA,SEED,EPOCHS).
-run_name     = $1-$(if $(filter 0 0.0 0.00,$3),scratch,T$2-a$3$(TEACHER_TAG)$(COMBINE_TAG))$(INPUT_TAG)-s$4-e$5
+run_name     = $1-$(if $(filter 0 0.0 0.00,$3),scratch,T$2-a$3$(if $(TEACHER_TAG),-from$(TEACHER_TAG))$(COMBINE_TAG))$(INPUT_TAG)-s$4-e$5
 RUN          ?= $(call run_name,$(STUDENT),$(T),$(ALPHA),$(SEED),$(EPOCHS))
 RUN_DIR      := $(DATA_DIR)/runs/$(RUN)
 # Runs in parallel share the cores: each gets cores/JOBS torch threads unless THREADS is set.

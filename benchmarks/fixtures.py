@@ -37,14 +37,15 @@ def untrained_teacher(workdir: Path) -> tuple[torch.nn.Module, Path]:
     return teacher, ckpt
 
 
-def throwaway_cache(data: Dataset, workdir: Path, views: int = 1) -> tuple[Path, Path]:
+def throwaway_cache(data: Dataset, workdir: Path, views: int = 1, mixup: float = 0.0) -> tuple[Path, Path]:
     """Prepared dataset and a cache written by the real teacher-logits stage (with ``views``
-    cached views per training image); returns both paths."""
-    prepared, cache = workdir / "dataset.npz", workdir / f"cache-v{views}.h5"
+    cached views per training image, mixup pairs when ``mixup`` > 0); returns both paths."""
+    prepared, cache = workdir / "dataset.npz", workdir / f"cache-v{views}-mx{mixup:g}.h5"
     if not prepared.is_file():
         save_prepared(data, prepared)
     ckpt = workdir / "teacher.pt"
     if not ckpt.is_file():
         untrained_teacher(workdir)
-    write_teacher_logits(LogitsConfig(teacher=ckpt, dataset=prepared, out=cache, device="cpu", views=views))
+    write_teacher_logits(LogitsConfig(teacher=ckpt, dataset=prepared, out=cache, device="cpu", views=views,
+                                      mixup=mixup))
     return prepared, cache

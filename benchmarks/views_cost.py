@@ -2,10 +2,11 @@
 
 1. Student epoch, same student, rows and batches, through the real ``train_student``:
    plain cross-entropy on clean images (the reference), cross-entropy on random
-   crop+flip, KD from the clean image's logits on random crop+flip, and KD replaying
-   K cached views (gathering each view and its logits). Arms are interleaved and the
-   best of ``--repeats`` is kept, so drift hits every arm alike.
-2. Teacher pass and cache: the stage with VIEWS=K vs VIEWS=1 (seconds and file size).
+   crop+flip, KD from the clean image's logits on random crop+flip, KD replaying K
+   cached views (each view and its logits), and KD replaying a mixup view bank (with
+   the blended hard label, and KL only). Arms are interleaved and the best of
+   ``--repeats`` is kept, so drift hits every arm alike.
+2. Teacher pass and cache: the stage with VIEWS=K (and with MIXUP) vs VIEWS=1 (seconds and file size).
 
 Usage: python benchmarks/views_cost.py [--rows N] [--views K] [--repeats R]
 """
@@ -30,6 +31,8 @@ ARMS = {
     "CE, random crop+flip": {"alpha": 0.0, "augment": True},
     "KD clean logits, random crop+flip": {"alpha": 0.5, "T": 2.0, "augment": True},
     "KD replayed views": {"alpha": 0.5, "T": 2.0, "replay": -1},
+    "KD mixup bank": {"alpha": 0.5, "T": 2.0, "replay": -1, "bank": "mixup"},
+    "KL only, mixup bank": {"alpha": 1.0, "T": 2.0, "replay": -1, "bank": "mixup"},
 }
 
 
@@ -44,16 +47,18 @@ def main(rows: int, views: int, repeats: int, students: str) -> None:
         work = Path(tmp)
         prepared, plain = throwaway_cache(data, work, views=1)
         _, banked = throwaway_cache(data, work, views=views)
-        with h5py.File(plain) as f1, h5py.File(banked) as fk:
-            pass_s = (f1.attrs["pass_seconds"], fk.attrs["pass_seconds"])
-        size = (plain.stat().st_size, banked.stat().st_size)
+        _, mixed = throwaway_cache(data, work, views=views, mixup=1.0)
+        with h5py.File(plain) as f1, h5py.File(banked) as fk, h5py.File(mixed) as fm:
+            pass_s = (f1.attrs["pass_seconds"], fk.attrs["pass_seconds"], fm.attrs["pass_seconds"])
+        size = (plain.stat().st_size, banked.stat().st_size, mixed.stat().st_size)
         results = {}
         for student in students.split():
             times = {arm: [] for arm in ARMS}
             for _ in range(repeats):
                 for arm, kw in ARMS.items():
                     kw = {**kw, "replay": views} if kw.get("replay") else kw
-                    cfg = StudentConfig(cache=banked, dataset=prepared, out_dir=work / "run", student=student,
+                    cache = mixed if kw.pop("bank", None) == "mixup" else banked
+                    cfg = StudentConfig(cache=cache, dataset=prepared, out_dir=work / "run", student=student,
                                         epochs=1, **kw)
                     times[arm].append(train_student(cfg, progress=False)["seconds_per_epoch"])
             results[student] = {arm: min(v) for arm, v in times.items()}
@@ -71,8 +76,9 @@ def main(rows: int, views: int, repeats: int, students: str) -> None:
             print(f"| {student} | {arm} | {s:.2f} | {s / ce:.2f}x | {s / ce_aug:.2f}x |")
     n, m = len(data.y_train), len(data.y_test)
     print(f"\nTeacher pass (untrained `cnn` teacher, CPU): VIEWS=1 {pass_s[0]:.1f} s, VIEWS={views} "
-          f"{pass_s[1]:.1f} s ({pass_s[1] / pass_s[0]:.2f}x for {(n * (views + 1) + m) / (n + m):.2f}x the rows); "
-          f"cache {size[0] / 1e6:.1f} MB vs {size[1] / 1e6:.1f} MB ({size[1] / size[0]:.2f}x).")
+          f"{pass_s[1]:.1f} s ({pass_s[1] / pass_s[0]:.2f}x for {(n * (views + 1) + m) / (n + m):.2f}x the rows), "
+          f"with MIXUP=1 {pass_s[2]:.1f} s ({pass_s[2] / pass_s[0]:.2f}x); cache {size[0] / 1e6:.1f} MB vs "
+          f"{size[1] / 1e6:.1f} MB ({size[1] / size[0]:.2f}x), with mixup {size[2] / 1e6:.1f} MB.")
 
 
 if __name__ == "__main__":

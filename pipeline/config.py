@@ -235,10 +235,11 @@ def run_name(student: str, T: float, alpha: float, seed: int, epochs: int, *, re
              augment: bool = False, holdout: int = 0, teacher: str = "", combine: str = "logits") -> str:
     """A run directory's name says what it is; the Makefile's ``run_name`` spells it the same way:
     ``-r8`` replays 8 cached views, ``-aug`` augments at random, ``-ho5000`` holds 5000 rows out.
-    A distilled run also names a non-default teacher (``-e30-x3``) and ensemble targets other
+    A distilled run also names a non-default teacher (``-from-e30-x3``) and ensemble targets other
     than the mean of logits (``-probs``, ``-m1``); scratch runs use no teacher, so they are shared."""
     combined = "" if combine == "logits" else f"-{combine}" if combine == "probs" else f"-m{combine}"
-    arm = "scratch" if alpha == 0 else f"T{T:g}-a{alpha:g}{teacher}{combined}"
+    source = f"-from{teacher}" if teacher else ""
+    arm = "scratch" if alpha == 0 else f"T{T:g}-a{alpha:g}{source}{combined}"
     inputs = f"-r{replay}" if replay else "-aug" if augment else ""
     held = f"-ho{holdout}" if holdout else ""
     return f"{student}-{arm}{inputs}{held}-s{seed}-e{epochs}"
