@@ -27,9 +27,13 @@ from pipeline.errors import UsageError
 from pipeline.files import atomic_path, write_json
 from pipeline.sweep import run_planned
 
-__all__ = ["run_views_experiment", "EXPERIMENT_MD", "EXPERIMENT_JSON"]
+__all__ = ["run_views_experiment", "experiment_report"]
 
-EXPERIMENT_MD, EXPERIMENT_JSON = "views-experiment.md", "views-experiment.json"
+
+def experiment_report(reports_dir: Path, teacher_tag: str = "", suffix: str = ".md") -> Path:
+    """views-experiment[-from<teacher tag>].md/.json: one write-up per teacher, so an ensemble's
+    experiment does not overwrite a single teacher's."""
+    return Path(reports_dir) / f"views-experiment{f'-from{teacher_tag}' if teacher_tag else ''}{suffix}"
 KD_ARMS = ("clean", "replay")
 
 
@@ -93,7 +97,8 @@ def _cache_costs(cache: LogitCache) -> dict:
     }
 
 
-def _summary(final: list[dict], choice: dict, costs: dict) -> list[dict]:
+def _summary(final: list[dict], choice: dict, costs: dict, teacher_acc: float) -> list[dict]:
+    """One row per (student, arm); ``teacher_acc`` in % for the fraction of the teacher-scratch gap closed."""
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for m in final:
         groups[(m["student"], _arm(m))].append(m)
@@ -112,31 +117,47 @@ def _summary(final: list[dict], choice: dict, costs: dict) -> list[dict]:
     scratch = {r["student"]: r["test_acc"] for r in rows if r["arm"] == "scratch"}
     for r in rows:
         r["delta_pp"] = None if r["arm"] == "scratch" else r["test_acc"] - scratch[r["student"]]
+        gap = teacher_acc - scratch[r["student"]]
+        r["gap_closed"] = r["delta_pp"] / gap if r["delta_pp"] is not None and gap > 0 else None
     order = {"scratch": 0, "clean": 1, "replay": 2}
     return sorted(rows, key=lambda r: (r["params"], r["student"], order[r["arm"]]))
 
 
-def _render(cfg: ViewsExperimentConfig, k: int, teacher_acc: float, tuning: list[dict], choice: dict,
+def _teacher_line(cache: LogitCache) -> str:
+    """Who the teacher is: one model, or an ensemble with each member's accuracy; published or made here."""
+    acc = f"{100 * cache.teacher_accuracy('test'):.2f}%"
+    if cache.members:
+        each = ", ".join(f"{100 * a:.2f}%" for a in cache.attrs["member_test_acc"])
+        what = f"ensemble of {cache.members} ({cache.combine} combined; members {each}): {acc}"
+    else:
+        what = f"{cache.attrs.get('teacher')}: {acc}"
+    return f"Teacher {what}" + (" (published cache)" if cache.attrs.get("published") else "") + "."
+
+
+def _render(cfg: ViewsExperimentConfig, k: int, cache: LogitCache, tuning: list[dict], choice: dict,
             rows: list[dict], costs: dict) -> str:
     epochs = cfg.student.epochs
+    views = f"the {k} cached views" + (f", each a mixup pair (Beta {cache.mixup:g})" if cache.mixup else "")
     lines = [
-        "## Cached views: scratch vs clean-target KD vs replayed-view KD", "",
-        f"Teacher test accuracy {100 * teacher_acc:.2f}%. Every arm: {epochs} epochs, batch "
+        f"## Cached views{f' from {cfg.student.teacher_tag[1:]}' if cfg.student.teacher_tag else ''}: "
+        "scratch vs clean-target KD vs replayed-view KD", "",
+        f"{_teacher_line(cache)} Every arm: {epochs} epochs, batch "
         f"{cfg.student.batch_size}, AdamW + one-cycle (lr {cfg.student.lr:g}), crop ±2 + flip "
-        f"(random for scratch and clean, the {k} cached views for replay). T and ALPHA chosen on "
+        f"(random for scratch and clean, {views} for replay). T and ALPHA chosen on "
         f"{cfg.holdout} held-out training rows (seeds {' '.join(map(str, cfg.tune_seeds))}); test accuracy "
         f"over seeds {' '.join(map(str, cfg.seeds))}, reported once.", "",
         "| student | params | arm | inputs | T | ALPHA | held-out acc % | test acc % (mean ± std) "
-        "| Δ vs scratch (pp) | s/epoch | min/run | teacher pass s | cache MB |",
-        "|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| Δ vs scratch (pp) | gap closed | s/epoch | min/run | teacher pass s | cache MB |",
+        "|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         scratch = r["arm"] == "scratch"
         tuned = "— | 0 | —" if scratch else f"{r['T']:g} | {r['alpha']:g} | {r['val_acc']:.2f}"
         delta = "—" if r["delta_pp"] is None else f"{r['delta_pp']:+.2f}"
         teacher_s = "—" if r["teacher_seconds"] is None else f"{r['teacher_seconds']:.0f}"
+        gap = "—" if r["gap_closed"] is None else f"{100 * r['gap_closed']:+.0f}%"
         lines.append(f"| {r['student']} | {r['params']:,} | {r['arm']} | {r['inputs']} | {tuned} | "
-                     f"{r['test_acc']:.2f} ± {r['test_acc_std']:.2f} | {delta} | {r['seconds_per_epoch']:.1f} | "
+                     f"{r['test_acc']:.2f} ± {r['test_acc_std']:.2f} | {delta} | {gap} | {r['seconds_per_epoch']:.1f} | "
                      f"{r['train_minutes']:.1f} | {teacher_s} | {r['cache_bytes'] / 1e6:.1f} |")
     threads = sorted({r["threads"] for r in rows})
     lines += ["", f"Runs used {'/'.join(map(str, threads))} torch thread(s) each, {cfg.jobs} at a time. "
@@ -164,8 +185,8 @@ def _render(cfg: ViewsExperimentConfig, k: int, teacher_acc: float, tuning: list
 
 
 def run_views_experiment(cfg: ViewsExperimentConfig, on_result=None) -> dict:
-    """Tune on held-out rows, train every arm with every seed, write views-experiment.{md,json}."""
-    cache = LogitCache(cfg.student.cache)
+    """Tune on held-out rows, train every arm with every seed, write views-experiment[-from<tag>].{md,json}."""
+    cache = LogitCache(cfg.student.cache, combine=cfg.student.combine)
     if not cache.views:
         raise UsageError(f"cache {cfg.student.cache} holds no augmented views; run "
                          f"'make experiment-views VIEWS=8' (VIEWS=K builds a cache with K views per image)")
@@ -182,12 +203,15 @@ def run_views_experiment(cfg: ViewsExperimentConfig, on_result=None) -> dict:
                 final_plan.append(cfg.run(student, seed, T=best["T"], alpha=best["alpha"], replay=replay))
     final = _run_all(final_plan, cfg.reports_dir / "views-final", cfg, cache, on_result)
     costs = _cache_costs(cache)
-    rows = _summary(final, choice, costs)
-    text = _render(cfg, k, cache.teacher_accuracy("test"), tuning, choice, rows, costs)
+    rows = _summary(final, choice, costs, 100 * cache.teacher_accuracy("test"))
+    text = _render(cfg, k, cache, tuning, choice, rows, costs)
     record = {"views": k, "holdout": cfg.holdout, "epochs": cfg.student.epochs, "cache": str(cache.path),
               "cache_fingerprint": cache.fingerprint, "teacher_test_acc": cache.teacher_accuracy("test"),
+              "teacher": cache.attrs.get("teacher"), "teacher_tag": cfg.student.teacher_tag,
+              "member_test_acc": [float(a) for a in cache.attrs.get("member_test_acc", [])],
+              "mixup": cache.mixup, "combine": cfg.student.combine,
               "chosen": [{"student": s, "arm": a, **v} for (s, a), v in sorted(choice.items())], "arms": rows}
-    with atomic_path(cfg.reports_dir / EXPERIMENT_MD) as tmp:
+    with atomic_path(experiment_report(cfg.reports_dir, cfg.student.teacher_tag)) as tmp:
         tmp.write_text(text)
-    write_json(cfg.reports_dir / EXPERIMENT_JSON, record)
+    write_json(experiment_report(cfg.reports_dir, cfg.student.teacher_tag, ".json"), record)
     return record

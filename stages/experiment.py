@@ -5,7 +5,7 @@ from pathlib import Path
 import click
 
 from pipeline.config import StudentConfig, ViewsExperimentConfig, from_options
-from pipeline.experiment import EXPERIMENT_MD, run_views_experiment
+from pipeline.experiment import experiment_report, run_views_experiment
 from stages.student import teacher_options
 from stages.sweep import grid_values
 
@@ -17,7 +17,7 @@ from stages.sweep import grid_values
 @click.option("--tuning-dir", type=click.Path(path_type=Path), required=True,
               help="Where the held-out tuning runs go (kept out of the report).")
 @click.option("--reports-dir", type=click.Path(path_type=Path), required=True,
-              help="Where views-experiment.md/.json go.")
+              help="Where views-experiment[-from<teacher tag>].md/.json go.")
 @click.option("--teacher-record", type=click.Path(path_type=Path), help="teacher.json the cache must come from.")
 @click.option("--students", default="cnn-tiny", show_default=True, help="Space-separated student names.")
 @click.option("--Ts", "Ts", default="1 2 4", show_default=True, help="Temperatures to choose from.")
@@ -43,4 +43,4 @@ def experiment_views(cache, dataset, runs_dir, tuning_dir, reports_dir, teacher_
     with click.progressbar(length=cfg.run_count, label=f"experiment-views: {cfg.run_count} runs",
                            show_pos=True) as bar:
         run_views_experiment(cfg, on_result=lambda record: bar.update(1))
-    click.echo((reports_dir / EXPERIMENT_MD).read_text(), nl=False)
+    click.echo(experiment_report(reports_dir, cfg.student.teacher_tag).read_text(), nl=False)

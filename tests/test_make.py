@@ -82,10 +82,10 @@ def test_stage_graph_rebuilds_only_what_changed(tmp_path):
                       "EXPERIMENT_HOLDOUT=500", *common)
     assert "softcache teacher" not in experiment.stdout.replace("softcache experiment-views", "")
     assert len(list((tmp_path / "tuning").glob("mlp-*-ho500-s0-e1/metrics.json"))) == 5
-    record = json.loads((tmp_path / "reports" / "views-experiment.json").read_text())
+    record = json.loads((tmp_path / "reports" / "views-experiment-from-e1.json").read_text())
     assert {r["arm"] for r in record["arms"]} == {"scratch", "clean", "replay"}
     assert all(r["seeds"] == [0, 1] for r in record["arms"])
-    assert "Cached views: scratch vs clean-target KD" in (tmp_path / "reports" / "report.md").read_text()
+    assert "Cached views from e1: scratch vs clean-target KD" in (tmp_path / "reports" / "report.md").read_text()
 
     # An ensemble of two teachers with a mixup bank: the member already trained is reused, only
     # the new member is trained; COMBINE=probs learns from the mean of their probabilities.

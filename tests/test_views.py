@@ -166,7 +166,7 @@ def test_holdout_run_scores_the_rows_it_did_not_train_on(tmp_path, prepared, cac
 
 def test_views_experiment_tunes_on_held_out_rows_then_reports_every_arm(tmp_path, prepared, views_cache):
     from pipeline.config import ViewsExperimentConfig
-    from pipeline.experiment import EXPERIMENT_MD, run_views_experiment
+    from pipeline.experiment import experiment_report, run_views_experiment
 
     template = StudentConfig(cache=views_cache, dataset=prepared, out_dir=tmp_path, epochs=1, batch_size=16)
     cfg = ViewsExperimentConfig(student=template, runs_dir=tmp_path / "runs", tuning_dir=tmp_path / "tuning",
@@ -188,7 +188,7 @@ def test_views_experiment_tunes_on_held_out_rows_then_reports_every_arm(tmp_path
     arms = {r["arm"]: r for r in record["arms"]}
     assert arms["replay"]["cache_bytes"] > arms["clean"]["cache_bytes"] > 0 == arms["scratch"]["cache_bytes"]
     assert arms["replay"]["teacher_seconds"] > arms["clean"]["teacher_seconds"] > 0
-    text = (tmp_path / "reports" / EXPERIMENT_MD).read_text()
+    text = experiment_report(tmp_path / "reports").read_text()
     assert "| cnn-tiny |" in text and "2 cached views" in text and "**" in text
     # Run again: every run is already finished from this cache, so nothing trains.
     again = []
