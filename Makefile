@@ -127,7 +127,7 @@ $(DATA_STAMP): $(if $(call params_differ,$(DATA_STAMP),$(DATA_PARAMS)),FORCE)
 	@mkdir -p $(@D) && printf '%s\n' '$(DATA_PARAMS)' > $@
 FORCE:
 
-.PHONY: FORCE help venv data teacher teacher-logits student sweep experiment-views self-distill experiment-pskd export report demo test bench clean-students clean
+.PHONY: FORCE help venv data teacher teacher-logits student sweep experiment-views self-distill experiment-pskd export publish report demo demo-runs test bench clean-students clean
 
 help:
 	@echo "make demo | test | data | teacher | teacher-logits | student | sweep | experiment-views | self-distill | experiment-pskd | export | report | bench | clean-students | clean"
@@ -251,14 +251,32 @@ export: | $(INSTALLED)
 $(DATA_DIR)/runs/%/export/export.json: $(DATA_DIR)/runs/%/metrics.json | $(INSTALLED)
 	$(SC) export --run-dir $(DATA_DIR)/runs/$* --formats $(FORMATS) --threads $(RUN_THREADS)
 
+# Publish this cache for CPU-only users (on the GPU box, after teacher-logits): a float16 copy in
+# published/<dataset>.h5 with a record of the command (this invocation's variables), device and times.
+PUBLISH_DEVICE ?=
+PUBLISH_COMMAND := make teacher-logits TEACHER=$(TEACHER) TEACHERS=$(TEACHERS) TEACHER_EPOCHS=$(TEACHER_EPOCHS) \
+	TEACHER_SEED=$(TEACHER_SEED) TEACHER_T=$(TEACHER_T) VIEWS=$(VIEWS) VIEW_SEED=$(VIEW_SEED) MIXUP=$(MIXUP) DEVICE=$(DEVICE)
+publish: $(CACHE) | $(INSTALLED)
+	$(SC) publish --cache $(CACHE) --out $(PUBLISHED_CACHE) --command "$(PUBLISH_COMMAND)" \
+		--device "$(PUBLISH_DEVICE)" $(foreach s,$(if $(BYO_TEACHER),,$(MEMBER_SEEDS)),--record $(DATA_DIR)/teacher/$(DATA_NAME)$(call trained_tag,$s)/teacher.json)
+
 report: | $(INSTALLED)
 	$(SC) report --runs $(DATA_DIR)/runs --out $(REPORT) $(if $(README_RESULTS),--readme $(README_RESULTS))
 
 # --- entry points ------------------------------------------------------------------------
 # The demo: for every student, a scratch run (ALPHA=0) and a distilled run (T, ALPHA),
 # both from the one cache, JOBS at a time, each exported for the edge, then the table.
+# It learns from the published teacher (published/<dataset>.h5) when one is committed for the
+# data the demo uses (the full Fashion-MNIST) and no other teacher was named, with the
+# DEMO_T/DEMO_ALPHA recipe chosen for it on held-out rows; otherwise from the CPU teacher
+# trained here, with T and ALPHA. `make demo TEACHER=auto` always trains here.
+DEMO_T       ?= 1
+DEMO_ALPHA   ?= 0.5
+USE_PUBLISHED := $(and $(wildcard $(PUBLISHED_CACHE)),$(filter file,$(origin TEACHER)),$(if $(TRAINED_TAG)$(ENSEMBLE),,default),$(filter 0,$(LIMIT)),$(filter fashion-mnist,$(DATASET)))
 DEMO_EXPORTS := $(DEMO_RUNS:metrics.json=export/export.json)
-demo: $(CACHE)
+demo: | $(INSTALLED)
+	@$(MAKE) --no-print-directory demo-runs $(if $(USE_PUBLISHED),TEACHER=published T=$(DEMO_T) ALPHA=$(DEMO_ALPHA))
+demo-runs: $(CACHE)
 	@$(MAKE) --no-print-directory -j$(JOBS) --output-sync=target $(DEMO_EXPORTS)
 	@$(MAKE) --no-print-directory report
 

@@ -177,8 +177,13 @@ class PublishConfig:
     out: Path
     command: str                     # the command that made the source cache, for the record
     device: str                      # where the teacher ran, in words (e.g. "1x NVIDIA H100")
-    teacher_seconds: float | None = None
+    records: tuple[Path, ...] = ()   # the teachers' teacher.json: their training time and device go in the record
     note: str = ""
+
+    def __post_init__(self):
+        object.__setattr__(self, "records", tuple(Path(r) for r in self.records))
+        if not self.device.strip() or not self.command.strip():
+            raise UsageError("publish needs --command (how the cache was made) and --device (where the teacher ran)")
 
 
 @dataclass(frozen=True)

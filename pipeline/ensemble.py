@@ -108,6 +108,9 @@ def write_ensemble(cfg: EnsembleConfig) -> dict:
         "member_records": json.dumps(member_records),
         **summary,
     }
+    passes = [c.attrs.get("pass_seconds") for c in members]
+    if all(isinstance(p, float) for p in passes):     # the ensemble's teacher-pass cost: every member's pass
+        attrs["pass_seconds"] = sum(passes)
     _write_from(members, cfg.out, dtype=cfg.dtype, attrs=attrs, keep_members=True)
     return {"path": str(cfg.out), **summary, "member_names": [r["name"] for r in member_records]}
 
@@ -121,6 +124,7 @@ def publish_cache(cfg: PublishConfig) -> dict:
     """Write a float16 copy of a finished cache, marked published, and its record beside it."""
     start = time.perf_counter()
     source = LogitCache(cfg.cache)
+    teachers = [read_json(r) for r in cfg.records]
     test = (source.logits("test").numpy() / source.temperature).astype(np.float16).astype(np.float32)
     acc = _accuracy(test, source.labels("test"))        # what the float16 file will say, checked by verify
     record = {
@@ -129,7 +133,8 @@ def publish_cache(cfg: PublishConfig) -> dict:
         "teacher": source.attrs.get("teacher"),
         "teacher_test_acc": acc,
         "teacher_test_acc_as_trained": source.attrs.get("teacher_test_acc"),
-        "teacher_seconds": cfg.teacher_seconds,
+        "teacher_seconds": sum(t.get("train_seconds", 0.0) for t in teachers) if teachers else None,
+        "teacher_devices": sorted({t.get("device_name", "?") for t in teachers}),
         "pass_seconds": source.attrs.get("pass_seconds"),
         "source_cache": Path(cfg.cache).name,
         "source_fingerprint": source.fingerprint,

@@ -29,7 +29,8 @@ def ensemble(members, records, out, dtype):
               help="Published cache (.h5); its record goes beside it (.json).")
 @click.option("--command", "command", required=True, help="The command that made the source cache, for the record.")
 @click.option("--device", required=True, help="Where the teacher ran, in words (e.g. '1x NVIDIA H100').")
-@click.option("--teacher-seconds", type=float, help="The teacher's training time, for the record.")
+@click.option("--record", "records", multiple=True, type=click.Path(path_type=Path),
+              help="A teacher.json behind the cache (one per ensemble member): training time and device.")
 @click.option("--note", default="", help="Anything else a user should know about this cache.")
 def publish(**options):
     """Write a float16 published copy of a cache, with a record of how it was made."""

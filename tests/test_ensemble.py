@@ -212,15 +212,19 @@ def test_ensemble_errors_name_the_fix(tmp_path, prepared, teacher_dir, members, 
 
 
 # --- published caches --------------------------------------------------------------------------------
-def test_published_cache_is_float16_marked_and_verified_against_its_record(tmp_path, prepared, ensemble_cache):
+def test_published_cache_is_float16_marked_and_verified_against_its_record(tmp_path, prepared, ensemble_cache,
+                                                                           members):
     out = tmp_path / "published" / "tiny.h5"
     record = publish_cache(PublishConfig(cache=ensemble_cache, out=out, command="make teacher-logits TEACHERS=3",
-                                         device="2-core CPU (test)", teacher_seconds=1.5))
+                                         device="2-core CPU (test)", records=[r for _, r in members]))
     pub = LogitCache(out)
     with h5py.File(out) as f:
         assert f["train/logits"].dtype == np.float16 and "member_logits" not in f["train"]
     assert pub.attrs["published"] and json.loads(pub.attrs["published_record"])["device"] == "2-core CPU (test)"
-    assert json.loads(out.with_suffix(".json").read_text())["fingerprint"] == pub.fingerprint
+    on_disk = json.loads(out.with_suffix(".json").read_text())
+    assert on_disk["fingerprint"] == pub.fingerprint and on_disk["teacher_devices"] == ["cpu"]
+    assert on_disk["teacher_seconds"] == pytest.approx(sum(json.loads(r.read_text())["train_seconds"]
+                                                           for _, r in members))
     recorded, recomputed = check_recorded_accuracy(pub)
     assert recorded == recomputed == record["teacher_test_acc"]
     torch.testing.assert_close(pub.logits("test"), LogitCache(ensemble_cache).logits("test"), rtol=1e-3, atol=1e-2)

@@ -124,3 +124,14 @@ def test_bad_make_variable_is_one_line_and_exit_2(tmp_path):
     assert proc.returncode != 0
     errors = [line for line in proc.stderr.splitlines() if line.startswith("softcache")]
     assert len(errors) == 1 and "error:" in errors[0]
+
+
+def test_demo_uses_the_published_teacher_only_where_it_applies(tmp_path):
+    """The committed published cache serves the full Fashion-MNIST demo; a subset, or a teacher the
+    user names, trains here. (Dry runs: nothing is built.)"""
+    published = (ROOT / "published" / "fashion-mnist.h5").is_file()
+    full = make("-n", "demo", f"DATA_DIR={tmp_path}").stdout.splitlines()[0]
+    assert ("TEACHER=published" in full) == published
+    for other in (["LIMIT=2000"], ["TEACHER=auto"], ["TEACHER_EPOCHS=30"], ["TEACHERS=3"]):
+        first = make("-n", "demo", f"DATA_DIR={tmp_path}", *other).stdout.splitlines()[0]
+        assert "TEACHER=published" not in first, other
