@@ -130,7 +130,7 @@ FORCE:
 .PHONY: FORCE help venv data teacher teacher-logits student sweep experiment-views self-distill experiment-pskd export publish report demo demo-runs test bench clean-students clean
 
 help:
-	@echo "make demo | test | data | teacher | teacher-logits | student | sweep | experiment-views | self-distill | experiment-pskd | export | report | bench | clean-students | clean"
+	@echo "make demo | test | data | teacher | teacher-logits | student | sweep | experiment-views | self-distill | experiment-pskd | export | publish | report | bench | clean-students | clean"
 	@echo "variables: T ALPHA STUDENT SEED EPOCHS AUGMENT REPLAY HOLDOUT TEACHER TEACHERS COMBINE TEACHER_EPOCHS TEACHER_T VIEWS VIEW_SEED MIXUP DATASET LIMIT DEVICE RUN FORMATS STUDENTS TS ALPHAS SEEDS JOBS ALPHA_T (see README.md)"
 
 # --- the environment ---------------------------------------------------------------------

@@ -129,9 +129,11 @@ def test_bad_make_variable_is_one_line_and_exit_2(tmp_path):
 def test_demo_uses_the_published_teacher_only_where_it_applies(tmp_path):
     """The committed published cache serves the full Fashion-MNIST demo; a subset, or a teacher the
     user names, trains here. (Dry runs: nothing is built.)"""
+    def demo_line(*args) -> str:
+        out = make("-n", "demo", f"DATA_DIR={tmp_path}", *args).stdout.splitlines()
+        return next(line for line in out if "demo-runs" in line)
+
     published = (ROOT / "published" / "fashion-mnist.h5").is_file()
-    full = make("-n", "demo", f"DATA_DIR={tmp_path}").stdout.splitlines()[0]
-    assert ("TEACHER=published" in full) == published
+    assert ("TEACHER=published T=1 ALPHA=0.5" in demo_line()) == published
     for other in (["LIMIT=2000"], ["TEACHER=auto"], ["TEACHER_EPOCHS=30"], ["TEACHERS=3"]):
-        first = make("-n", "demo", f"DATA_DIR={tmp_path}", *other).stdout.splitlines()[0]
-        assert "TEACHER=published" not in first, other
+        assert "TEACHER=published" not in demo_line(*other), other
