@@ -193,7 +193,7 @@ README_START, README_END = "<!-- results:start (written by make report) -->", "<
 
 def results_section(rows: list[dict], experiments: str = "") -> str:
     """The part of the report that also goes into the README: who won, every arm, and the
-    experiments' own write-ups (``views-experiment.md`` from `make experiment-views`)."""
+    experiments' own write-ups (``views-experiment[-from<tag>].md`` from `make experiment-views`)."""
     if not rows:
         return render_markdown(rows)
     return ("Which configuration won, per student (best mean test accuracy over seeds):\n\n"
@@ -203,7 +203,7 @@ def results_section(rows: list[dict], experiments: str = "") -> str:
 
 def _experiments(reports_dir: Path) -> str:
     """Experiment write-ups left in the reports directory, in name order."""
-    return "\n".join(p.read_text() for p in sorted(Path(reports_dir).glob("*-experiment.md")))
+    return "\n".join(p.read_text() for p in sorted(Path(reports_dir).glob("*-experiment*.md")))
 
 
 def write_report(runs_dir: Path, out: Path, readme: Path | None = None) -> str:
