@@ -121,7 +121,7 @@ class ReplayedViews:
         self.k = params.shape[1]
         self.block_rows = block_rows
         self.offsets = torch.from_numpy(np.random.default_rng(seed).integers(0, self.k, len(images)))
-        self._rendered: tuple[int, torch.Tensor] | None = None
+        self._rendered: tuple | None = None
 
     def __len__(self) -> int:
         return len(self.images)
@@ -134,23 +134,26 @@ class ReplayedViews:
         """Partner rows (B,) and weights (B,) of the views ``rows`` see this epoch; None without mixup."""
         if self.mix is None:
             return None
+        _, _, partner, weight = self._epoch()
         rows = rows.cpu()
-        view = self.choice(rows)
-        return self.mix[0][rows, view], self.mix[1][rows, view]
+        return partner[rows], weight[rows]
 
-    def _epoch_views(self) -> torch.Tensor:
+    def _epoch(self) -> tuple:
+        """(epoch, its N rendered views, their mixup partners and weights or None), made once per epoch."""
         epoch = self.epoch()
         if self._rendered is None or self._rendered[0] != epoch:
+            everything = torch.arange(len(self.images))
+            view = self.choice(everything)
+            partner, weight = (None, None) if self.mix is None else (self.mix[0][everything, view],
+                                                                     self.mix[1][everything, view])
             out = torch.empty_like(self.images)
             for lo in range(0, len(self.images), self.block_rows):
-                rows = torch.arange(lo, min(lo + self.block_rows, len(self.images)))
-                view = self.choice(rows)
-                partner, weight = (None, None) if self.mix is None else (self.mix[0][rows, view],
-                                                                         self.mix[1][rows, view])
-                out[lo:lo + len(rows)] = render_views(self.images, rows, self.params[rows, view], self.pad,
-                                                      partner, weight)
-            self._rendered = (epoch, out)
-        return self._rendered[1]
+                rows = everything[lo:lo + self.block_rows]
+                out[lo:lo + len(rows)] = render_views(self.images, rows, self.params[rows, view[rows]], self.pad,
+                                                      None if partner is None else partner[rows],
+                                                      None if weight is None else weight[rows])
+            self._rendered = (epoch, out, partner, weight)
+        return self._rendered
 
     def __getitem__(self, rows: torch.Tensor) -> torch.Tensor:
-        return self._epoch_views()[rows]
+        return self._epoch()[1][rows]
