@@ -20,17 +20,16 @@ import time
 from pathlib import Path
 
 import click
-import h5py
 import numpy as np
 
+from pipeline.cache_format import read_arrays
 from pipeline.config import TeacherConfig
 from pipeline.datasets import Dataset, FASHION_MNIST_CLASSES, save_prepared
 from pipeline.teacher import train_teacher
 
 
 def _read(path: Path) -> dict:
-    with h5py.File(path) as f:
-        return {f"{g}/{d}": f[g][d][()] for g in f for d in f[g]}
+    return read_arrays(path)
 
 
 def _same(a: dict, b: dict) -> bool:

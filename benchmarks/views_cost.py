@@ -19,10 +19,10 @@ import tempfile
 from pathlib import Path
 
 import click
-import h5py
 import torch
 
 from fixtures import dataset, throwaway_cache
+from pipeline.cache_format import read_attrs
 from pipeline.config import StudentConfig
 from pipeline.student import train_student
 
@@ -48,8 +48,7 @@ def main(rows: int, views: int, repeats: int, students: str) -> None:
         prepared, plain = throwaway_cache(data, work, views=1)
         _, banked = throwaway_cache(data, work, views=views)
         _, mixed = throwaway_cache(data, work, views=views, mixup=1.0)
-        with h5py.File(plain) as f1, h5py.File(banked) as fk, h5py.File(mixed) as fm:
-            pass_s = (f1.attrs["pass_seconds"], fk.attrs["pass_seconds"], fm.attrs["pass_seconds"])
+        pass_s = tuple(read_attrs(path)["pass_seconds"] for path in (plain, banked, mixed))
         size = (plain.stat().st_size, banked.stat().st_size, mixed.stat().st_size)
         results = {}
         for student in students.split():

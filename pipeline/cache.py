@@ -1,216 +1,31 @@
-"""The logit cache: the one module that knows the HDF5 layout (see docs/CACHE_FORMAT.md).
+"""The logit cache's reader: a verified view of one file, in memory when it fits, streamed when not.
 
-Layout, format_version 1, ``storage = "full"``::
-
-    /train/logits   (N, C) float32|float16  teacher logits divided by attrs['temperature']
-    /train/labels   (N,)   uint8..uint64    hard labels, so a student needs only cache + images
-    /train/index    (N,)   uint8..uint64    dataset row of each cache row; always 0..N-1
-    (integer datasets use the smallest unsigned type that fits, with shuffle + gzip)
-    /test/...       the same for the test split (for reports)
-
-With ``VIEWS=K`` (K >= 2) a third split holds the teacher's logits for K augmented views
-of every training image (see ``pipeline.views``), row i * K + j being view j of image i::
-
-    /train_views/logits  (N*K, C)  teacher logits of the view, divided by the temperature
-    /train_views/params  (N*K, 3)  uint8 dy, dx, flip: the view, re-applied by ``apply_views``
-    /train_views/labels, index     the image's label, and its dataset row i (so index = row // K)
-
-and the attributes ``views`` (K), ``view_seed`` and ``view_pad`` say how the params were
-drawn (``pipeline.views.draw_view_params``), so the views can be rebuilt bit-for-bit.
-
-With ``MIXUP=a`` (attribute ``view_mixup`` = a > 0) every view is also a mixup pair, and
-the view split holds what the blend needs (see ``pipeline.views.mix_views``)::
-
-    /train_views/mix_partner (N*K,) uint   dataset row of the image blended in
-    /train_views/mix_weight  (N*K,) uint8  w in [128, 255]: the view is (w*a + (255-w)*b) / 255
-
-An ensemble cache (``softcache ensemble``, attribute ``members`` > 1) also keeps every
-member's logits, so a student can use their mean (``logits``, the default), the mean of
-their probabilities, or one member::
-
-    /<split>/member_logits (rows, M, C)  member m's logits, divided by the temperature
-    /<split>/logits        (rows, C)     their mean
-
-``storage = "topk"`` replaces ``logits`` by the k largest logits per row and what is needed
-to rebuild the rest::
-
-    /train/topk_logits  (N, k) float32|float16  the k largest stored logits, descending
-    /train/topk_classes (N, k) uint8..uint64    their classes
-    /train/tail_logit   (N,)   float32|float16  the one value every other class gets, chosen so
-                                                the tail's total probability at the stored
-                                                temperature is exact: LSE(tail) - log(C - k)
-
-Attributes: format_version, storage, topk, temperature, num_classes, teacher_fingerprint,
-dataset_fingerprint, teacher, teacher_test_acc, created, producer, complete (and views,
-view_seed, view_pad, view_mixup when views are cached; members, member_names,
-member_test_acc, ensemble_probs_test_acc for an ensemble; published, published_record
-for a published cache).
-
-Every dataset carries HDF5's fletcher32 checksum, so a flipped byte fails the read
-instead of silently changing a soft target. ``complete`` is written last, and the file
-gets its final name only after that (``pipeline.files.atomic_path``). Readers get dense
-(N, C) logits whatever the storage, so nothing downstream knows the difference.
+The layout and the writer live in ``pipeline.cache_format``, the checks a file must pass in
+``pipeline.cache_checks``; this module opens the file, runs them, and serves soft targets.
 """
 
 from __future__ import annotations
 
-import contextlib
-import datetime as _dt
+import dataclasses
 import hashlib
 import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import h5py
 import numpy as np
 import torch
 
+from pipeline import cache_checks
+from pipeline.cache_format import (COMBINES, FORMAT_VERSION, SPLITS, VIEW_SPLIT, CacheWriter, dense_logits,
+                                   parse_combine, plain, split_names, storage_bytes, stored_names, write_cache)
 from pipeline.errors import UsageError
-from pipeline.files import atomic_path
 
-__all__ = ["FORMAT_VERSION", "VIEW_SPLIT", "COMBINES", "CacheWriter", "write_cache", "LogitCache",
-           "CacheExpectations", "parse_combine"]
+__all__ = ["LogitCache", "CacheExpectations", "FORMAT_VERSION", "VIEW_SPLIT", "COMBINES", "CacheWriter",
+           "write_cache", "parse_combine"]
 
-FORMAT_VERSION = 1
-SPLITS = ("train", "test")
-VIEW_SPLIT = "train_views"
 _REBUILD = "run 'make teacher-logits' to rebuild it"
-_ROW_DATASETS = ("labels", "index")
-_MIX_DATASETS = ("mix_partner", "mix_weight")
-COMBINES = ("logits", "probs")     # ensemble targets: mean of logits, mean of probabilities (or a member number)
-
-
-def parse_combine(value: str) -> str | int:
-    """COMBINE as given ('logits', 'probs' or a member number) -> 'logits', 'probs' or int."""
-    text = str(value).strip()
-    if text in COMBINES:
-        return text
-    if text.isdigit():
-        return int(text)
-    raise UsageError(f"COMBINE must be logits, probs or a member number (0, 1, ...), got {value!r}")
-
-
-def _smallest_uint(largest: int) -> str:
-    return next(t for t in ("uint8", "uint16", "uint32", "uint64") if largest <= np.iinfo(t).max)
-
-
-def _topk_split(logits: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(B, C) logits -> top-k values (B, k) descending, their classes (B, k), tail logit (B,)."""
-    z = torch.from_numpy(np.ascontiguousarray(logits, dtype=np.float32))
-    values, classes = torch.topk(z, k, dim=1)
-    rest = z.scatter(1, classes, float("-inf"))
-    tail = torch.logsumexp(rest, dim=1) - math.log(z.shape[1] - k)
-    return values.numpy(), classes.numpy(), tail.numpy()
-
-
-class CacheWriter:
-    """Preallocated HDF5 datasets filled in row blocks; use :func:`write_cache` to get one."""
-
-    def __init__(self, f: h5py.File, rows: dict[str, int], num_classes: int, dtype: str, topk: int,
-                 members: int = 0, mixup: bool = False, train_rows: int = 0):
-        self._f = f
-        self._topk = topk
-        self._written = {s: 0 for s in rows}
-        class_dtype = _smallest_uint(num_classes - 1)
-        for split, n in rows.items():
-            g = f.create_group(split)
-            chunk_rows = max(1, min(n, 8192))
-
-            def add(name, width, dt, compress=False, depth=0):
-                # Integers (labels, index, classes) shrink a lot under shuffle + gzip; logits
-                # barely do, so they stay uncompressed and fast to read.
-                # maxshape lets a split have zero rows (a chunk may not exceed a fixed shape).
-                shape, chunks = ((n, width), (chunk_rows, width)) if width else ((n,), (chunk_rows,))
-                if depth:               # (rows, members, classes)
-                    shape, chunks = (n, depth, width), (max(1, chunk_rows // depth), depth, width)
-                extra = {"shuffle": True, "compression": "gzip", "compression_opts": 4} if compress else {}
-                g.create_dataset(name, shape, dtype=dt, chunks=chunks, maxshape=(None, *shape[1:]),
-                                 fletcher32=True, **extra)
-
-            if topk:
-                add("topk_logits", topk, dtype)
-                add("topk_classes", topk, class_dtype, compress=True)
-                add("tail_logit", 0, dtype)
-            else:
-                add("logits", num_classes, dtype)
-            add("labels", 0, class_dtype, compress=True)
-            add("index", 0, _smallest_uint(max(n - 1, 0)), compress=True)
-            if members:
-                add("member_logits", num_classes, dtype, depth=members)
-            if split == VIEW_SPLIT:
-                add("params", 3, "uint8", compress=True)
-                if mixup:
-                    add("mix_partner", 0, _smallest_uint(max(train_rows - 1, 0)), compress=True)
-                    add("mix_weight", 0, "uint8", compress=True)
-
-    def write(self, split: str, start: int, logits: np.ndarray, labels: np.ndarray, index: np.ndarray,
-              params: np.ndarray | None = None, mix: tuple[np.ndarray, np.ndarray] | None = None,
-              member_logits: np.ndarray | None = None) -> None:
-        """Rows [start, start + B) of ``split``. logits: (B, C) already divided by the temperature;
-        params: (B, 3) the views' parameters and mix: their partners and weights, for the view
-        split only; member_logits: (B, M, C) for an ensemble."""
-        stop = start + len(logits)
-        g = self._f[split]
-        if self._topk:
-            values, classes, tail = _topk_split(logits, self._topk)
-            g["topk_logits"][start:stop] = values
-            g["topk_classes"][start:stop] = classes
-            g["tail_logit"][start:stop] = tail
-        else:
-            g["logits"][start:stop] = logits
-        g["labels"][start:stop] = labels
-        g["index"][start:stop] = index
-        if params is not None:
-            g["params"][start:stop] = params
-        if mix is not None:
-            g["mix_partner"][start:stop], g["mix_weight"][start:stop] = mix
-        if member_logits is not None:
-            g["member_logits"][start:stop] = member_logits
-        self._written[split] = max(self._written[split], stop)
-
-    def rows_written(self, split: str) -> int:
-        return self._written[split]
-
-
-@contextlib.contextmanager
-def write_cache(path: Path, *, rows: dict[str, int], num_classes: int, temperature: float,
-                attrs: dict, dtype: str = "float32", topk: int = 0, members: int = 0) -> Iterator[CacheWriter]:
-    """Open a new cache for writing; on a clean exit mark it complete and move it into place.
-
-    ``topk = 0`` stores every logit; ``0 < topk < num_classes`` stores the compact form.
-    ``rows`` may include the view split, and then ``attrs`` must say ``views``, ``view_seed``
-    and ``view_pad`` (and ``view_mixup`` > 0 when the views are mixup pairs). ``members`` > 1
-    adds every split's ``member_logits`` (an ensemble, which stores every logit).
-    """
-    if members and topk:
-        raise UsageError("an ensemble cache stores every logit; use CACHE_TOPK=0 with TEACHERS > 1")
-    if dtype not in ("float32", "float16"):
-        raise UsageError(f"cache dtype must be float32 or float16, got {dtype}")
-    if not 0 <= topk < num_classes:
-        raise UsageError(f"CACHE_TOPK must lie in [0, {num_classes}) for {num_classes} classes "
-                         f"(0 stores every logit), got {topk}")
-    with atomic_path(path) as tmp:
-        with h5py.File(tmp, "w") as f:
-            f.attrs.update({
-                "format_version": FORMAT_VERSION,
-                "storage": "topk" if topk else "full",
-                "topk": int(topk),
-                "dtype": dtype,
-                "temperature": float(temperature),
-                "num_classes": int(num_classes),
-                "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-                "complete": False,
-                **attrs,
-            })
-            writer = CacheWriter(f, rows, num_classes, dtype, topk, members=members,
-                                 mixup=float(attrs.get("view_mixup", 0)) > 0, train_rows=rows.get("train", 0))
-            yield writer
-            for split, n in rows.items():
-                if writer.rows_written(split) != n:
-                    raise RuntimeError(f"cache writer filled {writer.rows_written(split)} of {n} {split} rows")
-            f.attrs["complete"] = True
 
 
 @dataclass(frozen=True)
@@ -251,9 +66,11 @@ class LogitCache:
         self._memo: tuple = (None, None)
         try:
             with h5py.File(self.path, "r") as f:
-                self.attrs = {k: _plain(v) for k, v in f.attrs.items()}
-                self._check_attrs()
-                self._check_combine()
+                self.attrs = {k: plain(v) for k, v in f.attrs.items()}
+                self._check(cache_checks.attrs_problem(self.attrs))
+                combine_problem = cache_checks.combine_problem(self.path, self.combine, self.members)
+                if combine_problem:
+                    raise UsageError(combine_problem)
                 self.splits = SPLITS + ((VIEW_SPLIT,) if self.views else ())
                 self._shapes = {split: {name: ds.shape for name, ds in f[split].items()} for split in self.splits}
                 self._check_shapes()
@@ -278,92 +95,34 @@ class LogitCache:
                               f"'git checkout {self.path}', or drop TEACHER=published to train a teacher here")
         return UsageError(f"cache {self.path}: {what}; {_REBUILD}")
 
-    def _check_attrs(self) -> None:
-        if not self.attrs.get("complete", False):
-            raise self._fail("not marked complete (the teacher pass did not finish)")
-        if self.attrs.get("format_version") != FORMAT_VERSION:
-            raise self._fail(f"format_version {self.attrs.get('format_version')} is not {FORMAT_VERSION}")
-        t = self.attrs.get("temperature")
-        if not isinstance(t, float) or not np.isfinite(t) or t <= 0:
-            raise self._fail(f"temperature attribute {t!r} is not a positive number")
-        k = self.attrs.get("views", 0)
-        if not isinstance(k, int) or k < 0 or (k >= 2 and not all(
-                isinstance(self.attrs.get(a), int) and self.attrs[a] >= 0 for a in ("view_seed", "view_pad"))):
-            raise self._fail(f"views attributes are broken (views {k!r}, view_seed and view_pad must be integers)")
-        mixup = self.attrs.get("view_mixup", 0)
-        if not isinstance(mixup, (int, float)) or not mixup >= 0:
-            raise self._fail(f"view_mixup attribute {mixup!r} is not a number >= 0")
-        m = self.attrs.get("members", 0)
-        if not isinstance(m, int) or m < 0 or m == 1:
-            raise self._fail(f"members attribute {m!r} is not an ensemble size (0, or 2 and more)")
-
-    def _check_combine(self) -> None:
-        if self.combine == "logits":
-            return
-        what = f"member {self.combine}" if isinstance(self.combine, int) else "COMBINE=probs"
-        if not self.members:
-            raise UsageError(f"cache {self.path} holds one teacher's logits, so {what} has no ensemble to pick "
-                             f"from; build an ensemble cache with TEACHERS=3, or use COMBINE=logits")
-        if isinstance(self.combine, int) and self.combine >= self.members:
-            raise UsageError(f"cache {self.path} holds {self.members} ensemble members (0-{self.members - 1}), "
-                             f"so member {self.combine} is missing from it; use COMBINE=0..{self.members - 1} "
-                             f"or rebuild it with TEACHERS={self.combine + 1}")
+    def _check(self, problem: str | None) -> None:
+        if problem is not None:
+            raise self._fail(problem)
 
     @property
     def _value_names(self) -> tuple[str, ...]:
         """The datasets a row's (combined) logits are read from."""
-        if isinstance(self.combine, int):
-            return ("member_logits",)
-        return ("topk_logits", "topk_classes", "tail_logit") if self.attrs.get("topk", 0) else ("logits",)
-
-    def _row_names(self, split: str) -> tuple[str, ...]:
-        """Every dataset the split must have."""
-        stored = ("topk_logits", "topk_classes", "tail_logit") if self.attrs.get("topk", 0) else ("logits",)
-        members = ("member_logits",) if self.members else ()
-        views = ("params", *(_MIX_DATASETS if self.mixup else ())) if split == VIEW_SPLIT else ()
-        return (*stored, *members, *_ROW_DATASETS, *views)
+        return ("member_logits",) if isinstance(self.combine, int) else stored_names(int(self.attrs.get("topk", 0)))
 
     def _dense_block(self, block: dict) -> np.ndarray:
         """Stored-scale (B, C) float32 logits of a block, as ``combine`` picks them."""
         if isinstance(self.combine, int):
             return block["member_logits"][:, self.combine].astype(np.float32)
-        return _dense(block, self.num_classes)
+        return dense_logits(block, self.num_classes)
 
     def _check_shapes(self) -> None:
-        c, k = self.num_classes, int(self.attrs.get("topk", 0))
         for split, shapes in self._shapes.items():
-            missing = [name for name in self._row_names(split) if name not in shapes]
-            if missing:
-                raise self._fail(f"{split} lacks {', '.join(missing)}")
-            n = shapes["labels"][0] if len(shapes["labels"]) == 1 else -1
-            if split == VIEW_SPLIT and n != self.rows("train") * self.views:
-                raise self._fail(f"{split} has {n} rows, not {self.views} views of {self.rows('train')} images")
-            want = {"logits": (n, c), "topk_logits": (n, k), "topk_classes": (n, k), "tail_logit": (n,),
-                    "labels": (n,), "index": (n,), "params": (n, 3), "member_logits": (n, self.members, c),
-                    "mix_partner": (n,), "mix_weight": (n,)}
-            wrong = {name: shapes[name] for name in self._row_names(split) if shapes[name] != want[name]}
-            if wrong:
-                raise self._fail(f"{split} shapes disagree with {n} rows and {c} classes: {wrong}")
+            required = split_names(split, topk=int(self.attrs.get("topk", 0)), members=self.members,
+                                   mixup=bool(self.mixup))
+            self._check(cache_checks.shapes_problem(
+                split, shapes, required, num_classes=self.num_classes, topk=int(self.attrs.get("topk", 0)),
+                members=self.members, views=self.views, train_rows=self.rows("train")))
 
     def _check_block(self, split: str, lo: int, block: dict) -> None:
-        c = self.num_classes
-        for name in (*self._value_names, *(("member_logits",) if self.members else ())):
-            if name != "topk_classes" and not np.isfinite(block[name]).all():
-                raise self._fail(f"{split} logits contain NaN or Inf")
-        if "topk_classes" in block and len(block["topk_classes"]) and block["topk_classes"].max() >= c:
-            raise self._fail(f"{split} top-k classes lie outside [0, {c})")
-        labels = block["labels"]
-        if len(labels) and (labels.min() < 0 or labels.max() >= c):
-            raise self._fail(f"{split} labels lie outside [0, {c})")
-        rows = np.arange(lo, lo + len(labels))
-        if not np.array_equal(block["index"], rows // self.views if split == VIEW_SPLIT else rows):
-            raise self._fail(f"{split} rows are not in dataset order")
-        if split == VIEW_SPLIT and len(labels):
-            params, pad = block["params"], self.attrs["view_pad"]
-            if params[:, :2].max() > 2 * pad or params[:, 2].max() > 1:
-                raise self._fail(f"{split} view params lie outside the {pad}-pixel crop and flip they claim")
-            if self.mixup and (block["mix_partner"].max() >= self.train_rows or block["mix_weight"].min() < 128):
-                raise self._fail(f"{split} mixup partners or weights lie outside [0, {self.train_rows}) and [128, 255]")
+        names = (*self._value_names, *(("member_logits",) if self.members else ()))
+        self._check(cache_checks.block_problem(
+            split, lo, block, names, num_classes=self.num_classes, views=self.views,
+            view_pad=self.attrs.get("view_pad", 0), mixup=bool(self.mixup), train_rows=self.train_rows))
 
     def _scan(self, f: h5py.File, block_rows: int) -> None:
         """Read every row once, in blocks: check it, fingerprint it, keep labels (and logits in memory)."""
@@ -400,17 +159,10 @@ class LogitCache:
         self.fingerprint = h.hexdigest()[:16]
 
     def _check_expectations(self, e: CacheExpectations) -> None:
-        checks = [
-            ("dataset_fingerprint", e.dataset_fingerprint, self.attrs.get("dataset_fingerprint"),
-             "was made from a different dataset"),
-            ("teacher_fingerprint", e.teacher_fingerprint, self.attrs.get("teacher_fingerprint"),
-             "was made by a different teacher"),
-            ("num_classes", e.num_classes, self.num_classes, "has a different number of classes"),
-            ("train_rows", e.train_rows, self.train_rows, "has a different number of training rows"),
-        ]
-        for name, want, got, what in checks:
-            if want is not None and want != got:
-                raise self._fail(f"{what} ({name} {got}, expected {want})")
+        found = {"dataset_fingerprint": self.attrs.get("dataset_fingerprint"),
+                 "teacher_fingerprint": self.attrs.get("teacher_fingerprint"),
+                 "num_classes": self.num_classes, "train_rows": self.train_rows}
+        self._check(cache_checks.expectation_problem(dataclasses.asdict(e), found))
 
     # --- reading --------------------------------------------------------------------
     @property
@@ -523,27 +275,13 @@ class LogitCache:
         """log_softmax at T of the teacher's logits for view ``view`` (B,) of training rows ``rows`` (B,)."""
         return self.batch_log_soft_targets(rows * self.views + view.to(rows.device), T, VIEW_SPLIT)
 
+    def storage_bytes(self) -> dict[str, int]:
+        """Bytes each split takes in the file: what a cached arm costs on disk."""
+        return storage_bytes(self.path)
+
     def teacher_accuracy(self, split: str = "test") -> float:
         """Accuracy of the cached teacher logits against the cached labels."""
         return float((self.logits(split).argmax(dim=1).numpy() == self._labels[split]).mean())
-
-
-def _dense(block: dict, num_classes: int) -> np.ndarray:
-    """Stored-scale logits (B, C) float32 from one block of either storage form."""
-    if "logits" in block:
-        return block["logits"].astype(np.float32)
-    dense = np.repeat(block["tail_logit"].astype(np.float32)[:, None], num_classes, axis=1)
-    np.put_along_axis(dense, block["topk_classes"].astype(np.int64), block["topk_logits"].astype(np.float32), axis=1)
-    return dense
-
-
-def _plain(v):
-    """h5py attribute values as plain Python values (numpy scalars and bytes unwrapped)."""
-    if isinstance(v, bytes):
-        return v.decode()
-    if isinstance(v, np.generic):
-        return v.item()
-    return v
 
 
 def _first_line(exc: BaseException) -> str:

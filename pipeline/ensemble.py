@@ -23,7 +23,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline.cache import VIEW_SPLIT, LogitCache, write_cache
+from pipeline.cache import LogitCache
+from pipeline.cache_format import VIEW_SPLIT, write_cache
 from pipeline.config import EnsembleConfig, PublishConfig
 from pipeline.errors import UsageError
 from pipeline.files import atomic_path, read_json

@@ -19,9 +19,8 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
-import h5py
-
-from pipeline.cache import VIEW_SPLIT, LogitCache
+from pipeline.cache import LogitCache
+from pipeline.cache_format import VIEW_SPLIT
 from pipeline.config import StudentConfig, ViewsExperimentConfig
 from pipeline.errors import UsageError
 from pipeline.files import atomic_path, write_json
@@ -81,8 +80,7 @@ def _choose(tuning: list[dict]) -> dict[tuple[str, str], dict]:
 def _cache_costs(cache: LogitCache) -> dict:
     """Bytes each arm's cache needs (the views split only for replay) and the teacher-pass
     seconds, split by rows: every row is one teacher forward of one image of the same size."""
-    with h5py.File(cache.path, "r") as f:
-        stored = {split: sum(ds.id.get_storage_size() for ds in f[split].values()) for split in cache.splits}
+    stored = cache.storage_bytes()
     clean_rows = cache.rows("train") + cache.rows("test")
     all_rows = clean_rows + cache.rows(VIEW_SPLIT)
     seconds = cache.attrs.get("pass_seconds")

@@ -28,7 +28,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from pipeline.cache import VIEW_SPLIT, write_cache
+from pipeline.cache_format import VIEW_SPLIT, write_cache
 from pipeline.config import LogitsConfig, as_record, resolve_device
 from pipeline.datasets import load_prepared
 from pipeline.errors import UsageError

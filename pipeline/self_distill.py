@@ -32,7 +32,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pipeline.cache import CacheExpectations, LogitCache, write_cache
+from pipeline.cache import CacheExpectations, LogitCache
+from pipeline.cache_format import write_cache
 from pipeline.checkpoint import model_fingerprint
 from pipeline.config import SelfDistillConfig, as_record
 from pipeline.datasets import Dataset, load_prepared

@@ -1,0 +1,263 @@
+"""The cache format: its layout, its writer, and the dense rebuild of stored logits.
+
+This module and the reader (``pipeline.cache``) are the only ones that open the HDF5 file
+or know its groups; everything else asks the reader (see docs/CACHE_FORMAT.md).
+
+Layout, format_version 1, ``storage = "full"``::
+
+    /train/logits   (N, C) float32|float16  teacher logits divided by attrs['temperature']
+    /train/labels   (N,)   uint8..uint64    hard labels, so a student needs only cache + images
+    /train/index    (N,)   uint8..uint64    dataset row of each cache row; always 0..N-1
+    (integer datasets use the smallest unsigned type that fits, with shuffle + gzip)
+    /test/...       the same for the test split (for reports)
+
+With ``VIEWS=K`` (K >= 2) a third split holds the teacher's logits for K augmented views
+of every training image (see ``pipeline.views``), row i * K + j being view j of image i::
+
+    /train_views/logits  (N*K, C)  teacher logits of the view, divided by the temperature
+    /train_views/params  (N*K, 3)  uint8 dy, dx, flip: the view, re-applied by ``apply_views``
+    /train_views/labels, index     the image's label, and its dataset row i (so index = row // K)
+
+and the attributes ``views`` (K), ``view_seed`` and ``view_pad`` say how the params were
+drawn (``pipeline.views.draw_view_params``), so the views can be rebuilt bit-for-bit.
+
+With ``MIXUP=a`` (attribute ``view_mixup`` = a > 0) every view is also a mixup pair, and
+the view split holds what the blend needs (see ``pipeline.views.mix_views``)::
+
+    /train_views/mix_partner (N*K,) uint   dataset row of the image blended in
+    /train_views/mix_weight  (N*K,) uint8  w in [128, 255]: the view is (w*a + (255-w)*b) / 255
+
+An ensemble cache (``softcache ensemble``, attribute ``members`` > 1) also keeps every
+member's logits, so a student can use their mean (``logits``, the default), the mean of
+their probabilities, or one member::
+
+    /<split>/member_logits (rows, M, C)  member m's logits, divided by the temperature
+    /<split>/logits        (rows, C)     their mean
+
+``storage = "topk"`` replaces ``logits`` by the k largest logits per row and what is needed
+to rebuild the rest::
+
+    /train/topk_logits  (N, k) float32|float16  the k largest stored logits, descending
+    /train/topk_classes (N, k) uint8..uint64    their classes
+    /train/tail_logit   (N,)   float32|float16  the one value every other class gets, chosen so
+                                                the tail's total probability at the stored
+                                                temperature is exact: LSE(tail) - log(C - k)
+
+Attributes: format_version, storage, topk, temperature, num_classes, teacher_fingerprint,
+dataset_fingerprint, teacher, teacher_test_acc, created, producer, complete (and views,
+view_seed, view_pad, view_mixup when views are cached; members, member_names,
+member_test_acc, ensemble_probs_test_acc for an ensemble; published, published_record
+for a published cache).
+
+Every dataset carries HDF5's fletcher32 checksum, so a flipped byte fails the read
+instead of silently changing a soft target. ``complete`` is written last, and the file
+gets its final name only after that (``pipeline.files.atomic_path``). Readers get dense
+(N, C) logits whatever the storage, so nothing downstream knows the difference.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import math
+from pathlib import Path
+from typing import Iterator
+
+import h5py
+import numpy as np
+import torch
+
+from pipeline.errors import UsageError
+from pipeline.files import atomic_path
+from pipeline.names import check
+
+__all__ = ["FORMAT_VERSION", "SPLITS", "VIEW_SPLIT", "COMBINES", "ROW_DATASETS", "MIX_DATASETS", "CacheWriter",
+           "write_cache", "parse_combine", "stored_names", "split_names", "dense_logits", "plain",
+           "read_attrs", "read_arrays", "storage_bytes"]
+
+FORMAT_VERSION = 1
+SPLITS = ("train", "test")
+VIEW_SPLIT = "train_views"
+ROW_DATASETS = ("labels", "index")
+MIX_DATASETS = ("mix_partner", "mix_weight")
+TOPK_DATASETS = ("topk_logits", "topk_classes", "tail_logit")
+COMBINES = ("logits", "probs")     # ensemble targets: mean of logits, mean of probabilities (or a member number)
+
+
+def stored_names(topk: int) -> tuple[str, ...]:
+    """The datasets a split's logits are stored in: dense, or top-k plus the tail."""
+    return TOPK_DATASETS if topk else ("logits",)
+
+
+def split_names(split: str, *, topk: int, members: int, mixup: bool) -> tuple[str, ...]:
+    """Every dataset a split must have."""
+    views = ("params", *(MIX_DATASETS if mixup else ())) if split == VIEW_SPLIT else ()
+    return (*stored_names(topk), *(("member_logits",) if members else ()), *ROW_DATASETS, *views)
+
+
+def parse_combine(value: str) -> str | int:
+    """COMBINE as given ('logits', 'probs' or a member number) -> 'logits', 'probs' or int."""
+    text = str(value).strip()
+    if text in COMBINES:
+        return text
+    if text.isdigit():
+        return int(text)
+    raise UsageError(f"COMBINE must be logits, probs or a member number (0, 1, ...), got {value!r}")
+
+
+def _smallest_uint(largest: int) -> str:
+    return next(t for t in ("uint8", "uint16", "uint32", "uint64") if largest <= np.iinfo(t).max)
+
+
+def _topk_split(logits: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(B, C) logits -> top-k values (B, k) descending, their classes (B, k), tail logit (B,)."""
+    z = torch.from_numpy(np.ascontiguousarray(logits, dtype=np.float32))
+    values, classes = torch.topk(z, k, dim=1)
+    rest = z.scatter(1, classes, float("-inf"))
+    tail = torch.logsumexp(rest, dim=1) - math.log(z.shape[1] - k)
+    return values.numpy(), classes.numpy(), tail.numpy()
+
+
+class CacheWriter:
+    """Preallocated HDF5 datasets filled in row blocks; use :func:`write_cache` to get one."""
+
+    def __init__(self, f: h5py.File, rows: dict[str, int], num_classes: int, dtype: str, topk: int,
+                 members: int = 0, mixup: bool = False, train_rows: int = 0):
+        self._f = f
+        self._topk = topk
+        self._written = {s: 0 for s in rows}
+        class_dtype = _smallest_uint(num_classes - 1)
+        for split, n in rows.items():
+            g = f.create_group(split)
+            chunk_rows = max(1, min(n, 8192))
+
+            def add(name, width, dt, compress=False, depth=0):
+                # Integers (labels, index, classes) shrink a lot under shuffle + gzip; logits
+                # barely do, so they stay uncompressed and fast to read.
+                # maxshape lets a split have zero rows (a chunk may not exceed a fixed shape).
+                shape, chunks = ((n, width), (chunk_rows, width)) if width else ((n,), (chunk_rows,))
+                if depth:               # (rows, members, classes)
+                    shape, chunks = (n, depth, width), (max(1, chunk_rows // depth), depth, width)
+                extra = {"shuffle": True, "compression": "gzip", "compression_opts": 4} if compress else {}
+                g.create_dataset(name, shape, dtype=dt, chunks=chunks, maxshape=(None, *shape[1:]),
+                                 fletcher32=True, **extra)
+
+            if topk:
+                add("topk_logits", topk, dtype)
+                add("topk_classes", topk, class_dtype, compress=True)
+                add("tail_logit", 0, dtype)
+            else:
+                add("logits", num_classes, dtype)
+            add("labels", 0, class_dtype, compress=True)
+            add("index", 0, _smallest_uint(max(n - 1, 0)), compress=True)
+            if members:
+                add("member_logits", num_classes, dtype, depth=members)
+            if split == VIEW_SPLIT:
+                add("params", 3, "uint8", compress=True)
+                if mixup:
+                    add("mix_partner", 0, _smallest_uint(max(train_rows - 1, 0)), compress=True)
+                    add("mix_weight", 0, "uint8", compress=True)
+
+    def write(self, split: str, start: int, logits: np.ndarray, labels: np.ndarray, index: np.ndarray,
+              params: np.ndarray | None = None, mix: tuple[np.ndarray, np.ndarray] | None = None,
+              member_logits: np.ndarray | None = None) -> None:
+        """Rows [start, start + B) of ``split``. logits: (B, C) already divided by the temperature;
+        params: (B, 3) the views' parameters and mix: their partners and weights, for the view
+        split only; member_logits: (B, M, C) for an ensemble."""
+        stop = start + len(logits)
+        g = self._f[split]
+        if self._topk:
+            values, classes, tail = _topk_split(logits, self._topk)
+            g["topk_logits"][start:stop] = values
+            g["topk_classes"][start:stop] = classes
+            g["tail_logit"][start:stop] = tail
+        else:
+            g["logits"][start:stop] = logits
+        g["labels"][start:stop] = labels
+        g["index"][start:stop] = index
+        if params is not None:
+            g["params"][start:stop] = params
+        if mix is not None:
+            g["mix_partner"][start:stop], g["mix_weight"][start:stop] = mix
+        if member_logits is not None:
+            g["member_logits"][start:stop] = member_logits
+        self._written[split] = max(self._written[split], stop)
+
+    def rows_written(self, split: str) -> int:
+        return self._written[split]
+
+
+@contextlib.contextmanager
+def write_cache(path: Path, *, rows: dict[str, int], num_classes: int, temperature: float,
+                attrs: dict, dtype: str = "float32", topk: int = 0, members: int = 0) -> Iterator[CacheWriter]:
+    """Open a new cache for writing; on a clean exit mark it complete and move it into place.
+
+    ``topk = 0`` stores every logit; ``0 < topk < num_classes`` stores the compact form.
+    ``rows`` may include the view split, and then ``attrs`` must say ``views``, ``view_seed``
+    and ``view_pad`` (and ``view_mixup`` > 0 when the views are mixup pairs). ``members`` > 1
+    adds every split's ``member_logits`` (an ensemble, which stores every logit).
+    """
+    if members and topk:
+        raise UsageError("an ensemble cache stores every logit; use CACHE_TOPK=0 with TEACHERS > 1")
+    check("CACHE_DTYPE", dtype)
+    if not 0 <= topk < num_classes:
+        raise UsageError(f"CACHE_TOPK must lie in [0, {num_classes}) for {num_classes} classes "
+                         f"(0 stores every logit), got {topk}")
+    with atomic_path(path) as tmp:
+        with h5py.File(tmp, "w") as f:
+            f.attrs.update({
+                "format_version": FORMAT_VERSION,
+                "storage": "topk" if topk else "full",
+                "topk": int(topk),
+                "dtype": dtype,
+                "temperature": float(temperature),
+                "num_classes": int(num_classes),
+                "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                "complete": False,
+                **attrs,
+            })
+            writer = CacheWriter(f, rows, num_classes, dtype, topk, members=members,
+                                 mixup=float(attrs.get("view_mixup", 0)) > 0, train_rows=rows.get("train", 0))
+            yield writer
+            for split, n in rows.items():
+                if writer.rows_written(split) != n:
+                    raise RuntimeError(f"cache writer filled {writer.rows_written(split)} of {n} {split} rows")
+            f.attrs["complete"] = True
+
+
+def dense_logits(block: dict, num_classes: int) -> np.ndarray:
+    """Stored-scale logits (B, C) float32 from one block of either storage form."""
+    if "logits" in block:
+        return block["logits"].astype(np.float32)
+    dense = np.repeat(block["tail_logit"].astype(np.float32)[:, None], num_classes, axis=1)
+    np.put_along_axis(dense, block["topk_classes"].astype(np.int64), block["topk_logits"].astype(np.float32), axis=1)
+    return dense
+
+
+def plain(v):
+    """h5py attribute values as plain Python values (numpy scalars and bytes unwrapped)."""
+    if isinstance(v, bytes):
+        return v.decode()
+    if isinstance(v, np.generic):
+        return v.item()
+    return v
+
+
+
+
+def read_attrs(path: Path) -> dict:
+    """A cache's attributes as plain values, unchecked (for tools that report on files)."""
+    with h5py.File(path, "r") as f:
+        return {k: plain(v) for k, v in f.attrs.items()}
+
+
+def read_arrays(path: Path) -> dict[str, np.ndarray]:
+    """Every dataset of a cache by 'split/name', unchecked: for comparing two files bit for bit."""
+    with h5py.File(path, "r") as f:
+        return {f"{g}/{d}": f[g][d][()] for g in f for d in f[g]}
+
+
+def storage_bytes(path: Path) -> dict[str, int]:
+    """Bytes each split takes in the file (after compression)."""
+    with h5py.File(path, "r") as f:
+        return {split: sum(ds.id.get_storage_size() for ds in f[split].values()) for split in f}
