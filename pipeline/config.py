@@ -1,30 +1,31 @@
-"""One typed, frozen config per stage: the only place defaults live.
+"""One typed, frozen config per stage, and nothing else: no planning, no names.
 
 Make variables become click options (``stages/``), click options become one of these,
-and the code below the stage reads nothing else. Each config validates itself, so the
-Python API refuses the same bad values as the CLI, and each is saved, resolved, into
-the artifact it produced (checkpoint, cache attrs, metrics.json).
+and the code below the stage reads nothing else. The defaults of every user-facing
+setting come from the one table in ``pipeline.names`` (which ``make help`` prints), and
+so does every check of a single setting, so Make, the CLI and the Python API refuse the
+same values with the same words. Each config validates itself in ``__post_init__`` and
+is saved, resolved, into the artifact it produced (checkpoint, cache attrs, metrics.json).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from pipeline.cache import parse_combine
+from pipeline.cache_format import parse_combine
 from pipeline.datasets import DEBIAN_DIR
 from pipeline.errors import UsageError
 from pipeline.models import list_students
+from pipeline.names import check, default, pskd_run_name, run_name
 
 __all__ = [
     "DataConfig", "TeacherConfig", "LogitsConfig", "EnsembleConfig", "PublishConfig", "StudentConfig",
     "ExportConfig", "EXPORT_FORMATS",
-    "SweepConfig", "SWEEP_BACKENDS", "run_name", "SelfDistillConfig", "ViewsExperimentConfig",
+    "SweepConfig", "SWEEP_BACKENDS", "SelfDistillConfig", "ViewsExperimentConfig",
     "resolve_device", "as_record", "from_options",
 ]
 
@@ -44,13 +45,50 @@ def resolve_device(name: str) -> str:
 
 
 def _positive(name: str, value: float) -> None:
-    if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+    """Internal knobs with no Make variable (learning rate, tolerances)."""
+    if not isinstance(value, (int, float)) or not value > 0 or value == float("inf"):
         raise UsageError(f"{name} must be a positive number, got {value!r}")
 
 
 def _at_least(name: str, value: int, low: int) -> None:
     if not isinstance(value, int) or value < low:
         raise UsageError(f"{name} must be an integer >= {low}, got {value!r}")
+
+
+def _known_student(name: str, setting: str = "STUDENT") -> None:
+    if name not in list_students():
+        raise UsageError(f"{setting}: unknown student '{name}'; choose one of: {', '.join(list_students())}")
+
+
+def _grid(name: str, values: tuple, check_one) -> tuple:
+    """A grid is non-empty, has no value twice, and every value passes ``check_one``; the error names the value."""
+    if not values:
+        raise UsageError(f"{name} is empty; give at least one value")
+    seen = set()
+    for v in values:
+        if v in seen:
+            raise UsageError(f"{name} lists {v!r} twice; give each value once")
+        seen.add(v)
+        check_one(v)
+    return tuple(values)
+
+
+def _in_grid(grid: str, setting: str):
+    """The single setting's check, its message naming the grid the value came from."""
+    def check_one(value):
+        try:
+            check(setting, value)
+        except UsageError as exc:
+            raise UsageError(f"{grid}: {exc}") from None
+    return check_one
+
+
+def _check_grids(students, Ts, alphas, seeds) -> None:
+    """The (student, T, ALPHA, seed) grid of a sweep or an experiment."""
+    _grid("STUDENTS", students, lambda v: _known_student(v, "STUDENTS"))
+    _grid("TS", Ts, _in_grid("TS", "T"))
+    _grid("ALPHAS", alphas, _in_grid("ALPHAS", "ALPHA"))
+    _grid("SEEDS", seeds, _in_grid("SEEDS", "SEED"))
 
 
 def from_options(cls, **options):
@@ -74,21 +112,21 @@ class DataConfig:
     source: Path | None = None       # explicit directory/file, searched first
     raw_dir: Path = Path("data/raw")
     system_dir: Path = DEBIAN_DIR    # where the Debian package dataset-fashion-mnist puts it
-    limit: int = 0                   # keep only the first N training samples (0: all)
+    limit: int = default("LIMIT", int)   # keep only the first N training samples (0: all)
     download: bool = True            # last resort: the official files, MD5-checked
 
     def __post_init__(self):
-        _at_least("LIMIT", self.limit, 0)
+        check("LIMIT", self.limit)
 
 
 @dataclass(frozen=True)
 class TeacherConfig:
     dataset: Path
     out_dir: Path
-    arch: str = "auto"       # auto: resnet18 on a GPU, cnn on the CPU
-    epochs: int = 0          # 0: auto, 30 on a GPU, 5 on the CPU
-    device: str = "auto"
-    seed: int = 0
+    arch: str = default("TEACHER")                 # auto: resnet18 on a GPU, cnn on the CPU
+    epochs: int = default("TEACHER_EPOCHS", int)   # 0: auto, 30 on a GPU, 5 on the CPU
+    device: str = default("DEVICE")
+    seed: int = default("TEACHER_SEED", int)
     batch_size: int = 128
     lr: float = 3e-3
     weight_decay: float = 5e-4
@@ -96,7 +134,9 @@ class TeacherConfig:
     threads: int = 0         # torch CPU threads; 0 leaves torch's default
 
     def __post_init__(self):
-        _at_least("TEACHER_EPOCHS", self.epochs, 0)
+        check("TEACHER_EPOCHS", self.epochs)
+        check("TEACHER_SEED", self.seed)
+        check("DEVICE", self.device)
         _at_least("batch size", self.batch_size, 1)
         _positive("learning rate", self.lr)
 
@@ -121,30 +161,26 @@ class LogitsConfig:
     teacher: Path             # softcache checkpoint, TorchScript/.pt2 file, or "module:factory"
     dataset: Path             # the prepared dataset
     out: Path                 # the cache file
-    temperature: float = 1.0  # TEACHER_T: logits are stored divided by it
-    dtype: str = "float32"      # CACHE_DTYPE: float32 or float16
-    topk: int = 0               # CACHE_TOPK: keep the k largest logits per row (0: all)
-    device: str = "auto"
+    temperature: float = default("TEACHER_T", float)  # logits are stored divided by it
+    dtype: str = default("CACHE_DTYPE")               # float32 or float16
+    topk: int = default("CACHE_TOPK", int)            # keep the k largest logits per row (0: all)
+    device: str = default("DEVICE")
     batch_size: int = 1024
     chunk_rows: int = 4096      # rows per resumable chunk of the pass
     teacher_weights: Path | None = None   # TEACHER_WEIGHTS: state dict for a module:factory teacher
-    views: int = 1              # VIEWS: augmented views cached per training image (1: the clean image only)
-    view_seed: int = 0          # VIEW_SEED: draws the views' crops and flips
-    mixup: float = 0.0          # MIXUP=a: every view is a mixup pair, lambda ~ Beta(a, a) (0: no mixup)
+    views: int = default("VIEWS", int)           # augmented views cached per training image (1: clean only)
+    view_seed: int = default("VIEW_SEED", int)   # draws the views' crops and flips
+    mixup: float = default("MIXUP", float)       # MIXUP=a: every view is a mixup pair, lambda ~ Beta(a, a) (0: no mixup)
 
     def __post_init__(self):
-        _positive("TEACHER_T", self.temperature)
-        _at_least("VIEWS", self.views, 1)
-        if not isinstance(self.mixup, (int, float)) or not math.isfinite(self.mixup) or self.mixup < 0:
-            raise UsageError(f"MIXUP must be a number >= 0 (the Beta parameter; 0 turns mixup off), got {self.mixup!r}")
+        for name, value in (("TEACHER_T", self.temperature), ("VIEWS", self.views), ("MIXUP", self.mixup),
+                            ("VIEW_SEED", self.view_seed), ("CACHE_TOPK", self.topk), ("CACHE_DTYPE", self.dtype),
+                            ("DEVICE", self.device)):
+            check(name, value)
         if self.mixup and self.views < 2:
             raise UsageError("MIXUP needs cached views to mix: give VIEWS=K (K >= 2) with it")
-        _at_least("VIEW_SEED", self.view_seed, 0)
         _at_least("batch size", self.batch_size, 1)
-        _at_least("CACHE_TOPK", self.topk, 0)
         _at_least("chunk rows", self.chunk_rows, 1)
-        if self.dtype not in ("float32", "float16"):
-            raise UsageError(f"CACHE_DTYPE must be float32 or float16, got {self.dtype!r}")
 
 
 @dataclass(frozen=True)
@@ -165,8 +201,7 @@ class EnsembleConfig:
             raise UsageError("an ensemble lists the same member cache twice; give each member once")
         if self.records and len(self.records) != len(self.members):
             raise UsageError(f"{len(self.records)} teacher records for {len(self.members)} members; give one each")
-        if self.dtype not in ("float32", "float16"):
-            raise UsageError(f"CACHE_DTYPE must be float32 or float16, got {self.dtype!r}")
+        check("CACHE_DTYPE", self.dtype)
 
 
 @dataclass(frozen=True)
@@ -191,11 +226,11 @@ class StudentConfig:
     cache: Path
     dataset: Path
     out_dir: Path
-    student: str = "cnn-tiny"
-    T: float = 4.0
-    alpha: float = 0.9             # weight of the soft term; 0 is plain cross-entropy
-    seed: int = 0
-    epochs: int = 5
+    student: str = default("STUDENT")
+    T: float = default("T", float)
+    alpha: float = default("ALPHA", float)   # weight of the soft term; 0 is plain cross-entropy
+    seed: int = default("SEED", int)
+    epochs: int = default("EPOCHS", int)
     batch_size: int = 128
     lr: float = 3e-3
     weight_decay: float = 5e-4
@@ -209,18 +244,16 @@ class StudentConfig:
     cache_memory_mb: int = 4096    # dense logits up to this size are held in memory, larger ones streamed
 
     def __post_init__(self):
-        _positive("T", self.T)
-        _at_least("REPLAY", self.replay, 0)
-        _at_least("HOLDOUT", self.holdout, 0)
+        _known_student(self.student)
+        for name, value in (("T", self.T), ("ALPHA", self.alpha), ("SEED", self.seed), ("EPOCHS", self.epochs),
+                            ("REPLAY", self.replay), ("HOLDOUT", self.holdout), ("THREADS", self.threads)):
+            check(name, value)
         object.__setattr__(self, "combine", str(parse_combine(self.combine)))
         if self.teacher_tag and not self.teacher_tag.startswith("-"):
             object.__setattr__(self, "teacher_tag", f"-{self.teacher_tag}")
         if self.replay and self.augment:
             raise UsageError("AUGMENT=1 with REPLAY>0 would re-augment the replayed views and break the match "
                              "with their logits; replayed views are already augmented, so drop AUGMENT")
-        if not isinstance(self.alpha, (int, float)) or not 0.0 <= self.alpha <= 1.0:
-            raise UsageError(f"ALPHA must lie in [0, 1], got {self.alpha!r}")
-        _at_least("EPOCHS", self.epochs, 1)
         _at_least("batch size", self.batch_size, 1)
         _positive("learning rate", self.lr)
         _at_least("cache memory (MB)", self.cache_memory_mb, 0)
@@ -236,20 +269,6 @@ class StudentConfig:
                         augment=self.augment, holdout=self.holdout, teacher=self.teacher_tag, combine=self.combine)
 
 
-def run_name(student: str, T: float, alpha: float, seed: int, epochs: int, *, replay: int = 0,
-             augment: bool = False, holdout: int = 0, teacher: str = "", combine: str = "logits") -> str:
-    """A run directory's name says what it is; the Makefile's ``run_name`` spells it the same way:
-    ``-r8`` replays 8 cached views, ``-aug`` augments at random, ``-ho5000`` holds 5000 rows out.
-    A distilled run also names a non-default teacher (``-from-e30-x3``) and ensemble targets other
-    than the mean of logits (``-probs``, ``-m1``); scratch runs use no teacher, so they are shared."""
-    combined = "" if combine == "logits" else f"-{combine}" if combine == "probs" else f"-m{combine}"
-    source = f"-from{teacher}" if teacher else ""
-    arm = "scratch" if alpha == 0 else f"T{T:g}-a{alpha:g}{source}{combined}"
-    inputs = f"-r{replay}" if replay else "-aug" if augment else ""
-    held = f"-ho{holdout}" if holdout else ""
-    return f"{student}-{arm}{inputs}{held}-s{seed}-e{epochs}"
-
-
 @dataclass(frozen=True)
 class SelfDistillConfig:
     """Progressive self-knowledge distillation (PS-KD): no teacher, no teacher cache.
@@ -260,10 +279,10 @@ class SelfDistillConfig:
 
     dataset: Path
     out_dir: Path
-    student: str = "cnn-tiny"
-    alpha_T: float = 0.8           # ALPHA_T: weight of the previous epoch's predictions at the last epoch
-    seed: int = 0
-    epochs: int = 5
+    student: str = default("STUDENT")
+    alpha_T: float = default("ALPHA_T", float)   # weight of the previous epoch's predictions at the last epoch
+    seed: int = default("SEED", int)
+    epochs: int = default("EPOCHS", int)
     batch_size: int = 128
     lr: float = 3e-3
     weight_decay: float = 5e-4
@@ -273,41 +292,24 @@ class SelfDistillConfig:
     def __post_init__(self):
         if not isinstance(self.alpha_T, (int, float)) or not 0.0 < self.alpha_T <= 1.0:
             raise UsageError(f"ALPHA_T must lie in (0, 1], got {self.alpha_T!r}")
-        if self.student not in list_students():
-            raise UsageError(f"unknown student '{self.student}'; choose one of: {', '.join(list_students())}")
-        _at_least("EPOCHS", self.epochs, 1)
+        _known_student(self.student)
+        check("SEED", self.seed), check("EPOCHS", self.epochs)
         _at_least("batch size", self.batch_size, 1)
         _positive("learning rate", self.lr)
 
     @property
     def run_name(self) -> str:
-        return f"{self.student}-pskd-a{self.alpha_T:g}-s{self.seed}-e{self.epochs}"
+        return pskd_run_name(self.student, self.alpha_T, self.seed, self.epochs)
 
 
 SWEEP_BACKENDS = ("joblib", "dask")
 
 
-def _grid(name: str, values: tuple, check) -> tuple:
-    """A grid is non-empty, has no value twice, and every value passes ``check``; the error names the value."""
-    if not values:
-        raise UsageError(f"{name} is empty; give at least one value")
-    seen = set()
-    for v in values:
-        if v in seen:
-            raise UsageError(f"{name} lists {v!r} twice; give each value once")
-        seen.add(v)
-        check(v)
-    return tuple(values)
-
-
 @dataclass(frozen=True)
 class SweepConfig:
-    """A grid of student runs over one cache: every (student, T, ALPHA, seed) combination.
-
-    Runs with ALPHA=0 do not depend on T (plain cross-entropy), so they are planned once
-    per student and seed. ``student`` carries everything else a run needs (cache, dataset,
-    epochs, batch size, ...); its own student/T/alpha/seed/out_dir are replaced per run.
-    """
+    """A grid of student runs over one cache: every (student, T, ALPHA, seed) combination
+    (``pipeline.sweep.plan_sweep`` lists them). ``student`` carries everything else a run
+    needs (cache, dataset, epochs, batch size, ...)."""
 
     student: StudentConfig
     runs_dir: Path
@@ -322,56 +324,19 @@ class SweepConfig:
     scheduler: str | None = None     # dask scheduler address (tcp://host:8786)
 
     def __post_init__(self):
-        def known_student(name):
-            if name not in list_students():
-                raise UsageError(f"STUDENTS: unknown student '{name}'; choose from: {', '.join(list_students())}")
-
-        def temperature(v):
-            if not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
-                raise UsageError(f"TS: {v!r} is not a positive temperature")
-
-        def alpha(v):
-            if not isinstance(v, (int, float)) or not 0.0 <= v <= 1.0:
-                raise UsageError(f"ALPHAS: {v!r} lies outside [0, 1]")
-
-        def seed(v):
-            if not isinstance(v, int) or v < 0:
-                raise UsageError(f"SEEDS: {v!r} is not a non-negative integer")
-
-        _grid("STUDENTS", self.students, known_student)
-        _grid("TS", self.Ts, temperature)
-        _grid("ALPHAS", self.alphas, alpha)
-        _grid("SEEDS", self.seeds, seed)
-        _at_least("JOBS", self.jobs, 1)
-        _at_least("THREADS", self.threads, 0)
-        if self.backend not in SWEEP_BACKENDS:
-            raise UsageError(f"SWEEP_BACKEND must be one of {', '.join(SWEEP_BACKENDS)}, got {self.backend!r}")
+        _check_grids(self.students, self.Ts, self.alphas, self.seeds)
+        check("JOBS", self.jobs), check("THREADS", self.threads)
+        check("SWEEP_BACKEND", self.backend)
         if self.backend == "dask" and not self.scheduler:
             raise UsageError("SWEEP_BACKEND=dask needs SCHEDULER=tcp://host:port (a running dask scheduler)")
-
-    def runs(self) -> list[StudentConfig]:
-        """One StudentConfig per planned run, in grid order, scratch runs once per student and seed."""
-        threads = self.threads or max(1, (os.cpu_count() or 1) // self.jobs)
-        planned: dict[str, StudentConfig] = {}
-        for student in self.students:
-            for seed in self.seeds:
-                for alpha in self.alphas:
-                    for T in (self.Ts if alpha != 0 else self.Ts[:1]):
-                        run = dataclasses.replace(self.student, student=student, T=float(T), alpha=float(alpha),
-                                                  seed=seed, threads=threads)
-                        planned[run.run_name] = dataclasses.replace(run, out_dir=self.runs_dir / run.run_name)
-        return list(planned.values())
 
 
 @dataclass(frozen=True)
 class ViewsExperimentConfig:
-    """The cached-views experiment: scratch vs clean-target KD vs replayed-view KD.
-
-    ``student`` carries what every run shares (cache, dataset, epochs, batch size, ...).
-    The KD arms' T and ALPHA are chosen from ``Ts`` x ``alphas`` by held-out accuracy
-    (``holdout`` training rows, ``tune_seeds``); then every arm is trained on the whole
-    training split with ``seeds`` and its test accuracy reported once.
-    """
+    """The cached-views experiment: scratch vs clean-target KD vs replayed-view KD
+    (``pipeline.experiment`` plans and runs it). ``student`` carries what every run shares
+    (cache, dataset, epochs, batch size, ...). The KD arms' T and ALPHA are chosen from
+    ``Ts`` x ``alphas`` by held-out accuracy (``holdout`` training rows, ``tune_seeds``)."""
 
     student: StudentConfig
     runs_dir: Path
@@ -388,31 +353,13 @@ class ViewsExperimentConfig:
     threads: int = 0
 
     def __post_init__(self):
-        # The grids are checked exactly as a sweep checks them (scratch-free KD grids).
-        SweepConfig(student=self.student, runs_dir=self.runs_dir, reports_dir=self.reports_dir,
-                    students=self.students, Ts=self.Ts, alphas=self.alphas, seeds=self.seeds,
-                    jobs=self.jobs, threads=self.threads)
-        _grid("TUNE_SEEDS", self.tune_seeds, lambda v: _at_least("TUNE_SEEDS", v, 0))
+        _check_grids(self.students, self.Ts, self.alphas, self.seeds)
+        _grid("TUNE_SEEDS", self.tune_seeds, _in_grid("TUNE_SEEDS", "SEED"))
         object.__setattr__(self, "alphas", tuple(a for a in self.alphas if a != 0))   # scratch always runs
         if not self.alphas:
             raise UsageError("ALPHAS has no value above 0 for the KD arms to choose from; give e.g. ALPHAS=\"0.5 0.9\"")
-        _at_least("HOLDOUT", self.holdout, 1)
-        _at_least("REPLAY", self.replay, 0)
-
-    @property
-    def run_count(self) -> int:
-        """Tuning runs (scratch + both KD arms over the grid) and final runs (three arms), all students."""
-        per_seed = 1 + 2 * len(self.Ts) * len(self.alphas)
-        return len(self.students) * (len(self.tune_seeds) * per_seed + 3 * len(self.seeds))
-
-    def run(self, student: str, seed: int, *, T: float = 1.0, alpha: float = 0.0, replay: int = 0,
-            tuning: bool = False) -> StudentConfig:
-        """One run of the experiment: random crop+flip unless it replays cached views."""
-        threads = self.threads or max(1, (os.cpu_count() or 1) // self.jobs)
-        cfg = dataclasses.replace(self.student, student=student, seed=seed, T=float(T), alpha=float(alpha),
-                                  replay=replay, augment=not replay, holdout=self.holdout if tuning else 0,
-                                  threads=threads)
-        return dataclasses.replace(cfg, out_dir=(self.tuning_dir if tuning else self.runs_dir) / cfg.run_name)
+        check("EXPERIMENT_HOLDOUT", self.holdout), check("REPLAY", self.replay)
+        check("JOBS", self.jobs), check("THREADS", self.threads)
 
 
 EXPORT_FORMATS = ("onnx", "torchscript", "int8")
@@ -429,6 +376,8 @@ class ExportConfig:
     parity_atol: float = 1e-4         # max |ONNX or TorchScript logit - eager logit| on the test set
     int8_max_drop_pp: float = 0.5     # refuse an int8 model that loses more test accuracy than this
     calibration_rows: int = 1024      # training images used to calibrate int8 activation ranges
+    int8_choice_rows: int = 2000      # other training images the int8 recipe is chosen on
+    skip_refused: bool = False        # leave out (and record) a format that misses its check, instead of failing
     threads: int = 0
 
     def __post_init__(self):
@@ -443,6 +392,7 @@ class ExportConfig:
         _positive("parity tolerance", self.parity_atol)
         _positive("int8 accuracy budget (pp)", self.int8_max_drop_pp)
         _at_least("calibration rows", self.calibration_rows, 1)
+        _at_least("int8 choice rows", self.int8_choice_rows, 1)
 
     @property
     def destination(self) -> Path:

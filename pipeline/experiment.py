@@ -15,6 +15,7 @@ so they run JOBS at a time and a killed experiment resumes where it stopped.
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
 from collections import defaultdict
 from pathlib import Path
@@ -24,9 +25,10 @@ from pipeline.cache_format import VIEW_SPLIT
 from pipeline.config import StudentConfig, ViewsExperimentConfig
 from pipeline.errors import UsageError
 from pipeline.files import atomic_path, write_json
+from pipeline.names import threads_per_run
 from pipeline.sweep import run_planned
 
-__all__ = ["run_views_experiment", "experiment_report"]
+__all__ = ["run_views_experiment", "experiment_report", "planned_run", "run_count"]
 
 
 def experiment_report(reports_dir: Path, teacher_tag: str = "", suffix: str = ".md") -> Path:
@@ -34,6 +36,21 @@ def experiment_report(reports_dir: Path, teacher_tag: str = "", suffix: str = ".
     experiment does not overwrite a single teacher's."""
     return Path(reports_dir) / f"views-experiment{f'-from{teacher_tag}' if teacher_tag else ''}{suffix}"
 KD_ARMS = ("clean", "replay")
+
+
+def run_count(cfg: ViewsExperimentConfig) -> int:
+    """Tuning runs (scratch + both KD arms over the grid) and final runs (three arms), all students."""
+    per_seed = 1 + 2 * len(cfg.Ts) * len(cfg.alphas)
+    return len(cfg.students) * (len(cfg.tune_seeds) * per_seed + 3 * len(cfg.seeds))
+
+
+def planned_run(cfg: ViewsExperimentConfig, student: str, seed: int, *, T: float = 1.0, alpha: float = 0.0,
+                replay: int = 0, tuning: bool = False) -> StudentConfig:
+    """One run of the experiment: random crop+flip unless it replays cached views."""
+    run = dataclasses.replace(cfg.student, student=student, seed=seed, T=float(T), alpha=float(alpha),
+                              replay=replay, augment=not replay, holdout=cfg.holdout if tuning else 0,
+                              threads=threads_per_run(cfg.threads, cfg.jobs))
+    return dataclasses.replace(run, out_dir=(cfg.tuning_dir if tuning else cfg.runs_dir) / run.run_name)
 
 
 def _run_all(planned: list[StudentConfig], reports_dir: Path, cfg: ViewsExperimentConfig, cache: LogitCache,
@@ -51,11 +68,11 @@ def _tuning_plan(cfg: ViewsExperimentConfig, k: int) -> list[StudentConfig]:
     plan = []
     for student in cfg.students:
         for seed in cfg.tune_seeds:
-            plan.append(cfg.run(student, seed, tuning=True))
+            plan.append(planned_run(cfg, student, seed, tuning=True))
             for T in cfg.Ts:
                 for alpha in cfg.alphas:
-                    plan.append(cfg.run(student, seed, T=T, alpha=alpha, tuning=True))
-                    plan.append(cfg.run(student, seed, T=T, alpha=alpha, replay=k, tuning=True))
+                    plan.append(planned_run(cfg, student, seed, T=T, alpha=alpha, tuning=True))
+                    plan.append(planned_run(cfg, student, seed, T=T, alpha=alpha, replay=k, tuning=True))
     return plan
 
 
@@ -195,10 +212,10 @@ def run_views_experiment(cfg: ViewsExperimentConfig, on_result=None) -> dict:
     final_plan = []
     for student in cfg.students:
         for seed in cfg.seeds:
-            final_plan.append(cfg.run(student, seed))
+            final_plan.append(planned_run(cfg, student, seed))
             for arm, replay in (("clean", 0), ("replay", k)):
                 best = choice[(student, arm)]
-                final_plan.append(cfg.run(student, seed, T=best["T"], alpha=best["alpha"], replay=replay))
+                final_plan.append(planned_run(cfg, student, seed, T=best["T"], alpha=best["alpha"], replay=replay))
     final = _run_all(final_plan, cfg.reports_dir / "views-final", cfg, cache, on_result)
     costs = _cache_costs(cache)
     rows = _summary(final, choice, costs, 100 * cache.teacher_accuracy("test"))

@@ -181,6 +181,9 @@ def render_exports(runs_dir: Path) -> str:
         size = {f: e["files"][f]["bytes"] / 1024 for f in e["files"]}
         lat, acc = e["latency_us_batch1_1thread"], e["test_acc"]
         int8_acc = _cell({k: 100 * v for k, v in acc.items()}, "int8", ".2f")
+        refused = e.get("refused", {}).get("int8")
+        if refused:
+            int8_acc = f"int8 refused: {refused['acc_change_pp']:+.2f} pp"
         lines.append(f"| {run} | {_cell(size, 'onnx', '.1f')} | {_cell(size, 'int8', '.1f')} | "
                      f"{_cell(e, 'int8_size_ratio', '.3f')} | {100 * acc['eager']:.2f} → {int8_acc} | "
                      f"{lat['eager']:.0f} | {_cell(lat, 'torchscript', '.0f')} | {_cell(lat, 'onnx', '.0f')} | "

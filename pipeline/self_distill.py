@@ -39,7 +39,7 @@ from pipeline.config import SelfDistillConfig, as_record
 from pipeline.datasets import Dataset, load_prepared
 from pipeline.files import atomic_path, exclusive_writer
 from pipeline.models import count_params
-from pipeline.student import build_student, evaluate, save_run
+from pipeline.runs import build_student, evaluate, save_run
 from pipeline.train import Trainer, accuracy, predict, set_threads
 
 __all__ = ["alpha_schedule", "pskd_targets", "self_distill", "resume_dir", "PREDICTIONS_FILE"]

@@ -8,7 +8,6 @@ logits (``replay``, see ``pipeline.views``).
 
 from __future__ import annotations
 
-import shutil
 import time
 from pathlib import Path
 
@@ -16,21 +15,17 @@ import numpy as np
 import torch
 
 from pipeline.cache import CacheExpectations, LogitCache
-from pipeline.calibration import reliability
-from pipeline.checkpoint import save_checkpoint
 from pipeline.config import StudentConfig, as_record
-from pipeline.datasets import Dataset, holdout_split, load_prepared
+from pipeline.datasets import holdout_split, load_prepared
 from pipeline.errors import UsageError
-from pipeline.files import atomic_dir, read_json, write_json
+from pipeline.files import read_json
 from pipeline.losses import kd_loss_from_log_targets
-from pipeline.models import count_params, create_student
+from pipeline.models import count_params
+from pipeline.runs import build_student, evaluate, save_run
 from pipeline.train import Trainer, accuracy, predict, set_threads
 from pipeline.views import MIX_SCALE, ReplayedViews
 
-__all__ = ["train_student", "build_student", "evaluate", "save_run", "MODEL_FILE", "METRICS_FILE"]
-
-MODEL_FILE = "model.pt"
-METRICS_FILE = "metrics.json"
+__all__ = ["train_student"]
 
 
 def _expected_teacher(record: Path | None) -> str | None:
@@ -130,31 +125,3 @@ def train_student(cfg: StudentConfig, progress: bool = True) -> dict:
     }
     save_run(cfg.out_dir, cfg.student, model, model_kwargs, as_record(cfg), metrics)
     return metrics
-
-
-def build_student(name: str, data: Dataset, seed: int) -> tuple[torch.nn.Module, dict]:
-    """The registered student, initialised from ``seed``, normalising with the training split's statistics."""
-    mean, std = data.normalization()
-    model_kwargs = {"in_shape": data.image_shape, "num_classes": data.num_classes, "mean": mean, "std": std}
-    torch.manual_seed(seed)
-    return create_student(name, **model_kwargs), model_kwargs
-
-
-def evaluate(test_logits: torch.Tensor, data: Dataset) -> dict:
-    """Test accuracy and calibration (ECE and reliability bins) from the test-set logits."""
-    y_test = torch.from_numpy(data.y_test)
-    calibration = reliability(test_logits, y_test)
-    return {"test_acc": accuracy(test_logits, y_test), "ece": calibration["ece"], "reliability": calibration}
-
-
-def save_run(out_dir: Path, arch: str, model: torch.nn.Module, model_kwargs: dict, config: dict, metrics: dict,
-             extra_files: dict[str, Path] | None = None) -> None:
-    """Write the run directory in one atomic step: model.pt, metrics.json (with the
-    checkpoint's size added) and any extra files, moved in."""
-    with atomic_dir(out_dir) as tmp:
-        save_checkpoint(tmp / MODEL_FILE, kind="student", arch=arch, model=model,
-                        model_kwargs=model_kwargs, config=config, metrics=metrics)
-        metrics["size_bytes"] = (tmp / MODEL_FILE).stat().st_size
-        for name, path in (extra_files or {}).items():
-            shutil.copyfile(path, tmp / name)
-        write_json(tmp / METRICS_FILE, metrics)

@@ -11,6 +11,7 @@ cluster unchanged. A run that fails is recorded with its error and the others go
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import traceback
 from pathlib import Path
@@ -22,10 +23,12 @@ from pipeline.cache import LogitCache
 from pipeline.config import StudentConfig, SweepConfig
 from pipeline.errors import UsageError
 from pipeline.files import atomic_path, read_json
+from pipeline.names import threads_per_run
 from pipeline.report import render_markdown, summarize
-from pipeline.student import METRICS_FILE, train_student
+from pipeline.runs import METRICS_FILE
+from pipeline.student import train_student
 
-__all__ = ["run_sweep", "run_planned", "SUMMARY_CSV", "SUMMARY_MD"]
+__all__ = ["plan_sweep", "run_sweep", "run_planned", "SUMMARY_CSV", "SUMMARY_MD"]
 
 SUMMARY_CSV, SUMMARY_MD = "sweep.csv", "sweep.md"
 _CSV_FIELDS = ("run", "status", "student", "T", "alpha", "inputs", "seed", "epochs", "test_acc", "val_acc", "ece",
@@ -66,9 +69,24 @@ def _dask_client(address: str):
                          f"('dask scheduler' and 'dask worker {address}') or fix SCHEDULER") from None
 
 
+def plan_sweep(cfg: SweepConfig) -> list[StudentConfig]:
+    """One StudentConfig per run of the grid, in grid order. Runs with ALPHA=0 do not depend on T
+    (plain cross-entropy), so they are planned once per student and seed."""
+    threads = threads_per_run(cfg.threads, cfg.jobs)
+    planned: dict[str, StudentConfig] = {}
+    for student in cfg.students:
+        for seed in cfg.seeds:
+            for alpha in cfg.alphas:
+                for T in (cfg.Ts if alpha != 0 else cfg.Ts[:1]):
+                    run = dataclasses.replace(cfg.student, student=student, T=float(T), alpha=float(alpha),
+                                              seed=seed, threads=threads)
+                    planned[run.run_name] = dataclasses.replace(run, out_dir=cfg.runs_dir / run.run_name)
+    return list(planned.values())
+
+
 def run_sweep(cfg: SweepConfig, on_result: Callable[[dict], None] | None = None) -> list[dict]:
     """Train every planned run not yet finished; write sweep.csv and sweep.md; return one record per run."""
-    return run_planned(cfg.runs(), cfg.reports_dir, jobs=cfg.jobs, backend=cfg.backend, scheduler=cfg.scheduler,
+    return run_planned(plan_sweep(cfg), cfg.reports_dir, jobs=cfg.jobs, backend=cfg.backend, scheduler=cfg.scheduler,
                        on_result=on_result)
 
 

@@ -12,7 +12,8 @@ from pipeline.checkpoint import save_checkpoint
 from pipeline.config import TeacherConfig, as_record
 from pipeline.datasets import load_prepared
 from pipeline.files import write_json
-from pipeline.models import count_params, create_teacher
+from pipeline.models import count_params
+from pipeline.runs import build_teacher
 from pipeline.train import accuracy, fit, predict, set_threads
 
 __all__ = ["train_teacher", "TEACHER_CKPT", "TEACHER_RECORD"]
@@ -27,10 +28,8 @@ def train_teacher(cfg: TeacherConfig, progress: bool = True) -> dict:
     set_threads(cfg.threads)
     data = load_prepared(cfg.dataset)
     device = torch.device(cfg.device)
-    mean, std = data.normalization()
-    model_kwargs = {"in_shape": data.image_shape, "num_classes": data.num_classes, "mean": mean, "std": std}
-    torch.manual_seed(cfg.seed)
-    model = create_teacher(cfg.arch, **model_kwargs).to(device)
+    model, model_kwargs = build_teacher(cfg.arch, data, cfg.seed)
+    model = model.to(device)
 
     x = torch.from_numpy(data.x_train).to(device)
     y = torch.from_numpy(data.y_train).to(device)

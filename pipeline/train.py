@@ -13,9 +13,9 @@ import sys
 import time
 from typing import Callable, Iterator
 
-import click
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from pipeline.views import DEFAULT_PAD, apply_views, random_view_params
 
@@ -103,10 +103,11 @@ class Trainer:
         model = self.model
         model.train()
         start = time.perf_counter()
-        with click.progressbar(batches(self.rows, self.batch_size, self.generator), length=self.steps_per_epoch,
-                               label=f"{label} epoch {self.epochs_done + 1}/{self.epochs}", file=sys.stderr,
-                               hidden=not progress) as bar:
-            for idx in bar:
+        # tqdm renders in terminals and notebooks alike and stays silent when progress is off.
+        with tqdm(batches(self.rows, self.batch_size, self.generator), total=self.steps_per_epoch,
+                  desc=f"{label} epoch {self.epochs_done + 1}/{self.epochs}", unit="batch", file=sys.stderr,
+                  disable=not progress, leave=False, mininterval=1.0) as bar:
+            for step, idx in enumerate(bar):
                 idx = idx.to(self.device)
                 xb = to_unit_float(x_train[idx])
                 if self.augment:
@@ -118,6 +119,8 @@ class Trainer:
                 loss.backward()
                 self.optimizer.step()
                 self.schedule.step()
+                if step % 20 == 0:
+                    bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
         self.epochs_done += 1
         return time.perf_counter() - start
 

@@ -5,9 +5,9 @@ from pathlib import Path
 import click
 
 from pipeline.config import StudentConfig, ViewsExperimentConfig, from_options
-from pipeline.experiment import experiment_report, run_views_experiment
-from stages.student import teacher_options
-from stages.sweep import grid_values
+from pipeline.names import DEFAULTS
+from pipeline.experiment import experiment_report, run_count, run_views_experiment
+from stages.options import grid_values, teacher_options
 
 
 @click.command("experiment-views")
@@ -24,9 +24,10 @@ from stages.sweep import grid_values
 @click.option("--alphas", default="0.5 0.9", show_default=True, help="ALPHA values to choose from (> 0).")
 @click.option("--seeds", default="0 1 2", show_default=True, help="Seeds of the final runs.")
 @click.option("--tune-seeds", default="0", show_default=True, help="Seeds of the tuning runs.")
-@click.option("--holdout", type=int, default=5000, show_default=True, help="Training rows held out for tuning.")
+@click.option("--holdout", type=int, default=int(DEFAULTS["EXPERIMENT_HOLDOUT"]), show_default=True,
+              help="Training rows held out for tuning.")
 @click.option("--replay", type=int, default=0, show_default=True, help="Views to replay (0: all cached).")
-@click.option("--epochs", type=int, help="Epochs of every run (default 5).")
+@click.option("--epochs", type=int, help=f"Epochs of every run (default {DEFAULTS['EPOCHS']}).")
 @click.option("--jobs", type=int, default=1, show_default=True, help="Runs at once.")
 @click.option("--threads", type=int, default=0, show_default=True, help="torch threads per run (0: cores/jobs).")
 @teacher_options
@@ -40,7 +41,7 @@ def experiment_views(cache, dataset, runs_dir, tuning_dir, reports_dir, teacher_
                                 alphas=grid_values("ALPHAS", alphas, float), seeds=grid_values("SEEDS", seeds, int),
                                 tune_seeds=grid_values("TUNE_SEEDS", tune_seeds, int), holdout=holdout, replay=replay,
                                 jobs=jobs, threads=threads)
-    with click.progressbar(length=cfg.run_count, label=f"experiment-views: {cfg.run_count} runs",
+    with click.progressbar(length=run_count(cfg), label=f"experiment-views: {run_count(cfg)} runs",
                            show_pos=True) as bar:
         run_views_experiment(cfg, on_result=lambda record: bar.update(1))
     click.echo(experiment_report(reports_dir, cfg.student.teacher_tag).read_text(), nl=False)

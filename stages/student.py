@@ -6,32 +6,9 @@ import click
 
 from pipeline.config import StudentConfig, from_options
 from pipeline.models import list_students
+from pipeline.names import DEFAULTS
 from pipeline.student import train_student
-
-
-def input_options(command):
-    """What a student sees and where it is scored: shared by `student` and `sweep`."""
-    for option in reversed([
-        click.option("--augment/--no-augment", default=None,
-                     help="Random crop + flip against the clean image's logits (default off)."),
-        click.option("--replay", type=int,
-                     help="Train on the first K views cached by VIEWS=K, each with its own logits (0: off)."),
-        click.option("--holdout", type=int,
-                     help="Leave N fixed training rows out and report val_acc on them (0: off)."),
-    ]):
-        command = option(command)
-    return command
-
-
-def teacher_options(command):
-    """Whose targets a student matches: shared by `student`, `sweep` and `experiment-views`."""
-    for option in reversed([
-        click.option("--combine", help="COMBINE: an ensemble's targets: logits (their mean, the default), "
-                                       "probs (mean probability) or a member number."),
-        click.option("--teacher-tag", help="Names a non-default teacher in distilled runs' names (e.g. e30-x3)."),
-    ]):
-        command = option(command)
-    return command
+from stages.options import input_options, teacher_options
 
 
 @click.command("student")
@@ -40,11 +17,12 @@ def teacher_options(command):
 @click.option("--out-dir", type=click.Path(path_type=Path), required=True, help="Run directory to write.")
 @click.option("--teacher-record", type=click.Path(path_type=Path),
               help="teacher.json; when given, the cache must come from that teacher.")
-@click.option("--student", help=f"One of: {', '.join(list_students())}.")
-@click.option("--T", "T", type=float, help="Distillation temperature (> 0, default 4).")
-@click.option("--alpha", type=float, help="Weight of the soft term in [0, 1] (default 0.9; 0 = scratch).")
-@click.option("--seed", type=int)
-@click.option("--epochs", type=int)
+@click.option("--student", help=f"One of: {', '.join(list_students())} (default {DEFAULTS['STUDENT']}).")
+@click.option("--T", "T", type=float, help=f"Distillation temperature (> 0, default {DEFAULTS['T']}).")
+@click.option("--alpha", type=float,
+              help=f"Weight of the soft term in [0, 1] (default {DEFAULTS['ALPHA']}; 0 = scratch).")
+@click.option("--seed", type=int, help=f"Seed (default {DEFAULTS['SEED']}).")
+@click.option("--epochs", type=int, help=f"Epochs (default {DEFAULTS['EPOCHS']}).")
 @click.option("--batch-size", type=int)
 @click.option("--lr", type=float)
 @input_options

@@ -6,19 +6,9 @@ import click
 
 from pipeline.config import SWEEP_BACKENDS, StudentConfig, SweepConfig, from_options
 from pipeline.errors import UsageError
-from pipeline.sweep import SUMMARY_MD, run_sweep
-from stages.student import input_options, teacher_options
-
-
-def grid_values(name: str, text: str, kind) -> tuple:
-    """'1 2 4' or '1,2,4' -> typed tuple; a value that does not parse is named in the error."""
-    out = []
-    for token in text.replace(",", " ").split():
-        try:
-            out.append(kind(token))
-        except ValueError:
-            raise UsageError(f"{name}: {token!r} is not {'a number' if kind is float else 'an integer'}") from None
-    return tuple(out)
+from pipeline.names import DEFAULTS
+from pipeline.sweep import SUMMARY_MD, plan_sweep, run_sweep
+from stages.options import grid_values, input_options, teacher_options
 
 
 @click.command("sweep")
@@ -27,14 +17,16 @@ def grid_values(name: str, text: str, kind) -> tuple:
 @click.option("--runs-dir", type=click.Path(path_type=Path), required=True, help="Where run directories go.")
 @click.option("--reports-dir", type=click.Path(path_type=Path), required=True, help="Where sweep.csv/sweep.md go.")
 @click.option("--teacher-record", type=click.Path(path_type=Path), help="teacher.json the cache must come from.")
-@click.option("--students", default="cnn-tiny", show_default=True, help="Space-separated student names.")
-@click.option("--Ts", "Ts", default="4", show_default=True, help="Space-separated temperatures.")
-@click.option("--alphas", default="0 0.9", show_default=True, help="Space-separated ALPHA values (0 = scratch).")
-@click.option("--seeds", default="0", show_default=True, help="Space-separated seeds.")
-@click.option("--epochs", type=int, help="Epochs of every run (default 5).")
-@click.option("--jobs", type=int, default=1, show_default=True, help="Runs at once (joblib backend).")
-@click.option("--threads", type=int, default=0, show_default=True, help="torch threads per run (0: cores/jobs).")
-@click.option("--backend", type=click.Choice(SWEEP_BACKENDS), default="joblib", show_default=True)
+@click.option("--students", default=DEFAULTS["STUDENT"], show_default=True, help="Space-separated student names.")
+@click.option("--Ts", "Ts", default=DEFAULTS["T"], show_default=True, help="Space-separated temperatures.")
+@click.option("--alphas", default=f"0 {DEFAULTS['ALPHA']}", show_default=True,
+              help="Space-separated ALPHA values (0 = scratch).")
+@click.option("--seeds", default=DEFAULTS["SEED"], show_default=True, help="Space-separated seeds.")
+@click.option("--epochs", type=int, help=f"Epochs of every run (default {DEFAULTS['EPOCHS']}).")
+@click.option("--jobs", type=int, default=int(DEFAULTS["JOBS"]), show_default=True, help="Runs at once (joblib backend).")
+@click.option("--threads", type=int, default=int(DEFAULTS["THREADS"]), show_default=True,
+              help="torch threads per run (0: cores/jobs).")
+@click.option("--backend", type=click.Choice(SWEEP_BACKENDS), default=DEFAULTS["SWEEP_BACKEND"], show_default=True)
 @click.option("--scheduler", help="Dask scheduler address for --backend dask (tcp://host:8786).")
 @input_options
 @teacher_options
@@ -48,7 +40,7 @@ def sweep(cache, dataset, runs_dir, reports_dir, teacher_record, students, Ts, a
                       students=tuple(students.split()), Ts=grid_values("TS", Ts, float),
                       alphas=grid_values("ALPHAS", alphas, float), seeds=grid_values("SEEDS", seeds, int),
                       jobs=jobs, threads=threads, backend=backend, scheduler=scheduler)
-    planned = len(cfg.runs())
+    planned = len(plan_sweep(cfg))
     with click.progressbar(length=planned, label=f"sweep: {planned} runs", show_pos=True) as bar:
         records = run_sweep(cfg, on_result=lambda record: bar.update(1))
     failed = [r for r in records if r["status"] == "failed"]

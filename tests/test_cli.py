@@ -30,11 +30,11 @@ def assert_one_line_error(code, err, match):
 
 
 @pytest.mark.parametrize("extra,match", [
-    (["--T", "0"], "T must be a positive number"),
-    (["--T", "-2"], "T must be a positive number"),
+    (["--T", "0"], "T must be a number > 0"),
+    (["--T", "-2"], "T must be a number > 0"),
     (["--T", "abc"], "not a valid float"),
-    (["--alpha", "1.5"], "ALPHA must lie in [0, 1]"),
-    (["--alpha", "-0.1"], "ALPHA must lie in [0, 1]"),
+    (["--alpha", "1.5"], "ALPHA must be a number in [0, 1]"),
+    (["--alpha", "-0.1"], "ALPHA must be a number in [0, 1]"),
     (["--student", "resnet-9000"], "unknown student 'resnet-9000'"),
 ])
 def test_bad_student_options(tmp_path, prepared, cache_file, capsys, extra, match):

@@ -121,9 +121,9 @@ def test_stage_graph_rebuilds_only_what_changed(tmp_path):
 def test_bad_make_variable_is_one_line_and_exit_2(tmp_path):
     proc = make("student", "T=-1", "DEVICE=cpu", f"DATA_DIR={tmp_path}", "LIMIT=500", "TEACHER_EPOCHS=1",
                 "STUDENT=nope", check=False)
-    assert proc.returncode != 0
-    errors = [line for line in proc.stderr.splitlines() if line.startswith("softcache")]
-    assert len(errors) == 1 and "error:" in errors[0]
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.strip().splitlines() == [proc.stderr.strip()] and "T must be a number > 0, got -1" in proc.stderr
+    assert not tmp_path.joinpath("params").exists()   # refused before any stamp was written
 
 
 def test_demo_uses_the_published_teacher_only_where_it_applies(tmp_path):

@@ -31,8 +31,8 @@ def test_same_seed_same_numbers(tmp_path, prepared, cache_file):
     assert a["test_acc"] == b["test_acc"] and a["cache_fingerprint"] == b["cache_fingerprint"]
 
 
-@pytest.mark.parametrize("kw,match", [({"T": 0.0}, "T must be a positive"), ({"T": float("nan")}, "T must be"),
-                                      ({"alpha": 1.5}, r"ALPHA must lie in \[0, 1\]"), ({"epochs": 0}, "EPOCHS")])
+@pytest.mark.parametrize("kw,match", [({"T": 0.0}, "T must be a number > 0"), ({"T": float("nan")}, "T must be"),
+                                      ({"alpha": 1.5}, r"ALPHA must be a number in \[0, 1\]"), ({"epochs": 0}, "EPOCHS")])
 def test_config_refuses_bad_values(tmp_path, kw, match):
     with pytest.raises(UsageError, match=match):
         StudentConfig(cache=tmp_path, dataset=tmp_path, out_dir=tmp_path, **kw)

@@ -13,7 +13,7 @@ from torch import nn
 from pipeline import models
 from pipeline.config import StudentConfig, SweepConfig
 from pipeline.errors import UsageError
-from pipeline.sweep import SUMMARY_CSV, SUMMARY_MD, run_sweep
+from pipeline.sweep import SUMMARY_CSV, SUMMARY_MD, plan_sweep, run_sweep
 
 
 def sweep_config(tmp_path, prepared, cache_file, **kw):
@@ -28,7 +28,7 @@ def digest(path):
 
 def test_sweep_trains_the_grid_without_the_teacher_and_resumes(tmp_path, prepared, cache_file, teacher_dir):
     cfg = sweep_config(tmp_path, prepared, cache_file, jobs=2)
-    names = [r.out_dir.name for r in cfg.runs()]
+    names = [r.out_dir.name for r in plan_sweep(cfg)]
     assert names == ["cnn-tiny-scratch-s0-e1", "cnn-tiny-T2-a0.5-s0-e1", "cnn-tiny-T4-a0.5-s0-e1",
                      "mlp-scratch-s0-e1", "mlp-T2-a0.5-s0-e1", "mlp-T4-a0.5-s0-e1"]
     before = digest(cache_file)
@@ -75,8 +75,8 @@ def test_a_failing_run_is_reported_and_the_others_are_kept(tmp_path, prepared, c
 
 @pytest.mark.parametrize("kw,match", [
     ({"Ts": ()}, "TS is empty"), ({"Ts": (2.0, 2.0)}, "TS lists 2.0 twice"),
-    ({"Ts": (4.0, -1.0)}, "TS: -1.0 is not a positive"), ({"alphas": (0.0, 1.5)}, r"ALPHAS: 1.5 lies outside"),
-    ({"seeds": (0, -3)}, "SEEDS: -3"), ({"students": ("mlp", "vit")}, "unknown student 'vit'"),
+    ({"Ts": (4.0, -1.0)}, "TS: T must be a number > 0, got -1"), ({"alphas": (0.0, 1.5)}, r"ALPHAS: ALPHA must be a number in \[0, 1\], got 1.5"),
+    ({"seeds": (0, -3)}, "SEEDS: SEED must be a whole number >= 0, got -3"), ({"students": ("mlp", "vit")}, "unknown student 'vit'"),
     ({"backend": "dask"}, "needs SCHEDULER"), ({"jobs": 0}, "JOBS")])
 def test_bad_grids_are_refused_before_any_run(tmp_path, prepared, cache_file, kw, match):
     with pytest.raises(UsageError, match=match):

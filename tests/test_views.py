@@ -166,16 +166,16 @@ def test_holdout_run_scores_the_rows_it_did_not_train_on(tmp_path, prepared, cac
 
 def test_views_experiment_tunes_on_held_out_rows_then_reports_every_arm(tmp_path, prepared, views_cache):
     from pipeline.config import ViewsExperimentConfig
-    from pipeline.experiment import experiment_report, run_views_experiment
+    from pipeline.experiment import experiment_report, run_count, run_views_experiment
 
     template = StudentConfig(cache=views_cache, dataset=prepared, out_dir=tmp_path, epochs=1, batch_size=16)
     cfg = ViewsExperimentConfig(student=template, runs_dir=tmp_path / "runs", tuning_dir=tmp_path / "tuning",
                                 reports_dir=tmp_path / "reports", students=("cnn-tiny",), Ts=(1.0, 4.0),
                                 alphas=(0.0, 0.5), seeds=(0, 1), tune_seeds=(0,), holdout=24, replay=2, threads=1)
-    assert cfg.alphas == (0.5,) and cfg.run_count == 1 * (1 + 2 * 2) + 3 * 2
+    assert cfg.alphas == (0.5,) and run_count(cfg) == 1 * (1 + 2 * 2) + 3 * 2
     seen = []
     record = run_views_experiment(cfg, on_result=seen.append)
-    assert len(seen) == cfg.run_count and all(r["status"] == "trained" for r in seen)
+    assert len(seen) == run_count(cfg) and all(r["status"] == "trained" for r in seen)
     tuned = [json.loads(p.read_text()) for p in (tmp_path / "tuning").glob("*/metrics.json")]
     assert len(tuned) == 5 and all(m["holdout"] == 24 for m in tuned)
     for chosen in record["chosen"]:     # the chosen (T, ALPHA) is the best held-out score of its arm

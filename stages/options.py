@@ -1,0 +1,45 @@
+"""Click options that several stages share, defined once (help texts name the defaults from
+``pipeline.names``, the table ``make help`` prints)."""
+
+import click
+
+from pipeline.errors import UsageError
+from pipeline.names import DEFAULTS
+
+__all__ = ["input_options", "teacher_options", "grid_values"]
+
+
+def grid_values(name: str, text: str, kind) -> tuple:
+    """'1 2 4' or '1,2,4' -> typed tuple; a value that does not parse is named in the error."""
+    out = []
+    for token in text.replace(",", " ").split():
+        try:
+            out.append(kind(token))
+        except ValueError:
+            raise UsageError(f"{name}: {token!r} is not {'a number' if kind is float else 'an integer'}") from None
+    return tuple(out)
+
+
+def input_options(command):
+    """What a student sees and where it is scored: shared by `student` and `sweep`."""
+    for option in reversed([
+        click.option("--augment/--no-augment", default=None,
+                     help="Random crop + flip against the clean image's logits (default off)."),
+        click.option("--replay", type=int,
+                     help="Train on the first K views cached by VIEWS=K, each with its own logits (0: off)."),
+        click.option("--holdout", type=int,
+                     help="Leave N fixed training rows out and report val_acc on them (0: off)."),
+    ]):
+        command = option(command)
+    return command
+
+
+def teacher_options(command):
+    """Whose targets a student matches: shared by `student`, `sweep` and `experiment-views`."""
+    for option in reversed([
+        click.option("--combine", help="COMBINE: an ensemble's targets: logits (their mean, the default), "
+                                       "probs (mean probability) or a member number."),
+        click.option("--teacher-tag", help="Names a non-default teacher in distilled runs' names (e.g. e30-x3)."),
+    ]):
+        command = option(command)
+    return command
