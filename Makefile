@@ -27,9 +27,9 @@ $(if $(SETTINGS_ERROR),$(error $(SETTINGS_ERROR)))
 INSTALLED := $(VENV)/.installed
 REPORT    := $(SC) report --runs $(DATA_DIR)/runs --out $(DATA_DIR)/reports/report.md
 
-# Every stage writes its artifact atomically: make must never delete one, neither as an
-# intermediate file of a pattern chain nor when it is interrupted.
-.SECONDARY:
+# Every stage writes its artifact atomically: make must never delete one when interrupted.
+# Every artifact is also named below as a target or prerequisite, so none counts as an
+# intermediate file of a pattern chain (which make would delete, or skip when missing).
 .PRECIOUS: $(DATA_DIR)/%.npz $(DATA_DIR)/%.pt $(DATA_DIR)/%.json $(DATA_DIR)/%.h5 $(DATA_DIR)/%.txt
 
 .PHONY: FORCE help venv data teacher teacher-logits student sweep self-distill experiment-views experiment-pskd \
@@ -48,6 +48,7 @@ $(INSTALLED): pyproject.toml
 	touch $@
 
 # --- stages ----------------------------------------------------------------------------
+$(STAMPS):
 $(PARAMS)/%.txt:
 	@mkdir -p $(@D) && printf '%s\n' '$(STAMP)' > $@
 
@@ -137,9 +138,9 @@ publish: $(CACHE) | $(INSTALLED)
 
 report: | $(INSTALLED)
 	$(REPORT)
-# Maintainers: the README's results block and docs/results/ figures, from data/runs only.
+# Maintainers: the results block of docs/RESULTS.md and its figures (docs/results/), from data/runs.
 readme-results: | $(INSTALLED)
-	$(SC) report --runs data/runs --out data/reports/report.md --readme README.md
+	$(SC) report --runs data/runs --out data/reports/report.md --readme docs/RESULTS.md
 
 # --- entry points ------------------------------------------------------------------------
 # Scratch and distilled runs of every DEMO_STUDENTS entry from the one cache, JOBS at a

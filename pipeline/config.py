@@ -20,7 +20,7 @@ from pipeline.cache_format import parse_combine
 from pipeline.datasets import DEBIAN_DIR
 from pipeline.errors import UsageError
 from pipeline.models import list_students
-from pipeline.names import check, default, pskd_run_name, run_name
+from pipeline.names import check, default, pskd_run_name, run_data, run_name
 
 __all__ = [
     "DataConfig", "TeacherConfig", "LogitsConfig", "EnsembleConfig", "PublishConfig", "StudentConfig",
@@ -266,7 +266,8 @@ class StudentConfig:
     @property
     def run_name(self) -> str:
         return run_name(self.student, self.T, self.alpha, self.seed, self.epochs, replay=self.replay,
-                        augment=self.augment, holdout=self.holdout, teacher=self.teacher_tag, combine=self.combine)
+                        augment=self.augment, holdout=self.holdout, teacher=self.teacher_tag, combine=self.combine,
+                        data=run_data(self.dataset))
 
 
 @dataclass(frozen=True)
@@ -299,7 +300,7 @@ class SelfDistillConfig:
 
     @property
     def run_name(self) -> str:
-        return pskd_run_name(self.student, self.alpha_T, self.seed, self.epochs)
+        return pskd_run_name(self.student, self.alpha_T, self.seed, self.epochs, run_data(self.dataset))
 
 
 SWEEP_BACKENDS = ("joblib", "dask")

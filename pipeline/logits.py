@@ -21,12 +21,14 @@ import contextlib
 import json
 import os
 import shutil
+import sys
 import time
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from pipeline.cache_format import VIEW_SPLIT, write_cache
 from pipeline.config import LogitsConfig, as_record, resolve_device
@@ -150,7 +152,7 @@ class _Rows:
                             partner, weight)
 
 
-def write_teacher_logits(cfg: LogitsConfig) -> dict:
+def write_teacher_logits(cfg: LogitsConfig, progress: bool = True) -> dict:
     """Run the teacher over train and test (resuming finished chunks) and write the cache."""
     data = load_prepared(cfg.dataset)
     teacher = load_teacher(cfg.teacher, cfg.teacher_weights)
@@ -196,11 +198,18 @@ def write_teacher_logits(cfg: LogitsConfig) -> dict:
         world.barrier()
         if world.rank != 0:
             parts = _Parts(parts_dir(cfg.out), key)
-        for split, i, lo, hi in world.my_slice(chunks):
-            if not parts.path(split, i).is_file():
-                logits = predict(model, splits[split].images(lo, hi), cfg.batch_size, amp=amp)
-                parts.save(split, i, logits.numpy())
-                computed += hi - lo
+        mine = world.my_slice(chunks)
+        # One bar per rank, counted in images (resumed chunks count at once), with rate and ETA.
+        with tqdm(total=sum(hi - lo for _, _, lo, hi in mine), desc=f"teacher pass (rank {world.rank})"
+                  if world.size > 1 else "teacher pass", unit="img", unit_scale=True, file=sys.stderr,
+                  disable=not progress, leave=False, mininterval=1.0) as bar:
+            for split, i, lo, hi in mine:
+                if not parts.path(split, i).is_file():
+                    logits = predict(model, splits[split].images(lo, hi), cfg.batch_size, amp=amp)
+                    parts.save(split, i, logits.numpy())
+                    computed += hi - lo
+                bar.set_postfix(split=split, refresh=False)
+                bar.update(hi - lo)
         world.barrier()                                 # every shard is on disk
         if world.rank == 0:
             test_logits = np.concatenate([parts.load(split, i) for split, i, _, _ in chunks if split == "test"])

@@ -31,7 +31,7 @@ from pipeline.errors import UsageError
 __all__ = [
     "Setting", "SETTINGS", "DEFAULTS", "TARGETS", "check", "number", "data_name", "teacher_tag",
     "cache_file_name", "RunName", "run_name", "parse_run_name", "pskd_run_name", "parse_pskd_run_name",
-    "member_seeds", "threads_per_run", "Plan", "plan", "make_fragment", "help_text",
+    "run_data", "member_seeds", "threads_per_run", "Plan", "plan", "make_fragment", "help_text",
 ]
 
 
@@ -171,6 +171,7 @@ SETTINGS: tuple[Setting, ...] = (
     _S("TORCH_SPEC", "torch==2.13.0", "the torch requirement installed first", group="env"),
 )
 DEFAULTS: dict[str, str] = {s.name: s.default for s in SETTINGS}
+DEFAULT_DATA = Path(DEFAULTS["DATASET"]).name
 _BY_NAME = {s.name: s for s in SETTINGS}
 _GROUPS = {"student": "student", "data": "data", "teacher": "teacher and cache", "grid": "sweeps and experiments",
            "demo": "demo, export, publish", "env": "environment"}
@@ -188,7 +189,7 @@ TARGETS: tuple[tuple[str, str], ...] = (
     ("experiment-pskd", "scratch vs teacher KD vs PS-KD"),
     ("export", "ONNX, TorchScript and int8 files of a finished run"),
     ("report", "tables and figures of every finished run"),
-    ("readme-results", "maintainers: rewrite the README's results block from data/runs"),
+    ("readme-results", "maintainers: rewrite the results block of docs/RESULTS.md from data/runs"),
     ("publish", "a float16 published copy of the cache"),
     ("bench", "the benchmarks, into BENCHMARKS.md"),
     ("clean-students", "remove runs and reports, keep teacher and cache"),
@@ -279,8 +280,9 @@ _NUM = r"[0-9.]+(?:e[+-]?[0-9]+)?"
 _RUN_RE = re.compile(
     rf"^(?P<student>.+?)-(?:scratch|T(?P<T>{_NUM})-a(?P<alpha>{_NUM})(?:-from(?P<teacher>-.+?))?"
     rf"(?:-(?P<combine>probs|m[0-9]+))?)(?:-r(?P<replay>[0-9]+)|-(?P<augment>aug))?(?:-ho(?P<holdout>[0-9]+))?"
-    rf"-s(?P<seed>[0-9]+)-e(?P<epochs>[0-9]+)$")
-_PSKD_RE = re.compile(rf"^(?P<student>.+?)-pskd-a(?P<alpha_T>{_NUM})-s(?P<seed>[0-9]+)-e(?P<epochs>[0-9]+)$")
+    rf"-s(?P<seed>[0-9]+)-e(?P<epochs>[0-9]+)(?:-on-(?P<data>.+))?$")
+_PSKD_RE = re.compile(rf"^(?P<student>.+?)-pskd-a(?P<alpha_T>{_NUM})-s(?P<seed>[0-9]+)-e(?P<epochs>[0-9]+)"
+                      rf"(?:-on-(?P<data>.+))?$")
 
 
 @dataclass(frozen=True)
@@ -298,6 +300,7 @@ class RunName:
     holdout: int = 0
     teacher: str = ""          # the teacher's tag, '' for the default teacher
     combine: str = "logits"
+    data: str = ""             # the prepared dataset's name, '' for the default (the full Fashion-MNIST)
 
     def __post_init__(self):
         set_ = lambda k, v: object.__setattr__(self, k, v)   # noqa: E731 (frozen dataclass)
@@ -320,7 +323,19 @@ class RunName:
             arm = f"T{number(self.T)}-a{number(self.alpha)}{source}{combined}"
         inputs = f"-r{self.replay}" if self.replay else "-aug" if self.augment else ""
         held = f"-ho{self.holdout}" if self.holdout else ""
-        return f"{self.student}-{arm}{inputs}{held}-s{self.seed}-e{self.epochs}"
+        return f"{self.student}-{arm}{inputs}{held}-s{self.seed}-e{self.epochs}{_on(self.data)}"
+
+
+def _on(data: str) -> str:
+    """Runs on another dataset than the default (or on a LIMIT subset) say so, so they never share a
+    directory with the default dataset's runs."""
+    return f"-on-{data}" if data and data != DEFAULT_DATA else ""
+
+
+def run_data(prepared: str | Path) -> str:
+    """The dataset part of a run's name, from the prepared dataset's file (``.../<data name>.npz``)."""
+    stem = Path(prepared).stem
+    return "" if stem == DEFAULT_DATA else stem
 
 
 def run_name(student: str, T: float, alpha: float, seed: int, epochs: int, **inputs) -> str:
@@ -340,12 +355,12 @@ def parse_run_name(name: str) -> RunName:
     return RunName(g["student"], float(g["T"]) if g["T"] else None, float(g["alpha"] or 0), int(g["seed"]),
                    int(g["epochs"]), replay=int(g["replay"] or 0), augment=bool(g["augment"]),
                    holdout=int(g["holdout"] or 0), teacher=g["teacher"] or "",
-                   combine=combine[1:] if combine.startswith("m") else combine)
+                   combine=combine[1:] if combine.startswith("m") else combine, data=g["data"] or "")
 
 
-def pskd_run_name(student: str, alpha_T: float, seed: int, epochs: int) -> str:
+def pskd_run_name(student: str, alpha_T: float, seed: int, epochs: int, data: str = "") -> str:
     """A self-distillation (PS-KD) run's directory name."""
-    return f"{student}-pskd-a{number(alpha_T)}-s{seed}-e{epochs}"
+    return f"{student}-pskd-a{number(alpha_T)}-s{seed}-e{epochs}{_on(data)}"
 
 
 def parse_pskd_run_name(name: str) -> dict:
@@ -354,7 +369,7 @@ def parse_pskd_run_name(name: str) -> dict:
         raise UsageError(f"{name!r} is not a PS-KD run name (e.g. cnn-tiny-pskd-a0.8-s0-e5)")
     g = m.groupdict()
     return {"student": g["student"], "alpha_T": float(g["alpha_T"]), "seed": int(g["seed"]),
-            "epochs": int(g["epochs"])}
+            "epochs": int(g["epochs"]), "data": g["data"] or ""}
 
 
 # --- the plan: everything one Make invocation needs, from its settings ---------------------------------
@@ -388,7 +403,7 @@ class Plan:
         self.suffix = cache_suffix(temperature=check("TEACHER_T", s["TEACHER_T"]), dtype=s["CACHE_DTYPE"],
                                    topk=check("CACHE_TOPK", s["CACHE_TOPK"]), views=check("VIEWS", s["VIEWS"]),
                                    view_seed=check("VIEW_SEED", s["VIEW_SEED"]), mixup=check("MIXUP", s["MIXUP"]))
-        self.published_cache = f"published/{self.data}.h5"
+        self.published_cache = f"published/{data_name(s['DATASET'])}.h5"
         d = s["DATA_DIR"]
         self.cache = (self.published_cache if self.teacher_kind == "published"
                       else f"{d}/cache/{self.data}{self.tag}{self.suffix}")
@@ -404,7 +419,11 @@ class Plan:
         s = self.settings
         return run_name(student, float(T), float(alpha), int(s["SEED"]), int(s["EPOCHS"]), replay=int(s["REPLAY"]),
                         augment=s["AUGMENT"] == "1", holdout=int(s["HOLDOUT"]),
-                        teacher=self.tag, combine=s["COMBINE"])
+                        teacher=self.tag, combine=s["COMBINE"], data=self.data)
+
+    def pskd(self, student: str, seed) -> str:
+        s = self.settings
+        return pskd_run_name(student, float(s["ALPHA_T"]), int(seed), int(s["EPOCHS"]), self.data)
 
     def stamps(self) -> dict[str, str]:
         """Parameter stamp file -> the content it must hold (Make rewrites those that differ)."""
@@ -433,6 +452,9 @@ def _cross_checks(s: dict[str, str], p: Plan) -> None:
     if p.members > 1 and p.teacher_kind in ("file", "published"):
         raise UsageError(f"TEACHERS={p.members} trains an ensemble of softcache teachers; TEACHER={s['TEACHER']} "
                          f"is one teacher, so use TEACHERS=1")
+    if s["TEACHER"] == "published" and p.limit:
+        raise UsageError(f"TEACHER=published was made from the whole dataset, so it cannot teach LIMIT={p.limit} "
+                         f"rows; drop LIMIT, or drop TEACHER=published to train a teacher here")
     if p.members > 1 and check("CACHE_TOPK", s["CACHE_TOPK"]):
         raise UsageError(f"an ensemble cache stores every logit; use CACHE_TOPK=0 with TEACHERS={p.members}")
     if check("MIXUP", s["MIXUP"]) and check("VIEWS", s["VIEWS"]) < 2:
@@ -495,15 +517,14 @@ def make_fragment(p: Plan) -> str:
     demo_students = s["DEMO_STUDENTS"].split()
     demo = {p.run(st, s["T"], a): (st, s["T"], a) for st in demo_students for a in ("0", s["ALPHA"])}
     runs = {p.run(s["STUDENT"], s["T"], s["ALPHA"]): (s["STUDENT"], s["T"], s["ALPHA"]), **demo}
-    pskd = {pskd_run_name(st, float(s["ALPHA_T"]), int(seed), int(s["EPOCHS"])): (st, seed)
+    pskd = {p.pskd(st, seed): (st, seed)
             for st in [s["STUDENT"], *s["STUDENTS"].split()] for seed in [s["SEED"], *s["SEEDS"].split()]}
-    pskd_grid = [pskd_run_name(st, float(s["ALPHA_T"]), int(seed), int(s["EPOCHS"]))
-                 for st in s["STUDENTS"].split() for seed in s["SEEDS"].split()]
+    pskd_grid = [p.pskd(st, seed) for st in s["STUDENTS"].split() for seed in s["SEEDS"].split()]
     publish = " ".join(f"{k}={s[k]}" for k in ("TEACHER", "TEACHERS", "TEACHER_EPOCHS", "TEACHER_SEED", "TEACHER_T",
                                                 "VIEWS", "VIEW_SEED", "MIXUP", "DEVICE"))
     names = {
         "SC": sc, "PASS": pass_cmd, "DATA_FILE": data_file, "PARAMS": p.path("params"),
-        "DATA_STAMP": p.path("params", f"data-{p.data}.txt"),
+        "DATA_STAMP": p.path("params", f"data-{p.data}.txt"), "STAMPS": " ".join(p.stamps()),
         "TEACHER_KIND": p.teacher_kind, "TEACHER_TAG": p.tag, "CACHE": p.cache, "CACHE_SUFFIX": p.suffix[:-3],
         "PUBLISHED_CACHE": p.published_cache, "TEACHER_RECORD": teacher_record,
         "TEACHER_FILES": " ".join(teacher_files),
@@ -518,8 +539,7 @@ def make_fragment(p: Plan) -> str:
         "DEMO_EXPORTS": " ".join(p.path("runs", r, "export", "export.json") for r in demo),
         "PSKD_RUNS": " ".join(p.path("runs", r, "metrics.json") for r in pskd),
         "PSKD_GRID": " ".join(p.path("runs", r, "metrics.json") for r in pskd_grid),
-        "PSKD_RUN": p.path("runs", pskd_run_name(s["STUDENT"], float(s["ALPHA_T"]), int(s["SEED"]),
-                                                 int(s["EPOCHS"])), "metrics.json"),
+        "PSKD_RUN": p.path("runs", p.pskd(s["STUDENT"], s["SEED"]), "metrics.json"),
         "DEMO_SETTINGS": " ".join(f"{k}={v}" for k, v in p.demo_settings().items()),
     }
     lines += [f"{k} := {_escape(v)}" for k, v in names.items()]

@@ -39,6 +39,7 @@ from pipeline.config import SelfDistillConfig, as_record
 from pipeline.datasets import Dataset, load_prepared
 from pipeline.files import atomic_path, exclusive_writer
 from pipeline.models import count_params
+from pipeline.names import run_data
 from pipeline.runs import build_student, evaluate, save_run
 from pipeline.train import Trainer, accuracy, predict, set_threads
 
@@ -161,6 +162,7 @@ def self_distill(cfg: SelfDistillConfig, progress: bool = True,
             "alpha_T": cfg.alpha_T,
             "params": count_params(model),
             "student": cfg.student,
+            "data": run_data(cfg.dataset),
             "T": 1.0,
             "alpha": cfg.alpha_T,
             "seed": cfg.seed,

@@ -21,6 +21,7 @@ from pipeline.errors import UsageError
 from pipeline.files import read_json
 from pipeline.losses import kd_loss_from_log_targets
 from pipeline.models import count_params
+from pipeline.names import run_data
 from pipeline.runs import build_student, evaluate, save_run
 from pipeline.train import Trainer, accuracy, predict, set_threads
 from pipeline.views import MIX_SCALE, ReplayedViews
@@ -107,6 +108,7 @@ def train_student(cfg: StudentConfig, progress: bool = True) -> dict:
         "agreement_with_teacher": float((test_logits.argmax(1) == teacher_test.argmax(1)).float().mean()),
         "params": count_params(model),
         "student": cfg.student,
+        "data": run_data(cfg.dataset),
         "T": cfg.T,
         "alpha": cfg.alpha,
         "seed": cfg.seed,

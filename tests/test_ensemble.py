@@ -183,7 +183,7 @@ def test_students_learn_from_any_combination_and_say_which(tmp_path, prepared, e
     for combine, suffix in (("logits", ""), ("probs", "-probs"), ("1", "-m1")):
         cfg = StudentConfig(cache=ensemble_cache, dataset=prepared, out_dir=tmp_path / combine, epochs=1,
                             batch_size=16, replay=2, alpha=1.0, T=2.0, combine=combine, teacher_tag="x3")
-        assert cfg.run_name == f"cnn-tiny-T2-a1-from-x3{suffix}-r2-s0-e1"
+        assert cfg.run_name == f"cnn-tiny-T2-a1-from-x3{suffix}-r2-s0-e1-on-tiny"
         m = train_student(cfg, progress=False)
         assert m["teacher_members"] == 3 and m["combine"] == combine and m["teacher_tag"] == "-x3"
 

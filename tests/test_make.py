@@ -31,10 +31,10 @@ def test_stage_graph_rebuilds_only_what_changed(tmp_path):
     for stage in ("softcache data", "softcache teacher ", "softcache teacher-logits", "softcache student"):
         assert stage in first.stdout
     # TEACHER_EPOCHS=1 is not the default teacher, so it has its own directory and cache name.
-    cache = tmp_path / "cache" / "fashion-mnist-e1-T1-float32.h5"
-    teacher = tmp_path / "teacher" / "fashion-mnist-e1" / "teacher.pt"
+    cache = tmp_path / "cache" / "fashion-mnist-n2000-e1-T1-float32.h5"
+    teacher = tmp_path / "teacher" / "fashion-mnist-n2000-e1" / "teacher.pt"
     before = fingerprint(cache), fingerprint(teacher)
-    run4 = tmp_path / "runs" / "mlp-T4-a0.9-from-e1-s0-e1" / "metrics.json"
+    run4 = tmp_path / "runs" / "mlp-T4-a0.9-from-e1-s0-e1-on-fashion-mnist-n2000" / "metrics.json"
     metrics = json.loads(run4.read_text())
     assert metrics["test_acc"] > 0.3 and metrics["teacher_test_acc"] > 0.3   # chance is 0.1
 
@@ -43,7 +43,7 @@ def test_stage_graph_rebuilds_only_what_changed(tmp_path):
     for stage in ("softcache data", "softcache teacher ", "softcache teacher-logits"):
         assert stage not in second.stdout
     assert (fingerprint(cache), fingerprint(teacher)) == before
-    assert run4.is_file() and (tmp_path / "runs" / "mlp-T8-a0.5-from-e1-s0-e1" / "metrics.json").is_file()
+    assert run4.is_file() and (tmp_path / "runs" / "mlp-T8-a0.5-from-e1-s0-e1-on-fashion-mnist-n2000" / "metrics.json").is_file()
 
     # A sweep through make: the grid from the same cache, teacher and cache untouched.
     sweep = make("sweep", "STUDENTS=mlp", "TS=2 4", "ALPHAS=0 0.5", "SEEDS=0 1", "JOBS=2", *common)
@@ -63,8 +63,8 @@ def test_stage_graph_rebuilds_only_what_changed(tmp_path):
     assert make("-q", "student", "T=8", "ALPHA=0.5", *common, check=False).returncode == 0
 
     # Edge export of a real run, checked on the full Fashion-MNIST test set (10,000 images).
-    make("export", "RUN=mlp-T4-a0.9-from-e1-s0-e1", *common)
-    export = json.loads((tmp_path / "runs" / "mlp-T4-a0.9-from-e1-s0-e1" / "export" / "export.json").read_text())
+    make("export", "RUN=mlp-T4-a0.9-from-e1-s0-e1-on-fashion-mnist-n2000", *common)
+    export = json.loads((tmp_path / "runs" / "mlp-T4-a0.9-from-e1-s0-e1-on-fashion-mnist-n2000" / "export" / "export.json").read_text())
     assert export["parity"]["onnx"]["max_abs_diff"] <= 1e-4 and export["parity"]["onnx"]["argmax_agreement"] == 1
     assert export["parity"]["torchscript"]["argmax_agreement"] == 1
     assert abs(export["int8_acc_change_pp"]) <= 0.5 and export["int8_size_ratio"] <= 0.35
@@ -74,14 +74,14 @@ def test_stage_graph_rebuilds_only_what_changed(tmp_path):
     views = make("student", "VIEWS=2", "REPLAY=2", "T=2", "ALPHA=0.5", *common)
     assert "softcache teacher-logits" in views.stdout and "softcache teacher " not in views.stdout
     assert "2000 train + 10000 test rows + 4000 cached views" in views.stdout
-    replayed = json.loads((tmp_path / "runs" / "mlp-T2-a0.5-from-e1-r2-s0-e1" / "metrics.json").read_text())
+    replayed = json.loads((tmp_path / "runs" / "mlp-T2-a0.5-from-e1-r2-s0-e1-on-fashion-mnist-n2000" / "metrics.json").read_text())
     assert replayed["inputs"] == "2 cached views" and replayed["test_acc"] > 0.3
     assert (fingerprint(cache), fingerprint(teacher)) == before
     # The whole experiment, tiny: tuning on 500 held-out rows, then three arms x two seeds.
     experiment = make("experiment-views", "VIEWS=2", "STUDENTS=mlp", "SEEDS=0 1", "TS=2 4", "ALPHAS=0.5",
                       "EXPERIMENT_HOLDOUT=500", *common)
     assert "softcache teacher" not in experiment.stdout.replace("softcache experiment-views", "")
-    assert len(list((tmp_path / "tuning").glob("mlp-*-ho500-s0-e1/metrics.json"))) == 5
+    assert len(list((tmp_path / "tuning").glob("mlp-*-ho500-s0-e1-on-fashion-mnist-n2000/metrics.json"))) == 5
     record = json.loads((tmp_path / "reports" / "views-experiment-from-e1.json").read_text())
     assert {r["arm"] for r in record["arms"]} == {"scratch", "clean", "replay"}
     assert all(r["seeds"] == [0, 1] for r in record["arms"])
@@ -94,16 +94,16 @@ def test_stage_graph_rebuilds_only_what_changed(tmp_path):
     assert ens.stdout.count("softcache teacher-logits") == 2 and "softcache ensemble" in ens.stdout
     assert "ensemble of 2 test accuracy" in ens.stdout
     assert (fingerprint(cache), fingerprint(teacher)) == before
-    run = json.loads((tmp_path / "runs" / "mlp-T2-a1-from-e1-x2-probs-r2-s0-e1" / "metrics.json").read_text())
+    run = json.loads((tmp_path / "runs" / "mlp-T2-a1-from-e1-x2-probs-r2-s0-e1-on-fashion-mnist-n2000" / "metrics.json").read_text())
     assert run["teacher_members"] == 2 and run["mixup"] == 1.0 and run["test_acc"] > 0.3
     assert "softcache" not in make("-n", "student", "TEACHERS=2", "VIEWS=2", "MIXUP=1", "REPLAY=2", "T=2",
                                    "ALPHA=1", "COMBINE=probs", *common).stdout
     verify = subprocess.run([str(ROOT / ".venv/bin/softcache"), "verify", str(tmp_path / "cache" /
-                             "fashion-mnist-e1-x2-T1-float32-v2-mx1.h5")], capture_output=True, text=True)
+                             "fashion-mnist-n2000-e1-x2-T1-float32-v2-mx1.h5")], capture_output=True, text=True)
     assert verify.returncode == 0 and "as recorded" in verify.stdout
     # Bad input through make: one line naming the fix, exit 2, nothing trained.
-    # (A committed published cache is refused for this 2000-image subset; without one, Make says so.)
-    published = "published cache" if (ROOT / "published" / "fashion-mnist.h5").is_file() else "no published"
+    # (The published cache was made from the whole dataset, so it cannot teach a 2000-image subset.)
+    published = "cannot teach LIMIT=2000 rows"
     for bad, message in ((["COMBINE=5", "TEACHERS=2", "VIEWS=2", "MIXUP=1"], "member 5 is missing"),
                          (["TEACHERS=2", "CACHE_TOPK=3"], "stores every logit"),
                          (["TEACHER=published"], published)):
@@ -115,7 +115,7 @@ def test_stage_graph_rebuilds_only_what_changed(tmp_path):
     assert "| mlp |" in report.stdout and (tmp_path / "reports" / "report.md").is_file()
     assert (tmp_path / "reports" / "acc_vs_T.png").is_file()
     assert (ROOT / "README.md").read_bytes() == readme   # only a report over data/ rewrites the README
-    assert "| mlp-T4-a0.9-from-e1-s0-e1 |" in report.stdout   # the edge-export table
+    assert "| mlp-T4-a0.9-from-e1-s0-e1-on-fashion-mnist-n2000 |" in report.stdout   # the edge-export table
 
 
 def test_bad_make_variable_is_one_line_and_exit_2(tmp_path):

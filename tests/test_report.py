@@ -72,7 +72,7 @@ def test_report_draws_its_figures_and_refreshes_only_the_readme_block(tmp_path):
     new = readme.read_text()
     assert new.startswith("# intro\n\n") and new.endswith(f"{README_END}\n\n## after\n") and "old table" not in new
     assert "| a | 5 | clean | KD T=4 ALPHA=0.5 |" in new
-    assert (tmp_path / "docs" / "results" / "calibration.png").is_file()
+    assert (tmp_path / "results" / "calibration.png").is_file() and "](results/calibration.png)" in new
 
 
 def test_readme_without_markers_is_refused(tmp_path):

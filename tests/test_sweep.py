@@ -29,8 +29,8 @@ def digest(path):
 def test_sweep_trains_the_grid_without_the_teacher_and_resumes(tmp_path, prepared, cache_file, teacher_dir):
     cfg = sweep_config(tmp_path, prepared, cache_file, jobs=2)
     names = [r.out_dir.name for r in plan_sweep(cfg)]
-    assert names == ["cnn-tiny-scratch-s0-e1", "cnn-tiny-T2-a0.5-s0-e1", "cnn-tiny-T4-a0.5-s0-e1",
-                     "mlp-scratch-s0-e1", "mlp-T2-a0.5-s0-e1", "mlp-T4-a0.5-s0-e1"]
+    assert names == ["cnn-tiny-scratch-s0-e1-on-tiny", "cnn-tiny-T2-a0.5-s0-e1-on-tiny", "cnn-tiny-T4-a0.5-s0-e1-on-tiny",
+                     "mlp-scratch-s0-e1-on-tiny", "mlp-T2-a0.5-s0-e1-on-tiny", "mlp-T4-a0.5-s0-e1-on-tiny"]
     before = digest(cache_file)
     (teacher_dir / "teacher.pt").unlink()     # a sweep that touched the teacher would fail now
     records = run_sweep(cfg)
@@ -65,12 +65,12 @@ def test_a_failing_run_is_reported_and_the_others_are_kept(tmp_path, prepared, c
     cfg = sweep_config(tmp_path, prepared, cache_file, students=("mlp", broken_student), Ts=(4.0,), jobs=1)
     records = run_sweep(cfg)
     status = {r["run"]: r["status"] for r in records}
-    assert status == {"mlp-scratch-s0-e1": "trained", "mlp-T4-a0.5-s0-e1": "trained",
-                      "broken-scratch-s0-e1": "failed", "broken-T4-a0.5-s0-e1": "failed"}
+    assert status == {"mlp-scratch-s0-e1-on-tiny": "trained", "mlp-T4-a0.5-s0-e1-on-tiny": "trained",
+                      "broken-scratch-s0-e1-on-tiny": "failed", "broken-T4-a0.5-s0-e1-on-tiny": "failed"}
     assert all((tmp_path / "runs" / n / "metrics.json").is_file() for n, s in status.items() if s == "trained")
-    assert not (tmp_path / "runs" / "broken-scratch-s0-e1").exists()
+    assert not (tmp_path / "runs" / "broken-scratch-s0-e1-on-tiny").exists()
     summary = (tmp_path / "reports" / SUMMARY_MD).read_text()
-    assert "## Failed runs" in summary and "RuntimeError" in summary and "broken-T4-a0.5-s0-e1" in summary
+    assert "## Failed runs" in summary and "RuntimeError" in summary and "broken-T4-a0.5-s0-e1-on-tiny" in summary
 
 
 @pytest.mark.parametrize("kw,match", [

@@ -109,7 +109,7 @@ def test_student_replays_views_and_records_what_it_saw(tmp_path, prepared, views
     cfg = StudentConfig(cache=views_cache, dataset=prepared, out_dir=tmp_path / "runs" / "r", epochs=2,
                         batch_size=16, replay=2, alpha=0.5, T=2.0)
     m = train_student(cfg, progress=False)
-    assert m["inputs"] == "2 cached views" and m["replay"] == 2 and cfg.run_name == "cnn-tiny-T2-a0.5-r2-s0-e2"
+    assert m["inputs"] == "2 cached views" and m["replay"] == 2 and cfg.run_name == "cnn-tiny-T2-a0.5-r2-s0-e2-on-tiny"
     again = train_student(cfg, progress=False)
     assert again["test_acc"] == m["test_acc"]     # replay is seeded like everything else
 
@@ -160,7 +160,7 @@ def test_holdout_run_scores_the_rows_it_did_not_train_on(tmp_path, prepared, cac
                         holdout=24, augment=True, alpha=0.0)
     m = train_student(cfg, progress=False)
     assert m["holdout"] == 24 and 0 <= m["val_acc"] <= 1 and m["inputs"] == "crop+flip"
-    assert cfg.run_name == "cnn-tiny-scratch-aug-ho24-s0-e2"
+    assert cfg.run_name == "cnn-tiny-scratch-aug-ho24-s0-e2-on-tiny"
     assert json.loads((tmp_path / "r" / "metrics.json").read_text())["val_acc"] == m["val_acc"]
 
 

@@ -1,0 +1,160 @@
+"""pipeline/names.py: one spelling of every name, a parser that inverts it, and Make asking it."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from pipeline import names
+from pipeline.config import StudentConfig, SweepConfig
+from pipeline.errors import UsageError
+from pipeline.sweep import plan_sweep
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def make(*args) -> subprocess.CompletedProcess:
+    return subprocess.run(["make", "--no-print-directory", *args], cwd=ROOT, capture_output=True, text=True,
+                          env={**os.environ, "MAKEFLAGS": ""})
+
+
+TAGS = ("", "-e30", "-resnet18-e30-s1-x3", "-published", "-model_pt", "-my_mod-make_teacher", "-x2")
+
+
+def test_run_names_round_trip_over_a_grid():
+    grid = itertools.product(("mlp", "cnn-tiny", "cnn-small"), (1.0, 4.0, 2.5, 1e-05, 12.0), (0.0, 0.5, 1.0, 0.125),
+                             (0, 3), (1, 15), ((0, False), (8, False), (0, True)), (0, 5000), TAGS,
+                             ("logits", "probs", "2"), ("", "fashion-mnist-n3000", "my-data-s0-e1"))
+    seen = set()
+    for student, T, alpha, seed, epochs, (replay, augment), holdout, teacher, combine, data in grid:
+        x = names.RunName(student, T, alpha, seed, epochs, replay=replay, augment=augment, holdout=holdout,
+                          teacher=teacher, combine=combine, data=data)
+        name = str(x)
+        assert names.parse_run_name(name) == x, name
+        seen.add(name)
+    assert len(seen) > 1000
+
+
+def test_scratch_runs_drop_what_does_not_change_them():
+    a = names.RunName("mlp", 4.0, 0.0, 0, 5, teacher="-e30", combine="probs")
+    assert str(a) == "mlp-scratch-s0-e5" and a == names.RunName("mlp", 8.0, 0, 0, 5)
+
+
+@pytest.mark.parametrize("spelling", ["4", "4.0", "4.00"])
+def test_every_spelling_of_a_number_names_one_run(spelling):
+    assert names.number(float(spelling)) == "4"
+    assert names.run_name("mlp", float(spelling), 0.90, 0, 5) == "mlp-T4-a0.9-s0-e5"
+
+
+def test_pskd_names_round_trip():
+    for student, a, seed, epochs, data in itertools.product(("mlp", "cnn-tiny"), (0.8, 1.0, 0.25), (0, 2), (1, 10),
+                                                            ("", "tiny")):
+        name = names.pskd_run_name(student, a, seed, epochs, data)
+        assert names.parse_pskd_run_name(name) == {"student": student, "alpha_T": a, "seed": seed, "epochs": epochs,
+                                                   "data": data}
+
+
+def test_a_name_that_is_no_run_is_refused():
+    with pytest.raises(UsageError, match="not a softcache student run name"):
+        names.parse_run_name("notes.txt")
+
+
+def test_make_and_sweep_name_the_same_run_for_every_spelling(tmp_path):
+    """`make -n student` prints the run directory it would write; a sweep plans the same one."""
+    template = StudentConfig(cache=tmp_path / "c.h5", dataset=tmp_path / "dataset" / "fashion-mnist-n3000.npz",
+                             out_dir=tmp_path, epochs=5, teacher_tag="-e1")
+    for spelling in ("4", "4.0", "4.00"):
+        dry = make("-n", "student", f"T={spelling}", "ALPHA=0.50", "STUDENT=mlp", "TEACHER_EPOCHS=1", "LIMIT=3000",
+                   f"DATA_DIR={tmp_path}")
+        assert dry.returncode == 0, dry.stderr
+        made = re.search(r"--out-dir (\S+)", dry.stdout.split("softcache student", 1)[1]).group(1)
+        swept = plan_sweep(SweepConfig(student=template, runs_dir=tmp_path / "runs", reports_dir=tmp_path,
+                                       students=("mlp",), Ts=(float(spelling),), alphas=(0.5,), seeds=(0,)))
+        assert [str(r.out_dir) for r in swept] == [made] == [f"{tmp_path}/runs/mlp-T4-a0.5-from-e1-s0-e5-on-fashion-mnist-n3000"]
+
+
+def test_limit_is_part_of_the_dataset_name():
+    assert names.data_name("fashion-mnist") == "fashion-mnist"
+    assert names.data_name("fashion-mnist", 3000) == "fashion-mnist-n3000"
+    assert names.data_name("/x/my-data.npz") == "my-data"
+    p = names.plan({"LIMIT": "3000", "TEACHER_EPOCHS": "1"}, environ={})
+    assert p.cache == "data/cache/fashion-mnist-n3000-e1-T1-float32.h5"
+
+
+def test_teacher_tags_and_cache_names():
+    assert names.teacher_tag() == ""
+    assert names.teacher_tag("cnn", 30, 2, 3) == "-cnn-e30-s2-x3"
+    assert names.teacher_tag("models/t.pt2") == "-t_pt2" and names.teacher_tag("pkg.mod:make") == "-pkg_mod-make"
+    assert names.cache_file_name("fm", "-e30", temperature=2.0, dtype="float16", topk=3) == "fm-e30-T2-float16-top3.h5"
+    assert names.cache_file_name("fm", "", views=8, view_seed=1, mixup=1.0) == "fm-T1-float32-v8-vs1-mx1.h5"
+    p = names.plan({"TEACHERS": "3", "TEACHER_EPOCHS": "30", "TEACHER_SEED": "1"}, environ={})
+    assert p.member_tags == ["-e30-s1", "-e30-s2", "-e30-s3"] and p.tag == "-e30-s1-x3"
+
+
+def test_threads_are_shared_out():
+    assert names.threads_per_run(0, 1, cores=8) == 8 and names.threads_per_run(0, 3, cores=8) == 2
+    assert names.threads_per_run(0, 16, cores=8) == 1 and names.threads_per_run(5, 2, cores=8) == 5
+
+
+@pytest.mark.parametrize("given,message", [
+    ({"TEACHERS": "2", "TEACHER": "m.pt"}, "is one teacher, so use TEACHERS=1"),
+    ({"TEACHERS": "2", "CACHE_TOPK": "3"}, "stores every logit"),
+    ({"MIXUP": "1"}, "MIXUP needs cached views"),
+    ({"AUGMENT": "1", "REPLAY": "2"}, "drop AUGMENT"),
+    ({"TEACHERS": "0"}, "TEACHERS must be a whole number >= 1, got 0"),
+    ({"DEVICE": "tpu"}, "DEVICE must be one of auto, cpu, cuda, got tpu"),
+    ({"LIMIT": "-5"}, "LIMIT must be a whole number >= 0, got -5"),
+    ({"SOURCE": "/nonexistent"}, "SOURCE=/nonexistent does not exist"),
+    ({"TS": "1 x"}, "TS must be a number"),
+])
+def test_settings_that_cannot_work_are_refused(given, message):
+    with pytest.raises(UsageError, match=re.escape(message)):
+        names.plan(given, environ={})
+
+
+def test_a_refused_value_stops_make_before_any_stamp(tmp_path):
+    for bad in ("LIMIT=-5", "DEVICE=tpu", "SOURCE=/nonexistent"):
+        proc = make("student", bad, f"DATA_DIR={tmp_path}")
+        assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_make_help_lists_every_setting_with_its_default():
+    text = make("help").stdout
+    for s in names.SETTINGS:
+        assert re.search(rf"^  {s.name} +.+\[{re.escape(s.default or 'unset')}\]$", text, re.M), s.name
+    for target, _ in names.TARGETS:
+        assert f"  {target} " in text
+
+
+def test_every_variable_the_makefile_reads_comes_from_the_table():
+    """The Makefile computes no names: each variable it expands is a setting, a name handed over
+    by pipeline/names.py, a run rule's field, or one of its own few helpers."""
+    used = set(re.findall(r"\$\(([A-Z_]+)\)", (ROOT / "Makefile").read_text()))
+    fragment = names.make_fragment(names.plan({}, environ={}))
+    handed = set(re.findall(r"^(?:override )?([A-Z_]+) :=", fragment, re.M))
+    fields = {"STAMP", "MEMBER_SEED", "RUN_STUDENT", "RUN_T", "RUN_ALPHA", "RUN_SEED"}
+    own = {"MAKE", "PYTHON", "GIVEN", "NAMES_MK", "NAMES_RC", "SETTINGS_ERROR", "INSTALLED", "REPORT", "PASS_ARGS",
+           "SWEEP", "BENCHMARKS"}
+    assert used - set(names.DEFAULTS) - handed - fields - own == set()
+
+
+def test_a_misspelled_variable_gets_a_warning_naming_the_setting():
+    assert "TEMP is not a softcache setting" in make("-n", "help", "TEMP=4").stderr
+    assert "did you mean T?" in make("-n", "help", "TEMP=4").stderr
+    assert "did you mean EPOCHS?" in make("-n", "help", "EPOCS=4").stderr
+
+
+def test_demo_uses_the_published_teacher_only_when_nothing_else_is_named(tmp_path):
+    (tmp_path / "published").mkdir()
+    (tmp_path / "published" / "fashion-mnist.h5").write_bytes(b"")
+    assert names.plan({}, environ={}, root=tmp_path).demo_settings() == {"TEACHER": "published", "T": "1",
+                                                                        "ALPHA": "0.5"}
+    for given in ({"LIMIT": "2000"}, {"TEACHER": "auto"}, {"TEACHER_EPOCHS": "30"}, {"TEACHERS": "3"}):
+        assert names.plan(given, environ={}, root=tmp_path).demo_settings() == {}, given
+    assert names.plan({}, environ={}, root=tmp_path / "elsewhere").demo_settings() == {}
