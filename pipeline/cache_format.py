@@ -69,7 +69,7 @@ import torch
 
 from pipeline.errors import UsageError
 from pipeline.files import atomic_path
-from pipeline.names import check
+from pipeline.settings import check
 
 __all__ = ["FORMAT_VERSION", "SPLITS", "VIEW_SPLIT", "COMBINES", "ROW_DATASETS", "MIX_DATASETS", "CacheWriter",
            "write_cache", "parse_combine", "stored_names", "split_names", "dense_logits", "plain",

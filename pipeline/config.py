@@ -20,7 +20,8 @@ from pipeline.cache_format import parse_combine
 from pipeline.datasets import DEBIAN_DIR
 from pipeline.errors import UsageError
 from pipeline.models import list_students
-from pipeline.names import check, default, pskd_run_name, run_data, run_name
+from pipeline.names import pskd_run_name, run_data, run_name
+from pipeline.settings import check, default
 
 __all__ = [
     "DataConfig", "TeacherConfig", "LogitsConfig", "EnsembleConfig", "PublishConfig", "StudentConfig",

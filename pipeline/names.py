@@ -18,8 +18,6 @@ time is the one place Make runs a command that neither prints nor counts as a re
 
 from __future__ import annotations
 
-import difflib
-import math
 import os
 import re
 import sys
@@ -27,200 +25,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.errors import UsageError
+from pipeline.settings import DEFAULTS, check, help_text, misspelled, number
 
 __all__ = [
-    "Setting", "SETTINGS", "DEFAULTS", "TARGETS", "check", "number", "data_name", "teacher_tag",
+    "data_name", "teacher_tag",
     "cache_file_name", "RunName", "run_name", "parse_run_name", "pskd_run_name", "parse_pskd_run_name",
-    "run_data", "member_seeds", "threads_per_run", "Plan", "plan", "make_fragment", "help_text",
+    "run_data", "member_seeds", "threads_per_run", "Plan", "plan", "make_fragment",
 ]
 
 
-# --- the settings: one table for Make, the CLI's help texts and the configs' defaults ---------------
-
-def _shown(text) -> str:
-    return str(text) if str(text).strip() else repr(text)
-
-
-def _number(low: float | None = None, high: float | None = None, *, above: float | None = None):
-    def parse(name: str, text: str) -> float:
-        try:
-            value = float(text)
-        except (TypeError, ValueError):
-            raise UsageError(f"{name} must be a number, got {_shown(text)}") from None
-        if (not math.isfinite(value) or (low is not None and value < low) or (high is not None and value > high)
-                or (above is not None and value <= above)):
-            bounds = (f"> {above:g}" if above is not None else f"in [{low:g}, {high:g}]" if high is not None
-                      else f">= {low:g}")
-            raise UsageError(f"{name} must be a number {bounds}, got {_shown(text)}")
-        return value
-    return parse
-
-
-def _integer(low: int = 0):
-    def parse(name: str, text: str) -> int:
-        try:
-            value = int(str(text).strip())
-        except (TypeError, ValueError):
-            value = None
-        if value is None or value < low:
-            raise UsageError(f"{name} must be a whole number >= {low}, got {_shown(text)}")
-        return value
-    return parse
-
-
-def _choice(*options: str):
-    def parse(name: str, text: str) -> str:
-        if text not in options:
-            raise UsageError(f"{name} must be one of {', '.join(options)}, got {_shown(text)}")
-        return text
-    return parse
-
-
-def _combine(name: str, text: str) -> str:
-    if text in ("logits", "probs") or text.isdigit():
-        return text
-    raise UsageError(f"{name} must be logits, probs or a member number, got {text!r}")
-
-
-def _existing_path(name: str, text: str) -> str:
-    if text and not Path(text).exists():
-        raise UsageError(f"{name}={text} does not exist; give a file or directory that does, or leave {name} unset")
-    return text
-
-
-def _text(name: str, text: str) -> str:
-    return text
-
-
-@dataclass(frozen=True)
-class Setting:
-    """One Make variable: its default as Make spells it, a one-line meaning, and its parser."""
-
-    name: str
-    default: str
-    help: str
-    parse: object = _text
-    group: str = "student"
-
-
-_S = Setting
-SETTINGS: tuple[Setting, ...] = (
-    # the student stage
-    _S("STUDENT", "cnn-tiny", "student architecture (mlp, cnn-tiny, cnn-small, ...)"),
-    _S("T", "4", "distillation temperature of the student's loss", _number(above=0)),
-    _S("ALPHA", "0.9", "weight of the soft-target term; the hard labels get 1-ALPHA (0: scratch)", _number(0, 1)),
-    _S("SEED", "0", "student seed (initialisation, batch order, augmentation)", _integer(0)),
-    _S("EPOCHS", "5", "student epochs (also self-distillation and experiment runs)", _integer(1)),
-    _S("AUGMENT", "0", "1: random crop+flip against the clean image's logits", _choice("0", "1")),
-    _S("REPLAY", "0", "train on K cached views (VIEWS=K), each with its own logits (0: off)", _integer(0)),
-    _S("HOLDOUT", "0", "leave N fixed training rows out and report val_acc on them", _integer(0)),
-    _S("COMBINE", "logits", "an ensemble's targets: logits (mean), probs (mean probability) or a member number",
-       _combine),
-    _S("THREADS", "0", "torch threads per run (0: cores / JOBS)", _integer(0)),
-    _S("RUN", "", "run directory name under DATA_DIR/runs for export (default: the STUDENT/T/ALPHA/... run)"),
-    # data
-    _S("DATA_DIR", "data", "where every artifact goes", group="data"),
-    _S("DATASET", "fashion-mnist", "'fashion-mnist', an .npz file, or a directory of IDX files", group="data"),
-    _S("SOURCE", "", "read the dataset from this file or directory first", _existing_path, group="data"),
-    _S("LIMIT", "0", "keep only the first N training images (0: all); named -nN, so it never replaces the full set",
-       _integer(0), group="data"),
-    # the teacher and its cache
-    _S("TEACHER", "auto", "teacher: auto, an architecture (cnn, resnet18), a model file, module:factory, or published",
-       group="teacher"),
-    _S("TEACHER_WEIGHTS", "", "state dict for a module:factory TEACHER", _existing_path, group="teacher"),
-    _S("TEACHER_EPOCHS", "0", "teacher epochs (0: 30 on a GPU, 5 on the CPU)", _integer(0), group="teacher"),
-    _S("TEACHER_SEED", "0", "seed of the (first) teacher", _integer(0), group="teacher"),
-    _S("TEACHERS", "1", "N > 1: an ensemble of N teachers, seeds TEACHER_SEED ... TEACHER_SEED+N-1", _integer(1),
-       group="teacher"),
-    _S("TEACHER_T", "1", "temperature the cached logits are divided by", _number(above=0), group="teacher"),
-    _S("CACHE_DTYPE", "float32", "storage of the cached logits", _choice("float32", "float16"), group="teacher"),
-    _S("CACHE_TOPK", "0", "store only the k largest logits per row plus the tail (0: all)", _integer(0),
-       group="teacher"),
-    _S("VIEWS", "1", "also cache K augmented views of every training image (1: the clean image only)", _integer(1),
-       group="teacher"),
-    _S("VIEW_SEED", "0", "draws the cached views' crops and flips", _integer(0), group="teacher"),
-    _S("MIXUP", "0", "a > 0: every cached view is a mixup pair, lambda ~ Beta(a, a) (needs VIEWS)", _number(0),
-       group="teacher"),
-    _S("DEVICE", "auto", "where the teacher runs: auto, cpu or cuda", _choice("auto", "cpu", "cuda"),
-       group="teacher"),
-    _S("NPROC", "1", "shard the teacher pass over N torchrun processes", _integer(1), group="teacher"),
-    # grids: sweeps and experiments
-    _S("STUDENTS", "", "students of a sweep or experiment (default: STUDENT)", group="grid"),
-    _S("TS", "", "temperatures of a sweep or experiment (default: T)", group="grid"),
-    _S("ALPHAS", "", "ALPHA values of a sweep or experiment (default: 0 and ALPHA)", group="grid"),
-    _S("SEEDS", "", "seeds of a sweep or experiment (default: SEED)", group="grid"),
-    _S("JOBS", "1", "runs at once in a sweep, an experiment or the demo", _integer(1), group="grid"),
-    _S("SWEEP_BACKEND", "joblib", "joblib (this machine) or dask (a cluster)", _choice("joblib", "dask"),
-       group="grid"),
-    _S("SCHEDULER", "", "Dask scheduler address for SWEEP_BACKEND=dask (tcp://host:8786)", group="grid"),
-    _S("EXPERIMENT_HOLDOUT", "5000", "training rows experiment-views tunes T and ALPHA on", _integer(1),
-       group="grid"),
-    _S("ALPHA_T", "0.8", "PS-KD: weight of the previous epoch's predictions at the last epoch", _number(above=0),
-       group="grid"),
-    # the demo, export and publishing
-    _S("DEMO_STUDENTS", "mlp cnn-tiny cnn-small", "students the demo trains (scratch and distilled)", group="demo"),
-    _S("DEMO_T", "1", "T of the demo's distilled runs when it uses the published teacher", _number(above=0),
-       group="demo"),
-    _S("DEMO_ALPHA", "0.5", "ALPHA of the demo's distilled runs when it uses the published teacher", _number(0, 1),
-       group="demo"),
-    _S("FORMATS", "onnx,torchscript,int8", "export formats", group="demo"),
-    _S("PUBLISH_DEVICE", "", "where the published teacher ran, in words (make publish)", group="demo"),
-    # the environment
-    _S("PYTHON", "python3", "the Python that builds the virtual environment", group="env"),
-    _S("VENV", ".venv", "the virtual environment", group="env"),
-    _S("TORCH_SPEC", "torch==2.13.0", "the torch requirement installed first", group="env"),
-)
-DEFAULTS: dict[str, str] = {s.name: s.default for s in SETTINGS}
 DEFAULT_DATA = Path(DEFAULTS["DATASET"]).name
-_BY_NAME = {s.name: s for s in SETTINGS}
-_GROUPS = {"student": "student", "data": "data", "teacher": "teacher and cache", "grid": "sweeps and experiments",
-           "demo": "demo, export, publish", "env": "environment"}
-
-TARGETS: tuple[tuple[str, str], ...] = (
-    ("demo", "the whole pipeline on Fashion-MNIST, ending in a results table"),
-    ("test", "the test suite"),
-    ("data", "prepare the dataset"),
-    ("teacher", "train the teacher (or every ensemble member)"),
-    ("teacher-logits", "run the teacher once and write the HDF5 cache"),
-    ("student", "train one student from the cache"),
-    ("sweep", "a grid of students from one cache"),
-    ("self-distill", "PS-KD: a student taught by its own previous epoch"),
-    ("experiment-views", "scratch vs clean-target KD vs replayed views, tuned on held-out rows"),
-    ("experiment-pskd", "scratch vs teacher KD vs PS-KD"),
-    ("export", "ONNX, TorchScript and int8 files of a finished run"),
-    ("report", "tables and figures of every finished run"),
-    ("readme-results", "maintainers: rewrite the results block of docs/RESULTS.md from data/runs"),
-    ("publish", "a float16 published copy of the cache"),
-    ("bench", "the benchmarks, into BENCHMARKS.md"),
-    ("clean-students", "remove runs and reports, keep teacher and cache"),
-    ("clean", "remove every artifact"),
-)
-
-
-def check(name: str, value) -> object:
-    """A setting's value, parsed and checked as Make and the CLI check it (typed values pass through
-    the same parser as their text), or a one-line UsageError naming the setting."""
-    setting = _BY_NAME[name]
-    if isinstance(value, bool):
-        value = int(value)
-    parsed = setting.parse(name, value if isinstance(value, str) else _spell(value))
-    return type(value)(parsed) if isinstance(value, (int, float)) and not isinstance(parsed, str) else parsed
-
-
-def default(name: str, kind=str):
-    """The default of a setting as a typed value (``default('T', float) == 4.0``)."""
-    return kind(DEFAULTS[name])
-
-
-def _spell(value) -> str:
-    return number(value) if isinstance(value, float) else str(value)
-
-
-def number(value) -> str:
-    """The one spelling of a number in names: the shortest that reads back the same float,
-    without a trailing '.0' (4, 4.0 and 4.00 are all '4'; 0.90 is '0.9')."""
-    text = repr(float(value))
-    return text[:-2] if text.endswith(".0") else text
 
 
 # --- names ---------------------------------------------------------------------------------------------
@@ -374,11 +188,16 @@ def parse_pskd_run_name(name: str) -> dict:
 
 # --- the plan: everything one Make invocation needs, from its settings ---------------------------------
 
-def _grid(name: str, text: str, parse) -> list:
-    values = [parse(name, token) for token in text.replace(",", " ").split()]
+def _grid(name: str, text: str, setting: str) -> None:
+    """A space- or comma-separated grid: not empty, and every value passes its setting's check."""
+    values = text.replace(",", " ").split()
     if not values:
         raise UsageError(f"{name} is empty; give at least one value")
-    return values
+    for value in values:
+        try:
+            check(setting, value)
+        except UsageError as exc:
+            raise UsageError(f"{name}: {exc}") from None
 
 
 @dataclass
@@ -478,8 +297,8 @@ def resolve(given: dict[str, str], environ: dict[str, str] | None = None) -> dic
     s["ALPHAS"] = s["ALPHAS"] or f"0 {s['ALPHA']}"
     for name in DEFAULTS:
         check(name, s[name])
-    _grid("TS", s["TS"], _number(above=0)), _grid("ALPHAS", s["ALPHAS"], _number(0, 1))
-    _grid("SEEDS", s["SEEDS"], _integer(0)), _grid("STUDENTS", s["STUDENTS"], _text)
+    for grid, setting in (("TS", "T"), ("ALPHAS", "ALPHA"), ("SEEDS", "SEED"), ("STUDENTS", "STUDENT")):
+        _grid(grid, s[grid], setting)
     return s
 
 
@@ -564,35 +383,6 @@ def _read(path: Path) -> str | None:
         return path.read_text().rstrip("\n")
     except OSError:
         return None
-
-
-# Words users reach for that difflib cannot tie to the setting's short name.
-_SYNONYMS = {"TEMP": "T", "TEMPERATURE": "T", "TAU": "T", "LAMBDA": "ALPHA", "WEIGHT": "ALPHA", "EPOCH": "EPOCHS",
-             "MODEL": "STUDENT", "ARCH": "STUDENT", "DATA": "DATASET", "WORKERS": "JOBS", "N": "LIMIT"}
-
-
-def misspelled(given: list[str]) -> list[str]:
-    """Warnings for command-line variables that are no setting, naming the closest one."""
-    out = []
-    for name in given:
-        if name in DEFAULTS or not name.isupper() or name.startswith("MAKE"):
-            continue
-        close = [_SYNONYMS[name]] if name in _SYNONYMS else difflib.get_close_matches(name, list(DEFAULTS), n=1,
-                                                                                        cutoff=0.6)
-        hint = f"; did you mean {close[0]}?" if close else "; 'make help' lists them all"
-        out.append(f"make: warning: {name} is not a softcache setting, so it changes nothing{hint}")
-    return out
-
-
-def help_text() -> str:
-    """`make help`: every target and every setting with its default and meaning, from the tables above."""
-    width = max(len(s.name) for s in SETTINGS) + 2
-    lines = ["usage: make <target> [VARIABLE=value ...]", "", "targets:"]
-    lines += [f"  {name:<18}{meaning}" for name, meaning in TARGETS]
-    for group, title in _GROUPS.items():
-        lines += ["", f"settings: {title} (default in brackets)"]
-        lines += [f"  {s.name:<{width}}{s.help} [{s.default or 'unset'}]" for s in SETTINGS if s.group == group]
-    return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str]) -> int:

@@ -5,8 +5,8 @@ from pathlib import Path
 import click
 
 from pipeline.config import StudentConfig, ViewsExperimentConfig, from_options
-from pipeline.names import DEFAULTS
 from pipeline.experiment import experiment_report, run_count, run_views_experiment
+from pipeline.settings import DEFAULTS
 from stages.options import grid_values, teacher_options
 
 

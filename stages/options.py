@@ -4,7 +4,7 @@
 import click
 
 from pipeline.errors import UsageError
-from pipeline.names import DEFAULTS
+from pipeline.settings import DEFAULTS
 
 __all__ = ["input_options", "teacher_options", "grid_values"]
 

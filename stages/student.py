@@ -6,7 +6,7 @@ import click
 
 from pipeline.config import StudentConfig, from_options
 from pipeline.models import list_students
-from pipeline.names import DEFAULTS
+from pipeline.settings import DEFAULTS
 from pipeline.student import train_student
 from stages.options import input_options, teacher_options
 

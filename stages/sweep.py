@@ -6,7 +6,7 @@ import click
 
 from pipeline.config import SWEEP_BACKENDS, StudentConfig, SweepConfig, from_options
 from pipeline.errors import UsageError
-from pipeline.names import DEFAULTS
+from pipeline.settings import DEFAULTS
 from pipeline.sweep import SUMMARY_MD, plan_sweep, run_sweep
 from stages.options import grid_values, input_options, teacher_options
 

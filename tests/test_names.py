@@ -1,4 +1,5 @@
-"""pipeline/names.py: one spelling of every name, a parser that inverts it, and Make asking it."""
+"""pipeline/names.py and pipeline/settings.py: one table of settings, one spelling of every name, a parser
+that inverts it, and Make asking them."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import names
+from pipeline import names, settings
 from pipeline.config import StudentConfig, SweepConfig
 from pipeline.errors import UsageError
 from pipeline.sweep import plan_sweep
@@ -47,7 +48,7 @@ def test_scratch_runs_drop_what_does_not_change_them():
 
 @pytest.mark.parametrize("spelling", ["4", "4.0", "4.00"])
 def test_every_spelling_of_a_number_names_one_run(spelling):
-    assert names.number(float(spelling)) == "4"
+    assert settings.number(float(spelling)) == "4"
     assert names.run_name("mlp", float(spelling), 0.90, 0, 5) == "mlp-T4-a0.9-s0-e5"
 
 
@@ -110,7 +111,7 @@ def test_threads_are_shared_out():
     ({"DEVICE": "tpu"}, "DEVICE must be one of auto, cpu, cuda, got tpu"),
     ({"LIMIT": "-5"}, "LIMIT must be a whole number >= 0, got -5"),
     ({"SOURCE": "/nonexistent"}, "SOURCE=/nonexistent does not exist"),
-    ({"TS": "1 x"}, "TS must be a number"),
+    ({"TS": "1 x"}, "TS: T must be a number, got x"),
 ])
 def test_settings_that_cannot_work_are_refused(given, message):
     with pytest.raises(UsageError, match=re.escape(message)):
@@ -126,9 +127,9 @@ def test_a_refused_value_stops_make_before_any_stamp(tmp_path):
 
 def test_make_help_lists_every_setting_with_its_default():
     text = make("help").stdout
-    for s in names.SETTINGS:
+    for s in settings.SETTINGS:
         assert re.search(rf"^  {s.name} +.+\[{re.escape(s.default or 'unset')}\]$", text, re.M), s.name
-    for target, _ in names.TARGETS:
+    for target, _ in settings.TARGETS:
         assert f"  {target} " in text
 
 
@@ -141,7 +142,7 @@ def test_every_variable_the_makefile_reads_comes_from_the_table():
     fields = {"STAMP", "MEMBER_SEED", "RUN_STUDENT", "RUN_T", "RUN_ALPHA", "RUN_SEED"}
     own = {"MAKE", "PYTHON", "GIVEN", "NAMES_MK", "NAMES_RC", "SETTINGS_ERROR", "INSTALLED", "REPORT", "PASS_ARGS",
            "SWEEP", "BENCHMARKS"}
-    assert used - set(names.DEFAULTS) - handed - fields - own == set()
+    assert used - set(settings.DEFAULTS) - handed - fields - own == set()
 
 
 def test_a_misspelled_variable_gets_a_warning_naming_the_setting():
