@@ -1,17 +1,11 @@
-# softcache: the stage graph.
+# softcache: the stage graph.   data ──> teacher ──> teacher-logits ──> student ──> export ──> report
 #
-#   data ──> teacher ──> teacher-logits (HDF5 cache) ──> student ──> export ──> report
-#
-# Artifacts are file targets. This file holds no names and no policy: pipeline/names.py
-# (standard library only, so it runs before .venv exists) checks the variables given on the
-# command line, resolves every default, and hands back as Make assignments every setting,
-# every file and run name, and the parameter stamps whose content no longer matches. A bad
-# value stops make here, in one line, before any file is touched. `make help` lists them all.
-#
-# A parameter stamp (DATA_DIR/params/*.txt) holds the parameters its artifact was built
-# with; it is rewritten only when they change, so `make student T=8` re-runs only the
-# student while a new TEACHER_EPOCHS retrains teacher and cache. Stamps are compared at
-# parse time, by reading files only, so `make -n` and `make -q` change nothing.
+# This file holds no names and no policy. pipeline/names.py (standard library only, so it
+# runs before .venv exists) checks the variables given on the command line (a bad one stops
+# make here in one line, before any file is touched), resolves every default, and hands back
+# every setting, file and run name, and the parameter stamps (DATA_DIR/params/*.txt) whose
+# content no longer matches, so `make student T=8` re-runs only the student, a new
+# TEACHER_EPOCHS retrains teacher and cache, and `make -n` changes nothing. `make help` lists all.
 
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
@@ -24,30 +18,26 @@ $(eval $(file <$(NAMES_MK)))$(shell rm -f $(NAMES_MK))
 $(if $(filter-out 0,$(NAMES_RC)),$(error '$(PYTHON) -m pipeline.names' failed; softcache needs Python >= 3.10 as $(PYTHON)))
 $(if $(SETTINGS_ERROR),$(error $(SETTINGS_ERROR)))
 
-INSTALLED := $(VENV)/.installed
-REPORT    := $(SC) report --runs $(DATA_DIR)/runs --out $(DATA_DIR)/reports/report.md
+REPORT := $(SC) report --runs $(RUNS) --out $(REPORT_FILE)
 
-# Every stage writes its artifact atomically: make must never delete one when interrupted.
-# Every artifact is also named below as a target or prerequisite, so none counts as an
-# intermediate file of a pattern chain (which make would delete, or skip when missing).
+# Stages write atomically, so make must never delete an artifact when interrupted; each is also
+# named as a target or prerequisite, so none is an intermediate file make would delete or skip.
 .PRECIOUS: $(DATA_DIR)/%.npz $(DATA_DIR)/%.pt $(DATA_DIR)/%.json $(DATA_DIR)/%.h5 $(DATA_DIR)/%.txt
 
 .PHONY: FORCE help venv data teacher teacher-logits student sweep self-distill experiment-views experiment-pskd \
 	pskd-grid export publish report readme-results demo demo-runs test bench clean-students clean
 FORCE:
-
 help:
 	@$(PYTHON) -m pipeline.names help
 
-# --- the environment ---------------------------------------------------------------------
+# --- the environment, then the stages ------------------------------------------------------
 venv: $(INSTALLED)
 $(INSTALLED): pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q "$(TORCH_SPEC)"
-	$(VENV)/bin/pip install -q -e '.[dev,edge,cluster]'
+	$(VENV)/bin/pip install -q -e '.[dev,edge,cluster,tensorboard]'
 	touch $@
 
-# --- stages ----------------------------------------------------------------------------
 $(STAMPS):
 $(PARAMS)/%.txt:
 	@mkdir -p $(@D) && printf '%s\n' '$(STAMP)' > $@
@@ -55,12 +45,12 @@ $(PARAMS)/%.txt:
 data: $(DATA_FILE)
 $(DATA_FILE): $(DATA_STAMP) | $(INSTALLED)
 	$(SC) data --dataset $(DATASET) $(if $(SOURCE),--source $(SOURCE)) --raw-dir $(DATA_DIR)/raw \
-		--limit $(LIMIT) --out $@
+		--limit $(LIMIT) --layout $(LAYOUT) --out $@
 
 # A softcache-trained teacher (the one teacher, or each ensemble member), and its pass.
 $(DATA_DIR)/teacher/%/teacher.pt: $(PARAMS)/teacher-%.txt $(DATA_FILE) | $(INSTALLED)
 	$(SC) teacher --dataset $(DATA_FILE) --out-dir $(@D) --arch $(TEACHER) --epochs $(TEACHER_EPOCHS) \
-		--seed $(MEMBER_SEED) --device $(DEVICE) --threads $(THREADS)
+		--seed $(MEMBER_SEED) --device $(DEVICE) --threads $(THREADS) $(LOG_ARGS)
 
 PASS_ARGS := --temperature $(TEACHER_T) --dtype $(CACHE_DTYPE) --topk $(CACHE_TOPK) --views $(VIEWS) \
 	--view-seed $(VIEW_SEED) --mixup $(MIXUP) --device $(DEVICE)
@@ -88,25 +78,25 @@ endif
 
 # Student runs: the STUDENT/T/ALPHA run and the demo's; each run's own fields come from names.py.
 student: $(RUN_DIR)/metrics.json
-$(STUDENT_RUNS): $(DATA_DIR)/runs/%/metrics.json: $(CACHE) $(DATA_FILE) | $(INSTALLED)
+$(STUDENT_RUNS): $(RUNS)/%/metrics.json: $(CACHE) $(DATA_FILE) | $(INSTALLED)
 	$(SC) student --cache $(CACHE) --dataset $(DATA_FILE) $(TEACHER_RECORD) --out-dir $(@D) \
 		--student $(RUN_STUDENT) --T $(RUN_T) --alpha $(RUN_ALPHA) --seed $(SEED) --epochs $(EPOCHS) \
-		$(INPUT_ARGS) $(TEACHER_ARGS) --threads $(RUN_THREADS)
+		$(INPUT_ARGS) $(TEACHER_ARGS) --threads $(RUN_THREADS) $(LOG_ARGS)
 
 # A grid of runs from the one cache, JOBS at a time; finished runs are skipped, so a killed
 # sweep resumes. SWEEP_BACKEND=dask SCHEDULER=tcp://host:8786 runs it on a Dask cluster.
-SWEEP = $(SC) sweep --cache $(CACHE) --dataset $(DATA_FILE) $(TEACHER_RECORD) --runs-dir $(DATA_DIR)/runs \
+SWEEP = $(SC) sweep --cache $(CACHE) --dataset $(DATA_FILE) $(TEACHER_RECORD) --runs-dir $(RUNS) \
 	--reports-dir $(DATA_DIR)/reports --students "$(STUDENTS)" --seeds "$(SEEDS)" --epochs $(EPOCHS) \
 	--jobs $(JOBS) --threads $(THREADS) --backend $(SWEEP_BACKEND) $(if $(SCHEDULER),--scheduler $(SCHEDULER)) \
-	$(INPUT_ARGS) $(TEACHER_ARGS)
+	$(INPUT_ARGS) $(TEACHER_ARGS) $(LOG_ARGS)
 sweep: $(CACHE) $(DATA_FILE) | $(INSTALLED)
 	$(SWEEP) --Ts "$(TS)" --alphas "$(ALPHAS)"
 
 # PS-KD self-distillation: no teacher, no cache.
 self-distill: $(PSKD_RUN)
-$(PSKD_RUNS): $(DATA_DIR)/runs/%/metrics.json: $(DATA_FILE) | $(INSTALLED)
+$(PSKD_RUNS): $(RUNS)/%/metrics.json: $(DATA_FILE) | $(INSTALLED)
 	$(SC) self-distill --dataset $(DATA_FILE) --out-dir $(@D) --student $(RUN_STUDENT) --alpha-T $(ALPHA_T) \
-		--seed $(RUN_SEED) --epochs $(EPOCHS) --threads $(RUN_THREADS)
+		--seed $(RUN_SEED) --epochs $(EPOCHS) --threads $(RUN_THREADS) $(LOG_ARGS)
 
 # Scratch and teacher KD (T, ALPHA) by a sweep, PS-KD (ALPHA_T) for STUDENTS x SEEDS, JOBS at a time.
 pskd-grid: $(PSKD_GRID)
@@ -118,18 +108,18 @@ experiment-pskd: $(CACHE) $(DATA_FILE) | $(INSTALLED)
 # T and ALPHA of the two KD arms chosen on EXPERIMENT_HOLDOUT held-out rows, then scratch,
 # clean-target KD and replayed-view KD for STUDENTS x SEEDS (tuning runs in DATA_DIR/tuning).
 experiment-views: $(CACHE) $(DATA_FILE) | $(INSTALLED)
-	$(SC) experiment-views --cache $(CACHE) --dataset $(DATA_FILE) $(TEACHER_RECORD) --runs-dir $(DATA_DIR)/runs \
+	$(SC) experiment-views --cache $(CACHE) --dataset $(DATA_FILE) $(TEACHER_RECORD) --runs-dir $(RUNS) \
 		--tuning-dir $(DATA_DIR)/tuning --reports-dir $(DATA_DIR)/reports --students "$(STUDENTS)" --Ts "$(TS)" \
 		--alphas "$(ALPHAS)" --seeds "$(SEEDS)" --holdout $(EXPERIMENT_HOLDOUT) --replay $(REPLAY) \
-		--epochs $(EPOCHS) --jobs $(JOBS) --threads $(THREADS) $(TEACHER_ARGS)
+		--epochs $(EPOCHS) --jobs $(JOBS) --threads $(THREADS) $(TEACHER_ARGS) $(LOG_ARGS)
 	$(REPORT)
 
 # Edge export of a finished run (RUN=<name under DATA_DIR/runs>); a format that misses its
 # check is refused with exit 2. The demo's exports leave such a format out and record why.
 export: | $(INSTALLED)
 	$(SC) export --run-dir $(RUN_DIR) --formats $(FORMATS) --threads $(THREADS)
-$(DATA_DIR)/runs/%/export/export.json: $(DATA_DIR)/runs/%/metrics.json | $(INSTALLED)
-	$(SC) export --run-dir $(DATA_DIR)/runs/$* --formats $(FORMATS) --threads $(RUN_THREADS) --skip-refused
+$(RUNS)/%/export/export.json: $(RUNS)/%/metrics.json | $(INSTALLED)
+	$(SC) export --run-dir $(RUNS)/$* --formats $(FORMATS) --threads $(RUN_THREADS) --skip-refused
 
 # On the GPU box, after teacher-logits: a float16 copy in published/<dataset>.h5 with its record.
 publish: $(CACHE) | $(INSTALLED)
@@ -138,6 +128,7 @@ publish: $(CACHE) | $(INSTALLED)
 
 report: | $(INSTALLED)
 	$(REPORT)
+
 # Maintainers: the results block of docs/RESULTS.md and its figures (docs/results/), from data/runs.
 readme-results: | $(INSTALLED)
 	$(SC) report --runs data/runs --out data/reports/report.md --readme docs/RESULTS.md
@@ -151,8 +142,7 @@ demo: | $(INSTALLED)
 demo-runs: $(DEMO_EXPORTS)
 	$(REPORT)
 
-# pytest exits 5 when it collected nothing: say so rather than fail with a bare status.
-test: $(INSTALLED)
+test: $(INSTALLED)   # pytest exits 5 when it collected nothing: say so rather than a bare status
 	$(VENV)/bin/python -m pytest; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; fi; exit $$rc
 
@@ -164,8 +154,6 @@ bench: $(INSTALLED)
 	mv BENCHMARKS.md.tmp BENCHMARKS.md
 
 clean-students:
-	rm -rf $(DATA_DIR)/runs $(DATA_DIR)/tuning $(DATA_DIR)/reports
-
+	rm -rf $(addprefix $(DATA_DIR)/,runs tuning reports)
 clean:
-	rm -rf $(DATA_DIR)/dataset $(DATA_DIR)/teacher $(DATA_DIR)/cache $(DATA_DIR)/runs \
-		$(DATA_DIR)/tuning $(DATA_DIR)/reports $(DATA_DIR)/params
+	rm -rf $(addprefix $(DATA_DIR)/,dataset teacher cache runs tuning reports params)

@@ -40,7 +40,7 @@ def _epoch_seconds(x, loss_fn, student: str) -> float:
     torch.manual_seed(0)
     model = create_student(student)
     return fit(model, x, loss_fn, epochs=1, batch_size=128, lr=3e-3, weight_decay=5e-4, seed=0,
-               augment=False, progress=False)[0]
+               augment=False, progress=False)[0]["seconds"]
 
 
 def bench_student_epoch(data: Dataset, cache: LogitCache, teacher: torch.nn.Module, student: str,

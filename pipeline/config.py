@@ -115,9 +115,10 @@ class DataConfig:
     system_dir: Path = DEBIAN_DIR    # where the Debian package dataset-fashion-mnist puts it
     limit: int = default("LIMIT", int)   # keep only the first N training samples (0: all)
     download: bool = True            # last resort: the official files, MD5-checked
+    layout: str = default("LAYOUT")  # image axes of an .npz: auto, nchw or nhwc
 
     def __post_init__(self):
-        check("LIMIT", self.limit)
+        check("LIMIT", self.limit), check("LAYOUT", self.layout)
 
 
 @dataclass(frozen=True)
@@ -133,6 +134,7 @@ class TeacherConfig:
     weight_decay: float = 5e-4
     augment: bool = True     # random crop (pad 2) + horizontal flip
     threads: int = 0         # torch CPU threads; 0 leaves torch's default
+    tensorboard_dir: Path | None = None   # LOG=tensorboard: per-epoch scalars under <dir>/teacher-<out_dir name>
 
     def __post_init__(self):
         check("TEACHER_EPOCHS", self.epochs)
@@ -243,6 +245,7 @@ class StudentConfig:
     teacher_record: Path | None = None   # teacher.json; when given, the cache must come from it
     threads: int = 0
     cache_memory_mb: int = 4096    # dense logits up to this size are held in memory, larger ones streamed
+    tensorboard_dir: Path | None = None   # LOG=tensorboard: per-epoch scalars under <dir>/<run name>
 
     def __post_init__(self):
         _known_student(self.student)
@@ -290,6 +293,7 @@ class SelfDistillConfig:
     weight_decay: float = 5e-4
     augment: bool = False
     threads: int = 0
+    tensorboard_dir: Path | None = None   # LOG=tensorboard: per-epoch scalars under <dir>/<run name>
 
     def __post_init__(self):
         if not isinstance(self.alpha_T, (int, float)) or not 0.0 < self.alpha_T <= 1.0:
@@ -316,13 +320,13 @@ class SweepConfig:
     student: StudentConfig
     runs_dir: Path
     reports_dir: Path
-    students: tuple[str, ...] = ("cnn-tiny",)
-    Ts: tuple[float, ...] = (4.0,)
-    alphas: tuple[float, ...] = (0.0, 0.9)
-    seeds: tuple[int, ...] = (0,)
-    jobs: int = 1
-    threads: int = 0                 # per run; 0: cores / jobs (at least 1) so runs never oversubscribe
-    backend: str = "joblib"          # joblib: local processes; dask: a Dask distributed cluster
+    students: tuple[str, ...] = (default("STUDENT"),)
+    Ts: tuple[float, ...] = (default("T", float),)
+    alphas: tuple[float, ...] = (0.0, default("ALPHA", float))
+    seeds: tuple[int, ...] = (default("SEED", int),)
+    jobs: int = default("JOBS", int)
+    threads: int = default("THREADS", int)   # per run; 0: cores / jobs (at least 1) so runs never oversubscribe
+    backend: str = default("SWEEP_BACKEND")  # joblib: local processes; dask: a Dask distributed cluster
     scheduler: str | None = None     # dask scheduler address (tcp://host:8786)
 
     def __post_init__(self):
@@ -344,12 +348,12 @@ class ViewsExperimentConfig:
     runs_dir: Path
     tuning_dir: Path
     reports_dir: Path
-    students: tuple[str, ...] = ("cnn-tiny",)
+    students: tuple[str, ...] = (default("STUDENT"),)
     Ts: tuple[float, ...] = (1.0, 2.0, 4.0)
     alphas: tuple[float, ...] = (0.5, 0.9)
     seeds: tuple[int, ...] = (0, 1, 2)
     tune_seeds: tuple[int, ...] = (0,)
-    holdout: int = 5000
+    holdout: int = default("EXPERIMENT_HOLDOUT", int)
     replay: int = 0                  # views replayed; 0: every view in the cache
     jobs: int = 1
     threads: int = 0

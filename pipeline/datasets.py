@@ -26,6 +26,8 @@ __all__ = [
     "KNOWN_DATASETS",
     "DEBIAN_DIR",
     "read_idx",
+    "image_layout",
+    "LAYOUTS",
     "write_idx",
     "load_idx_dir",
     "load_npz",
@@ -167,14 +169,41 @@ def write_idx(path: Path, array: np.ndarray, compress: bool | None = None) -> No
     path.write_bytes(payload)
 
 
-def _as_nchw(x: np.ndarray, where: str) -> np.ndarray:
-    if x.ndim == 3:
+LAYOUTS = ("auto", "nchw", "nhwc")
+_CHANNELS = (1, 3, 4)     # grey, RGB, RGBA: what a channel axis holds
+
+
+def image_layout(shape: tuple, layout: str = "auto") -> str:
+    """'nchw' or 'nhwc' for 4-D images. ``auto`` decides only when it is unambiguous: the channel
+    axis is the one of the two candidates (second or last) that holds 1, 3 or 4 entries and the
+    other does not; otherwise the user says which (LAYOUT=nchw|nhwc)."""
+    if layout != "auto":
+        return layout
+    first, last = shape[1] in _CHANNELS, shape[3] in _CHANNELS
+    if first != last:
+        return "nchw" if first else "nhwc"
+    raise UsageError(f"images of shape {tuple(shape)} could be channel-first or channel-last; "
+                     f"say which with LAYOUT=nchw (N, C, H, W) or LAYOUT=nhwc (N, H, W, C)")
+
+
+def _as_nchw(x: np.ndarray, where: str, layout: str = "auto") -> np.ndarray:
+    if x.ndim == 3:            # (N, H, W): one channel, nothing to decide
         x = x[:, None]
-    if x.ndim != 4:
-        raise UsageError(f"{where}: images must be (N, H, W) or (N, C, H, W), got shape {x.shape}")
+    elif x.ndim != 4:
+        raise UsageError(f"{where}: images must be (N, H, W), (N, C, H, W) or (N, H, W, C), got shape {x.shape}")
+    else:
+        try:
+            if image_layout(x.shape, layout) == "nhwc":
+                x = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+        except UsageError as exc:
+            raise UsageError(f"{where}: {exc}") from None
     if x.dtype != np.uint8:
         if not np.issubdtype(x.dtype, np.floating):
             raise UsageError(f"{where}: images must be uint8 or float, got {x.dtype}")
+        bad = np.flatnonzero(~np.isfinite(x.reshape(len(x), -1)).all(axis=1))
+        if len(bad):    # NaN would also silently switch off the [0, 1] -> [0, 255] scaling below
+            raise UsageError(f"{where}: {len(bad)} images hold NaN or Inf (the first is image {bad[0]}); "
+                             f"fix or drop them")
         x = np.clip(np.rint(x * 255.0 if x.max() <= 1.0 else x), 0, 255).astype(np.uint8)
     return x
 
@@ -200,8 +229,9 @@ def load_idx_dir(directory: Path, name: str = "fashion-mnist") -> Dataset:
     )
 
 
-def load_npz(path: Path) -> Dataset:
-    """Read a user's .npz with x_train, y_train, x_test, y_test (and optional class_names)."""
+def load_npz(path: Path, layout: str = "auto") -> Dataset:
+    """Read a user's .npz with x_train, y_train, x_test, y_test (and optional class_names);
+    images (N, H, W), (N, C, H, W) or (N, H, W, C) (``layout``, see :func:`image_layout`)."""
     path = Path(path)
     try:
         with np.load(path, allow_pickle=False) as f:
@@ -220,9 +250,9 @@ def load_npz(path: Path) -> Dataset:
         else tuple(str(i) for i in range(num_classes))
     return Dataset(
         name=path.stem,
-        x_train=_as_nchw(arrays["x_train"], str(path)),
+        x_train=_as_nchw(arrays["x_train"], f"{path} x_train", layout),
         y_train=arrays["y_train"].astype(np.int64),
-        x_test=_as_nchw(arrays["x_test"], str(path)),
+        x_test=_as_nchw(arrays["x_test"], f"{path} x_test", layout),
         y_test=arrays["y_test"].astype(np.int64),
         class_names=names,
     )
@@ -276,13 +306,13 @@ def find_source(name: str, source: Path | None, raw_dir: Path, debian_dir: Path 
 
 
 def load_dataset(spec: str, source: Path | None, raw_dir: Path, debian_dir: Path = DEBIAN_DIR,
-                 download: bool = True) -> Dataset:
+                 download: bool = True, layout: str = "auto") -> Dataset:
     """``spec`` is a known dataset name, a path to an .npz, or a directory of IDX files."""
     path = Path(spec)
     if spec.endswith(".npz"):
         if not path.is_file():
             raise UsageError(f"dataset file {spec} does not exist")
-        return load_npz(path)
+        return load_npz(path, layout)
     if path.is_dir():
         return load_idx_dir(path, name=path.name)
     if spec not in KNOWN_DATASETS:
@@ -290,7 +320,7 @@ def load_dataset(spec: str, source: Path | None, raw_dir: Path, debian_dir: Path
                          "a path to an .npz file, or a directory of IDX files")
     found = find_source(spec, source, raw_dir, debian_dir, download)
     if found.suffix == ".npz":
-        return load_npz(found)
+        return load_npz(found, layout)
     return load_idx_dir(found, name=spec)
 
 

@@ -248,7 +248,8 @@ class Plan:
         """Parameter stamp file -> the content it must hold (Make rewrites those that differ)."""
         s = self.settings
         out = {self.path("params", f"data-{self.data}.txt"):
-               f"dataset={s['DATASET']} source={s['SOURCE']} limit={s['LIMIT']}"}
+               f"dataset={s['DATASET']} source={s['SOURCE']} limit={s['LIMIT']}"
+               + (f" layout={s['LAYOUT']}" if s["LAYOUT"] != "auto" else "")}   # old stamps stay valid
         for member, tag in zip(self.seeds, self.member_tags):
             out[self.path("params", f"teacher-{self.data}{tag}.txt")] = (
                 f"arch={s['TEACHER']} epochs={s['TEACHER_EPOCHS']} seed={member} device={s['DEVICE']}")
@@ -342,7 +343,8 @@ def make_fragment(p: Plan) -> str:
     publish = " ".join(f"{k}={s[k]}" for k in ("TEACHER", "TEACHERS", "TEACHER_EPOCHS", "TEACHER_SEED", "TEACHER_T",
                                                 "VIEWS", "VIEW_SEED", "MIXUP", "DEVICE"))
     names = {
-        "SC": sc, "PASS": pass_cmd, "DATA_FILE": data_file, "PARAMS": p.path("params"),
+        "SC": sc, "PASS": pass_cmd, "INSTALLED": f"{s['VENV']}/.installed", "RUNS": p.path("runs"),
+        "REPORT_FILE": p.path("reports", "report.md"), "DATA_FILE": data_file, "PARAMS": p.path("params"),
         "DATA_STAMP": p.path("params", f"data-{p.data}.txt"), "STAMPS": " ".join(p.stamps()),
         "TEACHER_KIND": p.teacher_kind, "TEACHER_TAG": p.tag, "CACHE": p.cache, "CACHE_SUFFIX": p.suffix[:-3],
         "PUBLISHED_CACHE": p.published_cache, "TEACHER_RECORD": teacher_record,
@@ -352,7 +354,8 @@ def make_fragment(p: Plan) -> str:
         "ENSEMBLE_ARGS": " ".join(f"--member {c} --record {r}" for c, r in zip(member_caches, member_records)),
         "PUBLISH_RECORDS": " ".join(f"--record {r}" for r in member_records),
         "PUBLISH_COMMAND": f"make teacher-logits {publish}",
-        "INPUT_ARGS": inputs, "TEACHER_ARGS": f"--teacher-tag={p.tag} --combine {s['COMBINE']}",
+        "INPUT_ARGS": inputs,
+        "LOG_ARGS": f"--tensorboard-dir {p.path('tensorboard')}" if s["LOG"] == "tensorboard" else "", "TEACHER_ARGS": f"--teacher-tag={p.tag} --combine {s['COMBINE']}",
         "RUN_THREADS": str(p.threads), "RUN_DIR": p.path("runs", main_run),
         "STUDENT_RUNS": " ".join(p.path("runs", r, "metrics.json") for r in runs),
         "DEMO_EXPORTS": " ".join(p.path("runs", r, "export", "export.json") for r in demo),

@@ -172,9 +172,35 @@ def calibration(rows: list[dict], out_dir: Path) -> str | None:
     return _save(fig, out_dir, "calibration.png")
 
 
+def learning_curves(rows: list[dict], out_dir: Path) -> str | None:
+    """Test accuracy and train loss per epoch of each student's scratch and best distilled arm
+    (mean over seeds), at each student's longest schedule: where a run was still learning."""
+    curves = []
+    for student in _students(rows):
+        with_history = [r for r in rows if r["student"] == student and r["histories"]]
+        if with_history:
+            epochs = max(r["epochs"] for r in with_history)
+            curves += [(student, r) for r in _pair(with_history, student, epochs) if r and r["histories"]]
+    if not curves:
+        return None
+    fig, (acc_ax, loss_ax) = plt.subplots(1, 2, figsize=(10, 3.8))
+    for student, row in curves:
+        n = min(len(h) for h in row["histories"])
+        epochs = range(1, n + 1)
+        mean = lambda key: [sum(h[e][key] for h in row["histories"]) / len(row["histories"]) for e in range(n)]  # noqa: E731
+        style = "--" if row["alpha"] == 0 else "-"
+        acc_ax.plot(epochs, [100 * a for a in mean("test_acc")], style, marker="o", label=f"{student}: {row['arm']}")
+        loss_ax.plot(epochs, mean("train_loss"), style, marker="o", label=f"{student}: {row['arm']}")
+    acc_ax.set_xlabel("epoch"), acc_ax.set_ylabel("test accuracy %"), acc_ax.set_title("test accuracy per epoch")
+    loss_ax.set_xlabel("epoch"), loss_ax.set_ylabel("train loss (its own objective)")
+    loss_ax.set_title("train loss per epoch (dashed: scratch)")
+    acc_ax.legend(fontsize=6)
+    return _save(fig, out_dir, "learning_curves.png")
+
+
 def draw_all(rows: list[dict], out_dir: Path) -> list[str]:
     """Every figure the rows support, written into out_dir; returns their file names."""
     out_dir.mkdir(parents=True, exist_ok=True)
     drawn = [draw(rows, out_dir) for draw in (scratch_vs_distilled, accuracy_vs_temperature, accuracy_vs_params,
-                                              agreement, calibration)]
+                                              agreement, calibration, learning_curves)]
     return [name for name in drawn if name]

@@ -78,6 +78,7 @@ def summarize(runs: list[dict]) -> list[dict]:
             "T": members[0]["T"], "alpha": members[0]["alpha"],
             "ece": _mean_of(members, "ece"),
             "reliability": [m["reliability"] for m in members if "reliability" in m],
+            "histories": [m["history"] for m in members if m.get("history")],
             "seeds": sorted(m["seed"] for m in members), "acc": acc, "acc_std": acc_std,
             "agreement": _mean_of(members, "agreement_with_teacher", 100),
             "seconds_per_epoch": statistics.fmean(m["seconds_per_epoch"] for m in members),

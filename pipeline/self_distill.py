@@ -38,6 +38,7 @@ from pipeline.checkpoint import model_fingerprint
 from pipeline.config import SelfDistillConfig, as_record
 from pipeline.datasets import Dataset, load_prepared
 from pipeline.files import atomic_path, exclusive_writer
+from pipeline.history import EpochLog
 from pipeline.models import count_params
 from pipeline.names import run_data
 from pipeline.runs import build_student, evaluate, save_run
@@ -123,17 +124,18 @@ def self_distill(cfg: SelfDistillConfig, progress: bool = True,
     key = _resume_key(cfg, data)
 
     with exclusive_writer(cfg.out_dir, what="self-distillation run"):
-        seconds: list[float] = []
+        history: list[dict] = []
         state_file = work / _STATE
         if state_file.is_file():
             state = torch.load(state_file, map_location="cpu", weights_only=True)
             if state["key"] == key:
                 trainer.load_state_dict(state["trainer"])
-                seconds = list(state["seconds"])
+                history = list(state["history"])
         if trainer.epochs_done == 0:
             shutil.rmtree(work, ignore_errors=True)      # nothing to continue, or another recipe's state
         work.mkdir(parents=True, exist_ok=True)
         resumed_from = trainer.epochs_done
+        log = EpochLog(cfg.tensorboard_dir, cfg.out_dir.name)
 
         while trainer.epochs_done < cfg.epochs:
             epoch = trainer.epochs_done + 1
@@ -144,17 +146,20 @@ def self_distill(cfg: SelfDistillConfig, progress: bool = True,
                 prev = None if previous is None else previous[idx]
                 return F.cross_entropy(logits, pskd_targets(y[idx], prev, alpha, data.num_classes))
 
-            seconds.append(trainer.train_epoch(x, loss_fn, label=f"self-distill {cfg.student}", progress=progress))
+            entry = trainer.train_epoch(x, loss_fn, label=f"self-distill {cfg.student}", progress=progress)
             test_logits = predict(model, x_test)
+            history.append({**entry, "alpha_t": alpha,
+                            "test_acc": accuracy(test_logits, torch.from_numpy(data.y_test))})
+            log.write(history[-1])
             _write_predictions(_predictions_path(work, epoch), model, cfg.student, data, predict(model, x),
                                test_logits, epoch, alpha)
             with atomic_path(state_file) as tmp:
-                torch.save({"key": key, "trainer": trainer.state_dict(), "seconds": seconds}, tmp)
+                torch.save({"key": key, "trainer": trainer.state_dict(), "history": history}, tmp)
             _predictions_path(work, epoch - 1).unlink(missing_ok=True)
             if on_epoch is not None:
-                on_epoch(epoch, {"alpha_t": alpha, "test_acc": accuracy(test_logits, torch.from_numpy(data.y_test)),
-                                 "seconds": seconds[-1]})
+                on_epoch(epoch, history[-1])
 
+        log.close()
         test_logits = predict(model, x_test)
         metrics = {
             **evaluate(test_logits, data),
@@ -167,8 +172,9 @@ def self_distill(cfg: SelfDistillConfig, progress: bool = True,
             "alpha": cfg.alpha_T,
             "seed": cfg.seed,
             "epochs": cfg.epochs,
-            "seconds_per_epoch": sum(seconds) / len(seconds),
-            "train_seconds": sum(seconds),
+            "seconds_per_epoch": sum(h["seconds"] for h in history) / len(history),
+            "train_seconds": sum(h["seconds"] for h in history),
+            "history": history,
             "resumed_from_epoch": resumed_from,
             "threads": torch.get_num_threads(),
             "dataset_fingerprint": data.fingerprint,

@@ -19,11 +19,12 @@ from pipeline.config import StudentConfig, as_record
 from pipeline.datasets import holdout_split, load_prepared
 from pipeline.errors import UsageError
 from pipeline.files import read_json
+from pipeline.history import EpochLog
 from pipeline.losses import kd_loss_from_log_targets
 from pipeline.models import count_params
 from pipeline.names import run_data
 from pipeline.runs import build_student, evaluate, save_run
-from pipeline.train import Trainer, accuracy, predict, set_threads
+from pipeline.train import Trainer, accuracy, predict, say_epoch, set_threads
 from pipeline.views import MIX_SCALE, ReplayedViews
 
 __all__ = ["train_student"]
@@ -84,17 +85,23 @@ def train_student(cfg: StudentConfig, progress: bool = True) -> dict:
         labels = y[idx] if cfg.alpha == 1 else hard_labels(idx)   # KL only: the labels are not used
         return kd_loss_from_log_targets(logits, targets(idx), labels, T=cfg.T, alpha=cfg.alpha)
 
-    start = time.perf_counter()
-    seconds = [trainer.train_epoch(images, loss_fn, f"student {cfg.student}", progress) for _ in range(cfg.epochs)]
-    train_seconds = time.perf_counter() - start
+    x_test, y_test = torch.from_numpy(data.x_test), torch.from_numpy(data.y_test)
+    history = []
+    with EpochLog(cfg.tensorboard_dir, cfg.out_dir.name) as log:
+        for _ in range(cfg.epochs):
+            entry = trainer.train_epoch(images, loss_fn, f"student {cfg.student}", progress)
+            test_logits = predict(model, x_test)
+            entry["test_acc"] = accuracy(test_logits, y_test)
+            if cfg.holdout:   # the score T/ALPHA/epochs are chosen by; the test split is not looked at for that
+                entry["val_acc"] = accuracy(predict(model, x[held_rows]), y[held_rows])
+            history.append(entry)
+            log.write(entry)
+            say_epoch(f"student {cfg.student}", entry, cfg.epochs, progress)
+    seconds = [h["seconds"] for h in history]
+    train_seconds = sum(seconds)     # training only, not the per-epoch scoring
 
-    test_logits = predict(model, torch.from_numpy(data.x_test))
     teacher_test = cache.logits("test")
-    if cfg.holdout:     # the score T/ALPHA/epochs are chosen by; the test split is not looked at for that
-        held = predict(model, x[held_rows])
-        holdout = {"val_acc": accuracy(held, y[held_rows]), "holdout": cfg.holdout}
-    else:
-        holdout = {}
+    holdout = {"val_acc": history[-1]["val_acc"], "holdout": cfg.holdout} if cfg.holdout else {}
     metrics = {
         **evaluate(test_logits, data),
         **holdout,
@@ -118,6 +125,7 @@ def train_student(cfg: StudentConfig, progress: bool = True) -> dict:
         "seconds_per_epoch": sum(seconds) / len(seconds),
         "train_seconds": train_seconds,
         "cache_seconds": cache_seconds,
+        "history": history,
         "threads": torch.get_num_threads(),
         "cache_fingerprint": cache.fingerprint,
         "cache_in_memory": cache.in_memory,

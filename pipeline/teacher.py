@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import torch
@@ -12,9 +11,10 @@ from pipeline.checkpoint import save_checkpoint
 from pipeline.config import TeacherConfig, as_record
 from pipeline.datasets import load_prepared
 from pipeline.files import write_json
+from pipeline.history import EpochLog
 from pipeline.models import count_params
 from pipeline.runs import build_teacher
-from pipeline.train import accuracy, fit, predict, set_threads
+from pipeline.train import accuracy, fit, predict, say_epoch, set_threads
 
 __all__ = ["train_teacher", "TEACHER_CKPT", "TEACHER_RECORD"]
 
@@ -33,19 +33,30 @@ def train_teacher(cfg: TeacherConfig, progress: bool = True) -> dict:
 
     x = torch.from_numpy(data.x_train).to(device)
     y = torch.from_numpy(data.y_train).to(device)
-    start = time.perf_counter()
-    seconds = fit(model, x, lambda logits, idx: F.cross_entropy(logits, y[idx]),
+    x_test, y_test = torch.from_numpy(data.x_test), torch.from_numpy(data.y_test)
+
+    log = EpochLog(cfg.tensorboard_dir, f"teacher-{Path(cfg.out_dir).name}")
+
+    def score(entry: dict) -> dict:
+        entry = {**entry, "test_acc": accuracy(predict(model, x_test, amp=cfg.amp), y_test)}
+        log.write(entry)
+        say_epoch(f"teacher {cfg.arch}", entry, cfg.epochs, progress)
+        return entry
+
+    history = fit(model, x, lambda logits, idx: F.cross_entropy(logits, y[idx]),
                   epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay,
                   seed=cfg.seed, augment=cfg.augment, amp=cfg.amp, label=f"teacher {cfg.arch}",
-                  progress=progress)
-    train_seconds = time.perf_counter() - start
-    test_acc = accuracy(predict(model, torch.from_numpy(data.x_test), amp=cfg.amp), torch.from_numpy(data.y_test))
+                  progress=progress, after_epoch=score)
+    log.close()
+    train_seconds = sum(h["seconds"] for h in history)    # training only, not the per-epoch scoring
+    test_acc = history[-1]["test_acc"]
 
     metrics = {
         "test_acc": test_acc,
         "params": count_params(model),
         "train_seconds": train_seconds,
-        "seconds_per_epoch": sum(seconds) / len(seconds),
+        "seconds_per_epoch": sum(h["seconds"] for h in history) / len(history),
+        "history": history,
         "device": cfg.device,
         "device_name": torch.cuda.get_device_name() if cfg.device == "cuda" else "cpu",
         "threads": torch.get_num_threads(),

@@ -19,7 +19,8 @@ from tqdm.auto import tqdm
 
 from pipeline.views import DEFAULT_PAD, apply_views, random_view_params
 
-__all__ = ["Trainer", "fit", "predict", "accuracy", "batches", "augment_batch", "to_unit_float", "set_threads"]
+__all__ = ["Trainer", "fit", "predict", "accuracy", "batches", "augment_batch", "to_unit_float", "set_threads",
+           "say_epoch"]
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -74,6 +75,15 @@ def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 1024, amp: bool
     return torch.cat(out) if out else torch.empty(0)
 
 
+def say_epoch(label: str, entry: dict, epochs: int, progress: bool) -> None:
+    """One line per finished epoch (loss, accuracy, time), printed above any live progress bar."""
+    if progress:
+        scores = "".join(f", {name.replace('_acc', '')} {100 * entry[name]:.2f}%" for name in ("val_acc", "test_acc")
+                         if name in entry)
+        tqdm.write(f"{label} epoch {entry['epoch']}/{epochs}: train loss {entry['train_loss']:.4f}{scores}, "
+                   f"{entry['seconds']:.1f} s", file=sys.stderr)
+
+
 def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
     return float((logits.argmax(dim=1) == labels).float().mean())
 
@@ -97,11 +107,14 @@ class Trainer:
         self.epochs_done = 0
 
     def train_epoch(self, x_train: torch.Tensor, loss_fn: LossFn, label: str = "train",
-                    progress: bool = True) -> float:
-        """One pass over the training rows; returns its seconds. x_train: uint8 (N, C, H, W) on the
-        model's device, or anything indexed the same way (:class:`pipeline.views.ReplayedViews`)."""
+                    progress: bool = True) -> dict:
+        """One pass over the training rows; returns its history entry: epoch, train_loss (the mean
+        over its batches), lr (at its start) and seconds. x_train: uint8 (N, C, H, W) on the model's
+        device, or anything indexed the same way (:class:`pipeline.views.ReplayedViews`)."""
         model = self.model
         model.train()
+        lr = self.optimizer.param_groups[0]["lr"]
+        total, count = torch.zeros((), dtype=torch.float64), 0
         start = time.perf_counter()
         # tqdm renders in terminals and notebooks alike and stays silent when progress is off.
         with tqdm(batches(self.rows, self.batch_size, self.generator), total=self.steps_per_epoch,
@@ -119,10 +132,14 @@ class Trainer:
                 loss.backward()
                 self.optimizer.step()
                 self.schedule.step()
+                total += loss.detach().double() * len(idx)
+                count += len(idx)
                 if step % 20 == 0:
                     bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
+            bar.set_postfix(loss=f"{float(total) / max(count, 1):.4f}")   # the epoch's mean, shown once more
         self.epochs_done += 1
-        return time.perf_counter() - start
+        return {"epoch": self.epochs_done, "train_loss": float(total) / max(count, 1), "lr": lr,
+                "seconds": time.perf_counter() - start}
 
     def state_dict(self) -> dict:
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
@@ -139,12 +156,18 @@ class Trainer:
 
 def fit(model: nn.Module, x_train: torch.Tensor, loss_fn: LossFn, *, epochs: int, batch_size: int,
         lr: float, weight_decay: float, seed: int, augment: bool, amp: bool = False,
-        label: str = "train", progress: bool = True) -> list[float]:
-    """Train ``model`` in place with AdamW and a one-cycle schedule; return seconds per epoch.
+        label: str = "train", progress: bool = True,
+        after_epoch: Callable[[dict], dict] | None = None) -> list[dict]:
+    """Train ``model`` in place with AdamW and a one-cycle schedule; return the per-epoch history.
 
     x_train: (N, C, H, W) uint8 on the model's device. ``loss_fn(logits, idx)`` gets the
-    batch's logits (B, K) and its row indices (B,) on the same device.
+    batch's logits (B, K) and its row indices (B,) on the same device. ``after_epoch()`` may
+    score the model (e.g. test accuracy): it gets the epoch's training entry and returns the whole entry.
     """
     trainer = Trainer(model, len(x_train), epochs=epochs, batch_size=batch_size, lr=lr,
                       weight_decay=weight_decay, seed=seed, augment=augment, amp=amp)
-    return [trainer.train_epoch(x_train, loss_fn, label, progress) for _ in range(epochs)]
+    history = []
+    for _ in range(epochs):
+        entry = trainer.train_epoch(x_train, loss_fn, label, progress)
+        history.append(after_epoch(entry) if after_epoch else entry)
+    return history

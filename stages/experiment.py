@@ -1,13 +1,15 @@
 """Stage `experiment-views`: scratch vs clean-target KD vs replayed-view KD, tuned on held-out rows."""
 
+import sys
 from pathlib import Path
 
 import click
+from tqdm.auto import tqdm
 
 from pipeline.config import StudentConfig, ViewsExperimentConfig, from_options
 from pipeline.experiment import experiment_report, run_count, run_views_experiment
 from pipeline.settings import DEFAULTS
-from stages.options import grid_values, teacher_options
+from stages.options import advance, grid_values, log_option, teacher_options
 
 
 @click.command("experiment-views")
@@ -31,17 +33,18 @@ from stages.options import grid_values, teacher_options
 @click.option("--jobs", type=int, default=1, show_default=True, help="Runs at once.")
 @click.option("--threads", type=int, default=0, show_default=True, help="torch threads per run (0: cores/jobs).")
 @teacher_options
+@log_option
 def experiment_views(cache, dataset, runs_dir, tuning_dir, reports_dir, teacher_record, students, Ts, alphas,
-                     seeds, tune_seeds, holdout, epochs, jobs, threads, replay, combine, teacher_tag):
+                     seeds, tune_seeds, holdout, epochs, jobs, threads, replay, combine, teacher_tag, tensorboard_dir):
     """Choose T/ALPHA on held-out rows, then train every arm with every seed and write the comparison."""
     student = from_options(StudentConfig, cache=cache, dataset=dataset, out_dir=runs_dir,
-                           teacher_record=teacher_record, epochs=epochs, combine=combine, teacher_tag=teacher_tag)
+                           teacher_record=teacher_record, epochs=epochs, combine=combine, teacher_tag=teacher_tag,
+                           tensorboard_dir=tensorboard_dir)
     cfg = ViewsExperimentConfig(student=student, runs_dir=runs_dir, tuning_dir=tuning_dir, reports_dir=reports_dir,
                                 students=tuple(students.split()), Ts=grid_values("TS", Ts, float),
                                 alphas=grid_values("ALPHAS", alphas, float), seeds=grid_values("SEEDS", seeds, int),
                                 tune_seeds=grid_values("TUNE_SEEDS", tune_seeds, int), holdout=holdout, replay=replay,
                                 jobs=jobs, threads=threads)
-    with click.progressbar(length=run_count(cfg), label=f"experiment-views: {run_count(cfg)} runs",
-                           show_pos=True) as bar:
-        run_views_experiment(cfg, on_result=lambda record: bar.update(1))
+    with tqdm(total=run_count(cfg), desc="experiment-views", unit="run", file=sys.stderr) as bar:
+        run_views_experiment(cfg, on_result=lambda record: advance(bar, record))
     click.echo(experiment_report(reports_dir, cfg.student.teacher_tag).read_text(), nl=False)

@@ -1,12 +1,14 @@
 """Click options that several stages share, defined once (help texts name the defaults from
 ``pipeline.names``, the table ``make help`` prints)."""
 
+from pathlib import Path
+
 import click
 
 from pipeline.errors import UsageError
 from pipeline.settings import DEFAULTS
 
-__all__ = ["input_options", "teacher_options", "grid_values"]
+__all__ = ["input_options", "teacher_options", "grid_values", "log_option", "advance"]
 
 
 def grid_values(name: str, text: str, kind) -> tuple:
@@ -43,3 +45,18 @@ def teacher_options(command):
     ]):
         command = option(command)
     return command
+
+
+log_option = click.option(
+    "--tensorboard-dir", type=click.Path(path_type=Path),
+    help="LOG=tensorboard: also write each epoch's figures as TensorBoard scalars under DIR/<run>.")
+
+
+def advance(bar, record: dict) -> None:
+    """A sweep's or experiment's bar, one run further, naming the run just done and how it went
+    (held-out accuracy for a tuning run: the score it is chosen by)."""
+    metrics = record.get("metrics", {})
+    key = "val_acc" if "val_acc" in metrics else "test_acc"
+    score = f" {key.split('_')[0]} {100 * metrics[key]:.2f}%" if key in metrics else ""
+    bar.set_postfix_str(f"{record['run']} {record['status']}{score}", refresh=False)
+    bar.update(1)

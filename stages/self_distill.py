@@ -7,6 +7,7 @@ import click
 from pipeline.config import SelfDistillConfig, from_options
 from pipeline.models import list_students
 from pipeline.self_distill import self_distill as run_self_distill
+from stages.options import log_option
 
 
 @click.command("self-distill")
@@ -19,6 +20,7 @@ from pipeline.self_distill import self_distill as run_self_distill
 @click.option("--batch-size", type=int)
 @click.option("--lr", type=float)
 @click.option("--augment/--no-augment", default=None, help="Random crop + flip (default off, as for students).")
+@log_option
 @click.option("--threads", type=int, help="torch CPU threads (0: torch's default).")
 def self_distill(**options):
     """Train with progressive self-knowledge distillation; resumes a killed run from its last epoch."""

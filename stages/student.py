@@ -8,7 +8,7 @@ from pipeline.config import StudentConfig, from_options
 from pipeline.models import list_students
 from pipeline.settings import DEFAULTS
 from pipeline.student import train_student
-from stages.options import input_options, teacher_options
+from stages.options import input_options, log_option, teacher_options
 
 
 @click.command("student")
@@ -28,6 +28,7 @@ from stages.options import input_options, teacher_options
 @input_options
 @teacher_options
 @click.option("--threads", type=int, help="torch CPU threads (0: torch's default).")
+@log_option
 @click.option("--cache-memory-mb", type=int, help="Hold the cache in memory up to this size, else stream it (4096).")
 def student(**options):
     """Train a student with the distillation loss from cached soft targets."""

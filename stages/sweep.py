@@ -1,14 +1,16 @@
 """Stage `sweep`: every (student, T, ALPHA, seed) combination from one cache, in parallel."""
 
+import sys
 from pathlib import Path
 
 import click
+from tqdm.auto import tqdm
 
 from pipeline.config import SWEEP_BACKENDS, StudentConfig, SweepConfig, from_options
 from pipeline.errors import UsageError
 from pipeline.settings import DEFAULTS
 from pipeline.sweep import SUMMARY_MD, plan_sweep, run_sweep
-from stages.options import grid_values, input_options, teacher_options
+from stages.options import advance, grid_values, input_options, log_option, teacher_options
 
 
 @click.command("sweep")
@@ -30,19 +32,20 @@ from stages.options import grid_values, input_options, teacher_options
 @click.option("--scheduler", help="Dask scheduler address for --backend dask (tcp://host:8786).")
 @input_options
 @teacher_options
+@log_option
 def sweep(cache, dataset, runs_dir, reports_dir, teacher_record, students, Ts, alphas, seeds, epochs, jobs,
-          threads, backend, scheduler, augment, replay, holdout, combine, teacher_tag):
+          threads, backend, scheduler, augment, replay, holdout, combine, teacher_tag, tensorboard_dir):
     """Train a grid of students from one cache; finished runs are skipped, failures reported."""
     student = from_options(StudentConfig, cache=cache, dataset=dataset, out_dir=runs_dir,
                            teacher_record=teacher_record, epochs=epochs, augment=augment, replay=replay,
-                           holdout=holdout, combine=combine, teacher_tag=teacher_tag)
+                           holdout=holdout, combine=combine, teacher_tag=teacher_tag, tensorboard_dir=tensorboard_dir)
     cfg = SweepConfig(student=student, runs_dir=runs_dir, reports_dir=reports_dir,
                       students=tuple(students.split()), Ts=grid_values("TS", Ts, float),
                       alphas=grid_values("ALPHAS", alphas, float), seeds=grid_values("SEEDS", seeds, int),
                       jobs=jobs, threads=threads, backend=backend, scheduler=scheduler)
     planned = len(plan_sweep(cfg))
-    with click.progressbar(length=planned, label=f"sweep: {planned} runs", show_pos=True) as bar:
-        records = run_sweep(cfg, on_result=lambda record: bar.update(1))
+    with tqdm(total=planned, desc="sweep", unit="run", file=sys.stderr) as bar:
+        records = run_sweep(cfg, on_result=lambda record: advance(bar, record))
     failed = [r for r in records if r["status"] == "failed"]
     click.echo((reports_dir / SUMMARY_MD).read_text(), nl=False)
     if failed:

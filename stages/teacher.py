@@ -7,6 +7,7 @@ import click
 from pipeline.config import TeacherConfig, from_options
 from pipeline.models import list_teachers
 from pipeline.teacher import train_teacher
+from stages.options import log_option
 
 
 @click.command("teacher")
@@ -18,6 +19,7 @@ from pipeline.teacher import train_teacher
 @click.option("--seed", type=int)
 @click.option("--batch-size", type=int)
 @click.option("--lr", type=float)
+@log_option
 @click.option("--threads", type=int, help="torch CPU threads (0: torch's default).")
 def teacher(**options):
     """Train the teacher and save checkpoint + teacher.json."""

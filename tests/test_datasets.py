@@ -132,3 +132,39 @@ def test_normalization_is_the_exact_per_channel_mean_and_std():
     ref = x.astype(np.float64) / 255
     assert np.allclose(mean, ref.mean(axis=(0, 2, 3)), atol=1e-12)
     assert np.allclose(std, ref.std(axis=(0, 2, 3)), atol=1e-12)
+
+
+def _rgb_npz(path, layout):
+    rng = np.random.default_rng(0)
+    x = {s: rng.integers(0, 255, (n, 3, 32, 32), dtype=np.uint8) for s, n in (("train", 20), ("test", 10))}
+    if layout == "nhwc":
+        x = {s: v.transpose(0, 2, 3, 1) for s, v in x.items()}
+    np.savez(path, x_train=x["train"], y_train=np.arange(20) % 4, x_test=x["test"], y_test=np.arange(10) % 4)
+    return x
+
+
+@pytest.mark.parametrize("layout", ["nchw", "nhwc"])
+def test_three_channel_images_read_the_same_in_either_layout(tmp_path, layout):
+    x = _rgb_npz(tmp_path / "rgb.npz", layout)
+    d = load_npz(tmp_path / "rgb.npz")
+    assert d.image_shape == (3, 32, 32)
+    expected = x["train"] if layout == "nchw" else x["train"].transpose(0, 3, 1, 2)
+    assert np.array_equal(d.x_train, expected)
+    assert np.array_equal(load_npz(tmp_path / "rgb.npz", layout).x_train, expected)   # said outright
+
+
+def test_an_ambiguous_layout_is_refused_unless_said(tmp_path):
+    np.savez(tmp_path / "cube.npz", x_train=np.zeros((4, 3, 8, 3), np.uint8), y_train=np.zeros(4, np.int64),
+             x_test=np.zeros((2, 3, 8, 3), np.uint8), y_test=np.zeros(2, np.int64))
+    with pytest.raises(UsageError, match=r"could be channel-first or channel-last; say which with LAYOUT=nchw"):
+        load_npz(tmp_path / "cube.npz")
+    assert load_npz(tmp_path / "cube.npz", "nhwc").image_shape == (3, 3, 8)
+
+
+def test_images_holding_nan_are_refused(tmp_path):
+    x = np.full((5, 1, 8, 8), 0.5, np.float32)
+    x[3, 0, 2, 2] = np.nan
+    np.savez(tmp_path / "nan.npz", x_train=x, y_train=np.zeros(5, np.int64), x_test=x[:2].copy(),
+             y_test=np.zeros(2, np.int64))
+    with pytest.raises(UsageError, match=r"x_train: 1 images hold NaN or Inf \(the first is image 3\)"):
+        load_npz(tmp_path / "nan.npz")

@@ -27,7 +27,7 @@ def fingerprint(path: Path) -> tuple[int, str]:
 
 def test_stage_graph_rebuilds_only_what_changed(tmp_path):
     common = ["LIMIT=2000", "TEACHER_EPOCHS=1", "EPOCHS=1", "DEVICE=cpu", f"DATA_DIR={tmp_path}", "STUDENT=mlp"]
-    first = make("student", "T=4", *common)
+    first = make("student", "T=4", "ALPHA=0.9", *common)
     for stage in ("softcache data", "softcache teacher ", "softcache teacher-logits", "softcache student"):
         assert stage in first.stdout
     # TEACHER_EPOCHS=1 is not the default teacher, so it has its own directory and cache name.
@@ -54,7 +54,7 @@ def test_stage_graph_rebuilds_only_what_changed(tmp_path):
     # Up to date now: nothing but the (silent, content-compared) parameter stamps would run.
     assert "softcache" not in make("-n", "student", "T=8", "ALPHA=0.5", *common).stdout
     # A cache setting rebuilds only the cache; a teacher setting rebuilds teacher and cache.
-    dry = make("-n", "student", "CACHE_DTYPE=float16", *common).stdout
+    dry = make("-n", "student", "ALPHA=0.9", "CACHE_DTYPE=float16", *common).stdout
     assert "softcache teacher-logits" in dry and "softcache teacher " not in dry
     dry = make("-n", "student", "T=8", "ALPHA=0.5", *common[:1], "TEACHER_EPOCHS=2", *common[2:]).stdout
     assert "softcache teacher " in dry and "softcache teacher-logits" in dry
@@ -137,3 +137,23 @@ def test_demo_uses_the_published_teacher_only_where_it_applies(tmp_path):
     assert ("TEACHER=published T=1 ALPHA=0.5" in demo_line()) == published
     for other in (["LIMIT=2000"], ["TEACHER=auto"], ["TEACHER_EPOCHS=30"], ["TEACHERS=3"]):
         assert "TEACHER=published" not in demo_line(*other), other
+
+
+def test_a_limited_quick_run_replaces_nothing_of_the_full_one(tmp_path):
+    """The README's sequence: a full demo, then the quick LIMIT example, then the full run again,
+    which must find everything up to date (Make's own dry run) and untouched (mtimes)."""
+    from pipeline.datasets import save_prepared
+    from tests.conftest import make_dataset
+
+    npz = tmp_path / "tiny.npz"
+    save_prepared(make_dataset(n_train=300, n_test=60), npz)
+    common = [f"DATA_DIR={tmp_path / 'data'}", f"DATASET={npz}", "DEVICE=cpu", "DEMO_STUDENTS=mlp",
+              "FORMATS=onnx,torchscript"]
+    make("demo", *common)
+    built = {p: p.stat().st_mtime_ns for p in (tmp_path / "data").rglob("*") if p.is_file()}
+    assert any("/runs/mlp-scratch-s0-e5-on-tiny/" in str(p) for p in built)
+    quick = make("student", "T=4", "LIMIT=100", "TEACHER_EPOCHS=1", "EPOCHS=1", *common)
+    assert "softcache teacher " in quick.stdout and "tiny-n100" in quick.stdout
+    again = make("-n", "demo", *common)      # only the (phony) report would run
+    assert [line for line in again.stdout.splitlines() if "softcache " in line and " report " not in line] == []
+    assert {p: p.stat().st_mtime_ns for p in built} == built

@@ -1,4 +1,5 @@
 import json
+import re
 
 import pytest
 
@@ -52,3 +53,45 @@ def test_streamed_cache_trains_the_same_student(tmp_path, prepared, cache_file):
     stream = train_student(config(tmp_path, prepared, cache_file, seed=1, cache_memory_mb=0), progress=False)
     assert memory["cache_in_memory"] and not stream["cache_in_memory"]
     assert stream["test_acc"] == pytest.approx(memory["test_acc"], abs=1e-9)
+
+
+def test_a_run_keeps_its_history_and_tensorboard_reads_the_same_back(tmp_path, prepared, cache_file):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    m = train_student(config(tmp_path, prepared, cache_file, holdout=16, tensorboard_dir=tmp_path / "tb"),
+                      progress=False)
+    history = m["history"]
+    assert [h["epoch"] for h in history] == [1, 2, 3]
+    assert all(h["seconds"] > 0 and h["lr"] > 0 and h["train_loss"] > 0 and 0 <= h["val_acc"] <= 1 for h in history)
+    assert history[-1]["test_acc"] == m["test_acc"] and history[-1]["val_acc"] == m["val_acc"]
+    assert history[0]["lr"] < max(h["lr"] for h in history)     # the one-cycle warm-up
+    events = EventAccumulator(str(tmp_path / "tb" / "r"))
+    events.Reload()
+    for key in ("test_acc", "train_loss", "lr", "val_acc"):
+        logged = events.Scalars(key)
+        assert [e.step for e in logged] == [1, 2, 3]
+        assert [e.value for e in logged] == pytest.approx([h[key] for h in history], rel=1e-6), key
+
+
+def test_training_shows_live_progress_with_rate_and_loss(tmp_path, prepared, cache_file, capfd):
+    train_student(config(tmp_path, prepared, cache_file), progress=True)
+    err = capfd.readouterr().err
+    assert "student cnn-tiny epoch 1/3" in err and "batch/s" in err and "loss=" in err
+    assert re.search(r"student cnn-tiny epoch 3/3: train loss [0-9.]+, test [0-9.]+%", err)
+
+
+def test_without_tensorboard_installed_log_is_one_clear_error(tmp_path, monkeypatch):
+    import builtins
+
+    from pipeline.history import EpochLog
+
+    real_import = builtins.__import__
+
+    def blocked(name, *args, **kw):
+        if name.startswith("torch.utils.tensorboard"):
+            raise ImportError(name)
+        return real_import(name, *args, **kw)
+
+    monkeypatch.setattr(builtins, "__import__", blocked)
+    with pytest.raises(UsageError, match=r"LOG=tensorboard needs the tensorboard package"):
+        EpochLog(tmp_path, "r")
