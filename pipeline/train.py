@@ -134,9 +134,8 @@ class Trainer:
                 self.schedule.step()
                 total += loss.detach().double() * len(idx)
                 count += len(idx)
-                if step % 20 == 0:
-                    bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
-            bar.set_postfix(loss=f"{float(total) / max(count, 1):.4f}")   # the epoch's mean, shown once more
+                if step % 20 == 0:     # shown at once for the first batch, then with the bar's own updates
+                    bar.set_postfix(loss=f"{loss.item():.4f}", refresh=step == 0)
         self.epochs_done += 1
         return {"epoch": self.epochs_done, "train_loss": float(total) / max(count, 1), "lr": lr,
                 "seconds": time.perf_counter() - start}
