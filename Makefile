@@ -19,6 +19,8 @@ $(if $(filter-out 0,$(NAMES_RC)),$(error '$(PYTHON) -m pipeline.names' failed; s
 $(if $(SETTINGS_ERROR),$(error $(SETTINGS_ERROR)))
 
 REPORT := $(SC) report --runs $(RUNS) --out $(REPORT_FILE)
+# The stages' errors name their fix as a make target (pytest, under `make test`, is not told).
+export SOFTCACHE_CALLER := make
 
 # Stages write atomically, so make must never delete an artifact when interrupted; each is also
 # named as a target or prerequisite, so none is an intermediate file make would delete or skip.
@@ -133,7 +135,6 @@ report: | $(INSTALLED)
 readme-results: | $(INSTALLED)
 	$(SC) report --runs data/runs --out data/reports/report.md --readme docs/RESULTS.md
 
-# --- entry points ------------------------------------------------------------------------
 # Scratch and distilled runs of every DEMO_STUDENTS entry from the one cache, JOBS at a
 # time, each exported, then the table. DEMO_SETTINGS picks the published teacher where it
 # applies (pipeline/names.py says when); `make demo TEACHER=auto` always trains here.
@@ -143,7 +144,7 @@ demo-runs: $(DEMO_EXPORTS)
 	$(REPORT)
 
 test: $(INSTALLED)   # pytest exits 5 when it collected nothing: say so rather than a bare status
-	$(VENV)/bin/python -m pytest; rc=$$?; \
+	env -u SOFTCACHE_CALLER $(VENV)/bin/python -m pytest; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; fi; exit $$rc
 
 # Every benchmark prints a Markdown section; together they become BENCHMARKS.md.

@@ -49,7 +49,7 @@ def _write(path: Path, splits: dict, num_classes: int, dtype: str, topk: int, at
 def part_a(dataset: Path, teacher: Path, seeds: list[int], topks: list[int], student: str, epochs: int,
            tmp: Path) -> list[str]:
     data = load_prepared(dataset)
-    model, ckpt = load_checkpoint(teacher, "teacher", "run 'make teacher'")
+    model, ckpt = load_checkpoint(teacher, "teacher", "teacher")
     splits = {"train": (predict(model, torch.from_numpy(data.x_train)).numpy(), data.y_train),
               "test": (predict(model, torch.from_numpy(data.x_test)).numpy(), data.y_test)}
     attrs = {**ATTRS, "teacher_fingerprint": ckpt["fingerprint"], "dataset_fingerprint": data.fingerprint,

@@ -25,7 +25,6 @@ from pipeline.errors import UsageError
 __all__ = ["LogitCache", "CacheExpectations", "FORMAT_VERSION", "VIEW_SPLIT", "COMBINES", "CacheWriter",
            "write_cache", "parse_combine"]
 
-_REBUILD = "run 'make teacher-logits' to rebuild it"
 
 
 @dataclass(frozen=True)
@@ -59,7 +58,7 @@ class LogitCache:
         self.path = Path(path)
         self.combine = parse_combine(combine)
         if not self.path.is_file():
-            raise UsageError(f"cache {self.path} is missing; {_REBUILD}")
+            raise UsageError(f"cache {self.path} is missing", fix="teacher-logits")
         self.attrs: dict = {}
         self._handle: h5py.File | None = None
         self._handle_pid: int | None = None
@@ -84,7 +83,8 @@ class LogitCache:
         except UsageError:
             raise
         except (OSError, KeyError, ValueError) as exc:
-            raise UsageError(f"cache {self.path} is unreadable or corrupt ({_first_line(exc)}); {_REBUILD}") from None
+            raise UsageError(f"cache {self.path} is unreadable or corrupt ({_first_line(exc)})",
+                             fix="teacher-logits") from None
         self._check_expectations(expect)
 
     # --- checks ---------------------------------------------------------------------
@@ -93,7 +93,7 @@ class LogitCache:
             return UsageError(f"published cache {self.path}: {what}; it can only be used as published, with the "
                               f"dataset it was made from (the full Fashion-MNIST, LIMIT=0): restore it with "
                               f"'git checkout {self.path}', or drop TEACHER=published to train a teacher here")
-        return UsageError(f"cache {self.path}: {what}; {_REBUILD}")
+        return UsageError(f"cache {self.path}: {what}", fix="teacher-logits")
 
     def _check(self, problem: str | None) -> None:
         if problem is not None:
@@ -208,8 +208,8 @@ class LogitCache:
         """(N, k, 3) int64: dy, dx, flip of the first k cached views of each training image."""
         k = self.views if k is None else k
         if not self.views:
-            raise UsageError(f"cache {self.path} holds no augmented views, so REPLAY={k} has nothing to replay; "
-                             f"rebuild it with 'make teacher-logits VIEWS={max(k, 2)}' or use REPLAY=0")
+            raise UsageError(f"cache {self.path} holds no augmented views, so REPLAY={k} has nothing to replay "
+                             f"(or use REPLAY=0)", fix="teacher-logits", fix_settings={"VIEWS": max(k, 2)})
         if not 1 <= k <= self.views:
             raise UsageError(f"cache {self.path} holds {self.views} views per image, so REPLAY={k} cannot be "
                              f"replayed; use REPLAY <= {self.views} or rebuild the cache with VIEWS={k}")

@@ -70,26 +70,27 @@ def is_checkpoint(payload: object) -> bool:
     return isinstance(payload, dict) and payload.get("format") == CHECKPOINT_FORMAT
 
 
-def load_checkpoint(path: Path, kind: str, rebuild_hint: str, payload: object = None) -> tuple[nn.Module, dict]:
+def load_checkpoint(path: Path, kind: str, fix: str, payload: object = None) -> tuple[nn.Module, dict]:
     """Rebuild the model in eval mode; refuse anything that is not a softcache ``kind`` checkpoint.
 
+    ``fix``: the stage that rewrites it (named in the error, in the caller's terms);
     ``payload``: the file's contents when the caller has already read them."""
     path = Path(path)
     if not path.is_file():
-        raise UsageError(f"{kind} checkpoint {path} is missing; {rebuild_hint}")
+        raise UsageError(f"{kind} checkpoint {path} is missing", fix=fix)
     ckpt = payload if payload is not None else read_checkpoint_file(path)
     if ckpt is None:
-        raise UsageError(f"{path} is not a softcache checkpoint (not a torch.save file); {rebuild_hint}")
+        raise UsageError(f"{path} is not a softcache checkpoint (not a torch.save file)", fix=fix)
     if not is_checkpoint(ckpt):
-        raise UsageError(f"{path} is not a softcache checkpoint (no '{CHECKPOINT_FORMAT}' format tag); {rebuild_hint}")
+        raise UsageError(f"{path} is not a softcache checkpoint (no '{CHECKPOINT_FORMAT}' format tag)", fix=fix)
     if ckpt.get("kind") != kind:
-        raise UsageError(f"{path} holds a {ckpt.get('kind')}, not a {kind}; {rebuild_hint}")
+        raise UsageError(f"{path} holds a {ckpt.get('kind')}, not a {kind}", fix=fix)
     model = _FACTORIES[kind](ckpt["arch"], **ckpt["model_kwargs"])
     try:
         model.load_state_dict(ckpt["state_dict"])
     except RuntimeError as exc:
         raise UsageError(f"{path}: weights do not fit architecture '{ckpt['arch']}' "
-                         f"({str(exc).splitlines()[0]}); {rebuild_hint}") from None
+                         f"({str(exc).splitlines()[0]})", fix=fix) from None
     if model_fingerprint(ckpt["arch"], model) != ckpt.get("fingerprint"):
-        raise UsageError(f"{path}: weights do not match their recorded fingerprint; {rebuild_hint}")
+        raise UsageError(f"{path}: weights do not match their recorded fingerprint", fix=fix)
     return model.eval(), ckpt

@@ -359,14 +359,14 @@ def load_prepared(path: Path) -> Dataset:
     """Read a prepared dataset; its stored fingerprint must match its content."""
     path = Path(path)
     if not path.is_file():
-        raise UsageError(f"prepared dataset {path} is missing; run 'make data'")
+        raise UsageError(f"prepared dataset {path} is missing", fix="data")
     try:
         with np.load(path, allow_pickle=False) as f:
             a = {k: f[k] for k in f.files}
         d = Dataset(str(a["name"]), a["x_train"], a["y_train"], a["x_test"], a["y_test"],
                     tuple(str(n) for n in a["class_names"]))
     except (OSError, ValueError, KeyError) as exc:
-        raise UsageError(f"{path} is not a prepared softcache dataset ({exc}); run 'make data'") from None
+        raise UsageError(f"{path} is not a prepared softcache dataset ({exc})", fix="data") from None
     if d.fingerprint != str(a["fingerprint"]):
-        raise UsageError(f"{path} content does not match its recorded fingerprint; run 'make data'")
+        raise UsageError(f"{path} content does not match its recorded fingerprint", fix="data")
     return d

@@ -59,7 +59,7 @@ def _check_members(members: list[LogitCache], records: tuple[Path, ...]) -> None
         want = read_json(record).get("fingerprint") if record.is_file() else None
         if want != cache.attrs.get("teacher_fingerprint"):
             raise UsageError(f"ensemble member {cache.path} was not made by the teacher in {record}; "
-                             f"run 'make teacher-logits' for that member")
+                             f"rebuild that member's cache", fix="teacher-logits")
 
 
 def _write_from(sources: list[LogitCache], out: Path, *, dtype: str, attrs: dict, keep_members: bool) -> None:

@@ -203,8 +203,8 @@ def run_views_experiment(cfg: ViewsExperimentConfig, on_result=None) -> dict:
     """Tune on held-out rows, train every arm with every seed, write views-experiment[-from<tag>].{md,json}."""
     cache = LogitCache(cfg.student.cache, combine=cfg.student.combine)
     if not cache.views:
-        raise UsageError(f"cache {cfg.student.cache} holds no augmented views; run "
-                         f"'make experiment-views VIEWS=8' (VIEWS=K builds a cache with K views per image)")
+        raise UsageError(f"cache {cfg.student.cache} holds no augmented views (VIEWS=K builds a cache with K views "
+                         f"per image)", fix="experiment-views", fix_settings={"VIEWS": 8})
     k = cfg.replay or cache.views
     cache.view_params(k)                     # K larger than the views cached: one line, before any run
     tuning = _run_all(_tuning_plan(cfg, k), cfg.reports_dir / "views-tuning", cfg, cache, on_result)

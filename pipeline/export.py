@@ -202,8 +202,9 @@ def _versions() -> dict:
 def export_run(cfg: ExportConfig) -> dict:
     """Export, check and time one student run; returns what it writes to export.json."""
     set_threads(cfg.threads)
-    model, ckpt = load_checkpoint(cfg.run_dir / MODEL_FILE, "student",
-                                  f"{cfg.run_dir} holds no finished student run; train it first with 'make student'")
+    if not (cfg.run_dir / MODEL_FILE).is_file():
+        raise UsageError(f"{cfg.run_dir} holds no finished student run; train it first", fix="student")
+    model, ckpt = load_checkpoint(cfg.run_dir / MODEL_FILE, "student", fix="student")
     data = _load_dataset(cfg, ckpt)
     metadata = _metadata(cfg, ckpt, data)
     example = torch.from_numpy(_unit_float(data.x_test[:2]))

@@ -36,7 +36,7 @@ def _expected_teacher(record: Path | None) -> str | None:
     try:
         return read_json(record)["fingerprint"]
     except (OSError, ValueError, KeyError):
-        raise UsageError(f"teacher record {record} is missing or unreadable; run 'make teacher'") from None
+        raise UsageError(f"teacher record {record} is missing or unreadable", fix="teacher") from None
 
 
 def train_student(cfg: StudentConfig, progress: bool = True) -> dict:
@@ -49,7 +49,7 @@ def train_student(cfg: StudentConfig, progress: bool = True) -> dict:
         num_classes=data.num_classes, train_rows=len(data.y_train)),
         memory_limit_bytes=cfg.cache_memory_mb << 20, combine=cfg.combine)
     if not np.array_equal(cache.labels("train"), data.y_train):
-        raise UsageError(f"cache {cfg.cache} labels differ from the dataset's; run 'make teacher-logits'")
+        raise UsageError(f"cache {cfg.cache} labels differ from the dataset's", fix="teacher-logits")
     cache_seconds = time.perf_counter() - cache_start   # open, verify block by block, load
 
     model, model_kwargs = build_student(cfg.student, data, cfg.seed)

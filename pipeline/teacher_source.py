@@ -24,7 +24,6 @@ from pipeline.errors import UsageError
 
 __all__ = ["TeacherSource", "load_teacher", "check_output_width"]
 
-_REBUILD = "run 'make teacher'"
 
 
 @dataclass
@@ -121,9 +120,9 @@ def load_teacher(spec: str | Path, weights: Path | None = None) -> TeacherSource
     if not path.exists() and ":" in text and not text.startswith((".", "/")):
         return _from_factory(text, weights)
     if not path.is_file():
-        raise UsageError(f"teacher {path} is missing; {_REBUILD}, or give TEACHER=<model file> or module:factory")
+        raise UsageError(f"teacher {path} is missing (or give TEACHER=<model file> or module:factory)", fix="teacher")
     payload = read_checkpoint_file(path)
     if is_checkpoint(payload):
-        model, ckpt = load_checkpoint(path, "teacher", _REBUILD, payload)
+        model, ckpt = load_checkpoint(path, "teacher", "teacher", payload)
         return TeacherSource(model, ckpt["arch"], ckpt["fingerprint"], float(ckpt["metrics"]["test_acc"]))
     return _from_file(path)

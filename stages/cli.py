@@ -7,11 +7,12 @@ keeps its traceback.
 
 from __future__ import annotations
 
+import os
 import sys
 
 import click
 
-from pipeline.errors import UsageError
+from pipeline.errors import CALLER_ENV, UsageError
 from stages.data import data
 from stages.ensemble import ensemble, publish
 from stages.experiment import experiment_views
@@ -42,6 +43,16 @@ def _one_line(text: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
+    caller = os.environ.get(CALLER_ENV)
+    os.environ[CALLER_ENV] = caller or "cli"   # errors name their fix as a softcache command (Make sets "make")
+    try:
+        _main(argv)
+    finally:   # in-process callers (tests, notebooks) keep their own phrasing
+        if caller is None:
+            del os.environ[CALLER_ENV]
+
+
+def _main(argv: list[str] | None) -> None:
     stage = next((a for a in (argv if argv is not None else sys.argv[1:]) if not a.startswith("-")), "")
     prefix = f"softcache {stage}".strip()
     try:

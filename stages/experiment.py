@@ -21,17 +21,16 @@ from stages.options import advance, grid_values, log_option, teacher_options
 @click.option("--reports-dir", type=click.Path(path_type=Path), required=True,
               help="Where views-experiment[-from<teacher tag>].md/.json go.")
 @click.option("--teacher-record", type=click.Path(path_type=Path), help="teacher.json the cache must come from.")
-@click.option("--students", default="cnn-tiny", show_default=True, help="Space-separated student names.")
-@click.option("--Ts", "Ts", default="1 2 4", show_default=True, help="Temperatures to choose from.")
-@click.option("--alphas", default="0.5 0.9", show_default=True, help="ALPHA values to choose from (> 0).")
-@click.option("--seeds", default="0 1 2", show_default=True, help="Seeds of the final runs.")
-@click.option("--tune-seeds", default="0", show_default=True, help="Seeds of the tuning runs.")
-@click.option("--holdout", type=int, default=int(DEFAULTS["EXPERIMENT_HOLDOUT"]), show_default=True,
-              help="Training rows held out for tuning.")
-@click.option("--replay", type=int, default=0, show_default=True, help="Views to replay (0: all cached).")
+@click.option("--students", help="Space-separated student names (default: STUDENT's default).")
+@click.option("--Ts", "Ts", help="Temperatures to choose from (default 1 2 4).")
+@click.option("--alphas", help="ALPHA values to choose from, > 0 (default 0.5 0.9).")
+@click.option("--seeds", help="Seeds of the final runs (default 0 1 2).")
+@click.option("--tune-seeds", help="Seeds of the tuning runs (default 0).")
+@click.option("--holdout", type=int, help=f"Training rows held out for tuning (default {DEFAULTS['EXPERIMENT_HOLDOUT']}).")
+@click.option("--replay", type=int, help="Views to replay (default 0: all cached).")
 @click.option("--epochs", type=int, help=f"Epochs of every run (default {DEFAULTS['EPOCHS']}).")
-@click.option("--jobs", type=int, default=1, show_default=True, help="Runs at once.")
-@click.option("--threads", type=int, default=0, show_default=True, help="torch threads per run (0: cores/jobs).")
+@click.option("--jobs", type=int, help="Runs at once (default 1).")
+@click.option("--threads", type=int, help="torch threads per run (default 0: cores/jobs).")
 @teacher_options
 @log_option
 def experiment_views(cache, dataset, runs_dir, tuning_dir, reports_dir, teacher_record, students, Ts, alphas,
@@ -40,11 +39,13 @@ def experiment_views(cache, dataset, runs_dir, tuning_dir, reports_dir, teacher_
     student = from_options(StudentConfig, cache=cache, dataset=dataset, out_dir=runs_dir,
                            teacher_record=teacher_record, epochs=epochs, combine=combine, teacher_tag=teacher_tag,
                            tensorboard_dir=tensorboard_dir)
-    cfg = ViewsExperimentConfig(student=student, runs_dir=runs_dir, tuning_dir=tuning_dir, reports_dir=reports_dir,
-                                students=tuple(students.split()), Ts=grid_values("TS", Ts, float),
-                                alphas=grid_values("ALPHAS", alphas, float), seeds=grid_values("SEEDS", seeds, int),
-                                tune_seeds=grid_values("TUNE_SEEDS", tune_seeds, int), holdout=holdout, replay=replay,
-                                jobs=jobs, threads=threads)
+    # Unset options are dropped, so the config's defaults stay the only ones.
+    grid = lambda name, text, kind: None if text is None else grid_values(name, text, kind)   # noqa: E731
+    cfg = from_options(ViewsExperimentConfig, student=student, runs_dir=runs_dir, tuning_dir=tuning_dir,
+                       reports_dir=reports_dir, students=None if students is None else tuple(students.split()),
+                       Ts=grid("TS", Ts, float), alphas=grid("ALPHAS", alphas, float),
+                       seeds=grid("SEEDS", seeds, int), tune_seeds=grid("TUNE_SEEDS", tune_seeds, int),
+                       holdout=holdout, replay=replay, jobs=jobs, threads=threads)
     with tqdm(total=run_count(cfg), desc="experiment-views", unit="run", file=sys.stderr) as bar:
         run_views_experiment(cfg, on_result=lambda record: advance(bar, record))
     click.echo(experiment_report(reports_dir, cfg.student.teacher_tag).read_text(), nl=False)

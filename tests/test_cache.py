@@ -101,7 +101,7 @@ def test_every_defect_is_caught_and_names_the_fix(tmp_path, case, match, stream)
     }.get(case, expect)
     with pytest.raises(UsageError, match=match) as info:
         LogitCache(path, expect, memory_limit_bytes=0 if stream else 1 << 30, block_rows=16)
-    assert "make teacher-logits" in str(info.value)
+    assert "call pipeline.logits.write_teacher_logits(LogitsConfig(...))" in str(info.value)
 
 
 def test_teacher_pass_writes_a_verified_cache(cache_file, tiny_dataset, teacher_dir):

@@ -50,13 +50,13 @@ def test_good_student_run_then_bad_rerun_keeps_the_finished_run(tmp_path, prepar
     with h5py.File(cache_file, "r+") as f:
         f.attrs["complete"] = False
     code, _, err = run_cli(student_args(tmp_path, prepared, cache_file), capsys)
-    assert_one_line_error(code, err, "make teacher-logits")
+    assert_one_line_error(code, err, "run 'softcache teacher-logits'")
     assert (tmp_path / "runs" / "r" / "metrics.json").read_bytes() == before
 
 
 def test_cache_problems(tmp_path, prepared, cache_file, capsys):
     code, _, err = run_cli(student_args(tmp_path, prepared, tmp_path / "nope.h5"), capsys)
-    assert_one_line_error(code, err, "is missing; run 'make teacher-logits'")
+    assert_one_line_error(code, err, "is missing; run 'softcache teacher-logits'")
     other = tmp_path / "other.npz"
     save_prepared(make_dataset(seed=5), other)
     code, _, err = run_cli(student_args(tmp_path, other, cache_file), capsys)
@@ -130,3 +130,13 @@ def test_help_everywhere(capsys):
     for cmd in ([], ["data"], ["teacher"], ["teacher-logits"], ["student"], ["report"], ["inspect"], ["verify"]):
         code, out, _ = run_cli([*cmd, "--help"], capsys)
         assert code == 0 and "Usage:" in out
+
+
+def test_each_layer_names_the_fix_in_its_own_terms():
+    from pipeline.errors import UsageError, phrase_fix
+
+    assert phrase_fix("teacher-logits", {"VIEWS": 8}, "make") == "run 'make teacher-logits VIEWS=8'"
+    assert phrase_fix("teacher-logits", {"VIEWS": 8}, "cli") == "run 'softcache teacher-logits --views 8'"
+    assert phrase_fix("teacher-logits", {"VIEWS": 8}, "python") == \
+        "call pipeline.logits.write_teacher_logits(LogitsConfig(..., views=8))"
+    assert str(UsageError("cache x is missing", fix="teacher-logits")).startswith("cache x is missing; call ")

@@ -120,7 +120,7 @@ def test_prepared_round_trip_and_tamper_detection(tmp_path, tiny_dataset):
     np.savez(tmp_path / "tampered.npz", **arrays)
     with pytest.raises(UsageError, match="fingerprint"):
         load_prepared(tmp_path / "tampered.npz")
-    with pytest.raises(UsageError, match="make data"):
+    with pytest.raises(UsageError, match=r"call pipeline\.datasets\.save_prepared"):
         load_prepared(tmp_path / "absent.npz")
 
 

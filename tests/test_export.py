@@ -33,7 +33,7 @@ def test_export_writes_checked_files_with_metadata(tmp_path, student_run, tiny_d
 
     x = tiny_dataset.x_test.astype(np.float32) / 255
     from pipeline.checkpoint import load_checkpoint
-    model, _ = load_checkpoint(student_run / "model.pt", "student", "")
+    model, _ = load_checkpoint(student_run / "model.pt", "student", "student")
     with torch.no_grad():
         eager = model(torch.from_numpy(x)).numpy()
     for run in (onnx_runner(out / "model.onnx"), torchscript_runner(out / "model.torchscript.pt")):

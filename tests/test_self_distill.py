@@ -46,8 +46,8 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path, prepared):
     resumed = self_distill(cfg_b, progress=False)
     assert resumed["resumed_from_epoch"] == 2 and whole["resumed_from_epoch"] == 0
     assert resumed["test_acc"] == whole["test_acc"] and resumed["ece"] == whole["ece"]
-    model_a, _ = load_checkpoint(out_a / "model.pt", "student", "")
-    model_b, _ = load_checkpoint(cfg_b.out_dir / "model.pt", "student", "")
+    model_a, _ = load_checkpoint(out_a / "model.pt", "student", "student")
+    model_b, _ = load_checkpoint(cfg_b.out_dir / "model.pt", "student", "student")
     assert model_fingerprint("cnn-tiny", model_a) == model_fingerprint("cnn-tiny", model_b)
     assert not resume_dir(cfg_b.out_dir).exists()
 
@@ -112,6 +112,6 @@ def test_sigkill_mid_run_then_same_command_matches_uninterrupted(tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     assert 1 <= metrics["resumed_from_epoch"] < 12 and "resumed after epoch" in done.stdout
     assert metrics["test_acc"] == whole["test_acc"] and metrics["ece"] == whole["ece"]
-    a, _ = load_checkpoint(tmp_path / "whole" / "model.pt", "student", "")
-    b, _ = load_checkpoint(out / "model.pt", "student", "")
+    a, _ = load_checkpoint(tmp_path / "whole" / "model.pt", "student", "student")
+    b, _ = load_checkpoint(out / "model.pt", "student", "student")
     assert model_fingerprint("cnn-tiny", a) == model_fingerprint("cnn-tiny", b)

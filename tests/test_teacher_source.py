@@ -25,7 +25,7 @@ def cache_from(tmp_path, prepared, teacher, name, **kw):
 
 @pytest.fixture
 def own(tmp_path, prepared, teacher_dir):
-    model, _ = load_checkpoint(teacher_dir / "teacher.pt", "teacher", "")
+    model, _ = load_checkpoint(teacher_dir / "teacher.pt", "teacher", "teacher")
     return model, cache_from(tmp_path, prepared, teacher_dir / "teacher.pt", "own")
 
 
