@@ -15,6 +15,7 @@ import contextlib
 import io
 import json
 import logging
+import sys
 import warnings
 from pathlib import Path
 from typing import Iterator
@@ -22,6 +23,7 @@ from typing import Iterator
 import numpy as np
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from pipeline.checkpoint import load_checkpoint
 from pipeline.config import ExportConfig, as_record
@@ -199,7 +201,7 @@ def _versions() -> dict:
     return {"torch": torch.__version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__}
 
 
-def export_run(cfg: ExportConfig) -> dict:
+def export_run(cfg: ExportConfig, progress: bool = True) -> dict:
     """Export, check and time one student run; returns what it writes to export.json."""
     set_threads(cfg.threads)
     if not (cfg.run_dir / MODEL_FILE).is_file():
@@ -226,7 +228,8 @@ def export_run(cfg: ExportConfig) -> dict:
     runners = {"eager": eager}
     try:
         with atomic_dir(cfg.destination) as tmp:
-            for fmt in cfg.formats:
+            for fmt in tqdm(cfg.formats, desc=f"export {cfg.run_dir.name}", unit="format", file=sys.stderr,
+                            disable=not progress, leave=False):
                 path = tmp / EXPORT_FILES[fmt]
                 if fmt == "onnx":
                     export_onnx(model, example, path, metadata)

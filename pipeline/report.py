@@ -212,8 +212,8 @@ def _experiments(reports_dir: Path) -> str:
 
 
 def write_report(runs_dir: Path, out: Path, readme: Path | None = None) -> str:
-    """Write report.md and its PNG figures next to it, optionally refresh the README's
-    results block (figures copied to docs/results/); return the Markdown."""
+    """Write report.md and its PNG figures next to it, optionally refresh a results document's
+    block (``readme``; figures copied to results/ beside it); return the Markdown."""
     from pipeline.plots import draw_all   # matplotlib is imported only by the report
 
     rows = summarize(collect_runs(runs_dir))

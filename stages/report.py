@@ -1,4 +1,5 @@
-"""Stage `report`: tables and figures of every finished student run (and the README's results block)."""
+"""Stage `report`: tables and figures of every finished student run (and, for maintainers, the results
+block of docs/RESULTS.md)."""
 
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from pipeline.report import write_report
 @click.option("--out", type=click.Path(path_type=Path), required=True,
               help="Markdown file to write; the PNG figures go next to it.")
 @click.option("--readme", type=click.Path(path_type=Path),
-              help="Also rewrite this README's results block (figures copied to docs/results/).")
+              help="Also rewrite this document's results block (figures copied to results/ beside it).")
 def report(runs, out, readme):
     """Write and print the results: who won, every arm, edge exports, figures."""
     click.echo(write_report(runs, out, readme), nl=False)
