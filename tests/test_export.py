@@ -132,3 +132,44 @@ def test_readme_example_classifies_with_onnxruntime_alone(tmp_path):
     with torch.no_grad():
         expected = model(torch.from_numpy(images[:1, None].astype(np.float32) / 255)).argmax(1).item()
     assert proc.stdout.strip().endswith(f"class-{expected}")
+
+
+@pytest.fixture
+def int8_hostile_run(tmp_path, prepared, cache_file) -> Path:
+    """A real mlp run whose hidden units are rescaled by up to 1e5 (their outgoing weights by the
+    inverse): ReLU keeps the float function exactly, but no 8-bit activation scale covers it."""
+    from pipeline.checkpoint import load_checkpoint, save_checkpoint
+    from pipeline.config import StudentConfig
+    from pipeline.student import train_student
+
+    run = tmp_path / "runs" / "mlp-hostile"
+    train_student(StudentConfig(cache=cache_file, dataset=prepared, out_dir=run, student="mlp", epochs=3,
+                                batch_size=16), progress=False)
+    model, ckpt = load_checkpoint(run / "model.pt", "student", "student")
+    first, last = model[2], model[4]
+    with torch.no_grad():
+        scale = torch.logspace(0, 5, first.out_features)
+        first.weight.mul_(scale[:, None]), first.bias.mul_(scale), last.weight.div_(scale[None, :])
+    save_checkpoint(run / "model.pt", kind="student", arch=ckpt["arch"], model=model,
+                    model_kwargs=ckpt["model_kwargs"], config=ckpt["config"], metrics=ckpt["metrics"])
+    return run
+
+
+def test_an_int8_model_over_budget_is_refused_or_left_out_and_reported(int8_hostile_run):
+    from pipeline.report import render_exports
+
+    with pytest.raises(UsageError, match=r"the int8 model loses [0-9.]+ pp of test accuracy \(budget 0.5 pp\)"):
+        export_run(ExportConfig(run_dir=int8_hostile_run), progress=False)
+    assert not (int8_hostile_run / "export").exists()          # strict: nothing written
+
+    r = export_run(ExportConfig(run_dir=int8_hostile_run, skip_refused=True), progress=False)
+    out = int8_hostile_run / "export"
+    assert sorted(p.name for p in out.iterdir()) == ["export.json", "model.onnx", "model.torchscript.pt"]
+    refused = json.loads((out / "export.json").read_text())["refused"]["int8"]
+    assert refused == r["refused"]["int8"] and refused["acc_change_pp"] < -0.5 and refused["budget_pp"] == 0.5
+    assert r["int8_choice"]["chosen"] in {t["method"] for t in r["int8_choice"]["tried"]}
+    assert f"int8 refused: {refused['acc_change_pp']:+.2f} pp" in render_exports(int8_hostile_run.parent)
+
+    proc = subprocess.run([sys.executable, "-m", "stages.cli", "export", "--run-dir", str(int8_hostile_run),
+                           "--skip-refused"], capture_output=True, text=True)
+    assert proc.returncode == 0 and "int8 refused:" in proc.stdout, proc.stderr
