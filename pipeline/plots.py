@@ -184,13 +184,17 @@ def learning_curves(rows: list[dict], out_dir: Path) -> str | None:
     if not curves:
         return None
     fig, (acc_ax, loss_ax) = plt.subplots(1, 2, figsize=(10, 3.8))
+    colours = {student: f"C{i}" for i, student in enumerate(dict.fromkeys(student for student, _ in curves))}
     for student, row in curves:
         n = min(len(h) for h in row["histories"])
         epochs = range(1, n + 1)
         mean = lambda key: [sum(h[e][key] for h in row["histories"]) / len(row["histories"]) for e in range(n)]  # noqa: E731
-        style = "--" if row["alpha"] == 0 else "-"
-        acc_ax.plot(epochs, [100 * a for a in mean("test_acc")], style, marker="o", label=f"{student}: {row['arm']}")
-        loss_ax.plot(epochs, mean("train_loss"), style, marker="o", label=f"{student}: {row['arm']}")
+        style = dict(ls="--" if row["alpha"] == 0 else "-", marker="o", color=colours[student],
+                     label=f"{student}: {row['arm']}")
+        acc_ax.plot(epochs, [100 * a for a in mean("test_acc")], **style)
+        loss_ax.plot(epochs, mean("train_loss"), **style)
+    for ax in (acc_ax, loss_ax):
+        ax.xaxis.get_major_locator().set_params(integer=True)
     acc_ax.set_xlabel("epoch"), acc_ax.set_ylabel("test accuracy %"), acc_ax.set_title("test accuracy per epoch")
     loss_ax.set_xlabel("epoch"), loss_ax.set_ylabel("train loss (its own objective)")
     loss_ax.set_title("train loss per epoch (dashed: scratch)")
