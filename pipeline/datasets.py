@@ -245,9 +245,16 @@ def load_npz(path: Path, layout: str = "auto") -> Dataset:
     for k in ("y_train", "y_test"):
         if not np.issubdtype(arrays[k].dtype, np.integer):
             raise UsageError(f"{path}: {k} must hold integer labels, got {arrays[k].dtype}")
-    num_classes = int(max(arrays["y_train"].max(), arrays["y_test"].max())) + 1
-    names = tuple(str(n) for n in arrays["class_names"]) if "class_names" in arrays \
-        else tuple(str(i) for i in range(num_classes))
+    if "class_names" in arrays:
+        names = tuple(str(n) for n in arrays["class_names"])
+    else:   # the classes are the labels, so they must fill 0..C-1: one stray label is no new class
+        present = np.union1d(arrays["y_train"], arrays["y_test"])
+        num_classes = int(present.max()) + 1 if len(present) else 0
+        if len(present) != num_classes:
+            raise UsageError(f"{path}: labels hold {len(present)} values in 0..{num_classes - 1}, so "
+                             f"{num_classes - len(present)} classes have no image; fix the stray labels, or give "
+                             f"class_names to say how many classes there are")
+        names = tuple(str(i) for i in range(num_classes))
     return Dataset(
         name=path.stem,
         x_train=_as_nchw(arrays["x_train"], f"{path} x_train", layout),

@@ -83,12 +83,23 @@ def lock_path(out: Path) -> Path:
 @contextlib.contextmanager
 def exclusive_writer(out: Path, what: str = "teacher pass") -> Iterator[None]:
     """Refuse a second writer of ``out`` while one runs (the OS drops the lock when its
-    holder dies, so a killed pass never blocks the next)."""
+    holder dies, so a killed pass never blocks the next). The lock file is removed by its
+    holder on the way out; a writer that locked a file already removed (it opened it just
+    before) sees that the path no longer names it, and counts as second."""
     lock = lock_path(out)
     lock.parent.mkdir(parents=True, exist_ok=True)
+    busy = UsageError(f"another {what} is writing {out}; wait for it to finish or stop it")
     with open(lock, "w") as fh:
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise UsageError(f"another {what} is writing {out}; wait for it to finish or stop it") from None
-        yield
+            raise busy from None
+        try:
+            if os.stat(lock).st_ino != os.fstat(fh.fileno()).st_ino:
+                raise busy
+        except FileNotFoundError:
+            raise busy from None
+        try:
+            yield
+        finally:
+            lock.unlink(missing_ok=True)    # still holding it: no one can take a lock on this file now

@@ -18,7 +18,7 @@ from pipeline.cache import CacheExpectations, LogitCache
 from pipeline.config import StudentConfig, as_record
 from pipeline.datasets import holdout_split, load_prepared
 from pipeline.errors import UsageError
-from pipeline.files import read_json
+from pipeline.files import exclusive_writer, read_json
 from pipeline.history import EpochLog
 from pipeline.losses import kd_loss_from_log_targets
 from pipeline.models import count_params
@@ -40,7 +40,13 @@ def _expected_teacher(record: Path | None) -> str | None:
 
 
 def train_student(cfg: StudentConfig, progress: bool = True) -> dict:
-    """Train one student on the CPU, evaluate it, and write its run directory; return metrics."""
+    """Train one student on the CPU, evaluate it, and write its run directory; return metrics.
+    A second writer of the same run directory is refused while one trains."""
+    with exclusive_writer(cfg.out_dir, what="student run"):
+        return _train_student(cfg, progress)
+
+
+def _train_student(cfg: StudentConfig, progress: bool) -> dict:
     set_threads(cfg.threads)
     data = load_prepared(cfg.dataset)
     cache_start = time.perf_counter()

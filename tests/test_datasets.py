@@ -168,3 +168,12 @@ def test_images_holding_nan_are_refused(tmp_path):
              y_test=np.zeros(2, np.int64))
     with pytest.raises(UsageError, match=r"x_train: 1 images hold NaN or Inf \(the first is image 3\)"):
         load_npz(tmp_path / "nan.npz")
+
+
+def test_a_stray_label_is_refused_not_made_a_class(tmp_path):
+    y = np.arange(20) % 10
+    y[7] = 42
+    np.savez(tmp_path / "stray.npz", x_train=np.zeros((20, 8, 8), np.uint8), y_train=y,
+             x_test=np.zeros((10, 8, 8), np.uint8), y_test=np.arange(10))
+    with pytest.raises(UsageError, match=r"labels hold 11 values in 0\.\.42, so 32 classes have no image"):
+        load_npz(tmp_path / "stray.npz")

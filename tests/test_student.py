@@ -95,3 +95,14 @@ def test_without_tensorboard_installed_log_is_one_clear_error(tmp_path, monkeypa
     monkeypatch.setattr(builtins, "__import__", blocked)
     with pytest.raises(UsageError, match=r"LOG=tensorboard needs the tensorboard package"):
         EpochLog(tmp_path, "r")
+
+
+def test_a_second_writer_of_one_run_is_refused(tmp_path, prepared, cache_file):
+    from pipeline.files import exclusive_writer
+
+    cfg = config(tmp_path, prepared, cache_file)
+    with exclusive_writer(cfg.out_dir, what="student run"):     # what a first, still running writer holds
+        with pytest.raises(UsageError, match=r"another student run is writing .*/runs/r; wait for it"):
+            train_student(cfg, progress=False)
+    assert not cfg.out_dir.exists()
+    assert train_student(cfg, progress=False)["epochs"] == 3     # the lock dies with its holder
