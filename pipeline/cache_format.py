@@ -69,7 +69,7 @@ import torch
 
 from pipeline.errors import UsageError
 from pipeline.files import atomic_path
-from pipeline.settings import check
+from pipeline.settings import check, check_ensemble_storage
 
 __all__ = ["FORMAT_VERSION", "SPLITS", "VIEW_SPLIT", "COMBINES", "ROW_DATASETS", "MIX_DATASETS", "CacheWriter",
            "write_cache", "parse_combine", "stored_names", "split_names", "dense_logits", "plain",
@@ -197,8 +197,7 @@ def write_cache(path: Path, *, rows: dict[str, int], num_classes: int, temperatu
     and ``view_pad`` (and ``view_mixup`` > 0 when the views are mixup pairs). ``members`` > 1
     adds every split's ``member_logits`` (an ensemble, which stores every logit).
     """
-    if members and topk:
-        raise UsageError("an ensemble cache stores every logit; use CACHE_TOPK=0 with TEACHERS > 1")
+    check_ensemble_storage(members, topk)
     check("CACHE_DTYPE", dtype)
     if not 0 <= topk < num_classes:
         raise UsageError(f"CACHE_TOPK must lie in [0, {num_classes}) for {num_classes} classes "

@@ -21,7 +21,8 @@ from pipeline.datasets import DEBIAN_DIR
 from pipeline.errors import UsageError
 from pipeline.models import list_students
 from pipeline.names import pskd_run_name, run_data, run_name
-from pipeline.settings import check, default
+from pipeline.settings import (check, check_augment_replay, check_grid, check_sweep_backend, check_views_mixup,
+                               default)
 
 __all__ = [
     "DataConfig", "TeacherConfig", "LogitsConfig", "EnsembleConfig", "PublishConfig", "StudentConfig",
@@ -61,35 +62,10 @@ def _known_student(name: str, setting: str = "STUDENT") -> None:
         raise UsageError(f"{setting}: unknown student '{name}'; choose one of: {', '.join(list_students())}")
 
 
-def _grid(name: str, values: tuple, check_one) -> tuple:
-    """A grid is non-empty, has no value twice, and every value passes ``check_one``; the error names the value."""
-    if not values:
-        raise UsageError(f"{name} is empty; give at least one value")
-    seen = set()
-    for v in values:
-        if v in seen:
-            raise UsageError(f"{name} lists {v!r} twice; give each value once")
-        seen.add(v)
-        check_one(v)
-    return tuple(values)
-
-
-def _in_grid(grid: str, setting: str):
-    """The single setting's check, its message naming the grid the value came from."""
-    def check_one(value):
-        try:
-            check(setting, value)
-        except UsageError as exc:
-            raise UsageError(f"{grid}: {exc}") from None
-    return check_one
-
-
 def _check_grids(students, Ts, alphas, seeds) -> None:
     """The (student, T, ALPHA, seed) grid of a sweep or an experiment."""
-    _grid("STUDENTS", students, lambda v: _known_student(v, "STUDENTS"))
-    _grid("TS", Ts, _in_grid("TS", "T"))
-    _grid("ALPHAS", alphas, _in_grid("ALPHAS", "ALPHA"))
-    _grid("SEEDS", seeds, _in_grid("SEEDS", "SEED"))
+    check_grid("STUDENTS", students, check_one=lambda v: _known_student(v, "STUDENTS"))
+    check_grid("TS", Ts, "T"), check_grid("ALPHAS", alphas, "ALPHA"), check_grid("SEEDS", seeds, "SEED")
 
 
 def from_options(cls, **options):
@@ -180,8 +156,7 @@ class LogitsConfig:
                             ("VIEW_SEED", self.view_seed), ("CACHE_TOPK", self.topk), ("CACHE_DTYPE", self.dtype),
                             ("DEVICE", self.device)):
             check(name, value)
-        if self.mixup and self.views < 2:
-            raise UsageError("MIXUP needs cached views to mix: give VIEWS=K (K >= 2) with it")
+        check_views_mixup(self.views, self.mixup)
         _at_least("batch size", self.batch_size, 1)
         _at_least("chunk rows", self.chunk_rows, 1)
 
@@ -255,9 +230,7 @@ class StudentConfig:
         object.__setattr__(self, "combine", str(parse_combine(self.combine)))
         if self.teacher_tag and not self.teacher_tag.startswith("-"):
             object.__setattr__(self, "teacher_tag", f"-{self.teacher_tag}")
-        if self.replay and self.augment:
-            raise UsageError("AUGMENT=1 with REPLAY>0 would re-augment the replayed views and break the match "
-                             "with their logits; replayed views are already augmented, so drop AUGMENT")
+        check_augment_replay(self.augment, self.replay)
         _at_least("batch size", self.batch_size, 1)
         _positive("learning rate", self.lr)
         _at_least("cache memory (MB)", self.cache_memory_mb, 0)
@@ -333,8 +306,7 @@ class SweepConfig:
         _check_grids(self.students, self.Ts, self.alphas, self.seeds)
         check("JOBS", self.jobs), check("THREADS", self.threads)
         check("SWEEP_BACKEND", self.backend)
-        if self.backend == "dask" and not self.scheduler:
-            raise UsageError("SWEEP_BACKEND=dask needs SCHEDULER=tcp://host:port (a running dask scheduler)")
+        check_sweep_backend(self.backend, self.scheduler)
 
 
 @dataclass(frozen=True)
@@ -360,7 +332,7 @@ class ViewsExperimentConfig:
 
     def __post_init__(self):
         _check_grids(self.students, self.Ts, self.alphas, self.seeds)
-        _grid("TUNE_SEEDS", self.tune_seeds, _in_grid("TUNE_SEEDS", "SEED"))
+        check_grid("TUNE_SEEDS", self.tune_seeds, "SEED")
         object.__setattr__(self, "alphas", tuple(a for a in self.alphas if a != 0))   # scratch always runs
         if not self.alphas:
             raise UsageError("ALPHAS has no value above 0 for the KD arms to choose from; give e.g. ALPHAS=\"0.5 0.9\"")

@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.errors import UsageError
-from pipeline.settings import DEFAULTS, check, help_text, misspelled, number
+from pipeline.settings import (DEFAULTS, check, check_augment_replay, check_ensemble_storage, check_grid,
+                               check_sweep_backend, check_views_mixup, help_text, misspelled, number)
 
 __all__ = [
     "data_name", "teacher_tag",
@@ -188,18 +189,6 @@ def parse_pskd_run_name(name: str) -> dict:
 
 # --- the plan: everything one Make invocation needs, from its settings ---------------------------------
 
-def _grid(name: str, text: str, setting: str) -> None:
-    """A space- or comma-separated grid: not empty, and every value passes its setting's check."""
-    values = text.replace(",", " ").split()
-    if not values:
-        raise UsageError(f"{name} is empty; give at least one value")
-    for value in values:
-        try:
-            check(setting, value)
-        except UsageError as exc:
-            raise UsageError(f"{name}: {exc}") from None
-
-
 @dataclass
 class Plan:
     """The resolved settings and every name derived from them (what Make is told)."""
@@ -275,15 +264,10 @@ def _cross_checks(s: dict[str, str], p: Plan) -> None:
     if s["TEACHER"] == "published" and p.limit:
         raise UsageError(f"TEACHER=published was made from the whole dataset, so it cannot teach LIMIT={p.limit} "
                          f"rows; drop LIMIT, or drop TEACHER=published to train a teacher here")
-    if p.members > 1 and check("CACHE_TOPK", s["CACHE_TOPK"]):
-        raise UsageError(f"an ensemble cache stores every logit; use CACHE_TOPK=0 with TEACHERS={p.members}")
-    if check("MIXUP", s["MIXUP"]) and check("VIEWS", s["VIEWS"]) < 2:
-        raise UsageError("MIXUP needs cached views to mix: give VIEWS=K (K >= 2) with it")
-    if s["AUGMENT"] == "1" and check("REPLAY", s["REPLAY"]):
-        raise UsageError("AUGMENT=1 with REPLAY>0 would re-augment the replayed views and break the match with "
-                         "their logits; replayed views are already augmented, so drop AUGMENT")
-    if s["SWEEP_BACKEND"] == "dask" and not s["SCHEDULER"]:
-        raise UsageError("SWEEP_BACKEND=dask needs SCHEDULER=tcp://host:port (a running dask scheduler)")
+    check_ensemble_storage(p.members, check("CACHE_TOPK", s["CACHE_TOPK"]))
+    check_views_mixup(check("VIEWS", s["VIEWS"]), check("MIXUP", s["MIXUP"]))
+    check_augment_replay(s["AUGMENT"] == "1", check("REPLAY", s["REPLAY"]))
+    check_sweep_backend(s["SWEEP_BACKEND"], s["SCHEDULER"])
     if s["TEACHER_WEIGHTS"] and ":" not in s["TEACHER"]:
         raise UsageError("TEACHER_WEIGHTS loads a state dict into a module:factory teacher; give TEACHER=module:factory")
 
@@ -295,11 +279,11 @@ def resolve(given: dict[str, str], environ: dict[str, str] | None = None) -> dic
     s = {name: given.get(name, environ.get(name, default_)) for name, default_ in DEFAULTS.items()}
     for grid, single in (("STUDENTS", s["STUDENT"]), ("TS", s["T"]), ("SEEDS", s["SEED"])):
         s[grid] = s[grid] or single
-    s["ALPHAS"] = s["ALPHAS"] or f"0 {s['ALPHA']}"
+    s["ALPHAS"] = s["ALPHAS"] or ("0" if check("ALPHA", s["ALPHA"]) == 0 else f"0 {s['ALPHA']}")
     for name in DEFAULTS:
         check(name, s[name])
     for grid, setting in (("TS", "T"), ("ALPHAS", "ALPHA"), ("SEEDS", "SEED"), ("STUDENTS", "STUDENT")):
-        _grid(grid, s[grid], setting)
+        check_grid(grid, s[grid].replace(",", " ").split(), setting)
     return s
 
 

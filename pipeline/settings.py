@@ -15,7 +15,8 @@ from pathlib import Path
 
 from pipeline.errors import UsageError
 
-__all__ = ["Setting", "SETTINGS", "DEFAULTS", "TARGETS", "check", "default", "number",
+__all__ = ["Setting", "SETTINGS", "DEFAULTS", "TARGETS", "check", "default", "number", "check_grid",
+           "check_views_mixup", "check_augment_replay", "check_sweep_backend", "check_ensemble_storage",
            "misspelled", "help_text"]
 
 
@@ -192,6 +193,48 @@ def check(name: str, value) -> object:
         value = int(value)
     parsed = setting.parse(name, value if isinstance(value, str) else _spell(value))
     return type(value)(parsed) if isinstance(value, (int, float)) and not isinstance(parsed, str) else parsed
+
+
+def check_grid(grid: str, values, setting: str | None = None, check_one=None) -> tuple:
+    """A grid (TS, ALPHAS, SEEDS, ...) is non-empty and has no value twice, and every value passes
+    ``setting``'s check (its message then names the grid) or ``check_one`` (its own message)."""
+    if not values:
+        raise UsageError(f"{grid} is empty; give at least one value")
+    seen = []
+    for value in values:
+        try:
+            parsed = check(setting, value) if setting else value
+        except UsageError as exc:
+            raise UsageError(f"{grid}: {exc}") from None
+        if check_one is not None:
+            check_one(value)
+        if parsed in seen:
+            raise UsageError(f"{grid} lists {value!r} twice; give each value once")
+        seen.append(parsed)
+    return tuple(values)
+
+
+# Checks that span settings, called by Make's plan (pipeline.names) and by the configs alike.
+
+def check_views_mixup(views: int, mixup: float) -> None:
+    if mixup and views < 2:
+        raise UsageError("MIXUP needs cached views to mix: give VIEWS=K (K >= 2) with it")
+
+
+def check_augment_replay(augment: bool, replay: int) -> None:
+    if augment and replay:
+        raise UsageError("AUGMENT=1 with REPLAY>0 would re-augment the replayed views and break the match with "
+                         "their logits; replayed views are already augmented, so drop AUGMENT")
+
+
+def check_sweep_backend(backend: str, scheduler: str | None) -> None:
+    if backend == "dask" and not scheduler:
+        raise UsageError("SWEEP_BACKEND=dask needs SCHEDULER=tcp://host:port (a running dask scheduler)")
+
+
+def check_ensemble_storage(members: int, topk: int) -> None:
+    if members > 1 and topk:
+        raise UsageError(f"an ensemble cache stores every logit; use CACHE_TOPK=0 with TEACHERS={members}")
 
 
 def default(name: str, kind=str):
