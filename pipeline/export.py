@@ -107,24 +107,38 @@ INT8_METHODS = (("minmax", "MinMax", False), ("minmax-per-channel", "MinMax", Tr
                 ("percentile-per-channel", "Percentile", True), ("entropy-per-channel", "Entropy", True))
 
 
+@contextlib.contextmanager
+def _pre_processed(onnx_path: Path) -> Iterator[Path]:
+    """ONNX Runtime's pre-processing (shape inference, graph clean-up) of the float graph, done once
+    for every int8 recipe quantised from it; the file is removed afterwards."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    prepared = onnx_path.with_name(onnx_path.stem + ".prepared.onnx")
+    try:
+        with _quiet():
+            quant_pre_process(str(onnx_path), str(prepared))
+        yield prepared
+    finally:
+        prepared.unlink(missing_ok=True)
+
+
+def _quantize(prepared: Path, path: Path, calibration: np.ndarray, metadata: dict, method: str,
+              per_channel: bool) -> None:
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    with _quiet():
+        quantize_static(str(prepared), str(path), _CalibrationBatches(calibration), quant_format=QuantFormat.QDQ,
+                        per_channel=per_channel, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        calibrate_method=getattr(CalibrationMethod, method))
+    _attach_metadata(path, metadata)
+
+
 def quantize_int8(onnx_path: Path, path: Path, calibration: np.ndarray, metadata: dict, *,
                   method: str = "MinMax", per_channel: bool = False) -> None:
     """Static int8 quantisation in QDQ form: weights int8, activations uint8, with ranges calibrated
     on training images by ONNX Runtime's ``method`` (MinMax, Percentile or Entropy)."""
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    prepared = path.with_name(path.stem + ".prepared.onnx")
-    try:
-        with _quiet():
-            quant_pre_process(str(onnx_path), str(prepared))
-            quantize_static(str(prepared), str(path), _CalibrationBatches(calibration),
-                            quant_format=QuantFormat.QDQ, per_channel=per_channel,
-                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                            calibrate_method=getattr(CalibrationMethod, method))
-    finally:
-        prepared.unlink(missing_ok=True)
-    _attach_metadata(path, metadata)
+    with _pre_processed(onnx_path) as prepared:
+        _quantize(prepared, path, calibration, metadata, method, per_channel)
 
 
 def _choose_int8(onnx_path: Path, path: Path, calibration: np.ndarray, held_x: np.ndarray, held_y: np.ndarray,
@@ -132,16 +146,18 @@ def _choose_int8(onnx_path: Path, path: Path, calibration: np.ndarray, held_x: n
     """Quantise with every recipe in INT8_METHODS and keep the one most accurate on held-out
     training rows (never the test set, which only measures the chosen file afterwards)."""
     tried = []
-    for name, method, per_channel in INT8_METHODS:
-        candidate = path.with_name(f"{path.stem}.{name}.onnx")
-        try:
-            quantize_int8(onnx_path, candidate, calibration, metadata, method=method, per_channel=per_channel)
-        except Exception as exc:    # a calibrator can fail on a graph (ORT's Entropy does on some); try the next
-            tried.append({"method": name, "heldout_acc": None, "error": f"{type(exc).__name__}: {exc}"[:200],
-                          "file": candidate})
-            continue
-        acc = float((_logits(onnx_runner(candidate, threads=1), held_x).argmax(1) == held_y).mean())
-        tried.append({"method": name, "heldout_acc": acc, "file": candidate})
+    with _pre_processed(onnx_path) as prepared:
+        for name, method, per_channel in INT8_METHODS:
+            candidate = path.with_name(f"{path.stem}.{name}.onnx")
+            entry = {"method": name, "heldout_acc": None, "file": candidate}
+            tried.append(entry)
+            try:
+                _quantize(prepared, candidate, calibration, metadata, method, per_channel)
+            except Exception as exc:   # a calibrator can fail on a graph (ORT's Entropy does on some): the next
+                entry["error"] = f"{type(exc).__name__}: {exc}"[:200]
+                continue
+            entry["heldout_acc"] = float((_logits(onnx_runner(candidate, threads=1), held_x).argmax(1)
+                                          == held_y).mean())
     best = max((t for t in tried if t["heldout_acc"] is not None), key=lambda t: t["heldout_acc"])  # first of equals
     best["file"].replace(path)
     for t in tried:

@@ -250,7 +250,7 @@ class Plan:
         recipe chosen for it on held-out rows; otherwise from a teacher trained here."""
         s = self.settings
         named = self.given & {"TEACHER", "TEACHER_EPOCHS", "TEACHER_SEED", "TEACHERS"}
-        if (s["DATASET"] == "fashion-mnist" and not self.limit and not named and s["TEACHER"] == "auto"
+        if (s["DATASET"] == DEFAULTS["DATASET"] and not self.limit and not named
                 and (self.root / self.published_cache).is_file()):
             return {"TEACHER": "published", "T": s["DEMO_T"], "ALPHA": s["DEMO_ALPHA"]}
         return {}
@@ -317,10 +317,10 @@ def make_fragment(p: Plan) -> str:
     member_caches = [p.path("cache", p.data + t + p.suffix) for t in p.member_tags]
     member_records = [f"{p.teacher_dir(t)}/teacher.json" for t in p.member_tags]
     teacher_files = [f for f in (s["TEACHER"], s["TEACHER_WEIGHTS"]) if f and Path(f).exists()]
-    main_run = s["RUN"] or p.run(s["STUDENT"], s["T"], s["ALPHA"])
-    demo_students = s["DEMO_STUDENTS"].split()
-    demo = {p.run(st, s["T"], a): (st, s["T"], a) for st in demo_students for a in ("0", s["ALPHA"])}
-    runs = {p.run(s["STUDENT"], s["T"], s["ALPHA"]): (s["STUDENT"], s["T"], s["ALPHA"]), **demo}
+    student_run = p.run(s["STUDENT"], s["T"], s["ALPHA"])
+    demo = {p.run(st, s["T"], a): (st, s["T"], a) for st in s["DEMO_STUDENTS"].split() for a in ("0", s["ALPHA"])}
+    runs = {student_run: (s["STUDENT"], s["T"], s["ALPHA"]), **demo}
+    stamps = p.stamps()
     pskd = {p.pskd(st, seed): (st, seed)
             for st in [s["STUDENT"], *s["STUDENTS"].split()] for seed in [s["SEED"], *s["SEEDS"].split()]}
     pskd_grid = [p.pskd(st, seed) for st in s["STUDENTS"].split() for seed in s["SEEDS"].split()]
@@ -329,7 +329,7 @@ def make_fragment(p: Plan) -> str:
     names = {
         "SC": sc, "PASS": pass_cmd, "INSTALLED": f"{s['VENV']}/.installed", "RUNS": p.path("runs"),
         "REPORT_FILE": p.path("reports", "report.md"), "DATA_FILE": data_file, "PARAMS": p.path("params"),
-        "DATA_STAMP": p.path("params", f"data-{p.data}.txt"), "STAMPS": " ".join(p.stamps()),
+        "DATA_STAMP": p.path("params", f"data-{p.data}.txt"), "STAMPS": " ".join(stamps),
         "TEACHER_KIND": p.teacher_kind, "TEACHER_TAG": p.tag, "CACHE": p.cache, "CACHE_SUFFIX": p.suffix[:-3],
         "PUBLISHED_CACHE": p.published_cache, "TEACHER_RECORD": teacher_record,
         "TEACHER_FILES": " ".join(teacher_files),
@@ -339,8 +339,9 @@ def make_fragment(p: Plan) -> str:
         "PUBLISH_RECORDS": " ".join(f"--record {r}" for r in member_records),
         "PUBLISH_COMMAND": f"make teacher-logits {publish}",
         "INPUT_ARGS": inputs,
-        "LOG_ARGS": f"--tensorboard-dir {p.path('tensorboard')}" if s["LOG"] == "tensorboard" else "", "TEACHER_ARGS": f"--teacher-tag={p.tag} --combine {s['COMBINE']}",
-        "RUN_THREADS": str(p.threads), "RUN_DIR": p.path("runs", main_run),
+        "LOG_ARGS": f"--tensorboard-dir {p.path('tensorboard')}" if s["LOG"] == "tensorboard" else "",
+        "TEACHER_ARGS": f"--teacher-tag={p.tag} --combine {s['COMBINE']}",
+        "RUN_THREADS": str(p.threads), "RUN_DIR": p.path("runs", s["RUN"] or student_run),
         "STUDENT_RUNS": " ".join(p.path("runs", r, "metrics.json") for r in runs),
         "DEMO_EXPORTS": " ".join(p.path("runs", r, "export", "export.json") for r in demo),
         "PSKD_RUNS": " ".join(p.path("runs", r, "metrics.json") for r in pskd),
@@ -349,7 +350,7 @@ def make_fragment(p: Plan) -> str:
         "DEMO_SETTINGS": " ".join(f"{k}={v}" for k, v in p.demo_settings().items()),
     }
     lines += [f"{k} := {_escape(v)}" for k, v in names.items()]
-    for stamp, content in p.stamps().items():
+    for stamp, content in stamps.items():
         lines.append(f"{stamp}: private STAMP := {_escape(content)}")
         if _read(p.root / stamp) != content:
             lines.append(f"{stamp}: FORCE")

@@ -135,31 +135,29 @@ def self_distill(cfg: SelfDistillConfig, progress: bool = True,
             shutil.rmtree(work, ignore_errors=True)      # nothing to continue, or another recipe's state
         work.mkdir(parents=True, exist_ok=True)
         resumed_from = trainer.epochs_done
-        log = EpochLog(cfg.tensorboard_dir, cfg.out_dir.name)
+        with EpochLog(cfg.tensorboard_dir, cfg.out_dir.name) as log:
+            while trainer.epochs_done < cfg.epochs:
+                epoch = trainer.epochs_done + 1
+                alpha = alpha_schedule(cfg.alpha_T, epoch, cfg.epochs)
+                previous = _previous_probs(work, epoch - 1, data)
 
-        while trainer.epochs_done < cfg.epochs:
-            epoch = trainer.epochs_done + 1
-            alpha = alpha_schedule(cfg.alpha_T, epoch, cfg.epochs)
-            previous = _previous_probs(work, epoch - 1, data)
+                def loss_fn(logits: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+                    prev = None if previous is None else previous[idx]
+                    return F.cross_entropy(logits, pskd_targets(y[idx], prev, alpha, data.num_classes))
 
-            def loss_fn(logits: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-                prev = None if previous is None else previous[idx]
-                return F.cross_entropy(logits, pskd_targets(y[idx], prev, alpha, data.num_classes))
+                entry = trainer.train_epoch(x, loss_fn, label=f"self-distill {cfg.student}", progress=progress)
+                test_logits = predict(model, x_test)
+                history.append({**entry, "alpha_t": alpha,
+                                "test_acc": accuracy(test_logits, torch.from_numpy(data.y_test))})
+                log.write(history[-1])
+                _write_predictions(_predictions_path(work, epoch), model, cfg.student, data, predict(model, x),
+                                   test_logits, epoch, alpha)
+                with atomic_path(state_file) as tmp:
+                    torch.save({"key": key, "trainer": trainer.state_dict(), "history": history}, tmp)
+                _predictions_path(work, epoch - 1).unlink(missing_ok=True)
+                if on_epoch is not None:
+                    on_epoch(epoch, history[-1])
 
-            entry = trainer.train_epoch(x, loss_fn, label=f"self-distill {cfg.student}", progress=progress)
-            test_logits = predict(model, x_test)
-            history.append({**entry, "alpha_t": alpha,
-                            "test_acc": accuracy(test_logits, torch.from_numpy(data.y_test))})
-            log.write(history[-1])
-            _write_predictions(_predictions_path(work, epoch), model, cfg.student, data, predict(model, x),
-                               test_logits, epoch, alpha)
-            with atomic_path(state_file) as tmp:
-                torch.save({"key": key, "trainer": trainer.state_dict(), "history": history}, tmp)
-            _predictions_path(work, epoch - 1).unlink(missing_ok=True)
-            if on_epoch is not None:
-                on_epoch(epoch, history[-1])
-
-        log.close()
         test_logits = predict(model, x_test)
         metrics = {
             **evaluate(test_logits, data),

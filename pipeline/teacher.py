@@ -35,19 +35,17 @@ def train_teacher(cfg: TeacherConfig, progress: bool = True) -> dict:
     y = torch.from_numpy(data.y_train).to(device)
     x_test, y_test = torch.from_numpy(data.x_test), torch.from_numpy(data.y_test)
 
-    log = EpochLog(cfg.tensorboard_dir, f"teacher-{Path(cfg.out_dir).name}")
-
     def score(entry: dict) -> dict:
         entry = {**entry, "test_acc": accuracy(predict(model, x_test, amp=cfg.amp), y_test)}
         log.write(entry)
         say_epoch(f"teacher {cfg.arch}", entry, cfg.epochs, progress)
         return entry
 
-    history = fit(model, x, lambda logits, idx: F.cross_entropy(logits, y[idx]),
-                  epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay,
-                  seed=cfg.seed, augment=cfg.augment, amp=cfg.amp, label=f"teacher {cfg.arch}",
-                  progress=progress, after_epoch=score)
-    log.close()
+    with EpochLog(cfg.tensorboard_dir, f"teacher-{Path(cfg.out_dir).name}") as log:
+        history = fit(model, x, lambda logits, idx: F.cross_entropy(logits, y[idx]),
+                      epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay,
+                      seed=cfg.seed, augment=cfg.augment, amp=cfg.amp, label=f"teacher {cfg.arch}",
+                      progress=progress, after_epoch=score)
     train_seconds = sum(h["seconds"] for h in history)    # training only, not the per-epoch scoring
     test_acc = history[-1]["test_acc"]
 

@@ -1,12 +1,10 @@
-"""Click options that several stages share, defined once (help texts name the defaults from
-``pipeline.names``, the table ``make help`` prints)."""
+"""Click options and progress helpers that several stages share, defined once."""
 
 from pathlib import Path
 
 import click
 
 from pipeline.errors import UsageError
-from pipeline.settings import DEFAULTS
 
 __all__ = ["input_options", "teacher_options", "grid_values", "log_option", "advance"]
 

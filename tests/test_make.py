@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+ON = "-on-fashion-mnist-n2000"   # runs on the LIMIT=2000 subset say so in their names
 pytestmark = pytest.mark.slow
 
 
@@ -34,7 +35,7 @@ def test_stage_graph_rebuilds_only_what_changed(tmp_path):
     cache = tmp_path / "cache" / "fashion-mnist-n2000-e1-T1-float32.h5"
     teacher = tmp_path / "teacher" / "fashion-mnist-n2000-e1" / "teacher.pt"
     before = fingerprint(cache), fingerprint(teacher)
-    run4 = tmp_path / "runs" / "mlp-T4-a0.9-from-e1-s0-e1-on-fashion-mnist-n2000" / "metrics.json"
+    run4 = tmp_path / "runs" / f"mlp-T4-a0.9-from-e1-s0-e1{ON}" / "metrics.json"
     metrics = json.loads(run4.read_text())
     assert metrics["test_acc"] > 0.3 and metrics["teacher_test_acc"] > 0.3   # chance is 0.1
 
@@ -43,7 +44,7 @@ def test_stage_graph_rebuilds_only_what_changed(tmp_path):
     for stage in ("softcache data", "softcache teacher ", "softcache teacher-logits"):
         assert stage not in second.stdout
     assert (fingerprint(cache), fingerprint(teacher)) == before
-    assert run4.is_file() and (tmp_path / "runs" / "mlp-T8-a0.5-from-e1-s0-e1-on-fashion-mnist-n2000" / "metrics.json").is_file()
+    assert run4.is_file() and (tmp_path / "runs" / f"mlp-T8-a0.5-from-e1-s0-e1{ON}" / "metrics.json").is_file()
 
     # A sweep through make: the grid from the same cache, teacher and cache untouched.
     sweep = make("sweep", "STUDENTS=mlp", "TS=2 4", "ALPHAS=0 0.5", "SEEDS=0 1", "JOBS=2", *common)
@@ -63,8 +64,8 @@ def test_stage_graph_rebuilds_only_what_changed(tmp_path):
     assert make("-q", "student", "T=8", "ALPHA=0.5", *common, check=False).returncode == 0
 
     # Edge export of a real run, checked on the full Fashion-MNIST test set (10,000 images).
-    make("export", "RUN=mlp-T4-a0.9-from-e1-s0-e1-on-fashion-mnist-n2000", *common)
-    export = json.loads((tmp_path / "runs" / "mlp-T4-a0.9-from-e1-s0-e1-on-fashion-mnist-n2000" / "export" / "export.json").read_text())
+    make("export", f"RUN=mlp-T4-a0.9-from-e1-s0-e1{ON}", *common)
+    export = json.loads((tmp_path / "runs" / f"mlp-T4-a0.9-from-e1-s0-e1{ON}" / "export" / "export.json").read_text())
     assert export["parity"]["onnx"]["max_abs_diff"] <= 1e-4 and export["parity"]["onnx"]["argmax_agreement"] == 1
     assert export["parity"]["torchscript"]["argmax_agreement"] == 1
     assert abs(export["int8_acc_change_pp"]) <= 0.5 and export["int8_size_ratio"] <= 0.35
@@ -74,14 +75,14 @@ def test_stage_graph_rebuilds_only_what_changed(tmp_path):
     views = make("student", "VIEWS=2", "REPLAY=2", "T=2", "ALPHA=0.5", *common)
     assert "softcache teacher-logits" in views.stdout and "softcache teacher " not in views.stdout
     assert "2000 train + 10000 test rows + 4000 cached views" in views.stdout
-    replayed = json.loads((tmp_path / "runs" / "mlp-T2-a0.5-from-e1-r2-s0-e1-on-fashion-mnist-n2000" / "metrics.json").read_text())
+    replayed = json.loads((tmp_path / "runs" / f"mlp-T2-a0.5-from-e1-r2-s0-e1{ON}" / "metrics.json").read_text())
     assert replayed["inputs"] == "2 cached views" and replayed["test_acc"] > 0.3
     assert (fingerprint(cache), fingerprint(teacher)) == before
     # The whole experiment, tiny: tuning on 500 held-out rows, then three arms x two seeds.
     experiment = make("experiment-views", "VIEWS=2", "STUDENTS=mlp", "SEEDS=0 1", "TS=2 4", "ALPHAS=0.5",
                       "EXPERIMENT_HOLDOUT=500", *common)
     assert "softcache teacher" not in experiment.stdout.replace("softcache experiment-views", "")
-    assert len(list((tmp_path / "tuning").glob("mlp-*-ho500-s0-e1-on-fashion-mnist-n2000/metrics.json"))) == 5
+    assert len(list((tmp_path / "tuning").glob(f"mlp-*-ho500-s0-e1{ON}/metrics.json"))) == 5
     record = json.loads((tmp_path / "reports" / "views-experiment-from-e1.json").read_text())
     assert {r["arm"] for r in record["arms"]} == {"scratch", "clean", "replay"}
     assert all(r["seeds"] == [0, 1] for r in record["arms"])
@@ -94,7 +95,7 @@ def test_stage_graph_rebuilds_only_what_changed(tmp_path):
     assert ens.stdout.count("softcache teacher-logits") == 2 and "softcache ensemble" in ens.stdout
     assert "ensemble of 2 test accuracy" in ens.stdout
     assert (fingerprint(cache), fingerprint(teacher)) == before
-    run = json.loads((tmp_path / "runs" / "mlp-T2-a1-from-e1-x2-probs-r2-s0-e1-on-fashion-mnist-n2000" / "metrics.json").read_text())
+    run = json.loads((tmp_path / "runs" / f"mlp-T2-a1-from-e1-x2-probs-r2-s0-e1{ON}" / "metrics.json").read_text())
     assert run["teacher_members"] == 2 and run["mixup"] == 1.0 and run["test_acc"] > 0.3
     assert "softcache" not in make("-n", "student", "TEACHERS=2", "VIEWS=2", "MIXUP=1", "REPLAY=2", "T=2",
                                    "ALPHA=1", "COMBINE=probs", *common).stdout
@@ -115,7 +116,7 @@ def test_stage_graph_rebuilds_only_what_changed(tmp_path):
     assert "| mlp |" in report.stdout and (tmp_path / "reports" / "report.md").is_file()
     assert (tmp_path / "reports" / "acc_vs_T.png").is_file()
     assert (ROOT / "README.md").read_bytes() == readme   # only a report over data/ rewrites the README
-    assert "| mlp-T4-a0.9-from-e1-s0-e1-on-fashion-mnist-n2000 |" in report.stdout   # the edge-export table
+    assert f"| mlp-T4-a0.9-from-e1-s0-e1{ON} |" in report.stdout   # the edge-export table
 
 
 def test_bad_make_variable_is_one_line_and_exit_2(tmp_path):
