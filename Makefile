@@ -13,7 +13,7 @@ PYTHON ?= python3
 
 GIVEN    := $(foreach v,$(.VARIABLES),$(if $(filter command line,$(origin $v)),$v))
 NAMES_MK := $(shell mktemp)
-NAMES_RC := $(shell $(PYTHON) -m pipeline.names make $(foreach v,$(GIVEN),'$v=$($v)') > $(NAMES_MK); echo $$?)
+NAMES_RC := $(shell $(PYTHON) -m pipeline.names make '--goals=$(MAKECMDGOALS)' $(foreach v,$(GIVEN),'$v=$($v)') > $(NAMES_MK); echo $$?)
 $(eval $(file <$(NAMES_MK)))$(shell rm -f $(NAMES_MK))
 $(if $(filter-out 0,$(NAMES_RC)),$(error '$(PYTHON) -m pipeline.names' failed; softcache needs Python >= 3.10 as $(PYTHON)))
 $(if $(SETTINGS_ERROR),$(error $(SETTINGS_ERROR)))
@@ -26,7 +26,7 @@ export SOFTCACHE_CALLER := make
 # named as a target or prerequisite, so none is an intermediate file make would delete or skip.
 .PRECIOUS: $(DATA_DIR)/%.npz $(DATA_DIR)/%.pt $(DATA_DIR)/%.json $(DATA_DIR)/%.h5 $(DATA_DIR)/%.txt
 
-.PHONY: FORCE help venv data teacher teacher-logits student sweep self-distill experiment-views experiment-pskd \
+.PHONY: FORCE help venv data teacher teacher-logits student sweep self-distill experiment-views experiment-pskd experiment-labels \
 	pskd-grid export publish report readme-results demo demo-runs test bench clean-students clean
 FORCE:
 help:
@@ -55,8 +55,8 @@ $(DATA_DIR)/teacher/%/teacher.pt: $(PARAMS)/teacher-%.txt $(DATA_FILE) | $(INSTA
 		--seed $(MEMBER_SEED) --device $(DEVICE) --threads $(THREADS) $(LOG_ARGS)
 
 PASS_ARGS := --temperature $(TEACHER_T) --dtype $(CACHE_DTYPE) --topk $(CACHE_TOPK) --views $(VIEWS) \
-	--view-seed $(VIEW_SEED) --mixup $(MIXUP) --device $(DEVICE)
-$(DATA_DIR)/cache/%$(CACHE_SUFFIX).h5: $(DATA_DIR)/teacher/%/teacher.pt $(DATA_FILE) | $(INSTALLED)
+	--view-seed $(VIEW_SEED) --mixup $(MIXUP) --device $(DEVICE) $(TRANSFER_ARGS)
+$(DATA_DIR)/cache/%$(CACHE_SUFFIX).h5: $(DATA_DIR)/teacher/%/teacher.pt $(DATA_FILE) $(TRANSFER) | $(INSTALLED)
 	$(PASS) teacher-logits --teacher $< --dataset $(DATA_FILE) --out $@ $(PASS_ARGS)
 
 teacher: $(TEACHER_TARGETS)
@@ -65,7 +65,7 @@ teacher-logits: $(CACHE)
 # The user's own teacher (a model file or module:factory); an ensemble's member caches combined
 # (no teacher runs); the published cache, committed (see published/README.md), never built here.
 ifeq ($(TEACHER_KIND),file)
-$(CACHE): $(TEACHER_FILES) $(DATA_FILE) | $(INSTALLED)
+$(CACHE): $(TEACHER_FILES) $(DATA_FILE) $(TRANSFER) | $(INSTALLED)
 	$(PASS) teacher-logits --teacher $(TEACHER) $(if $(TEACHER_WEIGHTS),--teacher-weights $(TEACHER_WEIGHTS)) \
 		--dataset $(DATA_FILE) --out $@ $(PASS_ARGS)
 endif
@@ -116,6 +116,15 @@ experiment-views: $(CACHE) $(DATA_FILE) | $(INSTALLED)
 		--epochs $(EPOCHS) --jobs $(JOBS) --threads $(THREADS) $(TEACHER_ARGS) $(LOG_ARGS)
 	$(REPORT)
 
+# Scratch on N labels vs distilled on N labels plus soft targets on every other row, for each N in
+# LABELS (a list here), STUDENTS x SEEDS; T, ALPHA and scratch's epochs chosen on held-out rows.
+experiment-labels: $(CACHE) $(DATA_FILE) | $(INSTALLED)
+	$(SC) experiment-labels --cache $(CACHE) --dataset $(DATA_FILE) $(TEACHER_RECORD) --runs-dir $(RUNS) \
+		--tuning-dir $(DATA_DIR)/tuning --reports-dir $(DATA_DIR)/reports --students "$(STUDENTS)" --Ts "$(TS)" \
+		--alphas "$(ALPHAS)" --labels "$(LABEL_GRID)" --seeds "$(SEEDS)" --holdout $(EXPERIMENT_HOLDOUT) \
+		--epochs $(EPOCHS) --jobs $(JOBS) --threads $(THREADS) $(TEACHER_ARGS) $(TRANSFER_ARGS) $(LOG_ARGS)
+	$(REPORT)
+
 # Edge export of a finished run (RUN=<name under DATA_DIR/runs>); a format that misses its
 # check is refused with exit 2. The demo's exports leave such a format out and record why.
 export: | $(INSTALLED)
@@ -148,7 +157,7 @@ test: $(INSTALLED)   # pytest exits 5 when it collected nothing: say so rather t
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; fi; exit $$rc
 
 # Every benchmark prints a Markdown section; together they become BENCHMARKS.md.
-BENCHMARKS := run_all cache_storage resume_kills export_latency sweep_speed teacher_pass_procs views_cost
+BENCHMARKS := run_all cache_storage resume_kills export_latency sweep_speed teacher_pass_procs views_cost labels_cost student_resume
 bench: $(INSTALLED) $(DATA_FILE) $(TEACHER_TARGETS)   # cache_storage reads the default teacher
 	@{ echo "# Benchmarks"; echo; echo "Written by \`make bench\`; machine and date in each section."; echo; \
 	  for b in $(BENCHMARKS); do $(VENV)/bin/python benchmarks/$$b.py || exit 1; echo; done; } > BENCHMARKS.md.tmp

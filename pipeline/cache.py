@@ -34,7 +34,7 @@ class CacheExpectations:
     dataset_fingerprint: str | None = None
     teacher_fingerprint: str | None = None
     num_classes: int | None = None
-    train_rows: int | None = None
+    train_rows: int | None = None      # the labelled dataset's training rows (a transfer set's come on top)
 
 
 class LogitCache:
@@ -122,7 +122,8 @@ class LogitCache:
         names = (*self._value_names, *(("member_logits",) if self.members else ()))
         self._check(cache_checks.block_problem(
             split, lo, block, names, num_classes=self.num_classes, views=self.views,
-            view_pad=self.attrs.get("view_pad", 0), mixup=bool(self.mixup), train_rows=self.train_rows))
+            view_pad=self.attrs.get("view_pad", 0), mixup=bool(self.mixup), train_rows=self.train_rows,
+            transfer_rows=self.transfer_rows))
 
     def _scan(self, f: h5py.File, block_rows: int) -> None:
         """Read every row once, in blocks: check it, fingerprint it, keep labels (and logits in memory)."""
@@ -161,7 +162,7 @@ class LogitCache:
     def _check_expectations(self, e: CacheExpectations) -> None:
         found = {"dataset_fingerprint": self.attrs.get("dataset_fingerprint"),
                  "teacher_fingerprint": self.attrs.get("teacher_fingerprint"),
-                 "num_classes": self.num_classes, "train_rows": self.train_rows}
+                 "num_classes": self.num_classes, "train_rows": self.train_rows - self.transfer_rows}
         self._check(cache_checks.expectation_problem(dataclasses.asdict(e), found))
 
     # --- reading --------------------------------------------------------------------
@@ -174,7 +175,13 @@ class LogitCache:
 
     @property
     def train_rows(self) -> int:
+        """Rows of the train split: the labelled dataset's, then any transfer set's."""
         return self.rows("train")
+
+    @property
+    def transfer_rows(self) -> int:
+        """Unlabelled transfer-set rows at the end of the train split (label value C); 0 without a transfer set."""
+        return int(self.attrs.get("transfer_rows", 0))
 
     @property
     def temperature(self) -> float:
@@ -280,8 +287,10 @@ class LogitCache:
         return storage_bytes(self.path)
 
     def teacher_accuracy(self, split: str = "test") -> float:
-        """Accuracy of the cached teacher logits against the cached labels."""
-        return float((self.logits(split).argmax(dim=1).numpy() == self._labels[split]).mean())
+        """Accuracy of the cached teacher logits against the cached labels (transfer rows have none)."""
+        labels = self._labels[split]
+        labelled = labels < self.num_classes
+        return float((self.logits(split).argmax(dim=1).numpy()[labelled] == labels[labelled]).mean())
 
 
 def _first_line(exc: BaseException) -> str:

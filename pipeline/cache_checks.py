@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.cache_format import FORMAT_VERSION, VIEW_SPLIT
+from pipeline.cache_format import READABLE_VERSIONS, VIEW_SPLIT
 
 __all__ = ["attrs_problem", "combine_problem", "shapes_problem", "block_problem", "expectation_problem"]
 
@@ -14,8 +14,13 @@ __all__ = ["attrs_problem", "combine_problem", "shapes_problem", "block_problem"
 def attrs_problem(attrs: dict) -> str | None:
     if not attrs.get("complete", False):
         return "not marked complete (the teacher pass did not finish)"
-    if attrs.get("format_version") != FORMAT_VERSION:
-        return f"format_version {attrs.get('format_version')} is not {FORMAT_VERSION}"
+    if attrs.get("format_version") not in READABLE_VERSIONS:
+        return (f"format_version {attrs.get('format_version')} is not one this softcache reads "
+                f"({', '.join(map(str, READABLE_VERSIONS))}); a newer softcache wrote it, or it is broken")
+    r = attrs.get("transfer_rows", 0)
+    if not isinstance(r, int) or r < 0 or (r and (attrs.get("format_version") < 2
+                                                  or not isinstance(attrs.get("transfer_fingerprint"), str))):
+        return f"transfer attributes are broken (transfer_rows {r!r} needs format_version 2 and a fingerprint)"
     t = attrs.get("temperature")
     if not isinstance(t, float) or not np.isfinite(t) or t <= 0:
         return f"temperature attribute {t!r} is not a positive number"
@@ -65,8 +70,9 @@ def shapes_problem(split: str, shapes: dict[str, tuple], required: tuple[str, ..
 
 
 def block_problem(split: str, lo: int, block: dict, value_names: tuple[str, ...], *, num_classes: int, views: int,
-                  view_pad: int, mixup: bool, train_rows: int) -> str | None:
-    """Rows [lo, lo + B) of a split: finite logits, labels and classes in range, dataset order, views."""
+                  view_pad: int, mixup: bool, train_rows: int, transfer_rows: int = 0) -> str | None:
+    """Rows [lo, lo + B) of a split: finite logits, labels and classes in range, dataset order, views.
+    The last ``transfer_rows`` images of the train split (and their views) carry the label C, none other."""
     c = num_classes
     for name in value_names:
         if name != "topk_classes" and not np.isfinite(block[name]).all():
@@ -74,9 +80,13 @@ def block_problem(split: str, lo: int, block: dict, value_names: tuple[str, ...]
     if "topk_classes" in block and len(block["topk_classes"]) and block["topk_classes"].max() >= c:
         return f"{split} top-k classes lie outside [0, {c})"
     labels = block["labels"]
-    if len(labels) and (labels.min() < 0 or labels.max() >= c):
-        return f"{split} labels lie outside [0, {c})"
     rows = np.arange(lo, lo + len(labels))
+    if transfer_rows and split != "test":
+        unlabelled = (rows // views if split == VIEW_SPLIT else rows) >= train_rows - transfer_rows
+        if len(labels) and (not (labels[unlabelled] == c).all() or (labels[~unlabelled] >= c).any()):
+            return f"{split} labels break the transfer rows' rule (label {c} on the last {transfer_rows} rows only)"
+    elif len(labels) and (labels.min() < 0 or labels.max() >= c):
+        return f"{split} labels lie outside [0, {c})"
     if not np.array_equal(block["index"], rows // views if split == VIEW_SPLIT else rows):
         return f"{split} rows are not in dataset order"
     if split == VIEW_SPLIT and len(labels):

@@ -3,7 +3,7 @@
 This module and the reader (``pipeline.cache``) are the only ones that open the HDF5 file
 or know its groups; everything else asks the reader (see docs/CACHE_FORMAT.md).
 
-Layout, format_version 1, ``storage = "full"``::
+Layout, format_version 1 (or 2, below), ``storage = "full"``::
 
     /train/logits   (N, C) float32|float16  teacher logits divided by attrs['temperature']
     /train/labels   (N,)   uint8..uint64    hard labels, so a student needs only cache + images
@@ -43,6 +43,14 @@ to rebuild the rest::
                                                 the tail's total probability at the stored
                                                 temperature is exact: LSE(tail) - log(C - k)
 
+Format version 2 adds a transfer set (``pipeline.transfer``): ``transfer_rows`` (R > 0)
+unlabelled rows at the end of the train split, whose label is the value C (one past the last
+class, so labels use the smallest unsigned type that holds C), with the attributes
+``transfer`` (the set's name), ``transfer_fingerprint`` and ``transfer_labels_ignored``. Views
+cover them like every other train row. A cache without a transfer set is written as version 1,
+so older softcache reads it; version 1 readers refuse version 2, whose labels they would
+take for a class.
+
 Attributes: format_version, storage, topk, temperature, num_classes, teacher_fingerprint,
 dataset_fingerprint, teacher, teacher_test_acc, created, producer, complete (and views,
 view_seed, view_pad, view_mixup when views are cached; members, member_names,
@@ -71,16 +79,19 @@ from pipeline.errors import UsageError
 from pipeline.files import atomic_path
 from pipeline.settings import check, check_ensemble_storage
 
-__all__ = ["FORMAT_VERSION", "SPLITS", "VIEW_SPLIT", "COMBINES", "ROW_DATASETS", "MIX_DATASETS", "CacheWriter",
+__all__ = ["FORMAT_VERSION", "READABLE_VERSIONS", "TRANSFER_ATTRS", "SPLITS", "VIEW_SPLIT", "COMBINES", "ROW_DATASETS",
+           "MIX_DATASETS", "CacheWriter",
            "write_cache", "parse_combine", "stored_names", "split_names", "dense_logits", "plain",
            "read_attrs", "read_arrays", "storage_bytes"]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2                # the newest this code writes and reads
+READABLE_VERSIONS = (1, 2)
 SPLITS = ("train", "test")
 VIEW_SPLIT = "train_views"
 ROW_DATASETS = ("labels", "index")
 MIX_DATASETS = ("mix_partner", "mix_weight")
 TOPK_DATASETS = ("topk_logits", "topk_classes", "tail_logit")
+TRANSFER_ATTRS = ("transfer", "transfer_rows", "transfer_fingerprint", "transfer_labels_ignored")
 COMBINES = ("logits", "probs")     # ensemble targets: mean of logits, mean of probabilities (or a member number)
 
 
@@ -122,11 +133,12 @@ class CacheWriter:
     """Preallocated HDF5 datasets filled in row blocks; use :func:`write_cache` to get one."""
 
     def __init__(self, f: h5py.File, rows: dict[str, int], num_classes: int, dtype: str, topk: int,
-                 members: int = 0, mixup: bool = False, train_rows: int = 0):
+                 members: int = 0, mixup: bool = False, train_rows: int = 0, unlabelled: bool = False):
         self._f = f
         self._topk = topk
         self._written = {s: 0 for s in rows}
         class_dtype = _smallest_uint(num_classes - 1)
+        label_dtype = _smallest_uint(num_classes if unlabelled else num_classes - 1)   # C: "no label"
         for split, n in rows.items():
             g = f.create_group(split)
             chunk_rows = max(1, min(n, 8192))
@@ -148,7 +160,7 @@ class CacheWriter:
                 add("tail_logit", 0, dtype)
             else:
                 add("logits", num_classes, dtype)
-            add("labels", 0, class_dtype, compress=True)
+            add("labels", 0, label_dtype, compress=True)
             add("index", 0, _smallest_uint(max(n - 1, 0)), compress=True)
             if members:
                 add("member_logits", num_classes, dtype, depth=members)
@@ -202,10 +214,11 @@ def write_cache(path: Path, *, rows: dict[str, int], num_classes: int, temperatu
     if not 0 <= topk < num_classes:
         raise UsageError(f"CACHE_TOPK must lie in [0, {num_classes}) for {num_classes} classes "
                          f"(0 stores every logit), got {topk}")
+    transfer = int(attrs.get("transfer_rows", 0)) > 0
     with atomic_path(path) as tmp:
         with h5py.File(tmp, "w") as f:
             f.attrs.update({
-                "format_version": FORMAT_VERSION,
+                "format_version": FORMAT_VERSION if transfer else 1,   # the oldest that describes the file
                 "storage": "topk" if topk else "full",
                 "topk": int(topk),
                 "dtype": dtype,
@@ -216,7 +229,8 @@ def write_cache(path: Path, *, rows: dict[str, int], num_classes: int, temperatu
                 **attrs,
             })
             writer = CacheWriter(f, rows, num_classes, dtype, topk, members=members,
-                                 mixup=float(attrs.get("view_mixup", 0)) > 0, train_rows=rows.get("train", 0))
+                                 mixup=float(attrs.get("view_mixup", 0)) > 0, train_rows=rows.get("train", 0),
+                                 unlabelled=transfer)
             yield writer
             for split, n in rows.items():
                 if writer.rows_written(split) != n:

@@ -21,13 +21,13 @@ from pipeline.datasets import DEBIAN_DIR
 from pipeline.errors import UsageError
 from pipeline.models import list_students
 from pipeline.names import pskd_run_name, run_data, run_name
-from pipeline.settings import (check, check_augment_replay, check_grid, check_sweep_backend, check_views_mixup,
-                               default)
+from pipeline.settings import (check, check_augment_replay, check_grid, check_labels_alpha, check_sweep_backend,
+                               check_views_mixup, default)
 
 __all__ = [
     "DataConfig", "TeacherConfig", "LogitsConfig", "EnsembleConfig", "PublishConfig", "StudentConfig",
     "ExportConfig", "EXPORT_FORMATS",
-    "SweepConfig", "SWEEP_BACKENDS", "SelfDistillConfig", "ViewsExperimentConfig",
+    "SweepConfig", "SWEEP_BACKENDS", "SelfDistillConfig", "ViewsExperimentConfig", "LabelsExperimentConfig",
     "resolve_device", "as_record", "from_options",
 ]
 
@@ -150,6 +150,7 @@ class LogitsConfig:
     views: int = default("VIEWS", int)           # augmented views cached per training image (1: clean only)
     view_seed: int = default("VIEW_SEED", int)   # draws the views' crops and flips
     mixup: float = default("MIXUP", float)       # MIXUP=a: every view is a mixup pair, lambda ~ Beta(a, a) (0: no mixup)
+    transfer: Path | None = None                 # TRANSFER: an .npz of unlabelled images, scored after the train rows
 
     def __post_init__(self):
         for name, value in (("TEACHER_T", self.temperature), ("VIEWS", self.views), ("MIXUP", self.mixup),
@@ -215,18 +216,26 @@ class StudentConfig:
     augment: bool = False          # random crop + flip; the soft target stays the clean image's
     replay: int = 0                # REPLAY=K: train on the first K cached views, each with its own logits
     holdout: int = 0               # HOLDOUT=N: train without N fixed rows and score them (val_acc)
+    labels: int | None = None      # LABELS=N: hard labels on N class-balanced rows only (None: every row's)
+    transfer: Path | None = None   # TRANSFER: the cache's transfer set (unlabelled images; soft term only)
     combine: str = "logits"        # COMBINE: an ensemble's targets: logits, probs (means) or a member number
     teacher_tag: str = ""          # names the teacher in distilled runs' names (Make's TEACHER_TAG, e.g. -e30-x3)
     teacher_record: Path | None = None   # teacher.json; when given, the cache must come from it
     threads: int = 0
     cache_memory_mb: int = 4096    # dense logits up to this size are held in memory, larger ones streamed
     tensorboard_dir: Path | None = None   # LOG=tensorboard: per-epoch scalars under <dir>/<run name>
+    checkpoint_every: int = default("CHECKPOINT_EVERY", int)        # save the training state every N epochs
+    checkpoint_minutes: float = default("CHECKPOINT_MINUTES", float)  # ... or after this many minutes (0: off)
 
     def __post_init__(self):
         _known_student(self.student)
         for name, value in (("T", self.T), ("ALPHA", self.alpha), ("SEED", self.seed), ("EPOCHS", self.epochs),
-                            ("REPLAY", self.replay), ("HOLDOUT", self.holdout), ("THREADS", self.threads)):
+                            ("REPLAY", self.replay), ("HOLDOUT", self.holdout), ("THREADS", self.threads),
+                            ("CHECKPOINT_EVERY", self.checkpoint_every),
+                            ("CHECKPOINT_MINUTES", self.checkpoint_minutes)):
             check(name, value)
+        if self.labels is not None:
+            check("LABELS", self.labels), check_labels_alpha(self.labels, self.alpha)
         object.__setattr__(self, "combine", str(parse_combine(self.combine)))
         if self.teacher_tag and not self.teacher_tag.startswith("-"):
             object.__setattr__(self, "teacher_tag", f"-{self.teacher_tag}")
@@ -244,7 +253,8 @@ class StudentConfig:
     def run_name(self) -> str:
         return run_name(self.student, self.T, self.alpha, self.seed, self.epochs, replay=self.replay,
                         augment=self.augment, holdout=self.holdout, teacher=self.teacher_tag, combine=self.combine,
-                        data=run_data(self.dataset))
+                        data=run_data(self.dataset), labels=self.labels,
+                        transfer=Path(self.transfer).stem if self.transfer else "")
 
 
 @dataclass(frozen=True)
@@ -338,6 +348,36 @@ class ViewsExperimentConfig:
             raise UsageError("ALPHAS has no value above 0 for the KD arms to choose from; give e.g. ALPHAS=\"0.5 0.9\"")
         check("EXPERIMENT_HOLDOUT", self.holdout), check("REPLAY", self.replay)
         check("JOBS", self.jobs), check("THREADS", self.threads)
+
+
+@dataclass(frozen=True)
+class LabelsExperimentConfig:
+    """The few-labels experiment (``pipeline.label_experiment`` plans and runs it): for every label count
+    (None: all), scratch on those labels against distilled on those labels plus soft targets elsewhere.
+    ``student`` carries what every run shares (cache, dataset, epochs, batch size, ...)."""
+
+    student: StudentConfig
+    runs_dir: Path
+    tuning_dir: Path
+    reports_dir: Path
+    students: tuple[str, ...] = (default("STUDENT"),)
+    label_counts: tuple[int | None, ...] = (600, 1200, 6000, None)
+    Ts: tuple[float, ...] = (1.0, 4.0)
+    alphas: tuple[float, ...] = (0.5,)
+    seeds: tuple[int, ...] = (0, 1, 2)
+    tune_seeds: tuple[int, ...] = (0,)
+    holdout: int = default("EXPERIMENT_HOLDOUT", int)
+    jobs: int = 1
+    threads: int = 0
+
+    def __post_init__(self):
+        _check_grids(self.students, self.Ts, self.alphas, self.seeds)
+        check_grid("TUNE_SEEDS", self.tune_seeds, "SEED")
+        check_grid("LABELS", ["all" if n is None else n for n in self.label_counts], "LABELS")
+        object.__setattr__(self, "alphas", tuple(a for a in self.alphas if a != 0))   # scratch always runs
+        if not self.alphas:
+            raise UsageError("ALPHAS has no value above 0 for the distilled arm to choose from; give e.g. ALPHAS=0.5")
+        check("EXPERIMENT_HOLDOUT", self.holdout), check("JOBS", self.jobs), check("THREADS", self.threads)
 
 
 EXPORT_FORMATS = ("onnx", "torchscript", "int8")

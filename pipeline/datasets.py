@@ -34,6 +34,7 @@ __all__ = [
     "find_source",
     "limit_train",
     "holdout_split",
+    "as_nchw",
     "download_verified",
     "load_dataset",
     "save_prepared",
@@ -186,7 +187,7 @@ def image_layout(shape: tuple, layout: str = "auto") -> str:
                      f"say which with LAYOUT=nchw (N, C, H, W) or LAYOUT=nhwc (N, H, W, C)")
 
 
-def _as_nchw(x: np.ndarray, where: str, layout: str = "auto") -> np.ndarray:
+def as_nchw(x: np.ndarray, where: str, layout: str = "auto") -> np.ndarray:
     if x.ndim == 3:            # (N, H, W): one channel, nothing to decide
         x = x[:, None]
     elif x.ndim != 4:
@@ -220,9 +221,9 @@ def load_idx_dir(directory: Path, name: str = "fashion-mnist") -> Dataset:
         arrays[key] = read_idx(found)
     return Dataset(
         name=name,
-        x_train=_as_nchw(arrays["x_train"], str(directory)),
+        x_train=as_nchw(arrays["x_train"], str(directory)),
         y_train=arrays["y_train"].astype(np.int64),
-        x_test=_as_nchw(arrays["x_test"], str(directory)),
+        x_test=as_nchw(arrays["x_test"], str(directory)),
         y_test=arrays["y_test"].astype(np.int64),
         class_names=FASHION_MNIST_CLASSES if name == "fashion-mnist"
         else tuple(str(i) for i in range(int(arrays["y_train"].max()) + 1)),
@@ -257,9 +258,9 @@ def load_npz(path: Path, layout: str = "auto") -> Dataset:
         names = tuple(str(i) for i in range(num_classes))
     return Dataset(
         name=path.stem,
-        x_train=_as_nchw(arrays["x_train"], f"{path} x_train", layout),
+        x_train=as_nchw(arrays["x_train"], f"{path} x_train", layout),
         y_train=arrays["y_train"].astype(np.int64),
-        x_test=_as_nchw(arrays["x_test"], f"{path} x_test", layout),
+        x_test=as_nchw(arrays["x_test"], f"{path} x_test", layout),
         y_test=arrays["y_test"].astype(np.int64),
         class_names=names,
     )

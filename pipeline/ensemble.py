@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from pipeline.cache import LogitCache
-from pipeline.cache_format import VIEW_SPLIT, write_cache
+from pipeline.cache_format import TRANSFER_ATTRS, VIEW_SPLIT, write_cache
 from pipeline.config import EnsembleConfig, PublishConfig
 from pipeline.errors import UsageError
 from pipeline.files import atomic_path, read_json
@@ -32,7 +32,8 @@ from pipeline.files import atomic_path, read_json
 __all__ = ["write_ensemble", "publish_cache", "published_record_path", "check_recorded_accuracy"]
 
 # Attributes every member must share: a student must not be able to tell which member made a row.
-_SHARED_ATTRS = ("dataset_fingerprint", "num_classes", "temperature", "views", "view_seed", "view_pad", "view_mixup")
+_SHARED_ATTRS = ("dataset_fingerprint", "num_classes", "temperature", "views", "view_seed", "view_pad", "view_mixup",
+                 "transfer_rows", "transfer_fingerprint")
 
 
 def _accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
@@ -51,7 +52,7 @@ def _check_members(members: list[LogitCache], records: tuple[Path, ...]) -> None
             if cache.attrs.get(name) != first.attrs.get(name):
                 raise UsageError(f"ensemble members disagree on {name}: {first.path} has {first.attrs.get(name)!r}, "
                                  f"{cache.path} has {cache.attrs.get(name)!r}; rebuild them with the same "
-                                 f"dataset, TEACHER_T, VIEWS, VIEW_SEED and MIXUP")
+                                 f"dataset, TRANSFER, TEACHER_T, VIEWS, VIEW_SEED and MIXUP")
         if not np.array_equal(cache.labels("train"), first.labels("train")):
             raise UsageError(f"ensemble members {first.path} and {cache.path} hold different labels; "
                              f"rebuild them from the same dataset")
@@ -102,7 +103,8 @@ def write_ensemble(cfg: EnsembleConfig) -> dict:
     }
     attrs = {
         **{name: first.attrs[name] for name in ("dataset_fingerprint", "dataset", "class_names", "views",
-                                                "view_seed", "view_pad", "view_mixup") if name in first.attrs},
+                                                "view_seed", "view_pad", "view_mixup", *TRANSFER_ATTRS)
+           if name in first.attrs},
         "teacher": f"ensemble of {len(members)}: " + ", ".join(r["name"] for r in member_records),
         "teacher_fingerprint": hashlib.sha256(fingerprints.encode()).hexdigest()[:16],
         "producer": "softcache ensemble",
@@ -147,7 +149,7 @@ def publish_cache(cfg: PublishConfig) -> dict:
     }
     keep = ("dataset_fingerprint", "dataset", "class_names", "teacher", "teacher_fingerprint", "device",
             "views", "view_seed", "view_pad", "view_mixup", "member_records", "member_test_acc",
-            "ensemble_probs_test_acc")
+            "ensemble_probs_test_acc", *TRANSFER_ATTRS)
     attrs = {**{k: source.attrs[k] for k in keep if k in source.attrs}, "teacher_test_acc": acc,
              "producer": "softcache publish", "published": True, "published_record": json.dumps(record)}
     _write_from([source], cfg.out, dtype="float16", attrs=attrs, keep_members=False)

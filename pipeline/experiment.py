@@ -28,7 +28,7 @@ from pipeline.files import atomic_path, write_json
 from pipeline.names import threads_per_run
 from pipeline.sweep import run_planned
 
-__all__ = ["run_views_experiment", "experiment_report", "planned_run", "run_count"]
+__all__ = ["run_views_experiment", "experiment_report", "planned_run", "run_count", "run_all", "teacher_line"]
 
 
 def experiment_report(reports_dir: Path, teacher_tag: str = "", suffix: str = ".md") -> Path:
@@ -53,9 +53,9 @@ def planned_run(cfg: ViewsExperimentConfig, student: str, seed: int, *, T: float
     return dataclasses.replace(run, out_dir=(cfg.tuning_dir if tuning else cfg.runs_dir) / run.run_name)
 
 
-def _run_all(planned: list[StudentConfig], reports_dir: Path, cfg: ViewsExperimentConfig, cache: LogitCache,
-             on_result) -> list[dict]:
-    records = run_planned(planned, reports_dir, jobs=cfg.jobs, on_result=on_result,
+def run_all(planned: list[StudentConfig], reports_dir: Path, jobs: int, cache: LogitCache, on_result) -> list[dict]:
+    """Every planned run (JOBS at a time, finished ones from this cache kept), or one line naming a failure."""
+    records = run_planned(planned, reports_dir, jobs=jobs, on_result=on_result,
                           cache_fingerprint=cache.fingerprint)
     failed = [r for r in records if r["status"] == "failed"]
     if failed:
@@ -138,7 +138,7 @@ def _summary(final: list[dict], choice: dict, costs: dict, teacher_acc: float) -
     return sorted(rows, key=lambda r: (r["params"], r["student"], order[r["arm"]]))
 
 
-def _teacher_line(cache: LogitCache) -> str:
+def teacher_line(cache: LogitCache) -> str:
     """Who the teacher is: one model, or an ensemble with each member's accuracy; published or made here."""
     acc = f"{100 * cache.teacher_accuracy('test'):.2f}%"
     if cache.members:
@@ -156,7 +156,7 @@ def _render(cfg: ViewsExperimentConfig, k: int, cache: LogitCache, tuning: list[
     lines = [
         f"## Cached views{f' from {cfg.student.teacher_tag[1:]}' if cfg.student.teacher_tag else ''}: "
         "scratch vs clean-target KD vs replayed-view KD", "",
-        f"{_teacher_line(cache)} Every arm: {epochs} epochs, batch "
+        f"{teacher_line(cache)} Every arm: {epochs} epochs, batch "
         f"{cfg.student.batch_size}, AdamW + one-cycle (lr {cfg.student.lr:g}), crop ±2 + flip "
         f"(random for scratch and clean, {views} for replay). T and ALPHA chosen on "
         f"{cfg.holdout} held-out training rows (seeds {' '.join(map(str, cfg.tune_seeds))}); test accuracy "
@@ -207,7 +207,7 @@ def run_views_experiment(cfg: ViewsExperimentConfig, on_result=None) -> dict:
                          f"per image)", fix="experiment-views", fix_settings={"VIEWS": 8})
     k = cfg.replay or cache.views
     cache.view_params(k)                     # K larger than the views cached: one line, before any run
-    tuning = _run_all(_tuning_plan(cfg, k), cfg.reports_dir / "views-tuning", cfg, cache, on_result)
+    tuning = run_all(_tuning_plan(cfg, k), cfg.reports_dir / "views-tuning", cfg.jobs, cache, on_result)
     choice = _choose(tuning)
     final_plan = []
     for student in cfg.students:
@@ -216,7 +216,7 @@ def run_views_experiment(cfg: ViewsExperimentConfig, on_result=None) -> dict:
             for arm, replay in (("clean", 0), ("replay", k)):
                 best = choice[(student, arm)]
                 final_plan.append(planned_run(cfg, student, seed, T=best["T"], alpha=best["alpha"], replay=replay))
-    final = _run_all(final_plan, cfg.reports_dir / "views-final", cfg, cache, on_result)
+    final = run_all(final_plan, cfg.reports_dir / "views-final", cfg.jobs, cache, on_result)
     costs = _cache_costs(cache)
     rows = _summary(final, choice, costs, 100 * cache.teacher_accuracy("test"))
     text = _render(cfg, k, cache, tuning, choice, rows, costs)

@@ -37,6 +37,7 @@ from pipeline.errors import UsageError
 from pipeline.files import atomic_path, exclusive_writer, lock_path
 from pipeline.teacher_source import check_output_width, load_teacher
 from pipeline.train import predict
+from pipeline.transfer import load_transfer
 from pipeline.views import DEFAULT_PAD, draw_view_mix, draw_view_params, render_views
 
 __all__ = ["write_teacher_logits", "parts_dir", "lock_path"]
@@ -164,19 +165,27 @@ def write_teacher_logits(cfg: LogitsConfig, progress: bool = True) -> dict:
     device = world.device
     model.to(device)
     amp = device.startswith("cuda")
-    splits = {"train": _Rows(data.x_train, data.y_train), "test": _Rows(data.x_test, data.y_test)}
-    n = len(data.y_train)
+    x_train, y_train, transfer_attrs = data.x_train, data.y_train, {}
+    if cfg.transfer is not None:    # unlabelled rows after the labelled ones, with the label value C
+        transfer = load_transfer(cfg.transfer, data.image_shape)
+        x_train = np.concatenate([data.x_train, transfer.x])
+        y_train = np.concatenate([data.y_train, np.full(len(transfer.x), data.num_classes, data.y_train.dtype)])
+        transfer_attrs = {"transfer": transfer.name, "transfer_rows": len(transfer.x),
+                          "transfer_fingerprint": transfer.fingerprint,
+                          "transfer_labels_ignored": transfer.labels_ignored}
+    splits = {"train": _Rows(x_train, y_train), "test": _Rows(data.x_test, data.y_test)}
+    n = len(y_train)
     if cfg.views > 1:
         mix = draw_view_mix(n, cfg.views, cfg.view_seed, cfg.mixup) if cfg.mixup else None
-        splits[VIEW_SPLIT] = _Rows(data.x_train, data.y_train, draw_view_params(n, cfg.views, cfg.view_seed),
-                                   cfg.views, mix)
+        splits[VIEW_SPLIT] = _Rows(x_train, y_train, draw_view_params(n, cfg.views, cfg.view_seed), cfg.views, mix)
     # How the views were drawn: part of the parts key (other views, other chunks) and of the attrs.
     view_attrs = {"views": cfg.views, "view_seed": cfg.view_seed, "view_pad": DEFAULT_PAD,
                   **({"view_mixup": float(cfg.mixup)} if cfg.mixup else {})} if cfg.views > 1 else {}
     # The key leaves out the number of processes: a chunk's values do not depend on which
     # rank computed it, so a 2-process pass can resume a 1-process one and vice versa.
     key = {"teacher": teacher.fingerprint, "dataset": data.fingerprint, "chunk_rows": cfg.chunk_rows,
-           "batch_size": cfg.batch_size, "device": device.split(":")[0], **view_attrs}
+           "batch_size": cfg.batch_size, "device": device.split(":")[0], **view_attrs,
+           **{k: v for k, v in transfer_attrs.items() if k == "transfer_fingerprint"}}
     attrs = {
         "teacher": teacher.name,
         "teacher_fingerprint": teacher.fingerprint,
@@ -186,6 +195,7 @@ def write_teacher_logits(cfg: LogitsConfig, progress: bool = True) -> dict:
         "device": device.split(":")[0],
         "class_names": list(data.class_names),
         **view_attrs,
+        **transfer_attrs,
     }
     start = time.perf_counter()
     computed = 0
@@ -232,4 +242,5 @@ def write_teacher_logits(cfg: LogitsConfig, progress: bool = True) -> dict:
     return {"path": str(cfg.out), "seconds": seconds, "rows": rows, "rows_computed": computed,
             "rank": world.rank, "processes": world.size,
             "resumed_rows": sum(rows.values()) - computed,
-            "images_per_second": sum(rows.values()) / seconds, "config": as_record(cfg)}
+            "images_per_second": sum(rows.values()) / seconds, "config": as_record(cfg),
+            "transfer_labels_ignored": bool(transfer_attrs.get("transfer_labels_ignored"))}

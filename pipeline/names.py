@@ -25,11 +25,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.errors import UsageError
-from pipeline.settings import (DEFAULTS, check, check_augment_replay, check_ensemble_storage, check_grid,
-                               check_sweep_backend, check_views_mixup, help_text, misspelled, number)
+from pipeline.settings import (DEFAULTS, LABEL_GRID, check, check_augment_replay, check_ensemble_storage, check_grid,
+                               check_labels_alpha, check_sweep_backend, check_views_mixup, help_text, misspelled,
+                               number)
 
 __all__ = [
-    "data_name", "teacher_tag",
+    "data_name", "teacher_tag", "transfer_name",
     "cache_file_name", "RunName", "run_name", "parse_run_name", "pskd_run_name", "parse_pskd_run_name",
     "run_data", "member_seeds", "threads_per_run", "Plan", "plan", "make_fragment",
 ]
@@ -66,18 +67,24 @@ def teacher_tag(teacher: str = "auto", epochs: int = 0, seed: int = 0, members: 
 
 
 def cache_file_name(data: str, tag: str, *, temperature: float = 1.0, dtype: str = "float32", topk: int = 0,
-                    views: int = 1, view_seed: int = 0, mixup: float = 0.0) -> str:
+                    views: int = 1, view_seed: int = 0, mixup: float = 0.0, transfer: str = "") -> str:
     """The cache of the teacher with ``tag`` on dataset ``data``: everything that changes its content."""
     return data + tag + cache_suffix(temperature=temperature, dtype=dtype, topk=topk, views=views,
-                                     view_seed=view_seed, mixup=mixup)
+                                     view_seed=view_seed, mixup=mixup, transfer=transfer)
 
 
 def cache_suffix(*, temperature: float = 1.0, dtype: str = "float32", topk: int = 0, views: int = 1,
-                 view_seed: int = 0, mixup: float = 0.0) -> str:
+                 view_seed: int = 0, mixup: float = 0.0, transfer: str = "") -> str:
     viewed = ""
     if views > 1:
         viewed = f"-v{views}" + (f"-vs{view_seed}" if view_seed else "") + (f"-mx{number(mixup)}" if mixup else "")
-    return f"-T{number(temperature)}-{dtype}" + (f"-top{topk}" if topk else "") + viewed + ".h5"
+    extra = f"-tr_{transfer_name(transfer)}" if transfer else ""
+    return f"-T{number(temperature)}-{dtype}" + (f"-top{topk}" if topk else "") + viewed + extra + ".h5"
+
+
+def transfer_name(transfer: str | Path) -> str:
+    """A transfer set's name in cache and run names: its file's stem, with '-' spelled '_'."""
+    return Path(str(transfer)).stem.replace("-", "_") if str(transfer) else ""
 
 
 def member_seeds(first_seed: int, members: int) -> list[int]:
@@ -95,7 +102,7 @@ _NUM = r"[0-9.]+(?:e[+-]?[0-9]+)?"
 _RUN_RE = re.compile(
     rf"^(?P<student>.+?)-(?:scratch|T(?P<T>{_NUM})-a(?P<alpha>{_NUM})(?:-from(?P<teacher>-.+?))?"
     rf"(?:-(?P<combine>probs|m[0-9]+))?)(?:-r(?P<replay>[0-9]+)|-(?P<augment>aug))?(?:-ho(?P<holdout>[0-9]+))?"
-    rf"-s(?P<seed>[0-9]+)-e(?P<epochs>[0-9]+)(?:-on-(?P<data>.+))?$")
+    rf"(?:-l(?P<labels>[0-9]+))?(?:-tr_(?P<transfer>[^-]+))?-s(?P<seed>[0-9]+)-e(?P<epochs>[0-9]+)(?:-on-(?P<data>.+))?$")
 _PSKD_RE = re.compile(rf"^(?P<student>.+?)-pskd-a(?P<alpha_T>{_NUM})-s(?P<seed>[0-9]+)-e(?P<epochs>[0-9]+)"
                       rf"(?:-on-(?P<data>.+))?$")
 
@@ -116,12 +123,15 @@ class RunName:
     teacher: str = ""          # the teacher's tag, '' for the default teacher
     combine: str = "logits"
     data: str = ""             # the prepared dataset's name, '' for the default (the full Fashion-MNIST)
+    labels: int | None = None  # LABELS=N: hard labels on N training rows only; None: every row's
+    transfer: str = ""         # the transfer set's name (TRANSFER's file stem), '' without one
 
     def __post_init__(self):
         set_ = lambda k, v: object.__setattr__(self, k, v)   # noqa: E731 (frozen dataclass)
         set_("alpha", float(self.alpha))
-        if self.alpha == 0:
-            set_("T", None), set_("teacher", ""), set_("combine", "logits")
+        set_("transfer", transfer_name(self.transfer))
+        if self.alpha == 0:    # scratch sees neither the teacher nor the unlabelled transfer rows
+            set_("T", None), set_("teacher", ""), set_("combine", "logits"), set_("transfer", "")
         else:
             set_("T", float(self.T))
         if self.teacher and not self.teacher.startswith("-"):
@@ -138,6 +148,7 @@ class RunName:
             arm = f"T{number(self.T)}-a{number(self.alpha)}{source}{combined}"
         inputs = f"-r{self.replay}" if self.replay else "-aug" if self.augment else ""
         held = f"-ho{self.holdout}" if self.holdout else ""
+        held += ("" if self.labels is None else f"-l{self.labels}") + (f"-tr_{self.transfer}" if self.transfer else "")
         return f"{self.student}-{arm}{inputs}{held}-s{self.seed}-e{self.epochs}{_on(self.data)}"
 
 
@@ -155,7 +166,8 @@ def run_data(prepared: str | Path) -> str:
 
 def run_name(student: str, T: float, alpha: float, seed: int, epochs: int, **inputs) -> str:
     """A student run's directory name: ``-r8`` replays 8 cached views, ``-aug`` augments at random,
-    ``-ho5000`` holds 5000 rows out; a distilled run names a non-default teacher (``-from-e30-x3``)
+    ``-ho5000`` holds 5000 rows out, ``-l1200`` keeps 1200 hard labels, ``-tr_<name>`` learns from a transfer
+    set too; a distilled run names a non-default teacher (``-from-e30-x3``)
     and ensemble targets other than the mean of logits (``-probs``, ``-m1``)."""
     return str(RunName(student, T, alpha, seed, epochs, **inputs))
 
@@ -170,7 +182,8 @@ def parse_run_name(name: str) -> RunName:
     return RunName(g["student"], float(g["T"]) if g["T"] else None, float(g["alpha"] or 0), int(g["seed"]),
                    int(g["epochs"]), replay=int(g["replay"] or 0), augment=bool(g["augment"]),
                    holdout=int(g["holdout"] or 0), teacher=g["teacher"] or "",
-                   combine=combine[1:] if combine.startswith("m") else combine, data=g["data"] or "")
+                   combine=combine[1:] if combine.startswith("m") else combine, data=g["data"] or "",
+                   labels=None if g["labels"] is None else int(g["labels"]), transfer=g["transfer"] or "")
 
 
 def pskd_run_name(student: str, alpha_T: float, seed: int, epochs: int, data: str = "") -> str:
@@ -210,12 +223,16 @@ class Plan:
         self.member_tags = [teacher_tag(s["TEACHER"], epochs, m) for m in self.seeds]
         self.suffix = cache_suffix(temperature=check("TEACHER_T", s["TEACHER_T"]), dtype=s["CACHE_DTYPE"],
                                    topk=check("CACHE_TOPK", s["CACHE_TOPK"]), views=check("VIEWS", s["VIEWS"]),
-                                   view_seed=check("VIEW_SEED", s["VIEW_SEED"]), mixup=check("MIXUP", s["MIXUP"]))
+                                   view_seed=check("VIEW_SEED", s["VIEW_SEED"]), mixup=check("MIXUP", s["MIXUP"]),
+                                   transfer=s["TRANSFER"])
         self.published_cache = f"published/{data_name(s['DATASET'])}.h5"
         d = s["DATA_DIR"]
         self.cache = (self.published_cache if self.teacher_kind == "published"
                       else f"{d}/cache/{self.data}{self.tag}{self.suffix}")
         self.threads = threads_per_run(check("THREADS", s["THREADS"]), check("JOBS", s["JOBS"]))
+        self.label_grid = s["LABELS"].split() if "LABELS" in self.given else LABEL_GRID.split()
+        single = s["LABELS"].split()
+        self.labels = None if len(single) != 1 or single[0] == "all" else int(single[0])
 
     def path(self, *parts: str) -> str:
         return "/".join((self.settings["DATA_DIR"], *parts))
@@ -227,7 +244,8 @@ class Plan:
         s = self.settings
         return run_name(student, float(T), float(alpha), int(s["SEED"]), int(s["EPOCHS"]), replay=int(s["REPLAY"]),
                         augment=s["AUGMENT"] == "1", holdout=int(s["HOLDOUT"]),
-                        teacher=self.tag, combine=s["COMBINE"], data=self.data)
+                        teacher=self.tag, combine=s["COMBINE"], data=self.data, labels=self.labels,
+                        transfer=s["TRANSFER"])
 
     def pskd(self, student: str, seed) -> str:
         s = self.settings
@@ -256,11 +274,19 @@ class Plan:
         return {}
 
 
-def _cross_checks(s: dict[str, str], p: Plan) -> None:
+def _cross_checks(s: dict[str, str], p: Plan, goals: list[str]) -> None:
     """Checks that span several settings (each setting alone is checked by its parser)."""
+    if len(s["LABELS"].split()) != 1 and set(goals) - {"experiment-labels", "help"}:
+        raise UsageError(f"LABELS=\"{s['LABELS']}\" lists several label counts, which only experiment-labels runs; "
+                         f"give one count (or all) for {' '.join(goals) or 'this target'}")
+    if p.labels == 0:
+        check_labels_alpha(0, check("ALPHA", s["ALPHA"]))
     if p.members > 1 and p.teacher_kind in ("file", "published"):
         raise UsageError(f"TEACHERS={p.members} trains an ensemble of softcache teachers; TEACHER={s['TEACHER']} "
                          f"is one teacher, so use TEACHERS=1")
+    if s["TEACHER"] == "published" and s["TRANSFER"]:
+        raise UsageError(f"TEACHER=published holds no logits for TRANSFER={s['TRANSFER']} (the teacher is not "
+                         f"published, only its cache); drop TRANSFER, or drop TEACHER=published to train one here")
     if s["TEACHER"] == "published" and p.limit:
         raise UsageError(f"TEACHER=published was made from the whole dataset, so it cannot teach LIMIT={p.limit} "
                          f"rows; drop LIMIT, or drop TEACHER=published to train a teacher here")
@@ -281,18 +307,23 @@ def resolve(given: dict[str, str], environ: dict[str, str] | None = None) -> dic
         s[grid] = s[grid] or single
     s["ALPHAS"] = s["ALPHAS"] or ("0" if check("ALPHA", s["ALPHA"]) == 0 else f"0 {s['ALPHA']}")
     for name in DEFAULTS:
-        check(name, s[name])
+        if name != "LABELS":
+            check(name, s[name])
+    labels = s["LABELS"].split()
+    check("LABELS", s["LABELS"]) if len(labels) == 1 else check_grid("LABELS", labels, "LABELS")
     for grid, setting in (("TS", "T"), ("ALPHAS", "ALPHA"), ("SEEDS", "SEED"), ("STUDENTS", "STUDENT")):
         check_grid(grid, s[grid].replace(",", " ").split(), setting)
     return s
 
 
-def plan(given: dict[str, str], environ: dict[str, str] | None = None, root: Path = Path(".")) -> Plan:
-    """Check the settings and derive every name from them; a bad value raises UsageError."""
+def plan(given: dict[str, str], environ: dict[str, str] | None = None, root: Path = Path("."),
+         goals: list[str] = ()) -> Plan:
+    """Check the settings and derive every name from them; a bad value raises UsageError.
+    ``goals``: the make targets asked for, for the checks that depend on them."""
     environ = os.environ if environ is None else environ
     settings = resolve(given, environ)
     p = Plan(settings, given={k for k in DEFAULTS if k in given or k in environ}, root=root)
-    _cross_checks(settings, p)
+    _cross_checks(settings, p, list(goals))
     return p
 
 
@@ -312,7 +343,9 @@ def make_fragment(p: Plan) -> str:
     data_file = p.path("dataset", f"{p.data}.npz")
     teacher_record = (f"--teacher-record {p.teacher_dir(p.tag)}/teacher.json" if p.teacher_kind == "trained" else "")
     inputs = (f"--replay {s['REPLAY']} {'--augment' if s['AUGMENT'] == '1' else '--no-augment'} "
-              f"--holdout {s['HOLDOUT']}")
+              f"--holdout {s['HOLDOUT']}" + ("" if p.labels is None else f" --labels {p.labels}")
+              + (f" --transfer {s['TRANSFER']}" if s["TRANSFER"] else "")
+              + f" --checkpoint-every {s['CHECKPOINT_EVERY']} --checkpoint-minutes {s['CHECKPOINT_MINUTES']}")
     member_ckpts = [f"{p.teacher_dir(t)}/teacher.pt" for t in p.member_tags]
     member_caches = [p.path("cache", p.data + t + p.suffix) for t in p.member_tags]
     member_records = [f"{p.teacher_dir(t)}/teacher.json" for t in p.member_tags]
@@ -338,7 +371,8 @@ def make_fragment(p: Plan) -> str:
         "ENSEMBLE_ARGS": " ".join(f"--member {c} --record {r}" for c, r in zip(member_caches, member_records)),
         "PUBLISH_RECORDS": " ".join(f"--record {r}" for r in member_records),
         "PUBLISH_COMMAND": f"make teacher-logits {publish}",
-        "INPUT_ARGS": inputs,
+        "INPUT_ARGS": inputs, "LABEL_GRID": " ".join(p.label_grid),
+        "TRANSFER_ARGS": f"--transfer {s['TRANSFER']}" if s["TRANSFER"] else "",
         "LOG_ARGS": f"--tensorboard-dir {p.path('tensorboard')}" if s["LOG"] == "tensorboard" else "",
         "TEACHER_ARGS": f"--teacher-tag={p.tag} --combine {s['COMBINE']}",
         "RUN_THREADS": str(p.threads), "RUN_DIR": p.path("runs", s["RUN"] or student_run),
@@ -374,7 +408,8 @@ def _read(path: Path) -> str | None:
 
 
 def main(argv: list[str]) -> int:
-    """``make VAR=value ...``: print the fragment (or SETTINGS_ERROR := <message>); ``help``: print help."""
+    """``make [--goals=TARGETS] VAR=value ...``: print the fragment (or SETTINGS_ERROR := <message>);
+    ``help``: print help."""
     if argv[:1] == ["help"]:
         sys.stdout.write(help_text())
         return 0
@@ -382,13 +417,16 @@ def main(argv: list[str]) -> int:
         sys.stderr.write("usage: python3 -m pipeline.names make [VAR=value ...] | help\n")
         return 2
     given: dict[str, str] = {}
+    goals: list[str] = []
+    if argv[1:2] and argv[1].startswith("--goals="):
+        goals, argv = argv[1][len("--goals="):].split(), argv[1:]
     for arg in argv[1:]:
         name, _, value = arg.partition("=")
         given[name] = value
     for warning in misspelled(list(given)):
         sys.stderr.write(warning + "\n")
     try:
-        p = plan({k: v for k, v in given.items() if k in DEFAULTS})
+        p = plan({k: v for k, v in given.items() if k in DEFAULTS}, goals=goals)
     except UsageError as exc:
         sys.stdout.write(f"SETTINGS_ERROR := {_escape(' '.join(str(exc).split()))}\n")
         return 0

@@ -187,12 +187,12 @@ def learning_curves(rows: list[dict], out_dir: Path) -> str | None:
     colours = {student: f"C{i}" for i, student in enumerate(dict.fromkeys(student for student, _ in curves))}
     for student, row in curves:
         n = min(len(h) for h in row["histories"])
-        epochs = range(1, n + 1)
-        mean = lambda key: [sum(h[e][key] for h in row["histories"]) / len(row["histories"]) for e in range(n)]  # noqa: E731
-        style = dict(ls="--" if row["alpha"] == 0 else "-", marker="o", color=colours[student],
+        scored = [e for e in range(n) if all("test_acc" in h[e] for h in row["histories"])]   # long runs: some
+        mean = lambda key, at: [sum(h[e][key] for h in row["histories"]) / len(row["histories"]) for e in at]  # noqa: E731
+        style = dict(ls="--" if row["alpha"] == 0 else "-", marker="o" if n <= 50 else None, color=colours[student],
                      label=f"{student}: {row['arm']}")
-        acc_ax.plot(epochs, [100 * a for a in mean("test_acc")], **style)
-        loss_ax.plot(epochs, mean("train_loss"), **style)
+        acc_ax.plot([e + 1 for e in scored], [100 * a for a in mean("test_acc", scored)], **style)
+        loss_ax.plot(range(1, n + 1), mean("train_loss", range(n)), **style)
     for ax in (acc_ax, loss_ax):
         ax.xaxis.get_major_locator().set_params(integer=True)
     acc_ax.set_xlabel("epoch"), acc_ax.set_ylabel("test accuracy %"), acc_ax.set_title("test accuracy per epoch")
@@ -200,6 +200,39 @@ def learning_curves(rows: list[dict], out_dir: Path) -> str | None:
     loss_ax.set_title("train loss per epoch (dashed: scratch)")
     acc_ax.legend(fontsize=6)
     return _save(fig, out_dir, "learning_curves.png")
+
+
+def accuracy_vs_labels(rows: list[dict], teacher_acc: float, out_dir: Path, name: str) -> str | None:
+    """The few-labels experiment (``pipeline.label_experiment`` rows): test accuracy against the hard labels
+    used, scratch (same epochs, and tuned epochs) and distilled, with full-label scratch and the teacher drawn in."""
+    students = _students(rows)
+    if not students:
+        return None
+    fig, axes = plt.subplots(1, len(students), figsize=(4.6 * len(students), 3.6), squeeze=False)
+    styles = {"scratch": ("o--", "tab:gray"), "scratch, tuned epochs": ("s:", "tab:blue"),
+              "distilled": ("^-", "tab:red")}
+    for ax, student in zip(axes[0], students):
+        mine = [r for r in rows if r["student"] == student]
+        full = next((r for r in mine if r["arm"] == "scratch" and r["labels"] == max(m["labels"] for m in mine)),
+                    None)
+        for arm, (marker, color) in styles.items():
+            arm_rows = sorted((r for r in mine if r["arm"] == arm and r["labels"] > 0), key=lambda r: r["labels"])
+            if arm_rows:
+                ax.errorbar([r["labels"] for r in arm_rows], [r["test_acc"] for r in arm_rows],
+                            yerr=[r["test_acc_std"] for r in arm_rows], fmt=marker, color=color, capsize=3,
+                            label=arm)
+        no_labels = next((r for r in mine if r["labels"] == 0), None)
+        if no_labels:
+            ax.axhline(no_labels["test_acc"], color="tab:red", lw=0.8, ls="-.", label="soft targets only (0 labels)")
+        if full:
+            ax.axhline(full["test_acc"], color="black", lw=0.8, ls="--", label="scratch, all labels")
+        ax.axhline(teacher_acc, color="tab:green", lw=0.8, label="teacher")
+        ax.set_xscale("log")
+        ax.set_xlabel("hard labels used")
+        ax.set_ylabel("test accuracy %")
+        ax.set_title(student)
+        ax.legend(fontsize=7, loc="lower right")
+    return _save(fig, out_dir, name)
 
 
 def draw_all(rows: list[dict], out_dir: Path) -> list[str]:

@@ -43,12 +43,19 @@ def _arm(run: dict) -> str:
     if run.get("mixup"):
         arm += ", mixup"
     inputs = run.get("inputs", "clean")
-    return arm if inputs == "clean" else f"{arm}, {inputs}"
+    arm = arm if inputs == "clean" else f"{arm}, {inputs}"
+    return arm + _labels(run)
+
+
+def _labels(run: dict) -> str:
+    return "" if run.get("labels") is None else f", {run['labels']:,} labels"
 
 
 def _family(run: dict) -> str:
-    """Which scratch run is the fair baseline: augmented inputs (random or replayed views) or clean ones."""
-    return "clean" if run.get("inputs", "clean") == "clean" and not run.get("augment") else "crop+flip"
+    """Which scratch run is the fair baseline: augmented inputs (random or replayed views) or clean ones,
+    on as many hard labels."""
+    inputs = "clean" if run.get("inputs", "clean") == "clean" and not run.get("augment") else "crop+flip"
+    return inputs + _labels(run)
 
 
 def _is_scratch(arm: str) -> bool:

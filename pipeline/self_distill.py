@@ -24,7 +24,6 @@ same threads, exactly where an uninterrupted run ends.
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Callable
 
@@ -37,17 +36,17 @@ from pipeline.cache_format import write_cache
 from pipeline.checkpoint import model_fingerprint
 from pipeline.config import SelfDistillConfig, as_record
 from pipeline.datasets import Dataset, load_prepared
-from pipeline.files import atomic_path, exclusive_writer
+from pipeline.files import exclusive_writer
 from pipeline.history import EpochLog
 from pipeline.models import count_params
 from pipeline.names import run_data
+from pipeline.resume import TrainingState, resume_dir
 from pipeline.runs import build_student, evaluate, save_run
 from pipeline.train import Trainer, accuracy, predict, set_threads
 
 __all__ = ["alpha_schedule", "pskd_targets", "self_distill", "resume_dir", "PREDICTIONS_FILE"]
 
 PREDICTIONS_FILE = "predictions.h5"
-_STATE = "state.pt"
 
 
 def alpha_schedule(alpha_T: float, epoch: int, epochs: int) -> float:
@@ -60,10 +59,6 @@ def pskd_targets(labels: torch.Tensor, previous_probs: torch.Tensor | None, alph
     """(1 - alpha) * onehot(labels) + alpha * previous_probs; the one-hot labels when there is no previous epoch."""
     onehot = F.one_hot(labels, num_classes).float()
     return onehot if previous_probs is None else (1.0 - alpha) * onehot + alpha * previous_probs
-
-
-def resume_dir(out_dir: Path) -> Path:
-    return out_dir.parent / f".{out_dir.name}.resume"
 
 
 def _predictions_path(work: Path, epoch: int) -> Path:
@@ -120,20 +115,11 @@ def self_distill(cfg: SelfDistillConfig, progress: bool = True,
                       weight_decay=cfg.weight_decay, seed=cfg.seed, augment=cfg.augment)
     x, y = torch.from_numpy(data.x_train), torch.from_numpy(data.y_train)
     x_test = torch.from_numpy(data.x_test)
-    work = resume_dir(cfg.out_dir)
-    key = _resume_key(cfg, data)
 
     with exclusive_writer(cfg.out_dir, what="self-distillation run"):
-        history: list[dict] = []
-        state_file = work / _STATE
-        if state_file.is_file():
-            state = torch.load(state_file, map_location="cpu", weights_only=True)
-            if state["key"] == key:
-                trainer.load_state_dict(state["trainer"])
-                history = list(state["history"])
-        if trainer.epochs_done == 0:
-            shutil.rmtree(work, ignore_errors=True)      # nothing to continue, or another recipe's state
-        work.mkdir(parents=True, exist_ok=True)
+        state = TrainingState(cfg.out_dir, _resume_key(cfg, data))
+        history, _ = state.restore(trainer)
+        work = state.dir                 # the previous epoch's predictions live beside the state
         resumed_from = trainer.epochs_done
         with EpochLog(cfg.tensorboard_dir, cfg.out_dir.name) as log:
             while trainer.epochs_done < cfg.epochs:
@@ -152,8 +138,7 @@ def self_distill(cfg: SelfDistillConfig, progress: bool = True,
                 log.write(history[-1])
                 _write_predictions(_predictions_path(work, epoch), model, cfg.student, data, predict(model, x),
                                    test_logits, epoch, alpha)
-                with atomic_path(state_file) as tmp:
-                    torch.save({"key": key, "trainer": trainer.state_dict(), "history": history}, tmp)
+                state.save(trainer, history)     # every epoch: the next one needs this one's predictions
                 _predictions_path(work, epoch - 1).unlink(missing_ok=True)
                 if on_epoch is not None:
                     on_epoch(epoch, history[-1])
@@ -180,5 +165,5 @@ def self_distill(cfg: SelfDistillConfig, progress: bool = True,
         }
         save_run(cfg.out_dir, cfg.student, model, model_kwargs, as_record(cfg), metrics,
                  extra_files={PREDICTIONS_FILE: _predictions_path(work, cfg.epochs)})
-        shutil.rmtree(work)
+        state.clear()
     return metrics

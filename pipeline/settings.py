@@ -16,7 +16,7 @@ from pathlib import Path
 from pipeline.errors import UsageError
 
 __all__ = ["Setting", "SETTINGS", "DEFAULTS", "TARGETS", "check", "default", "number", "check_grid",
-           "check_views_mixup", "check_augment_replay", "check_sweep_backend", "check_ensemble_storage",
+           "check_views_mixup", "check_augment_replay", "check_labels_alpha", "check_sweep_backend", "check_ensemble_storage",
            "misspelled", "help_text"]
 
 
@@ -59,6 +59,13 @@ def _choice(*options: str):
     return parse
 
 
+def _labels(name: str, text: str):
+    """'all' (every training row keeps its label) or a count N >= 0 of labelled rows."""
+    if str(text).strip() == "all":
+        return "all"
+    return _integer(0)(name, text)
+
+
 def _combine(name: str, text: str) -> str:
     if text in ("logits", "probs") or text.isdigit():
         return text
@@ -87,6 +94,7 @@ class Setting:
 
 
 _S = Setting
+LABEL_GRID = "600 1200 6000 all"   # experiment-labels' label counts when LABELS is not given
 SETTINGS: tuple[Setting, ...] = (
     # the student stage
     _S("STUDENT", "cnn-tiny", "student architecture (mlp, cnn-tiny, cnn-small, ...)"),
@@ -99,9 +107,16 @@ SETTINGS: tuple[Setting, ...] = (
     _S("AUGMENT", "0", "1: random crop+flip against the clean image's logits", _choice("0", "1")),
     _S("REPLAY", "0", "train on K cached views (VIEWS=K), each with its own logits (0: off)", _integer(0)),
     _S("HOLDOUT", "0", "leave N fixed training rows out and report val_acc on them", _integer(0)),
+    _S("LABELS", "all", "hard labels on only N training rows (class-balanced, drawn from SEED); the rest get the "
+       f"soft term only, and scratch sees only the N rows (experiment-labels: a list, default {LABEL_GRID})",
+       _labels),
     _S("COMBINE", "logits", "an ensemble's targets: logits (mean), probs (mean probability) or a member number",
        _combine),
     _S("THREADS", "0", "torch threads per run (0: cores / JOBS)", _integer(0)),
+    _S("CHECKPOINT_EVERY", "1", "save a run's whole training state every N epochs, so a killed run resumes (0: never)",
+       _integer(0)),
+    _S("CHECKPOINT_MINUTES", "0", "also save it when this many minutes have passed since the last save (0: off)",
+       _number(0)),
     _S("LOG", "none", "tensorboard: also write every epoch's figures as TensorBoard events under DATA_DIR/tensorboard",
        _choice("none", "tensorboard")),
     _S("RUN", "", "run directory name under DATA_DIR/runs for export (default: the STUDENT/T/ALPHA/... run)"),
@@ -111,6 +126,8 @@ SETTINGS: tuple[Setting, ...] = (
     _S("SOURCE", "", "read the dataset from this file or directory first", _existing_path, group="data"),
     _S("LAYOUT", "auto", "image axes of an .npz: auto (refuses what is ambiguous), nchw or nhwc",
        _choice("auto", "nchw", "nhwc"), group="data"),
+    _S("TRANSFER", "", "an .npz of unlabelled images: the teacher scores them after the train rows, and distilled "
+       "students learn from them with the soft term only", _existing_path, group="data"),
     _S("LIMIT", "0", "keep only the first N training images (0: all); named -nN, so it never replaces the full set",
        _integer(0), group="data"),
     # the teacher and its cache
@@ -175,6 +192,7 @@ TARGETS: tuple[tuple[str, str], ...] = (
     ("self-distill", "PS-KD: a student taught by its own previous epoch"),
     ("experiment-views", "scratch vs clean-target KD vs replayed views, tuned on held-out rows"),
     ("experiment-pskd", "scratch vs teacher KD vs PS-KD"),
+    ("experiment-labels", "scratch on N labels vs distilled on N labels plus soft targets elsewhere"),
     ("export", "ONNX, TorchScript and int8 files of a finished run"),
     ("report", "tables and figures of every finished run"),
     ("readme-results", "maintainers: rewrite the results block of docs/RESULTS.md from data/runs"),
@@ -225,6 +243,13 @@ def check_augment_replay(augment: bool, replay: int) -> None:
     if augment and replay:
         raise UsageError("AUGMENT=1 with REPLAY>0 would re-augment the replayed views and break the match with "
                          "their logits; replayed views are already augmented, so drop AUGMENT")
+
+
+def check_labels_alpha(labels, alpha: float) -> None:
+    """LABELS=0 leaves no hard label: a scratch run has nothing to learn, and ALPHA < 1 would weigh nothing."""
+    if labels == 0 and alpha < 1:
+        raise UsageError("LABELS=0 leaves no hard labels: train from the soft targets alone with ALPHA=1"
+                         + (" (a scratch run, ALPHA=0, has nothing to learn)" if alpha == 0 else ""))
 
 
 def check_sweep_backend(backend: str, scheduler: str | None) -> None:

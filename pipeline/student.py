@@ -20,14 +20,22 @@ from pipeline.datasets import holdout_split, load_prepared
 from pipeline.errors import UsageError
 from pipeline.files import exclusive_writer, read_json
 from pipeline.history import EpochLog
+from pipeline.labels import labelled_rows, rows_digest
 from pipeline.losses import kd_loss_from_log_targets
 from pipeline.models import count_params
 from pipeline.names import run_data
+from pipeline.resume import TrainingState
 from pipeline.runs import build_student, evaluate, save_run
 from pipeline.train import Trainer, accuracy, predict, say_epoch, set_threads
+from pipeline.transfer import load_transfer
 from pipeline.views import MIX_SCALE, ReplayedViews
 
 __all__ = ["train_student"]
+
+# Test (and held-out) accuracy is scored after at most this many epochs of a run, evenly spread, and
+# always after the last: a 1,000-epoch scratch run on 600 labels would otherwise spend most of its time
+# scoring 10,000 test images after every 5-batch epoch.
+SCORES_PER_RUN = 50
 
 
 def _expected_teacher(record: Path | None) -> str | None:
@@ -37,6 +45,54 @@ def _expected_teacher(record: Path | None) -> str | None:
         return read_json(record)["fingerprint"]
     except (OSError, ValueError, KeyError):
         raise UsageError(f"teacher record {record} is missing or unreadable", fix="teacher") from None
+
+
+def few_labels(cfg: StudentConfig, y_train: np.ndarray, num_classes: int, train_rows: np.ndarray,
+               total_rows: int) -> torch.Tensor:
+    """A (total_rows,) bool mask of the rows that keep their hard label: the LABELS=N subset of
+    ``train_rows``, or all of them; never a held-out row nor a transfer row."""
+    mask = torch.zeros(total_rows, dtype=torch.bool)
+    rows = train_rows if cfg.labels is None else labelled_rows(y_train, train_rows, cfg.labels, cfg.seed,
+                                                               num_classes)
+    mask[torch.from_numpy(rows)] = True
+    return mask
+
+
+def _resume_key(cfg: StudentConfig, cache: LogitCache, data) -> dict:
+    """What a saved training state must match to be continued: the recipe and what it reads, not where
+    the files are, how many threads run it, or how often it is saved."""
+    record = as_record(cfg)
+    for name in ("cache", "dataset", "out_dir", "teacher_record", "transfer", "threads", "tensorboard_dir",
+                 "checkpoint_every", "checkpoint_minutes", "cache_memory_mb"):
+        record.pop(name, None)
+    return {**record, "cache_fingerprint": cache.fingerprint, "dataset_fingerprint": data.fingerprint}
+
+
+def _transfer_images(cfg: StudentConfig, cache: LogitCache, image_shape: tuple) -> np.ndarray | None:
+    """The transfer set's images, when the cache holds its logits; refused when the two disagree."""
+    if cfg.transfer is None:
+        if cache.transfer_rows:
+            raise UsageError(f"cache {cfg.cache} also holds {cache.transfer_rows} transfer rows "
+                             f"({cache.attrs.get('transfer')}); give their images with TRANSFER=<the .npz>",
+                             fix_settings={"TRANSFER": f"{cache.attrs.get('transfer')}.npz"})
+        return None
+    transfer = load_transfer(cfg.transfer, image_shape)
+    if not cache.transfer_rows:
+        raise UsageError(f"cache {cfg.cache} holds no logits for the transfer set {cfg.transfer}; rebuild it with "
+                         f"the transfer set", fix="teacher-logits", fix_settings={"TRANSFER": str(cfg.transfer)})
+    if transfer.fingerprint != cache.attrs.get("transfer_fingerprint"):
+        raise UsageError(f"cache {cfg.cache} was made from another transfer set than {cfg.transfer} (fingerprint "
+                         f"{cache.attrs.get('transfer_fingerprint')}, expected {transfer.fingerprint}); rebuild it",
+                         fix="teacher-logits", fix_settings={"TRANSFER": str(cfg.transfer)})
+    return transfer.x
+
+
+def _labels_record(cfg: StudentConfig, labelled: torch.Tensor, y: torch.Tensor, num_classes: int) -> dict:
+    if cfg.labels is None:
+        return {"labels": None}
+    rows = np.flatnonzero(labelled.numpy())
+    return {"labels": len(rows), "labelled_rows_digest": rows_digest(rows),
+            "labels_per_class": np.bincount(y.numpy()[rows], minlength=num_classes).tolist()}
 
 
 def train_student(cfg: StudentConfig, progress: bool = True) -> dict:
@@ -54,15 +110,26 @@ def _train_student(cfg: StudentConfig, progress: bool) -> dict:
         dataset_fingerprint=data.fingerprint, teacher_fingerprint=_expected_teacher(cfg.teacher_record),
         num_classes=data.num_classes, train_rows=len(data.y_train)),
         memory_limit_bytes=cfg.cache_memory_mb << 20, combine=cfg.combine)
-    if not np.array_equal(cache.labels("train"), data.y_train):
+    transfer = _transfer_images(cfg, cache, data.image_shape)
+    labelled_count = len(data.y_train)
+    if not np.array_equal(cache.labels("train")[:labelled_count], data.y_train):
         raise UsageError(f"cache {cfg.cache} labels differ from the dataset's", fix="teacher-logits")
     cache_seconds = time.perf_counter() - cache_start   # open, verify block by block, load
 
     model, model_kwargs = build_student(cfg.student, data, cfg.seed)
-    x = torch.from_numpy(data.x_train)
-    y = torch.from_numpy(data.y_train)
-    train_rows, held_rows = holdout_split(len(y), cfg.holdout)
-    trainer = Trainer(model, torch.from_numpy(train_rows) if cfg.holdout else len(y), epochs=cfg.epochs,
+    x = torch.from_numpy(data.x_train if transfer is None else np.concatenate([data.x_train, transfer]))
+    y = torch.zeros(len(x), dtype=torch.int64)          # transfer rows: no label (masked out of the loss)
+    y[:labelled_count] = torch.from_numpy(data.y_train)
+    train_rows, held_rows = holdout_split(labelled_count, cfg.holdout)
+    labelled = few_labels(cfg, data.y_train, data.num_classes, train_rows, len(x))
+    some_unlabelled = cfg.labels is not None or transfer is not None   # the loss then weighs row by row
+    if not cfg.holdout and not some_unlabelled:
+        trainer_rows = len(y)
+    elif cfg.alpha == 0:               # scratch sees only labelled rows
+        trainer_rows = torch.from_numpy(np.flatnonzero(labelled.numpy()))
+    else:                              # distilled: every training row, transfer rows included
+        trainer_rows = torch.from_numpy(np.concatenate([train_rows, np.arange(labelled_count, len(x))]))
+    trainer = Trainer(model, trainer_rows, epochs=cfg.epochs,
                       batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay, seed=cfg.seed,
                       augment=cfg.augment)
     if cfg.replay:
@@ -87,22 +154,40 @@ def _train_student(cfg: StudentConfig, progress: bool) -> dict:
         onehot = torch.nn.functional.one_hot
         return lam * onehot(y[idx], data.num_classes) + (1 - lam) * onehot(y[partner], data.num_classes)
 
+    def has_label(idx: torch.Tensor) -> torch.Tensor | None:
+        """(B,) bool under LABELS=N or with a transfer set: a mixup view's blended label needs both rows'."""
+        if not some_unlabelled:
+            return None
+        mixing = images.mixing(idx) if cfg.replay else None
+        return labelled[idx] if mixing is None else labelled[idx] & labelled[mixing[0]]
+
     def loss_fn(logits: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        if cfg.alpha == 0:     # scratch: every row it trains on is labelled
+            return torch.nn.functional.cross_entropy(logits, hard_labels(idx))
         labels = y[idx] if cfg.alpha == 1 else hard_labels(idx)   # KL only: the labels are not used
-        return kd_loss_from_log_targets(logits, targets(idx), labels, T=cfg.T, alpha=cfg.alpha)
+        return kd_loss_from_log_targets(logits, targets(idx), labels, T=cfg.T, alpha=cfg.alpha,
+                                        labelled=has_label(idx))
 
     x_test, y_test = torch.from_numpy(data.x_test), torch.from_numpy(data.y_test)
-    history = []
+    state = TrainingState(cfg.out_dir, _resume_key(cfg, cache, data), every=cfg.checkpoint_every or cfg.epochs,
+                          minutes=cfg.checkpoint_minutes)
+    history, _ = state.restore(trainer)          # [] unless a killed run of this very recipe left its state
+    resumed_from = trainer.epochs_done
+    score_every = max(1, cfg.epochs // SCORES_PER_RUN)
     with EpochLog(cfg.tensorboard_dir, cfg.out_dir.name) as log:
-        for _ in range(cfg.epochs):
+        while trainer.epochs_done < cfg.epochs:
             entry = trainer.train_epoch(images, loss_fn, f"student {cfg.student}", progress)
-            test_logits = predict(model, x_test)
-            entry["test_acc"] = accuracy(test_logits, y_test)
-            if cfg.holdout:   # the score T/ALPHA/epochs are chosen by; the test split is not looked at for that
-                entry["val_acc"] = accuracy(predict(model, x[held_rows]), y[held_rows])
+            epoch = trainer.epochs_done
+            if epoch % score_every == 0 or epoch == cfg.epochs:
+                test_logits = predict(model, x_test)
+                entry["test_acc"] = accuracy(test_logits, y_test)
+                if cfg.holdout:   # the score T/ALPHA/epochs are chosen by; the test split is not used for that
+                    entry["val_acc"] = accuracy(predict(model, x[held_rows]), y[held_rows])
             history.append(entry)
             log.write(entry)
             say_epoch(f"student {cfg.student}", entry, cfg.epochs, progress)
+            if cfg.checkpoint_every and state.due(epoch, cfg.epochs):
+                state.save(trainer, history)
     seconds = [h["seconds"] for h in history]
     train_seconds = sum(seconds)     # training only, not the per-epoch scoring
 
@@ -128,7 +213,11 @@ def _train_student(cfg: StudentConfig, progress: bool) -> dict:
         "epochs": cfg.epochs,
         "inputs": cfg.inputs,
         "replay": cfg.replay,
+        **_labels_record(cfg, labelled, y, data.num_classes),
+        "transfer": cache.attrs.get("transfer") if cache.transfer_rows else None,
+        "transfer_rows": cache.transfer_rows,
         "seconds_per_epoch": sum(seconds) / len(seconds),
+        "resumed_from_epoch": resumed_from,
         "train_seconds": train_seconds,
         "cache_seconds": cache_seconds,
         "history": history,
@@ -140,4 +229,5 @@ def _train_student(cfg: StudentConfig, progress: bool) -> dict:
         "config": as_record(cfg),
     }
     save_run(cfg.out_dir, cfg.student, model, model_kwargs, as_record(cfg), metrics)
+    state.clear()
     return metrics

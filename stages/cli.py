@@ -18,6 +18,7 @@ from stages.ensemble import ensemble, publish
 from stages.experiment import experiment_views
 from stages.export import export
 from stages.inspect import inspect, verify
+from stages.label_experiment import experiment_labels
 from stages.report import report
 from stages.self_distill import self_distill
 from stages.student import student
@@ -33,8 +34,8 @@ def cli():
     """softcache: run the teacher once, cache its soft targets, train students on the CPU."""
 
 
-for command in (data, teacher, teacher_logits, ensemble, publish, student, sweep, experiment_views, self_distill, export, report, inspect,
-                verify):
+for command in (data, teacher, teacher_logits, ensemble, publish, student, sweep, experiment_views, experiment_labels,
+                self_distill, export, report, inspect, verify):
     cli.add_command(command)
 
 

@@ -19,7 +19,9 @@ def inspect(cache, T):
     entropy = float(-(p * p.clamp_min(1e-12).log()).sum(1).mean())
     rows = [
         ("file", f"{cache} ({cache.stat().st_size / 1e6:.2f} MB)"),
-        ("rows", f"{c.train_rows} train, {len(c.labels('test'))} test"),
+        ("rows", f"{c.train_rows} train, {len(c.labels('test'))} test"
+                 + (f" (the last {c.transfer_rows} train rows: transfer set {c.attrs.get('transfer')}, unlabelled)"
+                    if c.transfer_rows else "")),
         ("classes", c.num_classes),
         ("views", f"{c.views} per image" + (f", mixup pairs (Beta {c.mixup:g})" if c.mixup else "")
                   if c.views else "1 per image (the clean image)"),

@@ -5,6 +5,7 @@ from pathlib import Path
 import click
 
 from pipeline.errors import UsageError
+from pipeline.settings import check
 
 __all__ = ["input_options", "teacher_options", "grid_values", "log_option", "advance"]
 
@@ -29,9 +30,25 @@ def input_options(command):
                      help="Train on the first K views cached by VIEWS=K, each with its own logits (0: off)."),
         click.option("--holdout", type=int,
                      help="Leave N fixed training rows out and report val_acc on them (0: off)."),
+        click.option("--transfer", type=click.Path(path_type=Path),
+                     help="TRANSFER: the .npz of unlabelled images whose logits the cache holds (soft term only)."),
+        click.option("--checkpoint-every", type=int,
+                     help="CHECKPOINT_EVERY: save the whole training state every N epochs (default 1; 0: never)."),
+        click.option("--checkpoint-minutes", type=float,
+                     help="CHECKPOINT_MINUTES: also save it after this many minutes (default 0: off)."),
+        click.option("--labels", callback=_labels,
+                     help="LABELS: hard labels on only N class-balanced training rows (all: every row, the default)."),
     ]):
         command = option(command)
     return command
+
+
+def _labels(ctx, param, value):
+    """'all' -> None (every row labelled), 'N' -> N, as every other layer spells it."""
+    if value is None:
+        return None
+    parsed = check("LABELS", value)
+    return None if parsed == "all" else parsed
 
 
 def teacher_options(command):

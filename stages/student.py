@@ -34,6 +34,8 @@ def student(**options):
     """Train a student with the distillation loss from cached soft targets."""
     m = train_student(from_options(StudentConfig, **options))
     val = f", held-out {100 * m['val_acc']:.2f}%" if "val_acc" in m else ""
+    val += "" if m["labels"] is None else f", {m['labels']:,} labels"
+    val += f", + {m['transfer_rows']:,} transfer rows" if m["transfer_rows"] else ""
     click.echo(f"{options['out_dir']}: {m['student']} ({m['params']:,} params) T={m['T']:g} "
                f"ALPHA={m['alpha']:g}, {m['inputs']}: test accuracy {100 * m['test_acc']:.2f}%{val} "
                f"(teacher {100 * m['teacher_test_acc']:.2f}%), {m['seconds_per_epoch']:.1f} s/epoch")

@@ -34,11 +34,14 @@ from stages.options import advance, grid_values, input_options, log_option, teac
 @teacher_options
 @log_option
 def sweep(cache, dataset, runs_dir, reports_dir, teacher_record, students, Ts, alphas, seeds, epochs, jobs,
-          threads, backend, scheduler, augment, replay, holdout, combine, teacher_tag, tensorboard_dir):
+          threads, backend, scheduler, augment, replay, holdout, transfer, checkpoint_every,
+          checkpoint_minutes, labels, combine, teacher_tag, tensorboard_dir):
     """Train a grid of students from one cache; finished runs are skipped, failures reported."""
     student = from_options(StudentConfig, cache=cache, dataset=dataset, out_dir=runs_dir,
                            teacher_record=teacher_record, epochs=epochs, augment=augment, replay=replay,
-                           holdout=holdout, combine=combine, teacher_tag=teacher_tag, tensorboard_dir=tensorboard_dir)
+                           holdout=holdout, transfer=transfer, labels=labels, checkpoint_every=checkpoint_every,
+                           checkpoint_minutes=checkpoint_minutes, combine=combine, teacher_tag=teacher_tag,
+                           tensorboard_dir=tensorboard_dir)
     cfg = SweepConfig(student=student, runs_dir=runs_dir, reports_dir=reports_dir,
                       students=tuple(students.split()), Ts=grid_values("TS", Ts, float),
                       alphas=grid_values("ALPHAS", alphas, float), seeds=grid_values("SEEDS", seeds, int),

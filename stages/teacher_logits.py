@@ -22,6 +22,8 @@ from pipeline.logits import write_teacher_logits
 @click.option("--views", type=int, help="VIEWS: also cache K augmented views of every training image (1: none).")
 @click.option("--view-seed", type=int, help="VIEW_SEED: draws the views' crops and flips (default 0).")
 @click.option("--mixup", type=float, help="MIXUP=a: make every view a mixup pair, lambda ~ Beta(a, a) (0: off).")
+@click.option("--transfer", type=click.Path(path_type=Path),
+              help="TRANSFER: an .npz of unlabelled images; their logits are cached after the train rows.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]))
 @click.option("--batch-size", type=int)
 def teacher_logits(**options):
@@ -34,5 +36,8 @@ def teacher_logits(**options):
         return
     resumed = f", {summary['resumed_rows']} rows resumed from an earlier run" if summary["resumed_rows"] else ""
     views = f" + {summary['rows']['train_views']} cached views" if "train_views" in summary["rows"] else ""
+    if summary["transfer_labels_ignored"]:
+        click.echo(f"note: TRANSFER={options['transfer']} also holds labels; a transfer set is unlabelled, so they "
+                   f"were ignored (labelled images belong in DATASET)", err=True)
     click.echo(f"{summary['path']}: {summary['rows']['train']} train + {summary['rows']['test']} test rows{views} "
                f"in {summary['seconds']:.1f} s ({summary['images_per_second']:.0f} images/s{resumed})")

@@ -158,3 +158,27 @@ def test_a_limited_quick_run_replaces_nothing_of_the_full_one(tmp_path):
     again = make("-n", "demo", *common)      # only the (phony) report would run
     assert [line for line in again.stdout.splitlines() if "softcache " in line and " report " not in line] == []
     assert {p: p.stat().st_mtime_ns for p in built} == built
+
+
+def test_a_transfer_set_through_make_from_pool_to_student(tmp_path):
+    """LABELS=0 with a transfer set of real images: the teacher scores the pool once, a student learns from
+    the teacher alone, and a changed pool rebuilds the cache, never the teacher."""
+    import numpy as np
+
+    from pipeline.datasets import DEBIAN_DIR, load_dataset
+
+    d = load_dataset("fashion-mnist", None, ROOT / "data" / "raw", DEBIAN_DIR, download=False)
+    pool = tmp_path / "pool.npz"
+    np.savez(pool, x=d.x_train[2000:3000])
+    common = ["LIMIT=2000", "TEACHER_EPOCHS=1", "EPOCHS=1", "DEVICE=cpu", f"DATA_DIR={tmp_path}", "STUDENT=mlp",
+              f"TRANSFER={pool}", "LABELS=0", "ALPHA=1"]
+    make("student", *common)
+    cache = tmp_path / "cache" / "fashion-mnist-n2000-e1-T1-float32-tr_pool.h5"
+    metrics = json.loads((tmp_path / "runs" / f"mlp-T4-a1-from-e1-l0-tr_pool-s0-e1{ON}" / "metrics.json")
+                         .read_text())
+    assert cache.is_file() and metrics["transfer_rows"] == 1000 and metrics["labels"] == 0
+    assert metrics["test_acc"] > 0.3                                          # chance is 0.1
+    assert "softcache" not in make("-n", "student", *common).stdout          # up to date
+    np.savez(pool, x=d.x_train[3000:4000])                                   # another pool, same name
+    dry = make("-n", "student", *common).stdout
+    assert "softcache teacher-logits" in dry and "softcache teacher " not in dry

@@ -30,15 +30,26 @@ TAGS = ("", "-e30", "-resnet18-e30-s1-x3", "-published", "-model_pt", "-my_mod-m
 def test_run_names_round_trip_over_a_grid():
     grid = itertools.product(("mlp", "cnn-tiny", "cnn-small"), (1.0, 4.0, 2.5, 1e-05, 12.0), (0.0, 0.5, 1.0, 0.125),
                              (0, 3), (1, 15), ((0, False), (8, False), (0, True)), (0, 5000), TAGS,
-                             ("logits", "probs", "2"), ("", "fashion-mnist-n3000", "my-data-s0-e1"))
+                             ("logits", "probs", "2"), ("", "fashion-mnist-n3000", "my-data-s0-e1"),
+                             ((None, ""), (0, ""), (1200, "pool"), (None, "unlabelled_rest")))
     seen = set()
-    for student, T, alpha, seed, epochs, (replay, augment), holdout, teacher, combine, data in grid:
+    for student, T, alpha, seed, epochs, (replay, augment), holdout, teacher, combine, data, (labels, transfer) in grid:
         x = names.RunName(student, T, alpha, seed, epochs, replay=replay, augment=augment, holdout=holdout,
-                          teacher=teacher, combine=combine, data=data)
+                          teacher=teacher, combine=combine, data=data, labels=labels, transfer=transfer)
         name = str(x)
         assert names.parse_run_name(name) == x, name
         seen.add(name)
     assert len(seen) > 1000
+
+
+def test_labels_and_transfer_set_name_distinct_runs():
+    plain = names.RunName("mlp", 4.0, 0.5, 0, 5)
+    few = names.RunName("mlp", 4.0, 0.5, 0, 5, labels=1200)
+    pooled = names.RunName("mlp", 4.0, 0.5, 0, 5, labels=1200, transfer="my-pool.npz")
+    assert len({str(plain), str(few), str(pooled)}) == 3
+    assert str(pooled) == "mlp-T4-a0.5-l1200-tr_my_pool-s0-e5"
+    # scratch never sees the transfer rows, so the transfer set is not part of its name; its labels are
+    assert str(names.RunName("mlp", 4.0, 0, 0, 5, labels=600, transfer="pool")) == "mlp-scratch-l600-s0-e5"
 
 
 def test_scratch_runs_drop_what_does_not_change_them():
@@ -112,6 +123,11 @@ def test_threads_are_shared_out():
     ({"LIMIT": "-5"}, "LIMIT must be a whole number >= 0, got -5"),
     ({"SOURCE": "/nonexistent"}, "SOURCE=/nonexistent does not exist"),
     ({"TS": "1 x"}, "TS: T must be a number, got x"),
+    ({"LABELS": "-3"}, "LABELS must be a whole number >= 0, got -3"),
+    ({"LABELS": "0", "ALPHA": "0.5"}, "LABELS=0 leaves no hard labels"),
+    ({"LABELS": "600 600"}, "LABELS lists '600' twice"),
+    ({"TRANSFER": "/nonexistent.npz"}, "TRANSFER=/nonexistent.npz does not exist"),
+    ({"TRANSFER": "tests/conftest.py", "TEACHER": "published"}, "TEACHER=published holds no logits for TRANSFER"),
 ])
 def test_settings_that_cannot_work_are_refused(given, message):
     with pytest.raises(UsageError, match=re.escape(message)):
@@ -123,6 +139,24 @@ def test_a_refused_value_stops_make_before_any_stamp(tmp_path):
         proc = make("student", bad, f"DATA_DIR={tmp_path}")
         assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_list_of_label_counts_is_for_experiment_labels_only():
+    with pytest.raises(UsageError, match="only experiment-labels runs"):
+        names.plan({"LABELS": "600 1200"}, environ={}, goals=["student"])
+    p = names.plan({"LABELS": "600 1200 all"}, environ={}, goals=["experiment-labels"])
+    assert p.label_grid == ["600", "1200", "all"] and p.labels is None
+    assert names.plan({}, environ={}).label_grid == names.LABEL_GRID.split()
+    assert "-l600-" in names.plan({"LABELS": "600"}, environ={}).run("mlp", 4, 0.5)
+
+
+def test_a_transfer_set_names_its_cache_and_reaches_the_pass_and_the_student(tmp_path):
+    pool = tmp_path / "my-pool.npz"
+    pool.write_bytes(b"")
+    proc = make("-n", "student", f"TRANSFER={pool}", f"DATA_DIR={tmp_path}", "ALPHA=0.5")
+    assert proc.returncode == 0, proc.stderr
+    assert "-T1-float32-tr_my_pool.h5" in proc.stdout and f"--transfer {pool}" in proc.stdout
+    assert "cnn-tiny-T4-a0.5-tr_my_pool-s0-e5" in proc.stdout
 
 
 def test_make_help_lists_every_setting_with_its_default():
@@ -140,7 +174,7 @@ def test_every_variable_the_makefile_reads_comes_from_the_table():
     fragment = names.make_fragment(names.plan({}, environ={}))
     handed = set(re.findall(r"^(?:override )?([A-Z_]+) :=", fragment, re.M))
     fields = {"STAMP", "MEMBER_SEED", "RUN_STUDENT", "RUN_T", "RUN_ALPHA", "RUN_SEED"}
-    own = {"MAKE", "PYTHON", "GIVEN", "NAMES_MK", "NAMES_RC", "SETTINGS_ERROR", "REPORT", "PASS_ARGS",
+    own = {"MAKE", "MAKECMDGOALS", "PYTHON", "GIVEN", "NAMES_MK", "NAMES_RC", "SETTINGS_ERROR", "REPORT", "PASS_ARGS",
            "SWEEP", "BENCHMARKS"}
     assert used - set(settings.DEFAULTS) - handed - fields - own == set()
 
