@@ -26,7 +26,7 @@ export SOFTCACHE_CALLER := make
 # named as a target or prerequisite, so none is an intermediate file make would delete or skip.
 .PRECIOUS: $(DATA_DIR)/%.npz $(DATA_DIR)/%.pt $(DATA_DIR)/%.json $(DATA_DIR)/%.h5 $(DATA_DIR)/%.txt
 
-.PHONY: FORCE help venv data teacher teacher-logits student sweep self-distill experiment-views experiment-pskd experiment-labels \
+.PHONY: FORCE help venv data teacher teacher-logits student sweep self-distill experiment-views experiment-pskd experiment-labels experiment-patient \
 	pskd-grid export publish report readme-results demo demo-runs test bench clean-students clean
 FORCE:
 help:
@@ -123,6 +123,15 @@ experiment-labels: $(CACHE) $(DATA_FILE) | $(INSTALLED)
 		--tuning-dir $(DATA_DIR)/tuning --reports-dir $(DATA_DIR)/reports --students "$(STUDENTS)" --Ts "$(TS)" \
 		--alphas "$(ALPHAS)" --labels "$(LABEL_GRID)" --seeds "$(SEEDS)" --holdout $(EXPERIMENT_HOLDOUT) \
 		--epochs $(EPOCHS) --jobs $(JOBS) --threads $(THREADS) $(TEACHER_ARGS) $(TRANSFER_ARGS) $(LOG_ARGS)
+	$(REPORT)
+
+# Scratch vs clean-target KD (T, ALPHA chosen on held-out rows) vs function matching on the cache's
+# mixup view bank, for STUDENTS x SEEDS at every length in LENGTHS; killed, the same command resumes.
+experiment-patient: $(CACHE) $(DATA_FILE) | $(INSTALLED)
+	$(SC) experiment-patient --cache $(CACHE) --dataset $(DATA_FILE) $(TEACHER_RECORD) --runs-dir $(RUNS) \
+		--tuning-dir $(DATA_DIR)/tuning --reports-dir $(DATA_DIR)/reports --students "$(STUDENTS)" --Ts "$(TS)" \
+		--alphas "$(ALPHAS)" --lengths "$(LENGTHS)" --seeds "$(SEEDS)" --holdout $(EXPERIMENT_HOLDOUT) \
+		--replay $(REPLAY) --jobs $(JOBS) --threads $(THREADS) $(TEACHER_ARGS) $(LOG_ARGS)
 	$(REPORT)
 
 # Edge export of a finished run (RUN=<name under DATA_DIR/runs>); a format that misses its

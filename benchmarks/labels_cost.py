@@ -28,7 +28,7 @@ from pipeline.student import train_student
 @click.command()
 @click.option("--rows", default=60000, show_default=True, help="Training images.")
 @click.option("--labels", default=1200, show_default=True, help="N of the LABELS=N arm.")
-@click.option("--repeats", default=3, show_default=True)
+@click.option("--repeats", default=5, show_default=True)
 @click.option("--students", default="mlp cnn-tiny", show_default=True)
 def main(rows: int, labels: int, repeats: int, students: str) -> None:
     arms = {

@@ -28,6 +28,7 @@ __all__ = [
     "DataConfig", "TeacherConfig", "LogitsConfig", "EnsembleConfig", "PublishConfig", "StudentConfig",
     "ExportConfig", "EXPORT_FORMATS",
     "SweepConfig", "SWEEP_BACKENDS", "SelfDistillConfig", "ViewsExperimentConfig", "LabelsExperimentConfig",
+    "PatientExperimentConfig",
     "resolve_device", "as_record", "from_options",
 ]
 
@@ -378,6 +379,39 @@ class LabelsExperimentConfig:
         if not self.alphas:
             raise UsageError("ALPHAS has no value above 0 for the distilled arm to choose from; give e.g. ALPHAS=0.5")
         check("EXPERIMENT_HOLDOUT", self.holdout), check("JOBS", self.jobs), check("THREADS", self.threads)
+
+
+@dataclass(frozen=True)
+class PatientExperimentConfig:
+    """The patient experiment (``pipeline.patient`` plans and runs it): scratch, clean-target KD and function
+    matching on a mixup view bank, at every schedule length. ``student`` carries what every run shares."""
+
+    student: StudentConfig
+    runs_dir: Path
+    tuning_dir: Path
+    reports_dir: Path
+    students: tuple[str, ...] = (default("STUDENT"),)
+    lengths: tuple[int, ...] = tuple(int(v) for v in default("LENGTHS").split())
+    seeds: tuple[int, ...] = (0, 1, 2)
+    Ts: tuple[float, ...] = (1.0, 4.0)
+    alphas: tuple[float, ...] = (0.5, 0.9)
+    tune_seeds: tuple[int, ...] = (0,)
+    holdout: int = default("EXPERIMENT_HOLDOUT", int)
+    matching_T: float = 1.0          # function matching's temperature (Beyer et al. match at T = 1)
+    replay: int = 0                  # views replayed; 0: every view in the cache
+    jobs: int = 1
+    threads: int = 0
+
+    def __post_init__(self):
+        _check_grids(self.students, self.Ts, self.alphas, self.seeds)
+        check_grid("LENGTHS", self.lengths, "EPOCHS")
+        check_grid("TUNE_SEEDS", self.tune_seeds, "SEED")
+        object.__setattr__(self, "alphas", tuple(a for a in self.alphas if a != 0))   # scratch always runs
+        if not self.alphas:
+            raise UsageError("ALPHAS has no value above 0 for the clean-target arm to choose from; give e.g. "
+                             "ALPHAS=\"0.5 0.9\"")
+        check("T", self.matching_T), check("EXPERIMENT_HOLDOUT", self.holdout), check("REPLAY", self.replay)
+        check("JOBS", self.jobs), check("THREADS", self.threads)
 
 
 EXPORT_FORMATS = ("onnx", "torchscript", "int8")

@@ -279,8 +279,10 @@ def _cross_checks(s: dict[str, str], p: Plan, goals: list[str]) -> None:
     if len(s["LABELS"].split()) != 1 and set(goals) - {"experiment-labels", "help"}:
         raise UsageError(f"LABELS=\"{s['LABELS']}\" lists several label counts, which only experiment-labels runs; "
                          f"give one count (or all) for {' '.join(goals) or 'this target'}")
-    if p.labels == 0:
-        check_labels_alpha(0, check("ALPHA", s["ALPHA"]))
+    if p.labels == 0 and set(goals) - {"help"}:   # the ALPHA values the asked-for targets train with
+        grids = {"sweep", "experiment-pskd"} & set(goals)
+        for alpha in s["ALPHAS"].split() if grids else [s["ALPHA"]]:
+            check_labels_alpha(0, check("ALPHA", alpha))
     if p.members > 1 and p.teacher_kind in ("file", "published"):
         raise UsageError(f"TEACHERS={p.members} trains an ensemble of softcache teachers; TEACHER={s['TEACHER']} "
                          f"is one teacher, so use TEACHERS=1")
@@ -311,7 +313,8 @@ def resolve(given: dict[str, str], environ: dict[str, str] | None = None) -> dic
             check(name, s[name])
     labels = s["LABELS"].split()
     check("LABELS", s["LABELS"]) if len(labels) == 1 else check_grid("LABELS", labels, "LABELS")
-    for grid, setting in (("TS", "T"), ("ALPHAS", "ALPHA"), ("SEEDS", "SEED"), ("STUDENTS", "STUDENT")):
+    for grid, setting in (("TS", "T"), ("ALPHAS", "ALPHA"), ("SEEDS", "SEED"), ("STUDENTS", "STUDENT"),
+                          ("LENGTHS", "EPOCHS")):
         check_grid(grid, s[grid].replace(",", " ").split(), setting)
     return s
 

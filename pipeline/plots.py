@@ -235,6 +235,32 @@ def accuracy_vs_labels(rows: list[dict], teacher_acc: float, out_dir: Path, name
     return _save(fig, out_dir, name)
 
 
+def accuracy_vs_epochs(rows: list[dict], teacher_acc: float, out_dir: Path, name: str) -> str | None:
+    """The patient experiment (``pipeline.patient`` rows): test accuracy against schedule length per arm,
+    with the teacher drawn in."""
+    students = _students(rows)
+    if not students:
+        return None
+    fig, axes = plt.subplots(1, len(students), figsize=(4.6 * len(students), 3.6), squeeze=False)
+    styles = {"scratch": ("o--", "tab:gray"), "clean": ("s:", "tab:blue"), "matching": ("^-", "tab:red")}
+    labels = {"scratch": "scratch", "clean": "clean-target KD", "matching": "function matching (mixup bank)"}
+    for ax, student in zip(axes[0], students):
+        for arm, (marker, color) in styles.items():
+            arm_rows = sorted((r for r in rows if r["student"] == student and r["arm"] == arm),
+                              key=lambda r: r["epochs"])
+            if arm_rows:
+                ax.errorbar([r["epochs"] for r in arm_rows], [r["test_acc"] for r in arm_rows],
+                            yerr=[r["test_acc_std"] for r in arm_rows], fmt=marker, color=color, capsize=3,
+                            label=labels[arm])
+        ax.axhline(teacher_acc, color="tab:green", lw=0.8, label="teacher")
+        ax.set_xscale("log")
+        ax.set_xlabel("epochs (one-cycle schedule stretched to the run)")
+        ax.set_ylabel("test accuracy %")
+        ax.set_title(student)
+        ax.legend(fontsize=7, loc="lower right")
+    return _save(fig, out_dir, name)
+
+
 def draw_all(rows: list[dict], out_dir: Path) -> list[str]:
     """Every figure the rows support, written into out_dir; returns their file names."""
     out_dir.mkdir(parents=True, exist_ok=True)

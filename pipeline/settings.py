@@ -161,6 +161,7 @@ SETTINGS: tuple[Setting, ...] = (
     _S("SCHEDULER", "", "Dask scheduler address for SWEEP_BACKEND=dask (tcp://host:8786)", group="grid"),
     _S("EXPERIMENT_HOLDOUT", "5000", "training rows experiment-views tunes T and ALPHA on", _integer(1),
        group="grid"),
+    _S("LENGTHS", "15 60 200", "schedule lengths (epochs) of experiment-patient", group="grid"),
     _S("ALPHA_T", "0.8", "PS-KD: weight of the previous epoch's predictions at the last epoch", _number(above=0),
        group="grid"),
     # the demo, export and publishing
@@ -193,6 +194,7 @@ TARGETS: tuple[tuple[str, str], ...] = (
     ("experiment-views", "scratch vs clean-target KD vs replayed views, tuned on held-out rows"),
     ("experiment-pskd", "scratch vs teacher KD vs PS-KD"),
     ("experiment-labels", "scratch on N labels vs distilled on N labels plus soft targets elsewhere"),
+    ("experiment-patient", "scratch vs clean-target KD vs function matching at every schedule length"),
     ("export", "ONNX, TorchScript and int8 files of a finished run"),
     ("report", "tables and figures of every finished run"),
     ("readme-results", "maintainers: rewrite the results block of docs/RESULTS.md from data/runs"),

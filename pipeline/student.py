@@ -218,6 +218,7 @@ def _train_student(cfg: StudentConfig, progress: bool) -> dict:
         "transfer_rows": cache.transfer_rows,
         "seconds_per_epoch": sum(seconds) / len(seconds),
         "resumed_from_epoch": resumed_from,
+        "train_rows": trainer_rows if isinstance(trainer_rows, int) else len(trainer_rows),   # images per epoch
         "train_seconds": train_seconds,
         "cache_seconds": cache_seconds,
         "history": history,

@@ -19,6 +19,7 @@ from stages.experiment import experiment_views
 from stages.export import export
 from stages.inspect import inspect, verify
 from stages.label_experiment import experiment_labels
+from stages.patient import experiment_patient
 from stages.report import report
 from stages.self_distill import self_distill
 from stages.student import student
@@ -35,7 +36,7 @@ def cli():
 
 
 for command in (data, teacher, teacher_logits, ensemble, publish, student, sweep, experiment_views, experiment_labels,
-                self_distill, export, report, inspect, verify):
+                experiment_patient, self_distill, export, report, inspect, verify):
     cli.add_command(command)
 
 

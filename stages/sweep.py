@@ -37,14 +37,17 @@ def sweep(cache, dataset, runs_dir, reports_dir, teacher_record, students, Ts, a
           threads, backend, scheduler, augment, replay, holdout, transfer, checkpoint_every,
           checkpoint_minutes, labels, combine, teacher_tag, tensorboard_dir):
     """Train a grid of students from one cache; finished runs are skipped, failures reported."""
+    alpha_grid = grid_values("ALPHAS", alphas, float)
+    # The shared part of every run; each run's own ALPHA replaces the first one's, which is checked here.
     student = from_options(StudentConfig, cache=cache, dataset=dataset, out_dir=runs_dir,
+                           alpha=alpha_grid[0] if alpha_grid else None,
                            teacher_record=teacher_record, epochs=epochs, augment=augment, replay=replay,
                            holdout=holdout, transfer=transfer, labels=labels, checkpoint_every=checkpoint_every,
                            checkpoint_minutes=checkpoint_minutes, combine=combine, teacher_tag=teacher_tag,
                            tensorboard_dir=tensorboard_dir)
     cfg = SweepConfig(student=student, runs_dir=runs_dir, reports_dir=reports_dir,
                       students=tuple(students.split()), Ts=grid_values("TS", Ts, float),
-                      alphas=grid_values("ALPHAS", alphas, float), seeds=grid_values("SEEDS", seeds, int),
+                      alphas=alpha_grid, seeds=grid_values("SEEDS", seeds, int),
                       jobs=jobs, threads=threads, backend=backend, scheduler=scheduler)
     planned = len(plan_sweep(cfg))
     with tqdm(total=planned, desc="sweep", unit="run", file=sys.stderr) as bar:

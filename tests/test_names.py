@@ -124,7 +124,6 @@ def test_threads_are_shared_out():
     ({"SOURCE": "/nonexistent"}, "SOURCE=/nonexistent does not exist"),
     ({"TS": "1 x"}, "TS: T must be a number, got x"),
     ({"LABELS": "-3"}, "LABELS must be a whole number >= 0, got -3"),
-    ({"LABELS": "0", "ALPHA": "0.5"}, "LABELS=0 leaves no hard labels"),
     ({"LABELS": "600 600"}, "LABELS lists '600' twice"),
     ({"TRANSFER": "/nonexistent.npz"}, "TRANSFER=/nonexistent.npz does not exist"),
     ({"TRANSFER": "tests/conftest.py", "TEACHER": "published"}, "TEACHER=published holds no logits for TRANSFER"),
@@ -139,6 +138,15 @@ def test_a_refused_value_stops_make_before_any_stamp(tmp_path):
         proc = make("student", bad, f"DATA_DIR={tmp_path}")
         assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_no_labels_needs_alpha_1_in_what_the_target_trains():
+    with pytest.raises(UsageError, match="LABELS=0 leaves no hard labels"):
+        names.plan({"LABELS": "0", "ALPHA": "0.5"}, environ={}, goals=["student"])
+    with pytest.raises(UsageError, match="a scratch run, ALPHA=0, has nothing to learn"):
+        names.plan({"LABELS": "0", "ALPHA": "1"}, environ={}, goals=["sweep"])    # ALPHAS: "0 1"
+    names.plan({"LABELS": "0", "ALPHAS": "1"}, environ={}, goals=["sweep"])
+    names.plan({"LABELS": "0", "ALPHA": "1"}, environ={}, goals=["student"])
 
 
 def test_a_list_of_label_counts_is_for_experiment_labels_only():

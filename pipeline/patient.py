@@ -1,0 +1,178 @@
+"""The patient experiment: accuracy against schedule length for scratch, clean-target KD and function matching.
+
+Beyer et al. (2022, "Knowledge distillation: a good teacher is patient and consistent") find
+that a student matching its teacher's function needs two things. It must see exactly the
+view the teacher scored, mixup included, and it must train long: short runs look like
+failures. A cache makes the long runs affordable, because the teacher's forward is paid
+once, not on every batch of every epoch. For every student, seed and length L (epochs,
+one-cycle schedule stretched to L, so every arm and length has the same schedule shape):
+
+    scratch    hard labels, random crop + flip
+    clean      KD from the clean image's cached logits, random crop + flip; T and ALPHA
+               chosen on held-out rows at the shortest length, then kept for every length
+    matching   function matching: KL only (ALPHA = 1) on the cached mixup view bank,
+               every view replayed with the teacher's logits for exactly that blend
+
+The write-up gives test accuracy (mean ± std over seeds) against L with the teacher drawn
+in, the CPU-hours each arm cost, and an estimate of what online distillation would have
+cost. That estimate is the same student work plus one teacher forward per image seen, at
+the per-image teacher time recorded by the cache's own teacher pass. Runs go through
+:func:`pipeline.sweep.run_planned` and resume after a kill: finished runs are kept, and a
+run killed part-way continues from its last saved epoch (``pipeline.resume``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import statistics
+from collections import defaultdict
+from pathlib import Path
+
+from pipeline.cache import LogitCache
+from pipeline.cache_format import VIEW_SPLIT
+from pipeline.config import PatientExperimentConfig, StudentConfig
+from pipeline.errors import UsageError
+from pipeline.experiment import run_all, teacher_line
+from pipeline.files import atomic_path, write_json
+from pipeline.names import threads_per_run
+
+__all__ = ["run_patient_experiment", "patient_report", "plan_tuning", "plan_runs", "ARMS"]
+
+REPORT = "patient-experiment"
+ARMS = ("scratch", "clean", "matching")
+
+
+def patient_report(reports_dir: Path, suffix: str = ".md") -> Path:
+    return Path(reports_dir) / f"{REPORT}{suffix}"
+
+
+def _run(cfg: PatientExperimentConfig, student: str, seed: int, epochs: int, arm: str, *, T: float = 1.0,
+         alpha: float = 0.0, views: int = 0, tuning: bool = False) -> StudentConfig:
+    replay = views if arm == "matching" else 0
+    run = dataclasses.replace(cfg.student, student=student, seed=seed, epochs=epochs, T=float(T),
+                              alpha=1.0 if arm == "matching" else float(alpha), replay=replay,
+                              augment=not replay, holdout=cfg.holdout if tuning else 0,
+                              threads=threads_per_run(cfg.threads, cfg.jobs))
+    return dataclasses.replace(run, out_dir=(cfg.tuning_dir if tuning else cfg.runs_dir) / run.run_name)
+
+
+def plan_tuning(cfg: PatientExperimentConfig) -> list[StudentConfig]:
+    """The clean arm's T x ALPHA grid on held-out rows, at the shortest length."""
+    shortest = min(cfg.lengths)
+    return [_run(cfg, student, seed, shortest, "clean", T=T, alpha=a, tuning=True)
+            for student in cfg.students for seed in cfg.tune_seeds for T in cfg.Ts for a in cfg.alphas]
+
+
+def _choose(tuning: list[dict]) -> dict[str, dict]:
+    scores: dict[tuple, list[float]] = defaultdict(list)
+    for m in tuning:
+        scores[(m["student"], m["T"], m["alpha"])].append(m["val_acc"])
+    best: dict[str, dict] = {}
+    for (student, T, alpha), values in scores.items():
+        val = statistics.fmean(values)
+        if student not in best or val > best[student]["val_acc"]:
+            best[student] = {"T": T, "alpha": alpha, "val_acc": val}
+    return best
+
+
+def plan_runs(cfg: PatientExperimentConfig, choice: dict[str, dict], views: int) -> list[StudentConfig]:
+    """Every final run, shortest lengths first, so a stopped experiment has whole short curves."""
+    return [_run(cfg, student, seed, length, arm, T=cfg.matching_T if arm == "matching" else choice[student]["T"],
+                 alpha=0.0 if arm == "scratch" else choice[student]["alpha"], views=views)
+            for length in sorted(cfg.lengths) for student in cfg.students for seed in cfg.seeds for arm in ARMS]
+
+
+def _arm(m: dict) -> str:
+    return "scratch" if m["alpha"] == 0 else "matching" if m.get("replay") else "clean"
+
+
+def _teacher_seconds_per_image(cache: LogitCache) -> float | None:
+    """The recorded teacher pass's seconds per image scored (every row is one forward of one image)."""
+    seconds = cache.attrs.get("pass_seconds")
+    if seconds is None and cache.attrs.get("published_record"):      # a published cache keeps it in its record
+        seconds = json.loads(cache.attrs["published_record"]).get("pass_seconds")
+    rows = cache.rows("train") + cache.rows("test") + (cache.rows(VIEW_SPLIT) if cache.views else 0)
+    return None if seconds is None or not rows else seconds / rows
+
+
+def _summary(final: list[dict], per_image: float | None) -> list[dict]:
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for m in final:
+        groups[(m["student"], _arm(m), m["epochs"])].append(m)
+    rows = []
+    for (student, arm, epochs), members in groups.items():
+        accs = [100 * m["test_acc"] for m in members]
+        cpu_hours = sum(m["train_seconds"] * m["threads"] for m in members) / 3600
+        images = sum(m["epochs"] * m["train_rows"] for m in members)
+        rows.append({
+            "student": student, "arm": arm, "epochs": epochs, "params": members[0]["params"],
+            "T": members[0]["T"], "alpha": members[0]["alpha"], "seeds": sorted(m["seed"] for m in members),
+            "test_acc": statistics.fmean(accs), "test_acc_std": statistics.stdev(accs) if len(accs) > 1 else 0.0,
+            "cpu_hours": cpu_hours,
+            "online_cpu_hours": (None if per_image is None or arm == "scratch"
+                                 else cpu_hours + images * per_image / 3600),
+        })
+    scratch = {(r["student"], r["epochs"]): r["test_acc"] for r in rows if r["arm"] == "scratch"}
+    for r in rows:
+        base = scratch.get((r["student"], r["epochs"]))
+        r["vs_scratch"] = None if base is None or r["arm"] == "scratch" else r["test_acc"] - base
+    return sorted(rows, key=lambda r: (r["params"], r["student"], r["epochs"], ARMS.index(r["arm"])))
+
+
+def _render(cfg: PatientExperimentConfig, cache: LogitCache, choice: dict, rows: list[dict], views: int,
+            per_image: float | None, figure: str | None) -> str:
+    chosen = "; ".join(f"{s}: T={c['T']:g}, ALPHA={c['alpha']:g} (held-out {100 * c['val_acc']:.2f}%)"
+                       for s, c in choice.items())
+    lines = [
+        "## Patient distillation: accuracy against schedule length", "",
+        f"{teacher_line(cache)} Every arm: batch {cfg.student.batch_size}, AdamW + one-cycle (lr "
+        f"{cfg.student.lr:g}) stretched to the run's length. scratch and clean: random crop ±2 + flip; matching: "
+        f"KL only at T={cfg.matching_T:g} on the {views} cached mixup views per image (Beta {cache.mixup:g}). "
+        f"Clean-target T and ALPHA chosen on {cfg.holdout:,} held-out training rows at {min(cfg.lengths)} epochs "
+        f"({chosen}). Test accuracy over seeds {' '.join(map(str, cfg.seeds))}.", "",
+        "| student | epochs | arm | T | ALPHA | test acc % (mean ± std) | Δ vs scratch (pp) | CPU-hours "
+        "| online KD CPU-hours (est.) |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        recipe = "— | 0" if r["arm"] == "scratch" else f"{r['T']:g} | {r['alpha']:g}"
+        delta = "—" if r["vs_scratch"] is None else f"{r['vs_scratch']:+.2f}"
+        online = "—" if r["online_cpu_hours"] is None else f"{r['online_cpu_hours']:.3f}"
+        lines.append(f"| {r['student']} | {r['epochs']} | {r['arm']} | {recipe} | {r['test_acc']:.2f} ± "
+                     f"{r['test_acc_std']:.2f} | {delta} | {r['cpu_hours']:.3f} | {online} |")
+    where = "the published cache's teacher pass" if cache.attrs.get("published") else "this cache's teacher pass"
+    lines += ["", "CPU-hours: training seconds × torch threads, summed over seeds. Online KD: the same plus one "
+              "teacher forward per training image seen, at " + (f"{per_image * 1e3:.3f} ms per image ({where})"
+                                                                  if per_image else "an unrecorded pass time")
+              + "; the cache paid that forward once per image and view instead."]
+    if figure:
+        lines += ["", f"![accuracy against epochs]({figure})"]
+    return "\n".join(lines) + "\n"
+
+
+def run_patient_experiment(cfg: PatientExperimentConfig, on_result=None) -> dict:
+    """Tune the clean arm, train every arm at every length and seed, write patient-experiment.{md,json,png}."""
+    from pipeline.plots import accuracy_vs_epochs
+
+    cache = LogitCache(cfg.student.cache, combine=cfg.student.combine)
+    if not cache.views or not cache.mixup:
+        raise UsageError(f"cache {cfg.student.cache} holds no mixup view bank, which function matching replays; "
+                         f"build one with VIEWS=8 MIXUP=1", fix="experiment-patient",
+                         fix_settings={"VIEWS": 8, "MIXUP": 1})
+    views = cfg.replay or cache.views
+    cache.view_params(views)                       # more views than cached: one line, before any run
+    tuning = run_all(plan_tuning(cfg), cfg.reports_dir / "patient-tuning", cfg.jobs, cache, on_result)
+    choice = _choose(tuning)
+    final = run_all(plan_runs(cfg, choice, views), cfg.reports_dir / "patient-final", cfg.jobs, cache, on_result)
+    per_image = _teacher_seconds_per_image(cache)
+    rows = _summary(final, per_image)
+    figure = accuracy_vs_epochs(rows, 100 * cache.teacher_accuracy("test"), cfg.reports_dir, f"{REPORT}.png")
+    with atomic_path(patient_report(cfg.reports_dir)) as tmp:
+        tmp.write_text(_render(cfg, cache, choice, rows, views, per_image, figure))
+    record = {"lengths": list(cfg.lengths), "views": views, "holdout": cfg.holdout, "cache": str(cache.path),
+              "cache_fingerprint": cache.fingerprint, "teacher_test_acc": cache.teacher_accuracy("test"),
+              "teacher_seconds_per_image": per_image,
+              "chosen": [{"student": s, **c} for s, c in choice.items()], "arms": rows}
+    write_json(patient_report(cfg.reports_dir, ".json"), record)
+    return record

@@ -1,0 +1,43 @@
+"""experiment-patient: every arm at every length, the figure and the costs, and a cache without a mixup bank."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipeline.config import LogitsConfig, PatientExperimentConfig, StudentConfig
+from pipeline.errors import UsageError
+from pipeline.logits import write_teacher_logits
+from pipeline.patient import ARMS, plan_runs, run_patient_experiment
+
+
+def _config(tmp_path, prepared, cache, **kw) -> PatientExperimentConfig:
+    student = StudentConfig(cache=cache, dataset=prepared, out_dir=tmp_path / "runs", batch_size=16)
+    return PatientExperimentConfig(student=student, runs_dir=tmp_path / "runs", tuning_dir=tmp_path / "tuning",
+                                   reports_dir=tmp_path / "reports", students=("mlp",), seeds=(0, 1),
+                                   Ts=(1.0, 4.0), alphas=(0.5,), holdout=24, **kw)
+
+
+def test_every_arm_at_every_length_with_costs_and_a_figure(tmp_path, prepared, teacher_dir):
+    bank = tmp_path / "bank.h5"
+    write_teacher_logits(LogitsConfig(teacher=teacher_dir / "teacher.pt", dataset=prepared, out=bank, device="cpu",
+                                      views=2, mixup=1.0), progress=False)
+    cfg = _config(tmp_path, prepared, bank, lengths=(1, 3))
+    record = run_patient_experiment(cfg)
+    assert {(r["arm"], r["epochs"]) for r in record["arms"]} == {(a, e) for a in ARMS for e in (1, 3)}
+    matching = [r for r in record["arms"] if r["arm"] == "matching"]
+    assert all(r["alpha"] == 1.0 and r["T"] == 1.0 and r["seeds"] == [0, 1] for r in matching)
+    assert all(r["cpu_hours"] > 0 for r in record["arms"])
+    # online KD pays one teacher forward per image seen on top of the same student work
+    assert all(r["online_cpu_hours"] > r["cpu_hours"] for r in record["arms"] if r["arm"] != "scratch")
+    text = (tmp_path / "reports" / "patient-experiment.md").read_text()
+    assert "| mlp | 3 | matching |" in text and (tmp_path / "reports" / "patient-experiment.png").stat().st_size
+    names = [c.out_dir.name.removesuffix("-on-tiny") for c in plan_runs(cfg, {"mlp": {"T": 4.0, "alpha": 0.5}}, 2)]
+    assert {"mlp-T1-a1-r2-s0-e3", "mlp-T4-a0.5-aug-s1-e1", "mlp-scratch-aug-s0-e3"} <= set(names)
+    assert names.index("mlp-scratch-aug-s0-e1") < names.index("mlp-scratch-aug-s0-e3")   # short curves first
+
+
+def test_function_matching_needs_a_mixup_bank(tmp_path, prepared, cache_file):
+    with pytest.raises(UsageError, match="no mixup view bank"):
+        run_patient_experiment(_config(tmp_path, prepared, cache_file, lengths=(1,)))
+    with pytest.raises(UsageError, match="LENGTHS lists"):
+        _config(tmp_path, prepared, cache_file, lengths=(2, 2))
