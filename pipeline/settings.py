@@ -301,7 +301,7 @@ def help_text() -> str:
     """`make help`: every target and every setting with its default and meaning, from the tables above."""
     width = max(len(s.name) for s in SETTINGS) + 2
     lines = ["usage: make <target> [VARIABLE=value ...]", "", "targets:"]
-    lines += [f"  {name:<18}{meaning}" for name, meaning in TARGETS]
+    lines += [f"  {name:<20}{meaning}" for name, meaning in TARGETS]
     for group, title in _GROUPS.items():
         lines += ["", f"settings: {title} (default in brackets)"]
         lines += [f"  {s.name:<{width}}{s.help} [{s.default or 'unset'}]" for s in SETTINGS if s.group == group]
