@@ -214,8 +214,8 @@ def _train_student(cfg: StudentConfig, progress: bool) -> dict:
         "inputs": cfg.inputs,
         "replay": cfg.replay,
         **_labels_record(cfg, labelled, y, data.num_classes),
-        "transfer": cache.attrs.get("transfer") if cache.transfer_rows else None,
-        "transfer_rows": cache.transfer_rows,
+        "transfer": cache.attrs.get("transfer") if cache.transfer_rows and cfg.alpha > 0 else None,
+        "transfer_rows": cache.transfer_rows if cfg.alpha > 0 else 0,    # scratch never sees them
         "seconds_per_epoch": sum(seconds) / len(seconds),
         "resumed_from_epoch": resumed_from,
         "train_rows": trainer_rows if isinstance(trainer_rows, int) else len(trainer_rows),   # images per epoch

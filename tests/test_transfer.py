@@ -65,8 +65,9 @@ def test_a_distilled_student_learns_from_the_transfer_rows_and_scratch_never_see
                                        labels=0, **kw), progress=False)
     assert zero["labels"] == 0 and 0 < zero["test_acc"] <= 1
     # scratch trains on the labelled rows only, so the transfer set cannot change it
-    train_student(StudentConfig(cache=pool_cache, transfer=pool, out_dir=tmp_path / "s1", alpha=0, **kw),
-                  progress=False)
+    scratch = train_student(StudentConfig(cache=pool_cache, transfer=pool, out_dir=tmp_path / "s1", alpha=0, **kw),
+                            progress=False)
+    assert scratch["transfer_rows"] == 0 and scratch["transfer"] is None
     train_student(StudentConfig(cache=cache_file, out_dir=tmp_path / "s2", alpha=0, **kw), progress=False)
     a, b = (torch.load(tmp_path / d / MODEL_FILE, weights_only=True)["state_dict"] for d in ("s1", "s2"))
     assert all(torch.equal(a[k], b[k]) for k in a)
