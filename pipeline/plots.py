@@ -202,63 +202,57 @@ def learning_curves(rows: list[dict], out_dir: Path) -> str | None:
     return _save(fig, out_dir, "learning_curves.png")
 
 
-def accuracy_vs_labels(rows: list[dict], teacher_acc: float, out_dir: Path, name: str) -> str | None:
-    """The few-labels experiment (``pipeline.label_experiment`` rows): test accuracy against the hard labels
-    used, scratch (same epochs, and tuned epochs) and distilled, with full-label scratch and the teacher drawn in."""
+_ARM_STYLES = (("o--", "tab:gray"), ("s:", "tab:blue"), ("^-", "tab:red"))   # baseline, its variant, the method
+
+
+def _arm_curves(rows: list[dict], arms: dict[str, str], x: str, xlabel: str, teacher_acc: float, out_dir: Path,
+                name: str, extra_lines=None) -> str | None:
+    """One panel per student: test accuracy (mean ± std) against ``x`` (log axis) for each of ``arms``
+    (arm -> legend label), the teacher's accuracy drawn in, and ``extra_lines(ax, student rows)`` for more."""
     students = _students(rows)
     if not students:
         return None
     fig, axes = plt.subplots(1, len(students), figsize=(4.6 * len(students), 3.6), squeeze=False)
-    styles = {"scratch": ("o--", "tab:gray"), "scratch, tuned epochs": ("s:", "tab:blue"),
-              "distilled": ("^-", "tab:red")}
     for ax, student in zip(axes[0], students):
         mine = [r for r in rows if r["student"] == student]
-        full = next((r for r in mine if r["arm"] == "scratch" and r["labels"] == max(m["labels"] for m in mine)),
-                    None)
-        for arm, (marker, color) in styles.items():
-            arm_rows = sorted((r for r in mine if r["arm"] == arm and r["labels"] > 0), key=lambda r: r["labels"])
-            if arm_rows:
-                ax.errorbar([r["labels"] for r in arm_rows], [r["test_acc"] for r in arm_rows],
-                            yerr=[r["test_acc_std"] for r in arm_rows], fmt=marker, color=color, capsize=3,
-                            label=arm)
-        no_labels = next((r for r in mine if r["labels"] == 0), None)
-        if no_labels:
-            ax.axhline(no_labels["test_acc"], color="tab:red", lw=0.8, ls="-.", label="soft targets only (0 labels)")
-        if full:
-            ax.axhline(full["test_acc"], color="black", lw=0.8, ls="--", label="scratch, all labels")
+        for (arm, label), (marker, color) in zip(arms.items(), _ARM_STYLES):
+            curve = sorted((r for r in mine if r["arm"] == arm and r[x] > 0), key=lambda r: r[x])
+            if curve:
+                ax.errorbar([r[x] for r in curve], [r["test_acc"] for r in curve],
+                            yerr=[r["test_acc_std"] for r in curve], fmt=marker, color=color, capsize=3, label=label)
+        if extra_lines is not None:
+            extra_lines(ax, mine)
         ax.axhline(teacher_acc, color="tab:green", lw=0.8, label="teacher")
         ax.set_xscale("log")
-        ax.set_xlabel("hard labels used")
+        ax.set_xlabel(xlabel)
         ax.set_ylabel("test accuracy %")
         ax.set_title(student)
         ax.legend(fontsize=7, loc="lower right")
     return _save(fig, out_dir, name)
+
+
+def accuracy_vs_labels(rows: list[dict], teacher_acc: float, out_dir: Path, name: str) -> str | None:
+    """The few-labels experiment (``pipeline.label_experiment`` rows): test accuracy against the hard labels
+    used, scratch (same epochs, and tuned epochs) and distilled, with full-label scratch and the teacher drawn in."""
+    def lines(ax, mine):
+        no_labels = next((r for r in mine if r["labels"] == 0), None)
+        full = next((r for r in mine if r["arm"] == "scratch" and r["labels"] == max(m["labels"] for m in mine)),
+                    None)
+        if no_labels:
+            ax.axhline(no_labels["test_acc"], color="tab:red", lw=0.8, ls="-.", label="soft targets only (0 labels)")
+        if full:
+            ax.axhline(full["test_acc"], color="black", lw=0.8, ls="--", label="scratch, all labels")
+
+    arms = {"scratch": "scratch", "scratch, tuned epochs": "scratch, tuned epochs", "distilled": "distilled"}
+    return _arm_curves(rows, arms, "labels", "hard labels used", teacher_acc, out_dir, name, lines)
 
 
 def accuracy_vs_epochs(rows: list[dict], teacher_acc: float, out_dir: Path, name: str) -> str | None:
     """The patient experiment (``pipeline.patient`` rows): test accuracy against schedule length per arm,
     with the teacher drawn in."""
-    students = _students(rows)
-    if not students:
-        return None
-    fig, axes = plt.subplots(1, len(students), figsize=(4.6 * len(students), 3.6), squeeze=False)
-    styles = {"scratch": ("o--", "tab:gray"), "clean": ("s:", "tab:blue"), "matching": ("^-", "tab:red")}
-    labels = {"scratch": "scratch", "clean": "clean-target KD", "matching": "function matching (mixup bank)"}
-    for ax, student in zip(axes[0], students):
-        for arm, (marker, color) in styles.items():
-            arm_rows = sorted((r for r in rows if r["student"] == student and r["arm"] == arm),
-                              key=lambda r: r["epochs"])
-            if arm_rows:
-                ax.errorbar([r["epochs"] for r in arm_rows], [r["test_acc"] for r in arm_rows],
-                            yerr=[r["test_acc_std"] for r in arm_rows], fmt=marker, color=color, capsize=3,
-                            label=labels[arm])
-        ax.axhline(teacher_acc, color="tab:green", lw=0.8, label="teacher")
-        ax.set_xscale("log")
-        ax.set_xlabel("epochs (one-cycle schedule stretched to the run)")
-        ax.set_ylabel("test accuracy %")
-        ax.set_title(student)
-        ax.legend(fontsize=7, loc="lower right")
-    return _save(fig, out_dir, name)
+    arms = {"scratch": "scratch", "clean": "clean-target KD", "matching": "function matching (mixup bank)"}
+    return _arm_curves(rows, arms, "epochs", "epochs (one-cycle schedule stretched to the run)", teacher_acc,
+                       out_dir, name)
 
 
 def draw_all(rows: list[dict], out_dir: Path) -> list[str]:

@@ -1,7 +1,6 @@
 """Stage `experiment-views`: scratch vs clean-target KD vs replayed-view KD, tuned on held-out rows."""
 
 import sys
-from pathlib import Path
 
 import click
 from tqdm.auto import tqdm
@@ -9,18 +8,11 @@ from tqdm.auto import tqdm
 from pipeline.config import StudentConfig, ViewsExperimentConfig, from_options
 from pipeline.experiment import experiment_report, run_count, run_views_experiment
 from pipeline.settings import DEFAULTS
-from stages.options import advance, grid_values, log_option, teacher_options
+from stages.options import advance, experiment_options, grid_values, log_option, teacher_options
 
 
 @click.command("experiment-views")
-@click.option("--cache", type=click.Path(path_type=Path), required=True, help="Cache with views (VIEWS=K).")
-@click.option("--dataset", type=click.Path(path_type=Path), required=True, help="Prepared dataset (.npz).")
-@click.option("--runs-dir", type=click.Path(path_type=Path), required=True, help="Where the final runs go.")
-@click.option("--tuning-dir", type=click.Path(path_type=Path), required=True,
-              help="Where the held-out tuning runs go (kept out of the report).")
-@click.option("--reports-dir", type=click.Path(path_type=Path), required=True,
-              help="Where views-experiment[-from<teacher tag>].md/.json go.")
-@click.option("--teacher-record", type=click.Path(path_type=Path), help="teacher.json the cache must come from.")
+@experiment_options("Cache with views (VIEWS=K).", "views-experiment[-from<teacher tag>].md/.json")
 @click.option("--students", help="Space-separated student names (default: STUDENT's default).")
 @click.option("--Ts", "Ts", help="Temperatures to choose from (default 1 2 4).")
 @click.option("--alphas", help="ALPHA values to choose from, > 0 (default 0.5 0.9).")

@@ -9,7 +9,7 @@ from tqdm.auto import tqdm
 from pipeline.config import LabelsExperimentConfig, StudentConfig, from_options
 from pipeline.label_experiment import labels_report, run_labels_experiment
 from pipeline.settings import DEFAULTS, LABEL_GRID, check
-from stages.options import advance, grid_values, log_option, teacher_options
+from stages.options import advance, experiment_options, grid_values, log_option, teacher_options
 
 
 def _label_counts(text: str | None) -> tuple | None:
@@ -20,14 +20,7 @@ def _label_counts(text: str | None) -> tuple | None:
 
 
 @click.command("experiment-labels")
-@click.option("--cache", type=click.Path(path_type=Path), required=True, help="Teacher-logit cache (.h5).")
-@click.option("--dataset", type=click.Path(path_type=Path), required=True, help="Prepared dataset (.npz).")
-@click.option("--runs-dir", type=click.Path(path_type=Path), required=True, help="Where the final runs go.")
-@click.option("--tuning-dir", type=click.Path(path_type=Path), required=True,
-              help="Where the held-out tuning runs go (kept out of the report).")
-@click.option("--reports-dir", type=click.Path(path_type=Path), required=True,
-              help="Where labels-experiment.md/.json/.png go.")
-@click.option("--teacher-record", type=click.Path(path_type=Path), help="teacher.json the cache must come from.")
+@experiment_options("Teacher-logit cache (.h5).", "labels-experiment.md/.json/.png")
 @click.option("--transfer", type=click.Path(path_type=Path),
               help="TRANSFER: the cache's transfer set of unlabelled images, which distilled runs learn from too.")
 @click.option("--students", help="Space-separated student names (default: STUDENT's default).")

@@ -7,7 +7,7 @@ import click
 from pipeline.errors import UsageError
 from pipeline.settings import check
 
-__all__ = ["input_options", "teacher_options", "grid_values", "log_option", "advance"]
+__all__ = ["input_options", "teacher_options", "experiment_options", "grid_values", "log_option", "advance"]
 
 
 def grid_values(name: str, text: str, kind) -> tuple:
@@ -49,6 +49,25 @@ def _labels(ctx, param, value):
         return None
     parsed = check("LABELS", value)
     return None if parsed == "all" else parsed
+
+
+def experiment_options(cache_help: str, report: str):
+    """Where an experiment reads and writes: shared by every experiment-* command."""
+    def decorate(command):
+        for option in reversed([
+            click.option("--cache", type=click.Path(path_type=Path), required=True, help=cache_help),
+            click.option("--dataset", type=click.Path(path_type=Path), required=True, help="Prepared dataset (.npz)."),
+            click.option("--runs-dir", type=click.Path(path_type=Path), required=True, help="Where the final runs go."),
+            click.option("--tuning-dir", type=click.Path(path_type=Path), required=True,
+                         help="Where the held-out tuning runs go (kept out of the report)."),
+            click.option("--reports-dir", type=click.Path(path_type=Path), required=True,
+                         help=f"Where {report} go."),
+            click.option("--teacher-record", type=click.Path(path_type=Path),
+                         help="teacher.json the cache must come from."),
+        ]):
+            command = option(command)
+        return command
+    return decorate
 
 
 def teacher_options(command):

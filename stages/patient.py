@@ -1,7 +1,6 @@
 """Stage `experiment-patient`: scratch vs clean-target KD vs function matching at every schedule length."""
 
 import sys
-from pathlib import Path
 
 import click
 from tqdm.auto import tqdm
@@ -9,18 +8,11 @@ from tqdm.auto import tqdm
 from pipeline.config import PatientExperimentConfig, StudentConfig, from_options
 from pipeline.patient import patient_report, run_patient_experiment
 from pipeline.settings import DEFAULTS
-from stages.options import advance, grid_values, log_option, teacher_options
+from stages.options import advance, experiment_options, grid_values, log_option, teacher_options
 
 
 @click.command("experiment-patient")
-@click.option("--cache", type=click.Path(path_type=Path), required=True, help="Cache with a mixup view bank.")
-@click.option("--dataset", type=click.Path(path_type=Path), required=True, help="Prepared dataset (.npz).")
-@click.option("--runs-dir", type=click.Path(path_type=Path), required=True, help="Where the final runs go.")
-@click.option("--tuning-dir", type=click.Path(path_type=Path), required=True,
-              help="Where the held-out tuning runs go (kept out of the report).")
-@click.option("--reports-dir", type=click.Path(path_type=Path), required=True,
-              help="Where patient-experiment.md/.json/.png go.")
-@click.option("--teacher-record", type=click.Path(path_type=Path), help="teacher.json the cache must come from.")
+@experiment_options("Cache with a mixup view bank.", "patient-experiment.md/.json/.png")
 @click.option("--students", help="Space-separated student names (default: STUDENT's default).")
 @click.option("--lengths", help=f"Schedule lengths in epochs (default {DEFAULTS['LENGTHS']}).")
 @click.option("--Ts", "Ts", help="Temperatures the clean-target arm chooses from (default 1 4).")
