@@ -1,11 +1,10 @@
 # softcache: the stage graph.   data ──> teacher ──> teacher-logits ──> student ──> export ──> report
 #
-# This file holds no names and no policy. pipeline/names.py (standard library only, so it
-# runs before .venv exists) checks the variables given on the command line (a bad one stops
-# make here in one line, before any file is touched), resolves every default, and hands back
-# every setting, file and run name, and the parameter stamps (DATA_DIR/params/*.txt) whose
-# content no longer matches, so `make student T=8` re-runs only the student, a new
-# TEACHER_EPOCHS retrains teacher and cache, and `make -n` changes nothing. `make help` lists all.
+# This file holds no names and no policy. pipeline/names.py (standard library only, so it runs
+# before .venv exists) checks the variables given (a bad one stops make in one line, before any file
+# is touched), resolves every default, and hands back every setting, file and run name, and the
+# parameter stamps (DATA_DIR/params/*.txt) whose content changed: `make student T=8` re-runs only the
+# student, a new TEACHER_EPOCHS retrains teacher and cache, `make -n` changes nothing. `make help`.
 
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
@@ -32,7 +31,6 @@ FORCE:
 help:
 	@$(PYTHON) -m pipeline.names help
 
-# --- the environment, then the stages ------------------------------------------------------
 venv: $(INSTALLED)
 $(INSTALLED): pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -107,31 +105,16 @@ experiment-pskd: $(CACHE) $(DATA_FILE) | $(INSTALLED)
 	@$(MAKE) --no-print-directory -j$(JOBS) --output-sync=target pskd-grid
 	$(REPORT)
 
-# T and ALPHA of the two KD arms chosen on EXPERIMENT_HOLDOUT held-out rows, then scratch,
-# clean-target KD and replayed-view KD for STUDENTS x SEEDS (tuning runs in DATA_DIR/tuning).
-experiment-views: $(CACHE) $(DATA_FILE) | $(INSTALLED)
-	$(SC) experiment-views --cache $(CACHE) --dataset $(DATA_FILE) $(TEACHER_RECORD) --runs-dir $(RUNS) \
-		--tuning-dir $(DATA_DIR)/tuning --reports-dir $(DATA_DIR)/reports --students "$(STUDENTS)" --Ts "$(TS)" \
-		--alphas "$(ALPHAS)" --seeds "$(SEEDS)" --holdout $(EXPERIMENT_HOLDOUT) --replay $(REPLAY) \
-		--epochs $(EPOCHS) --jobs $(JOBS) --threads $(THREADS) $(TEACHER_ARGS) $(LOG_ARGS)
-	$(REPORT)
-
-# Scratch on N labels vs distilled on N labels plus soft targets on every other row, for each N in
-# LABELS (a list here), STUDENTS x SEEDS; T, ALPHA and scratch's epochs chosen on held-out rows.
-experiment-labels: $(CACHE) $(DATA_FILE) | $(INSTALLED)
-	$(SC) experiment-labels --cache $(CACHE) --dataset $(DATA_FILE) $(TEACHER_RECORD) --runs-dir $(RUNS) \
-		--tuning-dir $(DATA_DIR)/tuning --reports-dir $(DATA_DIR)/reports --students "$(STUDENTS)" --Ts "$(TS)" \
-		--alphas "$(ALPHAS)" --labels "$(LABEL_GRID)" --seeds "$(SEEDS)" --holdout $(EXPERIMENT_HOLDOUT) \
-		--epochs $(EPOCHS) --jobs $(JOBS) --threads $(THREADS) $(TEACHER_ARGS) $(TRANSFER_ARGS) $(LOG_ARGS)
-	$(REPORT)
-
-# Scratch vs clean-target KD (T, ALPHA chosen on held-out rows) vs function matching on the cache's
-# mixup view bank, for STUDENTS x SEEDS at every length in LENGTHS; killed, the same command resumes.
-experiment-patient: $(CACHE) $(DATA_FILE) | $(INSTALLED)
-	$(SC) experiment-patient --cache $(CACHE) --dataset $(DATA_FILE) $(TEACHER_RECORD) --runs-dir $(RUNS) \
-		--tuning-dir $(DATA_DIR)/tuning --reports-dir $(DATA_DIR)/reports --students "$(STUDENTS)" --Ts "$(TS)" \
-		--alphas "$(ALPHAS)" --lengths "$(LENGTHS)" --seeds "$(SEEDS)" --holdout $(EXPERIMENT_HOLDOUT) \
-		--replay $(REPLAY) --jobs $(JOBS) --threads $(THREADS) $(TEACHER_ARGS) $(LOG_ARGS)
+# Experiments (`make help` says what each compares): choices made on EXPERIMENT_HOLDOUT held-out rows
+# (runs in DATA_DIR/tuning), then STUDENTS x SEEDS; killed, the same command resumes mid-run.
+experiment-views: EXPERIMENT_ARGS = --replay $(REPLAY) --epochs $(EPOCHS)
+experiment-labels: EXPERIMENT_ARGS = --labels "$(LABEL_GRID)" --epochs $(EPOCHS) $(TRANSFER_ARGS)
+experiment-patient: EXPERIMENT_ARGS = --lengths "$(LENGTHS)" --replay $(REPLAY)
+experiment-views experiment-labels experiment-patient: $(CACHE) $(DATA_FILE) | $(INSTALLED)
+	$(SC) $@ --cache $(CACHE) --dataset $(DATA_FILE) $(TEACHER_RECORD) --runs-dir $(RUNS) --tuning-dir \
+		$(DATA_DIR)/tuning --reports-dir $(DATA_DIR)/reports --students "$(STUDENTS)" --Ts "$(TS)" --alphas \
+		"$(ALPHAS)" --seeds "$(SEEDS)" --holdout $(EXPERIMENT_HOLDOUT) --jobs $(JOBS) --threads $(THREADS) \
+		$(EXPERIMENT_ARGS) $(TEACHER_ARGS) $(LOG_ARGS)
 	$(REPORT)
 
 # Edge export of a finished run (RUN=<name under DATA_DIR/runs>); a format that misses its
@@ -153,9 +136,8 @@ report: | $(INSTALLED)
 readme-results: | $(INSTALLED)
 	$(SC) report --runs data/runs --out data/reports/report.md --readme docs/RESULTS.md
 
-# Scratch and distilled runs of every DEMO_STUDENTS entry from the one cache, JOBS at a
-# time, each exported, then the table. DEMO_SETTINGS picks the published teacher where it
-# applies (pipeline/names.py says when); `make demo TEACHER=auto` always trains here.
+# Scratch and distilled runs of every DEMO_STUDENTS entry, JOBS at a time, each exported, then the table.
+# DEMO_SETTINGS picks the published teacher where it applies; `make demo TEACHER=auto` trains here.
 demo: | $(INSTALLED)
 	@$(MAKE) --no-print-directory -j$(JOBS) --output-sync=target demo-runs $(DEMO_SETTINGS)
 demo-runs: $(DEMO_EXPORTS)

@@ -4,6 +4,10 @@ Timing does not depend on how good the teacher is, so no benchmark waits for one
 
 from __future__ import annotations
 
+import random
+import signal
+import subprocess
+import time
 from pathlib import Path
 
 import numpy as np
@@ -49,3 +53,15 @@ def throwaway_cache(data: Dataset, workdir: Path, views: int = 1, mixup: float =
     write_teacher_logits(LogitsConfig(teacher=ckpt, dataset=prepared, out=cache, device="cpu", views=views,
                                       mixup=mixup))
     return prepared, cache
+
+
+def kill_and_rerun(command: list[str], seconds: float, pick: random.Random) -> bool:
+    """Start ``command``, kill -9 it at a uniform random moment in [0.2, ``seconds``] s, then run it again to
+    completion; True when it was still running at the kill (False: it had finished, the rerun redoes it)."""
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(pick.uniform(0.2, seconds))
+    running = proc.poll() is None
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    subprocess.run(command, check=True, capture_output=True)
+    return running

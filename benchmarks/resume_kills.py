@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import datetime as dt
 import random
-import signal
 import subprocess
 import sys
 import tempfile
@@ -22,6 +21,7 @@ from pathlib import Path
 import click
 import numpy as np
 
+from fixtures import kill_and_rerun
 from pipeline.cache_format import read_arrays
 from pipeline.config import TeacherConfig
 from pipeline.datasets import Dataset, FASHION_MNIST_CLASSES, save_prepared
@@ -59,13 +59,7 @@ def main(trials: int, rows: int) -> None:
         matched, killed_mid = 0, 0
         for trial in range(trials):
             target = tmp / f"trial{trial}.h5"
-            proc = subprocess.Popen([*cmd, "--out", str(target)], stdout=subprocess.DEVNULL,
-                                    stderr=subprocess.DEVNULL)
-            time.sleep(pick.uniform(0.2, clean_seconds))
-            killed_mid += proc.poll() is None
-            proc.send_signal(signal.SIGKILL)
-            proc.wait()
-            subprocess.run([*cmd, "--out", str(target)], check=True, capture_output=True)
+            killed_mid += kill_and_rerun([*cmd, "--out", str(target)], clean_seconds, pick)
             matched += _same(_read(target), reference)
             target.unlink()
     lines = [

@@ -16,7 +16,6 @@ from __future__ import annotations
 import datetime as dt
 import platform
 import random
-import signal
 import subprocess
 import sys
 import tempfile
@@ -26,7 +25,7 @@ from pathlib import Path
 import click
 import torch
 
-from fixtures import dataset, throwaway_cache
+from fixtures import dataset, kill_and_rerun, throwaway_cache
 from pipeline.config import StudentConfig
 from pipeline.resume import TrainingState
 from pipeline.runs import MODEL_FILE
@@ -77,13 +76,7 @@ def main(trials: int, rows: int) -> None:
         matched = killed_mid = 0
         for trial in range(trials):
             out = work / f"trial{trial}"
-            proc = subprocess.Popen([*cmd, "--out-dir", str(out)], stdout=subprocess.DEVNULL,
-                                    stderr=subprocess.DEVNULL)
-            time.sleep(pick.uniform(0.2, clean_seconds))
-            killed_mid += proc.poll() is None
-            proc.send_signal(signal.SIGKILL)
-            proc.wait()
-            subprocess.run([*cmd, "--out-dir", str(out)], check=True, capture_output=True)
+            killed_mid += kill_and_rerun([*cmd, "--out-dir", str(out)], clean_seconds, pick)
             matched += _same(_weights(out), reference)
 
         full_prepared, full_cache = throwaway_cache(dataset(60000), work / "full")

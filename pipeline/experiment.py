@@ -28,7 +28,8 @@ from pipeline.files import atomic_path, write_json
 from pipeline.names import threads_per_run
 from pipeline.sweep import run_planned
 
-__all__ = ["run_views_experiment", "experiment_report", "planned_run", "run_count", "run_all", "teacher_line"]
+__all__ = ["run_views_experiment", "experiment_report", "planned_run", "run_count", "run_all", "teacher_line",
+           "mean_held_out", "best_per_group"]
 
 
 def experiment_report(reports_dir: Path, teacher_tag: str = "", suffix: str = ".md") -> Path:
@@ -80,18 +81,33 @@ def _arm(metrics: dict) -> str:
     return "scratch" if metrics["alpha"] == 0 else "replay" if metrics.get("replay") else "clean"
 
 
+def mean_held_out(tuning: list[dict], fields: tuple[str, ...]) -> dict[tuple, float]:
+    """Mean held-out accuracy (``val_acc``) over tuning seeds per combination of ``fields``, in run order."""
+    values: dict[tuple, list[float]] = defaultdict(list)
+    for m in tuning:
+        values[tuple(m[f] for f in fields)].append(m["val_acc"])
+    return {key: statistics.fmean(v) for key, v in values.items()}
+
+
+def best_per_group(scores: dict[tuple, float], fields: tuple[str, ...], group: tuple[str, ...]) -> dict:
+    """For each value of the ``group`` fields (a tuple, or the value itself for one field): the other fields
+    of its best score in ``scores`` (from :func:`mean_held_out` over ``fields``), with that score as val_acc.
+    The first of equal scores wins."""
+    best: dict = {}
+    for key, val in scores.items():
+        named = dict(zip(fields, key))
+        at = tuple(named[f] for f in group)
+        at = at[0] if len(at) == 1 else at
+        if at not in best or val > best[at]["val_acc"]:
+            best[at] = {**{f: v for f, v in named.items() if f not in group}, "val_acc": val}
+    return best
+
+
 def _choose(tuning: list[dict]) -> dict[tuple[str, str], dict]:
     """Per (student, KD arm): the (T, ALPHA) with the best mean held-out accuracy over tuning seeds."""
-    scores: dict[tuple, list[float]] = defaultdict(list)
-    for m in tuning:
-        scores[(m["student"], _arm(m), m["T"], m["alpha"])].append(m["val_acc"])
-    best: dict[tuple[str, str], dict] = {}
-    for (student, arm, T, alpha), values in scores.items():
-        val = statistics.fmean(values)
-        key = (student, arm)
-        if arm != "scratch" and (key not in best or val > best[key]["val_acc"]):
-            best[key] = {"T": T, "alpha": alpha, "val_acc": val}
-    return best
+    fields = ("student", "arm", "T", "alpha")
+    kd = [{**m, "arm": _arm(m)} for m in tuning if _arm(m) != "scratch"]
+    return best_per_group(mean_held_out(kd, fields), fields, ("student", "arm"))
 
 
 def _cache_costs(cache: LogitCache) -> dict:

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from pipeline.cache import LogitCache
 from pipeline.config import LabelsExperimentConfig, StudentConfig
-from pipeline.experiment import run_all, teacher_line
+from pipeline.experiment import best_per_group, mean_held_out, run_all, teacher_line
 from pipeline.files import atomic_path, write_json
 from pipeline.names import threads_per_run
 
@@ -83,23 +83,17 @@ def plan_tuning(cfg: LabelsExperimentConfig, rows: int) -> list[StudentConfig]:
     return plan
 
 
+_SCORED = ("student", "labels", "arm", "epochs", "T", "alpha")     # what a tuning run's score is kept by
+
+
 def _scores(tuning: list[dict]) -> dict[tuple, float]:
     """Mean held-out accuracy over tuning seeds per (student, labels, arm, epochs, T, ALPHA)."""
-    values: dict[tuple, list[float]] = defaultdict(list)
-    for m in tuning:
-        arm = "scratch" if m["alpha"] == 0 else "distilled"
-        values[(m["student"], m["labels"], arm, m["epochs"], m["T"], m["alpha"])].append(m["val_acc"])
-    return {key: statistics.fmean(v) for key, v in values.items()}
+    return mean_held_out([{**m, "arm": "scratch" if m["alpha"] == 0 else "distilled"} for m in tuning], _SCORED)
 
 
 def _choose(scores: dict[tuple, float]) -> dict[tuple, dict]:
     """Per (student, labels, arm): the epochs, T and ALPHA with the best mean held-out accuracy."""
-    best: dict[tuple, dict] = {}
-    for (student, labels, arm, epochs, T, alpha), val in scores.items():
-        key = (student, labels, arm)
-        if key not in best or val > best[key]["val_acc"]:
-            best[key] = {"epochs": epochs, "T": T, "alpha": alpha, "val_acc": val}
-    return best
+    return best_per_group(scores, _SCORED, ("student", "labels", "arm"))
 
 
 def _final_plan(cfg: LabelsExperimentConfig, choice: dict, rows: int) -> list[StudentConfig]:

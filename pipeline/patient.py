@@ -33,7 +33,7 @@ from pipeline.cache import LogitCache
 from pipeline.cache_format import VIEW_SPLIT
 from pipeline.config import PatientExperimentConfig, StudentConfig
 from pipeline.errors import UsageError
-from pipeline.experiment import run_all, teacher_line
+from pipeline.experiment import best_per_group, mean_held_out, run_all, teacher_line
 from pipeline.files import atomic_path, write_json
 from pipeline.names import threads_per_run
 
@@ -65,15 +65,9 @@ def plan_tuning(cfg: PatientExperimentConfig) -> list[StudentConfig]:
 
 
 def _choose(tuning: list[dict]) -> dict[str, dict]:
-    scores: dict[tuple, list[float]] = defaultdict(list)
-    for m in tuning:
-        scores[(m["student"], m["T"], m["alpha"])].append(m["val_acc"])
-    best: dict[str, dict] = {}
-    for (student, T, alpha), values in scores.items():
-        val = statistics.fmean(values)
-        if student not in best or val > best[student]["val_acc"]:
-            best[student] = {"T": T, "alpha": alpha, "val_acc": val}
-    return best
+    """Per student: the clean arm's T and ALPHA with the best mean held-out accuracy."""
+    fields = ("student", "T", "alpha")
+    return best_per_group(mean_held_out(tuning, fields), fields, ("student",))
 
 
 def plan_runs(cfg: PatientExperimentConfig, choice: dict[str, dict], views: int) -> list[StudentConfig]:

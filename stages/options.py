@@ -21,9 +21,18 @@ def grid_values(name: str, text: str, kind) -> tuple:
     return tuple(out)
 
 
+def _stacked(*options):
+    """One decorator adding ``options`` in the order given (as if written one above the other)."""
+    def decorate(command):
+        for option in reversed(options):
+            command = option(command)
+        return command
+    return decorate
+
+
 def input_options(command):
     """What a student sees and where it is scored: shared by `student` and `sweep`."""
-    for option in reversed([
+    return _stacked(
         click.option("--augment/--no-augment", default=None,
                      help="Random crop + flip against the clean image's logits (default off)."),
         click.option("--replay", type=int,
@@ -38,9 +47,7 @@ def input_options(command):
                      help="CHECKPOINT_MINUTES: also save it after this many minutes (default 0: off)."),
         click.option("--labels", callback=_labels,
                      help="LABELS: hard labels on only N class-balanced training rows (all: every row, the default)."),
-    ]):
-        command = option(command)
-    return command
+    )(command)
 
 
 def _labels(ctx, param, value):
@@ -53,32 +60,25 @@ def _labels(ctx, param, value):
 
 def experiment_options(cache_help: str, report: str):
     """Where an experiment reads and writes: shared by every experiment-* command."""
-    def decorate(command):
-        for option in reversed([
-            click.option("--cache", type=click.Path(path_type=Path), required=True, help=cache_help),
-            click.option("--dataset", type=click.Path(path_type=Path), required=True, help="Prepared dataset (.npz)."),
-            click.option("--runs-dir", type=click.Path(path_type=Path), required=True, help="Where the final runs go."),
-            click.option("--tuning-dir", type=click.Path(path_type=Path), required=True,
-                         help="Where the held-out tuning runs go (kept out of the report)."),
-            click.option("--reports-dir", type=click.Path(path_type=Path), required=True,
-                         help=f"Where {report} go."),
-            click.option("--teacher-record", type=click.Path(path_type=Path),
-                         help="teacher.json the cache must come from."),
-        ]):
-            command = option(command)
-        return command
-    return decorate
+    return _stacked(
+        click.option("--cache", type=click.Path(path_type=Path), required=True, help=cache_help),
+        click.option("--dataset", type=click.Path(path_type=Path), required=True, help="Prepared dataset (.npz)."),
+        click.option("--runs-dir", type=click.Path(path_type=Path), required=True, help="Where the final runs go."),
+        click.option("--tuning-dir", type=click.Path(path_type=Path), required=True,
+                     help="Where the held-out tuning runs go (kept out of the report)."),
+        click.option("--reports-dir", type=click.Path(path_type=Path), required=True, help=f"Where {report} go."),
+        click.option("--teacher-record", type=click.Path(path_type=Path),
+                     help="teacher.json the cache must come from."),
+    )
 
 
 def teacher_options(command):
-    """Whose targets a student matches: shared by `student`, `sweep` and `experiment-views`."""
-    for option in reversed([
+    """Whose targets a student matches: shared by `student`, `sweep` and the experiments."""
+    return _stacked(
         click.option("--combine", help="COMBINE: an ensemble's targets: logits (their mean, the default), "
                                        "probs (mean probability) or a member number."),
         click.option("--teacher-tag", help="Names a non-default teacher in distilled runs' names (e.g. e30-x3)."),
-    ]):
-        command = option(command)
-    return command
+    )(command)
 
 
 log_option = click.option(

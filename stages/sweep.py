@@ -33,18 +33,13 @@ from stages.options import advance, grid_values, input_options, log_option, teac
 @input_options
 @teacher_options
 @log_option
-def sweep(cache, dataset, runs_dir, reports_dir, teacher_record, students, Ts, alphas, seeds, epochs, jobs,
-          threads, backend, scheduler, augment, replay, holdout, transfer, checkpoint_every,
-          checkpoint_minutes, labels, combine, teacher_tag, tensorboard_dir):
+def sweep(runs_dir, reports_dir, students, Ts, alphas, seeds, jobs, threads, backend, scheduler, **run_options):
     """Train a grid of students from one cache; finished runs are skipped, failures reported."""
     alpha_grid = grid_values("ALPHAS", alphas, float)
-    # The shared part of every run; each run's own ALPHA replaces the first one's, which is checked here.
-    student = from_options(StudentConfig, cache=cache, dataset=dataset, out_dir=runs_dir,
-                           alpha=alpha_grid[0] if alpha_grid else None,
-                           teacher_record=teacher_record, epochs=epochs, augment=augment, replay=replay,
-                           holdout=holdout, transfer=transfer, labels=labels, checkpoint_every=checkpoint_every,
-                           checkpoint_minutes=checkpoint_minutes, combine=combine, teacher_tag=teacher_tag,
-                           tensorboard_dir=tensorboard_dir)
+    # What every run shares (cache, dataset, epochs, inputs, teacher options); each run's own ALPHA
+    # replaces the first one's, which is checked here with the rest.
+    student = from_options(StudentConfig, out_dir=runs_dir, alpha=alpha_grid[0] if alpha_grid else None,
+                           **run_options)
     cfg = SweepConfig(student=student, runs_dir=runs_dir, reports_dir=reports_dir,
                       students=tuple(students.split()), Ts=grid_values("TS", Ts, float),
                       alphas=alpha_grid, seeds=grid_values("SEEDS", seeds, int),

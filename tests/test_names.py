@@ -183,7 +183,7 @@ def test_every_variable_the_makefile_reads_comes_from_the_table():
     handed = set(re.findall(r"^(?:override )?([A-Z_]+) :=", fragment, re.M))
     fields = {"STAMP", "MEMBER_SEED", "RUN_STUDENT", "RUN_T", "RUN_ALPHA", "RUN_SEED"}
     own = {"MAKE", "MAKECMDGOALS", "PYTHON", "GIVEN", "NAMES_MK", "NAMES_RC", "SETTINGS_ERROR", "REPORT", "PASS_ARGS",
-           "SWEEP", "BENCHMARKS"}
+           "EXPERIMENT_ARGS", "SWEEP", "BENCHMARKS"}
     assert used - set(settings.DEFAULTS) - handed - fields - own == set()
 
 
