@@ -21,9 +21,9 @@ REPORT := $(SC) report --runs $(RUNS) --out $(REPORT_FILE)
 # The stages' errors name their fix as a make target (pytest, under `make test`, is not told).
 export SOFTCACHE_CALLER := make
 
-# Stages write atomically, so make must never delete an artifact when interrupted; each is also
-# named as a target or prerequisite, so none is an intermediate file make would delete or skip.
-.PRECIOUS: $(DATA_DIR)/%.npz $(DATA_DIR)/%.pt $(DATA_DIR)/%.json $(DATA_DIR)/%.h5 $(DATA_DIR)/%.txt
+# Stages write atomically, so make must never delete an artifact whose recipe was killed: by name,
+# since GNU make applies .PRECIOUS patterns to pattern rules' intermediate files only.
+.PRECIOUS: $(DATA_FILE) $(TEACHER_TARGETS) $(MEMBER_CACHES) $(CACHE) $(STUDENT_RUNS) $(PSKD_RUNS) $(DEMO_EXPORTS)
 
 .PHONY: FORCE help venv data teacher teacher-logits student sweep self-distill experiment-views experiment-pskd experiment-labels experiment-patient \
 	pskd-grid export publish report readme-results demo demo-runs test bench clean-students clean

@@ -18,7 +18,8 @@ import numpy as np
 import torch
 
 from pipeline import cache_checks
-from pipeline.cache_format import (COMBINES, FORMAT_VERSION, SPLITS, VIEW_SPLIT, CacheWriter, dense_logits,
+from pipeline.cache_format import (COMBINES, FORMAT_VERSION, SPLITS, VIEW_SPLIT, CacheWriter, ContentDigest,
+                                   dense_logits,
                                    parse_combine, plain, split_names, storage_bytes, stored_names, write_cache)
 from pipeline.errors import UsageError
 
@@ -127,7 +128,7 @@ class LogitCache:
 
     def _scan(self, f: h5py.File, block_rows: int) -> None:
         """Read every row once, in blocks: check it, fingerprint it, keep labels (and logits in memory)."""
-        digests: dict[str, "hashlib._Hash"] = {}      # one per dataset: independent of block size
+        content = ContentDigest(self.num_classes)      # one sha256 per dataset: independent of block size
         self._labels, self._dense_logits, self._members, params, mix = {}, {}, {}, [], []
         keep_members = self.combine == "probs"
         for split in self.splits:
@@ -137,8 +138,7 @@ class LogitCache:
             for lo in range(0, n, block_rows):
                 block = {name: g[name][lo:lo + block_rows] for name in sorted(g)}
                 self._check_block(split, lo, block)
-                for name, values in block.items():
-                    digests.setdefault(f"{split}/{name}", hashlib.sha256()).update(np.ascontiguousarray(values).tobytes())
+                content.update(split, block)
                 labels.append(block["labels"].astype(np.int64))
                 if split == VIEW_SPLIT:
                     params.append(block["params"])
@@ -154,9 +154,11 @@ class LogitCache:
             self._members[split] = np.concatenate(members) if keep_members else None
         self._view_params = np.concatenate(params).reshape(-1, self.views, 3) if params else None
         self._view_mix = np.concatenate(mix).reshape(-1, self.views, 2) if mix else None
+        self._check(content.problem(self.attrs))
+        self.digests_checked = "digests" in self.attrs
         h = hashlib.sha256(repr(self.temperature).encode())
-        for key in sorted(digests):
-            h.update(key.encode() + digests[key].digest())
+        for key, hexdigest in content.digests().items():
+            h.update(key.encode() + bytes.fromhex(hexdigest))
         self.fingerprint = h.hexdigest()[:16]
 
     def _check_expectations(self, e: CacheExpectations) -> None:
@@ -246,6 +248,10 @@ class LogitCache:
         out = np.empty_like(block)
         out[order] = block
         return out
+
+    def stored_logits(self, split: str, rows: np.ndarray) -> np.ndarray:
+        """The logits of ``rows`` as stored (divided by the temperature): (B, C) float32."""
+        return self._stored(split, np.asarray(rows))
 
     def labels(self, split: str = "train") -> np.ndarray:
         return self._labels[split]

@@ -101,10 +101,12 @@ def block_problem(split: str, lo: int, block: dict, value_names: tuple[str, ...]
 def expectation_problem(expected: dict, found: dict) -> str | None:
     """The caller's expectations (None: not checked) against what the file says."""
     what = {"dataset_fingerprint": "was made from a different dataset",
-            "teacher_fingerprint": "was made by a different teacher",
+            "teacher_fingerprint": "was made by a different teacher than the one there now (the cache is older "
+                                   "than a replaced teacher, or names another): delete it, and",
             "num_classes": "has a different number of classes",
             "train_rows": "has a different number of training rows"}
     for name, want in expected.items():
         if want is not None and want != found.get(name):
-            return f"{what[name]} ({name} {found.get(name)}, expected {want})"
+            problem, _, then = what[name].partition(": ")
+            return f"{problem} ({name} {found.get(name)}, expected {want})" + (f": {then}" if then else "")
     return None

@@ -52,7 +52,10 @@ so older softcache reads it; version 1 readers refuse version 2, whose labels th
 take for a class.
 
 Attributes: format_version, storage, topk, temperature, num_classes, teacher_fingerprint,
-dataset_fingerprint, teacher, teacher_test_acc, created, producer, complete (and views,
+dataset_fingerprint, teacher, teacher_test_acc, created, producer, complete, digests (a JSON
+object: the sha256 of every dataset's bytes in row order, read back after writing) and
+teacher_train_acc (the stored train logits' accuracy on the labelled train rows), both
+checked by every reader (``ContentDigest``; files made before them lack both) (and views,
 view_seed, view_pad, view_mixup when views are cached; members, member_names,
 member_test_acc, ensemble_probs_test_acc for an ensemble; published, published_record
 for a published cache).
@@ -67,6 +70,8 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import hashlib
+import json
 import math
 from pathlib import Path
 from typing import Iterator
@@ -80,7 +85,7 @@ from pipeline.files import atomic_path
 from pipeline.settings import check, check_ensemble_storage
 
 __all__ = ["FORMAT_VERSION", "READABLE_VERSIONS", "TRANSFER_ATTRS", "SPLITS", "VIEW_SPLIT", "COMBINES", "ROW_DATASETS",
-           "MIX_DATASETS", "CacheWriter",
+           "MIX_DATASETS", "CacheWriter", "ContentDigest", "content_digest",
            "write_cache", "parse_combine", "stored_names", "split_names", "dense_logits", "plain",
            "read_attrs", "read_arrays", "storage_bytes"]
 
@@ -235,7 +240,67 @@ def write_cache(path: Path, *, rows: dict[str, int], num_classes: int, temperatu
             for split, n in rows.items():
                 if writer.rows_written(split) != n:
                     raise RuntimeError(f"cache writer filled {writer.rows_written(split)} of {n} {split} rows")
+            f.flush()
+            f.attrs.update(content_digest(f, rows, num_classes).attrs())   # what was written, read back
             f.attrs["complete"] = True
+
+
+class ContentDigest:
+    """What a cache's values were when written: a sha256 of every dataset's bytes in row order (so
+    independent of how the rows are read in blocks), and the teacher's accuracy on the labelled train
+    rows as stored. Fletcher32 catches bit rot; this catches an edit made with h5py, whose checksums
+    are recomputed (attributes ``digests`` and ``teacher_train_acc``)."""
+
+    def __init__(self, num_classes: int):
+        self.num_classes = num_classes
+        self._sha: dict[str, "hashlib._Hash"] = {}
+        self._correct = self._labelled = 0
+
+    def update(self, split: str, block: dict[str, np.ndarray]) -> None:
+        for name in sorted(block):
+            self._sha.setdefault(f"{split}/{name}", hashlib.sha256()).update(np.ascontiguousarray(block[name]).tobytes())
+        if split == "train":
+            labels = block["labels"].astype(np.int64)
+            labelled = labels < self.num_classes
+            predicted = dense_logits(block, self.num_classes).argmax(axis=1)
+            self._correct += int((predicted[labelled] == labels[labelled]).sum())
+            self._labelled += int(labelled.sum())
+
+    def digests(self) -> dict[str, str]:
+        return {key: h.hexdigest() for key, h in sorted(self._sha.items())}
+
+    def train_accuracy(self) -> float:
+        return self._correct / max(self._labelled, 1)
+
+    def attrs(self) -> dict:
+        return {"digests": json.dumps(self.digests(), sort_keys=True), "teacher_train_acc": self.train_accuracy()}
+
+    def problem(self, attrs: dict) -> str | None:
+        """How the values read differ from those recorded at write time (None: they match, or the file
+        is older than the digests)."""
+        if "digests" not in attrs:
+            return None
+        recorded = json.loads(attrs["digests"])
+        found = self.digests()
+        changed = sorted(k for k in recorded.keys() | found.keys() if recorded.get(k) != found.get(k))
+        if changed:
+            return (f"/{', /'.join(changed)} differ from the digest written with them: the file was edited after it "
+                    f"was made")
+        if abs(self.train_accuracy() - float(attrs["teacher_train_acc"])) > 1e-12:
+            return (f"the teacher's accuracy on the train rows is {100 * self.train_accuracy():.2f}%, but "
+                    f"{100 * float(attrs['teacher_train_acc']):.2f}% was recorded")
+        return None
+
+
+def content_digest(f: h5py.File, splits, num_classes: int, block_rows: int = 65536) -> ContentDigest:
+    """Read a finished (or just written) cache's splits back in blocks into a :class:`ContentDigest`."""
+    digest = ContentDigest(num_classes)
+    for split in splits:
+        g = f[split]
+        n = g["labels"].shape[0]
+        for lo in range(0, n, block_rows):
+            digest.update(split, {name: g[name][lo:lo + block_rows] for name in g})
+    return digest
 
 
 def dense_logits(block: dict, num_classes: int) -> np.ndarray:

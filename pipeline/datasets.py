@@ -205,7 +205,15 @@ def as_nchw(x: np.ndarray, where: str, layout: str = "auto") -> np.ndarray:
         if len(bad):    # NaN would also silently switch off the [0, 1] -> [0, 255] scaling below
             raise UsageError(f"{where}: {len(bad)} images hold NaN or Inf (the first is image {bad[0]}); "
                              f"fix or drop them")
-        x = np.clip(np.rint(x * 255.0 if x.max() <= 1.0 else x), 0, 255).astype(np.uint8)
+        # Float images are [0, 1] or [0, 255]; clipping anything else would hide a broken file.
+        top = 1.0 if x.max() <= 1.0 else 255.0
+        bad = np.flatnonzero(((x < 0) | (x > top)).reshape(len(x), -1).any(axis=1))
+        if len(bad):
+            row = x[bad[0]]
+            raise UsageError(f"{where}: {len(bad)} images hold values outside [0, {top:g}] (the first is image "
+                             f"{bad[0]}, with values in {row.min():g}..{row.max():g}); float images must lie in "
+                             f"[0, 1] or [0, 255]")
+        x = np.rint(x * 255.0 if top == 1.0 else x).astype(np.uint8)
     return x
 
 

@@ -2,7 +2,8 @@
 
 A stage writes to a temporary sibling (same directory, so the rename stays on one file
 system) and renames it into place only after the last byte is written. A killed stage
-leaves at most a ``.tmp-*`` file behind, which no later stage mistakes for an artifact.
+leaves at most a ``.NAME.tmp-PID-*`` file behind, which no later stage mistakes for an artifact and
+the next writer of NAME removes once PID is gone.
 Writers that take a while (the teacher pass, a self-distillation run) also hold an
 exclusive lock, so two of them never write the same artifact at once.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import glob
 import json
 import os
 import shutil
@@ -20,7 +22,38 @@ from typing import Iterator
 
 from pipeline.errors import UsageError
 
-__all__ = ["atomic_path", "atomic_dir", "exclusive_writer", "lock_path", "write_json", "read_json"]
+__all__ = ["atomic_path", "atomic_dir", "remove_dead_temporaries", "exclusive_writer", "lock_path", "write_json", "read_json"]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:    # another user's live process
+        return True
+    return True
+
+
+def remove_dead_temporaries(final: Path) -> list[Path]:
+    """Remove what killed writers of ``final`` left beside it: ``.NAME.tmp-PID-*`` and ``.NAME.old-PID``
+    whose process is gone (a live writer's are left alone). A writer killed between moving the old
+    ``final`` aside and moving the new one in left no ``final``: the old one is put back. Returns
+    what was removed."""
+    final = Path(final)
+    removed = []
+    for kind in ("tmp", "old"):
+        prefix = f".{final.name}.{kind}-"
+        for leftover in final.parent.glob(glob.escape(prefix) + "*"):
+            pid = leftover.name[len(prefix):].split("-")[0]
+            if not pid.isdigit() or _alive(int(pid)):
+                continue
+            if kind == "old" and not final.exists():   # killed between its two renames: the old one is back
+                os.replace(leftover, final)
+                continue
+            shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink(missing_ok=True)
+            removed.append(leftover)
+    return removed
 
 
 def _umask() -> int:
@@ -34,7 +67,8 @@ def atomic_path(final: Path) -> Iterator[Path]:
     """Yield a temporary path next to ``final``; rename it onto ``final`` on success."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.tmp-", dir=final.parent)
+    remove_dead_temporaries(final)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.tmp-{os.getpid()}-", dir=final.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     os.chmod(tmp, 0o666 & ~_umask())   # mkstemp makes owner-only files; artifacts are shared
@@ -54,7 +88,8 @@ def atomic_dir(final: Path) -> Iterator[Path]:
     """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    remove_dead_temporaries(final)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-{os.getpid()}-", dir=final.parent))
     os.chmod(tmp, 0o777 & ~_umask())
     old = final.parent / f".{final.name}.old-{os.getpid()}"
     try:

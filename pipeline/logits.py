@@ -40,7 +40,7 @@ from pipeline.train import predict
 from pipeline.transfer import load_transfer
 from pipeline.views import DEFAULT_PAD, draw_view_mix, draw_view_params, render_views
 
-__all__ = ["write_teacher_logits", "parts_dir", "lock_path"]
+__all__ = ["write_teacher_logits", "parts_dir", "lock_path", "SplitRows"]
 
 
 
@@ -118,7 +118,7 @@ class _World:
         return chunks[lo: lo + per + (1 if self.rank < extra else 0)]
 
 
-class _Rows:
+class SplitRows:
     """The rows of one cache split: the images themselves, or K cached views of each
     (row i * K + j is view j of image i, made by applying stored params, and mixup
     partners and weights when there are any, to the uint8 image)."""
@@ -145,12 +145,17 @@ class _Rows:
 
     def images(self, lo: int, hi: int) -> torch.Tensor:
         """uint8 (B, C, H, W) inputs of cache rows [lo, hi)."""
-        rows = torch.from_numpy(self.index(lo, hi))
+        return self.images_at(np.arange(lo, hi))
+
+    def images_at(self, cache_rows: np.ndarray) -> torch.Tensor:
+        """uint8 (B, C, H, W) inputs of the given cache rows, in their order."""
+        rows = torch.from_numpy(cache_rows // self.views)
         if self.view_params is None:
             return torch.from_numpy(self.x)[rows]
-        partner, weight = (None, None) if self.mix is None else map(torch.from_numpy, self.mixing(lo, hi))
-        return render_views(torch.from_numpy(self.x), rows, torch.from_numpy(self.params(lo, hi)), DEFAULT_PAD,
-                            partner, weight)
+        mix = None if self.mix is None else (torch.from_numpy(self.mix[0][cache_rows]),
+                                             torch.from_numpy(self.mix[1][cache_rows]))
+        return render_views(torch.from_numpy(self.x), rows, torch.from_numpy(self.view_params[cache_rows]),
+                            DEFAULT_PAD, *(mix or (None, None)))
 
 
 def write_teacher_logits(cfg: LogitsConfig, progress: bool = True) -> dict:
@@ -173,11 +178,11 @@ def write_teacher_logits(cfg: LogitsConfig, progress: bool = True) -> dict:
         transfer_attrs = {"transfer": transfer.name, "transfer_rows": len(transfer.x),
                           "transfer_fingerprint": transfer.fingerprint,
                           "transfer_labels_ignored": transfer.labels_ignored}
-    splits = {"train": _Rows(x_train, y_train), "test": _Rows(data.x_test, data.y_test)}
+    splits = {"train": SplitRows(x_train, y_train), "test": SplitRows(data.x_test, data.y_test)}
     n = len(y_train)
     if cfg.views > 1:
         mix = draw_view_mix(n, cfg.views, cfg.view_seed, cfg.mixup) if cfg.mixup else None
-        splits[VIEW_SPLIT] = _Rows(x_train, y_train, draw_view_params(n, cfg.views, cfg.view_seed), cfg.views, mix)
+        splits[VIEW_SPLIT] = SplitRows(x_train, y_train, draw_view_params(n, cfg.views, cfg.view_seed), cfg.views, mix)
     # How the views were drawn: part of the parts key (other views, other chunks) and of the attrs.
     view_attrs = {"views": cfg.views, "view_seed": cfg.view_seed, "view_pad": DEFAULT_PAD,
                   **({"view_mixup": float(cfg.mixup)} if cfg.mixup else {})} if cfg.views > 1 else {}

@@ -30,7 +30,7 @@ from pipeline.settings import (DEFAULTS, LABEL_GRID, check, check_augment_replay
                                number)
 
 __all__ = [
-    "data_name", "teacher_tag", "transfer_name",
+    "data_name", "teacher_tag", "cache_tag", "transfer_name",
     "cache_file_name", "RunName", "run_name", "parse_run_name", "pskd_run_name", "parse_pskd_run_name",
     "run_data", "member_seeds", "threads_per_run", "Plan", "plan", "make_fragment",
 ]
@@ -75,11 +75,25 @@ def cache_file_name(data: str, tag: str, *, temperature: float = 1.0, dtype: str
 
 def cache_suffix(*, temperature: float = 1.0, dtype: str = "float32", topk: int = 0, views: int = 1,
                  view_seed: int = 0, mixup: float = 0.0, transfer: str = "") -> str:
-    viewed = ""
-    if views > 1:
-        viewed = f"-v{views}" + (f"-vs{view_seed}" if view_seed else "") + (f"-mx{number(mixup)}" if mixup else "")
     extra = f"-tr_{transfer_name(transfer)}" if transfer else ""
-    return f"-T{number(temperature)}-{dtype}" + (f"-top{topk}" if topk else "") + viewed + extra + ".h5"
+    return (f"-T{number(temperature)}-{dtype}" + (f"-top{topk}" if topk else "") + _viewed(views, view_seed, mixup)
+            + extra + ".h5")
+
+
+def _viewed(views: int, view_seed: int, mixup: float) -> str:
+    if views < 2:
+        return ""
+    return f"-v{views}" + (f"-vs{view_seed}" if view_seed else "") + (f"-mx{number(mixup)}" if mixup else "")
+
+
+def cache_tag(*, temperature: float = 1.0, dtype: str = "float32", topk: int = 0, views: int = 1,
+              view_seed: int = 0, mixup: float = 0.0) -> str:
+    """What a distilled run's name adds to its teacher's tag for a cache other than the default
+    one: every setting of :func:`cache_suffix` but the transfer set (which runs name on their own),
+    so two caches of one teacher never share a run (``-tt2`` TEACHER_T=2, ``-f16``, ``-top5``,
+    ``-v8-vs1-mx1``). The default cache adds nothing, so its runs keep their names."""
+    return ((f"-tt{number(temperature)}" if temperature != 1 else "") + ("-f16" if dtype == "float16" else "")
+            + (f"-top{topk}" if topk else "") + _viewed(views, view_seed, mixup))
 
 
 def transfer_name(transfer: str | Path) -> str:
@@ -221,10 +235,13 @@ class Plan:
         self.tag = teacher_tag(s["TEACHER"], epochs, seed, self.members)
         self.seeds = member_seeds(seed, self.members) if self.teacher_kind in ("trained", "ensemble") else []
         self.member_tags = [teacher_tag(s["TEACHER"], epochs, m) for m in self.seeds]
-        self.suffix = cache_suffix(temperature=check("TEACHER_T", s["TEACHER_T"]), dtype=s["CACHE_DTYPE"],
-                                   topk=check("CACHE_TOPK", s["CACHE_TOPK"]), views=check("VIEWS", s["VIEWS"]),
-                                   view_seed=check("VIEW_SEED", s["VIEW_SEED"]), mixup=check("MIXUP", s["MIXUP"]),
-                                   transfer=s["TRANSFER"])
+        storage = dict(temperature=check("TEACHER_T", s["TEACHER_T"]), dtype=s["CACHE_DTYPE"],
+                       topk=check("CACHE_TOPK", s["CACHE_TOPK"]), views=check("VIEWS", s["VIEWS"]),
+                       view_seed=check("VIEW_SEED", s["VIEW_SEED"]), mixup=check("MIXUP", s["MIXUP"]))
+        self.suffix = cache_suffix(**storage, transfer=s["TRANSFER"])
+        # Distilled runs name their source of targets: the teacher and, but for the published cache
+        # (one fixed file), how its cache was made.
+        self.run_source = self.tag + ("" if self.teacher_kind == "published" else cache_tag(**storage))
         self.published_cache = f"published/{data_name(s['DATASET'])}.h5"
         d = s["DATA_DIR"]
         self.cache = (self.published_cache if self.teacher_kind == "published"
@@ -244,7 +261,7 @@ class Plan:
         s = self.settings
         return run_name(student, float(T), float(alpha), int(s["SEED"]), int(s["EPOCHS"]), replay=int(s["REPLAY"]),
                         augment=s["AUGMENT"] == "1", holdout=int(s["HOLDOUT"]),
-                        teacher=self.tag, combine=s["COMBINE"], data=self.data, labels=self.labels,
+                        teacher=self.run_source, combine=s["COMBINE"], data=self.data, labels=self.labels,
                         transfer=s["TRANSFER"])
 
     def pskd(self, student: str, seed) -> str:
@@ -377,7 +394,7 @@ def make_fragment(p: Plan) -> str:
         "INPUT_ARGS": inputs, "LABEL_GRID": " ".join(p.label_grid),
         "TRANSFER_ARGS": f"--transfer {s['TRANSFER']}" if s["TRANSFER"] else "",
         "LOG_ARGS": f"--tensorboard-dir {p.path('tensorboard')}" if s["LOG"] == "tensorboard" else "",
-        "TEACHER_ARGS": f"--teacher-tag={p.tag} --combine {s['COMBINE']}",
+        "TEACHER_ARGS": f"--teacher-tag={p.run_source} --combine {s['COMBINE']}",
         "RUN_THREADS": str(p.threads), "RUN_DIR": p.path("runs", s["RUN"] or student_run),
         "STUDENT_RUNS": " ".join(p.path("runs", r, "metrics.json") for r in runs),
         "DEMO_EXPORTS": " ".join(p.path("runs", r, "export", "export.json") for r in demo),

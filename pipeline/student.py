@@ -18,7 +18,8 @@ from pipeline.cache import CacheExpectations, LogitCache
 from pipeline.config import StudentConfig, as_record
 from pipeline.datasets import holdout_split, load_prepared
 from pipeline.errors import UsageError
-from pipeline.files import exclusive_writer, read_json
+from pipeline.checkpoint import load_checkpoint
+from pipeline.files import exclusive_writer
 from pipeline.history import EpochLog
 from pipeline.labels import labelled_rows, rows_digest
 from pipeline.losses import kd_loss_from_log_targets
@@ -26,6 +27,7 @@ from pipeline.models import count_params
 from pipeline.names import run_data
 from pipeline.resume import TrainingState
 from pipeline.runs import build_student, evaluate, save_run
+from pipeline.teacher import TEACHER_CKPT
 from pipeline.train import Trainer, accuracy, predict, say_epoch, set_threads
 from pipeline.transfer import load_transfer
 from pipeline.views import MIX_SCALE, ReplayedViews
@@ -39,12 +41,14 @@ SCORES_PER_RUN = 50
 
 
 def _expected_teacher(record: Path | None) -> str | None:
+    """The fingerprint of the teacher's weights as they are now: read from the checkpoint beside its record
+    (and checked against those weights), never from the record, which a replaced teacher.pt leaves as it was."""
     if record is None:
         return None
-    try:
-        return read_json(record)["fingerprint"]
-    except (OSError, ValueError, KeyError):
-        raise UsageError(f"teacher record {record} is missing or unreadable", fix="teacher") from None
+    checkpoint = Path(record).with_name(TEACHER_CKPT)
+    if not checkpoint.is_file():
+        raise UsageError(f"teacher {checkpoint} is missing", fix="teacher")
+    return load_checkpoint(checkpoint, "teacher", "teacher")[1]["fingerprint"]
 
 
 def few_labels(cfg: StudentConfig, y_train: np.ndarray, num_classes: int, train_rows: np.ndarray,

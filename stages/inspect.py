@@ -7,6 +7,9 @@ import click
 from pipeline.cache import CacheExpectations, LogitCache
 from pipeline.datasets import load_prepared
 from pipeline.ensemble import check_recorded_accuracy
+from pipeline.errors import UsageError
+from pipeline.rescore import rescore_sample, tolerance_for
+from pipeline.teacher_source import load_teacher
 
 
 @click.command("inspect")
@@ -49,15 +52,38 @@ def inspect(cache, T):
 @click.command("verify")
 @click.argument("cache", type=click.Path(path_type=Path))
 @click.option("--dataset", type=click.Path(path_type=Path), help="Also check it was made from this prepared dataset.")
-def verify(cache, dataset):
-    """Check completeness, checksums, shapes, values, order, the recorded teacher accuracy
-    (recomputed from the test logits) and (with --dataset) provenance."""
-    expect = CacheExpectations()
+@click.option("--teacher", help="Also re-score a seeded sample of rows with this teacher (checkpoint, model file or "
+              "module:factory) and compare them with the cached logits; needs --dataset.")
+@click.option("--teacher-weights", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="State dict for a module:factory --teacher.")
+@click.option("--sample", type=click.IntRange(min=1), default=256, show_default=True,
+              help="Rows re-scored per split with --teacher.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Draws the re-scored rows.")
+def verify(cache, dataset, teacher, teacher_weights, sample, seed):
+    """Check completeness, checksums, the digests written with the values, shapes, values, order, the
+    teacher's recorded accuracy (recomputed from the cached logits), and (with --dataset) provenance;
+    with --teacher, that the cached logits are that teacher's."""
+    expect, d = CacheExpectations(), None
+    if teacher is not None and dataset is None:
+        raise click.UsageError("--teacher re-scores the dataset's images: give --dataset too")
     if dataset is not None:
         d = load_prepared(dataset)
         expect = CacheExpectations(dataset_fingerprint=d.fingerprint, num_classes=d.num_classes,
                                    train_rows=len(d.y_train))
     c = LogitCache(cache, expect)
     recorded, _ = check_recorded_accuracy(c)
+    digests = ("every dataset matches the digest written with it" if c.digests_checked
+               else "no digests recorded (made by an older softcache): checksums only")
     click.echo(f"{cache}: OK ({c.train_rows} train rows, {c.num_classes} classes, teacher {100 * recorded:.2f}% "
-               f"on the test set as recorded, fingerprint {c.fingerprint})")
+               f"on the test set as recorded, fingerprint {c.fingerprint}; {digests})")
+    if teacher is None:
+        return
+    checks = rescore_sample(c, load_teacher(teacher, teacher_weights), d, sample=sample, seed=seed)
+    for check in checks:
+        click.echo(f"  re-scored {check.rows} {check.split} rows: largest difference {check.max_difference:.2e} of "
+                   f"the row's scale (tolerance {tolerance_for(c):g}), {check.mismatched} differ")
+    bad = [check for check in checks if check.mismatched]
+    if bad:
+        raise UsageError(f"cache {cache}: {bad[0].mismatched} of {bad[0].rows} re-scored {bad[0].split} rows (the "
+                         f"first is row {bad[0].first_mismatch}) are not {teacher}'s logits: the cache was edited or "
+                         f"made by another teacher", fix="teacher-logits")

@@ -201,3 +201,81 @@ def test_demo_uses_the_published_teacher_only_when_nothing_else_is_named(tmp_pat
     for given in ({"LIMIT": "2000"}, {"TEACHER": "auto"}, {"TEACHER_EPOCHS": "30"}, {"TEACHERS": "3"}):
         assert names.plan(given, environ={}, root=tmp_path).demo_settings() == {}, given
     assert names.plan({}, environ={}, root=tmp_path / "elsewhere").demo_settings() == {}
+
+
+# --- run identity: distinct settings never share a run directory ------------------------------------------
+
+# Every setting that changes what a student run computes, with values to try. DEVICE and THREADS are left
+# out on purpose: a changed DEVICE retrains the teacher in place (its stamp), and threads only reorder sums.
+_IDENTITY_GRID = {
+    "DATASET": ["fashion-mnist", "OTHER_NPZ"], "LIMIT": ["0", "2000"],
+    "TEACHER": ["auto", "cnn", "published", "TEACHER_FILE"], "TEACHERS": ["1", "3"], "TEACHER_EPOCHS": ["0", "30"],
+    "TEACHER_SEED": ["0", "1"], "TEACHER_T": ["1", "2"], "CACHE_DTYPE": ["float32", "float16"],
+    "CACHE_TOPK": ["0", "3"], "VIEWS": ["1", "8"], "VIEW_SEED": ["0", "1"], "MIXUP": ["0", "1"],
+    "COMBINE": ["logits", "probs"], "TRANSFER": ["", "POOL"], "STUDENT": ["mlp", "cnn-tiny"], "T": ["1", "4"],
+    "ALPHA": ["0", "0.5", "1"], "SEED": ["0", "1"], "EPOCHS": ["5", "10"], "REPLAY": ["0", "4"],
+    "AUGMENT": ["0", "1"], "HOLDOUT": ["0", "500"], "LABELS": ["all", "600"],
+}
+
+
+def _effective(s: dict[str, str]) -> tuple:
+    """What decides a run's result, with what cannot matter dropped: a scratch run uses no teacher and no
+    cache; the published cache is one fixed file; view settings matter only with views."""
+    kept = dict(s)
+    if float(s["ALPHA"]) == 0:
+        for name in ("T", "TEACHER", "TEACHERS", "TEACHER_EPOCHS", "TEACHER_SEED", "TEACHER_T", "CACHE_DTYPE",
+                     "CACHE_TOPK", "VIEWS", "VIEW_SEED", "MIXUP", "COMBINE", "TRANSFER"):
+            kept.pop(name)
+    elif s["TEACHER"] == "published":
+        for name in ("TEACHERS", "TEACHER_EPOCHS", "TEACHER_SEED", "TEACHER_T", "CACHE_DTYPE", "CACHE_TOPK", "VIEWS",
+                     "VIEW_SEED", "MIXUP"):
+            kept.pop(name)
+    elif s["TEACHER"] == "TEACHER_FILE":
+        kept.pop("TEACHER_EPOCHS"), kept.pop("TEACHER_SEED")
+    if "VIEWS" in kept and kept["VIEWS"] == "1":
+        kept.pop("VIEW_SEED")
+    return tuple(sorted(kept.items()))
+
+
+def test_distinct_settings_never_share_a_run_directory(tmp_path):
+    """From random valid settings, change one setting at a time to each of its values: every pair that
+    differs in what decides the result must land in two run directories (refused settings are skipped)."""
+    import random
+
+    files = {"OTHER_NPZ": tmp_path / "other.npz", "TEACHER_FILE": tmp_path / "teacher.pt2", "POOL": tmp_path / "pool.npz"}
+    for f in files.values():
+        f.write_bytes(b"")
+    concrete = lambda s: {k: str(files.get(v, v)) for k, v in s.items()}   # noqa: E731
+
+    def run_dir(s: dict[str, str]) -> str | None:
+        try:
+            p = names.plan(concrete(s), environ={}, goals=["student"])
+        except UsageError:
+            return None
+        return p.run(p.settings["STUDENT"], p.settings["T"], p.settings["ALPHA"])
+
+    rng = random.Random(0)
+    seen: dict[str, tuple] = {}
+    checked = 0
+    for _ in range(150):
+        base = {k: rng.choice(v) for k, v in _IDENTITY_GRID.items()}
+        for name, values in _IDENTITY_GRID.items():
+            for value in values:
+                s = {**base, name: value}
+                d = run_dir(s)
+                if d is None:
+                    continue
+                checked += 1
+                assert seen.setdefault(d, _effective(s)) == _effective(s), f"two settings share run {d}"
+    assert checked > 2000 and len(seen) > 500
+
+
+def test_a_cache_of_other_storage_names_its_runs_and_the_default_keeps_its_names():
+    default = names.plan({}, environ={})
+    assert default.run("cnn-tiny", "4", "0.5") == "cnn-tiny-T4-a0.5-s0-e5"
+    p = names.plan({"TEACHER_T": "2", "CACHE_DTYPE": "float16", "TEACHER_EPOCHS": "30"}, environ={})
+    run = p.run("cnn-tiny", "4", "0.5")
+    assert run == "cnn-tiny-T4-a0.5-from-e30-tt2-f16-s0-e5" and names.parse_run_name(run).teacher == "-e30-tt2-f16"
+    assert p.run("cnn-tiny", "4", "0") == "cnn-tiny-scratch-s0-e5"      # scratch never reads the cache
+    assert names.plan({"TEACHER": "published", "VIEWS": "8"}, environ={}).run("mlp", "1", "0.5") == \
+        "mlp-T1-a0.5-from-published-s0-e5"

@@ -1,0 +1,88 @@
+"""Re-scoring a seeded sample of a cache's rows with its teacher (``softcache verify --teacher``).
+
+The digests a cache carries (``pipeline.cache_format.ContentDigest``) prove its values are the
+ones written; they cannot prove those values are the teacher's. Running the teacher again on a
+sample of rows, with the very views it scored, and comparing its logits with the cached ones,
+does (TinyViT checks its saved logits the same way).
+
+A GPU pass runs in bfloat16 autocast and a float16 cache rounds its values, so the comparison
+allows for both: a row matches when every compared logit lies within ``tolerance`` of the cached
+value, scaled by the row's largest logit. A top-k cache is compared on its k stored classes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from pipeline.cache import LogitCache
+from pipeline.cache_format import VIEW_SPLIT
+from pipeline.datasets import Dataset
+from pipeline.errors import UsageError
+from pipeline.logits import SplitRows
+from pipeline.teacher_source import TeacherSource
+from pipeline.train import predict
+
+__all__ = ["RowCheck", "rescore_sample", "tolerance_for"]
+
+
+@dataclass(frozen=True)
+class RowCheck:
+    """One split's sample: how many rows were re-scored, how many differ, and the largest difference."""
+
+    split: str
+    rows: int
+    mismatched: int
+    first_mismatch: int | None
+    max_difference: float
+
+
+def tolerance_for(cache: LogitCache) -> float:
+    """Relative tolerance: bfloat16 autocast on a GPU keeps about 3 significant digits, float16 storage
+    about 3 as well; a float32 pass on the CPU is exact up to summation order."""
+    gpu = str(cache.attrs.get("device", "cpu")).startswith("cuda")
+    half = cache.attrs.get("dtype", "float32") == "float16"
+    return 3e-2 if gpu else 2e-3 if half else 1e-4
+
+
+def _split_rows(cache: LogitCache, data: Dataset, split: str) -> SplitRows:
+    if split == "test":
+        return SplitRows(data.x_test, data.y_test)
+    if split == "train":
+        return SplitRows(data.x_train, data.y_train)
+    params = cache.view_params().numpy().reshape(-1, 3)
+    mix = cache.view_mix(cache.views)
+    mix = None if mix is None else (mix[0].numpy().reshape(-1), mix[1].numpy().reshape(-1))
+    return SplitRows(data.x_train, data.y_train, params, cache.views, mix)
+
+
+def rescore_sample(cache: LogitCache, teacher: TeacherSource, data: Dataset, sample: int = 256,
+                   seed: int = 0) -> list[RowCheck]:
+    """Re-score up to ``sample`` rows of every split (drawn from ``seed``) and compare them with the cache.
+    Transfer-set rows are not re-scored (their images are not in the dataset)."""
+    if cache.members:
+        raise UsageError(f"cache {cache.path} is an ensemble of {cache.members} teachers; re-score each "
+                         f"member's cache with its own teacher")
+    rng = np.random.default_rng(seed)
+    tol = tolerance_for(cache)
+    stored_classes = cache.attrs.get("topk", 0)
+    checks = []
+    for split in cache.splits:
+        per_image = cache.views if split == VIEW_SPLIT else 1
+        images = len(data.y_test) if split == "test" else len(data.y_train)   # dataset rows, no transfer rows
+        n = images * per_image
+        rows = np.sort(rng.choice(n, size=min(sample, n), replace=False))
+        cached = torch.from_numpy(cache.stored_logits(split, rows))
+        with torch.no_grad():
+            fresh = predict(teacher.model, _split_rows(cache, data, split).images_at(rows)) / cache.temperature
+        compared = torch.ones_like(cached, dtype=torch.bool)
+        if stored_classes:              # the tail value stands for the other classes, as a whole
+            compared = torch.zeros_like(compared).scatter_(1, cached.topk(stored_classes, dim=1).indices, True)
+        scale = cached.abs().amax(dim=1, keepdim=True).clamp_min(1.0)
+        difference = ((fresh - cached).abs() / scale).where(compared, torch.zeros_like(cached)).amax(dim=1)
+        bad = torch.nonzero(difference > tol).flatten()
+        checks.append(RowCheck(split, len(rows), len(bad), int(rows[bad[0]]) if len(bad) else None,
+                               float(difference.max()) if len(rows) else 0.0))
+    return checks
