@@ -101,7 +101,7 @@ def test_verify_teacher_re_renders_mixup_views_and_compares_top_k(tmp_path, teac
     with h5py.File(cache, "r+") as f:           # views shifted by one row, digests rewritten: --teacher sees it
         f["train_views/topk_logits"][...] = np.roll(f["train_views/topk_logits"][()], 1, axis=0)
         f["train_views/topk_classes"][...] = np.roll(f["train_views/topk_classes"][()], 1, axis=0)
-            f.attrs.update(content_digest(f, ("train", "test", "train_views"), 3).attrs())
+        f.attrs.update(content_digest(f, ("train", "test", "train_views"), 3).attrs())
     code, _, err = run_cli(["verify", cache, "--dataset", prepared, "--teacher", teacher_dir / "teacher.pt",
                             "--sample", "500"], capsys)
     assert_one_line_error(code, err, "re-scored train_views rows")
