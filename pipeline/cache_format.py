@@ -52,7 +52,8 @@ so older softcache reads it; version 1 readers refuse version 2, whose labels th
 take for a class.
 
 Attributes: format_version, storage, topk, temperature, num_classes, teacher_fingerprint,
-dataset_fingerprint, teacher, teacher_test_acc, created, producer, complete, digests (a JSON
+dataset_fingerprint, teacher, teacher_test_acc, created, producer, softcache_version and
+source_digest (the code that wrote it, ``pipeline.provenance``), complete, digests (a JSON
 object: the sha256 of every dataset's bytes in row order, read back after writing) and
 teacher_train_acc (the stored train logits' accuracy on the labelled train rows), both
 checked by every reader (``ContentDigest``; files made before them lack both) (and views,
@@ -82,6 +83,7 @@ import torch
 
 from pipeline.errors import UsageError
 from pipeline.files import atomic_path
+from pipeline.provenance import code_version
 from pipeline.settings import check, check_ensemble_storage
 
 __all__ = ["FORMAT_VERSION", "READABLE_VERSIONS", "TRANSFER_ATTRS", "SPLITS", "VIEW_SPLIT", "COMBINES", "ROW_DATASETS",
@@ -231,6 +233,7 @@ def write_cache(path: Path, *, rows: dict[str, int], num_classes: int, temperatu
                 "num_classes": int(num_classes),
                 "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                 "complete": False,
+                **code_version(),
                 **attrs,
             })
             writer = CacheWriter(f, rows, num_classes, dtype, topk, members=members,

@@ -30,6 +30,7 @@ from pipeline.config import ExportConfig, as_record
 from pipeline.datasets import Dataset, load_prepared
 from pipeline.errors import UsageError
 from pipeline.files import atomic_dir, write_json
+from pipeline.provenance import code_version
 from pipeline.latency import eager_runner, median_latency_us, onnx_runner, torchscript_runner
 from pipeline.runs import MODEL_FILE
 from pipeline.train import set_threads
@@ -275,6 +276,7 @@ def export_run(cfg: ExportConfig, progress: bool = True) -> dict:
                         report[part].pop("int8")
                     runners.pop("int8")
             report["latency_us_batch1_1thread"] = _batch1_latency(runners, x_test[:1])
+            report.update(code_version())
             write_json(tmp / "export.json", report)
     except OSError as exc:
         raise UsageError(f"cannot write the export to {cfg.destination}: {exc.strerror or exc}; "

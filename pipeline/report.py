@@ -16,6 +16,7 @@ from pathlib import Path
 
 from pipeline.errors import UsageError
 from pipeline.files import atomic_path, read_json
+from pipeline.provenance import code_version, other_code
 
 __all__ = ["collect_runs", "summarize", "render_markdown", "render_winners", "winners", "render_exports",
            "results_section", "write_report", "README_START", "README_END"]
@@ -218,15 +219,35 @@ def _experiments(reports_dir: Path) -> str:
     return "\n".join(p.read_text() for p in sorted(Path(reports_dir).glob("*-experiment*.md")))
 
 
+def render_code_versions(runs: list[dict]) -> str:
+    """A note on runs made by other code than this (``pipeline.provenance``): nothing is rebuilt for a
+    code change, so the report says which figures came from which code."""
+    other: dict[str, list[str]] = {}
+    for run in runs:
+        made_by = other_code(run)
+        if made_by is not None:
+            other.setdefault(made_by, []).append(run["run"])
+    if not other:
+        return ""
+    lines = [f"- {len(names)} by {made_by}: {', '.join(names[:3])}{', ...' if len(names) > 3 else ''}"
+             for made_by, names in sorted(other.items())]
+    return (f"\n## Code versions\n\n{sum(map(len, other.values()))} of {len(runs)} runs were made by other code than "
+            f"this (softcache {code_version()['softcache_version']}, sources {code_version()['source_digest']}); their "
+            f"figures stand as measured, and rerunning them (`make clean-students`) compares like with like:\n\n"
+            + "\n".join(lines) + "\n")
+
+
 def write_report(runs_dir: Path, out: Path, readme: Path | None = None) -> str:
     """Write report.md and its PNG figures next to it, optionally refresh a results document's
     block (``readme``; figures copied to results/ beside it); return the Markdown."""
     from pipeline.plots import draw_all   # matplotlib is imported only by the report
 
-    rows = summarize(collect_runs(runs_dir))
+    runs = collect_runs(runs_dir)
+    rows = summarize(runs)
     figures = draw_all(rows, out.parent)
     experiments = _experiments(out.parent)
-    text = "# softcache results\n\n" + results_section(rows, experiments) + render_exports(runs_dir)
+    text = ("# softcache results\n\n" + results_section(rows, experiments) + render_exports(runs_dir)
+            + render_code_versions(runs))
     if figures:
         text += "\n## Figures\n\n" + "\n".join(f"![{name[:-4]}]({name})" for name in figures) + "\n"
     with atomic_path(out) as tmp:

@@ -16,6 +16,7 @@ from pipeline.calibration import reliability
 from pipeline.checkpoint import save_checkpoint
 from pipeline.datasets import Dataset
 from pipeline.files import atomic_dir, write_json
+from pipeline.provenance import code_version
 from pipeline.models import create_student, create_teacher
 from pipeline.train import accuracy
 
@@ -56,6 +57,7 @@ def save_run(out_dir: Path, arch: str, model: torch.nn.Module, model_kwargs: dic
              extra_files: dict[str, Path] | None = None) -> None:
     """Write the run directory in one atomic step: model.pt, metrics.json (with the
     checkpoint's size added) and any extra files, moved in."""
+    metrics.update(code_version())
     with atomic_dir(out_dir) as tmp:
         save_checkpoint(tmp / MODEL_FILE, kind="student", arch=arch, model=model,
                         model_kwargs=model_kwargs, config=config, metrics=metrics)

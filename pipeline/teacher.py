@@ -13,6 +13,7 @@ from pipeline.datasets import load_prepared
 from pipeline.files import write_json
 from pipeline.history import EpochLog
 from pipeline.models import count_params
+from pipeline.provenance import code_version
 from pipeline.runs import build_teacher
 from pipeline.train import accuracy, fit, predict, say_epoch, set_threads
 
@@ -58,6 +59,7 @@ def train_teacher(cfg: TeacherConfig, progress: bool = True) -> dict:
         "device": cfg.device,
         "device_name": torch.cuda.get_device_name() if cfg.device == "cuda" else "cpu",
         "threads": torch.get_num_threads(),
+        **code_version(),
     }
     out = Path(cfg.out_dir)
     fingerprint = save_checkpoint(out / TEACHER_CKPT, kind="teacher", arch=cfg.arch, model=model.cpu(),

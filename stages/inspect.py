@@ -8,6 +8,7 @@ from pipeline.cache import CacheExpectations, LogitCache
 from pipeline.datasets import load_prepared
 from pipeline.ensemble import check_recorded_accuracy
 from pipeline.errors import UsageError
+from pipeline.provenance import other_code
 from pipeline.rescore import rescore_sample, tolerance_for
 from pipeline.teacher_source import load_teacher
 
@@ -42,6 +43,8 @@ def inspect(cache, T):
                         f"(recorded at training: {100 * c.attrs.get('teacher_test_acc', float('nan')):.2f}%)"),
         (f"entropy @T={T:g}", f"{entropy:.3f} nats (max {float(p.new_tensor(c.num_classes).log()):.3f})"),
         ("created", c.attrs.get("created")),
+        ("made by", other_code(c.attrs) or f"this code (softcache {c.attrs['softcache_version']}, sources "
+                                            f"{c.attrs['source_digest']})"),
         ("fingerprint", c.fingerprint),
     ]
     width = max(len(k) for k, _ in rows)
@@ -74,8 +77,10 @@ def verify(cache, dataset, teacher, teacher_weights, sample, seed):
     recorded, _ = check_recorded_accuracy(c)
     digests = ("every dataset matches the digest written with it" if c.digests_checked
                else "no digests recorded (made by an older softcache): checksums only")
+    made_by = other_code(c.attrs)
     click.echo(f"{cache}: OK ({c.train_rows} train rows, {c.num_classes} classes, teacher {100 * recorded:.2f}% "
-               f"on the test set as recorded, fingerprint {c.fingerprint}; {digests})")
+               f"on the test set as recorded, fingerprint {c.fingerprint}; {digests}; made by "
+               f"{made_by or 'this code'})")
     if teacher is None:
         return
     checks = rescore_sample(c, load_teacher(teacher, teacher_weights), d, sample=sample, seed=seed)

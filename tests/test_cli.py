@@ -2,7 +2,6 @@
 finished artifacts as they were. Runs the real console entry point in-process."""
 
 import h5py
-import numpy as np
 import pytest
 
 from stages.cli import main

@@ -1,11 +1,14 @@
 import json
+import os
 import re
+import shutil
 
 import pytest
 
-from pipeline.config import StudentConfig
+from pipeline.config import StudentConfig, TeacherConfig
 from pipeline.errors import UsageError
 from pipeline.student import train_student
+from pipeline.teacher import train_teacher
 
 
 def config(tmp_path, prepared, cache_file, **kw):
@@ -39,12 +42,21 @@ def test_config_refuses_bad_values(tmp_path, kw, match):
         StudentConfig(cache=tmp_path, dataset=tmp_path, out_dir=tmp_path, **kw)
 
 
-def test_cache_from_another_teacher_is_refused(tmp_path, prepared, cache_file, teacher_dir):
-    record = teacher_dir / "teacher.json"
-    other = json.loads(record.read_text()) | {"fingerprint": "0" * 16}
-    (tmp_path / "other.json").write_text(json.dumps(other))
-    with pytest.raises(UsageError, match="different teacher"):
-        train_student(config(tmp_path, prepared, cache_file, teacher_record=tmp_path / "other.json"), progress=False)
+def test_a_replaced_teacher_is_seen_in_its_weights_not_its_record(tmp_path, prepared, cache_file, teacher_dir):
+    """teacher.pt swapped for another teacher's, with its mtime and teacher.json kept (so Make sees nothing
+    new): the student reads the fingerprint from the weights and refuses the cache the old teacher made."""
+    other = tmp_path / "other-teacher"
+    train_teacher(TeacherConfig(dataset=prepared, out_dir=other, arch="cnn", epochs=1, device="cpu", seed=3,
+                                batch_size=32), progress=False)
+    checkpoint = teacher_dir / "teacher.pt"
+    stat = checkpoint.stat()
+    record = (teacher_dir / "teacher.json").read_bytes()
+    shutil.copyfile(other / "teacher.pt", checkpoint)
+    os.utime(checkpoint, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert (teacher_dir / "teacher.json").read_bytes() == record
+    with pytest.raises(UsageError, match="different teacher than the one there now .* delete it"):
+        train_student(config(tmp_path, prepared, cache_file, teacher_record=teacher_dir / "teacher.json"),
+                      progress=False)
     assert not (tmp_path / "runs" / "r").exists()
 
 
