@@ -162,7 +162,7 @@ def write_teacher_logits(cfg: LogitsConfig, progress: bool = True) -> dict:
     """Run the teacher over train and test (resuming finished chunks) and write the cache."""
     data = load_prepared(cfg.dataset)
     teacher = load_teacher(cfg.teacher, cfg.teacher_weights)
-    check_output_width(teacher, torch.from_numpy(data.x_test[:2]).float() / 255.0, data.num_classes)
+    check_output_width(teacher, torch.from_numpy(data.x_test[:3]).float() / 255.0, data.num_classes)
     model = teacher.model
     if not cfg.topk < data.num_classes:
         raise UsageError(f"CACHE_TOPK={cfg.topk} must be below the {data.num_classes} classes (0 keeps all)")

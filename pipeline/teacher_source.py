@@ -10,11 +10,15 @@ of the file, or of the weights for a factory) goes into the cache like ours does
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
+import logging
+import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import torch
 from torch import nn
@@ -50,7 +54,15 @@ def _from_factory(spec: str, weights: Path | None) -> TeacherSource:
                          f"({type(exc).__name__}: {exc}); check the name and that the module is on PYTHONPATH") from None
     if weights is None or not Path(weights).is_file():
         raise UsageError(f"TEACHER={spec} needs its weights: TEACHER_WEIGHTS=<file saved with torch.save(state_dict)>")
-    model = factory()
+    try:
+        model = factory()
+    except TypeError as exc:        # most often: the factory needs arguments
+        raise UsageError(f"TEACHER={spec}: calling {factory_name}() failed ({exc}); the factory must build the "
+                         f"model with no arguments: wrap it in one that does (def make(): return "
+                         f"{factory_name}(...))") from None
+    except Exception as exc:
+        raise UsageError(f"TEACHER={spec}: {factory_name}() raised {type(exc).__name__}: "
+                         f"{str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ''}") from None
     if not isinstance(model, nn.Module):
         raise UsageError(f"TEACHER={spec}: the factory returned {type(model).__name__}, not a torch.nn.Module")
     try:
@@ -80,37 +92,74 @@ class _ExportedProgram(nn.Module):
         return self._program[0](x)
 
 
+def _archive_kind(path: Path) -> str | None:
+    """What a zip archive written by torch holds, from its entries (no loader is tried): TorchScript
+    code, a torch.export program, or a plain ``torch.save`` pickle (which softcache never unpickles:
+    unpickling runs arbitrary code)."""
+    with zipfile.ZipFile(path) as archive:
+        entries = {name.split("/", 1)[-1] for name in archive.namelist()}
+    if "archive_format" in entries:
+        return "exported program"
+    if "constants.pkl" in entries or any(name.startswith("code/") for name in entries):
+        return "TorchScript"
+    if "data.pkl" in entries:
+        return "pickle"
+    return None
+
+
+@contextlib.contextmanager
+def _quiet_torch() -> Iterator[None]:
+    """torch's loaders log warnings and tracebacks of their own when a file is not what they read;
+    the one-line error that follows says everything the user needs."""
+    logger = logging.getLogger("torch")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL + 1)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logger.setLevel(level)
+
+
 def _from_file(path: Path) -> TeacherSource:
-    if not zipfile.is_zipfile(path):
+    kind = _archive_kind(path) if zipfile.is_zipfile(path) else None
+    if kind is None:
         raise UsageError(f"TEACHER={path} is not a model file (not a softcache checkpoint, a TorchScript "
                          f"file or a torch.export .pt2 program)")
-    errors = []
-    for kind, load in (("TorchScript", lambda: torch.jit.load(str(path), map_location="cpu")),
-                       ("exported program", lambda: _ExportedProgram(torch.export.load(str(path)).module()))):
-        try:
-            model = load()
-            break
-        except Exception as exc:  # each loader raises its own types for the other formats
-            errors.append(f"{kind}: {type(exc).__name__}")
-    else:
-        raise UsageError(f"TEACHER={path} is not a model file ({'; '.join(errors)})")
+    if kind == "pickle":
+        raise UsageError(f"TEACHER={path} is a pickled model (torch.save of a module), which softcache does not "
+                         f"unpickle because unpickling runs code; save it with torch.jit.save(torch.jit.script(m)) "
+                         f"or torch.export.save, or give TEACHER=module:factory with TEACHER_WEIGHTS")
+    try:
+        with _quiet_torch():
+            model = (torch.jit.load(str(path), map_location="cpu") if kind == "TorchScript"
+                     else _ExportedProgram(torch.export.load(str(path)).module()))
+    except Exception as exc:  # each loader raises its own types for a damaged file
+        raise UsageError(f"TEACHER={path} looks like a {kind} file but does not load ({type(exc).__name__}: "
+                         f"{str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ''})") from None
     if isinstance(model, torch.jit.ScriptModule):
         model.eval()
     return TeacherSource(model, path.name, _file_digest(path), None)
 
 
 def check_output_width(source: TeacherSource, example: torch.Tensor, num_classes: int) -> None:
-    """Run the teacher on a couple of images and refuse it unless it returns (N, num_classes) logits."""
-    try:
-        with torch.no_grad():
-            out = source.model(example)
-    except Exception as exc:
-        raise UsageError(f"teacher {source.name} fails on the dataset's images {tuple(example.shape)} "
-                         f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
-    if not isinstance(out, torch.Tensor) or out.shape != (len(example), num_classes):
-        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        raise UsageError(f"teacher {source.name} returns {shape} for {len(example)} images but the dataset has "
-                         f"{num_classes} classes; it must return ({len(example)}, {num_classes}) logits")
+    """Run the teacher on batches of 2 and 3 images (``example`` holds at least 3) and refuse it unless it
+    returns (N, num_classes) logits for both: a program exported with a fixed batch size fails here, in
+    one line, rather than in the middle of the pass."""
+    for batch in (example[:2], example[:3]):
+        try:
+            with torch.no_grad(), _quiet_torch():
+                out = source.model(batch)
+        except Exception as exc:
+            message = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+            raise UsageError(f"teacher {source.name} fails on a batch of the dataset's images {tuple(batch.shape)} "
+                             f"({type(exc).__name__}: {message}); it must take any batch size (an exported program "
+                             f"needs a dynamic batch dimension, torch.export.Dim)") from None
+        if not isinstance(out, torch.Tensor) or out.shape != (len(batch), num_classes):
+            shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise UsageError(f"teacher {source.name} returns {shape} for {len(batch)} images but the dataset has "
+                             f"{num_classes} classes; it must return ({len(batch)}, {num_classes}) logits")
 
 
 def load_teacher(spec: str | Path, weights: Path | None = None) -> TeacherSource:
