@@ -74,6 +74,7 @@ import datetime as _dt
 import hashlib
 import json
 import math
+import os
 from pathlib import Path
 from typing import Iterator
 
@@ -82,13 +83,13 @@ import numpy as np
 import torch
 
 from pipeline.errors import UsageError
-from pipeline.files import atomic_path
+from pipeline.files import atomic_path, disk_full_is_one_line, need_space
 from pipeline.provenance import code_version
 from pipeline.settings import check, check_ensemble_storage
 
 __all__ = ["FORMAT_VERSION", "READABLE_VERSIONS", "TRANSFER_ATTRS", "SPLITS", "VIEW_SPLIT", "COMBINES", "ROW_DATASETS",
            "MIX_DATASETS", "CacheWriter", "ContentDigest", "content_digest",
-           "write_cache", "parse_combine", "stored_names", "split_names", "dense_logits", "plain",
+           "write_cache", "estimated_bytes", "parse_combine", "stored_names", "split_names", "dense_logits", "plain",
            "read_attrs", "read_arrays", "storage_bytes"]
 
 FORMAT_VERSION = 2                # the newest this code writes and reads
@@ -222,8 +223,18 @@ def write_cache(path: Path, *, rows: dict[str, int], num_classes: int, temperatu
         raise UsageError(f"CACHE_TOPK must lie in [0, {num_classes}) for {num_classes} classes "
                          f"(0 stores every logit), got {topk}")
     transfer = int(attrs.get("transfer_rows", 0)) > 0
-    with atomic_path(path) as tmp:
-        with h5py.File(tmp, "w") as f:
+    need = estimated_bytes(rows, num_classes, dtype, topk, members)
+    need_space(path, need)
+    with disk_full_is_one_line(path, need), atomic_path(path) as tmp:
+        # The space is reserved before HDF5 writes a byte: HDF5 met by a full disk half-way fails in its
+        # destructors, and has crashed the process; it trims the file to its real size on closing.
+        h5py.File(tmp, "w").close()
+        fd = os.open(tmp, os.O_RDWR)
+        try:
+            os.posix_fallocate(fd, 0, need)
+        finally:
+            os.close(fd)
+        with h5py.File(tmp, "r+") as f:
             f.attrs.update({
                 "format_version": FORMAT_VERSION if transfer else 1,   # the oldest that describes the file
                 "storage": "topk" if topk else "full",
@@ -243,7 +254,6 @@ def write_cache(path: Path, *, rows: dict[str, int], num_classes: int, temperatu
             for split, n in rows.items():
                 if writer.rows_written(split) != n:
                     raise RuntimeError(f"cache writer filled {writer.rows_written(split)} of {n} {split} rows")
-            f.flush()
             f.attrs.update(content_digest(f, rows, num_classes).attrs())   # what was written, read back
             f.attrs["complete"] = True
 
@@ -261,7 +271,8 @@ class ContentDigest:
 
     def update(self, split: str, block: dict[str, np.ndarray]) -> None:
         for name in sorted(block):
-            self._sha.setdefault(f"{split}/{name}", hashlib.sha256()).update(np.ascontiguousarray(block[name]).tobytes())
+            sha = self._sha.setdefault(f"{split}/{name}", hashlib.sha256())
+            sha.update(np.ascontiguousarray(block[name]).tobytes())
         if split == "train":
             labels = block["labels"].astype(np.int64)
             labelled = labels < self.num_classes
@@ -304,6 +315,17 @@ def content_digest(f: h5py.File, splits, num_classes: int, block_rows: int = 655
         for lo in range(0, n, block_rows):
             digest.update(split, {name: g[name][lo:lo + block_rows] for name in g})
     return digest
+
+
+def estimated_bytes(rows: dict[str, int], num_classes: int, dtype: str = "float32", topk: int = 0,
+                    members: int = 0) -> int:
+    """An upper bound on a cache file's size, to check for free space before writing it: every value
+    uncompressed, 8-byte labels and index, 12 bytes of view params and mixup per view row, 1 MB of
+    HDF5 structure."""
+    item = np.dtype(dtype).itemsize
+    width = (topk * (item + 8) + item) if topk else num_classes * item
+    per_row = width + 16 + (members * num_classes * item if members else 0)
+    return sum(n * (per_row + (12 if split == VIEW_SPLIT else 0)) for split, n in rows.items()) + (1 << 20)
 
 
 def dense_logits(block: dict, num_classes: int) -> np.ndarray:

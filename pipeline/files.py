@@ -11,6 +11,7 @@ exclusive lock, so two of them never write the same artifact at once.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import glob
 import json
@@ -22,7 +23,8 @@ from typing import Iterator
 
 from pipeline.errors import UsageError
 
-__all__ = ["atomic_path", "atomic_dir", "remove_dead_temporaries", "exclusive_writer", "lock_path", "write_json", "read_json"]
+__all__ = ["atomic_path", "atomic_dir", "remove_dead_temporaries", "exclusive_writer", "lock_path", "write_json",
+           "read_json", "need_space", "no_space", "is_disk_full", "disk_full_is_one_line"]
 
 
 def _alive(pid: int) -> bool:
@@ -100,6 +102,52 @@ def atomic_dir(final: Path) -> Iterator[Path]:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.rmtree(old, ignore_errors=True)
+
+
+def _megabytes(n: int) -> str:
+    return f"{n / 1e6:,.1f} MB" if n < 1e9 else f"{n / 1e9:,.2f} GB"
+
+
+def _existing(path: Path) -> Path:
+    """``path`` or its nearest existing parent: where the bytes would go."""
+    directory = Path(path)
+    while not directory.exists() and directory != directory.parent:
+        directory = directory.parent
+    return directory
+
+
+def no_space(path: Path, need_bytes: int | None = None) -> UsageError:
+    """The one line a full disk gets: where, how much is needed (when known) and how much is free."""
+    directory = _existing(path)
+    free = shutil.disk_usage(directory).free
+    need = f"need about {_megabytes(need_bytes)}, " if need_bytes else ""
+    return UsageError(f"no space left on {directory} to write {Path(path).name}: {need}{_megabytes(free)} free; "
+                      f"free some space (or point DATA_DIR elsewhere) and run the same command again")
+
+
+def need_space(path: Path, need_bytes: int) -> None:
+    """Refuse before a big write that cannot fit, rather than fail half-way through it."""
+    if shutil.disk_usage(_existing(path)).free < need_bytes:
+        raise no_space(path, need_bytes)
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """ENOSPC, as the OS raises it or as h5py and torch word it (they often drop the errno)."""
+    return (isinstance(exc, OSError) and exc.errno == errno.ENOSPC) or "No space left on device" in str(exc) \
+        or "errno = 28" in str(exc)
+
+
+@contextlib.contextmanager
+def disk_full_is_one_line(path: Path, need_bytes: int | None = None) -> Iterator[None]:
+    """Turn a full disk met while writing ``path`` into :func:`no_space`'s one line."""
+    try:
+        yield
+    except UsageError:
+        raise
+    except Exception as exc:
+        if is_disk_full(exc):
+            raise no_space(path, need_bytes) from None
+        raise
 
 
 def write_json(path: Path, obj: dict) -> None:

@@ -30,11 +30,11 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from pipeline.cache_format import VIEW_SPLIT, write_cache
+from pipeline.cache_format import VIEW_SPLIT, estimated_bytes, write_cache
 from pipeline.config import LogitsConfig, as_record, resolve_device
 from pipeline.datasets import load_prepared
 from pipeline.errors import UsageError
-from pipeline.files import atomic_path, exclusive_writer, lock_path
+from pipeline.files import atomic_path, disk_full_is_one_line, exclusive_writer, lock_path, need_space
 from pipeline.teacher_source import check_output_width, load_teacher
 from pipeline.train import predict
 from pipeline.transfer import load_transfer
@@ -63,7 +63,7 @@ class _Parts:
         return self.dir / f"{split}-{chunk:06d}.npy"
 
     def save(self, split: str, chunk: int, logits: np.ndarray) -> None:
-        with atomic_path(self.path(split, chunk)) as tmp:
+        with disk_full_is_one_line(self.path(split, chunk), logits.nbytes), atomic_path(self.path(split, chunk)) as tmp:
             with open(tmp, "wb") as fh:
                 np.save(fh, logits)
 
@@ -214,6 +214,11 @@ def write_teacher_logits(cfg: LogitsConfig, progress: bool = True) -> dict:
         if world.rank != 0:
             parts = _Parts(parts_dir(cfg.out), key)
         mine = world.my_slice(chunks)
+        if world.rank == 0:   # the parts still to compute, then the file they become: refuse now if they cannot fit
+            cache_bytes = estimated_bytes({s: len(r) for s, r in splits.items()}, data.num_classes, cfg.dtype, cfg.topk)
+            todo = sum((hi - lo) * data.num_classes * 4 for split, i, lo, hi in chunks
+                       if not parts.path(split, i).is_file())
+            need_space(cfg.out, todo + cache_bytes)
         # One bar per rank, counted in images (resumed chunks count at once), with rate and ETA.
         with tqdm(total=sum(hi - lo for _, _, lo, hi in mine), desc=f"teacher pass (rank {world.rank})"
                   if world.size > 1 else "teacher pass", unit="img", unit_scale=True, file=sys.stderr,

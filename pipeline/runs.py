@@ -15,7 +15,7 @@ import torch
 from pipeline.calibration import reliability
 from pipeline.checkpoint import save_checkpoint
 from pipeline.datasets import Dataset
-from pipeline.files import atomic_dir, write_json
+from pipeline.files import atomic_dir, disk_full_is_one_line, need_space, write_json
 from pipeline.provenance import code_version
 from pipeline.models import create_student, create_teacher
 from pipeline.train import accuracy
@@ -58,7 +58,9 @@ def save_run(out_dir: Path, arch: str, model: torch.nn.Module, model_kwargs: dic
     """Write the run directory in one atomic step: model.pt, metrics.json (with the
     checkpoint's size added) and any extra files, moved in."""
     metrics.update(code_version())
-    with atomic_dir(out_dir) as tmp:
+    need = 2 * sum(t.numel() * t.element_size() for t in model.state_dict().values()) + (1 << 20)
+    need_space(Path(out_dir).parent, need)
+    with disk_full_is_one_line(out_dir, need), atomic_dir(out_dir) as tmp:
         save_checkpoint(tmp / MODEL_FILE, kind="student", arch=arch, model=model,
                         model_kwargs=model_kwargs, config=config, metrics=metrics)
         metrics["size_bytes"] = (tmp / MODEL_FILE).stat().st_size

@@ -13,6 +13,7 @@ import sys
 import click
 
 from pipeline.errors import CALLER_ENV, UsageError
+from pipeline.files import is_disk_full
 from stages.data import data
 from stages.ensemble import ensemble, publish
 from stages.experiment import experiment_views
@@ -66,6 +67,13 @@ def _main(argv: list[str] | None) -> None:
         code = 2
     except UsageError as exc:
         click.echo(f"{prefix}: error: {_one_line(str(exc))}", err=True)
+        code = 2
+    except OSError as exc:      # a full disk met where no stage checked for it
+        if not is_disk_full(exc):
+            raise
+        where = f" writing {exc.filename}" if getattr(exc, "filename", None) else ""
+        click.echo(f"{prefix}: error: no space left on device{where}; free some space and run the same command "
+                   f"again (finished artifacts are unchanged)", err=True)
         code = 2
     except (KeyboardInterrupt, click.exceptions.Abort):
         click.echo(f"{prefix}: interrupted; no finished artifact was changed", err=True)
