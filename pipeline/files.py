@@ -145,7 +145,11 @@ def disk_full_is_one_line(path: Path, need_bytes: int | None = None) -> Iterator
     except UsageError:
         raise
     except Exception as exc:
-        if is_disk_full(exc):
+        # torch.save words a short write as "unexpected pos": a write error where the space it needed is
+        # not there counts as a full disk too.
+        short = isinstance(exc, (OSError, RuntimeError)) and need_bytes is not None \
+            and shutil.disk_usage(_existing(path)).free < need_bytes
+        if is_disk_full(exc) or short:
             raise no_space(path, need_bytes) from None
         raise
 

@@ -76,7 +76,7 @@ class TrainingState:
         return epoch % self.every == 0 or overdue
 
     def save(self, trainer, history: list[dict], extra: dict | None = None) -> None:
-        with disk_full_is_one_line(self.file), atomic_path(self.file) as tmp:
+        with disk_full_is_one_line(self.file, 1 << 20), atomic_path(self.file) as tmp:
             torch.save({"key": self.key, "trainer": trainer.state_dict(), "torch_rng": torch.get_rng_state(),
                         "history": history, "extra": extra or {}}, tmp)
         self._saved_at = time.monotonic()
