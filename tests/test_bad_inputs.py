@@ -9,9 +9,9 @@ issue notes."""
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +22,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 SC = str(ROOT / ".venv" / "bin" / "softcache")
 pytestmark = pytest.mark.slow
+_MAKE_TRAILER = re.compile(r"^make(\[\d+\])?: \*\*\* ")   # "make[1]: *** [Makefile:82: ...] Error 2"
 
 
 def _snapshot(root: Path) -> dict[str, tuple[int, str]]:
@@ -86,7 +87,8 @@ def _make_cases(w) -> list[tuple[str, list[str]]]:
         ("MIXUP=1 without views", student("MIXUP=1")), ("AUGMENT=2", student("AUGMENT=2")),
         ("AUGMENT=1 REPLAY=2", student("AUGMENT=1", "REPLAY=2")), ("REPLAY=-1", student("REPLAY=-1")),
         ("HOLDOUT=-5", student("HOLDOUT=-5")), ("LABELS=-3", student("LABELS=-3")),
-        ("LABELS list for student", student("LABELS=600 1200")), ("LABELS=0 ALPHA=0.5", student("LABELS=0", "ALPHA=0.5")),
+        ("LABELS list for student", student("LABELS=600 1200")),
+        ("LABELS=0 ALPHA=0.5", student("LABELS=0", "ALPHA=0.5")),
         ("COMBINE=median", student("COMBINE=median")), ("TEACHERS=0", student("TEACHERS=0")),
         ("TEACHERS=2 with a model file", student("TEACHERS=2", f"TEACHER={f / 'fixed.pt2'}")),
         ("TEACHERS=2 CACHE_TOPK=3", student("TEACHERS=2", "CACHE_TOPK=3")),
@@ -122,12 +124,14 @@ def _cli_cases(w) -> list[tuple[str, list[str]]]:
                                 "--out", w["data"] / "cache" / "bad.h5", *extra]
     return [
         ("student --cache missing", ["student", "--cache", f / "nope.h5", "--dataset", dataset, "--out-dir", out]),
-        ("student --cache truncated", ["student", "--cache", f / "truncated.h5", "--dataset", dataset, "--out-dir", out]),
+        ("student --cache truncated", ["student", "--cache", f / "truncated.h5", "--dataset", dataset,
+                                       "--out-dir", out]),
         ("student --cache not HDF5", ["student", "--cache", f / "text.h5", "--dataset", dataset, "--out-dir", out]),
         ("student --epochs 0", student("--epochs", "0")), ("student --T nan", student("--T", "nan")),
         ("student --labels 0 --alpha 0.5", student("--labels", "0", "--alpha", "0.5")),
         ("student --replay 4 without views", student("--replay", "4")),
-        ("student --dataset of other data", ["student", "--cache", cache, "--dataset", f / "nan.npz", "--out-dir", out]),
+        ("student --dataset of other data", ["student", "--cache", cache, "--dataset", f / "nan.npz",
+                                             "--out-dir", out]),
         ("verify a truncated cache", ["verify", f / "truncated.h5"]),
         ("verify --teacher without --dataset", ["verify", cache, "--teacher", teacher]),
         ("inspect a missing cache", ["inspect", f / "nope.h5"]),
@@ -159,8 +163,8 @@ def _run(kind: str, args: list, w) -> subprocess.CompletedProcess:
 
 def _held(lock: Path):
     """A live process holding the run's writer lock, as a running student would."""
-    code = f"import fcntl,sys,time\nf=open({str(lock)!r},'w')\nfcntl.flock(f,fcntl.LOCK_EX)\nprint('held',flush=True)\n" \
-           f"time.sleep(600)"
+    code = (f"import fcntl,sys,time\nf=open({str(lock)!r},'w')\nfcntl.flock(f,fcntl.LOCK_EX)\n"
+            f"print('held',flush=True)\ntime.sleep(600)")
     holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "held"
     return holder
@@ -180,7 +184,7 @@ def test_bad_inputs_get_one_line_exit_2_and_change_nothing(world, capsys):
                 holder.kill()
                 holder.wait()
                 (world["run"].parent / f".{world['run'].name}.lock").unlink(missing_ok=True)
-        lines = [line for line in proc.stderr.strip().splitlines() if line.strip() and not line.startswith("make: ***")]
+        lines = [line for line in proc.stderr.strip().splitlines() if line.strip() and not _MAKE_TRAILER.match(line)]
         after = _snapshot(world["data"])
         changed = sorted(k for k in before if after.get(k) != before[k])
         added = sorted(k for k in set(after) - set(before)
@@ -193,7 +197,7 @@ def test_bad_inputs_get_one_line_exit_2_and_change_nothing(world, capsys):
         for k in set(after) - set(before):      # a refused dataset's stamp: not kept for the next case
             (world["data"] / k).unlink()
     with capsys.disabled():
-        print(f"\n| case | via | exit | first line | artifacts unchanged |\n|---|---|---:|---|---|")
+        print("\n| case | via | exit | first line | artifacts unchanged |\n|---|---|---:|---|---|")
         for name, kind, code, line, same in rows:
             print(f"| {name} | {kind} | {code} | {line.replace('|', '/')[:160]} | {'yes' if same else 'NO'} |")
     assert not failures, "\n".join(failures)

@@ -108,7 +108,8 @@ def test_twenty_kills_never_delete_or_leave_a_partial_artifact(pipeline_dir, cap
         leftovers = [p.name for p in artifact.parent.parent.rglob(".*.tmp-*")]
         assert leftovers == [], leftovers       # temporaries of the killed writer are gone after the rerun
     with capsys.disabled():
-        print("\n| stage | kill | alive at kill | finished file there at kill | make deleted it |\n|---|---|---|---|---|")
+        print("\n| stage | kill | alive at kill | finished file there at kill | make deleted it |")
+        print("|---|---|---|---|---|")
         for target, when, o in table:
             print(f"| {target} | {when} | {o['killed_alive']} | {o['existed_at_kill']} | {o['make_deleted']} |")
     assert landed_after_rename >= 5, landed_after_rename

@@ -75,7 +75,7 @@ def test_stage_graph_rebuilds_only_what_changed(tmp_path):
     views = make("student", "VIEWS=2", "REPLAY=2", "T=2", "ALPHA=0.5", *common)
     assert "softcache teacher-logits" in views.stdout and "softcache teacher " not in views.stdout
     assert "2000 train + 10000 test rows + 4000 cached views" in views.stdout
-    replayed = json.loads((tmp_path / "runs" / f"mlp-T2-a0.5-from-e1-r2-s0-e1{ON}" / "metrics.json").read_text())
+    replayed = json.loads((tmp_path / "runs" / f"mlp-T2-a0.5-from-e1-v2-r2-s0-e1{ON}" / "metrics.json").read_text())
     assert replayed["inputs"] == "2 cached views" and replayed["test_acc"] > 0.3
     assert (fingerprint(cache), fingerprint(teacher)) == before
     # The whole experiment, tiny: tuning on 500 held-out rows, then three arms x two seeds.
@@ -83,10 +83,10 @@ def test_stage_graph_rebuilds_only_what_changed(tmp_path):
                       "EXPERIMENT_HOLDOUT=500", *common)
     assert "softcache teacher" not in experiment.stdout.replace("softcache experiment-views", "")
     assert len(list((tmp_path / "tuning").glob(f"mlp-*-ho500-s0-e1{ON}/metrics.json"))) == 5
-    record = json.loads((tmp_path / "reports" / "views-experiment-from-e1.json").read_text())
+    record = json.loads((tmp_path / "reports" / "views-experiment-from-e1-v2.json").read_text())
     assert {r["arm"] for r in record["arms"]} == {"scratch", "clean", "replay"}
     assert all(r["seeds"] == [0, 1] for r in record["arms"])
-    assert "Cached views from e1: scratch vs clean-target KD" in (tmp_path / "reports" / "report.md").read_text()
+    assert "Cached views from e1-v2: scratch vs clean-target KD" in (tmp_path / "reports" / "report.md").read_text()
 
     # An ensemble of two teachers with a mixup bank: the member already trained is reused, only
     # the new member is trained; COMBINE=probs learns from the mean of their probabilities.
@@ -95,7 +95,7 @@ def test_stage_graph_rebuilds_only_what_changed(tmp_path):
     assert ens.stdout.count("softcache teacher-logits") == 2 and "softcache ensemble" in ens.stdout
     assert "ensemble of 2 test accuracy" in ens.stdout
     assert (fingerprint(cache), fingerprint(teacher)) == before
-    run = json.loads((tmp_path / "runs" / f"mlp-T2-a1-from-e1-x2-probs-r2-s0-e1{ON}" / "metrics.json").read_text())
+    run = json.loads((tmp_path / "runs" / f"mlp-T2-a1-from-e1-x2-v2-mx1-probs-r2-s0-e1{ON}" / "metrics.json").read_text())
     assert run["teacher_members"] == 2 and run["mixup"] == 1.0 and run["test_acc"] > 0.3
     assert "softcache" not in make("-n", "student", "TEACHERS=2", "VIEWS=2", "MIXUP=1", "REPLAY=2", "T=2",
                                    "ALPHA=1", "COMBINE=probs", *common).stdout
@@ -182,3 +182,25 @@ def test_a_transfer_set_through_make_from_pool_to_student(tmp_path):
     np.savez(pool, x=d.x_train[3000:4000])                                   # another pool, same name
     dry = make("-n", "student", *common).stdout
     assert "softcache teacher-logits" in dry and "softcache teacher " not in dry
+
+
+def test_make_student_teacher_t_2_keeps_the_teacher_t_1_run(tmp_path):
+    """TEACHER_T changes the cache, so it names the run: the TEACHER_T=1 run is kept, untouched, each
+    run's metrics name its own cache, and both are up to date afterwards."""
+    from pipeline.datasets import save_prepared
+    from tests.conftest import make_dataset
+
+    npz = tmp_path / "tiny.npz"
+    save_prepared(make_dataset(n_train=300, n_test=60), npz)
+    common = [f"DATA_DIR={tmp_path / 'data'}", f"DATASET={npz}", "DEVICE=cpu", "TEACHER_EPOCHS=1", "EPOCHS=1",
+              "STUDENT=mlp", "T=4"]
+    make("student", *common)
+    first = tmp_path / "data" / "runs" / "mlp-T4-a0.1-from-e1-s0-e1-on-tiny"
+    kept = fingerprint(first / "metrics.json"), fingerprint(first / "model.pt")
+    make("student", "TEACHER_T=2", *common)
+    second = tmp_path / "data" / "runs" / "mlp-T4-a0.1-from-e1-tt2-s0-e1-on-tiny"
+    assert (fingerprint(first / "metrics.json"), fingerprint(first / "model.pt")) == kept
+    assert json.loads((first / "metrics.json").read_text())["config"]["cache"].endswith("-T1-float32.h5")
+    assert json.loads((second / "metrics.json").read_text())["config"]["cache"].endswith("-T2-float32.h5")
+    for extra in ([], ["TEACHER_T=2"]):
+        assert "softcache" not in make("-n", "student", *extra, *common).stdout
