@@ -2,7 +2,7 @@
 
 A stage writes to a temporary sibling (same directory, so the rename stays on one file
 system) and renames it into place only after the last byte is written. A killed stage
-leaves at most a ``.NAME.tmp-PID-*`` file behind, which no later stage mistakes for an artifact and
+leaves at most a ``.NAME.tmp-PID@HOST-*`` file behind, which no later stage mistakes for an artifact and
 the next writer of NAME removes once PID is gone.
 Writers that take a while (the teacher pass, a self-distillation run) also hold an
 exclusive lock, so two of them never write the same artifact at once.
@@ -17,6 +17,7 @@ import glob
 import json
 import os
 import shutil
+import socket
 import tempfile
 from pathlib import Path
 from typing import Iterator
@@ -37,18 +38,28 @@ def _alive(pid: int) -> bool:
     return True
 
 
+_HOST = socket.gethostname().replace("-", "_")   # '-' separates the name's fields
+
+
+def _writer() -> str:
+    """PID@HOST: names a writer's temporaries, so the next writer can tell a dead one's (on a shared
+    DATA_DIR, only the machine that ran a writer can tell)."""
+    return f"{os.getpid()}@{_HOST}"
+
+
 def remove_dead_temporaries(final: Path) -> list[Path]:
-    """Remove what killed writers of ``final`` left beside it: ``.NAME.tmp-PID-*`` and ``.NAME.old-PID``
-    whose process is gone (a live writer's are left alone). A writer killed between moving the old
-    ``final`` aside and moving the new one in left no ``final``: the old one is put back. Returns
-    what was removed."""
+    """Remove what killed writers of ``final`` left beside it: ``.NAME.tmp-PID@HOST-*`` and
+    ``.NAME.old-PID@HOST`` of this machine whose process is gone (a live writer's are left alone).
+    A writer killed between moving the old ``final`` aside and moving the new one in left no
+    ``final``: the old one is put back. Returns what was removed."""
     final = Path(final)
     removed = []
     for kind in ("tmp", "old"):
         prefix = f".{final.name}.{kind}-"
         for leftover in final.parent.glob(glob.escape(prefix) + "*"):
-            pid = leftover.name[len(prefix):].split("-")[0]
-            if not pid.isdigit() or _alive(int(pid)):
+            pid, _, host = leftover.name[len(prefix):].split("-")[0].partition("@")
+            # A live writer's, or another machine's (not ours to judge): left alone.
+            if not pid.isdigit() or host != _HOST or _alive(int(pid)):
                 continue
             if kind == "old" and not final.exists():   # killed between its two renames: the old one is back
                 os.replace(leftover, final)
@@ -70,7 +81,7 @@ def atomic_path(final: Path) -> Iterator[Path]:
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     remove_dead_temporaries(final)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.tmp-{os.getpid()}-", dir=final.parent)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.tmp-{_writer()}-", dir=final.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     os.chmod(tmp, 0o666 & ~_umask())   # mkstemp makes owner-only files; artifacts are shared
@@ -91,9 +102,9 @@ def atomic_dir(final: Path) -> Iterator[Path]:
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     remove_dead_temporaries(final)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-{os.getpid()}-", dir=final.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-{_writer()}-", dir=final.parent))
     os.chmod(tmp, 0o777 & ~_umask())
-    old = final.parent / f".{final.name}.old-{os.getpid()}"
+    old = final.parent / f".{final.name}.old-{_writer()}"
     try:
         yield tmp
         if final.exists():

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from pipeline.files import atomic_dir, atomic_path, remove_dead_temporaries
+from pipeline.files import _HOST, atomic_dir, atomic_path, remove_dead_temporaries
 from pipeline.provenance import code_version, other_code
 from pipeline.report import render_code_versions
 
@@ -23,23 +23,25 @@ def _dead_pid() -> int:
 def test_a_dead_writers_temporaries_go_and_a_live_writers_stay(tmp_path):
     final = tmp_path / "cache.h5"
     final.write_text("finished")
-    dead, live = _dead_pid(), os.getpid()
+    dead, live = f"{_dead_pid()}@{_HOST}", f"{os.getpid()}@{_HOST}"
     (tmp_path / f".cache.h5.tmp-{dead}-abc").write_text("half")
     (tmp_path / f".cache.h5.tmp-{live}-def").write_text("being written")
     (tmp_path / f".other.h5.tmp-{dead}-xyz").write_text("another artifact's")
+    elsewhere = f".cache.h5.tmp-{_dead_pid()}@elsewhere-ghi"     # only its own machine can tell it is dead
+    (tmp_path / elsewhere).write_text("another machine's writer")
     removed = remove_dead_temporaries(final)
     assert [p.name for p in removed] == [f".cache.h5.tmp-{dead}-abc"]
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-        ["cache.h5", f".cache.h5.tmp-{live}-def", f".other.h5.tmp-{dead}-xyz"])
+        ["cache.h5", f".cache.h5.tmp-{live}-def", f".other.h5.tmp-{dead}-xyz", elsewhere])
     with atomic_path(final) as tmp:                # a writer cleans up before it starts
-        assert str(os.getpid()) in tmp.name
+        assert live in tmp.name
         tmp.write_text("new")
     assert final.read_text() == "new"
 
 
 def test_a_run_killed_between_its_two_renames_gets_its_old_directory_back(tmp_path):
     final = tmp_path / "run"
-    old = tmp_path / f".run.old-{_dead_pid()}"       # the old run moved aside, the new one never moved in
+    old = tmp_path / f".run.old-{_dead_pid()}@{_HOST}"       # the old run moved aside, the new one never moved in
     old.mkdir()
     (old / "metrics.json").write_text("{}")
     remove_dead_temporaries(final)
