@@ -16,8 +16,8 @@ from pipeline.calibration import reliability
 from pipeline.checkpoint import save_checkpoint
 from pipeline.datasets import Dataset
 from pipeline.files import atomic_dir, disk_full_is_one_line, need_space, write_json
-from pipeline.provenance import code_version
 from pipeline.models import create_student, create_teacher
+from pipeline.provenance import code_version
 from pipeline.train import accuracy
 
 __all__ = ["MODEL_FILE", "METRICS_FILE", "model_kwargs", "build_student", "build_teacher", "evaluate", "save_run"]

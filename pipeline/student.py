@@ -15,10 +15,10 @@ import numpy as np
 import torch
 
 from pipeline.cache import CacheExpectations, LogitCache
+from pipeline.checkpoint import load_checkpoint
 from pipeline.config import StudentConfig, as_record
 from pipeline.datasets import holdout_split, load_prepared
 from pipeline.errors import UsageError
-from pipeline.checkpoint import load_checkpoint
 from pipeline.files import exclusive_writer
 from pipeline.history import EpochLog
 from pipeline.labels import labelled_rows, rows_digest
