@@ -224,10 +224,13 @@ def _arm_curves(rows: list[dict], arms: dict[str, str], x: str, xlabel: str, tea
             extra_lines(ax, mine)
         ax.axhline(teacher_acc, color="tab:green", lw=0.8, label="teacher")
         ax.set_xscale("log")
+        measured = sorted({r[x] for r in mine if r[x] > 0})
+        ax.set_xticks(measured, [f"{v:,g}" for v in measured])   # the measured points, in plain numbers
+        ax.minorticks_off()
         ax.set_xlabel(xlabel)
         ax.set_ylabel("test accuracy %")
         ax.set_title(student)
-        ax.legend(fontsize=7, loc="lower right")
+        ax.legend(fontsize=7, loc="best")
     return _save(fig, out_dir, name)
 
 
