@@ -60,6 +60,12 @@ def _kill_at(common: list[str], target: str, stage: str, artifact: Path, after_r
     return {"killed_alive": killed, "existed_at_kill": existed, "make_deleted": "Deleting file" in err}
 
 
+def _remove_run(run: Path) -> None:
+    for f in run.iterdir():
+        f.unlink()
+    run.rmdir()
+
+
 @pytest.fixture
 def pipeline_dir(tmp_path):
     npz = tmp_path / "tiny.npz"
@@ -78,6 +84,12 @@ def test_twenty_kills_never_delete_or_leave_a_partial_artifact(pipeline_dir, cap
     reference_logits = LogitCache(cache).logits("train").numpy()
     reference_weights = torch.load(run / "model.pt", weights_only=True)["state_dict"]
     pick = random.Random(0)
+    lifetime = {}                       # how long an uninterrupted make of each target takes, to aim inside it
+    for target, remove in (("teacher-logits", lambda: cache.unlink()), ("student", lambda: _remove_run(run))):
+        remove()
+        start = time.monotonic()
+        assert _make(target, *common).wait() == 0
+        lifetime[target] = time.monotonic() - start
     trials = [("teacher-logits", cache, i < 3) for i in range(10)] + [("student", run / "metrics.json", i < 3)
                                                                        for i in range(10)]
     landed_after_rename, table = 0, []
@@ -86,10 +98,8 @@ def test_twenty_kills_never_delete_or_leave_a_partial_artifact(pipeline_dir, cap
         if target == "teacher-logits":
             cache.unlink()
         else:
-            for f in run.iterdir():
-                f.unlink()
-            run.rmdir()
-        outcome = _kill_at(common, target, stage, artifact, after_rename, pick.uniform(0.3, 4.0))
+            _remove_run(run)
+        outcome = _kill_at(common, target, stage, artifact, after_rename, pick.uniform(0.2, 0.9) * lifetime[target])
         table.append((target, "after the rename" if after_rename else "random", outcome))
         assert not outcome["make_deleted"], f"make deleted the finished artifact of {target}: {outcome}"
         if outcome["existed_at_kill"]:
@@ -113,3 +123,4 @@ def test_twenty_kills_never_delete_or_leave_a_partial_artifact(pipeline_dir, cap
         for target, when, o in table:
             print(f"| {target} | {when} | {o['killed_alive']} | {o['existed_at_kill']} | {o['make_deleted']} |")
     assert landed_after_rename >= 5, landed_after_rename
+    assert sum(o["killed_alive"] for _, _, o in table) >= 15, table   # most kills hit a stage at work
