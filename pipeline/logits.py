@@ -40,7 +40,7 @@ from pipeline.train import predict
 from pipeline.transfer import load_transfer
 from pipeline.views import DEFAULT_PAD, draw_view_mix, draw_view_params, render_views
 
-__all__ = ["write_teacher_logits", "parts_dir", "lock_path", "SplitRows"]
+__all__ = ["write_teacher_logits", "parts_dir", "lock_path", "SplitRows", "cached_split_rows"]
 
 
 
@@ -156,6 +156,19 @@ class SplitRows:
                                              torch.from_numpy(self.mix[1][cache_rows]))
         return render_views(torch.from_numpy(self.x), rows, torch.from_numpy(self.view_params[cache_rows]),
                             DEFAULT_PAD, *(mix or (None, None)))
+
+
+def cached_split_rows(cache, data, split: str) -> SplitRows:
+    """The inputs of a finished cache's ``split`` (a ``LogitCache``, its prepared dataset): for the view
+    split, the views as the cache stores them (params and mixup pairs), so each is re-rendered exactly."""
+    if split == "test":
+        return SplitRows(data.x_test, data.y_test)
+    if split == "train":
+        return SplitRows(data.x_train, data.y_train)
+    params = cache.view_params().numpy().reshape(-1, 3)
+    mix = cache.view_mix(cache.views)
+    mix = None if mix is None else (mix[0].numpy().reshape(-1), mix[1].numpy().reshape(-1))
+    return SplitRows(data.x_train, data.y_train, params, cache.views, mix)
 
 
 def write_teacher_logits(cfg: LogitsConfig, progress: bool = True) -> dict:

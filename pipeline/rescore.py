@@ -21,7 +21,7 @@ from pipeline.cache import LogitCache
 from pipeline.cache_format import VIEW_SPLIT
 from pipeline.datasets import Dataset
 from pipeline.errors import UsageError
-from pipeline.logits import SplitRows
+from pipeline.logits import cached_split_rows
 from pipeline.teacher_source import TeacherSource
 from pipeline.train import predict
 
@@ -47,17 +47,6 @@ def tolerance_for(cache: LogitCache) -> float:
     return 3e-2 if gpu else 2e-3 if half else 1e-4
 
 
-def _split_rows(cache: LogitCache, data: Dataset, split: str) -> SplitRows:
-    if split == "test":
-        return SplitRows(data.x_test, data.y_test)
-    if split == "train":
-        return SplitRows(data.x_train, data.y_train)
-    params = cache.view_params().numpy().reshape(-1, 3)
-    mix = cache.view_mix(cache.views)
-    mix = None if mix is None else (mix[0].numpy().reshape(-1), mix[1].numpy().reshape(-1))
-    return SplitRows(data.x_train, data.y_train, params, cache.views, mix)
-
-
 def rescore_sample(cache: LogitCache, teacher: TeacherSource, data: Dataset, sample: int = 256,
                    seed: int = 0) -> list[RowCheck]:
     """Re-score up to ``sample`` rows of every split (drawn from ``seed``) and compare them with the cache.
@@ -76,7 +65,7 @@ def rescore_sample(cache: LogitCache, teacher: TeacherSource, data: Dataset, sam
         rows = np.sort(rng.choice(n, size=min(sample, n), replace=False))
         cached = torch.from_numpy(cache.stored_logits(split, rows))
         with torch.no_grad():
-            fresh = predict(teacher.model, _split_rows(cache, data, split).images_at(rows)) / cache.temperature
+            fresh = predict(teacher.model, cached_split_rows(cache, data, split).images_at(rows)) / cache.temperature
         compared = torch.ones_like(cached, dtype=torch.bool)
         if stored_classes:              # the tail value stands for the other classes, as a whole
             compared = torch.zeros_like(compared).scatter_(1, cached.topk(stored_classes, dim=1).indices, True)

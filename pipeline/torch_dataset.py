@@ -14,14 +14,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset as TorchDataset
 
 from pipeline.cache import CacheExpectations, LogitCache
+from pipeline.cache_format import VIEW_SPLIT
 from pipeline.datasets import load_prepared
 from pipeline.errors import UsageError
 from pipeline.settings import check
-from pipeline.views import DEFAULT_PAD, render_views
+from pipeline.logits import cached_split_rows
 
 __all__ = ["SoftTargetDataset"]
 
@@ -51,12 +53,8 @@ class SoftTargetDataset(TorchDataset):
         self.class_names = data.class_names
         self.views = self.cache.views if views else 0
         self.log_probs = log_probs
-        if views:
-            k = self.cache.views
-            self._params = self.cache.view_params(k).reshape(-1, 3)      # raises in one line without views
-            mix = self.cache.view_mix(k)
-            self._mix = None if mix is None else (mix[0].reshape(-1), mix[1].reshape(-1))
-        self._split = "train_views" if views else split
+        self._split = VIEW_SPLIT if views else split
+        self._rows = cached_split_rows(self.cache, data, self._split)   # raises in one line without views
 
     def __len__(self) -> int:
         return len(self.labels) * (self.views or 1)
@@ -64,15 +62,8 @@ class SoftTargetDataset(TorchDataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         if not 0 <= index < len(self):
             raise IndexError(f"index {index} out of range for {len(self)} items")
-        row = index // (self.views or 1)
-        if self.views:
-            rows = torch.tensor([row])
-            partner, weight = (None, None) if self._mix is None else (self._mix[0][index:index + 1],
-                                                                      self._mix[1][index:index + 1])
-            image = render_views(self.images, rows, self._params[index:index + 1], DEFAULT_PAD, partner, weight)[0]
-        else:
-            image = self.images[row]
+        image = self._rows.images_at(np.array([index]))[0]
         stored = torch.from_numpy(self.cache.stored_logits(self._split, [index]))[0]
         scaled = stored * self.cache.temperature / self.T
         target = torch.log_softmax(scaled, dim=0) if self.log_probs else torch.softmax(scaled, dim=0)
-        return image.float() / 255.0, target, self.labels[row]
+        return image.float() / 255.0, target, self.labels[index // (self.views or 1)]
