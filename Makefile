@@ -43,9 +43,10 @@ $(PARAMS)/%.txt:
 	@mkdir -p $(@D) && printf '%s\n' '$(STAMP)' > $@
 
 data: $(DATA_FILE)
-$(DATA_FILE): $(DATA_STAMP) | $(INSTALLED)
+# An image folder is checked on every run (DATA_CHECK): a changed file is named, never used.
+$(DATA_FILE): $(DATA_STAMP) $(DATA_CHECK) | $(INSTALLED)
 	$(SC) data --dataset $(DATASET) $(if $(SOURCE),--source $(SOURCE)) --raw-dir $(DATA_DIR)/raw \
-		--limit $(LIMIT) --layout $(LAYOUT) --out $@
+		--limit $(LIMIT) --layout $(LAYOUT) $(FOLDER_ARGS) --out $@
 
 # A softcache-trained teacher (the one teacher, or each ensemble member), and its pass.
 $(DATA_DIR)/teacher/%/teacher.pt: $(PARAMS)/teacher-%.txt $(DATA_FILE) | $(INSTALLED)

@@ -59,7 +59,9 @@ teacher_train_acc (the stored train logits' accuracy on the labelled train rows)
 checked by every reader (``ContentDigest``; files made before them lack both) (and views,
 view_seed, view_pad, view_mixup when views are cached; members, member_names,
 member_test_acc, ensemble_probs_test_acc for an ensemble; published, published_record
-for a published cache).
+for a published cache; dataset_source for a dataset prepared from an image folder: a JSON
+object naming the folder, its classes and files, and the SHA-256 of the list of paths and of
+the files' contents, ``pipeline.image_folder.FolderSource.record``).
 
 Every dataset carries HDF5's fletcher32 checksum, so a flipped byte fails the read
 instead of silently changing a soft target. ``complete`` is written last, and the file

@@ -19,10 +19,11 @@ import torch
 from pipeline.cache_format import parse_combine
 from pipeline.datasets import DEBIAN_DIR
 from pipeline.errors import UsageError
+from pipeline.image_folder import FolderOptions
 from pipeline.models import list_students
 from pipeline.names import pskd_run_name, run_data, run_name
 from pipeline.settings import (check, check_augment_replay, check_grid, check_labels_alpha, check_sweep_backend,
-                               check_views_mixup, default)
+                               check_views_mixup, default, image_size)
 
 __all__ = [
     "DataConfig", "TeacherConfig", "LogitsConfig", "EnsembleConfig", "PublishConfig", "StudentConfig",
@@ -93,9 +94,20 @@ class DataConfig:
     limit: int = default("LIMIT", int)   # keep only the first N training samples (0: all)
     download: bool = True            # last resort: the official files, MD5-checked
     layout: str = default("LAYOUT")  # image axes of an .npz: auto, nchw or nhwc
+    # image folders only (pipeline.image_folder): what becomes of each file
+    image_size: str = default("IMAGE_SIZE")         # '' (own size), 'S' or 'HxW'
+    channels: str = default("CHANNELS")             # auto, 1 or 3
+    bad_images: str = default("BAD_IMAGES")         # fail or skip
+    test_fraction: float = default("TEST_FRACTION", float)
+    split_seed: int = default("SPLIT_SEED", int)
 
     def __post_init__(self):
-        check("LIMIT", self.limit), check("LAYOUT", self.layout)
+        for name in ("LIMIT", "LAYOUT", "IMAGE_SIZE", "CHANNELS", "BAD_IMAGES", "TEST_FRACTION", "SPLIT_SEED"):
+            check(name, getattr(self, name.lower()))
+
+    def folder_options(self) -> FolderOptions:
+        return FolderOptions(image_size(self.image_size), None if self.channels == "auto" else int(self.channels),
+                             self.bad_images, self.test_fraction, self.split_seed)
 
 
 @dataclass(frozen=True)

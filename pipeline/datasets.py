@@ -1,6 +1,7 @@
-"""Datasets: finding them, reading IDX and .npz files, and fingerprinting their content.
+"""Datasets: finding them, reading IDX and .npz files and image folders, and fingerprinting their content.
 
-The data stage turns whatever the user has (IDX files, gzip or raw; an ``.npz``) into one
+The data stage turns whatever the user has (IDX files, gzip or raw; an ``.npz``; a folder of
+PNG or JPEG files, see :mod:`pipeline.image_folder`) into one
 prepared ``.npz`` under ``data/dataset/``, which every later stage reads. Images are kept
 as uint8 (N, C, H, W) so the whole training split stays small in memory; models scale
 them to [0, 1] themselves. The fingerprint is a digest of the arrays, not of the files,
@@ -9,6 +10,7 @@ so the same images from the Debian package or a download give the same fingerpri
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import hashlib
 import urllib.request
@@ -19,6 +21,7 @@ import numpy as np
 
 from pipeline.errors import UsageError
 from pipeline.files import atomic_path
+from pipeline.image_folder import FolderOptions, FolderSource, changes, is_image_folder, read_folder
 
 __all__ = [
     "Dataset",
@@ -39,6 +42,7 @@ __all__ = [
     "load_dataset",
     "save_prepared",
     "load_prepared",
+    "prepared_folder_is_current",
 ]
 
 FASHION_MNIST_CLASSES = (
@@ -75,6 +79,10 @@ class Dataset:
     y_test: np.ndarray
     class_names: tuple[str, ...]
     fingerprint: str = field(default="", compare=False)
+    # An image folder's record (pipeline.image_folder.FolderSource): every file's path and digest,
+    # and which file each row is. None for IDX and .npz data. Not part of the fingerprint, which
+    # is the pixels' and labels' alone: the same images from a folder or an .npz are one dataset.
+    source: object = field(default=None, compare=False)
 
     def __post_init__(self):
         _check_splits(self)
@@ -322,13 +330,16 @@ def find_source(name: str, source: Path | None, raw_dir: Path, debian_dir: Path 
 
 
 def load_dataset(spec: str, source: Path | None, raw_dir: Path, debian_dir: Path = DEBIAN_DIR,
-                 download: bool = True, layout: str = "auto") -> Dataset:
-    """``spec`` is a known dataset name, a path to an .npz, or a directory of IDX files."""
+                 download: bool = True, layout: str = "auto", folder: FolderOptions = FolderOptions()) -> Dataset:
+    """``spec`` is a known dataset name, a path to an .npz, an image folder (``train/<class>/*``,
+    read with ``folder``'s options) or a directory of IDX files."""
     path = Path(spec)
     if spec.endswith(".npz"):
         if not path.is_file():
             raise UsageError(f"dataset file {spec} does not exist")
         return load_npz(path, layout)
+    if path.is_dir() and is_image_folder(path):
+        return read_folder(path, folder)
     if path.is_dir():
         return load_idx_dir(path, name=path.name)
     if spec not in KNOWN_DATASETS:
@@ -344,7 +355,8 @@ def limit_train(d: Dataset, limit: int) -> Dataset:
     """Keep the first ``limit`` training samples (0 keeps all); the test split is untouched."""
     if limit <= 0 or limit >= len(d.y_train):
         return d
-    return Dataset(d.name, d.x_train[:limit], d.y_train[:limit], d.x_test, d.y_test, d.class_names)
+    source = d.source and dataclasses.replace(d.source, rows_train=d.source.rows_train[:limit], limit=limit)
+    return Dataset(d.name, d.x_train[:limit], d.y_train[:limit], d.x_test, d.y_test, d.class_names, source=source)
 
 
 def holdout_split(n: int, holdout: int) -> tuple[np.ndarray, np.ndarray]:
@@ -368,7 +380,28 @@ def save_prepared(d: Dataset, path: Path) -> None:
         with open(tmp, "wb") as f:
             np.savez(f, x_train=d.x_train, y_train=d.y_train, x_test=d.x_test, y_test=d.y_test,
                      class_names=np.array(d.class_names), name=np.array(d.name),
-                     fingerprint=np.array(d.fingerprint))
+                     fingerprint=np.array(d.fingerprint), **(d.source.arrays() if d.source else {}))
+
+
+def prepared_folder_is_current(out: Path, folder: Path, options: FolderOptions, limit: int = 0) -> bool:
+    """Whether ``out`` was prepared from ``folder`` with these options and the folder still holds
+    exactly the files it did then. False when ``out`` is missing or was made otherwise (another
+    folder, other options): it is then prepared anew. A UsageError, naming what changed, when only
+    the files changed: the prepared file, and the teacher's cache made from it, are kept until the
+    user deletes them, because relabelling a large folder costs a whole teacher pass."""
+    try:
+        with np.load(out, allow_pickle=False) as f:
+            recorded = FolderSource.from_arrays({k: f[k] for k in f.files if k.startswith("source")})
+    except (OSError, ValueError, KeyError):
+        return False
+    if (recorded.folder, recorded.options, recorded.limit) != (str(Path(folder).resolve()), options, limit):
+        return False
+    changed = changes(recorded, folder)
+    if changed:
+        raise UsageError(f"{folder} changed since {out} was prepared from it: {changed}; to use the folder as it is "
+                         f"now, delete {out} (the teacher's cache made from it is then made anew)", fix="data",
+                         fix_settings={"DATASET": folder, **options.settings()})
+    return True
 
 
 def load_prepared(path: Path) -> Dataset:
@@ -380,7 +413,8 @@ def load_prepared(path: Path) -> Dataset:
         with np.load(path, allow_pickle=False) as f:
             a = {k: f[k] for k in f.files}
         d = Dataset(str(a["name"]), a["x_train"], a["y_train"], a["x_test"], a["y_test"],
-                    tuple(str(n) for n in a["class_names"]))
+                    tuple(str(n) for n in a["class_names"]),
+                    source=FolderSource.from_arrays(a) if "source" in a else None)
     except (OSError, ValueError, KeyError) as exc:
         raise UsageError(f"{path} is not a prepared softcache dataset ({exc})", fix="data") from None
     if d.fingerprint != str(a["fingerprint"]):

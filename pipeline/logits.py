@@ -212,6 +212,8 @@ def write_teacher_logits(cfg: LogitsConfig, progress: bool = True) -> dict:
         "producer": "softcache teacher-logits",
         "device": device.split(":")[0],
         "class_names": list(data.class_names),
+        # An image folder's files (paths and contents): which picture each row's logits are for.
+        **({"dataset_source": json.dumps(data.source.record())} if data.source is not None else {}),
         **view_attrs,
         **transfer_attrs,
     }

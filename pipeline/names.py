@@ -26,11 +26,11 @@ from pathlib import Path
 
 from pipeline.errors import UsageError
 from pipeline.settings import (DEFAULTS, LABEL_GRID, check, check_augment_replay, check_ensemble_storage, check_grid,
-                               check_labels_alpha, check_sweep_backend, check_views_mixup, help_text, misspelled,
-                               number)
+                               check_labels_alpha, check_sweep_backend, check_views_mixup, help_text, image_size,
+                               misspelled, number)
 
 __all__ = [
-    "data_name", "teacher_tag", "cache_tag", "transfer_name",
+    "data_name", "is_image_folder", "folder_tag", "FOLDER_SETTINGS", "teacher_tag", "cache_tag", "transfer_name",
     "cache_file_name", "RunName", "run_name", "parse_run_name", "pskd_run_name", "parse_pskd_run_name",
     "run_data", "member_seeds", "threads_per_run", "Plan", "plan", "make_fragment",
 ]
@@ -41,12 +41,33 @@ DEFAULT_DATA = Path(DEFAULTS["DATASET"]).name
 
 # --- names ---------------------------------------------------------------------------------------------
 
-def data_name(dataset: str, limit: int = 0) -> str:
-    """The prepared dataset's name: the dataset's file or directory name, plus -nN for LIMIT=N, so a
-    quick run on a subset never replaces the full set (nor its teacher or cache)."""
+def data_name(dataset: str, limit: int = 0, folder: str = "") -> str:
+    """The prepared dataset's name: the dataset's file or directory name, then an image folder's
+    :func:`folder_tag`, then -nN for LIMIT=N, so a quick run on a subset never replaces the full set
+    (nor its teacher or cache)."""
     stem = Path(dataset.rstrip("/")).name
-    stem = stem[:-4] if stem.endswith(".npz") else stem
+    stem = (stem[:-4] if stem.endswith(".npz") else stem) + folder
     return f"{stem}-n{limit}" if limit else stem
+
+
+def is_image_folder(path: str | Path) -> bool:
+    """A directory with a train/ subfolder of class folders (as opposed to a directory of IDX files)."""
+    train = Path(path) / "train"
+    return train.is_dir() and any(p.is_dir() for p in train.iterdir())
+
+
+FOLDER_SETTINGS = ("IMAGE_SIZE", "CHANNELS", "BAD_IMAGES", "TEST_FRACTION", "SPLIT_SEED")
+
+
+def folder_tag(s: dict[str, str]) -> str:
+    """What an image folder's prepared name adds for each setting that is not the default, since
+    each changes the rows: ``-64x48`` IMAGE_SIZE, ``-c3`` CHANNELS, ``-skipbad``, ``-tf0.2``
+    TEST_FRACTION, ``-ss1`` SPLIT_SEED."""
+    size = image_size(s["IMAGE_SIZE"])
+    return ((f"-{size[0]}x{size[1]}" if size else "") + (f"-c{s['CHANNELS']}" if s["CHANNELS"] != "auto" else "")
+            + ("-skipbad" if s["BAD_IMAGES"] == "skip" else "")
+            + (f"-tf{number(s['TEST_FRACTION'])}" if float(s["TEST_FRACTION"]) != float(DEFAULTS["TEST_FRACTION"])
+               else "") + (f"-ss{int(s['SPLIT_SEED'])}" if int(s["SPLIT_SEED"]) else ""))
 
 
 def is_teacher_file(teacher: str) -> bool:
@@ -228,7 +249,8 @@ class Plan:
         s = self.settings
         self.limit = check("LIMIT", s["LIMIT"])
         self.members = check("TEACHERS", s["TEACHERS"])
-        self.data = data_name(s["DATASET"], self.limit)
+        self.folder = is_image_folder(s["DATASET"])
+        self.data = data_name(s["DATASET"], self.limit, folder_tag(s) if self.folder else "")
         self.teacher_kind = ("published" if s["TEACHER"] == "published" else "file" if is_teacher_file(s["TEACHER"])
                              else "ensemble" if self.members > 1 else "trained")
         epochs, seed = check("TEACHER_EPOCHS", s["TEACHER_EPOCHS"]), check("TEACHER_SEED", s["TEACHER_SEED"])
@@ -273,7 +295,8 @@ class Plan:
         s = self.settings
         out = {self.path("params", f"data-{self.data}.txt"):
                f"dataset={s['DATASET']} source={s['SOURCE']} limit={s['LIMIT']}"
-               + (f" layout={s['LAYOUT']}" if s["LAYOUT"] != "auto" else "")}   # old stamps stay valid
+               + (f" layout={s['LAYOUT']}" if s["LAYOUT"] != "auto" else "")   # old stamps stay valid
+               + "".join(f" {k.lower()}={s[k]}" for k in FOLDER_SETTINGS if self.folder)}
         for member, tag in zip(self.seeds, self.member_tags):
             out[self.path("params", f"teacher-{self.data}{tag}.txt")] = (
                 f"arch={s['TEACHER']} epochs={s['TEACHER_EPOCHS']} seed={member} device={s['DEVICE']}")
@@ -293,6 +316,10 @@ class Plan:
 
 def _cross_checks(s: dict[str, str], p: Plan, goals: list[str]) -> None:
     """Checks that span several settings (each setting alone is checked by its parser)."""
+    for name in FOLDER_SETTINGS:
+        if not p.folder and name in p.given and s[name] != DEFAULTS[name]:
+            raise UsageError(f"{name} applies to image folders (train/<class>/*), and DATASET={s['DATASET']} is not "
+                             f"one; drop {name}, or give DATASET=<folder>")
     if len(s["LABELS"].split()) != 1 and set(goals) - {"experiment-labels", "help"}:
         raise UsageError(f"LABELS=\"{s['LABELS']}\" lists several label counts, which only experiment-labels runs; "
                          f"give one count (or all) for {' '.join(goals) or 'this target'}")
@@ -392,6 +419,9 @@ def make_fragment(p: Plan) -> str:
         "PUBLISH_RECORDS": " ".join(f"--record {r}" for r in member_records),
         "PUBLISH_COMMAND": f"make teacher-logits {publish}",
         "INPUT_ARGS": inputs, "LABEL_GRID": " ".join(p.label_grid),
+        "DATA_CHECK": "FORCE" if p.folder else "",
+        "FOLDER_ARGS": " ".join(f"--{k.lower().replace('_', '-')} {s[k]}" for k in FOLDER_SETTINGS
+                                if p.folder and s[k]),
         "TRANSFER_ARGS": f"--transfer {s['TRANSFER']}" if s["TRANSFER"] else "",
         "LOG_ARGS": f"--tensorboard-dir {p.path('tensorboard')}" if s["LOG"] == "tensorboard" else "",
         "TEACHER_ARGS": f"--teacher-tag={p.run_source} --combine {s['COMBINE']}",

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from pipeline.errors import UsageError
 
-__all__ = ["Setting", "SETTINGS", "DEFAULTS", "TARGETS", "check", "default", "number", "check_grid",
+__all__ = ["Setting", "SETTINGS", "DEFAULTS", "TARGETS", "check", "default", "number", "check_grid", "image_size",
            "check_views_mixup", "check_augment_replay", "check_labels_alpha", "check_sweep_backend", "check_ensemble_storage",
            "misspelled", "help_text"]
 
@@ -82,6 +82,32 @@ def _text(name: str, text: str) -> str:
     return text
 
 
+def image_size(text: str) -> tuple[int, int] | None:
+    """IMAGE_SIZE as (H, W): '' (each image's own size, which must then agree), 'S' or 'HxW'."""
+    text = str(text).strip().lower()
+    if not text:
+        return None
+    try:
+        dims = tuple(int(p) for p in text.split("x"))
+    except ValueError:
+        dims = ()
+    if len(dims) not in (1, 2) or min(dims) < 1:
+        raise UsageError(f"IMAGE_SIZE must be S or HxW in pixels (28, 64x48), got {text!r}")
+    return dims[0], dims[-1]
+
+
+def _image_size(name: str, text: str) -> str:
+    image_size(text)
+    return text
+
+
+def _fraction(name: str, text: str) -> float:
+    value = _number(0, 1)(name, text)
+    if value in (0, 1):
+        raise UsageError(f"{name} must lie strictly between 0 and 1, got {_shown(text)}")
+    return value
+
+
 @dataclass(frozen=True)
 class Setting:
     """One Make variable: its default as Make spells it, a one-line meaning, and its parser."""
@@ -122,10 +148,21 @@ SETTINGS: tuple[Setting, ...] = (
     _S("RUN", "", "run directory name under DATA_DIR/runs for export (default: the STUDENT/T/ALPHA/... run)"),
     # data
     _S("DATA_DIR", "data", "where every artifact goes", group="data"),
-    _S("DATASET", "fashion-mnist", "'fashion-mnist', an .npz file, or a directory of IDX files", group="data"),
+    _S("DATASET", "fashion-mnist", "'fashion-mnist', an .npz file, an image folder (train/<class>/*, test/<class>/*) "
+       "or a directory of IDX files", group="data"),
     _S("SOURCE", "", "read the dataset from this file or directory first", _existing_path, group="data"),
     _S("LAYOUT", "auto", "image axes of an .npz: auto (refuses what is ambiguous), nchw or nhwc",
        _choice("auto", "nchw", "nhwc"), group="data"),
+    _S("IMAGE_SIZE", "", "image folders: scale every image to cover S or HxW pixels and crop the center (default: "
+       "the images' own size, which must agree)", _image_size, group="data"),
+    _S("CHANNELS", "auto", "image folders: 1 (greyscale) or 3 (RGB); auto: 1 when every image is greyscale",
+       _choice("auto", "1", "3"), group="data"),
+    _S("BAD_IMAGES", "fail", "image folders: fail names the first unreadable file; skip leaves them out and counts "
+       "them", _choice("fail", "skip"), group="data"),
+    _S("TEST_FRACTION", "0.1", "image folders without test/: the fraction of training files held out as the test "
+       "split", _fraction, group="data"),
+    _S("SPLIT_SEED", "0", "image folders: draws the held-out test files and the training rows' stored order",
+       _integer(0), group="data"),
     _S("TRANSFER", "", "an .npz of unlabelled images: the teacher scores them after the train rows, and distilled "
        "students learn from them with the soft term only", _existing_path, group="data"),
     _S("LIMIT", "0", "keep only the first N training images (0: all); named -nN, so it never replaces the full set",

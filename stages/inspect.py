@@ -1,5 +1,6 @@
 """Commands `inspect` and `verify`: look at a cache, or check it before trusting it."""
 
+import json
 from pathlib import Path
 
 import click
@@ -11,6 +12,15 @@ from pipeline.errors import UsageError
 from pipeline.provenance import other_code
 from pipeline.rescore import rescore_sample, tolerance_for
 from pipeline.teacher_source import load_teacher
+
+
+def _folder(attrs) -> str:
+    if "dataset_source" not in attrs:
+        return ""
+    r = json.loads(attrs["dataset_source"])
+    skipped = f", {len(r['skipped'])} unreadable left out" if r["skipped"] else ""
+    return (f", from image folder {r['folder']} ({r['files']} files{skipped}; paths sha256 {r['paths_digest'][:12]}, "
+            f"contents sha256 {r['contents_digest'][:12]})")
 
 
 @click.command("inspect")
@@ -38,7 +48,7 @@ def inspect(cache, T):
                     + (f", top-{c.attrs['topk']} + tail" if c.attrs.get("topk") else "")),
         ("bytes/sample", f"{cache.stat().st_size / (c.train_rows + len(c.labels('test'))):.1f} (whole file)"),
         ("teacher", f"{c.attrs.get('teacher')} {c.attrs.get('teacher_fingerprint')}"),
-        ("dataset", f"{c.attrs.get('dataset')} {c.attrs.get('dataset_fingerprint')}"),
+        ("dataset", f"{c.attrs.get('dataset')} {c.attrs.get('dataset_fingerprint')}" + _folder(c.attrs)),
         ("teacher acc", f"train {100 * c.teacher_accuracy('train'):.2f}%, test {100 * c.teacher_accuracy('test'):.2f}% "
                         f"(recorded at training: {100 * c.attrs.get('teacher_test_acc', float('nan')):.2f}%)"),
         (f"entropy @T={T:g}", f"{entropy:.3f} nats (max {float(p.new_tensor(c.num_classes).log()):.3f})"),

@@ -208,7 +208,9 @@ def test_demo_uses_the_published_teacher_only_when_nothing_else_is_named(tmp_pat
 # Every setting that changes what a student run computes, with values to try. DEVICE and THREADS are left
 # out on purpose: a changed DEVICE retrains the teacher in place (its stamp), and threads only reorder sums.
 _IDENTITY_GRID = {
-    "DATASET": ["fashion-mnist", "OTHER_NPZ"], "LIMIT": ["0", "2000"],
+    "DATASET": ["fashion-mnist", "OTHER_NPZ", "FOLDER"], "LIMIT": ["0", "2000"],
+    "IMAGE_SIZE": ["", "32", "32x16"], "CHANNELS": ["auto", "3"], "BAD_IMAGES": ["fail", "skip"],
+    "TEST_FRACTION": ["0.1", "0.2"], "SPLIT_SEED": ["0", "1"],
     "TEACHER": ["auto", "cnn", "published", "TEACHER_FILE"], "TEACHERS": ["1", "3"], "TEACHER_EPOCHS": ["0", "30"],
     "TEACHER_SEED": ["0", "1"], "TEACHER_T": ["1", "2"], "CACHE_DTYPE": ["float32", "float16"],
     "CACHE_TOPK": ["0", "3"], "VIEWS": ["1", "8"], "VIEW_SEED": ["0", "1"], "MIXUP": ["0", "1"],
@@ -222,6 +224,9 @@ def _effective(s: dict[str, str]) -> tuple:
     """What decides a run's result, with what cannot matter dropped: a scratch run uses no teacher and no
     cache; the published cache is one fixed file; view settings matter only with views."""
     kept = dict(s)
+    if s["DATASET"] != "FOLDER":       # what becomes of an image folder's files
+        for name in names.FOLDER_SETTINGS:
+            kept.pop(name)
     if float(s["ALPHA"]) == 0:
         for name in ("T", "TEACHER", "TEACHERS", "TEACHER_EPOCHS", "TEACHER_SEED", "TEACHER_T", "CACHE_DTYPE",
                      "CACHE_TOPK", "VIEWS", "VIEW_SEED", "MIXUP", "COMBINE", "TRANSFER"):
@@ -238,13 +243,15 @@ def _effective(s: dict[str, str]) -> tuple:
 
 
 def test_distinct_settings_never_share_a_run_directory(tmp_path):
-    """From random valid settings, change one setting at a time to each of its values: every pair that
+    """From random settings (the valid ones), change one setting at a time to each of its values: every pair that
     differs in what decides the result must land in two run directories (refused settings are skipped)."""
     import random
 
     files = {"OTHER_NPZ": tmp_path / "other.npz", "TEACHER_FILE": tmp_path / "teacher.pt2", "POOL": tmp_path / "pool.npz"}
     for f in files.values():
         f.write_bytes(b"")
+    files["FOLDER"] = tmp_path / "folder"
+    (files["FOLDER"] / "train" / "cats").mkdir(parents=True)
     concrete = lambda s: {k: str(files.get(v, v)) for k, v in s.items()}   # noqa: E731
 
     def run_dir(s: dict[str, str]) -> str | None:
@@ -257,7 +264,7 @@ def test_distinct_settings_never_share_a_run_directory(tmp_path):
     rng = random.Random(0)
     seen: dict[str, tuple] = {}
     checked = 0
-    for _ in range(150):
+    for _ in range(400):
         base = {k: rng.choice(v) for k, v in _IDENTITY_GRID.items()}
         for name, values in _IDENTITY_GRID.items():
             for value in values:
