@@ -21,6 +21,7 @@ import numpy as np
 
 from pipeline.errors import UsageError
 from pipeline.files import atomic_path
+from pipeline.image_store import read_prepared_h5, recorded_source, write_prepared_h5
 from pipeline.image_folder import FolderOptions, FolderSource, changes, is_image_folder, read_folder
 
 __all__ = [
@@ -43,6 +44,7 @@ __all__ = [
     "save_prepared",
     "load_prepared",
     "prepared_folder_is_current",
+    "fingerprint_of",
 ]
 
 FASHION_MNIST_CLASSES = (
@@ -136,10 +138,17 @@ def _check_splits(d: Dataset) -> None:
 
 
 def _fingerprint(d: Dataset) -> str:
+    return fingerprint_of(d.x_train, d.y_train, d.x_test, d.y_test)
+
+
+def fingerprint_of(x_train, y_train, x_test, y_test) -> str:
+    """SHA-256 of the splits' shapes and bytes, read 4096 rows at a time: the same digest for the
+    same images in memory or on disk (:class:`pipeline.image_store.DiskImages`), at the memory of a block."""
     h = hashlib.sha256()
-    for arr in (d.x_train, d.y_train.astype(np.int64), d.x_test, d.y_test.astype(np.int64)):
-        h.update(str(arr.shape).encode())
-        h.update(np.ascontiguousarray(arr).tobytes())
+    for arr in (x_train, np.asarray(y_train, dtype=np.int64), x_test, np.asarray(y_test, dtype=np.int64)):
+        h.update(str(tuple(int(n) for n in arr.shape)).encode())
+        for lo in range(0, len(arr), 4096):
+            h.update(np.ascontiguousarray(arr[lo:lo + 4096]).tobytes())
     return h.hexdigest()[:16]
 
 
@@ -376,6 +385,10 @@ def holdout_split(n: int, holdout: int) -> tuple[np.ndarray, np.ndarray]:
 # --- the prepared file ---------------------------------------------------------------
 
 def save_prepared(d: Dataset, path: Path) -> None:
+    """An .npz (read whole by every stage) or, for a path ending in .h5, an HDF5 file whose images
+    every stage reads a batch at a time (:mod:`pipeline.image_store`)."""
+    if Path(path).suffix == ".h5":
+        return write_prepared_h5(d, path)
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
             np.savez(f, x_train=d.x_train, y_train=d.y_train, x_test=d.x_test, y_test=d.y_test,
@@ -390,9 +403,17 @@ def prepared_folder_is_current(out: Path, folder: Path, options: FolderOptions, 
     the files changed: the prepared file, and the teacher's cache made from it, are kept until the
     user deletes them, because relabelling a large folder costs a whole teacher pass."""
     try:
-        with np.load(out, allow_pickle=False) as f:
-            recorded = FolderSource.from_arrays({k: f[k] for k in f.files if k.startswith("source")})
+        if Path(out).suffix == ".h5":
+            import h5py
+
+            with h5py.File(out, "r") as f:
+                recorded = recorded_source(f)
+        else:
+            with np.load(out, allow_pickle=False) as f:
+                recorded = FolderSource.from_arrays({k: f[k] for k in f.files if k.startswith("source")})
     except (OSError, ValueError, KeyError):
+        return False
+    if recorded is None:
         return False
     if (recorded.folder, recorded.options, recorded.limit) != (str(Path(folder).resolve()), options, limit):
         return False
@@ -409,6 +430,14 @@ def load_prepared(path: Path) -> Dataset:
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"prepared dataset {path} is missing", fix="data")
+    if path.suffix == ".h5":
+        try:
+            d, recorded = read_prepared_h5(path)
+        except (OSError, ValueError, KeyError) as exc:
+            raise UsageError(f"{path} is not a prepared softcache dataset ({exc})", fix="data") from None
+        if d.fingerprint != recorded:
+            raise UsageError(f"{path} content does not match its recorded fingerprint", fix="data")
+        return d
     try:
         with np.load(path, allow_pickle=False) as f:
             a = {k: f[k] for k in f.files}

@@ -172,7 +172,7 @@ def _logits(run, x: np.ndarray, batch_size: int = 1000) -> np.ndarray:
 
 
 def _unit_float(images: np.ndarray) -> np.ndarray:
-    return images.astype(np.float32) / 255.0
+    return np.asarray(images).astype(np.float32) / 255.0
 
 
 def _load_dataset(cfg: ExportConfig, ckpt: dict) -> Dataset:

@@ -40,7 +40,7 @@ from pipeline.errors import UsageError
 from pipeline.names import is_image_folder
 
 __all__ = ["IMAGE_SUFFIXES", "FolderOptions", "FolderListing", "FolderSource", "is_image_folder", "list_folder",
-           "read_folder", "changes"]
+           "read_folder", "prepare_folder", "changes"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 _GREY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
@@ -245,56 +245,123 @@ def _bad(listing: FolderListing, path: str, reason: str) -> UsageError:
                       f"unreadable images out (they are counted)")
 
 
-def read_folder(root: Path, options: FolderOptions = FolderOptions(), jobs: int = -1, progress=None):
-    """The folder's images, labels and class names as a :class:`pipeline.datasets.Dataset` with its source."""
-    from pipeline.datasets import Dataset
+@dataclass
+class _Plan:
+    """What the header pass decided: every file's digest, the unreadable ones, the row shape, and the
+    files each split decodes, in row order."""
 
+    listing: FolderListing
+    digests: np.ndarray
+    bad: dict[str, str]
+    size: tuple[int, int]
+    channels: int
+    train: np.ndarray
+    test: np.ndarray
+
+    def source(self, kept: dict[str, np.ndarray], options: FolderOptions, limit: int) -> FolderSource:
+        return FolderSource(str(self.listing.root.resolve()), self.listing.classes, self.listing.paths, self.digests,
+                            options, self.size, self.channels, kept["train"], kept["test"], tuple(sorted(self.bad)),
+                            limit)
+
+    def labels(self, kept: np.ndarray) -> np.ndarray:
+        return np.array([self.listing.label(self.listing.paths[i]) for i in kept], dtype=np.int64)
+
+
+def _plan(root: Path, options: FolderOptions, jobs: int) -> _Plan:
+    """Training files in an order drawn from the split seed, test files in path order. Without test/,
+    the held-out files are drawn from the same seed over every training file, readable or not, so one
+    unreadable file does not move others between the splits."""
     listing = list_folder(root)
-    files = [listing.root / p for p in listing.paths]
-    headers = _threads(_read_header, files, jobs)
+    headers = _threads(_read_header, [listing.root / p for p in listing.paths], jobs)
     bad = {p: h.error for p, h in zip(listing.paths, headers) if h.error}
     if bad and options.bad_images == "fail":
         path = next(iter(bad))
         raise _bad(listing, path, bad[path])
     size, channels = _shape(listing, headers, options)
-    images = np.zeros((len(files), channels, *size), dtype=np.uint8)
-    kept = np.zeros(len(files), dtype=bool)
-    for lo in range(0, len(files), _BLOCK):
-        block = range(lo, min(lo + _BLOCK, len(files)))
-        todo = [i for i in block if listing.paths[i] not in bad]
-        for i, out in zip(todo, _threads(lambda i: _decode(files[i], channels, size), todo, jobs)):
-            if isinstance(out, str):
-                if options.bad_images == "fail":
-                    raise _bad(listing, listing.paths[i], out)
-                bad[listing.paths[i]] = out
-            else:
-                images[i], kept[i] = out, True
-        if progress is not None:
-            progress(len(block))
-    rows_train, rows_test = _split_rows(listing, kept, options)
-    if not len(rows_train) or not len(rows_test):
-        raise UsageError(f"{root}: {len(rows_train)} readable training and {len(rows_test)} test images; "
-                         f"each split needs at least one")
-    source = FolderSource(str(listing.root.resolve()), listing.classes, listing.paths,
-                          np.frombuffer(b"".join(h.digest for h in headers), dtype=np.uint8).reshape(-1, 32),
-                          options, size, channels, rows_train, rows_test, tuple(sorted(bad)))
-    labels = np.array([listing.label(p) for p in listing.paths], dtype=np.int64)
-    return Dataset(listing.root.name, images[rows_train], labels[rows_train], images[rows_test], labels[rows_test],
-                   listing.classes, source=source)
-
-
-def _split_rows(listing: FolderListing, kept: np.ndarray, options: FolderOptions) -> tuple[np.ndarray, np.ndarray]:
-    """Training rows in an order drawn from the split seed; test rows in path order. Without test/,
-    the held-out files are drawn from the same seed, before any is skipped, so one unreadable file
-    does not move others between the splits."""
-    rng = np.random.default_rng(options.split_seed)
-    train = np.array([i for i, p in enumerate(listing.paths) if listing.split_of(p) == "train"], dtype=np.int64)
-    test = np.array([i for i, p in enumerate(listing.paths) if listing.split_of(p) == "test"], dtype=np.int64)
-    train = train[rng.permutation(len(train))]
+    split = np.array([listing.split_of(p) for p in listing.paths])
+    train, test = np.flatnonzero(split == "train"), np.flatnonzero(split == "test")
+    train = train[np.random.default_rng(options.split_seed).permutation(len(train))]
     if not listing.has_test:
         held = max(1, round(options.test_fraction * len(train)))
         train, test = train[held:], np.sort(train[:held])
-    return train[kept[train]], test[kept[test]]
+    readable = np.array([p not in bad for p in listing.paths], dtype=bool)
+    digests = np.frombuffer(b"".join(h.digest for h in headers), dtype=np.uint8).reshape(-1, 32)
+    return _Plan(listing, digests, bad, size, channels, train[readable[train]], test[readable[test]])
+
+
+def _decode_in_order(plan: _Plan, order: np.ndarray, options: FolderOptions, jobs: int, write, limit: int = 0,
+                     progress=None) -> np.ndarray:
+    """Decode the files ``order`` block by block, hand each block of decoded images to ``write``, and
+    return the files kept (all but the unreadable ones, the first ``limit`` when it is set)."""
+    files, kept = plan.listing.paths, []
+    for lo in range(0, len(order), _BLOCK):
+        block = [int(i) for i in order[lo:lo + _BLOCK]]
+        decoded = _threads(lambda i: _decode(plan.listing.root / files[i], plan.channels, plan.size), block, jobs)
+        good = []
+        for i, out in zip(block, decoded):
+            if not isinstance(out, str):
+                good.append((i, out))
+            elif options.bad_images == "fail":
+                raise _bad(plan.listing, files[i], out)
+            else:
+                plan.bad[files[i]] = out
+        good = good[:limit - len(kept)] if limit else good
+        if good:
+            write(np.stack([image for _, image in good]))
+            kept += [i for i, _ in good]
+        if progress is not None:
+            progress(len(block))
+        if limit and len(kept) >= limit:
+            break
+    return np.array(kept, dtype=np.int64)
+
+
+def _check_rows(root: Path, kept: dict[str, np.ndarray]) -> None:
+    if not len(kept["train"]) or not len(kept["test"]):
+        raise UsageError(f"{root}: {len(kept['train'])} readable training and {len(kept['test'])} test images; "
+                         f"each split needs at least one")
+
+
+def read_folder(root: Path, options: FolderOptions = FolderOptions(), jobs: int = -1, limit: int = 0):
+    """The folder's images, labels and class names in memory, as a :class:`pipeline.datasets.Dataset`
+    with its source (``limit``: the first N training rows only)."""
+    from pipeline.datasets import Dataset
+
+    plan = _plan(root, options, jobs)
+    blocks = {"train": [], "test": []}
+    kept = {split: _decode_in_order(plan, getattr(plan, split), options, jobs, blocks[split].append,
+                                    limit if split == "train" else 0) for split in blocks}
+    _check_rows(root, kept)
+    images = {split: np.concatenate(b) for split, b in blocks.items()}
+    return Dataset(plan.listing.root.name, images["train"], plan.labels(kept["train"]), images["test"],
+                   plan.labels(kept["test"]), plan.listing.classes, source=plan.source(kept, options, limit))
+
+
+def prepare_folder(root: Path, out: Path, options: FolderOptions = FolderOptions(), limit: int = 0,
+                   jobs: int = -1, progress=None):
+    """Decode the folder straight into the prepared HDF5 file ``out``, block by block: memory stays at
+    one block of images whatever the folder's size. Returns the prepared Dataset (images on disk)."""
+    from pipeline.datasets import load_prepared
+    from pipeline.files import atomic_path, need_space
+    from pipeline.image_store import PreparedWriter
+
+    plan = _plan(root, options, jobs)
+    rows = {"train": min(len(plan.train), limit) if limit else len(plan.train), "test": len(plan.test)}
+    need_space(Path(out).parent, sum(rows.values()) * plan.channels * plan.size[0] * plan.size[1] + (8 << 20))
+    with atomic_path(out) as tmp:
+        writer = PreparedWriter(tmp)
+        try:
+            kept = {}
+            for split in ("train", "test"):
+                writer.start_split(split, rows[split], (plan.channels, *plan.size))
+                kept[split] = _decode_in_order(plan, getattr(plan, split), options, jobs, writer.append,
+                                               limit if split == "train" else 0, progress)
+                writer.end_split(split, plan.labels(kept[split]))
+            _check_rows(root, kept)
+            writer.finish(plan.listing.root.name, plan.listing.classes, plan.source(kept, options, limit))
+        finally:
+            writer.close()
+    return load_prepared(out)
 
 
 def changes(recorded: FolderSource, root: Path, jobs: int = -1) -> str:

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from pipeline.image_store import torch_images
 from pipeline.cache_format import VIEW_SPLIT, estimated_bytes, write_cache
 from pipeline.config import LogitsConfig, as_record, resolve_device
 from pipeline.datasets import load_prepared
@@ -151,10 +152,10 @@ class SplitRows:
         """uint8 (B, C, H, W) inputs of the given cache rows, in their order."""
         rows = torch.from_numpy(cache_rows // self.views)
         if self.view_params is None:
-            return torch.from_numpy(self.x)[rows]
+            return torch_images(self.x)[rows]
         mix = None if self.mix is None else (torch.from_numpy(self.mix[0][cache_rows]),
                                              torch.from_numpy(self.mix[1][cache_rows]))
-        return render_views(torch.from_numpy(self.x), rows, torch.from_numpy(self.view_params[cache_rows]),
+        return render_views(torch_images(self.x), rows, torch.from_numpy(self.view_params[cache_rows]),
                             DEFAULT_PAD, *(mix or (None, None)))
 
 
@@ -175,7 +176,7 @@ def write_teacher_logits(cfg: LogitsConfig, progress: bool = True) -> dict:
     """Run the teacher over train and test (resuming finished chunks) and write the cache."""
     data = load_prepared(cfg.dataset)
     teacher = load_teacher(cfg.teacher, cfg.teacher_weights)
-    check_output_width(teacher, torch.from_numpy(data.x_test[:3]).float() / 255.0, data.num_classes)
+    check_output_width(teacher, torch.from_numpy(np.asarray(data.x_test[:3])).float() / 255.0, data.num_classes)
     model = teacher.model
     if not cfg.topk < data.num_classes:
         raise UsageError(f"CACHE_TOPK={cfg.topk} must be below the {data.num_classes} classes (0 keeps all)")
@@ -186,7 +187,7 @@ def write_teacher_logits(cfg: LogitsConfig, progress: bool = True) -> dict:
     x_train, y_train, transfer_attrs = data.x_train, data.y_train, {}
     if cfg.transfer is not None:    # unlabelled rows after the labelled ones, with the label value C
         transfer = load_transfer(cfg.transfer, data.image_shape)
-        x_train = np.concatenate([data.x_train, transfer.x])
+        x_train = np.concatenate([np.asarray(data.x_train), transfer.x])
         y_train = np.concatenate([data.y_train, np.full(len(transfer.x), data.num_classes, data.y_train.dtype)])
         transfer_attrs = {"transfer": transfer.name, "transfer_rows": len(transfer.x),
                           "transfer_fingerprint": transfer.fingerprint,

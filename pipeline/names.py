@@ -194,7 +194,7 @@ def _on(data: str) -> str:
 
 
 def run_data(prepared: str | Path) -> str:
-    """The dataset part of a run's name, from the prepared dataset's file (``.../<data name>.npz``)."""
+    """The dataset part of a run's name, from the prepared dataset's file (``.../<data name>.npz|.h5``)."""
     stem = Path(prepared).stem
     return "" if stem == DEFAULT_DATA else stem
 
@@ -387,7 +387,8 @@ def make_fragment(p: Plan) -> str:
     sc = f"{s['VENV']}/bin/softcache"
     pass_cmd = (f"{s['VENV']}/bin/torchrun --standalone --nproc-per-node {s['NPROC']} -m stages.cli"
                 if s["NPROC"] != "1" else sc)
-    data_file = p.path("dataset", f"{p.data}.npz")
+    # An image folder's images stay on disk (pipeline.image_store): HDF5, read a batch at a time.
+    data_file = p.path("dataset", f"{p.data}{'.h5' if p.folder else '.npz'}")
     teacher_record = (f"--teacher-record {p.teacher_dir(p.tag)}/teacher.json" if p.teacher_kind == "trained" else "")
     inputs = (f"--replay {s['REPLAY']} {'--augment' if s['AUGMENT'] == '1' else '--no-augment'} "
               f"--holdout {s['HOLDOUT']}" + ("" if p.labels is None else f" --labels {p.labels}")

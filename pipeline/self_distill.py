@@ -31,6 +31,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from pipeline.image_store import torch_images
 from pipeline.cache import CacheExpectations, LogitCache
 from pipeline.cache_format import write_cache
 from pipeline.checkpoint import model_fingerprint
@@ -113,8 +114,8 @@ def self_distill(cfg: SelfDistillConfig, progress: bool = True,
     model, model_kwargs = build_student(cfg.student, data, cfg.seed)
     trainer = Trainer(model, len(data.y_train), epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
                       weight_decay=cfg.weight_decay, seed=cfg.seed, augment=cfg.augment)
-    x, y = torch.from_numpy(data.x_train), torch.from_numpy(data.y_train)
-    x_test = torch.from_numpy(data.x_test)
+    x, y = torch_images(data.x_train), torch.from_numpy(data.y_train)
+    x_test = torch_images(data.x_test)
 
     with exclusive_writer(cfg.out_dir, what="self-distillation run"):
         state = TrainingState(cfg.out_dir, _resume_key(cfg, data))

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pipeline.image_store import torch_images
 from pipeline.cache import CacheExpectations, LogitCache
 from pipeline.checkpoint import load_checkpoint
 from pipeline.config import StudentConfig, as_record
@@ -121,7 +122,8 @@ def _train_student(cfg: StudentConfig, progress: bool) -> dict:
     cache_seconds = time.perf_counter() - cache_start   # open, verify block by block, load
 
     model, model_kwargs = build_student(cfg.student, data, cfg.seed)
-    x = torch.from_numpy(data.x_train if transfer is None else np.concatenate([data.x_train, transfer]))
+    # A transfer set joins the training images in memory; without one, on-disk images stay there.
+    x = torch_images(data.x_train if transfer is None else np.concatenate([np.asarray(data.x_train), transfer]))
     y = torch.zeros(len(x), dtype=torch.int64)          # transfer rows: no label (masked out of the loss)
     y[:labelled_count] = torch.from_numpy(data.y_train)
     train_rows, held_rows = holdout_split(labelled_count, cfg.holdout)
@@ -172,7 +174,7 @@ def _train_student(cfg: StudentConfig, progress: bool) -> dict:
         return kd_loss_from_log_targets(logits, targets(idx), labels, T=cfg.T, alpha=cfg.alpha,
                                         labelled=has_label(idx))
 
-    x_test, y_test = torch.from_numpy(data.x_test), torch.from_numpy(data.y_test)
+    x_test, y_test = torch_images(data.x_test), torch.from_numpy(data.y_test)
     state = TrainingState(cfg.out_dir, _resume_key(cfg, cache, data), every=cfg.checkpoint_every or cfg.epochs,
                           minutes=cfg.checkpoint_minutes)
     history, _ = state.restore(trainer)          # [] unless a killed run of this very recipe left its state

@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from pipeline.image_store import torch_images
 from pipeline.checkpoint import save_checkpoint
 from pipeline.config import TeacherConfig, as_record
 from pipeline.datasets import load_prepared
@@ -32,9 +33,9 @@ def train_teacher(cfg: TeacherConfig, progress: bool = True) -> dict:
     model, model_kwargs = build_teacher(cfg.arch, data, cfg.seed)
     model = model.to(device)
 
-    x = torch.from_numpy(data.x_train).to(device)
+    x = torch_images(data.x_train, device)
     y = torch.from_numpy(data.y_train).to(device)
-    x_test, y_test = torch.from_numpy(data.x_test), torch.from_numpy(data.y_test)
+    x_test, y_test = torch_images(data.x_test), torch.from_numpy(data.y_test)
 
     def score(entry: dict) -> dict:
         entry = {**entry, "test_acc": accuracy(predict(model, x_test, amp=cfg.amp), y_test)}

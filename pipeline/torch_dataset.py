@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset as TorchDataset
 
+from pipeline.image_store import torch_images
 from pipeline.cache import CacheExpectations, LogitCache
 from pipeline.cache_format import VIEW_SPLIT
 from pipeline.datasets import load_prepared
@@ -48,7 +49,7 @@ class SoftTargetDataset(TorchDataset):
         self.cache = LogitCache(cache, CacheExpectations(dataset_fingerprint=data.fingerprint,
                                                          num_classes=data.num_classes,
                                                          train_rows=len(data.y_train)))
-        self.images = torch.from_numpy(data.x_train if split == "train" else data.x_test)
+        self.images = torch_images(data.x_train if split == "train" else data.x_test)
         self.labels = torch.from_numpy(data.y_train if split == "train" else data.y_test)
         self.class_names = data.class_names
         self.views = self.cache.views if views else 0

@@ -122,7 +122,7 @@ class Trainer:
                   disable=not progress, leave=False, mininterval=1.0) as bar:
             for step, idx in enumerate(bar):
                 idx = idx.to(self.device)
-                xb = to_unit_float(x_train[idx])
+                xb = to_unit_float(x_train[idx].to(self.device, non_blocking=True))   # on-disk rows: to the device
                 if self.augment:
                     xb = to_channels_last(augment_batch(xb, self.generator))
                 with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):

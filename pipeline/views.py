@@ -134,8 +134,11 @@ class ReplayedViews:
         """Partner rows (B,) and weights (B,) of the views ``rows`` see this epoch; None without mixup."""
         if self.mix is None:
             return None
-        _, _, partner, weight = self._epoch()
         rows = rows.cpu()
+        if not isinstance(self.images, torch.Tensor):
+            view = self.choice(rows)
+            return self.mix[0][rows, view], self.mix[1][rows, view]
+        _, _, partner, weight = self._epoch()
         return partner[rows], weight[rows]
 
     def _epoch(self) -> tuple:
@@ -156,4 +159,13 @@ class ReplayedViews:
         return self._rendered
 
     def __getitem__(self, rows: torch.Tensor) -> torch.Tensor:
+        if not isinstance(self.images, torch.Tensor):   # images on disk: render the batch alone, memory stays flat
+            return self._batch(rows)
         return self._epoch()[1][rows]
+
+    def _batch(self, rows: torch.Tensor) -> torch.Tensor:
+        """The same views as :meth:`_epoch` renders, for one batch of rows."""
+        rows = rows.cpu()
+        view = self.choice(rows)
+        mix = (None, None) if self.mix is None else (self.mix[0][rows, view], self.mix[1][rows, view])
+        return render_views(self.images, rows, self.params[rows, view], self.pad, *mix)

@@ -1,4 +1,5 @@
-"""Stage `data`: find the dataset, read it, write the prepared .npz with its fingerprint."""
+"""Stage `data`: find the dataset, read it, write the prepared file with its fingerprint: an .npz,
+or for an image folder an HDF5 file that every stage reads a batch at a time."""
 
 from pathlib import Path
 
@@ -6,7 +7,7 @@ import click
 
 from pipeline.config import DataConfig, from_options
 from pipeline.datasets import LAYOUTS, limit_train, load_dataset, prepared_folder_is_current, save_prepared
-from pipeline.image_folder import is_image_folder
+from pipeline.image_folder import is_image_folder, prepare_folder
 
 
 @click.command("data")
@@ -24,7 +25,7 @@ from pipeline.image_folder import is_image_folder
 @click.option("--test-fraction", type=float, help="TEST_FRACTION held out when the folder has no test/.")
 @click.option("--split-seed", type=int, help="SPLIT_SEED: draws held-out files and the training rows' order.")
 @click.option("--no-download", "download", flag_value=False, default=None, help="Never download.")
-@click.option("--out", type=click.Path(path_type=Path), required=True, help="Prepared .npz to write.")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Prepared file to write: .npz, or .h5 (images read from disk).")
 def data(**options):
     """Prepare the dataset for every later stage."""
     cfg = from_options(DataConfig, **options)
@@ -33,10 +34,13 @@ def data(**options):
             cfg.out, folder, cfg.folder_options(), cfg.limit):
         click.echo(f"{cfg.out}: up to date with {folder} (every file's digest checked)")
         return
-    found = load_dataset(cfg.dataset, cfg.source, cfg.raw_dir, cfg.system_dir, cfg.download, cfg.layout,
-                         cfg.folder_options())
-    dataset = limit_train(found, cfg.limit)
-    save_prepared(dataset, cfg.out)
+    if folder.is_dir() and is_image_folder(folder) and cfg.out.suffix == ".h5":   # decoded straight to disk
+        dataset = prepare_folder(folder, cfg.out, cfg.folder_options(), cfg.limit)
+    else:
+        found = load_dataset(cfg.dataset, cfg.source, cfg.raw_dir, cfg.system_dir, cfg.download, cfg.layout,
+                             cfg.folder_options())
+        dataset = limit_train(found, cfg.limit)
+        save_prepared(dataset, cfg.out)
     skipped = f", {len(dataset.source.skipped)} unreadable images left out" if dataset.source else ""
     click.echo(f"{cfg.out}: {dataset.name}, {len(dataset.y_train)} train / {len(dataset.y_test)} test, "
                f"{dataset.num_classes} classes, images {dataset.image_shape}, fingerprint {dataset.fingerprint}"

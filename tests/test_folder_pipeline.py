@@ -3,6 +3,7 @@ its cache and its student equal the .npz path's for the same images, an unchange
 recomputes nothing, and a changed file stops make in one line with nothing replaced."""
 
 import json
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -11,6 +12,7 @@ from PIL import Image
 
 from pipeline.datasets import DEBIAN_DIR, load_idx_dir, load_prepared
 from tests.test_make import fingerprint, make
+from tests.test_resume import _same, _weights
 
 pytestmark = pytest.mark.slow
 TRAIN, TEST = 2000, 500
@@ -32,8 +34,8 @@ def test_a_png_folder_gives_the_npz_paths_cache_and_student(tmp_path):
     from_folder = make("student", f"DATASET={folder}", f"DATA_DIR={tmp_path}/a", *common)
     assert "softcache teacher-logits" in from_folder.stdout
 
-    # The same images, in the prepared rows' order, as an .npz of the same name.
-    d = load_prepared(tmp_path / "a" / "dataset" / "fmnist.npz")
+    # The same images, in the prepared rows' order, as an .npz of the same name (read whole into memory).
+    d = load_prepared(tmp_path / "a" / "dataset" / "fmnist.h5")
     index = {"train": real.x_train, "test": real.x_test}
     rows = {s: np.stack([index[s][int(p.split("/")[-1][:5])] for p in d.source.row_paths(s)]) for s in index}
     np.testing.assert_array_equal(d.x_train, rows["train"])        # PNG is lossless: every pixel as it was
@@ -51,13 +53,15 @@ def test_a_png_folder_gives_the_npz_paths_cache_and_student(tmp_path):
     run = "runs/cnn-tiny-T4-a0.5-from-e1-s0-e2-on-fmnist/metrics.json"
     metrics = [json.loads((tmp_path / side / run).read_text()) for side in ("a", "b")]
     assert metrics[0]["test_acc"] == metrics[1]["test_acc"] > 0.5
+    # Read from disk a batch at a time, the student is bit for bit the one trained in memory.
+    assert _same(_weights(tmp_path / "a" / Path(run).parent), _weights(tmp_path / "b" / Path(run).parent))
 
     # Unchanged: the folder is checked, nothing downstream runs again.
-    before = fingerprint(tmp_path / "a" / cache), fingerprint(tmp_path / "a" / "dataset" / "fmnist.npz")
+    before = fingerprint(tmp_path / "a" / cache), fingerprint(tmp_path / "a" / "dataset" / "fmnist.h5")
     again = make("student", f"DATASET={folder}", f"DATA_DIR={tmp_path}/a", *common)
     assert "up to date with" in again.stdout
     assert "softcache teacher" not in again.stdout and "softcache student" not in again.stdout
-    assert (fingerprint(tmp_path / "a" / cache), fingerprint(tmp_path / "a" / "dataset" / "fmnist.npz")) == before
+    assert (fingerprint(tmp_path / "a" / cache), fingerprint(tmp_path / "a" / "dataset" / "fmnist.h5")) == before
 
     # A sweep, the report and the export read the folder's dataset like any other.
     sweep = make("sweep", f"DATASET={folder}", f"DATA_DIR={tmp_path}/a", "STUDENTS=mlp", "TS=4", "ALPHAS=0 0.5",
@@ -78,4 +82,4 @@ def test_a_png_folder_gives_the_npz_paths_cache_and_student(tmp_path):
     assert refused.returncode == 2
     errors = [line for line in refused.stderr.splitlines() if line.startswith("softcache")]
     assert len(errors) == 1 and f"1 edited (train/Bag/{edited.name})" in errors[0] and "make data" in errors[0]
-    assert (fingerprint(tmp_path / "a" / cache), fingerprint(tmp_path / "a" / "dataset" / "fmnist.npz")) == before
+    assert (fingerprint(tmp_path / "a" / cache), fingerprint(tmp_path / "a" / "dataset" / "fmnist.h5")) == before
