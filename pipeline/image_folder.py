@@ -40,7 +40,7 @@ from pipeline.errors import UsageError
 from pipeline.names import is_image_folder
 
 __all__ = ["IMAGE_SUFFIXES", "FolderOptions", "FolderListing", "FolderSource", "is_image_folder", "list_folder",
-           "read_folder", "prepare_folder", "changes"]
+           "read_folder", "prepare_folder", "read_images", "changes"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 _GREY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
@@ -362,6 +362,27 @@ def prepare_folder(root: Path, out: Path, options: FolderOptions = FolderOptions
         finally:
             writer.close()
     return load_prepared(out)
+
+
+def read_images(root: Path, image_shape: tuple[int, int, int], jobs: int = -1) -> tuple[np.ndarray, list[str]]:
+    """Every image file under ``root`` (any layout, sorted by path), decoded to ``image_shape`` (C, H, W):
+    an unlabelled transfer set. An unreadable file is named."""
+    root = Path(root)
+    paths = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if _is_image(p))
+    if not paths:
+        raise UsageError(f"{root} holds no images (looked for {', '.join(IMAGE_SUFFIXES)})")
+    channels, size = image_shape[0], tuple(image_shape[1:])
+    if channels not in (1, 3):
+        raise UsageError(f"{root}: images can be decoded to 1 or 3 channels, and the dataset's have {channels}")
+    out = np.empty((len(paths), *image_shape), dtype=np.uint8)
+    for lo in range(0, len(paths), _BLOCK):
+        block = paths[lo:lo + _BLOCK]
+        for k, (path, image) in enumerate(zip(block, _threads(lambda p: _decode(root / p, channels, size), block,
+                                                               jobs))):
+            if isinstance(image, str):
+                raise UsageError(f"{root / path}: {image}; fix or delete it")
+            out[lo + k] = image
+    return out, paths
 
 
 def changes(recorded: FolderSource, root: Path, jobs: int = -1) -> str:

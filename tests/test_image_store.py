@@ -109,3 +109,31 @@ def test_a_folder_decoded_to_disk_equals_the_folder_read_in_memory(tmp_path, tin
             assert disk.source.skipped == (bad.relative_to(tmp_path / "f").as_posix(),)
         assert len(disk.y_train) == (limit or len(tiny_dataset.y_train) - 1)
         np.testing.assert_array_equal(np.asarray(disk.x_test), memory.x_test)
+
+
+def test_chunked_rows_read_the_same_and_a_truncated_file_is_refused(on_disk, tiny_dataset, tmp_path):
+    chunked = tmp_path / "chunked.h5"
+    chunked.write_bytes(on_disk.read_bytes())
+    with h5py.File(chunked, "r+") as f:          # rows in chunks (not softcache's layout): no pread offset
+        rows = f["train/images"][:]
+        del f["train/images"]
+        f.create_dataset("train/images", data=rows, chunks=(8, *rows.shape[1:])).attrs["rows"] = len(rows)
+    d = load_prepared(chunked)
+    for index in ([7, 2, 7, 0], slice(3, 40), np.arange(10, 20)):
+        np.testing.assert_array_equal(d.x_train[index], tiny_dataset.x_train[index])
+    cut = tmp_path / "cut.h5"
+    cut.write_bytes(on_disk.read_bytes()[:-4000])
+    with pytest.raises(UsageError, match="is not a prepared softcache dataset"):
+        load_prepared(cut)
+
+
+def test_the_dataset_for_your_own_loop_reads_disk_images_in_worker_processes(on_disk, prepared, cache_file):
+    from torch.utils.data import DataLoader
+
+    from pipeline.torch_dataset import SoftTargetDataset
+
+    disk, memory = SoftTargetDataset(cache_file, on_disk, T=4.0), SoftTargetDataset(cache_file, prepared, T=4.0)
+    disk.images[[0, 1]]                       # the parent opens the file first: workers must open their own
+    batches = [list(DataLoader(d, batch_size=32, num_workers=2)) for d in (disk, memory)]
+    for (xa, ta, ya), (xb, tb, yb) in zip(*batches):
+        assert torch.equal(xa, xb) and torch.equal(ta, tb) and torch.equal(ya, yb)

@@ -1,4 +1,4 @@
-"""Transfer sets (TRANSFER=<.npz of images>): cached after the train rows with no label, learnt from by
+"""Transfer sets (TRANSFER=<.npz or folder of images>): cached after the train rows with no label, learnt from by
 distilled students with the soft term only, and refused whenever cache and images disagree."""
 
 from __future__ import annotations
@@ -151,3 +151,33 @@ def test_broken_transfer_labels_and_newer_formats_are_refused(tmp_path, pool_cac
         f.attrs["format_version"] = 3
     with pytest.raises(UsageError, match="format_version 3 is not one this softcache reads"):
         LogitCache(newer)
+
+
+def test_a_folder_of_images_is_a_transfer_set_with_the_npz_sets_rows(tmp_path, prepared, teacher_dir, pool):
+    """TRANSFER=<folder>: files in any layout, sorted by path, decoded to the dataset's shape; the same
+    pixels as the .npz give the same cache rows, and an edited file is refused by the student."""
+    from PIL import Image
+
+    images = np.load(pool)["x"]
+    folder = tmp_path / "pool"
+    for i, image in enumerate(images):
+        (folder / f"part{i % 3}").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image[0]).save(folder / f"part{i % 3}" / f"{i:03d}.png")
+    order = sorted(range(POOL), key=lambda i: f"part{i % 3}/{i:03d}.png")
+    np.savez(tmp_path / "sorted.npz", x=images[order])
+    from_folder = _pass(tmp_path, prepared, teacher_dir, "folder", transfer=folder)
+    from_npz = _pass(tmp_path, prepared, teacher_dir, "sorted", transfer=tmp_path / "sorted.npz")
+    a, b = LogitCache(from_folder), LogitCache(from_npz)
+    assert a.transfer_rows == POOL and a.attrs["transfer_fingerprint"] == b.attrs["transfer_fingerprint"]
+    assert torch.equal(a.logits("train"), b.logits("train"))
+    kw = dict(dataset=prepared, student="mlp", epochs=1, batch_size=16, alpha=0.5)
+    train_student(StudentConfig(cache=from_folder, transfer=folder, out_dir=tmp_path / "ok", **kw), progress=False)
+    pixels = np.asarray(Image.open(folder / "part0" / "000.png")).copy()
+    pixels[0, 0] ^= 1
+    Image.fromarray(pixels).save(folder / "part0" / "000.png")
+    with pytest.raises(UsageError, match="transfer"):
+        train_student(StudentConfig(cache=from_folder, transfer=folder, out_dir=tmp_path / "stale", **kw),
+                      progress=False)
+    (folder / "part1" / "001.png").write_bytes(b"junk")
+    with pytest.raises(UsageError, match=r"part1/001.png: not a readable image"):
+        _pass(tmp_path, prepared, teacher_dir, "broken", transfer=folder)
