@@ -67,7 +67,7 @@ def make_folder(folder: Path, count: int, size: int) -> dict[str, list[str]]:
     names = [n.replace("/", "-") for n in real.class_names]
     test = count // 10
     plan = {"train": [], "test": []}
-    for split, n, x, y in (("train", count - test, real.x_train, real.y_train), ("test", test, real.x_test, real.y_test)):
+    for split, n, y in (("train", count - test, real.y_train), ("test", test, real.y_test)):
         for i in range(n):
             plan[split].append((str(folder / split / names[y[i % len(y)]] / f"{i:06d}.png"), i % len(y),
                                 i + (0 if split == "train" else 10 ** 7)))
@@ -98,8 +98,8 @@ def measured(name: str, command: list[str], limit_bytes: int | None) -> dict:
     log = Path(os.environ.get("TMPDIR", "/tmp")) / f"flat-memory-{name}.log"
     start = time.perf_counter()
     with open(log, "w") as out:
-        proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, preexec_fn=limit if limit_bytes else None,
-                                env={**os.environ, "OMP_NUM_THREADS": "2"})
+        proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT,
+                                env={**os.environ, "OMP_NUM_THREADS": "2"}, preexec_fn=limit if limit_bytes else None)
         _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
     text = log.read_text()
@@ -155,15 +155,16 @@ def run(images: int, size: int, subset: int, limit_gib: float, work: Path) -> li
                                                       str(prepared), "--out", str(cache), "--device", "cpu"], cap)
         run_dir = work / f"run-{prepared.stem}"
         subprocess.run(["rm", "-rf", str(run_dir)], check=True)
-        student = measured(f"student-{prepared.stem}", [SC, "student", "--cache", str(cache), "--dataset", str(prepared),
-                                                         "--out-dir", str(run_dir), "--student", "cnn-tiny", "--epochs",
-                                                         "1", "--alpha", "0.5", "--threads", "2"], cap)
+        student = measured(f"student-{prepared.stem}", [
+            SC, "student", "--cache", str(cache), "--dataset", str(prepared), "--out-dir", str(run_dir), "--student",
+            "cnn-tiny", "--epochs", "1", "--alpha", "0.5", "--threads", "2"], cap)
         epoch = json.loads((run_dir / "metrics.json").read_text())["history"][0]["seconds"]
         rows.append({"arm": arm, "prepared_gb": prepared.stat().st_size / 1e9, "images": n,
                      "prepare_img_s": n / data["seconds"], "prepare_rss": data["peak_rss_mib"],
                      "pass_img_s": _images_per_second(passed["output"]), "pass_rss": passed["peak_rss_mib"],
                      "epoch_img_s": len(d.y_train) / epoch, "epoch_s": epoch, "epoch_rss": student["peak_rss_mib"]})
-    rows.append({"arm": "bare teacher forward, subset in memory", "bare_img_s": bare_forward(teacher, work / "subset.h5")})
+    rows.append({"arm": "bare teacher forward, subset in memory",
+                 "bare_img_s": bare_forward(teacher, work / "subset.h5")})
     return rows
 
 
@@ -187,9 +188,11 @@ def main(images, size, subset, limit_gib, work):
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for r in (memory, disk, whole):
         print(f"| {r['arm']} | {r['prepared_gb']:.2f} GB | {r['prepare_img_s']:,.0f} | {r['prepare_rss']:,.0f} MiB "
-              f"| {r['pass_img_s']:,.0f} | {r['pass_rss']:,.0f} MiB | {r['epoch_img_s']:,.0f} | {r['epoch_rss']:,.0f} MiB |")
-    print(f"\n- Student epoch streamed from disk / in memory, same subset: **{disk['epoch_s'] / memory['epoch_s']:.3f}** "
-          f"in time ({disk['epoch_s']:.1f} s vs {memory['epoch_s']:.1f} s).")
+              f"| {r['pass_img_s']:,.0f} | {r['pass_rss']:,.0f} MiB | {r['epoch_img_s']:,.0f} "
+              f"| {r['epoch_rss']:,.0f} MiB |")
+    print(f"\n- Student epoch streamed from disk / in memory, same subset: "
+          f"**{disk['epoch_s'] / memory['epoch_s']:.3f}** in time "
+          f"({disk['epoch_s']:.1f} s vs {memory['epoch_s']:.1f} s).")
     print(f"- Teacher pass over the prepared folder / bare teacher forward on decoded in-memory tensors: "
           f"**{whole['pass_img_s'] / bare['bare_img_s']:.3f}** in throughput (whole folder, under the limit; "
           f"{whole['pass_img_s']:,.0f} vs {bare['bare_img_s']:,.0f} img/s), "

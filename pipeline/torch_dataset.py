@@ -52,6 +52,8 @@ class SoftTargetDataset(TorchDataset):
         self.images = torch_images(data.x_train if split == "train" else data.x_test)
         self.labels = torch.from_numpy(data.y_train if split == "train" else data.y_test)
         self.class_names = data.class_names
+        # An image folder's rows keep their files: paths[i] is image i's path relative to the folder.
+        self.paths = data.source.row_paths(split) if data.source is not None else None
         self.views = self.cache.views if views else 0
         self.log_probs = log_probs
         self._split = VIEW_SPLIT if views else split

@@ -65,9 +65,11 @@ def test_a_folder_and_an_npz_of_the_same_images_are_one_dataset(folder, tmp_path
     same = Dataset("shapes", expected_rows(d, data, where, "train"), d.y_train, expected_rows(d, data, where, "test"),
                    d.y_test, d.class_names)
     assert same.fingerprint == d.fingerprint
-    save_prepared(d, tmp_path / "p.npz")
-    back = load_prepared(tmp_path / "p.npz")
-    assert back.fingerprint == d.fingerprint and back.source.record() == d.source.record()
+    for name in ("p.npz", "p.h5"):
+        save_prepared(d, tmp_path / name)
+        back = load_prepared(tmp_path / name)
+        assert back.fingerprint == d.fingerprint and back.source.record() == d.source.record()
+        assert back.source.row_paths("test") == d.source.row_paths("test")
 
 
 def test_channels_and_image_size(tmp_path):

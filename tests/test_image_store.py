@@ -133,6 +133,7 @@ def test_the_dataset_for_your_own_loop_reads_disk_images_in_worker_processes(on_
     from pipeline.torch_dataset import SoftTargetDataset
 
     disk, memory = SoftTargetDataset(cache_file, on_disk, T=4.0), SoftTargetDataset(cache_file, prepared, T=4.0)
+    assert disk.paths is None                # arrays, not files
     disk.images[[0, 1]]                       # the parent opens the file first: workers must open their own
     batches = [list(DataLoader(d, batch_size=32, num_workers=2)) for d in (disk, memory)]
     for (xa, ta, ya), (xb, tb, yb) in zip(*batches):

@@ -247,7 +247,8 @@ def test_distinct_settings_never_share_a_run_directory(tmp_path):
     differs in what decides the result must land in two run directories (refused settings are skipped)."""
     import random
 
-    files = {"OTHER_NPZ": tmp_path / "other.npz", "TEACHER_FILE": tmp_path / "teacher.pt2", "POOL": tmp_path / "pool.npz"}
+    files = {"OTHER_NPZ": tmp_path / "other.npz", "TEACHER_FILE": tmp_path / "teacher.pt2",
+             "POOL": tmp_path / "pool.npz"}
     for f in files.values():
         f.write_bytes(b"")
     files["FOLDER"] = tmp_path / "folder"
