@@ -14,14 +14,14 @@ import dataclasses
 import gzip
 import hashlib
 import urllib.request
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from pipeline.dataset import Dataset, fingerprint_of
 from pipeline.errors import UsageError
 from pipeline.files import atomic_path
-from pipeline.image_store import read_prepared_h5, recorded_source, write_prepared_h5
+from pipeline.image_store import read_prepared_h5, source_arrays_h5, write_prepared_h5
 from pipeline.image_folder import FolderOptions, FolderSource, changes, is_image_folder, read_folder
 
 __all__ = [
@@ -68,91 +68,6 @@ _IDX_PARTS = {
     "y_test": "t10k-labels-idx1-ubyte",
 }
 _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
-
-
-@dataclass(frozen=True)
-class Dataset:
-    """Train and test splits. x_*: (N, C, H, W) uint8; y_*: (N,) int64 in [0, num_classes)."""
-
-    name: str
-    x_train: np.ndarray
-    y_train: np.ndarray
-    x_test: np.ndarray
-    y_test: np.ndarray
-    class_names: tuple[str, ...]
-    fingerprint: str = field(default="", compare=False)
-    # An image folder's record (pipeline.image_folder.FolderSource): every file's path and digest,
-    # and which file each row is. None for IDX and .npz data. Not part of the fingerprint, which
-    # is the pixels' and labels' alone: the same images from a folder or an .npz are one dataset.
-    source: object = field(default=None, compare=False)
-
-    def __post_init__(self):
-        _check_splits(self)
-        if not self.fingerprint:
-            object.__setattr__(self, "fingerprint", _fingerprint(self))
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.class_names)
-
-    @property
-    def image_shape(self) -> tuple[int, int, int]:
-        return tuple(self.x_train.shape[1:])
-
-    def normalization(self) -> tuple[list[float], list[float]]:
-        """Per-channel mean and std of the training images, in [0, 1] units.
-
-        Computed exactly from a 256-bin histogram per channel: every student run needs
-        these, and converting 47M pixels to float64 took seconds of each run."""
-        levels = np.arange(256, dtype=np.float64) / 255.0
-        channels = self.x_train.shape[1]
-        counts = np.zeros((channels, 256), dtype=np.float64)
-        for start in range(0, len(self.x_train), 4096):   # blocks: bincount widens uint8 to int64, and on-disk
-            block = self.x_train[start:start + 4096]       # images are read once
-            for c in range(channels):
-                counts[c] += np.bincount(block[:, c].ravel(), minlength=256)
-        means, stds = [], []
-        for c in range(channels):
-            total = max(counts[c].sum(), 1.0)
-            mean = float(counts[c] @ levels / total)
-            var = float(counts[c] @ (levels - mean) ** 2 / total)
-            means.append(mean)
-            stds.append(max(var ** 0.5, 1e-6))
-        return means, stds
-
-
-def _check_splits(d: Dataset) -> None:
-    for split in ("train", "test"):
-        x, y = getattr(d, f"x_{split}"), getattr(d, f"y_{split}")
-        if x.ndim != 4 or x.dtype != np.uint8:
-            raise UsageError(f"{d.name}: {split} images must be uint8 (N, C, H, W), got {x.dtype} {x.shape}")
-        if y.ndim != 1 or len(y) != len(x):
-            raise UsageError(f"{d.name}: {split} has {len(x)} images but labels of shape {y.shape}")
-        if not np.issubdtype(y.dtype, np.integer):
-            raise UsageError(f"{d.name}: {split} labels must be integers, got {y.dtype}")
-        if len(y) and (y.min() < 0 or y.max() >= len(d.class_names)):
-            raise UsageError(
-                f"{d.name}: {split} labels must lie in [0, {len(d.class_names)}), "
-                f"found {int(y.min())}..{int(y.max())}"
-            )
-    if d.x_train.shape[1:] != d.x_test.shape[1:]:
-        raise UsageError(f"{d.name}: train images {d.x_train.shape[1:]} and test images "
-                         f"{d.x_test.shape[1:]} differ in shape")
-
-
-def _fingerprint(d: Dataset) -> str:
-    return fingerprint_of(d.x_train, d.y_train, d.x_test, d.y_test)
-
-
-def fingerprint_of(x_train, y_train, x_test, y_test) -> str:
-    """SHA-256 of the splits' shapes and bytes, read 4096 rows at a time: the same digest for the
-    same images in memory or on disk (:class:`pipeline.image_store.DiskImages`), at the memory of a block."""
-    h = hashlib.sha256()
-    for arr in (x_train, np.asarray(y_train, dtype=np.int64), x_test, np.asarray(y_test, dtype=np.int64)):
-        h.update(str(tuple(int(n) for n in arr.shape)).encode())
-        for lo in range(0, len(arr), 4096):
-            h.update(np.ascontiguousarray(arr[lo:lo + 4096]).tobytes())
-    return h.hexdigest()[:16]
 
 
 # --- file formats ---------------------------------------------------------------------
@@ -399,6 +314,16 @@ def save_prepared(d: Dataset, path: Path) -> None:
                      fingerprint=np.array(d.fingerprint), **(d.source.arrays() if d.source else {}))
 
 
+def _recorded_source(out: Path):
+    """The folder record a prepared file keeps (None for one not made from a folder)."""
+    if Path(out).suffix == ".h5":
+        arrays = source_arrays_h5(out)
+    else:
+        with np.load(out, allow_pickle=False) as f:
+            arrays = {k: f[k] for k in f.files if k.startswith("source")} or None
+    return None if arrays is None else FolderSource.from_arrays(arrays)
+
+
 def prepared_folder_is_current(out: Path, folder: Path, options: FolderOptions, limit: int = 0) -> bool:
     """Whether ``out`` was prepared from ``folder`` with these options and the folder still holds
     exactly the files it did then. False when ``out`` is missing or was made otherwise (another
@@ -406,14 +331,7 @@ def prepared_folder_is_current(out: Path, folder: Path, options: FolderOptions, 
     the files changed: the prepared file, and the teacher's cache made from it, are kept until the
     user deletes them, because relabelling a large folder costs a whole teacher pass."""
     try:
-        if Path(out).suffix == ".h5":
-            import h5py
-
-            with h5py.File(out, "r") as f:
-                recorded = recorded_source(f)
-        else:
-            with np.load(out, allow_pickle=False) as f:
-                recorded = FolderSource.from_arrays({k: f[k] for k in f.files if k.startswith("source")})
+        recorded = _recorded_source(out)
     except (OSError, ValueError, KeyError):
         return False
     if recorded is None:
@@ -435,10 +353,12 @@ def load_prepared(path: Path) -> Dataset:
         raise UsageError(f"prepared dataset {path} is missing", fix="data")
     if path.suffix == ".h5":
         try:
-            d, recorded = read_prepared_h5(path)
+            p = read_prepared_h5(path)
+            d = Dataset(p.name, p.x_train, p.y_train, p.x_test, p.y_test, p.class_names,
+                        source=FolderSource.from_arrays(p.source) if p.source else None)
         except (OSError, ValueError, KeyError) as exc:
             raise UsageError(f"{path} is not a prepared softcache dataset ({exc})", fix="data") from None
-        if d.fingerprint != recorded:
+        if d.fingerprint != p.fingerprint:
             raise UsageError(f"{path} content does not match its recorded fingerprint", fix="data")
         return d
     try:

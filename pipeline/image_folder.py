@@ -36,7 +36,10 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.dataset import Dataset
 from pipeline.errors import UsageError
+from pipeline.files import atomic_path, need_space
+from pipeline.image_store import PreparedWriter
 from pipeline.names import is_image_folder
 
 __all__ = ["IMAGE_SUFFIXES", "FolderOptions", "FolderListing", "FolderSource", "is_image_folder", "list_folder",
@@ -323,10 +326,8 @@ def _check_rows(root: Path, kept: dict[str, np.ndarray]) -> None:
 
 
 def read_folder(root: Path, options: FolderOptions = FolderOptions(), jobs: int = -1, limit: int = 0):
-    """The folder's images, labels and class names in memory, as a :class:`pipeline.datasets.Dataset`
+    """The folder's images, labels and class names in memory, as a :class:`pipeline.dataset.Dataset`
     with its source (``limit``: the first N training rows only)."""
-    from pipeline.datasets import Dataset
-
     plan = _plan(root, options, jobs)
     blocks = {"train": [], "test": []}
     kept = {split: _decode_in_order(plan, getattr(plan, split), options, jobs, blocks[split].append,
@@ -338,13 +339,9 @@ def read_folder(root: Path, options: FolderOptions = FolderOptions(), jobs: int 
 
 
 def prepare_folder(root: Path, out: Path, options: FolderOptions = FolderOptions(), limit: int = 0,
-                   jobs: int = -1, progress=None):
+                   jobs: int = -1, progress=None) -> None:
     """Decode the folder straight into the prepared HDF5 file ``out``, block by block: memory stays at
-    one block of images whatever the folder's size. Returns the prepared Dataset (images on disk)."""
-    from pipeline.datasets import load_prepared
-    from pipeline.files import atomic_path, need_space
-    from pipeline.image_store import PreparedWriter
-
+    one block of images whatever the folder's size (``pipeline.datasets.load_prepared`` reads it)."""
     plan = _plan(root, options, jobs)
     rows = {"train": min(len(plan.train), limit) if limit else len(plan.train), "test": len(plan.test)}
     need_space(Path(out).parent, sum(rows.values()) * plan.channels * plan.size[0] * plan.size[1] + (8 << 20))
@@ -361,7 +358,6 @@ def prepare_folder(root: Path, out: Path, options: FolderOptions = FolderOptions
             writer.finish(plan.listing.root.name, plan.listing.classes, plan.source(kept, options, limit))
         finally:
             writer.close()
-    return load_prepared(out)
 
 
 def read_images(root: Path, image_shape: tuple[int, int, int], jobs: int = -1) -> tuple[np.ndarray, list[str]]:

@@ -24,12 +24,17 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
 
+from pipeline.dataset import fingerprint_of
+from pipeline.files import atomic_path, need_space
+
 __all__ = ["DiskImages", "TorchImages", "torch_images", "PREPARED_FORMAT", "PreparedWriter", "write_prepared_h5",
-           "read_prepared_h5", "recorded_source"]
+           "read_prepared_h5", "source_arrays_h5",
+           "PreparedH5"]
 
 PREPARED_FORMAT = "softcache-prepared-1"
 
@@ -201,8 +206,6 @@ class PreparedWriter:
 
         import h5py
 
-        from pipeline.datasets import fingerprint_of
-
         f = self.file
         if source is not None:
             for key, value in source.arrays().items():
@@ -226,8 +229,7 @@ class PreparedWriter:
 
 
 def write_prepared_h5(dataset, path: Path) -> None:
-    """An in-memory (or on-disk) :class:`pipeline.datasets.Dataset` as a prepared HDF5 file."""
-    from pipeline.files import atomic_path, need_space
+    """An in-memory (or on-disk) :class:`pipeline.dataset.Dataset` as a prepared HDF5 file."""
 
     need_space(Path(path).parent, int(np.prod(dataset.x_train.shape)) + int(np.prod(dataset.x_test.shape)) + (1 << 20))
     with atomic_path(path) as tmp:
@@ -244,34 +246,45 @@ def write_prepared_h5(dataset, path: Path) -> None:
             writer.close()
 
 
-def recorded_source(f):
-    """The folder record (:class:`pipeline.image_folder.FolderSource`) in an open prepared file, or None."""
-    from pipeline.image_folder import FolderSource
+class PreparedH5(NamedTuple):
+    """What a prepared HDF5 file holds: the splits (images on disk), names, and the recorded fingerprint
+    and folder record (the arrays of :meth:`pipeline.image_folder.FolderSource.arrays`, or None)."""
 
+    name: str
+    x_train: DiskImages
+    y_train: np.ndarray
+    x_test: DiskImages
+    y_test: np.ndarray
+    class_names: tuple[str, ...]
+    fingerprint: str
+    source: dict | None
+
+
+def _source_arrays(f) -> dict | None:
     if "source" not in f:
         return None
-    return FolderSource.from_arrays({
-        "source": f["source"].asstr()[()], "source_paths": f["source_paths"].asstr()[:],
-        "source_digests": f["source_digests"][:], "source_rows_train": f["source_rows_train"][:],
-        "source_rows_test": f["source_rows_test"][:]})
+    return {"source": f["source"].asstr()[()], "source_paths": f["source_paths"].asstr()[:],
+            "source_digests": f["source_digests"][:], "source_rows_train": f["source_rows_train"][:],
+            "source_rows_test": f["source_rows_test"][:]}
 
 
-def read_prepared_h5(path: Path):
-    """The prepared HDF5 file as a Dataset whose images stay on disk; its fingerprint is recomputed
-    from every row, block by block, and must match the recorded one."""
+def source_arrays_h5(path: Path) -> dict | None:
+    """The folder record of a prepared HDF5 file, as arrays (None for one not made from a folder)."""
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        return _source_arrays(f)
+
+
+def read_prepared_h5(path: Path) -> PreparedH5:
+    """A prepared HDF5 file, its images left on disk; the caller checks the recorded fingerprint."""
     import json
 
     import h5py
 
-    from pipeline.datasets import Dataset
-
     with h5py.File(path, "r") as f:
         if f.attrs.get("format") != PREPARED_FORMAT:
             raise KeyError(f"format {f.attrs.get('format')!r}")
-        labels = {s: f[f"{s}/labels"][:] for s in ("train", "test")}
-        names = tuple(json.loads(f.attrs["class_names"]))
-        recorded, name = str(f.attrs["fingerprint"]), str(f.attrs["name"])
-        source = recorded_source(f)
-    d = Dataset(name, DiskImages(path, "train"), labels["train"], DiskImages(path, "test"), labels["test"], names,
-                source=source)
-    return d, recorded
+        return PreparedH5(str(f.attrs["name"]), DiskImages(path, "train"), f["train/labels"][:],
+                          DiskImages(path, "test"), f["test/labels"][:], tuple(json.loads(f.attrs["class_names"])),
+                          str(f.attrs["fingerprint"]), _source_arrays(f))

@@ -6,7 +6,8 @@ from pathlib import Path
 import click
 
 from pipeline.config import DataConfig, from_options
-from pipeline.datasets import LAYOUTS, limit_train, load_dataset, prepared_folder_is_current, save_prepared
+from pipeline.datasets import (LAYOUTS, limit_train, load_dataset, load_prepared, prepared_folder_is_current,
+                               save_prepared)
 from pipeline.image_folder import is_image_folder, prepare_folder
 
 
@@ -35,7 +36,8 @@ def data(**options):
         click.echo(f"{cfg.out}: up to date with {folder} (every file's digest checked)")
         return
     if folder.is_dir() and is_image_folder(folder) and cfg.out.suffix == ".h5":   # decoded straight to disk
-        dataset = prepare_folder(folder, cfg.out, cfg.folder_options(), cfg.limit)
+        prepare_folder(folder, cfg.out, cfg.folder_options(), cfg.limit)
+        dataset = load_prepared(cfg.out)
     else:
         found = load_dataset(cfg.dataset, cfg.source, cfg.raw_dir, cfg.system_dir, cfg.download, cfg.layout,
                              cfg.folder_options())

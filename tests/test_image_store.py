@@ -102,7 +102,8 @@ def test_a_folder_decoded_to_disk_equals_the_folder_read_in_memory(tmp_path, tin
     options = FolderOptions(bad_images="skip")
     for limit in (0, 20):
         memory = read_folder(tmp_path / "f", options, limit=limit)
-        disk = prepare_folder(tmp_path / "f", tmp_path / f"f{limit}.h5", options, limit=limit)
+        prepare_folder(tmp_path / "f", tmp_path / f"f{limit}.h5", options, limit=limit)
+        disk = load_prepared(tmp_path / f"f{limit}.h5")
         assert isinstance(disk.x_train, DiskImages) and disk.fingerprint == memory.fingerprint
         assert disk.source.record() == memory.source.record()
         if not limit:
