@@ -140,7 +140,7 @@ def _read_header(path: Path) -> _Header:
     try:
         with Image.open(io.BytesIO(raw)) as img:
             return _Header(digest, (img.height, img.width), img.mode, None)
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError, SyntaxError) as exc:
         return _Header(digest, None, None, f"not a readable image ({exc})")
 
 
@@ -160,7 +160,7 @@ def _decode(path: Path, channels: int, size: tuple[int, int]) -> np.ndarray | st
             if (img.height, img.width) != size:
                 img = _cover_and_crop(img, size)
             array = np.asarray(img, dtype=np.uint8)
-    except (OSError, ValueError, SyntaxError) as exc:
+    except (Image.DecompressionBombError, OSError, ValueError, SyntaxError) as exc:
         return f"not a readable image ({exc})"
     return array[None] if channels == 1 else np.ascontiguousarray(array.transpose(2, 0, 1))
 
