@@ -42,8 +42,7 @@ $(STAMPS):
 $(PARAMS)/%.txt:
 	@mkdir -p $(@D) && printf '%s\n' '$(STAMP)' > $@
 
-data: $(DATA_FILE)
-# An image folder is checked on every run (DATA_CHECK): a changed file is named, never used.
+data: $(DATA_FILE)   # an image folder is re-checked on every run (DATA_CHECK): a changed file is named, never used
 $(DATA_FILE): $(DATA_STAMP) $(DATA_CHECK) | $(INSTALLED)
 	$(SC) data --dataset $(DATASET) $(if $(SOURCE),--source $(SOURCE)) --raw-dir $(DATA_DIR)/raw \
 		--limit $(LIMIT) --layout $(LAYOUT) $(FOLDER_ARGS) --out $@
@@ -149,8 +148,7 @@ test: $(INSTALLED)   # pytest exits 5 when it collected nothing: say so rather t
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; fi; exit $$rc
 
 # Every benchmark prints a Markdown section; together they become BENCHMARKS.md.
-BENCHMARKS := run_all cache_storage resume_kills export_latency sweep_speed teacher_pass_procs views_cost labels_cost student_resume \
-	flat_memory
+BENCHMARKS := run_all cache_storage resume_kills export_latency sweep_speed teacher_pass_procs views_cost labels_cost student_resume flat_memory
 bench: $(INSTALLED) $(DATA_FILE) $(TEACHER_TARGETS)   # cache_storage reads the default teacher
 	@{ echo "# Benchmarks"; echo; echo "Written by \`make bench\`; machine and date in each section."; echo; \
 	  for b in $(BENCHMARKS); do $(VENV)/bin/python benchmarks/$$b.py || exit 1; echo; done; } > BENCHMARKS.md.tmp
