@@ -346,8 +346,9 @@ def prepared_folder_is_current(out: Path, folder: Path, options: FolderOptions, 
     return True
 
 
-def load_prepared(path: Path) -> Dataset:
-    """Read a prepared dataset; its stored fingerprint must match its content."""
+def load_prepared(path: Path, verify: bool = True) -> Dataset:
+    """Read a prepared dataset; its stored fingerprint must match its content (for .h5, ``verify=False``
+    takes the recorded one: what a writer that has just computed it may do)."""
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"prepared dataset {path} is missing", fix="data")
@@ -355,6 +356,7 @@ def load_prepared(path: Path) -> Dataset:
         try:
             p = read_prepared_h5(path)
             d = Dataset(p.name, p.x_train, p.y_train, p.x_test, p.y_test, p.class_names,
+                        fingerprint="" if verify else p.fingerprint,   # "": recomputed from every row
                         source=FolderSource.from_arrays(p.source) if p.source else None)
         except (OSError, ValueError, KeyError) as exc:
             raise UsageError(f"{path} is not a prepared softcache dataset ({exc})", fix="data") from None

@@ -292,16 +292,23 @@ def _plan(root: Path, options: FolderOptions, jobs: int) -> _Plan:
     return _Plan(listing, digests, bad, size, channels, train[readable[train]], test[readable[test]])
 
 
+def _decoded_blocks(root: Path, paths, channels: int, size: tuple[int, int], jobs: int):
+    """(paths, decoded) per block of ``_BLOCK`` files, in order; a decoded entry is a (C, H, W) uint8
+    image or the reason the file could not be decoded."""
+    for lo in range(0, len(paths), _BLOCK):
+        block = paths[lo:lo + _BLOCK]
+        yield block, _threads(lambda p: _decode(root / p, channels, size), block, jobs)
+
+
 def _decode_in_order(plan: _Plan, order: np.ndarray, options: FolderOptions, jobs: int, write, limit: int = 0,
                      progress=None) -> np.ndarray:
     """Decode the files ``order`` block by block, hand each block of decoded images to ``write``, and
     return the files kept (all but the unreadable ones, the first ``limit`` when it is set)."""
-    files, kept = plan.listing.paths, []
-    for lo in range(0, len(order), _BLOCK):
-        block = [int(i) for i in order[lo:lo + _BLOCK]]
-        decoded = _threads(lambda i: _decode(plan.listing.root / files[i], plan.channels, plan.size), block, jobs)
+    files, kept, order = plan.listing.paths, [], [int(i) for i in order]
+    blocks = _decoded_blocks(plan.listing.root, [files[i] for i in order], plan.channels, plan.size, jobs)
+    for lo, (block, decoded) in zip(range(0, len(order), _BLOCK), blocks):
         good = []
-        for i, out in zip(block, decoded):
+        for i, out in zip(order[lo:lo + _BLOCK], decoded):
             if not isinstance(out, str):
                 good.append((i, out))
             elif options.bad_images == "fail":
@@ -370,14 +377,12 @@ def read_images(root: Path, image_shape: tuple[int, int, int], jobs: int = -1) -
     channels, size = image_shape[0], tuple(image_shape[1:])
     if channels not in (1, 3):
         raise UsageError(f"{root}: images can be decoded to 1 or 3 channels, and the dataset's have {channels}")
-    out = np.empty((len(paths), *image_shape), dtype=np.uint8)
-    for lo in range(0, len(paths), _BLOCK):
-        block = paths[lo:lo + _BLOCK]
-        for k, (path, image) in enumerate(zip(block, _threads(lambda p: _decode(root / p, channels, size), block,
-                                                               jobs))):
+    out, row = np.empty((len(paths), *image_shape), dtype=np.uint8), 0
+    for block, decoded in _decoded_blocks(root, paths, channels, size, jobs):
+        for path, image in zip(block, decoded):
             if isinstance(image, str):
                 raise UsageError(f"{root / path}: {image}; fix or delete it")
-            out[lo + k] = image
+            out[row], row = image, row + 1
     return out, paths
 
 

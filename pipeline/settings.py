@@ -163,8 +163,8 @@ SETTINGS: tuple[Setting, ...] = (
        "split", _fraction, group="data"),
     _S("SPLIT_SEED", "0", "image folders: draws the held-out test files and the training rows' stored order",
        _integer(0), group="data"),
-    _S("TRANSFER", "", "an .npz or a folder of unlabelled images: the teacher scores them after the train rows, and distilled "
-       "students learn from them with the soft term only", _existing_path, group="data"),
+    _S("TRANSFER", "", "an .npz or a folder of unlabelled images: the teacher scores them after the train rows, "
+       "and distilled students learn from them with the soft term only", _existing_path, group="data"),
     _S("LIMIT", "0", "keep only the first N training images (0: all); named -nN, so it never replaces the full set",
        _integer(0), group="data"),
     # the teacher and its cache

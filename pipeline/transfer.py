@@ -3,8 +3,8 @@
 Hinton et al. (2015) call the data a student is distilled on the *transfer set*. When labels
 are scarce it is mostly unlabelled in-domain images. softcache takes such a set as an
 ``.npz`` of images alone, or a folder of image files (any layout; decoded, scaled and cropped
-to the dataset's image shape as :mod:`pipeline.image_folder` does); the teacher pass appends its rows to the cache's train split
-after the labelled rows, with the label value C (one past the last class) that means "no
+to the dataset's image shape as :mod:`pipeline.image_folder` does); the teacher pass appends
+its rows to the cache's train split after the labelled rows, with the label value C (one past the last class) that means "no
 label", and records the set's fingerprint, so a student is never handed another set's
 logits. A transfer file that also holds labels has them ignored, and the pass says so: a
 transfer set is unlabelled by definition, and labels belong in ``DATASET``.

@@ -26,7 +26,8 @@ from pipeline.image_folder import is_image_folder, prepare_folder
 @click.option("--test-fraction", type=float, help="TEST_FRACTION held out when the folder has no test/.")
 @click.option("--split-seed", type=int, help="SPLIT_SEED: draws held-out files and the training rows' order.")
 @click.option("--no-download", "download", flag_value=False, default=None, help="Never download.")
-@click.option("--out", type=click.Path(path_type=Path), required=True, help="Prepared file to write: .npz, or .h5 (images read from disk).")
+@click.option("--out", type=click.Path(path_type=Path), required=True,
+              help="Prepared file to write: .npz, or .h5 (images read from disk).")
 def data(**options):
     """Prepare the dataset for every later stage."""
     cfg = from_options(DataConfig, **options)
@@ -37,7 +38,7 @@ def data(**options):
         return
     if folder.is_dir() and is_image_folder(folder) and cfg.out.suffix == ".h5":   # decoded straight to disk
         prepare_folder(folder, cfg.out, cfg.folder_options(), cfg.limit)
-        dataset = load_prepared(cfg.out)
+        dataset = load_prepared(cfg.out, verify=False)   # the writer has just read every row back for its fingerprint
     else:
         found = load_dataset(cfg.dataset, cfg.source, cfg.raw_dir, cfg.system_dir, cfg.download, cfg.layout,
                              cfg.folder_options())
