@@ -109,7 +109,7 @@ experiment-pskd: $(CACHE) $(DATA_FILE) | $(INSTALLED)
 # (runs in DATA_DIR/tuning), then STUDENTS x SEEDS; killed, the same command resumes mid-run.
 experiment-views: EXPERIMENT_ARGS = --replay $(REPLAY) --epochs $(EPOCHS)
 experiment-labels: EXPERIMENT_ARGS = --labels "$(LABEL_GRID)" --epochs $(EPOCHS) $(TRANSFER_ARGS)
-experiment-patient: EXPERIMENT_ARGS = --lengths "$(LENGTHS)" --replay $(REPLAY)
+experiment-patient: EXPERIMENT_ARGS = --lengths "$(LENGTHS)" --replay $(REPLAY) --banks "$(BANKS)"
 experiment-views experiment-labels experiment-patient: $(CACHE) $(DATA_FILE) | $(INSTALLED)
 	$(SC) $@ --cache $(CACHE) --dataset $(DATA_FILE) $(TEACHER_RECORD) --runs-dir $(RUNS) --tuning-dir \
 		$(DATA_DIR)/tuning --reports-dir $(DATA_DIR)/reports --students "$(STUDENTS)" --Ts "$(TS)" --alphas \

@@ -75,7 +75,7 @@ def bench_teacher_pass(prepared: Path, ckpt: Path, model: torch.nn.Module, data:
     for i in range(repeats):
         start = time.perf_counter()
         for x in x_all:
-            predict(model, x, 1024)
+            predict(model, x)           # the device's inference batch, as the stage uses
         bare.append(time.perf_counter() - start)
         start = time.perf_counter()
         write_teacher_logits(LogitsConfig(teacher=ckpt, dataset=prepared, out=workdir / f"c{i}.h5", device="cpu"))

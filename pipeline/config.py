@@ -157,7 +157,7 @@ class LogitsConfig:
     dtype: str = default("CACHE_DTYPE")               # float32 or float16
     topk: int = default("CACHE_TOPK", int)            # keep the k largest logits per row (0: all)
     device: str = default("DEVICE")
-    batch_size: int = 1024
+    batch_size: int = 0         # rows per forward; 0: the device's (pipeline.train.inference_batch)
     chunk_rows: int = 4096      # rows per resumable chunk of the pass
     teacher_weights: Path | None = None   # TEACHER_WEIGHTS: state dict for a module:factory teacher
     views: int = default("VIEWS", int)           # augmented views cached per training image (1: clean only)
@@ -171,7 +171,7 @@ class LogitsConfig:
                             ("DEVICE", self.device)):
             check(name, value)
         check_views_mixup(self.views, self.mixup)
-        _at_least("batch size", self.batch_size, 1)
+        _at_least("batch size", self.batch_size, 0)
         _at_least("chunk rows", self.chunk_rows, 1)
 
 
@@ -410,13 +410,16 @@ class PatientExperimentConfig:
     tune_seeds: tuple[int, ...] = (0,)
     holdout: int = default("EXPERIMENT_HOLDOUT", int)
     matching_T: float = 1.0          # function matching's temperature (Beyer et al. match at T = 1)
-    replay: int = 0                  # views replayed; 0: every view in the cache
+    replay: int = 0                  # views replayed; 0: every view in the cache (the largest bank with banks)
+    banks: tuple[int, ...] = ()      # bank sizes K also matched at the longest length, for the bank-vs-fresh gap
     jobs: int = 1
     threads: int = 0
 
     def __post_init__(self):
         _check_grids(self.students, self.Ts, self.alphas, self.seeds)
         check_grid("LENGTHS", self.lengths, "EPOCHS")
+        if self.banks:
+            check_grid("BANKS", self.banks, "VIEWS")
         check_grid("TUNE_SEEDS", self.tune_seeds, "SEED")
         object.__setattr__(self, "alphas", tuple(a for a in self.alphas if a != 0))   # scratch always runs
         if not self.alphas:

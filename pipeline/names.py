@@ -360,6 +360,8 @@ def resolve(given: dict[str, str], environ: dict[str, str] | None = None) -> dic
     for grid, setting in (("TS", "T"), ("ALPHAS", "ALPHA"), ("SEEDS", "SEED"), ("STUDENTS", "STUDENT"),
                           ("LENGTHS", "EPOCHS")):
         check_grid(grid, s[grid].replace(",", " ").split(), setting)
+    if s["BANKS"].strip():
+        check_grid("BANKS", s["BANKS"].replace(",", " ").split(), "VIEWS")
     return s
 
 

@@ -15,7 +15,13 @@ one-cycle schedule stretched to L, so every arm and length has the same schedule
 
 The write-up gives test accuracy (mean ± std over seeds) against L with the teacher drawn
 in, the CPU-hours each arm cost, and an estimate of what online distillation would have
-cost. That estimate is the same student work plus one teacher forward per image seen, at
+cost.
+
+With BANKS (bank sizes K), the matching arm is also trained at the longest length on the
+first K cached views only, for every K, and each such run's fit on its bank is set against
+its fit on the cache's remaining views, which it never saw (``pipeline.bank_fit``): Beyer
+et al. warn that a small precomputed bank overfits, and this gap is that overfitting. The
+cache must hold more views than the largest K, so that every bank leaves fresh views. That estimate is the same student work plus one teacher forward per image seen, at
 the per-image teacher time recorded by the cache's own teacher pass. Runs go through
 :func:`pipeline.sweep.run_planned` and resume after a kill: finished runs are kept, and a
 run killed part-way continues from its last saved epoch (``pipeline.resume``).
@@ -37,7 +43,7 @@ from pipeline.experiment import best_per_group, mean_held_out, run_all, teacher_
 from pipeline.files import atomic_path, write_json
 from pipeline.names import threads_per_run
 
-__all__ = ["run_patient_experiment", "patient_report", "plan_tuning", "plan_runs", "ARMS"]
+__all__ = ["run_patient_experiment", "patient_report", "plan_tuning", "plan_runs", "matching_views", "ARMS"]
 
 REPORT = "patient-experiment"
 ARMS = ("scratch", "clean", "matching")
@@ -70,11 +76,19 @@ def _choose(tuning: list[dict]) -> dict[str, dict]:
     return best_per_group(mean_held_out(tuning, fields), fields, ("student",))
 
 
+def matching_views(cfg: PatientExperimentConfig, cache: LogitCache) -> int:
+    """Views the matching arm replays at every length: REPLAY, else the largest bank, else every cached view."""
+    return cfg.replay or (max(cfg.banks) if cfg.banks else cache.views)
+
+
 def plan_runs(cfg: PatientExperimentConfig, choice: dict[str, dict], views: int) -> list[StudentConfig]:
-    """Every final run, shortest lengths first, so a stopped experiment has whole short curves."""
-    return [_run(cfg, student, seed, length, arm, T=cfg.matching_T if arm == "matching" else choice[student]["T"],
+    """Every final run, shortest lengths first, so a stopped experiment has whole short curves; then the
+    matching arm at the longest length on each other bank size."""
+    runs = [_run(cfg, student, seed, length, arm, T=cfg.matching_T if arm == "matching" else choice[student]["T"],
                  alpha=0.0 if arm == "scratch" else choice[student]["alpha"], views=views)
             for length in sorted(cfg.lengths) for student in cfg.students for seed in cfg.seeds for arm in ARMS]
+    return runs + [_run(cfg, student, seed, max(cfg.lengths), "matching", T=cfg.matching_T, views=k)
+                   for k in sorted(cfg.banks) if k != views for student in cfg.students for seed in cfg.seeds]
 
 
 def _arm(m: dict) -> str:
@@ -88,6 +102,30 @@ def _teacher_seconds_per_image(cache: LogitCache) -> float | None:
         seconds = json.loads(cache.attrs["published_record"]).get("pass_seconds")
     rows = cache.rows("train") + cache.rows("test") + (cache.rows(VIEW_SPLIT) if cache.views else 0)
     return None if seconds is None or not rows else seconds / rows
+
+
+def _bank_summary(final: list[dict], banks: tuple[int, ...], longest: int) -> list[dict]:
+    """Per student and bank size K: test accuracy and the fit on bank and on fresh views, mean ± std over seeds."""
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for m in final:
+        if _arm(m) == "matching" and m["epochs"] == longest and m["replay"] in banks and m.get("bank_fit"):
+            groups[(m["params"], m["student"], m["replay"])].append(m)
+    rows = []
+    for (_, student, k), members in sorted(groups.items()):
+        fits = [m["bank_fit"] for m in members]
+
+        def stat(values: list[float]) -> tuple[float, float]:
+            return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+        row = {"student": student, "views": k, "fresh_views": fits[0]["fresh_views"],
+               "seeds": sorted(m["seed"] for m in members),
+               "test_acc": stat([100 * m["test_acc"] for m in members])}
+        for name in ("agreement", "accuracy", "kl"):
+            scale = 1 if name == "kl" else 100
+            row[f"bank_{name}"] = stat([scale * f["bank"][name] for f in fits])
+            row[f"fresh_{name}"] = stat([scale * f["fresh"][name] for f in fits])
+            row[f"{name}_gap"] = stat([scale * (f["bank"][name] - f["fresh"][name]) for f in fits])
+        rows.append(row)
+    return rows
 
 
 def _summary(final: list[dict], per_image: float | None) -> list[dict]:
@@ -114,8 +152,27 @@ def _summary(final: list[dict], per_image: float | None) -> list[dict]:
     return sorted(rows, key=lambda r: (r["params"], r["student"], r["epochs"], ARMS.index(r["arm"])))
 
 
+def _render_banks(banks: list[dict], longest: int, views: int) -> list[str]:
+    if not banks:
+        return []
+    pm = lambda s, digits=2: f"{s[0]:.{digits}f} ± {s[1]:.{digits}f}"      # noqa: E731
+    lines = ["", f"### Bank size against overfitting (function matching, {longest} epochs)", "",
+             f"A run on a bank of K views saw only the first K of the cache's {views} views of each image. Each "
+             "training row is scored once on one of its bank views and once on one of the views past K, which the "
+             "run never saw; both were scored by the same teacher. Agreement: the student's top-1 equals the "
+             "teacher's. KL(teacher ‖ student) at T=1, nats per view. Gap: bank minus fresh.", "",
+             "| student | K | seeds | test acc % | agreement on bank % | on fresh % | gap (pp) | KL bank | KL fresh "
+             "| KL gap |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in banks:
+        lines.append(f"| {r['student']} | {r['views']} | {len(r['seeds'])} | {pm(r['test_acc'])} "
+                     f"| {pm(r['bank_agreement'])} | {pm(r['fresh_agreement'])} | {pm(r['agreement_gap'])} "
+                     f"| {pm(r['bank_kl'], 3)} | {pm(r['fresh_kl'], 3)} | {pm(r['kl_gap'], 3)} |")
+    return lines
+
+
 def _render(cfg: PatientExperimentConfig, cache: LogitCache, choice: dict, rows: list[dict], views: int,
-            per_image: float | None, figure: str | None) -> str:
+            per_image: float | None, figure: str | None, banks: list[dict]) -> str:
     chosen = "; ".join(f"{s}: T={c['T']:g}, ALPHA={c['alpha']:g} (held-out {100 * c['val_acc']:.2f}%)"
                        for s, c in choice.items())
     lines = [
@@ -142,6 +199,7 @@ def _render(cfg: PatientExperimentConfig, cache: LogitCache, choice: dict, rows:
               + "; the cache paid that forward once per image and view instead."]
     if figure:
         lines += ["", f"![accuracy against epochs]({figure})"]
+    lines += _render_banks(banks, max(cfg.lengths), cache.views)
     return "\n".join(lines) + "\n"
 
 
@@ -154,19 +212,26 @@ def run_patient_experiment(cfg: PatientExperimentConfig, on_result=None) -> dict
         raise UsageError(f"cache {cfg.student.cache} holds no mixup view bank, which function matching replays; "
                          f"build one with VIEWS=8 MIXUP=1", fix="experiment-patient",
                          fix_settings={"VIEWS": 8, "MIXUP": 1})
-    views = cfg.replay or cache.views
-    cache.view_params(views)                       # more views than cached: one line, before any run
+    views = matching_views(cfg, cache)
+    cache.view_params(max((views, *cfg.banks)))    # more views than cached: one line, before any run
+    if cfg.banks and cache.views <= max(cfg.banks):
+        raise UsageError(f"cache {cfg.student.cache} holds {cache.views} views per image, so a bank of "
+                         f"{max(cfg.banks)} leaves no fresh view to measure its fit on; build more views than the "
+                         f"largest of BANKS, e.g. VIEWS={max(cfg.banks) + 4}", fix="experiment-patient",
+                         fix_settings={"VIEWS": max(cfg.banks) + 4, "MIXUP": 1})
     tuning = run_all(plan_tuning(cfg), cfg.reports_dir / "patient-tuning", cfg.jobs, cache, on_result)
     choice = _choose(tuning)
     final = run_all(plan_runs(cfg, choice, views), cfg.reports_dir / "patient-final", cfg.jobs, cache, on_result)
     per_image = _teacher_seconds_per_image(cache)
-    rows = _summary(final, per_image)
+    curves = [m for m in final if _arm(m) != "matching" or m["replay"] == views]   # one matching arm per length
+    rows = _summary(curves, per_image)
+    banks = _bank_summary(final, cfg.banks, max(cfg.lengths))
     figure = accuracy_vs_epochs(rows, 100 * cache.teacher_accuracy("test"), cfg.reports_dir, f"{REPORT}.png")
     with atomic_path(patient_report(cfg.reports_dir)) as tmp:
-        tmp.write_text(_render(cfg, cache, choice, rows, views, per_image, figure))
+        tmp.write_text(_render(cfg, cache, choice, rows, views, per_image, figure, banks))
     record = {"lengths": list(cfg.lengths), "views": views, "holdout": cfg.holdout, "cache": str(cache.path),
               "cache_fingerprint": cache.fingerprint, "teacher_test_acc": cache.teacher_accuracy("test"),
               "teacher_seconds_per_image": per_image,
-              "chosen": [{"student": s, **c} for s, c in choice.items()], "arms": rows}
+              "chosen": [{"student": s, **c} for s, c in choice.items()], "arms": rows, "banks": banks}
     write_json(patient_report(cfg.reports_dir, ".json"), record)
     return record

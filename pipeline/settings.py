@@ -199,6 +199,8 @@ SETTINGS: tuple[Setting, ...] = (
     _S("EXPERIMENT_HOLDOUT", "5000", "training rows experiment-views tunes T and ALPHA on", _integer(1),
        group="grid"),
     _S("LENGTHS", "15 60 200", "schedule lengths (epochs) of experiment-patient", group="grid"),
+    _S("BANKS", "", "experiment-patient: view-bank sizes K matched at the longest length, each fit measured on "
+       "bank and fresh views (needs VIEWS above the largest)", group="grid"),
     _S("ALPHA_T", "0.8", "PS-KD: weight of the previous epoch's predictions at the last epoch", _number(above=0),
        group="grid"),
     # the demo, export and publishing

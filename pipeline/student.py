@@ -16,6 +16,7 @@ import torch
 
 from pipeline.image_store import torch_images
 from pipeline.cache import CacheExpectations, LogitCache
+from pipeline.bank_fit import bank_fit
 from pipeline.checkpoint import load_checkpoint
 from pipeline.config import StudentConfig, as_record
 from pipeline.datasets import holdout_split, load_prepared
@@ -199,6 +200,9 @@ def _train_student(cfg: StudentConfig, progress: bool) -> dict:
 
     teacher_test = cache.logits("test")
     holdout = {"val_acc": history[-1]["val_acc"], "holdout": cfg.holdout} if cfg.holdout else {}
+    # A replayed bank: the fit on its views against the cache's views it never trained on (overfitting to K).
+    fit = (bank_fit(model, x, cache, torch.from_numpy(train_rows), y, cfg.replay, seed=cfg.seed,
+                    pad=cache.attrs["view_pad"]) if cfg.replay else None)
     metrics = {
         **evaluate(test_logits, data),
         **holdout,
@@ -219,6 +223,7 @@ def _train_student(cfg: StudentConfig, progress: bool) -> dict:
         "epochs": cfg.epochs,
         "inputs": cfg.inputs,
         "replay": cfg.replay,
+        "bank_fit": fit,
         **_labels_record(cfg, labelled, y, data.num_classes),
         "transfer": cache.attrs.get("transfer") if cache.transfer_rows and cfg.alpha > 0 else None,
         "transfer_rows": cache.transfer_rows if cfg.alpha > 0 else 0,    # scratch never sees them

@@ -20,13 +20,16 @@ from stages.options import advance, experiment_options, grid_values, log_option,
 @click.option("--seeds", help="Seeds of the final runs (default 0 1 2).")
 @click.option("--holdout", type=int,
               help=f"Training rows held out for tuning (default {DEFAULTS['EXPERIMENT_HOLDOUT']}).")
-@click.option("--replay", type=int, help="Views function matching replays (default 0: all cached).")
+@click.option("--replay", type=int, help="Views function matching replays (default 0: all cached, or the "
+              "largest of --banks).")
+@click.option("--banks", help="View-bank sizes K also matched at the longest length; each run's fit on its bank "
+              "and on the cache's other (fresh) views is reported (default: none).")
 @click.option("--jobs", type=int, help="Runs at once (default 1).")
 @click.option("--threads", type=int, help="torch threads per run (default 0: cores/jobs).")
 @teacher_options
 @log_option
 def experiment_patient(cache, dataset, runs_dir, tuning_dir, reports_dir, teacher_record, students, lengths, Ts,
-                       alphas, seeds, holdout, replay, jobs, threads, combine, teacher_tag, tensorboard_dir):
+                       alphas, seeds, holdout, replay, banks, jobs, threads, combine, teacher_tag, tensorboard_dir):
     """Tune the clean-target arm on held-out rows, then train every arm at every length and seed."""
     student = from_options(StudentConfig, cache=cache, dataset=dataset, out_dir=runs_dir,
                            teacher_record=teacher_record, combine=combine, teacher_tag=teacher_tag,
@@ -36,7 +39,7 @@ def experiment_patient(cache, dataset, runs_dir, tuning_dir, reports_dir, teache
                        reports_dir=reports_dir, students=None if students is None else tuple(students.split()),
                        lengths=grid("LENGTHS", lengths, int), Ts=grid("TS", Ts, float),
                        alphas=grid("ALPHAS", alphas, float), seeds=grid("SEEDS", seeds, int), holdout=holdout,
-                       replay=replay, jobs=jobs, threads=threads)
+                       replay=replay, banks=grid_values("BANKS", banks or "", int), jobs=jobs, threads=threads)
     with tqdm(desc="experiment-patient", unit="run", file=sys.stderr) as bar:
         run_patient_experiment(cfg, on_result=lambda record: advance(bar, record))
     click.echo(patient_report(reports_dir).read_text(), nl=False)

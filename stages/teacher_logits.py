@@ -25,7 +25,7 @@ from pipeline.logits import write_teacher_logits
 @click.option("--transfer", type=click.Path(path_type=Path),
               help="TRANSFER: an .npz of unlabelled images; their logits are cached after the train rows.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]))
-@click.option("--batch-size", type=int)
+@click.option("--batch-size", type=int, help="Images per teacher forward (default 0: 64 on a CPU, 1024 on a GPU).")
 def teacher_logits(**options):
     """Cache the teacher's logits for the train and test splits.
 

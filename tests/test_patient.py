@@ -41,3 +41,35 @@ def test_function_matching_needs_a_mixup_bank(tmp_path, prepared, cache_file):
         run_patient_experiment(_config(tmp_path, prepared, cache_file, lengths=(1,)))
     with pytest.raises(UsageError, match="LENGTHS lists"):
         _config(tmp_path, prepared, cache_file, lengths=(2, 2))
+
+
+def test_banks_match_each_bank_size_at_the_longest_length_and_report_the_fresh_gap(tmp_path, prepared, teacher_dir):
+    bank = tmp_path / "bank5.h5"
+    write_teacher_logits(LogitsConfig(teacher=teacher_dir / "teacher.pt", dataset=prepared, out=bank, device="cpu",
+                                      views=5, mixup=1.0), progress=False)
+    cfg = _config(tmp_path, prepared, bank, lengths=(1, 2), banks=(1, 3))
+    record = run_patient_experiment(cfg)
+    # the curves' matching arm replays the largest bank, not the fresh views past it
+    matching = [r for r in record["arms"] if r["arm"] == "matching"]
+    assert {r["epochs"] for r in matching} == {1, 2} and all(r["seeds"] == [0, 1] for r in matching)
+    banks = {r["views"]: r for r in record["banks"]}
+    assert set(banks) == {1, 3}
+    for k, row in banks.items():
+        assert row["fresh_views"] == 5 - k and row["seeds"] == [0, 1]
+        mean, _ = row["agreement_gap"]
+        assert mean == pytest.approx(row["bank_agreement"][0] - row["fresh_agreement"][0])
+    runs = {c.out_dir.name.removesuffix("-on-tiny") for c in plan_runs(cfg, {"mlp": {"T": 1.0, "alpha": 0.5}}, 3)}
+    assert {"mlp-T1-a1-r3-s0-e1", "mlp-T1-a1-r3-s1-e2", "mlp-T1-a1-r1-s0-e2"} <= runs
+    assert "mlp-T1-a1-r1-s0-e1" not in runs                # other banks only at the longest length
+    text = (tmp_path / "reports" / "patient-experiment.md").read_text()
+    assert "Bank size against overfitting (function matching, 2 epochs)" in text and "| mlp | 1 | 2 |" in text
+
+
+def test_banks_need_fresh_views_beyond_the_largest(tmp_path, prepared, teacher_dir):
+    bank = tmp_path / "bank3.h5"
+    write_teacher_logits(LogitsConfig(teacher=teacher_dir / "teacher.pt", dataset=prepared, out=bank, device="cpu",
+                                      views=3, mixup=1.0), progress=False)
+    with pytest.raises(UsageError, match="a bank of 3 leaves no fresh view.*VIEWS=7"):
+        run_patient_experiment(_config(tmp_path, prepared, bank, lengths=(1,), banks=(2, 3)))
+    with pytest.raises(UsageError, match="BANKS: VIEWS must be a whole number >= 1"):
+        _config(tmp_path, prepared, bank, lengths=(1,), banks=(0,))
