@@ -128,6 +128,13 @@ def _bank_summary(final: list[dict], banks: tuple[int, ...], longest: int) -> li
     return rows
 
 
+def _run_record(m: dict) -> dict:
+    """One final run in a few numbers: enough to pool its seed with another session's runs of the same recipe."""
+    return {"student": m["student"], "arm": _arm(m), "epochs": m["epochs"], "seed": m["seed"], "T": m["T"],
+            "alpha": m["alpha"], "replay": m["replay"], "test_acc": m["test_acc"], "train_seconds": m["train_seconds"],
+            "threads": m["threads"], "cache_fingerprint": m["cache_fingerprint"], "bank_fit": m.get("bank_fit")}
+
+
 def _summary(final: list[dict], per_image: float | None) -> list[dict]:
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for m in final:
@@ -232,6 +239,7 @@ def run_patient_experiment(cfg: PatientExperimentConfig, on_result=None) -> dict
     record = {"lengths": list(cfg.lengths), "views": views, "holdout": cfg.holdout, "cache": str(cache.path),
               "cache_fingerprint": cache.fingerprint, "teacher_test_acc": cache.teacher_accuracy("test"),
               "teacher_seconds_per_image": per_image,
-              "chosen": [{"student": s, **c} for s, c in choice.items()], "arms": rows, "banks": banks}
+              "chosen": [{"student": s, **c} for s, c in choice.items()], "arms": rows, "banks": banks,
+              "runs": [_run_record(m) for m in final]}
     write_json(patient_report(cfg.reports_dir, ".json"), record)
     return record

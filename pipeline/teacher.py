@@ -1,4 +1,8 @@
-"""Training the teacher: the one expensive model, trained once per dataset and setting."""
+"""Training the teacher: the one expensive model, trained once per dataset and setting.
+
+On a CPU a teacher trains for an hour or more, longer than a session may last, so it saves its
+whole training state after every epoch and a killed run continues from there with the same
+command (``pipeline.resume``, the mechanism student runs and self-distillation use)."""
 
 from __future__ import annotations
 
@@ -15,8 +19,9 @@ from pipeline.files import write_json
 from pipeline.history import EpochLog
 from pipeline.models import count_params
 from pipeline.provenance import code_version
+from pipeline.resume import TrainingState
 from pipeline.runs import build_teacher
-from pipeline.train import accuracy, fit, predict, say_epoch, set_threads
+from pipeline.train import Trainer, accuracy, predict, say_epoch, set_threads
 
 __all__ = ["train_teacher", "TEACHER_CKPT", "TEACHER_RECORD"]
 
@@ -37,17 +42,24 @@ def train_teacher(cfg: TeacherConfig, progress: bool = True) -> dict:
     y = torch.from_numpy(data.y_train).to(device)
     x_test, y_test = torch_images(data.x_test), torch.from_numpy(data.y_test)
 
-    def score(entry: dict) -> dict:
-        entry = {**entry, "test_acc": accuracy(predict(model, x_test, amp=cfg.amp), y_test)}
-        log.write(entry)
-        say_epoch(f"teacher {cfg.arch}", entry, cfg.epochs, progress)
-        return entry
-
+    trainer = Trainer(model, len(x), epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
+                      weight_decay=cfg.weight_decay, seed=cfg.seed, augment=cfg.augment, amp=cfg.amp)
+    # What a saved state must match: the recipe and the data, not where it is written or how many threads run it.
+    key = {**{k: v for k, v in as_record(cfg).items() if k not in ("dataset", "out_dir", "threads", "tensorboard_dir")},
+           "dataset_fingerprint": data.fingerprint}
+    state = TrainingState(Path(cfg.out_dir), key)
+    history, _ = state.restore(trainer)        # [] unless a killed run of this very recipe left its state
+    resumed_from = trainer.epochs_done
     with EpochLog(cfg.tensorboard_dir, f"teacher-{Path(cfg.out_dir).name}") as log:
-        history = fit(model, x, lambda logits, idx: F.cross_entropy(logits, y[idx]),
-                      epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay,
-                      seed=cfg.seed, augment=cfg.augment, amp=cfg.amp, label=f"teacher {cfg.arch}",
-                      progress=progress, after_epoch=score)
+        while trainer.epochs_done < cfg.epochs:
+            entry = trainer.train_epoch(x, lambda logits, idx: F.cross_entropy(logits, y[idx]),
+                                        f"teacher {cfg.arch}", progress)
+            entry["test_acc"] = accuracy(predict(model, x_test, amp=cfg.amp), y_test)
+            history.append(entry)
+            log.write(entry)
+            say_epoch(f"teacher {cfg.arch}", entry, cfg.epochs, progress)
+            if state.due(trainer.epochs_done, cfg.epochs):
+                state.save(trainer, history)
     train_seconds = sum(h["seconds"] for h in history)    # training only, not the per-epoch scoring
     test_acc = history[-1]["test_acc"]
 
@@ -57,6 +69,7 @@ def train_teacher(cfg: TeacherConfig, progress: bool = True) -> dict:
         "train_seconds": train_seconds,
         "seconds_per_epoch": sum(h["seconds"] for h in history) / len(history),
         "history": history,
+        "resumed_from_epoch": resumed_from,
         "device": cfg.device,
         "device_name": torch.cuda.get_device_name() if cfg.device == "cuda" else "cpu",
         "threads": torch.get_num_threads(),
@@ -68,4 +81,5 @@ def train_teacher(cfg: TeacherConfig, progress: bool = True) -> dict:
     record = {"arch": cfg.arch, "fingerprint": fingerprint, "dataset_fingerprint": data.fingerprint,
               "config": as_record(cfg), **metrics}
     write_json(out / TEACHER_RECORD, record)
+    state.clear()
     return record

@@ -27,6 +27,9 @@ def test_every_arm_at_every_length_with_costs_and_a_figure(tmp_path, prepared, t
     matching = [r for r in record["arms"] if r["arm"] == "matching"]
     assert all(r["alpha"] == 1.0 and r["T"] == 1.0 and r["seeds"] == [0, 1] for r in matching)
     assert all(r["cpu_hours"] > 0 for r in record["arms"])
+    # every final run is kept in a few numbers, so another session's seeds can be pooled with these
+    assert sorted((r["arm"], r["epochs"], r["seed"]) for r in record["runs"]) == sorted(
+        (a, e, s) for a in ARMS for e in (1, 3) for s in (0, 1))
     # online KD pays one teacher forward per image seen on top of the same student work
     assert all(r["online_cpu_hours"] > r["cpu_hours"] for r in record["arms"] if r["arm"] != "scratch")
     text = (tmp_path / "reports" / "patient-experiment.md").read_text()

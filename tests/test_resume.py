@@ -134,3 +134,40 @@ def test_ten_kills_at_random_instants_all_resume_to_the_same_weights(tmp_path, t
         assert _same(_weights(out), whole), f"kill {i} resumed to other weights"
         assert not resume_dir(out).exists()
     assert resumed_mid_run >= 5, "too few kills landed after a saved epoch to test resuming"
+
+
+def test_an_interrupted_teacher_resumes_to_the_uninterrupted_weights(tmp_path, prepared, monkeypatch):
+    """Teacher training shares the mechanism: a CPU teacher outlives a session only if it can continue."""
+    from pipeline.config import TeacherConfig
+    from pipeline.teacher import TEACHER_CKPT, train_teacher
+
+    kw = dict(dataset=prepared, arch="cnn", epochs=3, device="cpu", batch_size=32, threads=1)
+    whole = train_teacher(TeacherConfig(out_dir=tmp_path / "whole", **kw), progress=False)
+    cfg = TeacherConfig(out_dir=tmp_path / "killed", **kw)
+    real, calls = Trainer.train_epoch, []
+
+    def dies_in_epoch_3(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Trainer, "train_epoch", dies_in_epoch_3)
+    with pytest.raises(KeyboardInterrupt):
+        train_teacher(cfg, progress=False)
+    monkeypatch.setattr(Trainer, "train_epoch", real)
+    assert (resume_dir(cfg.out_dir) / "state.pt").is_file() and not (cfg.out_dir / TEACHER_CKPT).exists()
+    resumed = train_teacher(cfg, progress=False)
+    assert resumed["resumed_from_epoch"] == 2 and whole["resumed_from_epoch"] == 0
+    weights = lambda d: torch.load(d / TEACHER_CKPT, weights_only=True)["state_dict"]   # noqa: E731
+    assert _same(weights(tmp_path / "whole"), weights(cfg.out_dir))
+    assert resumed["test_acc"] == whole["test_acc"] and len(resumed["history"]) == 3
+    assert not resume_dir(cfg.out_dir).exists()
+    other = TeacherConfig(out_dir=tmp_path / "other", **{**kw, "epochs": 2})
+    monkeypatch.setattr(Trainer, "train_epoch", dies_in_epoch_3)
+    calls.clear(), calls.append(1)                  # dies in its second epoch: the state after epoch 1 stays
+    with pytest.raises(KeyboardInterrupt):
+        train_teacher(other, progress=False)
+    monkeypatch.setattr(Trainer, "train_epoch", real)
+    with pytest.raises(UsageError, match=r"another recipe \(epochs\).*rm -r"):
+        train_teacher(TeacherConfig(out_dir=tmp_path / "other", **{**kw, "epochs": 4}), progress=False)
