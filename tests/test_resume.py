@@ -31,23 +31,29 @@ def _same(a, b) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+def _killed_in_epoch(epoch: int, train, monkeypatch) -> None:
+    """Run ``train()`` with its ``epoch``-th epoch interrupted: what a kill then leaves is the state saved
+    after the epoch before."""
+    real, calls = Trainer.train_epoch, []
+
+    def dies(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == epoch:
+            raise KeyboardInterrupt
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Trainer, "train_epoch", dies)
+    with pytest.raises(KeyboardInterrupt):
+        train()
+    monkeypatch.setattr(Trainer, "train_epoch", real)
+
+
 def test_an_interrupted_run_resumes_to_the_uninterrupted_weights(tmp_path, prepared, cache_file, monkeypatch):
     kw = dict(cache=cache_file, dataset=prepared, student="cnn-tiny", epochs=4, batch_size=16, alpha=0.5,
               augment=True, labels=30, threads=1)
     whole = train_student(StudentConfig(out_dir=tmp_path / "whole", **kw), progress=False)
     cfg = StudentConfig(out_dir=tmp_path / "killed", **kw)
-    real, calls = Trainer.train_epoch, []
-
-    def dies_in_epoch_3(self, *args, **kwargs):
-        calls.append(1)
-        if len(calls) == 3:
-            raise KeyboardInterrupt        # what a kill in the middle of epoch 3 leaves: the state after epoch 2
-        return real(self, *args, **kwargs)
-
-    monkeypatch.setattr(Trainer, "train_epoch", dies_in_epoch_3)
-    with pytest.raises(KeyboardInterrupt):
-        train_student(cfg, progress=False)
-    monkeypatch.setattr(Trainer, "train_epoch", real)
+    _killed_in_epoch(3, lambda: train_student(cfg, progress=False), monkeypatch)
     assert not cfg.out_dir.exists() and (resume_dir(cfg.out_dir) / "state.pt").is_file()
     resumed = train_student(cfg, progress=False)
     assert resumed["resumed_from_epoch"] == 2 and whole["resumed_from_epoch"] == 0
@@ -59,18 +65,7 @@ def test_an_interrupted_run_resumes_to_the_uninterrupted_weights(tmp_path, prepa
 def test_a_state_from_another_cache_or_recipe_is_refused_and_kept(tmp_path, prepared, cache_file, monkeypatch):
     cfg = StudentConfig(cache=cache_file, dataset=prepared, out_dir=tmp_path / "r", student="mlp", epochs=3,
                         batch_size=16)
-    real, calls = Trainer.train_epoch, []
-
-    def dies_in_epoch_2(self, *args, **kwargs):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real(self, *args, **kwargs)
-
-    monkeypatch.setattr(Trainer, "train_epoch", dies_in_epoch_2)
-    with pytest.raises(KeyboardInterrupt):
-        train_student(cfg, progress=False)
-    monkeypatch.setattr(Trainer, "train_epoch", real)
+    _killed_in_epoch(2, lambda: train_student(cfg, progress=False), monkeypatch)
     state = resume_dir(cfg.out_dir) / "state.pt"
     saved = state.read_bytes()
     other = StudentConfig(cache=cache_file, dataset=prepared, out_dir=tmp_path / "r", student="mlp", epochs=3,
@@ -144,18 +139,7 @@ def test_an_interrupted_teacher_resumes_to_the_uninterrupted_weights(tmp_path, p
     kw = dict(dataset=prepared, arch="cnn", epochs=3, device="cpu", batch_size=32, threads=1)
     whole = train_teacher(TeacherConfig(out_dir=tmp_path / "whole", **kw), progress=False)
     cfg = TeacherConfig(out_dir=tmp_path / "killed", **kw)
-    real, calls = Trainer.train_epoch, []
-
-    def dies_in_epoch_3(self, *args, **kwargs):
-        calls.append(1)
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        return real(self, *args, **kwargs)
-
-    monkeypatch.setattr(Trainer, "train_epoch", dies_in_epoch_3)
-    with pytest.raises(KeyboardInterrupt):
-        train_teacher(cfg, progress=False)
-    monkeypatch.setattr(Trainer, "train_epoch", real)
+    _killed_in_epoch(3, lambda: train_teacher(cfg, progress=False), monkeypatch)
     assert (resume_dir(cfg.out_dir) / "state.pt").is_file() and not (cfg.out_dir / TEACHER_CKPT).exists()
     resumed = train_teacher(cfg, progress=False)
     assert resumed["resumed_from_epoch"] == 2 and whole["resumed_from_epoch"] == 0
@@ -164,10 +148,6 @@ def test_an_interrupted_teacher_resumes_to_the_uninterrupted_weights(tmp_path, p
     assert resumed["test_acc"] == whole["test_acc"] and len(resumed["history"]) == 3
     assert not resume_dir(cfg.out_dir).exists()
     other = TeacherConfig(out_dir=tmp_path / "other", **{**kw, "epochs": 2})
-    monkeypatch.setattr(Trainer, "train_epoch", dies_in_epoch_3)
-    calls.clear(), calls.append(1)                  # dies in its second epoch: the state after epoch 1 stays
-    with pytest.raises(KeyboardInterrupt):
-        train_teacher(other, progress=False)
-    monkeypatch.setattr(Trainer, "train_epoch", real)
+    _killed_in_epoch(2, lambda: train_teacher(other, progress=False), monkeypatch)   # the state after epoch 1
     with pytest.raises(UsageError, match=r"another recipe \(epochs\).*rm -r"):
         train_teacher(TeacherConfig(out_dir=tmp_path / "other", **{**kw, "epochs": 4}), progress=False)
