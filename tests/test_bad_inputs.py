@@ -103,6 +103,7 @@ def _make_cases(w) -> list[tuple[str, list[str]]]:
         ("TS='1 x'", ["sweep", *w["common"], "TS=1 x"]), ("ALPHAS twice", ["sweep", *w["common"], "ALPHAS=0.5 0.5"]),
         ("SEEDS='0 -1'", ["sweep", *w["common"], "SEEDS=0 -1"]),
         ("LENGTHS='0 15'", ["experiment-patient", *w["common"], "LENGTHS=0 15"]),
+        ("BANKS='8 0'", ["experiment-patient", *w["common"], "BANKS=8 0"]),
         ("VIEW_SEED=-1", student("VIEW_SEED=-1")), ("TEACHER_EPOCHS=-1", student("TEACHER_EPOCHS=-1")),
         ("TEACHER_SEED=x", student("TEACHER_SEED=x")), ("DEMO_ALPHA=2", ["demo", *w["common"], "DEMO_ALPHA=2"]),
         ("ALPHA_T=0", ["self-distill", *w["common"], "ALPHA_T=0"]),
