@@ -67,8 +67,8 @@ CPU_INFERENCE_BATCH, GPU_INFERENCE_BATCH = 64, 1024
 
 def inference_batch(device: torch.device | str) -> int:
     """Rows per forward when no gradient is needed. A CPU is fastest on small batches, whose activations stay
-    in its caches: at 64 rows against 1024, cnn-tiny (64x64 RGB) ran 2.1x, the cnn teacher 1.8x and resnet18
-    1.6x as fast on one core (BENCHMARKS.md). A GPU wants large batches to fill it."""
+    in its caches: at 64 rows against 1024, on 2 threads, the cnn teacher ran 1.9x, resnet18 1.5x and cnn-tiny
+    1.4x (28x28) to 2.6x (64x64 RGB) as fast (benchmarks/inference_batch.py). A GPU wants large batches."""
     return GPU_INFERENCE_BATCH if torch.device(device).type == "cuda" else CPU_INFERENCE_BATCH
 
 
