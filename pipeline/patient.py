@@ -15,16 +15,16 @@ one-cycle schedule stretched to L, so every arm and length has the same schedule
 
 The write-up gives test accuracy (mean ± std over seeds) against L with the teacher drawn
 in, the CPU-hours each arm cost, and an estimate of what online distillation would have
-cost.
+cost. That estimate is the same student work plus one teacher forward per image seen, at
+the per-image teacher time recorded by the cache's own teacher pass. Runs go through
+:func:`pipeline.sweep.run_planned` and resume after a kill: finished runs are kept, and a
+run killed part-way continues from its last saved epoch (``pipeline.resume``).
 
 With BANKS (bank sizes K), the matching arm is also trained at the longest length on the
 first K cached views only, for every K, and each such run's fit on its bank is set against
 its fit on the cache's remaining views, which it never saw (``pipeline.bank_fit``): Beyer
 et al. warn that a small precomputed bank overfits, and this gap is that overfitting. The
-cache must hold more views than the largest K, so that every bank leaves fresh views. That estimate is the same student work plus one teacher forward per image seen, at
-the per-image teacher time recorded by the cache's own teacher pass. Runs go through
-:func:`pipeline.sweep.run_planned` and resume after a kill: finished runs are kept, and a
-run killed part-way continues from its last saved epoch (``pipeline.resume``).
+cache must hold more views than the largest K, so that every bank leaves fresh views.
 """
 
 from __future__ import annotations
