@@ -15,8 +15,8 @@ import numpy as np
 import torch
 
 from pipeline.image_store import torch_images
-from pipeline.cache import CacheExpectations, LogitCache
 from pipeline.bank_fit import bank_fit
+from pipeline.cache import CacheExpectations, LogitCache
 from pipeline.checkpoint import load_checkpoint
 from pipeline.config import StudentConfig, as_record
 from pipeline.datasets import holdout_split, load_prepared
