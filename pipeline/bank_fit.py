@@ -30,11 +30,10 @@ __all__ = ["bank_fit"]
 
 
 @torch.no_grad()
-def _fit(model: torch.nn.Module, images, cache: LogitCache, rows: torch.Tensor, view: torch.Tensor,
-         labels: torch.Tensor, pad: int, batch_size: int) -> dict:
-    """agreement, accuracy and kl of ``model`` on view ``view[i]`` of training row ``rows[i]``."""
-    params = cache.view_params()                       # (N, V, 3): every cached view, fresh ones included
-    mix = cache.view_mix(cache.views)
+def _fit(model: torch.nn.Module, images, cache: LogitCache, params: torch.Tensor, mix, rows: torch.Tensor,
+         view: torch.Tensor, labels: torch.Tensor, pad: int, batch_size: int) -> dict:
+    """agreement, accuracy and kl of ``model`` on view ``view[i]`` of training row ``rows[i]``; ``params`` (N, V, 3)
+    and ``mix`` (partners and weights, or None) of every cached view."""
     agree = correct = 0
     kl = torch.zeros((), dtype=torch.float64)
     for lo in range(0, len(rows), batch_size):
@@ -56,12 +55,13 @@ def bank_fit(model: torch.nn.Module, images, cache: LogitCache, rows: torch.Tens
     other views (``fresh``; None when the run replayed them all), over its training ``rows`` (B,) int64.
     ``images``: the training images as the run indexed them (a uint8 tensor or on-disk rows)."""
     model.eval()
+    views = (images, cache, cache.view_params(), cache.view_mix(cache.views))   # every view, fresh ones included
     rng = np.random.default_rng([seed, 0x62616E6B])    # "bank": its own stream, the run's weights untouched
     n = len(rows)
     bank = torch.from_numpy(rng.integers(0, k, n))
     fit = {"bank_views": k, "fresh_views": cache.views - k, "rows": n,
-           "bank": _fit(model, images, cache, rows, bank, labels, pad, batch_size), "fresh": None}
+           "bank": _fit(model, *views, rows, bank, labels, pad, batch_size), "fresh": None}
     if cache.views > k:
         fresh = torch.from_numpy(rng.integers(k, cache.views, n))
-        fit["fresh"] = _fit(model, images, cache, rows, fresh, labels, pad, batch_size)
+        fit["fresh"] = _fit(model, *views, rows, fresh, labels, pad, batch_size)
     return fit

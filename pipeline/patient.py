@@ -43,7 +43,7 @@ from pipeline.experiment import best_per_group, mean_held_out, run_all, teacher_
 from pipeline.files import atomic_path, write_json
 from pipeline.names import threads_per_run
 
-__all__ = ["run_patient_experiment", "patient_report", "plan_tuning", "plan_runs", "matching_views", "ARMS"]
+__all__ = ["run_patient_experiment", "patient_report", "plan_tuning", "plan_runs", "ARMS"]
 
 REPORT = "patient-experiment"
 ARMS = ("scratch", "clean", "matching")
@@ -76,7 +76,7 @@ def _choose(tuning: list[dict]) -> dict[str, dict]:
     return best_per_group(mean_held_out(tuning, fields), fields, ("student",))
 
 
-def matching_views(cfg: PatientExperimentConfig, cache: LogitCache) -> int:
+def _matching_views(cfg: PatientExperimentConfig, cache: LogitCache) -> int:
     """Views the matching arm replays at every length: REPLAY, else the largest bank, else every cached view."""
     return cfg.replay or (max(cfg.banks) if cfg.banks else cache.views)
 
@@ -104,6 +104,10 @@ def _teacher_seconds_per_image(cache: LogitCache) -> float | None:
     return None if seconds is None or not rows else seconds / rows
 
 
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
 def _bank_summary(final: list[dict], banks: tuple[int, ...], longest: int) -> list[dict]:
     """Per student and bank size K: test accuracy and the fit on bank and on fresh views, mean ± std over seeds."""
     groups: dict[tuple, list[dict]] = defaultdict(list)
@@ -113,17 +117,14 @@ def _bank_summary(final: list[dict], banks: tuple[int, ...], longest: int) -> li
     rows = []
     for (_, student, k), members in sorted(groups.items()):
         fits = [m["bank_fit"] for m in members]
-
-        def stat(values: list[float]) -> tuple[float, float]:
-            return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
         row = {"student": student, "views": k, "fresh_views": fits[0]["fresh_views"],
                "seeds": sorted(m["seed"] for m in members),
-               "test_acc": stat([100 * m["test_acc"] for m in members])}
+               "test_acc": _mean_std([100 * m["test_acc"] for m in members])}
         for name in ("agreement", "accuracy", "kl"):
             scale = 1 if name == "kl" else 100
-            row[f"bank_{name}"] = stat([scale * f["bank"][name] for f in fits])
-            row[f"fresh_{name}"] = stat([scale * f["fresh"][name] for f in fits])
-            row[f"{name}_gap"] = stat([scale * (f["bank"][name] - f["fresh"][name]) for f in fits])
+            row[f"bank_{name}"] = _mean_std([scale * f["bank"][name] for f in fits])
+            row[f"fresh_{name}"] = _mean_std([scale * f["fresh"][name] for f in fits])
+            row[f"{name}_gap"] = _mean_std([scale * (f["bank"][name] - f["fresh"][name]) for f in fits])
         rows.append(row)
     return rows
 
@@ -141,13 +142,13 @@ def _summary(final: list[dict], per_image: float | None) -> list[dict]:
         groups[(m["student"], _arm(m), m["epochs"])].append(m)
     rows = []
     for (student, arm, epochs), members in groups.items():
-        accs = [100 * m["test_acc"] for m in members]
+        acc, acc_std = _mean_std([100 * m["test_acc"] for m in members])
         cpu_hours = sum(m["train_seconds"] * m["threads"] for m in members) / 3600
         images = sum(m["epochs"] * m["train_rows"] for m in members)
         rows.append({
             "student": student, "arm": arm, "epochs": epochs, "params": members[0]["params"],
             "T": members[0]["T"], "alpha": members[0]["alpha"], "seeds": sorted(m["seed"] for m in members),
-            "test_acc": statistics.fmean(accs), "test_acc_std": statistics.stdev(accs) if len(accs) > 1 else 0.0,
+            "test_acc": acc, "test_acc_std": acc_std,
             "cpu_hours": cpu_hours,
             "online_cpu_hours": (None if per_image is None or arm == "scratch"
                                  else cpu_hours + images * per_image / 3600),
@@ -219,7 +220,7 @@ def run_patient_experiment(cfg: PatientExperimentConfig, on_result=None) -> dict
         raise UsageError(f"cache {cfg.student.cache} holds no mixup view bank, which function matching replays; "
                          f"build one with VIEWS=8 MIXUP=1", fix="experiment-patient",
                          fix_settings={"VIEWS": 8, "MIXUP": 1})
-    views = matching_views(cfg, cache)
+    views = _matching_views(cfg, cache)
     cache.view_params(max((views, *cfg.banks)))    # more views than cached: one line, before any run
     if cfg.banks and cache.views <= max(cfg.banks):
         raise UsageError(f"cache {cfg.student.cache} holds {cache.views} views per image, so a bank of "

@@ -26,7 +26,7 @@ import torch
 from pipeline.errors import UsageError
 from pipeline.files import atomic_path, disk_full_is_one_line
 
-__all__ = ["resume_dir", "TrainingState"]
+__all__ = ["resume_dir", "recipe_key", "TrainingState"]
 
 STATE_FILE = "state.pt"
 
@@ -35,6 +35,13 @@ def resume_dir(out_dir: Path) -> Path:
     """Where a run's state lives while it trains: hidden beside the run, so reports never list it."""
     out_dir = Path(out_dir)
     return out_dir.parent / f".{out_dir.name}.resume"
+
+
+def recipe_key(record: dict, leave_out: tuple[str, ...], **fingerprints: str) -> dict:
+    """What a saved state must match to be continued: a run's config ``record`` (``as_record``) less the fields
+    ``leave_out`` that do not shape its result (paths, threads, save cadence), plus the fingerprints of what
+    it reads in place of their paths."""
+    return {**{k: v for k, v in record.items() if k not in leave_out}, **fingerprints}
 
 
 class TrainingState:

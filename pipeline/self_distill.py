@@ -41,7 +41,7 @@ from pipeline.files import exclusive_writer
 from pipeline.history import EpochLog
 from pipeline.models import count_params
 from pipeline.names import run_data
-from pipeline.resume import TrainingState, resume_dir
+from pipeline.resume import TrainingState, recipe_key, resume_dir
 from pipeline.runs import build_student, evaluate, save_run
 from pipeline.train import Trainer, accuracy, predict, set_threads
 
@@ -97,10 +97,7 @@ def _previous_probs(work: Path, epoch: int, data: Dataset) -> torch.Tensor | Non
 
 def _resume_key(cfg: SelfDistillConfig, data: Dataset) -> dict:
     """What a saved state must match to be continued: everything but threads and paths."""
-    record = as_record(cfg)
-    for key in ("out_dir", "threads", "dataset"):
-        record.pop(key, None)
-    return record | {"dataset_fingerprint": data.fingerprint}
+    return recipe_key(as_record(cfg), ("out_dir", "threads", "dataset"), dataset_fingerprint=data.fingerprint)
 
 
 def self_distill(cfg: SelfDistillConfig, progress: bool = True,

@@ -27,7 +27,7 @@ from pipeline.labels import labelled_rows, rows_digest
 from pipeline.losses import kd_loss_from_log_targets
 from pipeline.models import count_params
 from pipeline.names import run_data
-from pipeline.resume import TrainingState
+from pipeline.resume import TrainingState, recipe_key
 from pipeline.runs import build_student, evaluate, save_run
 from pipeline.teacher import TEACHER_CKPT
 from pipeline.train import Trainer, accuracy, predict, say_epoch, set_threads
@@ -67,11 +67,9 @@ def few_labels(cfg: StudentConfig, y_train: np.ndarray, num_classes: int, train_
 def _resume_key(cfg: StudentConfig, cache: LogitCache, data) -> dict:
     """What a saved training state must match to be continued: the recipe and what it reads, not where
     the files are, how many threads run it, or how often it is saved."""
-    record = as_record(cfg)
-    for name in ("cache", "dataset", "out_dir", "teacher_record", "transfer", "threads", "tensorboard_dir",
-                 "checkpoint_every", "checkpoint_minutes", "cache_memory_mb"):
-        record.pop(name, None)
-    return {**record, "cache_fingerprint": cache.fingerprint, "dataset_fingerprint": data.fingerprint}
+    return recipe_key(as_record(cfg), ("cache", "dataset", "out_dir", "teacher_record", "transfer", "threads",
+                                       "tensorboard_dir", "checkpoint_every", "checkpoint_minutes", "cache_memory_mb"),
+                      cache_fingerprint=cache.fingerprint, dataset_fingerprint=data.fingerprint)
 
 
 def _transfer_images(cfg: StudentConfig, cache: LogitCache, image_shape: tuple) -> np.ndarray | None:

@@ -19,7 +19,7 @@ from pipeline.files import write_json
 from pipeline.history import EpochLog
 from pipeline.models import count_params
 from pipeline.provenance import code_version
-from pipeline.resume import TrainingState
+from pipeline.resume import TrainingState, recipe_key
 from pipeline.runs import build_teacher
 from pipeline.train import Trainer, accuracy, predict, say_epoch, set_threads
 
@@ -45,9 +45,9 @@ def train_teacher(cfg: TeacherConfig, progress: bool = True) -> dict:
     trainer = Trainer(model, len(x), epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
                       weight_decay=cfg.weight_decay, seed=cfg.seed, augment=cfg.augment, amp=cfg.amp)
     # What a saved state must match: the recipe and the data, not where it is written or how many threads run it.
-    key = {**{k: v for k, v in as_record(cfg).items() if k not in ("dataset", "out_dir", "threads", "tensorboard_dir")},
-           "dataset_fingerprint": data.fingerprint}
-    state = TrainingState(Path(cfg.out_dir), key)
+    state = TrainingState(Path(cfg.out_dir), recipe_key(as_record(cfg), ("dataset", "out_dir", "threads",
+                                                                         "tensorboard_dir"),
+                                                        dataset_fingerprint=data.fingerprint))
     history, _ = state.restore(trainer)        # [] unless a killed run of this very recipe left its state
     resumed_from = trainer.epochs_done
     with EpochLog(cfg.tensorboard_dir, f"teacher-{Path(cfg.out_dir).name}") as log:

@@ -39,7 +39,7 @@ def experiment_patient(cache, dataset, runs_dir, tuning_dir, reports_dir, teache
                        reports_dir=reports_dir, students=None if students is None else tuple(students.split()),
                        lengths=grid("LENGTHS", lengths, int), Ts=grid("TS", Ts, float),
                        alphas=grid("ALPHAS", alphas, float), seeds=grid("SEEDS", seeds, int), holdout=holdout,
-                       replay=replay, banks=grid_values("BANKS", banks or "", int), jobs=jobs, threads=threads)
+                       replay=replay, banks=grid("BANKS", banks, int), jobs=jobs, threads=threads)
     with tqdm(desc="experiment-patient", unit="run", file=sys.stderr) as bar:
         run_patient_experiment(cfg, on_result=lambda record: advance(bar, record))
     click.echo(patient_report(reports_dir).read_text(), nl=False)
