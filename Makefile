@@ -10,14 +10,25 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 PYTHON ?= python3
 
+# Settings are data, never code: each command-line value is written unexpanded ($(value)) to a file by
+# Make itself, never through a shell's command line, and pipeline.names reads it from there. A line
+# break would end a value early, so it is refused here; the rest is checked by pipeline.names.
+define NEWLINE
+
+
+endef
 GIVEN    := $(foreach v,$(.VARIABLES),$(if $(filter command line,$(origin $v)),$v))
+$(foreach v,$(GIVEN),$(if $(findstring $(NEWLINE),$(value $v)),$(error make: a setting holds a line break; give every setting on one line)))
+NAMES_IN := $(shell mktemp)
 NAMES_MK := $(shell mktemp)
-NAMES_RC := $(shell $(PYTHON) -m pipeline.names make '--goals=$(MAKECMDGOALS)' $(foreach v,$(GIVEN),'$v=$($v)') > $(NAMES_MK); echo $$?)
-$(eval $(file <$(NAMES_MK)))$(shell rm -f $(NAMES_MK))
+$(file >$(NAMES_IN),$(MAKECMDGOALS)$(NEWLINE)$(foreach v,$(GIVEN),$v=$(value $v)$(NEWLINE)))
+NAMES_RC := $(shell $(PYTHON) -m pipeline.names make --given $(NAMES_IN) > $(NAMES_MK); echo $$?)
+$(eval $(file <$(NAMES_MK)))$(shell rm -f $(NAMES_MK) $(NAMES_IN))
 $(if $(filter-out 0,$(NAMES_RC)),$(error '$(PYTHON) -m pipeline.names' failed; softcache needs Python >= 3.10 as $(PYTHON)))
 $(if $(SETTINGS_ERROR),$(error $(SETTINGS_ERROR)))
+$(if $(NAMES_OK),,$(error '$(PYTHON) -m pipeline.names' printed no settings; run it by hand to see why))
 
-REPORT := $(SC) report --runs $(RUNS) --out $(REPORT_FILE)
+REPORT := $(SC) report --runs '$(RUNS)' --out '$(REPORT_FILE)'
 # The stages' errors name their fix as a make target (pytest, under `make test`, is not told).
 export SOFTCACHE_CALLER := make
 
@@ -33,29 +44,29 @@ help:
 
 venv: $(INSTALLED)
 $(INSTALLED): pyproject.toml
-	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install -q "$(TORCH_SPEC)"
-	$(VENV)/bin/pip install -q -e '.[dev,edge,cluster,tensorboard]'
-	touch $@
+	test -x '$(VENV)/bin/python' || $(PYTHON) -m venv '$(VENV)'
+	'$(VENV)/bin/pip' install -q '$(TORCH_SPEC)'
+	'$(VENV)/bin/pip' install -q -e '.[dev,edge,cluster,tensorboard]'
+	touch '$@'
 
 $(STAMPS):
 $(PARAMS)/%.txt:
-	@mkdir -p $(@D) && printf '%s\n' '$(STAMP)' > $@
+	@mkdir -p '$(@D)' && printf '%s\n' '$(STAMP)' > '$@'
 
 data: $(DATA_FILE)   # an image folder is re-checked on every run (DATA_CHECK): a changed file is named, never used
 $(DATA_FILE): $(DATA_STAMP) $(DATA_CHECK) | $(INSTALLED)
-	$(SC) data --dataset $(DATASET) $(if $(SOURCE),--source $(SOURCE)) --raw-dir $(DATA_DIR)/raw \
-		--limit $(LIMIT) --layout $(LAYOUT) $(FOLDER_ARGS) --out $@
+	$(SC) data --dataset '$(DATASET)' $(if $(SOURCE),--source '$(SOURCE)') --raw-dir '$(DATA_DIR)/raw' \
+		--limit '$(LIMIT)' --layout '$(LAYOUT)' $(FOLDER_ARGS) --out '$@'
 
 # A softcache-trained teacher (the one teacher, or each ensemble member), and its pass.
 $(DATA_DIR)/teacher/%/teacher.pt: $(PARAMS)/teacher-%.txt $(DATA_FILE) | $(INSTALLED)
-	$(SC) teacher --dataset $(DATA_FILE) --out-dir $(@D) --arch $(TEACHER) --epochs $(TEACHER_EPOCHS) \
-		--seed $(MEMBER_SEED) --device $(DEVICE) --threads $(THREADS) $(LOG_ARGS)
+	$(SC) teacher --dataset '$(DATA_FILE)' --out-dir '$(@D)' --arch '$(TEACHER)' --epochs '$(TEACHER_EPOCHS)' \
+		--seed '$(MEMBER_SEED)' --device '$(DEVICE)' --threads '$(RUN_THREADS)' $(LOG_ARGS)
 
-PASS_ARGS := --temperature $(TEACHER_T) --dtype $(CACHE_DTYPE) --topk $(CACHE_TOPK) --views $(VIEWS) \
-	--view-seed $(VIEW_SEED) --mixup $(MIXUP) --device $(DEVICE) $(TRANSFER_ARGS)
+PASS_ARGS := --temperature '$(TEACHER_T)' --dtype '$(CACHE_DTYPE)' --topk '$(CACHE_TOPK)' --views '$(VIEWS)' \
+	--view-seed '$(VIEW_SEED)' --mixup '$(MIXUP)' --device '$(DEVICE)' $(TRANSFER_ARGS)
 $(DATA_DIR)/cache/%$(CACHE_SUFFIX).h5: $(DATA_DIR)/teacher/%/teacher.pt $(DATA_FILE) $(TRANSFER) | $(INSTALLED)
-	$(PASS) teacher-logits --teacher $< --dataset $(DATA_FILE) --out $@ $(PASS_ARGS)
+	$(PASS) teacher-logits --teacher '$<' --dataset '$(DATA_FILE)' --out '$@' $(PASS_ARGS)
 
 teacher: $(TEACHER_TARGETS)
 teacher-logits: $(CACHE)
@@ -64,12 +75,12 @@ teacher-logits: $(CACHE)
 # (no teacher runs); the published cache, committed (see published/README.md), never built here.
 ifeq ($(TEACHER_KIND),file)
 $(CACHE): $(TEACHER_FILES) $(DATA_FILE) $(TRANSFER) | $(INSTALLED)
-	$(PASS) teacher-logits --teacher $(TEACHER) $(if $(TEACHER_WEIGHTS),--teacher-weights $(TEACHER_WEIGHTS)) \
-		--dataset $(DATA_FILE) --out $@ $(PASS_ARGS)
+	$(PASS) teacher-logits --teacher '$(TEACHER)' $(if $(TEACHER_WEIGHTS),--teacher-weights '$(TEACHER_WEIGHTS)') \
+		--dataset '$(DATA_FILE)' --out '$@' $(PASS_ARGS)
 endif
 ifeq ($(TEACHER_KIND),ensemble)
 $(CACHE): $(MEMBER_CACHES) | $(INSTALLED)
-	$(SC) ensemble $(ENSEMBLE_ARGS) --out $@ --dtype $(CACHE_DTYPE)
+	$(SC) ensemble $(ENSEMBLE_ARGS) --out '$@' --dtype '$(CACHE_DTYPE)'
 endif
 ifeq ($(TEACHER_KIND),published)
 $(CACHE):
@@ -79,55 +90,55 @@ endif
 # Student runs: the STUDENT/T/ALPHA run and the demo's; each run's own fields come from names.py.
 student: $(RUN_DIR)/metrics.json
 $(STUDENT_RUNS): $(RUNS)/%/metrics.json: $(CACHE) $(DATA_FILE) | $(INSTALLED)
-	$(SC) student --cache $(CACHE) --dataset $(DATA_FILE) $(TEACHER_RECORD) --out-dir $(@D) \
-		--student $(RUN_STUDENT) --T $(RUN_T) --alpha $(RUN_ALPHA) --seed $(SEED) --epochs $(EPOCHS) \
-		$(INPUT_ARGS) $(TEACHER_ARGS) --threads $(RUN_THREADS) $(LOG_ARGS)
+	$(SC) student --cache '$(CACHE)' --dataset '$(DATA_FILE)' $(TEACHER_RECORD) --out-dir '$(@D)' \
+		--student '$(RUN_STUDENT)' --T '$(RUN_T)' --alpha '$(RUN_ALPHA)' --seed '$(SEED)' --epochs '$(EPOCHS)' \
+		$(INPUT_ARGS) $(TEACHER_ARGS) --threads '$(RUN_THREADS)' $(LOG_ARGS)
 
 # A grid of runs from the one cache, JOBS at a time; finished runs are skipped, so a killed
 # sweep resumes. SWEEP_BACKEND=dask SCHEDULER=tcp://host:8786 runs it on a Dask cluster.
-SWEEP = $(SC) sweep --cache $(CACHE) --dataset $(DATA_FILE) $(TEACHER_RECORD) --runs-dir $(RUNS) \
-	--reports-dir $(DATA_DIR)/reports --students "$(STUDENTS)" --seeds "$(SEEDS)" --epochs $(EPOCHS) \
-	--jobs $(JOBS) --threads $(THREADS) --backend $(SWEEP_BACKEND) $(if $(SCHEDULER),--scheduler $(SCHEDULER)) \
+SWEEP = $(SC) sweep --cache '$(CACHE)' --dataset '$(DATA_FILE)' $(TEACHER_RECORD) --runs-dir '$(RUNS)' \
+	--reports-dir '$(DATA_DIR)/reports' --students '$(STUDENTS)' --seeds '$(SEEDS)' --epochs '$(EPOCHS)' \
+	--jobs '$(JOBS)' --threads '$(RUN_THREADS)' --backend '$(SWEEP_BACKEND)' $(if $(SCHEDULER),--scheduler '$(SCHEDULER)') \
 	$(INPUT_ARGS) $(TEACHER_ARGS) $(LOG_ARGS)
 sweep: $(CACHE) $(DATA_FILE) | $(INSTALLED)
-	$(SWEEP) --Ts "$(TS)" --alphas "$(ALPHAS)"
+	$(SWEEP) --Ts '$(TS)' --alphas '$(ALPHAS)'
 
 # PS-KD self-distillation: no teacher, no cache.
 self-distill: $(PSKD_RUN)
 $(PSKD_RUNS): $(RUNS)/%/metrics.json: $(DATA_FILE) | $(INSTALLED)
-	$(SC) self-distill --dataset $(DATA_FILE) --out-dir $(@D) --student $(RUN_STUDENT) --alpha-T $(ALPHA_T) \
-		--seed $(RUN_SEED) --epochs $(EPOCHS) --threads $(RUN_THREADS) $(LOG_ARGS)
+	$(SC) self-distill --dataset '$(DATA_FILE)' --out-dir '$(@D)' --student '$(RUN_STUDENT)' --alpha-T '$(ALPHA_T)' \
+		--seed '$(RUN_SEED)' --epochs '$(EPOCHS)' --threads '$(RUN_THREADS)' $(LOG_ARGS)
 
 # Scratch and teacher KD (T, ALPHA) by a sweep, PS-KD (ALPHA_T) for STUDENTS x SEEDS, JOBS at a time.
 pskd-grid: $(PSKD_GRID)
 experiment-pskd: $(CACHE) $(DATA_FILE) | $(INSTALLED)
-	$(SWEEP) --Ts "$(T)" --alphas "0 $(ALPHA)"
-	@$(MAKE) --no-print-directory -j$(JOBS) --output-sync=target pskd-grid
+	$(SWEEP) --Ts '$(T)' --alphas '0 $(ALPHA)'
+	@$(MAKE) --no-print-directory -j'$(JOBS)' --output-sync=target pskd-grid
 	$(REPORT)
 
 # Experiments (`make help` says what each compares): choices made on EXPERIMENT_HOLDOUT held-out rows
 # (runs in DATA_DIR/tuning), then STUDENTS x SEEDS; killed, the same command resumes mid-run.
-experiment-views: EXPERIMENT_ARGS = --replay $(REPLAY) --epochs $(EPOCHS)
-experiment-labels: EXPERIMENT_ARGS = --labels "$(LABEL_GRID)" --epochs $(EPOCHS) $(TRANSFER_ARGS)
-experiment-patient: EXPERIMENT_ARGS = --lengths "$(LENGTHS)" --replay $(REPLAY) --banks "$(BANKS)"
+experiment-views: EXPERIMENT_ARGS = --replay '$(REPLAY)' --epochs '$(EPOCHS)'
+experiment-labels: EXPERIMENT_ARGS = --labels '$(LABEL_GRID)' --epochs '$(EPOCHS)' $(TRANSFER_ARGS)
+experiment-patient: EXPERIMENT_ARGS = --lengths '$(LENGTHS)' --replay '$(REPLAY)' --banks '$(BANKS)'
 experiment-views experiment-labels experiment-patient: $(CACHE) $(DATA_FILE) | $(INSTALLED)
-	$(SC) $@ --cache $(CACHE) --dataset $(DATA_FILE) $(TEACHER_RECORD) --runs-dir $(RUNS) --tuning-dir \
-		$(DATA_DIR)/tuning --reports-dir $(DATA_DIR)/reports --students "$(STUDENTS)" --Ts "$(TS)" --alphas \
-		"$(ALPHAS)" --seeds "$(SEEDS)" --holdout $(EXPERIMENT_HOLDOUT) --jobs $(JOBS) --threads $(THREADS) \
+	$(SC) $@ --cache '$(CACHE)' --dataset '$(DATA_FILE)' $(TEACHER_RECORD) --runs-dir '$(RUNS)' --tuning-dir \
+		'$(DATA_DIR)/tuning' --reports-dir '$(DATA_DIR)/reports' --students '$(STUDENTS)' --Ts '$(TS)' --alphas \
+		'$(ALPHAS)' --seeds '$(SEEDS)' --holdout '$(EXPERIMENT_HOLDOUT)' --jobs '$(JOBS)' --threads '$(RUN_THREADS)' \
 		$(EXPERIMENT_ARGS) $(TEACHER_ARGS) $(LOG_ARGS)
 	$(REPORT)
 
 # Edge export of a finished run (RUN=<name under DATA_DIR/runs>); a format that misses its
 # check is refused with exit 2. The demo's exports leave such a format out and record why.
 export: | $(INSTALLED)
-	$(SC) export --run-dir $(RUN_DIR) --formats $(FORMATS) --threads $(THREADS)
+	$(SC) export --run-dir '$(RUN_DIR)' --formats '$(FORMATS)' --threads '$(RUN_THREADS)'
 $(RUNS)/%/export/export.json: $(RUNS)/%/metrics.json | $(INSTALLED)
-	$(SC) export --run-dir $(RUNS)/$* --formats $(FORMATS) --threads $(RUN_THREADS) --skip-refused
+	$(SC) export --run-dir '$(RUNS)/$*' --formats '$(FORMATS)' --threads '$(RUN_THREADS)' --skip-refused
 
 # On the GPU box, after teacher-logits: a float16 copy in published/<dataset>.h5 with its record.
 publish: $(CACHE) | $(INSTALLED)
-	$(SC) publish --cache $(CACHE) --out $(PUBLISHED_CACHE) --command "$(PUBLISH_COMMAND)" \
-		--device "$(PUBLISH_DEVICE)" $(PUBLISH_RECORDS)
+	$(SC) publish --cache '$(CACHE)' --out '$(PUBLISHED_CACHE)' --command '$(PUBLISH_COMMAND)' \
+		--device '$(PUBLISH_DEVICE)' $(PUBLISH_RECORDS) $(if $(REPUBLISH),--replace '$(REPUBLISH)')
 
 report: | $(INSTALLED)
 	$(REPORT)
@@ -139,22 +150,24 @@ readme-results: | $(INSTALLED)
 # Scratch and distilled runs of every DEMO_STUDENTS entry, JOBS at a time, each exported, then the table.
 # DEMO_SETTINGS picks the published teacher where it applies; `make demo TEACHER=auto` trains here.
 demo: | $(INSTALLED)
-	@$(MAKE) --no-print-directory -j$(JOBS) --output-sync=target demo-runs $(DEMO_SETTINGS)
+	@$(MAKE) --no-print-directory -j'$(JOBS)' --output-sync=target demo-runs $(DEMO_SETTINGS)
 demo-runs: $(DEMO_EXPORTS)
 	$(REPORT)
 
 test: $(INSTALLED)   # pytest exits 5 when it collected nothing: say so rather than a bare status
-	env -u SOFTCACHE_CALLER $(VENV)/bin/python -m pytest; rc=$$?; \
+	env -u SOFTCACHE_CALLER '$(VENV)/bin/python' -m pytest; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; fi; exit $$rc
 
 # Every benchmark prints a Markdown section; together they become BENCHMARKS.md.
 BENCHMARKS := run_all inference_batch cache_storage resume_kills export_latency sweep_speed teacher_pass_procs views_cost labels_cost student_resume flat_memory
 bench: $(INSTALLED) $(DATA_FILE) $(TEACHER_TARGETS)   # cache_storage reads the default teacher
 	@{ echo "# Benchmarks"; echo; echo "Written by \`make bench\`; machine and date in each section."; echo; \
-	  for b in $(BENCHMARKS); do $(VENV)/bin/python benchmarks/$$b.py || exit 1; echo; done; } > BENCHMARKS.md.tmp
+	  for b in $(BENCHMARKS); do '$(VENV)/bin/python' benchmarks/$$b.py || exit 1; echo; done; } > BENCHMARKS.md.tmp
 	mv BENCHMARKS.md.tmp BENCHMARKS.md
 
+# Only the folders softcache writes, inside DATA_DIR (which pipeline.names refuses empty or /); raw/ keeps
+# the downloaded dataset, and anything else in DATA_DIR is the user's.
 clean-students:
-	rm -rf $(addprefix $(DATA_DIR)/,runs tuning reports)
+	rm -rf $(foreach d,runs tuning reports tensorboard,'$(DATA_DIR)/$d')
 clean:
-	rm -rf $(addprefix $(DATA_DIR)/,dataset teacher cache runs tuning reports params)
+	rm -rf $(foreach d,dataset teacher cache runs tuning reports params tensorboard,'$(DATA_DIR)/$d')

@@ -19,8 +19,8 @@ import torch
 
 from pipeline import cache_checks
 from pipeline.cache_format import (COMBINES, FORMAT_VERSION, SPLITS, VIEW_SPLIT, CacheWriter, ContentDigest,
-                                   dense_logits,
-                                   parse_combine, plain, split_names, storage_bytes, stored_names, write_cache)
+                                   dense_logits, parse_combine, plain, split_names, storage_bytes, stored_names,
+                                   structure_problem, write_cache)
 from pipeline.errors import UsageError
 
 __all__ = ["LogitCache", "CacheExpectations", "FORMAT_VERSION", "VIEW_SPLIT", "COMBINES", "CacheWriter",
@@ -52,10 +52,13 @@ class LogitCache:
     """
 
     def __init__(self, path: Path, expect: CacheExpectations = CacheExpectations(), *,
-                 memory_limit_bytes: int = 4 << 30, block_rows: int = 65536, combine: str | int = "logits"):
+                 memory_limit_bytes: int = 4 << 30, block_bytes: int = 64 << 20, combine: str | int = "logits",
+                 trust_undigested: bool = False):
         """``combine`` picks an ensemble's targets: 'logits' (the mean of the members' logits, also
         what a single teacher's cache holds), 'probs' (the mean of their probabilities at the
-        student's T) or a member number."""
+        student's T) or a member number. The check reads at most ``block_bytes`` of dense logits at a
+        time, whatever the number of classes. ``trust_undigested`` accepts a file without digests (made
+        by an older softcache): its values and attributes then prove nothing."""
         self.path = Path(path)
         self.combine = parse_combine(combine)
         if not self.path.is_file():
@@ -72,6 +75,7 @@ class LogitCache:
                 if combine_problem:
                     raise UsageError(combine_problem)
                 self.splits = SPLITS + ((VIEW_SPLIT,) if self.views else ())
+                self._check(structure_problem(f, self.splits))
                 self._shapes = {split: {name: ds.shape for name, ds in f[split].items()} for split in self.splits}
                 self._check_shapes()
                 dense_bytes = sum(self.rows(s) for s in self.splits) * self.num_classes * 4
@@ -80,10 +84,11 @@ class LogitCache:
                 if self.combine == "probs" and not self.in_memory:
                     raise UsageError(f"cache {self.path} is too large to hold in memory, which COMBINE=probs "
                                      f"needs; raise --cache-memory-mb or use COMBINE=logits")
-                self._scan(f, block_rows)
+                width = self.num_classes * 4 * max(1, self.members)
+                self._scan(f, max(1, min(65536, block_bytes // width)), trust_undigested)
         except UsageError:
             raise
-        except (OSError, KeyError, ValueError) as exc:
+        except (OSError, KeyError, ValueError, TypeError, AttributeError, RuntimeError) as exc:
             raise UsageError(f"cache {self.path} is unreadable or corrupt ({_first_line(exc)})",
                              fix="teacher-logits") from None
         self._check_expectations(expect)
@@ -126,7 +131,7 @@ class LogitCache:
             view_pad=self.attrs.get("view_pad", 0), mixup=bool(self.mixup), train_rows=self.train_rows,
             transfer_rows=self.transfer_rows))
 
-    def _scan(self, f: h5py.File, block_rows: int) -> None:
+    def _scan(self, f: h5py.File, block_rows: int, trust_undigested: bool) -> None:
         """Read every row once, in blocks: check it, fingerprint it, keep labels (and logits in memory)."""
         content = ContentDigest(self.num_classes)      # one sha256 per dataset: independent of block size
         self._labels, self._dense_logits, self._members, params, mix = {}, {}, {}, [], []
@@ -154,8 +159,8 @@ class LogitCache:
             self._members[split] = np.concatenate(members) if keep_members else None
         self._view_params = np.concatenate(params).reshape(-1, self.views, 3) if params else None
         self._view_mix = np.concatenate(mix).reshape(-1, self.views, 2) if mix else None
-        self._check(content.problem(self.attrs))
-        self.digests_checked = "digests" in self.attrs
+        self._check(content.problem(self.attrs, trust_undigested))
+        self.digests_checked = content.problem(self.attrs) is None
         h = hashlib.sha256(repr(self.temperature).encode())
         for key, hexdigest in content.digests().items():
             h.update(key.encode() + bytes.fromhex(hexdigest))

@@ -8,15 +8,26 @@ import numpy as np
 
 from pipeline.cache_format import READABLE_VERSIONS, VIEW_SPLIT
 
-__all__ = ["attrs_problem", "combine_problem", "shapes_problem", "block_problem", "expectation_problem"]
+# Far above any image dataset's classes and any tokenizer's vocabulary; what lies beyond is a file built to make
+# a reader allocate memory, not a cache.
+MAX_CLASSES = 1 << 24
+
+__all__ = ["MAX_CLASSES", "attrs_problem", "combine_problem", "shapes_problem", "block_problem", "expectation_problem"]
 
 
 def attrs_problem(attrs: dict) -> str | None:
-    if not attrs.get("complete", False):
+    if attrs.get("complete") is not True:
         return "not marked complete (the teacher pass did not finish)"
     if attrs.get("format_version") not in READABLE_VERSIONS:
         return (f"format_version {attrs.get('format_version')} is not one this softcache reads "
                 f"({', '.join(map(str, READABLE_VERSIONS))}); a newer softcache wrote it, or it is broken")
+    c = attrs.get("num_classes")
+    if not isinstance(c, int) or isinstance(c, bool) or not 1 <= c <= MAX_CLASSES:
+        return f"num_classes attribute {c!r} is not a number of classes in [1, {MAX_CLASSES}]"
+    k = attrs.get("topk", 0)
+    if not isinstance(k, int) or not 0 <= k < c or attrs.get("storage") not in ("full", "topk") \
+            or (attrs.get("storage") == "topk") != (k > 0):
+        return f"storage attributes are broken (storage {attrs.get('storage')!r}, topk {k!r}, {c} classes)"
     r = attrs.get("transfer_rows", 0)
     if not isinstance(r, int) or r < 0 or (r and (attrs.get("format_version") < 2
                                                   or not isinstance(attrs.get("transfer_fingerprint"), str))):

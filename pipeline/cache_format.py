@@ -92,7 +92,7 @@ from pipeline.settings import check, check_ensemble_storage
 __all__ = ["FORMAT_VERSION", "READABLE_VERSIONS", "TRANSFER_ATTRS", "SPLITS", "VIEW_SPLIT", "COMBINES", "ROW_DATASETS",
            "MIX_DATASETS", "CacheWriter", "ContentDigest", "content_digest",
            "write_cache", "estimated_bytes", "parse_combine", "stored_names", "split_names", "dense_logits", "plain",
-           "read_attrs", "read_arrays", "storage_bytes"]
+           "read_attrs", "read_arrays", "storage_bytes", "attrs_digest", "seal", "structure_problem", "ATTRS_DIGEST"]
 
 FORMAT_VERSION = 2                # the newest this code writes and reads
 READABLE_VERSIONS = (1, 2)
@@ -256,15 +256,37 @@ def write_cache(path: Path, *, rows: dict[str, int], num_classes: int, temperatu
             for split, n in rows.items():
                 if writer.rows_written(split) != n:
                     raise RuntimeError(f"cache writer filled {writer.rows_written(split)} of {n} {split} rows")
-            f.attrs.update(content_digest(f, rows, num_classes).attrs())   # what was written, read back
+            seal(f)                                 # what was written, read back
             f.attrs["complete"] = True
+
+
+ATTRS_DIGEST = "attrs"         # the key, in ``digests``, of every attribute's digest
+_UNDIGESTED_ATTRS = ("digests", "complete")
+
+
+def _canonical(value):
+    value = plain(value)
+    if isinstance(value, np.ndarray):
+        return [_canonical(v) for v in value.tolist()]
+    if isinstance(value, (list, tuple)):
+        return [_canonical(v) for v in value]
+    return value
+
+
+def attrs_digest(attrs: dict) -> str:
+    """sha256 of every attribute but ``digests`` and ``complete``: temperature, classes, top-k, views,
+    members, transfer rows and everything else that changes what a student learns, or what a report
+    says about the file (an h5py edit of ``temperature`` from 1 to 50 is otherwise invisible)."""
+    body = {k: _canonical(v) for k, v in attrs.items() if k not in _UNDIGESTED_ATTRS}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, default=repr).encode()).hexdigest()
 
 
 class ContentDigest:
     """What a cache's values were when written: a sha256 of every dataset's bytes in row order (so
-    independent of how the rows are read in blocks), and the teacher's accuracy on the labelled train
-    rows as stored. Fletcher32 catches bit rot; this catches an edit made with h5py, whose checksums
-    are recomputed (attributes ``digests`` and ``teacher_train_acc``)."""
+    independent of how the rows are read in blocks), of every attribute, and the teacher's accuracy on
+    the labelled train rows as stored. Fletcher32 catches bit rot; this catches an edit made with h5py,
+    whose checksums are recomputed (attributes ``digests`` and ``teacher_train_acc``). A file without
+    them cannot prove anything, and is refused unless the reader is told to trust it."""
 
     def __init__(self, num_classes: int):
         self.num_classes = num_classes
@@ -288,15 +310,27 @@ class ContentDigest:
     def train_accuracy(self) -> float:
         return self._correct / max(self._labelled, 1)
 
-    def attrs(self) -> dict:
-        return {"digests": json.dumps(self.digests(), sort_keys=True), "teacher_train_acc": self.train_accuracy()}
+    def attrs_json(self, attrs: dict) -> str:
+        """The ``digests`` attribute of a file whose other attributes are ``attrs`` (teacher_train_acc set)."""
+        return json.dumps({**self.digests(), ATTRS_DIGEST: attrs_digest(attrs)}, sort_keys=True)
 
-    def problem(self, attrs: dict) -> str | None:
-        """How the values read differ from those recorded at write time (None: they match, or the file
-        is older than the digests)."""
-        if "digests" not in attrs:
-            return None
-        recorded = json.loads(attrs["digests"])
+    def problem(self, attrs: dict, trust_undigested: bool = False) -> str | None:
+        """How the values and attributes read differ from those recorded at write time (None: they match).
+        A file without digests (made by a softcache before them, or with them deleted) proves nothing: a
+        problem, unless ``trust_undigested``."""
+        try:
+            recorded = json.loads(attrs["digests"]) if "digests" in attrs else None
+        except (TypeError, ValueError):
+            recorded = None
+        if not isinstance(recorded, dict) or ATTRS_DIGEST not in recorded or "teacher_train_acc" not in attrs:
+            if trust_undigested:
+                return None
+            return ("holds no digests of its values and attributes (made by an older softcache, or they were "
+                    "removed), so it cannot prove it is what was made; rebuild it, or, for a file you trust as it "
+                    "is, pass --trust-undigested-cache")
+        if recorded[ATTRS_DIGEST] != attrs_digest(attrs):
+            return "attributes differ from the digest written with them: the file was edited after it was made"
+        recorded = {k: v for k, v in recorded.items() if k != ATTRS_DIGEST}
         found = self.digests()
         changed = sorted(k for k in recorded.keys() | found.keys() if recorded.get(k) != found.get(k))
         if changed:
@@ -306,6 +340,16 @@ class ContentDigest:
             return (f"the teacher's accuracy on the train rows is {100 * self.train_accuracy():.2f}%, but "
                     f"{100 * float(attrs['teacher_train_acc']):.2f}% was recorded")
         return None
+
+
+def seal(f: h5py.File) -> None:
+    """Write the digests of a cache's values and attributes as they are now: the writer's last step before
+    ``complete``, and how a maintainer re-seals a file whose values were checked another way (the published
+    cache, made before digests covered attributes, re-scored against its record)."""
+    splits = [split for split in (*SPLITS, VIEW_SPLIT) if split in f]
+    content = content_digest(f, splits, int(f.attrs["num_classes"]))
+    f.attrs["teacher_train_acc"] = content.train_accuracy()
+    f.attrs["digests"] = content.attrs_json({k: plain(v) for k, v in f.attrs.items()})
 
 
 def content_digest(f: h5py.File, splits, num_classes: int, block_rows: int = 65536) -> ContentDigest:
@@ -348,6 +392,36 @@ def plain(v):
     return v
 
 
+
+
+def structure_problem(f: h5py.File, splits) -> str | None:
+    """What in the file's structure a reader must not follow, before any value is read: links out of the
+    file (external or soft), virtual datasets and external raw storage (they read another file, even a
+    system file, as logits), groups that are not groups, and value datasets whose declared size the file
+    cannot hold (a 12 KB file declaring 2^27 classes would make every reader allocate gigabytes)."""
+    for name in f:
+        link = f.get(name, getlink=True)
+        if not isinstance(link, h5py.HardLink):
+            return f"/{name} is a {type(link).__name__}, which points outside the file's own data"
+    for split in splits:
+        if split not in f or not isinstance(f[split], h5py.Group):
+            return f"/{split} is missing or is not a group"
+        g = f[split]
+        for name in g:
+            link = g.get(name, getlink=True)
+            if not isinstance(link, h5py.HardLink):
+                return f"/{split}/{name} is a {type(link).__name__}, which points outside the file's own data"
+            ds = g[name]
+            if not isinstance(ds, h5py.Dataset):
+                return f"/{split}/{name} is not a dataset"
+            if ds.is_virtual or ds.external:
+                return f"/{split}/{name} reads its values from another file ({'virtual' if ds.is_virtual else 'external'} storage)"
+            if name in ("logits", "topk_logits", "tail_logit", "member_logits"):
+                declared = int(np.prod(ds.shape, dtype=np.float64)) * ds.dtype.itemsize
+                if ds.id.get_storage_size() < declared:   # stored uncompressed and written in full by softcache
+                    return (f"/{split}/{name} declares {ds.shape} values, {declared:,} bytes, but the file holds "
+                            f"{ds.id.get_storage_size():,} bytes of it")
+    return None
 
 
 def read_attrs(path: Path) -> dict:

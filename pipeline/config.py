@@ -206,6 +206,7 @@ class PublishConfig:
     device: str                      # where the teacher ran, in words (e.g. "1x NVIDIA H100")
     records: tuple[Path, ...] = ()   # the teachers' teacher.json: their training time and device go in the record
     note: str = ""
+    replace: str = ""                # the name (stem) of an existing published cache this may replace
 
     def __post_init__(self):
         object.__setattr__(self, "records", tuple(Path(r) for r in self.records))
@@ -236,6 +237,7 @@ class StudentConfig:
     teacher_record: Path | None = None   # teacher.json; when given, the cache must come from it
     threads: int = 0
     cache_memory_mb: int = 4096    # dense logits up to this size are held in memory, larger ones streamed
+    trust_undigested_cache: bool = False   # accept a cache without digests: its values then prove nothing
     tensorboard_dir: Path | None = None   # LOG=tensorboard: per-epoch scalars under <dir>/<run name>
     checkpoint_every: int = default("CHECKPOINT_EVERY", int)        # save the training state every N epochs
     checkpoint_minutes: float = default("CHECKPOINT_MINUTES", float)  # ... or after this many minutes (0: off)

@@ -17,17 +17,20 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
+import shutil
 import time
 from pathlib import Path
 
+import h5py
 import numpy as np
 import torch
 
 from pipeline.cache import LogitCache
-from pipeline.cache_format import TRANSFER_ATTRS, VIEW_SPLIT, write_cache
+from pipeline.cache_format import TRANSFER_ATTRS, VIEW_SPLIT, seal, write_cache
 from pipeline.config import EnsembleConfig, PublishConfig
 from pipeline.errors import UsageError
 from pipeline.files import atomic_path, read_json
+from pipeline.provenance import code_version
 
 __all__ = ["write_ensemble", "publish_cache", "published_record_path", "check_recorded_accuracy"]
 
@@ -126,6 +129,10 @@ def published_record_path(cache: Path) -> Path:
 def publish_cache(cfg: PublishConfig) -> dict:
     """Write a float16 copy of a finished cache, marked published, and its record beside it."""
     start = time.perf_counter()
+    out = Path(cfg.out)
+    if (out.exists() or out.is_symlink()) and cfg.replace != out.stem:
+        raise UsageError(f"{out} is already published, and a published cache is replaced only when asked by name: "
+                         f"make publish REPUBLISH={out.stem} (softcache publish --replace {out.stem})")
     source = LogitCache(cfg.cache)
     teachers = [read_json(r) for r in cfg.records]
     test = (source.logits("test").numpy() / source.temperature).astype(np.float16).astype(np.float32)
@@ -158,6 +165,30 @@ def publish_cache(cfg: PublishConfig) -> dict:
     with atomic_path(published_record_path(cfg.out)) as tmp:
         tmp.write_text(json.dumps(record, indent=2) + "\n")
     return {**record, "path": str(cfg.out), "seconds": time.perf_counter() - start}
+
+
+def reseal_published(path: Path, why: str) -> dict:
+    """Seal a published cache made before digests covered attributes (or before digests): its values are
+    checked against what its record says (every reader check, and the recorded test accuracy to the image),
+    then its digests and code version are written over the same values, and the record says when and why.
+    The logits are not touched, so the teacher and its accuracy stay what they were."""
+    path = Path(path)
+    cache = LogitCache(path, trust_undigested=True)
+    check_recorded_accuracy(cache)
+    record_path = published_record_path(path)
+    record = read_json(record_path)
+    record["resealed"] = {"date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "why": why,
+                          "source_fingerprint_before": cache.fingerprint, **code_version()}
+    with atomic_path(path) as tmp:
+        shutil.copyfile(path, tmp)
+        with h5py.File(tmp, "r+") as f:
+            f.attrs.update({**code_version(), "published_record": json.dumps(record)})
+            seal(f)
+    record["fingerprint"] = LogitCache(path).fingerprint          # digests now required: it proves itself
+    record["bytes"] = path.stat().st_size
+    with atomic_path(record_path) as tmp:
+        tmp.write_text(json.dumps(record, indent=2) + "\n")
+    return record
 
 
 def check_recorded_accuracy(cache: LogitCache) -> tuple[float, float]:

@@ -6,6 +6,14 @@ leaves at most a ``.NAME.tmp-PID@HOST-*`` file behind, which no later stage mist
 the next writer of NAME removes once PID is gone.
 Writers that take a while (the teacher pass, a self-distillation run) also hold an
 exclusive lock, so two of them never write the same artifact at once.
+
+No write follows a symbolic link softcache did not make: DATA_DIR may be shared (Dask workers,
+a team's scratch disk), and a planted ``.NAME.lock`` or ``.NAME.resume`` link would otherwise
+aim a write at a file elsewhere. Locks are opened with ``O_NOFOLLOW`` and never truncated,
+temporaries are created exclusively (``mkstemp``: ``O_EXCL`` refuses any existing name, links
+included), the working directories beside an artifact are refused when they are links, and a
+rename replaces a link at the final name rather than writing through it. DATA_DIR itself, and
+the folders a user links into it, are the user's to place.
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ import json
 import os
 import shutil
 import socket
+import stat
 import tempfile
 from pathlib import Path
 from typing import Iterator
@@ -25,7 +34,30 @@ from typing import Iterator
 from pipeline.errors import UsageError
 
 __all__ = ["atomic_path", "atomic_dir", "remove_dead_temporaries", "exclusive_writer", "lock_path", "write_json",
-           "read_json", "need_space", "no_space", "is_disk_full", "disk_full_is_one_line"]
+           "read_json", "need_space", "no_space", "is_disk_full", "disk_full_is_one_line", "refuse_link",
+           "working_dir"]
+
+
+def refuse_link(path: Path) -> Path:
+    """``path`` unless it is a symbolic link: softcache writes through no link it did not make."""
+    path = Path(path)
+    if path.is_symlink():
+        raise UsageError(f"{path} is a symbolic link, which softcache did not make and will not write through; "
+                         f"remove it (rm {path}) and run the same command again")
+    return path
+
+
+def working_dir(path: Path) -> Path:
+    """A working directory softcache keeps beside an artifact (``.NAME.resume``, ``.NAME.parts``): made
+    if missing, refused if it is a link or not a directory."""
+    path = refuse_link(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir()
+    except FileExistsError:
+        if not path.is_dir():
+            raise UsageError(f"{path} is not a directory; remove it and run the same command again") from None
+    return path
 
 
 def _alive(pid: int) -> bool:
@@ -80,6 +112,8 @@ def atomic_path(final: Path) -> Iterator[Path]:
     """Yield a temporary path next to ``final``; rename it onto ``final`` on success."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
+    if final.parent.name.startswith("."):     # softcache's own working directory: never a link
+        refuse_link(final.parent)
     remove_dead_temporaries(final)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.tmp-{_writer()}-", dir=final.parent)
     os.close(fd)
@@ -187,7 +221,16 @@ def exclusive_writer(out: Path, what: str = "teacher pass") -> Iterator[None]:
     lock = lock_path(out)
     lock.parent.mkdir(parents=True, exist_ok=True)
     busy = UsageError(f"another {what} is writing {out}; wait for it to finish or stop it")
-    with open(lock, "w") as fh:
+    try:   # no O_TRUNC: a lock holds no bytes, and a file planted under its name keeps its own
+        fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, 0o666)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.EMLINK):
+            refuse_link(lock)
+        raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise UsageError(f"{lock} is not a regular file; remove it and run the same command again")
+    with os.fdopen(fd, "w") as fh:
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

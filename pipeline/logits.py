@@ -35,8 +35,9 @@ from pipeline.cache_format import VIEW_SPLIT, estimated_bytes, write_cache
 from pipeline.config import LogitsConfig, as_record, resolve_device
 from pipeline.datasets import load_prepared
 from pipeline.errors import UsageError
-from pipeline.files import atomic_path, disk_full_is_one_line, exclusive_writer, lock_path, need_space
-from pipeline.teacher_source import check_output_width, load_teacher
+from pipeline.files import (atomic_path, disk_full_is_one_line, exclusive_writer, lock_path, need_space, refuse_link,
+                            working_dir, write_json)
+from pipeline.teacher_source import check_batch_output, check_output_width, load_teacher
 from pipeline.train import predict
 from pipeline.transfer import load_transfer
 from pipeline.views import DEFAULT_PAD, draw_view_mix, draw_view_params, render_views
@@ -53,12 +54,12 @@ class _Parts:
     """Finished chunks of the pass, one ``<split>-<chunk>.npy`` of float32 logits each."""
 
     def __init__(self, directory: Path, key: dict):
-        self.dir = directory
-        key_file = directory / "key.json"
+        self.dir = refuse_link(directory)
+        key_file = refuse_link(directory / "key.json")
         if directory.exists() and (not key_file.is_file() or json.loads(key_file.read_text()) != key):
             shutil.rmtree(directory)        # left by another teacher, dataset or chunking
-        directory.mkdir(parents=True, exist_ok=True)
-        key_file.write_text(json.dumps(key, sort_keys=True))
+        working_dir(directory)
+        write_json(key_file, key)
 
     def path(self, split: str, chunk: int) -> Path:
         return self.dir / f"{split}-{chunk:06d}.npy"
@@ -241,7 +242,9 @@ def write_teacher_logits(cfg: LogitsConfig, progress: bool = True) -> dict:
                   disable=not progress, leave=False, mininterval=1.0) as bar:
             for split, i, lo, hi in mine:
                 if not parts.path(split, i).is_file():
-                    logits = predict(model, splits[split].images(lo, hi), cfg.batch_size, amp=amp)
+                    def check(out, start, stop, split=split, lo=lo):   # every batch, before it is kept
+                        check_batch_output(teacher.name, out, (lo + start, lo + stop), split, data.num_classes)
+                    logits = predict(model, splits[split].images(lo, hi), cfg.batch_size, amp=amp, check=check)
                     parts.save(split, i, logits.numpy())
                     computed += hi - lo
                 bar.set_postfix(split=split, refresh=False)

@@ -20,14 +20,15 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.errors import UsageError
-from pipeline.settings import (DEFAULTS, LABEL_GRID, check, check_augment_replay, check_ensemble_storage, check_grid,
-                               check_labels_alpha, check_sweep_backend, check_views_mixup, help_text, image_size,
-                               misspelled, number)
+from pipeline.settings import (DEFAULTS, LABEL_GRID, capped_parallelism, check, check_augment_replay,
+                               check_ensemble_storage, check_grid, check_labels_alpha, check_sweep_backend,
+                               check_views_mixup, control_problem, help_text, image_size, misspelled, number)
 
 __all__ = [
     "data_name", "is_image_folder", "folder_tag", "FOLDER_SETTINGS", "teacher_tag", "cache_tag", "transfer_name",
@@ -129,8 +130,8 @@ def member_seeds(first_seed: int, members: int) -> list[int]:
 
 def threads_per_run(threads: int, jobs: int, cores: int | None = None) -> int:
     """torch threads for each of JOBS runs side by side: THREADS if given, else the cores shared out
-    (at least 1), so parallel runs never oversubscribe the machine."""
-    return threads or max(1, (cores or os.cpu_count() or 1) // jobs)
+    (at least 1), and never more than JOBS x THREADS <= cores (``settings.capped_parallelism``)."""
+    return capped_parallelism(jobs, threads, cores)[1]
 
 
 _NUM = r"[0-9.]+(?:e[+-]?[0-9]+)?"
@@ -268,7 +269,8 @@ class Plan:
         d = s["DATA_DIR"]
         self.cache = (self.published_cache if self.teacher_kind == "published"
                       else f"{d}/cache/{self.data}{self.tag}{self.suffix}")
-        self.threads = threads_per_run(check("THREADS", s["THREADS"]), check("JOBS", s["JOBS"]))
+        self.jobs, self.threads, self.parallel_note = capped_parallelism(check("JOBS", s["JOBS"]),
+                                                                         check("THREADS", s["THREADS"]))
         self.label_grid = s["LABELS"].split() if "LABELS" in self.given else LABEL_GRID.split()
         single = s["LABELS"].split()
         self.labels = None if len(single) != 1 or single[0] == "all" else int(single[0])
@@ -336,6 +338,8 @@ def _cross_checks(s: dict[str, str], p: Plan, goals: list[str]) -> None:
     if s["TEACHER"] == "published" and p.limit:
         raise UsageError(f"TEACHER=published was made from the whole dataset, so it cannot teach LIMIT={p.limit} "
                          f"rows; drop LIMIT, or drop TEACHER=published to train a teacher here")
+    if "publish" in goals and p.limit:
+        raise UsageError(f"make publish publishes a cache of the whole dataset, not of LIMIT={p.limit} rows; drop LIMIT")
     check_ensemble_storage(p.members, check("CACHE_TOPK", s["CACHE_TOPK"]))
     check_views_mixup(check("VIEWS", s["VIEWS"]), check("MIXUP", s["MIXUP"]))
     check_augment_replay(s["AUGMENT"] == "1", check("REPLAY", s["REPLAY"]))
@@ -379,23 +383,54 @@ def plan(given: dict[str, str], environ: dict[str, str] | None = None, root: Pat
 # --- what Make reads -------------------------------------------------------------------------------------
 
 def _escape(value: str) -> str:
+    """A value as the right-hand side of a Make ``:=`` line. Every value was checked for line breaks
+    and control characters (``settings.control_problem``), so the line stays one line."""
+    assert control_problem("value", value) is None and not value.endswith("\\"), value
     return value.replace("$", "$$").replace("#", r"\#")
+
+
+# What the Makefile and this module's fragment define for themselves: never a user's to set. Given on
+# the command line, each would silently win over the value softcache computes (CACHE=<file> trained
+# from that file under the default cache's name; SC=/bin/echo "finished" with no run written).
+INTERNAL = frozenset({
+    "SC", "PASS", "INSTALLED", "RUNS", "REPORT_FILE", "DATA_FILE", "PARAMS", "DATA_STAMP", "STAMPS", "TEACHER_KIND",
+    "TEACHER_TAG", "CACHE", "CACHE_SUFFIX", "PUBLISHED_CACHE", "TEACHER_RECORD", "TEACHER_FILES", "TEACHER_TARGETS",
+    "MEMBER_CACHES", "ENSEMBLE_ARGS", "PUBLISH_RECORDS", "PUBLISH_COMMAND", "INPUT_ARGS", "LABEL_GRID", "DATA_CHECK",
+    "FOLDER_ARGS", "TRANSFER_ARGS", "LOG_ARGS", "TEACHER_ARGS", "RUN_THREADS", "RUN_DIR", "STUDENT_RUNS",
+    "DEMO_EXPORTS", "PSKD_RUNS", "PSKD_GRID", "PSKD_RUN", "DEMO_SETTINGS", "STAMP", "MEMBER_SEED", "RUN_STUDENT",
+    "RUN_T", "RUN_ALPHA", "RUN_SEED", "NAMES_OK", "SETTINGS_ERROR",
+    # the Makefile's own
+    "SHELL", "NEWLINE", "GIVEN", "NAMES_IN", "NAMES_MK", "NAMES_RC", "REPORT", "PASS_ARGS", "SWEEP",
+    "EXPERIMENT_ARGS", "BENCHMARKS", "SOFTCACHE_CALLER", "CLEANED",
+})
+
+
+def internal_problem(given) -> str | None:
+    """A command-line variable that names one of softcache's own Make variables."""
+    taken = sorted(set(given) & INTERNAL)
+    if taken:
+        return (f"{', '.join(taken)} {'is' if len(taken) == 1 else 'are'} softcache's own (derived from the settings, "
+                f"see 'make help'), not a setting; drop {taken[0]}=... from the command line")
+    return None
 
 
 def make_fragment(p: Plan) -> str:
     """Make assignments for one invocation: the settings, the names, the stamps and the run rules' fields."""
     s = p.settings
     lines = [f"override {name} := {_escape(value)}" for name, value in s.items() if name not in ("PYTHON",)]
+    lines.append(f"override JOBS := {p.jobs}")
     sc = f"{s['VENV']}/bin/softcache"
     pass_cmd = (f"{s['VENV']}/bin/torchrun --standalone --nproc-per-node {s['NPROC']} -m stages.cli"
                 if s["NPROC"] != "1" else sc)
     # An image folder's images stay on disk (pipeline.image_store): HDF5, read a batch at a time.
     data_file = p.path("dataset", f"{p.data}{'.h5' if p.folder else '.npz'}")
-    teacher_record = (f"--teacher-record {p.teacher_dir(p.tag)}/teacher.json" if p.teacher_kind == "trained" else "")
-    inputs = (f"--replay {s['REPLAY']} {'--augment' if s['AUGMENT'] == '1' else '--no-augment'} "
-              f"--holdout {s['HOLDOUT']}" + ("" if p.labels is None else f" --labels {p.labels}")
-              + (f" --transfer {s['TRANSFER']}" if s["TRANSFER"] else "")
-              + f" --checkpoint-every {s['CHECKPOINT_EVERY']} --checkpoint-minutes {s['CHECKPOINT_MINUTES']}")
+    q = shlex.quote    # every value is checked against an alphabet already; quoted all the same
+    teacher_record = (f"--teacher-record {q(p.teacher_dir(p.tag) + '/teacher.json')}" if p.teacher_kind == "trained"
+                      else "")
+    inputs = (f"--replay {q(s['REPLAY'])} {'--augment' if s['AUGMENT'] == '1' else '--no-augment'} "
+              f"--holdout {q(s['HOLDOUT'])}" + ("" if p.labels is None else f" --labels {p.labels}")
+              + (f" --transfer {q(s['TRANSFER'])}" if s["TRANSFER"] else "")
+              + f" --checkpoint-every {q(s['CHECKPOINT_EVERY'])} --checkpoint-minutes {q(s['CHECKPOINT_MINUTES'])}")
     member_ckpts = [f"{p.teacher_dir(t)}/teacher.pt" for t in p.member_tags]
     member_caches = [p.path("cache", p.data + t + p.suffix) for t in p.member_tags]
     member_records = [f"{p.teacher_dir(t)}/teacher.json" for t in p.member_tags]
@@ -418,16 +453,16 @@ def make_fragment(p: Plan) -> str:
         "TEACHER_FILES": " ".join(teacher_files),
         "TEACHER_TARGETS": " ".join(member_ckpts if p.teacher_kind in ("trained", "ensemble") else teacher_files),
         "MEMBER_CACHES": " ".join(member_caches),
-        "ENSEMBLE_ARGS": " ".join(f"--member {c} --record {r}" for c, r in zip(member_caches, member_records)),
-        "PUBLISH_RECORDS": " ".join(f"--record {r}" for r in member_records),
+        "ENSEMBLE_ARGS": " ".join(f"--member {q(c)} --record {q(r)}" for c, r in zip(member_caches, member_records)),
+        "PUBLISH_RECORDS": " ".join(f"--record {q(r)}" for r in member_records),
         "PUBLISH_COMMAND": f"make teacher-logits {publish}",
         "INPUT_ARGS": inputs, "LABEL_GRID": " ".join(p.label_grid),
         "DATA_CHECK": "FORCE" if p.folder else "",
-        "FOLDER_ARGS": " ".join(f"--{k.lower().replace('_', '-')} {s[k]}" for k in FOLDER_SETTINGS
+        "FOLDER_ARGS": " ".join(f"--{k.lower().replace('_', '-')} {q(s[k])}" for k in FOLDER_SETTINGS
                                 if p.folder and s[k]),
-        "TRANSFER_ARGS": f"--transfer {s['TRANSFER']}" if s["TRANSFER"] else "",
-        "LOG_ARGS": f"--tensorboard-dir {p.path('tensorboard')}" if s["LOG"] == "tensorboard" else "",
-        "TEACHER_ARGS": f"--teacher-tag={p.run_source} --combine {s['COMBINE']}",
+        "TRANSFER_ARGS": f"--transfer {q(s['TRANSFER'])}" if s["TRANSFER"] else "",
+        "LOG_ARGS": f"--tensorboard-dir {q(p.path('tensorboard'))}" if s["LOG"] == "tensorboard" else "",
+        "TEACHER_ARGS": f"--teacher-tag={q(p.run_source)} --combine {q(s['COMBINE'])}",
         "RUN_THREADS": str(p.threads), "RUN_DIR": p.path("runs", s["RUN"] or student_run),
         "STUDENT_RUNS": " ".join(p.path("runs", r, "metrics.json") for r in runs),
         "DEMO_EXPORTS": " ".join(p.path("runs", r, "export", "export.json") for r in demo),
@@ -436,7 +471,8 @@ def make_fragment(p: Plan) -> str:
         "PSKD_RUN": p.path("runs", p.pskd(s["STUDENT"], s["SEED"]), "metrics.json"),
         "DEMO_SETTINGS": " ".join(f"{k}={v}" for k, v in p.demo_settings().items()),
     }
-    lines += [f"{k} := {_escape(v)}" for k, v in names.items()]
+    assert set(names) <= INTERNAL, set(names) - INTERNAL
+    lines += [f"override {k} := {_escape(v)}" for k, v in names.items()]
     for stamp, content in stamps.items():
         lines.append(f"{stamp}: private STAMP := {_escape(content)}")
         if _read(p.root / stamp) != content:
@@ -450,6 +486,7 @@ def make_fragment(p: Plan) -> str:
     for run, (student, seed) in pskd.items():
         target = p.path("runs", run, "metrics.json")
         lines += [f"{target}: private RUN_STUDENT := {student}", f"{target}: private RUN_SEED := {seed}"]
+    lines.append("override NAMES_OK := 1")    # the Makefile stops unless it read this last line
     return "\n".join(lines) + "\n"
 
 
@@ -460,29 +497,51 @@ def _read(path: Path) -> str | None:
         return None
 
 
+def read_given(path: Path) -> tuple[list[str], dict[str, str]]:
+    """The file the Makefile writes with ``$(file ...)``: the goals on the first line, then one
+    ``NAME=value`` a line, each value as given (``$(value NAME)``, never expanded). Make joins the
+    lines of a ``$(foreach)`` with a space, so a name may start with one; the Makefile has already
+    refused a value holding a line break."""
+    lines = path.read_text(encoding="utf-8", errors="surrogateescape").split("\n")
+    goals = lines[0].split()
+    given: dict[str, str] = {}
+    for line in lines[1:]:
+        if line.strip():
+            name, _, value = line.partition("=")
+            given[name.strip()] = value
+    return goals, given
+
+
+def _settings_error(message: str) -> str:
+    return f"override SETTINGS_ERROR := {_escape(' '.join(message.split()))}\noverride NAMES_OK := 1\n"
+
+
 def main(argv: list[str]) -> int:
-    """``make [--goals=TARGETS] VAR=value ...``: print the fragment (or SETTINGS_ERROR := <message>);
-    ``help``: print help."""
+    """``make --given FILE``: print the fragment (or SETTINGS_ERROR := <message>) for the goals and
+    command-line variables in FILE (see :func:`read_given`); ``help``: print help."""
     if argv[:1] == ["help"]:
         sys.stdout.write(help_text())
         return 0
-    if argv[:1] != ["make"]:
-        sys.stderr.write("usage: python3 -m pipeline.names make [VAR=value ...] | help\n")
+    if argv[:2] != ["make", "--given"] or len(argv) != 3:
+        sys.stderr.write("usage: python3 -m pipeline.names make --given FILE | help\n")
         return 2
-    given: dict[str, str] = {}
-    goals: list[str] = []
-    if argv[1:2] and argv[1].startswith("--goals="):
-        goals, argv = argv[1][len("--goals="):].split(), argv[1:]
-    for arg in argv[1:]:
-        name, _, value = arg.partition("=")
-        given[name] = value
+    goals, given = read_given(Path(argv[2]))
+    problem = internal_problem(given)
+    for name, value in [*given.items(), *((k, v) for k, v in os.environ.items() if k in DEFAULTS)]:
+        problem = problem or control_problem(name, value)
+    if problem:
+        sys.stdout.write(_settings_error(problem))
+        return 0
     for warning in misspelled(list(given)):
         sys.stderr.write(warning + "\n")
     try:
         p = plan({k: v for k, v in given.items() if k in DEFAULTS}, goals=goals)
     except UsageError as exc:
-        sys.stdout.write(f"SETTINGS_ERROR := {_escape(' '.join(str(exc).split()))}\n")
+        sys.stdout.write(_settings_error(str(exc)))
         return 0
+    if p.parallel_note and set(goals) & {"student", "sweep", "demo", "self-distill", "experiment-views",
+                                         "experiment-pskd", "experiment-labels", "experiment-patient", "export"}:
+        sys.stderr.write(p.parallel_note + "\n")
     sys.stdout.write(make_fragment(p))
     return 0
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from pipeline.errors import UsageError
-from pipeline.files import atomic_path, disk_full_is_one_line
+from pipeline.files import atomic_path, disk_full_is_one_line, refuse_link, working_dir
 
 __all__ = ["resume_dir", "recipe_key", "TrainingState"]
 
@@ -56,6 +56,7 @@ class TrainingState:
     def restore(self, trainer) -> tuple[list[dict], dict]:
         """Load a matching state into ``trainer``; return (history, extra) saved with it, or ([], {})
         when there is none. A state of another recipe, cache or dataset is refused."""
+        refuse_link(self.dir), refuse_link(self.file)
         if self.file.is_file():
             try:
                 state = torch.load(self.file, map_location="cpu", weights_only=True)
@@ -70,8 +71,9 @@ class TrainingState:
                        else f"was saved by another {_what_differs(state.get('key', {}), self.key)}")
             raise UsageError(f"the saved state of this run {self.dir} {differs}, so it cannot be continued; "
                              f"delete it (rm -r {self.dir}) to train this run afresh")
+        refuse_link(self.dir)
         shutil.rmtree(self.dir, ignore_errors=True)    # a state dir without its file holds nothing to keep
-        self.dir.mkdir(parents=True, exist_ok=True)
+        working_dir(self.dir)
         return [], {}
 
     def due(self, epoch: int, last: int) -> bool:
@@ -89,7 +91,8 @@ class TrainingState:
         self._saved_at = time.monotonic()
 
     def clear(self) -> None:
-        shutil.rmtree(self.dir, ignore_errors=True)
+        if not self.dir.is_symlink():
+            shutil.rmtree(self.dir, ignore_errors=True)
 
 
 def _what_differs(saved: dict, wanted: dict) -> str:

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import difflib
 import math
+import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.errors import UsageError
 
-__all__ = ["Setting", "SETTINGS", "DEFAULTS", "TARGETS", "check", "default", "number", "check_grid", "image_size",
+__all__ = ["Setting", "SETTINGS", "DEFAULTS", "TARGETS", "EXPORT_FORMATS", "check", "default", "number", "check_grid",
+           "image_size", "capped_parallelism", "control_problem",
            "check_views_mixup", "check_augment_replay", "check_labels_alpha", "check_sweep_backend", "check_ensemble_storage",
            "misspelled", "help_text"]
 
@@ -32,21 +35,28 @@ def _number(low: float | None = None, high: float | None = None, *, above: float
             raise UsageError(f"{name} must be a number, got {_shown(text)}") from None
         if (not math.isfinite(value) or (low is not None and value < low) or (high is not None and value > high)
                 or (above is not None and value <= above)):
-            bounds = (f"> {above:g}" if above is not None else f"in [{low:g}, {high:g}]" if high is not None
+            bounds = (f"in ({above:g}, {high:g}]" if above is not None and high is not None
+                      else f"> {above:g}" if above is not None else f"in [{low:g}, {high:g}]" if high is not None
                       else f">= {low:g}")
-            raise UsageError(f"{name} must be a number {bounds}, got {_shown(text)}")
+            raise UsageError(f"{name} must be a number {bounds}, got {_shown(text)[:40]}")
         return value
     return parse
 
 
-def _integer(low: int = 0):
+# Every whole number has a ceiling where the arithmetic it feeds stays meaningful: seeds are drawn
+# into numpy's and torch's 32-bit seed space, counts and sizes stay far below what 24 GiB could hold.
+_SEED_MAX = 2**32 - 1
+_COUNT_MAX = 10**9
+
+
+def _integer(low: int = 0, high: int = _COUNT_MAX):
     def parse(name: str, text: str) -> int:
         try:
-            value = int(str(text).strip())
+            value = int(str(text).strip()) if len(str(text)) <= 24 else None
         except (TypeError, ValueError):
             value = None
-        if value is None or value < low:
-            raise UsageError(f"{name} must be a whole number >= {low}, got {_shown(text)}")
+        if value is None or not low <= value <= high:
+            raise UsageError(f"{name} must be a whole number in [{low}, {high}], got {_shown(text)[:40]}")
         return value
     return parse
 
@@ -72,9 +82,81 @@ def _combine(name: str, text: str) -> str:
     raise UsageError(f"{name} must be logits, probs or a member number, got {text!r}")
 
 
+# Settings are data: each free-text value has an alphabet in which neither Make nor a shell reads
+# anything but the value itself (no quote, '$', ';', backquote, space or backslash), so a value can
+# never become code, and every recipe quotes it as well.
+_PATH_CHARS = "._/+@~,=-"
+_NAME_RE = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")                     # registry names
+_RUN_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,254}")              # one directory under DATA_DIR/runs
+_FACTORY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_]*")
+_SCHEDULER_RE = re.compile(r"[a-z]+://[A-Za-z0-9_.-]+:[0-9]{1,5}")
+_WORDS_RE = re.compile(r"[A-Za-z0-9 ._,()+/:@-]*")
+_SPEC_RE = re.compile(r"[A-Za-z0-9_.=<>!~,+-]+")
+EXPORT_FORMATS = ("onnx", "torchscript", "int8")
+
+
+def control_problem(name: str, text: str) -> str | None:
+    """A line break or other control character in a value: Make would read the rest as Makefile text."""
+    if any(ord(c) < 32 or ord(c) == 127 for c in str(text)):
+        return f"{name} holds a line break or control character; give every setting on one line"
+    return None
+
+
+def _path(name: str, text: str) -> str:
+    """A file or directory name in the path alphabet (letters, digits and {_PATH_CHARS})."""
+    if len(text) > 255 or not all(c.isalnum() or c in _PATH_CHARS for c in text):
+        raise UsageError(f"{name} must be a path of at most 255 letters, digits and {_PATH_CHARS} (no spaces, "
+                         f"quotes or shell characters), got {text[:60]!r}; rename or link the file")
+    return text
+
+
 def _existing_path(name: str, text: str) -> str:
-    if text and not Path(text).exists():
+    if text and not Path(_path(name, text)).exists():
         raise UsageError(f"{name}={text} does not exist; give a file or directory that does, or leave {name} unset")
+    return text
+
+
+def _data_dir(name: str, text: str) -> str:
+    if not text.strip() or os.path.realpath(_path(name, text)) == "/":
+        raise UsageError(f"{name} must name a directory for softcache's artifacts, not {text!r}; give e.g. "
+                         f"{name}=data")
+    return text
+
+
+def _pattern(regex: re.Pattern, what: str, example: str):
+    def parse(name: str, text: str) -> str:
+        if not regex.fullmatch(text):
+            raise UsageError(f"{name} must be {what} (e.g. {example}), got {text[:60]!r}")
+        return text
+    return parse
+
+
+def _optional(parse):
+    return lambda name, text: text if text == "" else parse(name, text)
+
+
+def _names(name: str, text: str) -> str:
+    """A list of registry names, separated by spaces or commas ('' for the grid's default)."""
+    for part in text.replace(",", " ").split():
+        _pattern(_NAME_RE, "registry names (lower-case letters, digits, _ . -)", "mlp cnn-tiny")(name, part)
+    return text
+
+
+def _teacher(name: str, text: str) -> str:
+    """auto, published, an architecture name, a model file, or module:factory (the user's code)."""
+    if _NAME_RE.fullmatch(text) or _FACTORY_RE.fullmatch(text):
+        return text
+    if "/" in text or "." in text:
+        return _path(name, text)
+    raise UsageError(f"{name} must be auto, published, an architecture name, a model file or module:factory, "
+                     f"got {text[:60]!r}")
+
+
+def _formats(name: str, text: str) -> str:
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    unknown = [p for p in parts if p not in EXPORT_FORMATS]
+    if not parts or unknown:
+        raise UsageError(f"{name} must be a comma-separated subset of {','.join(EXPORT_FORMATS)}, got {text[:60]!r}")
     return text
 
 
@@ -91,8 +173,9 @@ def image_size(text: str) -> tuple[int, int] | None:
         dims = tuple(int(p) for p in text.split("x"))
     except ValueError:
         dims = ()
-    if len(dims) not in (1, 2) or min(dims) < 1:
-        raise UsageError(f"IMAGE_SIZE must be S or HxW in pixels (28, 64x48), got {text!r}")
+    # Below 8 pixels a CNN's pooling leaves nothing; above 4096 one image alone takes 50 MB as floats.
+    if len(dims) not in (1, 2) or min(dims) < 8 or max(dims) > 4096:
+        raise UsageError(f"IMAGE_SIZE must be S or HxW in pixels, each from 8 to 4096 (28, 64x48), got {text[:40]!r}")
     return dims[0], dims[-1]
 
 
@@ -120,16 +203,20 @@ class Setting:
 
 
 _S = Setting
+# A temperature divides logits: below 0.01 or above 100, z/T overflows float32 or flattens every
+# distribution to uniform, and the T² factor of the loss stops meaning anything.
+_T_RANGE = (0.01, 100)
 LABEL_GRID = "600 1200 6000 all"   # experiment-labels' label counts when LABELS is not given
 SETTINGS: tuple[Setting, ...] = (
     # the student stage
-    _S("STUDENT", "cnn-tiny", "student architecture (mlp, cnn-tiny, cnn-small, ...)"),
-    _S("T", "4", "distillation temperature of the student's loss", _number(above=0)),
+    _S("STUDENT", "cnn-tiny", "student architecture (mlp, cnn-tiny, cnn-small, ...)",
+       _pattern(_NAME_RE, "a registry name (lower-case letters, digits, _ . -)", "cnn-tiny")),
+    _S("T", "4", "distillation temperature of the student's loss", _number(*_T_RANGE)),
     # 0.1: the best ALPHA at T=4 on 5,000 held-out training rows with the default CPU teacher
     # (docs/RESULTS.md, "Choosing the default ALPHA"); the larger, the worse, 0.9 the worst.
     _S("ALPHA", "0.1", "weight of the soft-target term; the hard labels get 1-ALPHA (0: scratch)", _number(0, 1)),
-    _S("SEED", "0", "student seed (initialisation, batch order, augmentation)", _integer(0)),
-    _S("EPOCHS", "5", "student epochs (also self-distillation and experiment runs)", _integer(1)),
+    _S("SEED", "0", "student seed (initialisation, batch order, augmentation)", _integer(0, _SEED_MAX)),
+    _S("EPOCHS", "5", "student epochs (also self-distillation and experiment runs)", _integer(1, 100_000)),
     _S("AUGMENT", "0", "1: random crop+flip against the clean image's logits", _choice("0", "1")),
     _S("REPLAY", "0", "train on K cached views (VIEWS=K), each with its own logits (0: off)", _integer(0)),
     _S("HOLDOUT", "0", "leave N fixed training rows out and report val_acc on them", _integer(0)),
@@ -138,18 +225,20 @@ SETTINGS: tuple[Setting, ...] = (
        _labels),
     _S("COMBINE", "logits", "an ensemble's targets: logits (mean), probs (mean probability) or a member number",
        _combine),
-    _S("THREADS", "0", "torch threads per run (0: cores / JOBS)", _integer(0)),
+    _S("THREADS", "0", "torch threads per run (0: cores / JOBS; JOBS x THREADS is capped at the cores, with a note)",
+       _integer(0, 1024)),
     _S("CHECKPOINT_EVERY", "1", "save a run's whole training state every N epochs, so a killed run resumes (0: never)",
        _integer(0)),
     _S("CHECKPOINT_MINUTES", "0", "also save it when this many minutes have passed since the last save (0: off)",
-       _number(0)),
+       _number(0, 10**6)),
     _S("LOG", "none", "tensorboard: also write every epoch's figures as TensorBoard events under DATA_DIR/tensorboard",
        _choice("none", "tensorboard")),
-    _S("RUN", "", "run directory name under DATA_DIR/runs for export (default: the STUDENT/T/ALPHA/... run)"),
+    _S("RUN", "", "run directory name under DATA_DIR/runs for export (default: the STUDENT/T/ALPHA/... run)",
+       _optional(_pattern(_RUN_RE, "one run directory's name under DATA_DIR/runs", "mlp-T4-a0.5-s0-e5"))),
     # data
-    _S("DATA_DIR", "data", "where every artifact goes", group="data"),
+    _S("DATA_DIR", "data", "where every artifact goes", _data_dir, group="data"),
     _S("DATASET", "fashion-mnist", "'fashion-mnist', an .npz file, an image folder (train/<class>/*, test/<class>/*) "
-       "or a directory of IDX files", group="data"),
+       "or a directory of IDX files", _path, group="data"),
     _S("SOURCE", "", "read the dataset from this file or directory first", _existing_path, group="data"),
     _S("LAYOUT", "auto", "image axes of an .npz: auto (refuses what is ambiguous), nchw or nhwc",
        _choice("auto", "nchw", "nhwc"), group="data"),
@@ -162,59 +251,67 @@ SETTINGS: tuple[Setting, ...] = (
     _S("TEST_FRACTION", "0.1", "image folders without test/: the fraction of training files held out as the test "
        "split", _fraction, group="data"),
     _S("SPLIT_SEED", "0", "image folders: draws the held-out test files and the training rows' stored order",
-       _integer(0), group="data"),
+       _integer(0, _SEED_MAX), group="data"),
     _S("TRANSFER", "", "an .npz or a folder of unlabelled images: the teacher scores them after the train rows, "
        "and distilled students learn from them with the soft term only", _existing_path, group="data"),
     _S("LIMIT", "0", "keep only the first N training images (0: all); named -nN, so it never replaces the full set",
        _integer(0), group="data"),
     # the teacher and its cache
-    _S("TEACHER", "auto", "teacher: auto, an architecture (cnn, resnet18), a model file, module:factory, or published",
-       group="teacher"),
+    _S("TEACHER", "auto", "teacher: auto, an architecture (cnn, resnet18), a model file, module:factory (imports and "
+       "runs your module), or published", _teacher, group="teacher"),
     _S("TEACHER_WEIGHTS", "", "state dict for a module:factory TEACHER", _existing_path, group="teacher"),
-    _S("TEACHER_EPOCHS", "0", "teacher epochs (0: 30 on a GPU, 5 on the CPU)", _integer(0), group="teacher"),
-    _S("TEACHER_SEED", "0", "seed of the (first) teacher", _integer(0), group="teacher"),
-    _S("TEACHERS", "1", "N > 1: an ensemble of N teachers, seeds TEACHER_SEED ... TEACHER_SEED+N-1", _integer(1),
+    _S("TEACHER_EPOCHS", "0", "teacher epochs (0: 30 on a GPU, 5 on the CPU)", _integer(0, 100_000), group="teacher"),
+    _S("TEACHER_SEED", "0", "seed of the (first) teacher", _integer(0, _SEED_MAX - 1024), group="teacher"),
+    _S("TEACHERS", "1", "N > 1: an ensemble of N teachers, seeds TEACHER_SEED ... TEACHER_SEED+N-1", _integer(1, 1024),
        group="teacher"),
-    _S("TEACHER_T", "1", "temperature the cached logits are divided by", _number(above=0), group="teacher"),
+    _S("TEACHER_T", "1", "temperature the cached logits are divided by", _number(*_T_RANGE), group="teacher"),
     _S("CACHE_DTYPE", "float32", "storage of the cached logits", _choice("float32", "float16"), group="teacher"),
     _S("CACHE_TOPK", "0", "store only the k largest logits per row plus the tail (0: all)", _integer(0),
        group="teacher"),
-    _S("VIEWS", "1", "also cache K augmented views of every training image (1: the clean image only)", _integer(1),
+    _S("VIEWS", "1", "also cache K augmented views of every training image (1: the clean image only)", _integer(1, 1024),
        group="teacher"),
-    _S("VIEW_SEED", "0", "draws the cached views' crops and flips", _integer(0), group="teacher"),
-    _S("MIXUP", "0", "a > 0: every cached view is a mixup pair, lambda ~ Beta(a, a) (needs VIEWS)", _number(0),
+    _S("VIEW_SEED", "0", "draws the cached views' crops and flips", _integer(0, _SEED_MAX), group="teacher"),
+    _S("MIXUP", "0", "a > 0: every cached view is a mixup pair, lambda ~ Beta(a, a) (needs VIEWS)", _number(0, 1000),
        group="teacher"),
     _S("DEVICE", "auto", "where the teacher runs: auto, cpu or cuda", _choice("auto", "cpu", "cuda"),
        group="teacher"),
-    _S("NPROC", "1", "shard the teacher pass over N torchrun processes", _integer(1), group="teacher"),
+    _S("NPROC", "1", "shard the teacher pass over N torchrun processes", _integer(1, 1024), group="teacher"),
     # grids: sweeps and experiments
-    _S("STUDENTS", "", "students of a sweep or experiment (default: STUDENT)", group="grid"),
+    _S("STUDENTS", "", "students of a sweep or experiment (default: STUDENT)", _names, group="grid"),
     _S("TS", "", "temperatures of a sweep or experiment (default: T)", group="grid"),
     _S("ALPHAS", "", "ALPHA values of a sweep or experiment (default: 0 and ALPHA)", group="grid"),
     _S("SEEDS", "", "seeds of a sweep or experiment (default: SEED)", group="grid"),
-    _S("JOBS", "1", "runs at once in a sweep, an experiment or the demo", _integer(1), group="grid"),
+    _S("JOBS", "1", "runs at once in a sweep, an experiment or the demo (capped at the cores, with a note)",
+       _integer(1, 1024), group="grid"),
     _S("SWEEP_BACKEND", "joblib", "joblib (this machine) or dask (a cluster)", _choice("joblib", "dask"),
        group="grid"),
-    _S("SCHEDULER", "", "Dask scheduler address for SWEEP_BACKEND=dask (tcp://host:8786)", group="grid"),
+    _S("SCHEDULER", "", "Dask scheduler address for SWEEP_BACKEND=dask (tcp://host:8786)",
+       _optional(_pattern(_SCHEDULER_RE, "a scheduler address", "tcp://host:8786")), group="grid"),
     _S("EXPERIMENT_HOLDOUT", "5000", "training rows experiment-views tunes T and ALPHA on", _integer(1),
        group="grid"),
     _S("LENGTHS", "15 60 200", "schedule lengths (epochs) of experiment-patient", group="grid"),
     _S("BANKS", "", "experiment-patient: view-bank sizes K matched at the longest length, each fit measured on "
        "bank and fresh views (needs VIEWS above the largest)", group="grid"),
-    _S("ALPHA_T", "0.8", "PS-KD: weight of the previous epoch's predictions at the last epoch", _number(above=0),
+    _S("ALPHA_T", "0.8", "PS-KD: weight of the previous epoch's predictions at the last epoch", _number(0, 1, above=0),
        group="grid"),
     # the demo, export and publishing
-    _S("DEMO_STUDENTS", "mlp cnn-tiny cnn-small", "students the demo trains (scratch and distilled)", group="demo"),
-    _S("DEMO_T", "1", "T of the demo's distilled runs when it uses the published teacher", _number(above=0),
+    _S("DEMO_STUDENTS", "mlp cnn-tiny cnn-small", "students the demo trains (scratch and distilled)", _names,
+       group="demo"),
+    _S("DEMO_T", "1", "T of the demo's distilled runs when it uses the published teacher", _number(*_T_RANGE),
        group="demo"),
     _S("DEMO_ALPHA", "0.5", "ALPHA of the demo's distilled runs when it uses the published teacher", _number(0, 1),
        group="demo"),
-    _S("FORMATS", "onnx,torchscript,int8", "export formats", group="demo"),
-    _S("PUBLISH_DEVICE", "", "where the published teacher ran, in words (make publish)", group="demo"),
+    _S("FORMATS", "onnx,torchscript,int8", "export formats", _formats, group="demo"),
+    _S("REPUBLISH", "", "make publish: the name of the published cache it may replace (e.g. fashion-mnist); without "
+       "it an existing one is kept", _optional(_pattern(_NAME_RE, "a published cache's name", "fashion-mnist")),
+       group="demo"),
+    _S("PUBLISH_DEVICE", "", "where the published teacher ran, in words (make publish)",
+       _pattern(_WORDS_RE, "words (letters, digits, spaces and ._,()+/:@-)", "one NVIDIA H100"), group="demo"),
     # the environment
-    _S("PYTHON", "python3", "the Python that builds the virtual environment", group="env"),
-    _S("VENV", ".venv", "the virtual environment", group="env"),
-    _S("TORCH_SPEC", "torch==2.13.0", "the torch requirement installed first", group="env"),
+    _S("PYTHON", "python3", "the Python that builds the virtual environment (run as a command: yours)", group="env"),
+    _S("VENV", ".venv", "the virtual environment", _path, group="env"),
+    _S("TORCH_SPEC", "torch==2.13.0", "the torch requirement installed first",
+       _pattern(_SPEC_RE, "one pip requirement", "torch==2.13.0"), group="env"),
 )
 DEFAULTS: dict[str, str] = {s.name: s.default for s in SETTINGS}
 _BY_NAME = {s.name: s for s in SETTINGS}
@@ -301,6 +398,22 @@ def check_sweep_backend(backend: str, scheduler: str | None) -> None:
 def check_ensemble_storage(members: int, topk: int) -> None:
     if members > 1 and topk:
         raise UsageError(f"an ensemble cache stores every logit; use CACHE_TOPK=0 with TEACHERS={members}")
+
+
+def capped_parallelism(jobs: int, threads: int, cores: int | None = None) -> tuple[int, int, str | None]:
+    """JOBS runs side by side with THREADS torch threads each, capped so that JOBS x THREADS never exceeds
+    the cores: oversubscribed, each run spends its time switching (THREADS=64 on 2 cores ran an epoch
+    about 90x slower). THREADS=0 shares the cores out. Returns (jobs, threads per run, a one-line note
+    when something was capped, else None)."""
+    cores = cores or os.cpu_count() or 1
+    run_jobs = min(jobs, cores)
+    share = max(1, cores // run_jobs)
+    run_threads = min(threads, share) if threads else share
+    note = None
+    if run_jobs != jobs or (threads and run_threads != threads):
+        note = (f"note: JOBS={jobs} THREADS={threads} exceed this machine's {cores} cores; running JOBS={run_jobs} "
+                f"THREADS={run_threads}")
+    return run_jobs, run_threads, note
 
 
 def default(name: str, kind=str):

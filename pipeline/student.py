@@ -68,7 +68,8 @@ def _resume_key(cfg: StudentConfig, cache: LogitCache, data) -> dict:
     """What a saved training state must match to be continued: the recipe and what it reads, not where
     the files are, how many threads run it, or how often it is saved."""
     return recipe_key(as_record(cfg), ("cache", "dataset", "out_dir", "teacher_record", "transfer", "threads",
-                                       "tensorboard_dir", "checkpoint_every", "checkpoint_minutes", "cache_memory_mb"),
+                                       "tensorboard_dir", "checkpoint_every", "checkpoint_minutes", "cache_memory_mb",
+                                       "trust_undigested_cache"),
                       cache_fingerprint=cache.fingerprint, dataset_fingerprint=data.fingerprint)
 
 
@@ -113,7 +114,7 @@ def _train_student(cfg: StudentConfig, progress: bool) -> dict:
     cache = LogitCache(cfg.cache, CacheExpectations(
         dataset_fingerprint=data.fingerprint, teacher_fingerprint=_expected_teacher(cfg.teacher_record),
         num_classes=data.num_classes, train_rows=len(data.y_train)),
-        memory_limit_bytes=cfg.cache_memory_mb << 20, combine=cfg.combine)
+        memory_limit_bytes=cfg.cache_memory_mb << 20, combine=cfg.combine, trust_undigested=cfg.trust_undigested_cache)
     transfer = _transfer_images(cfg, cache, data.image_shape)
     labelled_count = len(data.y_train)
     if not np.array_equal(cache.labels("train")[:labelled_count], data.y_train):

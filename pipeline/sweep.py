@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
+import sys
 import traceback
 from pathlib import Path
 from typing import Callable
@@ -26,6 +27,7 @@ from pipeline.files import atomic_path, read_json
 from pipeline.names import threads_per_run
 from pipeline.report import render_markdown, summarize
 from pipeline.runs import METRICS_FILE
+from pipeline.settings import capped_parallelism
 from pipeline.student import train_student
 
 __all__ = ["plan_sweep", "run_sweep", "run_planned", "SUMMARY_CSV", "SUMMARY_MD"]
@@ -113,7 +115,11 @@ def run_planned(planned: list[StudentConfig], reports_dir: Path, *, jobs: int = 
         if backend == "dask":   # the cluster decides how many run at once
             with _dask_client(scheduler), joblib.parallel_config(backend="dask"):
                 results = _collect(joblib.Parallel(n_jobs=-1, return_as="generator_unordered")(jobs), on_result)
-        else:
+        else:   # this machine: never more runs at once than cores (each run's threads are capped by plan_sweep)
+            capped = capped_parallelism(n_jobs, 0)[0]
+            if capped != n_jobs:
+                print(f"note: JOBS={n_jobs} exceeds this machine's cores; running {capped} at once", file=sys.stderr)
+                n_jobs = capped
             results = _collect(joblib.Parallel(n_jobs=n_jobs, return_as="generator_unordered")(jobs), on_result)
         records.update({r["run"]: r for r in results})
 

@@ -1,8 +1,11 @@
 """Where the teacher pass gets its teacher: softcache's own checkpoint, or the user's.
 
 A user's teacher can be a TorchScript file (``torch.jit.save``), an exported program
-(``torch.export.save``, ``.pt2``), or ``package.module:factory`` plus a weights file that
-is read with ``weights_only=True`` (no pickled code runs). Whatever its form, the teacher
+(``torch.export.save``, ``.pt2``, loaded only when its index shows nothing to unpickle:
+``pipeline.pt2_archive``), or ``package.module:factory`` plus a weights file that is read
+with ``weights_only=True``. A file is data and never runs code; ``module:factory`` is code the
+user named, so softcache imports and runs it, and anything it does on the way (an exception,
+a syntax error, ``sys.exit``) becomes one line. Whatever its form, the teacher
 receives float32 images in [0, 1] shaped (N, C, H, W), the same input softcache's own
 models and exports take, and must return (N, classes) logits. Its fingerprint (a digest
 of the file, or of the weights for a factory) goes into the cache like ours does.
@@ -25,8 +28,9 @@ from torch import nn
 
 from pipeline.checkpoint import is_checkpoint, load_checkpoint, model_fingerprint, read_checkpoint_file
 from pipeline.errors import UsageError
+from pipeline.pt2_archive import unsafe_entries
 
-__all__ = ["TeacherSource", "load_teacher", "check_output_width"]
+__all__ = ["TeacherSource", "load_teacher", "check_output_width", "check_batch_output"]
 
 
 
@@ -45,6 +49,11 @@ def _file_digest(*paths: Path) -> str:
     return h.hexdigest()[:16]
 
 
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0][:200]}" if text else type(exc).__name__
+
+
 def _from_factory(spec: str, weights: Path | None) -> TeacherSource:
     module_name, _, factory_name = spec.partition(":")
     try:
@@ -52,6 +61,9 @@ def _from_factory(spec: str, weights: Path | None) -> TeacherSource:
     except (ImportError, AttributeError) as exc:
         raise UsageError(f"TEACHER={spec}: cannot import '{factory_name}' from module '{module_name}' "
                          f"({type(exc).__name__}: {exc}); check the name and that the module is on PYTHONPATH") from None
+    except (Exception, SystemExit) as exc:    # the user's module ran, and failed or exited, on import
+        raise UsageError(f"TEACHER={spec}: importing module '{module_name}' raised {_first_line(exc)}; softcache "
+                         f"imports and runs a module:factory teacher's module, so fix the module") from None
     if weights is None or not Path(weights).is_file():
         raise UsageError(f"TEACHER={spec} needs its weights: TEACHER_WEIGHTS=<file saved with torch.save(state_dict)>")
     try:
@@ -60,9 +72,9 @@ def _from_factory(spec: str, weights: Path | None) -> TeacherSource:
         raise UsageError(f"TEACHER={spec}: calling {factory_name}() failed ({exc}); the factory must build the "
                          f"model with no arguments: wrap it in one that does (def make(): return "
                          f"{factory_name}(...))") from None
-    except Exception as exc:
-        raise UsageError(f"TEACHER={spec}: {factory_name}() raised {type(exc).__name__}: "
-                         f"{str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ''}") from None
+    except (Exception, SystemExit) as exc:
+        raise UsageError(f"TEACHER={spec}: {factory_name}() raised {_first_line(exc)}; it must build and return "
+                         f"the model") from None
     if not isinstance(model, nn.Module):
         raise UsageError(f"TEACHER={spec}: the factory returned {type(model).__name__}, not a torch.nn.Module")
     try:
@@ -131,6 +143,16 @@ def _from_file(path: Path) -> TeacherSource:
         raise UsageError(f"TEACHER={path} is a pickled model (torch.save of a module), which softcache does not "
                          f"unpickle because unpickling runs code; save it with torch.jit.save(torch.jit.script(m)) "
                          f"or torch.export.save, or give TEACHER=module:factory with TEACHER_WEIGHTS")
+    if kind == "exported program":
+        try:
+            unsafe = unsafe_entries(path)
+        except (zipfile.BadZipFile, OSError, KeyError, ValueError) as exc:
+            unsafe = [f"an unreadable archive ({_first_line(exc)})"]
+        if unsafe:
+            raise UsageError(f"TEACHER={path} is an exported program that holds {unsafe[0]}"
+                             f"{f' (and {len(unsafe) - 1} more)' if len(unsafe) > 1 else ''}, which loading would "
+                             f"unpickle or run; softcache loads only plain-tensor programs: export the model again "
+                             f"with plain tensors and torch.export.save, or give TEACHER=module:factory")
     try:
         with _quiet_torch():
             model = (torch.jit.load(str(path), map_location="cpu") if kind == "TorchScript"
@@ -160,6 +182,22 @@ def check_output_width(source: TeacherSource, example: torch.Tensor, num_classes
             shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
             raise UsageError(f"teacher {source.name} returns {shape} for {len(batch)} images but the dataset has "
                              f"{num_classes} classes; it must return ({len(batch)}, {num_classes}) logits")
+
+
+def check_batch_output(name: str, out, rows: tuple[int, int], split: str, num_classes: int) -> None:
+    """One batch of the teacher pass: a floating (B, num_classes) tensor of finite logits, or a one-line
+    error naming the rows; the pass then stops, and nothing is marked complete."""
+    lo, hi = rows
+    where = f"teacher {name} on {split} rows {lo}-{hi - 1}"
+    if not isinstance(out, torch.Tensor) or not out.is_floating_point():
+        what = f"a {out.dtype} tensor" if isinstance(out, torch.Tensor) else type(out).__name__
+        raise UsageError(f"{where} returned {what}; it must return floating-point logits")
+    if out.shape != (hi - lo, num_classes):
+        raise UsageError(f"{where} returned shape {tuple(out.shape)}; it must return ({hi - lo}, {num_classes}) "
+                         f"logits for every batch")
+    if not torch.isfinite(out).all():
+        raise UsageError(f"{where} returned NaN or Inf logits; fix the teacher (its weights or its numerics), "
+                         f"and run the pass again")
 
 
 def load_teacher(spec: str | Path, weights: Path | None = None) -> TeacherSource:

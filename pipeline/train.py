@@ -17,6 +17,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from pipeline.errors import UsageError
 from pipeline.views import DEFAULT_PAD, apply_views, random_view_params
 
 __all__ = ["Trainer", "fit", "predict", "accuracy", "batches", "augment_batch", "to_unit_float", "set_threads",
@@ -73,9 +74,11 @@ def inference_batch(device: torch.device | str) -> int:
 
 
 @torch.no_grad()
-def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 0, amp: bool = False) -> torch.Tensor:
+def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 0, amp: bool = False,
+            check: Callable[[object, int, int], None] | None = None) -> torch.Tensor:
     """Eval-mode logits for uint8 images x (N, C, H, W) on the model's device: (N, K) float32 on the CPU.
-    ``batch_size`` 0: the device's :func:`inference_batch`."""
+    ``batch_size`` 0: the device's :func:`inference_batch`. ``check(output, start, stop)`` sees each batch's
+    raw output first (a user's teacher may return anything), and raises to stop."""
     model.eval()
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
     batch_size = batch_size or inference_batch(device)
@@ -83,7 +86,10 @@ def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 0, amp: bool = 
     for start in range(0, len(x), batch_size):
         xb = to_unit_float(x[start:start + batch_size].to(device, non_blocking=True))
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            out.append(model(xb).float().cpu())
+            y = model(xb)
+        if check is not None:
+            check(y, start, start + len(xb))
+        out.append(y.float().cpu())
     return torch.cat(out) if out else torch.empty(0)
 
 
@@ -148,6 +154,11 @@ class Trainer:
                 count += len(idx)
                 if step % 20 == 0:     # shown at once for the first batch, then with the bar's own updates
                     bar.set_postfix(loss=f"{loss.item():.4f}", refresh=step == 0)
+        if not torch.isfinite(total):
+            # Checked once an epoch (a per-batch check would sync a GPU every step); the epoch is never
+            # saved, so a resumed run starts again from the last finite one.
+            raise UsageError(f"{label}: the training loss became NaN or Inf in epoch {self.epochs_done + 1}; the run "
+                             f"was stopped and not saved as finished (check T, the learning rate and the cache)")
         self.epochs_done += 1
         return {"epoch": self.epochs_done, "train_loss": float(total) / max(count, 1), "lr": lr,
                 "seconds": time.perf_counter() - start}

@@ -15,7 +15,7 @@ import click
 from pipeline.errors import CALLER_ENV, UsageError
 from pipeline.files import is_disk_full
 from stages.data import data
-from stages.ensemble import ensemble, publish
+from stages.ensemble import ensemble, publish, reseal
 from stages.experiment import experiment_views
 from stages.export import export
 from stages.inspect import inspect, verify
@@ -36,7 +36,8 @@ def cli():
     """softcache: run the teacher once, cache its soft targets, train students on the CPU."""
 
 
-for command in (data, teacher, teacher_logits, ensemble, publish, student, sweep, experiment_views, experiment_labels,
+for command in (data, teacher, teacher_logits, ensemble, publish, reseal, student, sweep, experiment_views,
+                experiment_labels,
                 experiment_patient, self_distill, export, report, inspect, verify):
     cli.add_command(command)
 

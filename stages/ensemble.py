@@ -5,7 +5,7 @@ from pathlib import Path
 import click
 
 from pipeline.config import EnsembleConfig, PublishConfig
-from pipeline.ensemble import publish_cache, write_ensemble
+from pipeline.ensemble import publish_cache, reseal_published, write_ensemble
 
 
 @click.command("ensemble")
@@ -32,8 +32,20 @@ def ensemble(members, records, out, dtype):
 @click.option("--record", "records", multiple=True, type=click.Path(path_type=Path),
               help="A teacher.json behind the cache (one per ensemble member): training time and device.")
 @click.option("--note", default="", help="Anything else a user should know about this cache.")
+@click.option("--replace", default="", help="The name of the published cache this may replace (e.g. fashion-mnist); "
+                                           "without it an existing published cache is kept.")
 def publish(**options):
     """Write a float16 published copy of a cache, with a record of how it was made."""
     r = publish_cache(PublishConfig(**options))
     click.echo(f"{r['path']}: {r['bytes'] / 1e6:.1f} MB, teacher {100 * r['teacher_test_acc']:.2f}% on the test set, "
                f"{r['views']} views per image; record in {Path(r['path']).with_suffix('.json')}")
+
+
+@click.command("reseal")
+@click.argument("cache", type=click.Path(path_type=Path))
+@click.option("--why", required=True, help="Why it is resealed, for its record.")
+def reseal(cache, why):
+    """Maintainers: check a published cache made before digests against its record, then seal it with digests."""
+    r = reseal_published(cache, why)
+    click.echo(f"{cache}: resealed, fingerprint {r['fingerprint']}, teacher {100 * r['teacher_test_acc']:.2f}% on "
+               f"the test set as recorded")

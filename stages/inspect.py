@@ -23,12 +23,19 @@ def _folder(attrs) -> str:
             f"contents sha256 {r['contents_digest'][:12]})")
 
 
+_trust_option = click.option("--trust-undigested-cache", "trust", is_flag=True,
+                             help="Accept a cache without digests (an older softcache's): its values and attributes "
+                                  "then prove nothing.")
+
+
 @click.command("inspect")
 @click.argument("cache", type=click.Path(path_type=Path))
-@click.option("--T", "T", type=float, default=4.0, show_default=True, help="Temperature for the entropy column.")
-def inspect(cache, T):
+@click.option("--T", "T", type=click.FloatRange(0.01, 100), default=4.0, show_default=True,
+              help="Temperature for the entropy column.")
+@_trust_option
+def inspect(cache, T, trust):
     """Print what a cache holds (it is verified first)."""
-    c = LogitCache(cache)
+    c = LogitCache(cache, trust_undigested=trust)
     p = c.soft_targets(T)
     entropy = float(-(p * p.clamp_min(1e-12).log()).sum(1).mean())
     rows = [
@@ -71,8 +78,10 @@ def inspect(cache, T):
               help="State dict for a module:factory --teacher.")
 @click.option("--sample", type=click.IntRange(min=1), default=256, show_default=True,
               help="Rows re-scored per split with --teacher.")
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Draws the re-scored rows.")
-def verify(cache, dataset, teacher, teacher_weights, sample, seed):
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True,
+              help="Draws the re-scored rows.")
+@_trust_option
+def verify(cache, dataset, teacher, teacher_weights, sample, seed, trust):
     """Check completeness, checksums, the digests written with the values, shapes, values, order, the
     teacher's recorded accuracy (recomputed from the cached logits), and (with --dataset) provenance;
     with --teacher, that the cached logits are that teacher's."""
@@ -83,10 +92,10 @@ def verify(cache, dataset, teacher, teacher_weights, sample, seed):
         d = load_prepared(dataset)
         expect = CacheExpectations(dataset_fingerprint=d.fingerprint, num_classes=d.num_classes,
                                    train_rows=len(d.y_train))
-    c = LogitCache(cache, expect)
+    c = LogitCache(cache, expect, trust_undigested=trust)
     recorded, _ = check_recorded_accuracy(c)
-    digests = ("every dataset matches the digest written with it" if c.digests_checked
-               else "no digests recorded (made by an older softcache): checksums only")
+    digests = ("every dataset and attribute matches the digest written with it" if c.digests_checked
+               else "no digests recorded, accepted as asked (--trust-undigested-cache): checksums only")
     made_by = other_code(c.attrs)
     click.echo(f"{cache}: OK ({c.train_rows} train rows, {c.num_classes} classes, teacher {100 * recorded:.2f}% "
                f"on the test set as recorded, fingerprint {c.fingerprint}; {digests}; made by "

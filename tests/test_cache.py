@@ -100,7 +100,7 @@ def test_every_defect_is_caught_and_names_the_fix(tmp_path, case, match, stream)
         "rows": CacheExpectations(train_rows=60),
     }.get(case, expect)
     with pytest.raises(UsageError, match=match) as info:
-        LogitCache(path, expect, memory_limit_bytes=0 if stream else 1 << 30, block_rows=16)
+        LogitCache(path, expect, memory_limit_bytes=0 if stream else 1 << 30, block_bytes=16 * 4 * 4)
     assert "call pipeline.logits.write_teacher_logits(LogitsConfig(...))" in str(info.value)
 
 
@@ -163,7 +163,7 @@ def test_streaming_reads_the_same_targets_as_memory(tmp_path, topk):
         w.write("train", 0, z / 2.0, rng.integers(0, 8, 300), np.arange(300))
         w.write("test", 0, z[:50] / 2.0, rng.integers(0, 8, 50), np.arange(50))
     memory = LogitCache(tmp_path / "c.h5")
-    stream = LogitCache(tmp_path / "c.h5", memory_limit_bytes=0, block_rows=64)
+    stream = LogitCache(tmp_path / "c.h5", memory_limit_bytes=0, block_bytes=64 * 8 * 4)
     assert memory.in_memory and not stream.in_memory
     assert memory.fingerprint == stream.fingerprint
     idx = torch.randperm(300, generator=torch.Generator().manual_seed(0))[:40]

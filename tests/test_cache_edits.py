@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from pipeline.cache import LogitCache
-from pipeline.cache_format import content_digest
+from pipeline.cache_format import seal
 from pipeline.config import LogitsConfig, TeacherConfig
 from pipeline.errors import UsageError
 from pipeline.logits import write_teacher_logits
@@ -43,7 +43,16 @@ def _another_teachers_logits(f, other):
         f["train/logits"][...] = g["train/logits"][()]
 
 
-EDITS = [_reverse_columns, _scale_one_row, _shuffle_rows, _swap_labels, _another_teachers_logits]
+def _raise_temperature(f, other):       # every logit now reads 50x larger: no dataset changed
+    f.attrs["temperature"] = 50.0
+
+
+def _drop_a_view_attribute(f, other):
+    f.attrs["view_pad"] = 9
+
+
+EDITS = [_reverse_columns, _scale_one_row, _shuffle_rows, _swap_labels, _another_teachers_logits, _raise_temperature,
+         _drop_a_view_attribute]
 
 
 @pytest.fixture
@@ -61,7 +70,8 @@ def other_cache(tmp_path, prepared):
 def test_a_cache_records_the_digest_of_every_dataset(cache_file):
     with h5py.File(cache_file, "r") as f:
         digests = json.loads(f.attrs["digests"])
-        assert set(digests) == {f"{s}/{n}" for s in ("train", "test") for n in ("logits", "labels", "index")}
+        assert set(digests) == {f"{s}/{n}" for s in ("train", "test") for n in ("logits", "labels", "index")} | {
+            "attrs"}
         assert 0 <= float(f.attrs["teacher_train_acc"]) <= 1
     assert LogitCache(cache_file).digests_checked
 
@@ -84,7 +94,7 @@ def test_verify_teacher_passes_the_teachers_cache_and_catches_a_rewritten_digest
     with h5py.File(cache_file, "r+") as f:     # a careful edit: rewrite the digests and accuracy too
         _scale_one_row(f, None)
     with h5py.File(cache_file, "r+") as f:
-        f.attrs.update(content_digest(f, ("train", "test"), 3).attrs())
+        seal(f)
     LogitCache(cache_file)                      # passes every check of the file itself ...
     code, out, err = run_cli(["verify", cache_file, "--dataset", prepared, "--teacher", teacher_dir / "teacher.pt"],
                              capsys)
@@ -101,7 +111,7 @@ def test_verify_teacher_re_renders_mixup_views_and_compares_top_k(tmp_path, teac
     with h5py.File(cache, "r+") as f:           # views shifted by one row, digests rewritten: --teacher sees it
         f["train_views/topk_logits"][...] = np.roll(f["train_views/topk_logits"][()], 1, axis=0)
         f["train_views/topk_classes"][...] = np.roll(f["train_views/topk_classes"][()], 1, axis=0)
-        f.attrs.update(content_digest(f, ("train", "test", "train_views"), 3).attrs())
+        seal(f)
     code, _, err = run_cli(["verify", cache, "--dataset", prepared, "--teacher", teacher_dir / "teacher.pt",
                             "--sample", "500"], capsys)
     assert_one_line_error(code, err, "re-scored train_views rows")

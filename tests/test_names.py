@@ -84,7 +84,7 @@ def test_make_and_sweep_name_the_same_run_for_every_spelling(tmp_path):
         dry = make("-n", "student", f"T={spelling}", "ALPHA=0.50", "STUDENT=mlp", "TEACHER_EPOCHS=1", "LIMIT=3000",
                    f"DATA_DIR={tmp_path}")
         assert dry.returncode == 0, dry.stderr
-        made = re.search(r"--out-dir (\S+)", dry.stdout.split("softcache student", 1)[1]).group(1)
+        made = re.search(r"--out-dir '?([^' ]+)", dry.stdout.split("softcache student", 1)[1]).group(1)
         swept = plan_sweep(SweepConfig(student=template, runs_dir=tmp_path / "runs", reports_dir=tmp_path,
                                        students=("mlp",), Ts=(float(spelling),), alphas=(0.5,), seeds=(0,)))
         assert [str(r.out_dir) for r in swept] == [made] == [f"{tmp_path}/runs/mlp-T4-a0.5-from-e1-s0-e5-on-fashion-mnist-n3000"]
@@ -110,7 +110,8 @@ def test_teacher_tags_and_cache_names():
 
 def test_threads_are_shared_out():
     assert names.threads_per_run(0, 1, cores=8) == 8 and names.threads_per_run(0, 3, cores=8) == 2
-    assert names.threads_per_run(0, 16, cores=8) == 1 and names.threads_per_run(5, 2, cores=8) == 5
+    assert names.threads_per_run(0, 16, cores=8) == 1 and names.threads_per_run(3, 2, cores=8) == 3
+    assert names.threads_per_run(5, 2, cores=8) == 4 and names.threads_per_run(64, 1, cores=2) == 2   # capped
 
 
 @pytest.mark.parametrize("given,message", [
@@ -118,12 +119,12 @@ def test_threads_are_shared_out():
     ({"TEACHERS": "2", "CACHE_TOPK": "3"}, "stores every logit"),
     ({"MIXUP": "1"}, "MIXUP needs cached views"),
     ({"AUGMENT": "1", "REPLAY": "2"}, "drop AUGMENT"),
-    ({"TEACHERS": "0"}, "TEACHERS must be a whole number >= 1, got 0"),
+    ({"TEACHERS": "0"}, "TEACHERS must be a whole number in [1, 1024], got 0"),
     ({"DEVICE": "tpu"}, "DEVICE must be one of auto, cpu, cuda, got tpu"),
-    ({"LIMIT": "-5"}, "LIMIT must be a whole number >= 0, got -5"),
+    ({"LIMIT": "-5"}, "LIMIT must be a whole number in [0, 1000000000], got -5"),
     ({"SOURCE": "/nonexistent"}, "SOURCE=/nonexistent does not exist"),
     ({"TS": "1 x"}, "TS: T must be a number, got x"),
-    ({"LABELS": "-3"}, "LABELS must be a whole number >= 0, got -3"),
+    ({"LABELS": "-3"}, "LABELS must be a whole number in [0, 1000000000], got -3"),
     ({"LABELS": "600 600"}, "LABELS lists '600' twice"),
     ({"TRANSFER": "/nonexistent.npz"}, "TRANSFER=/nonexistent.npz does not exist"),
     ({"TRANSFER": "tests/conftest.py", "TEACHER": "published"}, "TEACHER=published holds no logits for TRANSFER"),
@@ -183,7 +184,7 @@ def test_every_variable_the_makefile_reads_comes_from_the_table():
     handed = set(re.findall(r"^(?:override )?([A-Z_]+) :=", fragment, re.M))
     fields = {"STAMP", "MEMBER_SEED", "RUN_STUDENT", "RUN_T", "RUN_ALPHA", "RUN_SEED"}
     own = {"MAKE", "MAKECMDGOALS", "PYTHON", "GIVEN", "NAMES_MK", "NAMES_RC", "SETTINGS_ERROR", "REPORT", "PASS_ARGS",
-           "EXPERIMENT_ARGS", "SWEEP", "BENCHMARKS"}
+           "EXPERIMENT_ARGS", "SWEEP", "BENCHMARKS", "NEWLINE", "NAMES_IN", "NAMES_OK"}
     assert used - set(settings.DEFAULTS) - handed - fields - own == set()
 
 
