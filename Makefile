@@ -6,7 +6,8 @@
 # parameter stamps (DATA_DIR/params/*.txt) whose content changed: `make student T=8` re-runs only the
 # student, a new TEACHER_EPOCHS retrains teacher and cache, `make -n` changes nothing. `make help`.
 
-SHELL := /bin/bash
+GIVEN    := $(foreach v,$(.VARIABLES),$(if $(filter command line,$(origin $v)),$v))
+override SHELL := /bin/bash   # the recipes are bash; SHELL=... given on the command line is refused below
 .DEFAULT_GOAL := help
 PYTHON ?= python3
 
@@ -17,7 +18,6 @@ define NEWLINE
 
 
 endef
-GIVEN    := $(foreach v,$(.VARIABLES),$(if $(filter command line,$(origin $v)),$v))
 $(foreach v,$(GIVEN),$(if $(findstring $(NEWLINE),$(value $v)),$(error make: a setting holds a line break; give every setting on one line)))
 NAMES_IN := $(shell mktemp)
 NAMES_MK := $(shell mktemp)

@@ -29,8 +29,8 @@ def assert_one_line_error(code, err, match):
 
 
 @pytest.mark.parametrize("extra,match", [
-    (["--T", "0"], "T must be a number > 0"),
-    (["--T", "-2"], "T must be a number > 0"),
+    (["--T", "0"], "T must be a number in [0.01, 100]"),
+    (["--T", "-2"], "T must be a number in [0.01, 100]"),
     (["--T", "abc"], "not a valid float"),
     (["--alpha", "1.5"], "ALPHA must be a number in [0, 1]"),
     (["--alpha", "-0.1"], "ALPHA must be a number in [0, 1]"),

@@ -111,7 +111,7 @@ def test_replay_renders_the_epochs_mixed_views_and_their_blended_labels(tmp_path
 def test_mixup_needs_views_and_a_sane_alpha(tmp_path, prepared, teacher_dir):
     with pytest.raises(UsageError, match="MIXUP needs cached views"):
         LogitsConfig(teacher=teacher_dir / "teacher.pt", dataset=prepared, out=tmp_path / "c.h5", mixup=1.0)
-    with pytest.raises(UsageError, match="MIXUP must be a number >= 0"):
+    with pytest.raises(UsageError, match=r"MIXUP must be a number in \[0, 1000\]"):
         LogitsConfig(teacher=teacher_dir / "teacher.pt", dataset=prepared, out=tmp_path / "c.h5", views=2, mixup=-1)
 
 

@@ -123,7 +123,7 @@ def test_bad_make_variable_is_one_line_and_exit_2(tmp_path):
     proc = make("student", "T=-1", "DEVICE=cpu", f"DATA_DIR={tmp_path}", "LIMIT=500", "TEACHER_EPOCHS=1",
                 "STUDENT=nope", check=False)
     assert proc.returncode == 2 and proc.stdout == ""
-    assert proc.stderr.strip().splitlines() == [proc.stderr.strip()] and "T must be a number > 0, got -1" in proc.stderr
+    assert proc.stderr.strip().splitlines() == [proc.stderr.strip()] and "T must be a number in [0.01, 100], got -1" in proc.stderr
     assert not tmp_path.joinpath("params").exists()   # refused before any stamp was written
 
 
