@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from pipeline.cache import VIEW_SPLIT, LogitCache
+from pipeline.cache_format import seal
 from pipeline.config import EnsembleConfig, LogitsConfig, PublishConfig, StudentConfig, TeacherConfig
 from pipeline.ensemble import check_recorded_accuracy, publish_cache, write_ensemble
 from pipeline.errors import UsageError
@@ -233,9 +234,14 @@ def test_published_cache_is_float16_marked_and_verified_against_its_record(tmp_p
                                     teacher_tag="published"), progress=False)
     assert m["published"] is True
 
-    # verify recomputes the accuracy: a record that does not match the logits fails, exit 2.
+    # verify recomputes the accuracy: a record that does not match the logits fails, exit 2. An edit that
+    # left the digests as they were is refused by them; a careful one (digests rewritten) by the accuracy.
     with h5py.File(out, "a") as f:
         f.attrs["teacher_test_acc"] = recorded - 0.25
+    with pytest.raises(UsageError, match="attributes differ from the digest"):
+        LogitCache(out)
+    with h5py.File(out, "a") as f:
+        seal(f)
     result = subprocess.run([sys.executable, "-m", "stages.cli", "verify", str(out)], capture_output=True, text=True)
     assert result.returncode == 2 and "records" in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
