@@ -76,7 +76,7 @@ def test_a_failing_run_is_reported_and_the_others_are_kept(tmp_path, prepared, c
 @pytest.mark.parametrize("kw,match", [
     ({"Ts": ()}, "TS is empty"), ({"Ts": (2.0, 2.0)}, "TS lists 2.0 twice"),
     ({"Ts": (4.0, -1.0)}, r"TS: T must be a number in \[0.01, 100\], got -1"), ({"alphas": (0.0, 1.5)}, r"ALPHAS: ALPHA must be a number in \[0, 1\], got 1.5"),
-    ({"seeds": (0, -3)}, "SEEDS: SEED must be a whole number in [0, 4294967295], got -3"), ({"students": ("mlp", "vit")}, "unknown student 'vit'"),
+    ({"seeds": (0, -3)}, r"SEEDS: SEED must be a whole number in \[0, 4294967295\], got -3"), ({"students": ("mlp", "vit")}, "unknown student 'vit'"),
     ({"backend": "dask"}, "needs SCHEDULER"), ({"jobs": 0}, "JOBS")])
 def test_bad_grids_are_refused_before_any_run(tmp_path, prepared, cache_file, kw, match):
     with pytest.raises(UsageError, match=match):
