@@ -11,9 +11,7 @@ override SHELL := /bin/bash   # the recipes are bash; SHELL=... given on the com
 .DEFAULT_GOAL := help
 PYTHON ?= python3
 
-# Settings are data, never code: each command-line value is written unexpanded ($(value)) to a file by
-# Make itself, never through a shell's command line, and pipeline.names reads it from there. A line
-# break would end a value early, so it is refused here; the rest is checked by pipeline.names.
+# Settings are data: values go unexpanded ($(value)) to a file Make writes, never through a shell; pipeline.names reads it.
 define NEWLINE
 
 
@@ -165,8 +163,7 @@ bench: $(INSTALLED) $(DATA_FILE) $(TEACHER_TARGETS)   # cache_storage reads the 
 	  for b in $(BENCHMARKS); do '$(VENV)/bin/python' benchmarks/$$b.py || exit 1; echo; done; } > BENCHMARKS.md.tmp
 	mv BENCHMARKS.md.tmp BENCHMARKS.md
 
-# Only the folders softcache writes, inside DATA_DIR (which pipeline.names refuses empty or /); raw/ keeps
-# the downloaded dataset, and anything else in DATA_DIR is the user's.
+# Only softcache's own folders inside DATA_DIR (never empty or /); raw/ and anything else there is kept.
 clean-students:
 	rm -rf $(foreach d,runs tuning reports tensorboard,'$(DATA_DIR)/$d')
 clean:
