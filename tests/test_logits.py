@@ -1,5 +1,6 @@
 """The teacher pass: resumable after kill -9, one writer at a time."""
 
+import json
 import os
 import signal
 import subprocess
@@ -11,6 +12,7 @@ import h5py
 import numpy as np
 import pytest
 
+from pipeline.cache_format import ATTRS_DIGEST
 from pipeline.config import LogitsConfig
 from pipeline.errors import UsageError
 from pipeline.logits import exclusive_writer, parts_dir, write_teacher_logits
@@ -144,6 +146,10 @@ def test_torchrun_two_processes_write_the_single_process_cache(tmp_path, prepare
         attrs_a = {k: v for k, v in fa.attrs.items() if k not in timing}
         attrs_b = {k: v for k, v in fb.attrs.items() if k not in timing}
         assert attrs_a.keys() == attrs_b.keys()
+        # The attribute digest covers the timing attributes too; the value digests must match exactly.
+        values_a, values_b = (json.loads(d.pop("digests")) for d in (attrs_a, attrs_b))
+        values_a.pop(ATTRS_DIGEST), values_b.pop(ATTRS_DIGEST)
+        assert values_a == values_b
         assert all(np.array_equal(attrs_a[k], attrs_b[k]) for k in attrs_a)
     assert not parts_dir(sharded).exists()
     assert two.stdout.count("train +") == 1     # one summary line, from rank 0

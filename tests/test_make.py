@@ -91,7 +91,7 @@ def test_stage_graph_rebuilds_only_what_changed(tmp_path):
     # An ensemble of two teachers with a mixup bank: the member already trained is reused, only
     # the new member is trained; COMBINE=probs learns from the mean of their probabilities.
     ens = make("student", "TEACHERS=2", "VIEWS=2", "MIXUP=1", "REPLAY=2", "T=2", "ALPHA=1", "COMBINE=probs", *common)
-    assert ens.stdout.count("softcache teacher --") == 1 and "--seed 1" in ens.stdout
+    assert ens.stdout.count("softcache teacher --") == 1 and "--seed '1'" in ens.stdout
     assert ens.stdout.count("softcache teacher-logits") == 2 and "softcache ensemble" in ens.stdout
     assert "ensemble of 2 test accuracy" in ens.stdout
     assert (fingerprint(cache), fingerprint(teacher)) == before
