@@ -20,7 +20,7 @@ import torch
 from pipeline import cache_checks
 from pipeline.cache_format import (COMBINES, FORMAT_VERSION, SPLITS, VIEW_SPLIT, CacheWriter, ContentDigest,
                                    dense_logits, parse_combine, plain, split_names, storage_bytes, stored_names,
-                                   structure_problem, write_cache)
+                                   file_attrs, structure_problem, write_cache)
 from pipeline.errors import UsageError
 
 __all__ = ["LogitCache", "CacheExpectations", "FORMAT_VERSION", "VIEW_SPLIT", "COMBINES", "CacheWriter",
@@ -69,7 +69,7 @@ class LogitCache:
         self._memo: tuple = (None, None)
         try:
             with h5py.File(self.path, "r") as f:
-                self.attrs = {k: plain(v) for k, v in f.attrs.items()}
+                self.attrs = file_attrs(f)
                 self._check(cache_checks.attrs_problem(self.attrs))
                 combine_problem = cache_checks.combine_problem(self.path, self.combine, self.members)
                 if combine_problem:

@@ -92,7 +92,8 @@ from pipeline.settings import check, check_ensemble_storage
 __all__ = ["FORMAT_VERSION", "READABLE_VERSIONS", "TRANSFER_ATTRS", "SPLITS", "VIEW_SPLIT", "COMBINES", "ROW_DATASETS",
            "MIX_DATASETS", "CacheWriter", "ContentDigest", "content_digest",
            "write_cache", "estimated_bytes", "parse_combine", "stored_names", "split_names", "dense_logits", "plain",
-           "read_attrs", "read_arrays", "storage_bytes", "attrs_digest", "seal", "structure_problem", "ATTRS_DIGEST"]
+           "read_attrs", "read_arrays", "storage_bytes", "attrs_digest", "seal", "structure_problem", "ATTRS_DIGEST",
+           "CLASS_NAMES", "write_class_names", "file_attrs"]
 
 FORMAT_VERSION = 2                # the newest this code writes and reads
 READABLE_VERSIONS = (1, 2)
@@ -247,8 +248,10 @@ def write_cache(path: Path, *, rows: dict[str, int], num_classes: int, temperatu
                 "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                 "complete": False,
                 **code_version(),
-                **attrs,
+                **{k: v for k, v in attrs.items() if k != CLASS_NAMES},
             })
+            if CLASS_NAMES in attrs:
+                write_class_names(f, attrs[CLASS_NAMES])
             writer = CacheWriter(f, rows, num_classes, dtype, topk, members=members,
                                  mixup=float(attrs.get("view_mixup", 0)) > 0, train_rows=rows.get("train", 0),
                                  unlabelled=transfer)
@@ -349,7 +352,7 @@ def seal(f: h5py.File) -> None:
     splits = [split for split in (*SPLITS, VIEW_SPLIT) if split in f]
     content = content_digest(f, splits, int(f.attrs["num_classes"]))
     f.attrs["teacher_train_acc"] = content.train_accuracy()
-    f.attrs["digests"] = content.attrs_json({k: plain(v) for k, v in f.attrs.items()})
+    f.attrs["digests"] = content.attrs_json(file_attrs(f))
 
 
 def content_digest(f: h5py.File, splits, num_classes: int, block_rows: int = 65536) -> ContentDigest:
@@ -424,19 +427,46 @@ def structure_problem(f: h5py.File, splits) -> str | None:
     return None
 
 
+CLASS_NAMES = "class_names"      # a top-level dataset: HDF5 caps an attribute at 64 KB, about 4,000 names
+MAX_NAME_BYTES = 1 << 30
+
+
+def write_class_names(f: h5py.File, names) -> None:
+    """Class names as a dataset of UTF-8 strings, so that any number of classes fits."""
+    f.create_dataset(CLASS_NAMES, data=[str(n) for n in names], dtype=h5py.string_dtype())
+
+
+def file_attrs(f: h5py.File) -> dict:
+    """What a file says about itself, as plain values: its attributes, and its class names wherever they are
+    (a dataset in new files, a list attribute in files made before classes could outgrow an attribute).
+    Class names take part in the attribute digest either way."""
+    attrs = {k: plain(v) for k, v in f.attrs.items()}
+    if CLASS_NAMES in f:
+        link = f.get(CLASS_NAMES, getlink=True)
+        ds = f[CLASS_NAMES] if isinstance(link, h5py.HardLink) else None
+        if (not isinstance(ds, h5py.Dataset) or ds.ndim != 1 or h5py.check_string_dtype(ds.dtype) is None
+                or ds.is_virtual or ds.external or ds.id.get_storage_size() > MAX_NAME_BYTES):
+            raise ValueError(f"/{CLASS_NAMES} is not a plain one-dimensional dataset of strings")
+        if CLASS_NAMES in attrs:
+            raise ValueError(f"class names are both an attribute and the dataset /{CLASS_NAMES}")
+        attrs[CLASS_NAMES] = [n.decode() if isinstance(n, bytes) else str(n) for n in ds[()]]
+    return attrs
+
+
 def read_attrs(path: Path) -> dict:
-    """A cache's attributes as plain values, unchecked (for tools that report on files)."""
+    """A cache's attributes (and class names) as plain values, unchecked (for tools that report on files)."""
     with h5py.File(path, "r") as f:
-        return {k: plain(v) for k, v in f.attrs.items()}
+        return file_attrs(f)
 
 
 def read_arrays(path: Path) -> dict[str, np.ndarray]:
     """Every dataset of a cache by 'split/name', unchecked: for comparing two files bit for bit."""
     with h5py.File(path, "r") as f:
-        return {f"{g}/{d}": f[g][d][()] for g in f for d in f[g]}
+        return {f"{g}/{d}": f[g][d][()] for g in f if isinstance(f[g], h5py.Group) for d in f[g]}
 
 
 def storage_bytes(path: Path) -> dict[str, int]:
     """Bytes each split takes in the file (after compression)."""
     with h5py.File(path, "r") as f:
-        return {split: sum(ds.id.get_storage_size() for ds in f[split].values()) for split in f}
+        return {split: sum(ds.id.get_storage_size() for ds in f[split].values())
+                for split in f if isinstance(f[split], h5py.Group)}

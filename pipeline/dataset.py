@@ -84,6 +84,9 @@ def _check_splits(d: Dataset) -> None:
                 f"{d.name}: {split} labels must lie in [0, {len(d.class_names)}), "
                 f"found {int(y.min())}..{int(y.max())}"
             )
+    if len(d.y_train) == 0:
+        raise UsageError(f"{d.name}: the train split holds no images, so nothing can learn from it; "
+                         f"give a dataset with training images (and LIMIT=0 or a positive LIMIT)")
     if d.x_train.shape[1:] != d.x_test.shape[1:]:
         raise UsageError(f"{d.name}: train images {d.x_train.shape[1:]} and test images "
                          f"{d.x_test.shape[1:]} differ in shape")

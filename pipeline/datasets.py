@@ -13,7 +13,11 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import hashlib
+import math
+import os
 import urllib.request
+import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -73,25 +77,31 @@ _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">
 # --- file formats ---------------------------------------------------------------------
 
 def read_idx(path: Path) -> np.ndarray:
-    """Read an IDX file (gzip-compressed or raw, told apart by the gzip magic bytes)."""
+    """Read an IDX file (gzip-compressed or raw, told apart by the gzip magic bytes). The header is read
+    first, and no more than it declares is ever inflated: a small .gz can inflate to terabytes."""
     path = Path(path)
-    raw = path.read_bytes()
-    if raw[:2] == b"\x1f\x8b":
-        try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError) as exc:
-            raise UsageError(f"{path}: damaged gzip file ({exc}); fetch it again") from None
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
-        raise UsageError(f"{path}: not an IDX file (bad magic number)")
-    ndim = raw[3]
-    dims = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
-    dtype = np.dtype(_IDX_DTYPES[raw[2]])
-    offset = 4 + 4 * ndim
-    expected = int(np.prod(dims)) * dtype.itemsize
-    if len(raw) - offset != expected:
-        raise UsageError(f"{path}: IDX header says {dims} but the file holds "
-                         f"{len(raw) - offset} bytes of data instead of {expected}; fetch it again")
-    return np.frombuffer(raw, dtype=dtype, offset=offset).reshape(dims).astype(dtype.newbyteorder("="))
+    with open(path, "rb") as raw_file:
+        gzipped = raw_file.read(2) == b"\x1f\x8b"
+    try:
+        with (gzip.open(path, "rb") if gzipped else open(path, "rb")) as f:
+            head = f.read(4)
+            if len(head) < 4 or head[0] != 0 or head[1] != 0 or head[2] not in _IDX_DTYPES:
+                raise UsageError(f"{path}: not an IDX file (bad magic number)")
+            dims_raw = f.read(4 * head[3])
+            dims = tuple(int.from_bytes(dims_raw[4 * i: 4 * i + 4], "big") for i in range(len(dims_raw) // 4))
+            dtype = np.dtype(_IDX_DTYPES[head[2]])
+            expected = math.prod(dims) * dtype.itemsize
+            if len(dims) != head[3] or expected > _memory_bytes():
+                raise UsageError(f"{path}: IDX header declares {dims} values of {dtype}, which this machine's "
+                                 f"memory cannot hold (or the header is cut short); fetch it again")
+            data = f.read(expected + 1)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise UsageError(f"{path}: damaged gzip file ({exc}); fetch it again") from None
+    if len(data) != expected:
+        held = f"{len(data)} bytes" if len(data) < expected else "more bytes"
+        raise UsageError(f"{path}: IDX header says {dims} but the file holds {held} of data instead of "
+                         f"{expected}; fetch it again")
+    return np.frombuffer(data, dtype=dtype).reshape(dims).astype(dtype.newbyteorder("="))
 
 
 def write_idx(path: Path, array: np.ndarray, compress: bool | None = None) -> None:
@@ -173,19 +183,54 @@ def load_idx_dir(directory: Path, name: str = "fashion-mnist") -> Dataset:
     )
 
 
+def _memory_bytes() -> int:
+    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def _npz_size_problem(path: Path) -> str | None:
+    """What an .npz's arrays declare before one is inflated: a few kilobytes of deflated zeros can declare
+    a terabyte, and numpy allocates what the header says. Each member's header is read (not its data),
+    and the file is refused when a member holds fewer bytes than its header declares, or when the arrays
+    together would not fit in this machine's memory."""
+    total = 0
+    with zipfile.ZipFile(path) as z:
+        for info in z.infolist():
+            if not info.filename.endswith(".npy"):
+                continue
+            with z.open(info) as member:
+                version = np.lib.format.read_magic(member)
+                read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                               else np.lib.format.read_array_header_2_0)
+                shape, _, dtype = read_header(member)
+                declared = math.prod(shape) * dtype.itemsize
+                if info.file_size < member.tell() + declared:
+                    return f"array {info.filename[:-4]} declares {shape} {dtype}, more than the file holds"
+            total += declared
+    if total > _memory_bytes():
+        return f"its arrays take {total / 2**30:,.1f} GiB once inflated, more than this machine's memory"
+    return None
+
+
+def read_npz(path: Path) -> dict[str, np.ndarray]:
+    """Every array of an .npz, never unpickled, refused in one line if it would not fit (see above)."""
+    try:
+        problem = _npz_size_problem(path)
+        if problem is None:
+            with np.load(path, allow_pickle=False) as f:
+                return {k: f[k] for k in f.files}
+    except (OSError, ValueError, zipfile.BadZipFile, MemoryError, EOFError) as exc:
+        problem = f"not a readable .npz file ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
+    raise UsageError(f"{path}: {problem}")
+
+
 def load_npz(path: Path, layout: str = "auto") -> Dataset:
     """Read a user's .npz with x_train, y_train, x_test, y_test (and optional class_names);
     images (N, H, W), (N, C, H, W) or (N, H, W, C) (``layout``, see :func:`image_layout`)."""
     path = Path(path)
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in f.files]
-            if missing:
-                raise UsageError(f"{path}: missing arrays {missing}; an .npz dataset needs "
-                                 "x_train, y_train, x_test, y_test")
-            arrays = {k: f[k] for k in f.files}
-    except (OSError, ValueError) as exc:
-        raise UsageError(f"{path}: not a readable .npz file ({exc})") from None
+    arrays = read_npz(path)
+    missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in arrays]
+    if missing:
+        raise UsageError(f"{path}: missing arrays {missing}; an .npz dataset needs x_train, y_train, x_test, y_test")
     for k in ("y_train", "y_test"):
         if not np.issubdtype(arrays[k].dtype, np.integer):
             raise UsageError(f"{path}: {k} must hold integer labels, got {arrays[k].dtype}")
@@ -364,11 +409,12 @@ def load_prepared(path: Path, verify: bool = True) -> Dataset:
             raise UsageError(f"{path} content does not match its recorded fingerprint", fix="data")
         return d
     try:
-        with np.load(path, allow_pickle=False) as f:
-            a = {k: f[k] for k in f.files}
+        a = read_npz(path)
         d = Dataset(str(a["name"]), a["x_train"], a["y_train"], a["x_test"], a["y_test"],
                     tuple(str(n) for n in a["class_names"]),
                     source=FolderSource.from_arrays(a) if "source" in a else None)
+    except UsageError as exc:
+        raise UsageError(exc.message, fix="data") from None
     except (OSError, ValueError, KeyError) as exc:
         raise UsageError(f"{path} is not a prepared softcache dataset ({exc})", fix="data") from None
     if d.fingerprint != str(a["fingerprint"]):

@@ -205,7 +205,17 @@ def write_json(path: Path, obj: dict) -> None:
 
 
 def read_json(path: Path) -> dict:
-    return json.loads(Path(path).read_text())
+    """A JSON record softcache wrote: an object, or a one-line UsageError (a file in softcache's folders that
+    another tool wrote, or one cut short, is not trusted as a record)."""
+    try:
+        record = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise UsageError(f"{path} is not a JSON record softcache wrote ({str(exc).splitlines()[0]}); "
+                         f"move it away, or run the step that makes it again") from None
+    if not isinstance(record, dict):
+        raise UsageError(f"{path} is not a JSON record softcache wrote (it holds a {type(record).__name__}, "
+                         f"not an object); move it away, or run the step that makes it again")
+    return record
 
 
 def lock_path(out: Path) -> Path:

@@ -202,8 +202,6 @@ class PreparedWriter:
     def finish(self, name: str, class_names, source=None) -> str:
         """Record the names and the folder's record, then the fingerprint, read back block by block as
         every reader will read it; return the fingerprint."""
-        import json
-
         import h5py
 
         f = self.file
@@ -214,7 +212,9 @@ class PreparedWriter:
                     f.create_dataset(key, data=value, dtype=h5py.string_dtype())
                 else:
                     f.create_dataset(key, data=value)
-        f.attrs.update({"format": PREPARED_FORMAT, "name": name, "class_names": json.dumps(list(class_names))})
+        # A dataset, not an attribute: HDF5 caps an attribute at 64 KB, about 4,000 class names.
+        f.create_dataset("class_names", data=[str(n) for n in class_names], dtype=h5py.string_dtype())
+        f.attrs.update({"format": PREPARED_FORMAT, "name": name})
         path, labels = Path(f.filename), {s: f[f"{s}/labels"][:] for s in ("train", "test")}
         f.close()
         fingerprint = fingerprint_of(DiskImages(path, "train"), labels["train"], DiskImages(path, "test"),
@@ -285,6 +285,8 @@ def read_prepared_h5(path: Path) -> PreparedH5:
     with h5py.File(path, "r") as f:
         if f.attrs.get("format") != PREPARED_FORMAT:
             raise KeyError(f"format {f.attrs.get('format')!r}")
+        names = (tuple(f["class_names"].asstr()[:]) if "class_names" in f    # older files: an attribute
+                 else tuple(json.loads(f.attrs["class_names"])))
         return PreparedH5(str(f.attrs["name"]), DiskImages(path, "train"), f["train/labels"][:],
-                          DiskImages(path, "test"), f["test/labels"][:], tuple(json.loads(f.attrs["class_names"])),
+                          DiskImages(path, "test"), f["test/labels"][:], names,
                           str(f.attrs["fingerprint"]), _source_arrays(f))

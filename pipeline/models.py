@@ -55,7 +55,23 @@ def _create(registry: dict[str, ModelFactory], kind: str, name: str, **kwargs) -
         raise UsageError(
             f"unknown {kind} '{name}'; choose one of: {', '.join(sorted(registry))}"
         )
-    return registry[name](**{k: v for k, v in kwargs.items() if v is not None})
+    model = registry[name](**{k: v for k, v in kwargs.items() if v is not None})
+    if kwargs.get("in_shape") is not None:
+        _check_takes(model, kind, name, tuple(kwargs["in_shape"]))
+    return model
+
+
+def _check_takes(model: nn.Module, kind: str, name: str, in_shape: tuple) -> None:
+    """One image through the new model before any training: a model too deep for the images (2x2 pixels
+    through two poolings) is one line now, not a traceback from inside the first epoch."""
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros(1, *in_shape))
+    except RuntimeError as exc:
+        raise UsageError(f"the {kind} '{name}' cannot take images of shape {in_shape} "
+                         f"({str(exc).splitlines()[0]}); choose another {kind} or a larger IMAGE_SIZE") from None
+    finally:
+        model.train()
 
 
 def create_student(name: str, **kwargs) -> nn.Module:

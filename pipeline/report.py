@@ -22,11 +22,28 @@ __all__ = ["collect_runs", "summarize", "render_markdown", "render_winners", "wi
            "results_section", "write_report", "README_START", "README_END"]
 
 
+# What every finished run's metrics.json holds, whatever made it (distillation, PS-KD): what reports group by.
+RUN_RECORD = {"student": str, "epochs": int, "seed": int, "test_acc": float, "params": int,
+              "seconds_per_epoch": float}
+
+
+def read_run_metrics(path: Path) -> dict:
+    """A finished run's metrics.json, refused in one line when softcache did not write it (a foreign file
+    in DATA_DIR/runs would otherwise fail a report with a traceback, or be counted as a run)."""
+    metrics = read_json(path)
+    for key, kind in RUN_RECORD.items():
+        value = metrics.get(key)
+        if not isinstance(value, (int, float) if kind is float else kind) or isinstance(value, bool):
+            raise UsageError(f"{path} is not the record of a run softcache finished ({key!r} is {value!r}); "
+                             f"move that run folder out of {Path(path).parent.parent}")
+    return metrics
+
+
 def collect_runs(runs_dir: Path) -> list[dict]:
     """metrics.json of every finished run (directories being written are skipped: they start with '.')."""
     runs = []
     for path in sorted(Path(runs_dir).glob("[!.]*/metrics.json")):
-        metrics = read_json(path)
+        metrics = read_run_metrics(path)
         metrics["run"] = path.parent.name
         runs.append(metrics)
     return runs

@@ -54,7 +54,7 @@ def _finished(cfg: StudentConfig, cache_fingerprint: str) -> dict | None:
     path = cfg.out_dir / METRICS_FILE
     try:
         metrics = read_json(path)
-    except (OSError, ValueError):
+    except (OSError, UsageError):     # none yet, or not a record softcache wrote: train the run
         return None
     return metrics if metrics.get("cache_fingerprint") == cache_fingerprint else None
 

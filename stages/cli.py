@@ -7,6 +7,7 @@ keeps its traceback.
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 
@@ -42,6 +43,13 @@ for command in (data, teacher, teacher_logits, ensemble, publish, reseal, studen
     cli.add_command(command)
 
 
+_PATH_ERRORS = {errno.ENAMETOOLONG: "use a shorter path (at most 255 characters for each name)",
+                errno.EACCES: "check the path's permissions", errno.EPERM: "check the path's permissions",
+                errno.EROFS: "write to a folder on a writable file system (DATA_DIR)",
+                errno.ELOOP: "a link in the path points in a loop; fix or remove it",
+                errno.ENOTDIR: "a part of the path is a file, not a folder"}
+
+
 def _one_line(text: str) -> str:
     return " ".join(text.split())
 
@@ -69,7 +77,12 @@ def _main(argv: list[str] | None) -> None:
     except UsageError as exc:
         click.echo(f"{prefix}: error: {_one_line(str(exc))}", err=True)
         code = 2
-    except OSError as exc:      # a full disk met where no stage checked for it
+    except OSError as exc:      # a full disk, or a path the system refuses, met where no stage checked for it
+        if exc.errno in _PATH_ERRORS:
+            name = str(exc.filename or "")
+            click.echo(f"{prefix}: error: {exc.strerror}: {name[:80]}{'...' if len(name) > 80 else ''}; "
+                       f"{_PATH_ERRORS[exc.errno]}", err=True)
+            sys.exit(2)
         if not is_disk_full(exc):
             raise
         where = f" writing {exc.filename}" if getattr(exc, "filename", None) else ""

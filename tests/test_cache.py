@@ -194,3 +194,22 @@ def test_streaming_reader_is_safe_across_fork(tmp_path):
         if child.is_alive():
             child.kill()
     assert child.exitcode == 0 and np.allclose(there, here.numpy())
+
+
+def test_class_names_of_any_number_fit_and_are_covered_by_the_digest(tmp_path):
+    """5,000 names outgrow HDF5's 64 KB attribute limit: they are a dataset, read back whole, and an
+    edited name is refused like any edited attribute."""
+    c, path = 5000, tmp_path / "many.h5"
+    names = [f"class number {i}" for i in range(c)]
+    z = np.random.default_rng(0).normal(size=(8, c)).astype(np.float32)
+    with write_cache(path, rows={"train": 8, "test": 8}, num_classes=c, temperature=1.0,
+                     attrs={**ATTRS, "class_names": names}) as w:
+        for split in ("train", "test"):
+            w.write(split, 0, z, np.arange(8) % c, np.arange(8))
+    cache = LogitCache(path)
+    assert cache.attrs["class_names"] == names
+    with h5py.File(path, "r+") as f:
+        assert "class_names" not in f.attrs and f["class_names"].shape == (c,)
+        f["class_names"][3] = "renamed"
+    with pytest.raises(UsageError, match="attributes differ from the digest"):
+        LogitCache(path)

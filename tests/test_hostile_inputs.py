@@ -471,3 +471,88 @@ def test_every_variable_the_makefile_sets_for_itself_is_refused_from_the_command
     import re
     own = set(re.findall(r"^(?:override )?([A-Z_]+) *(?::=|=|\?=)", text, re.M)) - {"PYTHON"}
     assert own and own <= INTERNAL, own - INTERNAL
+
+
+# --- careless inputs that used to end in a traceback -------------------------------------------------------
+
+def _npz(path: Path, x_train: np.ndarray, x_test: np.ndarray) -> Path:
+    np.savez(path, x_train=x_train, y_train=np.arange(len(x_train)) % 2, x_test=x_test,
+             y_test=np.arange(len(x_test)) % 2)
+    return path
+
+
+def _inflating_npz(path: Path) -> Path:
+    """A few kilobytes whose x_train header declares 10^12 bytes: numpy would allocate what it says."""
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "|u1", "fortran_order": False,
+                                                  "shape": (4_000_000, 500, 500)})
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("x_train.npy", header.getvalue() + bytes(1 << 20))
+        for name, value in {"y_train": np.zeros(4, np.int64), "x_test": np.zeros((2, 8, 8), np.uint8),
+                            "y_test": np.zeros(2, np.int64)}.items():
+            body = io.BytesIO()
+            np.save(body, value)
+            z.writestr(f"{name}.npy", body.getvalue())
+    return path
+
+
+def test_careless_datasets_are_one_line(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    images = lambda n, s: rng.integers(0, 255, (n, s, s), dtype=np.uint8)   # noqa: E731
+    no_train = _npz(tmp_path / "no-train.npz", images(0, 8), images(4, 8))
+    code, _, err = run_cli(["data", "--dataset", no_train, "--out", tmp_path / "a.npz"], capsys)
+    assert_one_line(code, err, "the train split holds no images")
+    code, _, err = run_cli(["data", "--dataset", _inflating_npz(tmp_path / "bomb.npz"), "--out", tmp_path / "b.npz"],
+                           capsys)
+    assert_one_line(code, err, "declares (4000000, 500, 500) uint8, more than the file holds")
+    long_name = tmp_path / ("a" * 300 + ".npz")
+    code, _, err = run_cli(["data", "--dataset", long_name, "--out", tmp_path / "c.npz"], capsys)
+    assert_one_line(code, err, "use a shorter path")
+    tiny = _npz(tmp_path / "two-by-two.npz", images(8, 2), images(4, 2))
+    assert run_cli(["data", "--dataset", tiny, "--out", tmp_path / "tiny.npz"], capsys)[0] == 0
+    code, _, err = run_cli(["teacher", "--dataset", tmp_path / "tiny.npz", "--out-dir", tmp_path / "t",
+                            "--arch", "cnn", "--epochs", "1", "--device", "cpu"], capsys)
+    assert_one_line(code, err, "the teacher 'cnn' cannot take images of shape (1, 2, 2)")
+    assert not (tmp_path / "t" / "teacher.pt").exists()
+    assert not any((tmp_path / n).exists() for n in ("a.npz", "b.npz", "c.npz"))
+
+
+def test_arrays_that_would_not_fit_in_memory_are_refused_before_they_are_inflated(tmp_path, monkeypatch):
+    """An honest .npz larger than this machine's memory (the limit is lowered to 1 KB here, so the test
+    needs no gigabytes) is refused by its headers, and so is an IDX .gz whose header declares too much."""
+    from pipeline import datasets
+
+    path = _npz(tmp_path / "big.npz", np.zeros((4, 32, 32), np.uint8), np.zeros((2, 32, 32), np.uint8))
+    monkeypatch.setattr(datasets, "_memory_bytes", lambda: 1024)
+    with pytest.raises(UsageError, match="GiB once inflated, more than this machine's memory"):
+        datasets.load_npz(path)
+    idx = tmp_path / "train-images-idx3-ubyte.gz"
+    datasets.write_idx(idx, np.zeros((4, 32, 32), np.uint8))
+    with pytest.raises(UsageError, match="which this machine's memory cannot hold"):
+        datasets.read_idx(idx)
+
+
+def test_a_file_name_that_is_not_utf8_is_named_in_one_line(tmp_path, capsys):
+    from PIL import Image
+
+    for split in ("train", "test"):
+        for label in ("a", "b"):
+            folder = tmp_path / "folder" / split / label
+            folder.mkdir(parents=True)
+            for i in range(2):
+                Image.fromarray(np.full((8, 8), 40 * i, np.uint8)).save(folder / f"{i}.png")
+    os.rename(tmp_path / "folder" / "train" / "a" / "0.png", os.fsencode(tmp_path / "folder" / "train" / "a") + b"/\xff.png")
+    code, _, err = run_cli(["data", "--dataset", tmp_path / "folder", "--out", tmp_path / "p.h5"], capsys)
+    assert_one_line(code, err, r"the file name b'train/a/\xff.png' is not UTF-8 text")
+    assert not (tmp_path / "p.h5").exists()
+
+
+@pytest.mark.parametrize("text,match", [("[1, 2]", "holds a list, not an object"), ("{not json", "is not a JSON record"),
+                                        ('{"student": "mlp"}', "is not the record of a run softcache finished")])
+def test_a_foreign_metrics_file_in_runs_is_named_by_the_report(tmp_path, capsys, text, match):
+    run = tmp_path / "runs" / "someone-elses"
+    run.mkdir(parents=True)
+    (run / "metrics.json").write_text(text)
+    code, _, err = run_cli(["report", "--runs", tmp_path / "runs", "--out", tmp_path / "report.md"], capsys)
+    assert_one_line(code, err, match)
+    assert not (tmp_path / "report.md").exists()

@@ -139,3 +139,14 @@ def test_the_dataset_for_your_own_loop_reads_disk_images_in_worker_processes(on_
     batches = [list(DataLoader(d, batch_size=32, num_workers=2)) for d in (disk, memory)]
     for (xa, ta, ya), (xb, tb, yb) in zip(*batches):
         assert torch.equal(xa, xb) and torch.equal(ta, tb) and torch.equal(ya, yb)
+
+
+def test_class_names_of_any_number_fit_in_a_prepared_file(tmp_path, tiny_dataset):
+    """A prepared file keeps its class names as a dataset: 5,000 of them outgrow an HDF5 attribute."""
+    import dataclasses
+
+    names = tuple(f"class {i}" for i in range(5000))
+    many = dataclasses.replace(tiny_dataset, class_names=names)
+    path = tmp_path / "dataset" / "many.h5"
+    save_prepared(many, path)
+    assert load_prepared(path).class_names == names

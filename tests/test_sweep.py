@@ -53,9 +53,20 @@ def test_sweep_trains_the_grid_without_the_teacher_and_resumes(tmp_path, prepare
 
 @pytest.fixture
 def broken_student():
-    """A user-registered student whose forward fails (its head is the wrong width)."""
+    """A user-registered student whose forward fails in training (a shape it cannot take is caught
+    before training, by the registry's probe in eval mode)."""
+    class Broken(nn.Module):
+        def __init__(self, num_classes):
+            super().__init__()
+            self.head = nn.Linear(1, num_classes)
+
+        def forward(self, x):
+            if self.training:
+                raise RuntimeError("broken in training")
+            return self.head(x.new_zeros(len(x), 1))
+
     def broken(in_shape=(1, 28, 28), num_classes=10, mean=None, std=None):
-        return nn.Sequential(nn.Flatten(), nn.Linear(7, num_classes))
+        return Broken(num_classes)
     models.register_student(broken)
     yield "broken"
     models._STUDENTS.pop("broken")
