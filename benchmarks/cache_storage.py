@@ -26,7 +26,7 @@ import torch
 from pipeline.cache import LogitCache, write_cache
 from pipeline.checkpoint import load_checkpoint
 from pipeline.config import StudentConfig
-from pipeline.datasets import load_prepared
+from pipeline.data.prepare import load_prepared
 from pipeline.student import train_student
 from pipeline.train import predict
 

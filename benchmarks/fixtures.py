@@ -15,7 +15,7 @@ import torch
 
 from pipeline.checkpoint import save_checkpoint
 from pipeline.config import LogitsConfig
-from pipeline.datasets import DEBIAN_DIR, Dataset, FASHION_MNIST_CLASSES, limit_train, load_dataset, save_prepared
+from pipeline.data.prepare import DEBIAN_DIR, Dataset, FASHION_MNIST_CLASSES, limit_train, load_dataset, save_prepared
 from pipeline.logits import write_teacher_logits
 from pipeline.models import create_teacher
 

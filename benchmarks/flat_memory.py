@@ -37,7 +37,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipeline.datasets import DEBIAN_DIR, load_idx_dir, load_prepared  # noqa: E402
+from pipeline.data.prepare import DEBIAN_DIR, load_idx_dir, load_prepared  # noqa: E402
 from pipeline.models import create_student  # noqa: E402
 from pipeline.train import predict  # noqa: E402
 

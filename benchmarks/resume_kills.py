@@ -24,7 +24,7 @@ import numpy as np
 from fixtures import kill_and_rerun
 from pipeline.cache_format import read_arrays
 from pipeline.config import TeacherConfig
-from pipeline.datasets import Dataset, FASHION_MNIST_CLASSES, save_prepared
+from pipeline.data.prepare import Dataset, FASHION_MNIST_CLASSES, save_prepared
 from pipeline.teacher import train_teacher
 
 

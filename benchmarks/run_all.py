@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from fixtures import dataset, untrained_teacher
 from pipeline.cache import LogitCache
 from pipeline.config import LogitsConfig
-from pipeline.datasets import Dataset, save_prepared
+from pipeline.data.prepare import Dataset, save_prepared
 from pipeline.logits import write_teacher_logits
 from pipeline.losses import kd_loss_from_log_targets
 from pipeline.models import create_student

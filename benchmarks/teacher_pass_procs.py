@@ -21,7 +21,7 @@ import click
 import torch
 
 from fixtures import dataset, untrained_teacher
-from pipeline.datasets import save_prepared
+from pipeline.data.prepare import save_prepared
 
 
 def _timed(argv: list[str]) -> float:

@@ -43,7 +43,7 @@ to rebuild the rest::
                                                 the tail's total probability at the stored
                                                 temperature is exact: LSE(tail) - log(C - k)
 
-Format version 2 adds a transfer set (``pipeline.transfer``): ``transfer_rows`` (R > 0)
+Format version 2 adds a transfer set (``pipeline.data.transfer``): ``transfer_rows`` (R > 0)
 unlabelled rows at the end of the train split, whose label is the value C (one past the last
 class, so labels use the smallest unsigned type that holds C), with the attributes
 ``transfer`` (the set's name), ``transfer_fingerprint`` and ``transfer_labels_ignored``. Views
@@ -61,7 +61,7 @@ view_seed, view_pad, view_mixup when views are cached; members, member_names,
 member_test_acc, ensemble_probs_test_acc for an ensemble; published, published_record
 for a published cache; dataset_source for a dataset prepared from an image folder: a JSON
 object naming the folder, its classes and files, and the SHA-256 of the list of paths and of
-the files' contents, ``pipeline.image_folder.FolderSource.record``).
+the files' contents, ``pipeline.data.image_folder.FolderSource.record``).
 
 Every dataset carries HDF5's fletcher32 checksum, so a flipped byte fails the read
 instead of silently changing a soft target. ``complete`` is written last, and the file

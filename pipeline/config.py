@@ -17,9 +17,9 @@ from pathlib import Path
 import torch
 
 from pipeline.cache_format import parse_combine
-from pipeline.datasets import DEBIAN_DIR
+from pipeline.data.prepare import DEBIAN_DIR
 from pipeline.errors import UsageError
-from pipeline.image_folder import FolderOptions
+from pipeline.data.image_folder import FolderOptions
 from pipeline.models import list_students
 from pipeline.names import pskd_run_name, run_data, run_name
 from pipeline.settings import (check, check_augment_replay, check_grid, check_labels_alpha, check_sweep_backend,
@@ -94,7 +94,7 @@ class DataConfig:
     limit: int = default("LIMIT", int)   # keep only the first N training samples (0: all)
     download: bool = True            # last resort: the official files, MD5-checked
     layout: str = default("LAYOUT")  # image axes of an .npz: auto, nchw or nhwc
-    # image folders only (pipeline.image_folder): what becomes of each file
+    # image folders only (pipeline.data.image_folder): what becomes of each file
     image_size: str = default("IMAGE_SIZE")         # '' (own size), 'S' or 'HxW'
     channels: str = default("CHANNELS")             # auto, 1 or 3
     bad_images: str = default("BAD_IMAGES")         # fail or skip

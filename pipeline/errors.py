@@ -16,7 +16,7 @@ __all__ = ["UsageError", "CALLER_ENV", "phrase_fix"]
 CALLER_ENV = "SOFTCACHE_CALLER"
 
 _PYTHON_FIX = {
-    "data": "pipeline.datasets.save_prepared(load_dataset(...), path)",
+    "data": "pipeline.data.prepare.save_prepared(load_dataset(...), path)",
     "teacher": "pipeline.teacher.train_teacher(TeacherConfig(...))",
     "teacher-logits": "pipeline.logits.write_teacher_logits(LogitsConfig(...))",
     "student": "pipeline.student.train_student(StudentConfig(...))",

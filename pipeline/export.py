@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from pipeline.checkpoint import load_checkpoint
 from pipeline.config import ExportConfig, as_record
-from pipeline.datasets import Dataset, load_prepared
+from pipeline.data.prepare import Dataset, load_prepared
 from pipeline.errors import UsageError
 from pipeline.files import atomic_dir, write_json
 from pipeline.provenance import code_version

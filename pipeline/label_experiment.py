@@ -184,7 +184,7 @@ def _render(cfg: LabelsExperimentConfig, cache: LogitCache, rows: list[dict], n_
 
 def run_labels_experiment(cfg: LabelsExperimentConfig, on_result=None) -> dict:
     """Tune on held-out rows, train every arm with every seed, write labels-experiment.{md,json,png}."""
-    from pipeline.datasets import load_prepared
+    from pipeline.data.prepare import load_prepared
     from pipeline.plots import accuracy_vs_labels
 
     cache = LogitCache(cfg.student.cache, combine=cfg.student.combine)

@@ -30,16 +30,16 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from pipeline.image_store import torch_images
+from pipeline.data.image_store import torch_images
 from pipeline.cache_format import VIEW_SPLIT, estimated_bytes, write_cache
 from pipeline.config import LogitsConfig, as_record, resolve_device
-from pipeline.datasets import load_prepared
+from pipeline.data.prepare import load_prepared
 from pipeline.errors import UsageError
 from pipeline.files import (atomic_path, disk_full_is_one_line, exclusive_writer, lock_path, need_space, refuse_link,
                             working_dir, write_json)
 from pipeline.teacher_source import check_batch_output, check_output_width, load_teacher
 from pipeline.train import predict
-from pipeline.transfer import load_transfer
+from pipeline.data.transfer import load_transfer
 from pipeline.views import DEFAULT_PAD, draw_view_mix, draw_view_params, render_views
 
 __all__ = ["write_teacher_logits", "parts_dir", "lock_path", "SplitRows", "cached_split_rows"]

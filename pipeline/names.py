@@ -422,7 +422,7 @@ def make_fragment(p: Plan) -> str:
     sc = f"{s['VENV']}/bin/softcache"
     pass_cmd = (f"{s['VENV']}/bin/torchrun --standalone --nproc-per-node {s['NPROC']} -m stages.cli"
                 if s["NPROC"] != "1" else sc)
-    # An image folder's images stay on disk (pipeline.image_store): HDF5, read a batch at a time.
+    # An image folder's images stay on disk (pipeline.data.image_store): HDF5, read a batch at a time.
     data_file = p.path("dataset", f"{p.data}{'.h5' if p.folder else '.npz'}")
     q = shlex.quote    # every value is checked against an alphabet already; quoted all the same
     teacher_record = (f"--teacher-record {q(p.teacher_dir(p.tag) + '/teacher.json')}" if p.teacher_kind == "trained"

@@ -19,7 +19,7 @@ import torch
 
 from pipeline.cache import LogitCache
 from pipeline.cache_format import VIEW_SPLIT
-from pipeline.datasets import Dataset
+from pipeline.data.prepare import Dataset
 from pipeline.errors import UsageError
 from pipeline.logits import cached_split_rows
 from pipeline.teacher_source import TeacherSource

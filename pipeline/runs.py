@@ -14,7 +14,7 @@ import torch
 
 from pipeline.calibration import reliability
 from pipeline.checkpoint import save_checkpoint
-from pipeline.datasets import Dataset
+from pipeline.data.prepare import Dataset
 from pipeline.files import atomic_dir, disk_full_is_one_line, need_space, write_json
 from pipeline.models import create_student, create_teacher
 from pipeline.provenance import code_version

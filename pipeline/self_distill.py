@@ -31,12 +31,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pipeline.image_store import torch_images
+from pipeline.data.image_store import torch_images
 from pipeline.cache import CacheExpectations, LogitCache
 from pipeline.cache_format import write_cache
 from pipeline.checkpoint import model_fingerprint
 from pipeline.config import SelfDistillConfig, as_record
-from pipeline.datasets import Dataset, load_prepared
+from pipeline.data.prepare import Dataset, load_prepared
 from pipeline.files import exclusive_writer
 from pipeline.history import EpochLog
 from pipeline.models import count_params

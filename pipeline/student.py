@@ -14,16 +14,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline.image_store import torch_images
+from pipeline.data.image_store import torch_images
 from pipeline.bank_fit import bank_fit
 from pipeline.cache import CacheExpectations, LogitCache
 from pipeline.checkpoint import load_checkpoint
 from pipeline.config import StudentConfig, as_record
-from pipeline.datasets import holdout_split, load_prepared
+from pipeline.data.prepare import holdout_split, load_prepared
 from pipeline.errors import UsageError
 from pipeline.files import exclusive_writer
 from pipeline.history import EpochLog
-from pipeline.labels import labelled_rows, rows_digest
+from pipeline.data.label_subsets import labelled_rows, rows_digest
 from pipeline.losses import kd_loss_from_log_targets
 from pipeline.models import count_params
 from pipeline.names import run_data
@@ -31,7 +31,7 @@ from pipeline.resume import TrainingState, recipe_key
 from pipeline.runs import build_student, evaluate, save_run
 from pipeline.teacher import TEACHER_CKPT
 from pipeline.train import Trainer, accuracy, predict, say_epoch, set_threads
-from pipeline.transfer import load_transfer
+from pipeline.data.transfer import load_transfer
 from pipeline.views import MIX_SCALE, ReplayedViews
 
 __all__ = ["train_student"]

@@ -11,10 +11,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from pipeline.image_store import torch_images
+from pipeline.data.image_store import torch_images
 from pipeline.checkpoint import save_checkpoint
 from pipeline.config import TeacherConfig, as_record
-from pipeline.datasets import load_prepared
+from pipeline.data.prepare import load_prepared
 from pipeline.files import write_json
 from pipeline.history import EpochLog
 from pipeline.models import count_params

@@ -18,10 +18,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset as TorchDataset
 
-from pipeline.image_store import torch_images
+from pipeline.data.image_store import torch_images
 from pipeline.cache import CacheExpectations, LogitCache
 from pipeline.cache_format import VIEW_SPLIT
-from pipeline.datasets import load_prepared
+from pipeline.data.prepare import load_prepared
 from pipeline.errors import UsageError
 from pipeline.settings import check
 from pipeline.logits import cached_split_rows

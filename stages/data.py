@@ -6,9 +6,9 @@ from pathlib import Path
 import click
 
 from pipeline.config import DataConfig, from_options
-from pipeline.datasets import (LAYOUTS, limit_train, load_dataset, load_prepared, prepared_folder_is_current,
+from pipeline.data.prepare import (LAYOUTS, limit_train, load_dataset, load_prepared, prepared_folder_is_current,
                                save_prepared)
-from pipeline.image_folder import is_image_folder, prepare_folder
+from pipeline.data.image_folder import is_image_folder, prepare_folder
 
 
 @click.command("data")

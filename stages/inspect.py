@@ -6,7 +6,7 @@ from pathlib import Path
 import click
 
 from pipeline.cache import CacheExpectations, LogitCache
-from pipeline.datasets import load_prepared
+from pipeline.data.prepare import load_prepared
 from pipeline.ensemble import check_recorded_accuracy
 from pipeline.errors import UsageError
 from pipeline.provenance import other_code

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from pipeline.config import LogitsConfig, TeacherConfig
-from pipeline.datasets import Dataset, save_prepared
+from pipeline.data.prepare import Dataset, save_prepared
 from pipeline.logits import write_teacher_logits
 from pipeline.teacher import train_teacher
 

@@ -6,7 +6,7 @@ import pytest
 
 from stages.cli import main
 from tests.conftest import make_dataset
-from pipeline.datasets import save_prepared
+from pipeline.data.prepare import save_prepared
 
 
 def run_cli(args, capsys):

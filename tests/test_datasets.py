@@ -4,7 +4,7 @@ import gzip
 import numpy as np
 import pytest
 
-from pipeline.datasets import (
+from pipeline.data.prepare import (
     Dataset, download_verified, find_source, limit_train, load_dataset, load_idx_dir, load_npz,
     load_prepared, read_idx, save_prepared, write_idx,
 )
@@ -120,7 +120,7 @@ def test_prepared_round_trip_and_tamper_detection(tmp_path, tiny_dataset):
     np.savez(tmp_path / "tampered.npz", **arrays)
     with pytest.raises(UsageError, match="fingerprint"):
         load_prepared(tmp_path / "tampered.npz")
-    with pytest.raises(UsageError, match=r"call pipeline\.datasets\.save_prepared"):
+    with pytest.raises(UsageError, match=r"call pipeline\.data\.prepare\.save_prepared"):
         load_prepared(tmp_path / "absent.npz")
 
 

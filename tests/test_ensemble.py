@@ -247,7 +247,7 @@ def test_published_cache_is_float16_marked_and_verified_against_its_record(tmp_p
 
 
 def test_a_published_cache_from_another_dataset_is_refused_with_the_fix(tmp_path, ensemble_cache):
-    from pipeline.datasets import save_prepared
+    from pipeline.data.prepare import save_prepared
     from tests.conftest import make_dataset
 
     out = tmp_path / "published" / "tiny.h5"

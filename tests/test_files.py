@@ -73,7 +73,7 @@ def test_artifacts_record_their_code_and_the_report_names_other_code(student_run
 def test_float_images_outside_their_range_are_refused(values, message):
     import numpy as np
 
-    from pipeline.datasets import as_nchw
+    from pipeline.data.prepare import as_nchw
     from pipeline.errors import UsageError
 
     x = np.zeros((3, 1, 2, 2), np.float32)

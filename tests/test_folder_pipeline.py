@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from pipeline.datasets import DEBIAN_DIR, load_idx_dir, load_prepared
+from pipeline.data.prepare import DEBIAN_DIR, load_idx_dir, load_prepared
 from pipeline.torch_dataset import SoftTargetDataset
 from tests.test_make import fingerprint, make
 from tests.test_resume import _same, _weights

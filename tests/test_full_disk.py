@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.config import LogitsConfig, TeacherConfig
-from pipeline.datasets import save_prepared
+from pipeline.data.prepare import save_prepared
 from pipeline.logits import write_teacher_logits
 from pipeline.teacher import train_teacher
 from tests.conftest import make_dataset

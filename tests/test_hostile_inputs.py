@@ -520,8 +520,7 @@ def test_careless_datasets_are_one_line(tmp_path, capsys):
 def test_arrays_that_would_not_fit_in_memory_are_refused_before_they_are_inflated(tmp_path, monkeypatch):
     """An honest .npz larger than this machine's memory (the limit is lowered to 1 KB here, so the test
     needs no gigabytes) is refused by its headers, and so is an IDX .gz whose header declares too much."""
-    from pipeline import datasets
-
+    from pipeline.data import prepare as datasets
     path = _npz(tmp_path / "big.npz", np.zeros((4, 32, 32), np.uint8), np.zeros((2, 32, 32), np.uint8))
     monkeypatch.setattr(datasets, "_memory_bytes", lambda: 1024)
     with pytest.raises(UsageError, match="GiB once inflated, more than this machine's memory"):

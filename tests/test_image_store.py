@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from pipeline.config import LogitsConfig, StudentConfig
-from pipeline.datasets import load_prepared, save_prepared
+from pipeline.data.prepare import load_prepared, save_prepared
 from pipeline.errors import UsageError
-from pipeline.image_folder import FolderOptions, prepare_folder, read_folder
-from pipeline.image_store import DiskImages, TorchImages, torch_images
+from pipeline.data.image_folder import FolderOptions, prepare_folder, read_folder
+from pipeline.data.image_store import DiskImages, TorchImages, torch_images
 from pipeline.logits import write_teacher_logits
 from pipeline.student import train_student
 from tests.test_image_folder import write_folder

@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from pipeline.cache import LogitCache
-from pipeline.datasets import save_prepared
+from pipeline.data.prepare import save_prepared
 from tests.conftest import make_dataset
 
 ROOT = Path(__file__).resolve().parents[1]

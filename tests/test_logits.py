@@ -89,7 +89,7 @@ def test_second_writer_is_refused(tmp_path, prepared, teacher_dir):
 def test_kill_9_at_several_points_then_resume_matches(tmp_path):
     """Real subprocesses killed with SIGKILL mid-pass; the rerun must equal a clean run."""
     from tests.conftest import make_dataset
-    from pipeline.datasets import save_prepared
+    from pipeline.data.prepare import save_prepared
     from pipeline.config import TeacherConfig
     from pipeline.teacher import train_teacher
 

@@ -143,7 +143,7 @@ def test_demo_uses_the_published_teacher_only_where_it_applies(tmp_path):
 def test_a_limited_quick_run_replaces_nothing_of_the_full_one(tmp_path):
     """The README's sequence: a full demo, then the quick LIMIT example, then the full run again,
     which must find everything up to date (Make's own dry run) and untouched (mtimes)."""
-    from pipeline.datasets import save_prepared
+    from pipeline.data.prepare import save_prepared
     from tests.conftest import make_dataset
 
     npz = tmp_path / "tiny.npz"
@@ -165,7 +165,7 @@ def test_a_transfer_set_through_make_from_pool_to_student(tmp_path):
     the teacher alone, and a changed pool rebuilds the cache, never the teacher."""
     import numpy as np
 
-    from pipeline.datasets import DEBIAN_DIR, load_dataset
+    from pipeline.data.prepare import DEBIAN_DIR, load_dataset
 
     d = load_dataset("fashion-mnist", None, ROOT / "data" / "raw", DEBIAN_DIR, download=False)
     pool = tmp_path / "pool.npz"
@@ -187,7 +187,7 @@ def test_a_transfer_set_through_make_from_pool_to_student(tmp_path):
 def test_make_student_teacher_t_2_keeps_the_teacher_t_1_run(tmp_path):
     """TEACHER_T changes the cache, so it names the run: the TEACHER_T=1 run is kept, untouched, each
     run's metrics name its own cache, and both are up to date afterwards."""
-    from pipeline.datasets import save_prepared
+    from pipeline.data.prepare import save_prepared
     from tests.conftest import make_dataset
 
     npz = tmp_path / "tiny.npz"

@@ -7,7 +7,7 @@ import pytest
 
 from pipeline.cache import LogitCache
 from pipeline.config import ExportConfig, LogitsConfig, SelfDistillConfig, StudentConfig, TeacherConfig
-from pipeline.datasets import load_npz, load_prepared, save_prepared
+from pipeline.data.prepare import load_npz, load_prepared, save_prepared
 from pipeline.export import export_run
 from pipeline.logits import write_teacher_logits
 from pipeline.models import list_students

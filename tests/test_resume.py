@@ -15,7 +15,7 @@ import torch
 
 from conftest import make_dataset
 from pipeline.config import StudentConfig
-from pipeline.datasets import save_prepared
+from pipeline.data.prepare import save_prepared
 from pipeline.errors import UsageError
 from pipeline.resume import resume_dir
 from pipeline.runs import MODEL_FILE

@@ -86,7 +86,7 @@ def test_sigkill_mid_run_then_same_command_matches_uninterrupted(tmp_path):
     import signal
     import time
 
-    from pipeline.datasets import save_prepared
+    from pipeline.data.prepare import save_prepared
     from tests.conftest import make_dataset
 
     prepared = tmp_path / "d.npz"

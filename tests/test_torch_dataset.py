@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader
 
 from pipeline.cache import LogitCache
 from pipeline.config import LogitsConfig
-from pipeline.datasets import load_prepared, save_prepared
+from pipeline.data.prepare import load_prepared, save_prepared
 from pipeline.errors import UsageError
 from pipeline.logits import write_teacher_logits
 from pipeline.torch_dataset import SoftTargetDataset

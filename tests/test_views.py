@@ -12,7 +12,7 @@ import torch
 
 from pipeline.cache import VIEW_SPLIT, LogitCache
 from pipeline.config import LogitsConfig, StudentConfig
-from pipeline.datasets import holdout_split
+from pipeline.data.prepare import holdout_split
 from pipeline.errors import UsageError
 from pipeline.logits import write_teacher_logits
 from pipeline.student import train_student

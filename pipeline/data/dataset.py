@@ -1,9 +1,9 @@
 """The dataset every stage gets: train and test splits, their class names and their fingerprint.
 
 Images are uint8 (N, C, H, W): a numpy array in memory, or a
-:class:`pipeline.image_store.DiskImages` that reads rows from a prepared HDF5 file on demand
+:class:`pipeline.data.image_store.DiskImages` that reads rows from a prepared HDF5 file on demand
 and indexes the same way. Nothing here imports the readers and writers of files
-(:mod:`pipeline.datasets`, :mod:`pipeline.image_folder`, :mod:`pipeline.image_store`): they
+(:mod:`pipeline.data.prepare`, :mod:`pipeline.data.image_folder`, :mod:`pipeline.data.image_store`): they
 all build this one object.
 """
 
@@ -30,7 +30,7 @@ class Dataset:
     y_test: np.ndarray
     class_names: tuple[str, ...]
     fingerprint: str = field(default="", compare=False)
-    # An image folder's record (pipeline.image_folder.FolderSource): every file's path and digest,
+    # An image folder's record (pipeline.data.image_folder.FolderSource): every file's path and digest,
     # and which file each row is. None for IDX and .npz data. Not part of the fingerprint, which
     # is the pixels' and labels' alone: the same images from a folder or an .npz are one dataset.
     source: object = field(default=None, compare=False)
@@ -98,7 +98,7 @@ def _fingerprint(d: Dataset) -> str:
 
 def fingerprint_of(x_train, y_train, x_test, y_test) -> str:
     """SHA-256 of the splits' shapes and bytes, read 4096 rows at a time: the same digest for the
-    same images in memory or on disk (:class:`pipeline.image_store.DiskImages`), at the memory of a block."""
+    same images in memory or on disk (:class:`pipeline.data.image_store.DiskImages`), at the memory of a block."""
     h = hashlib.sha256()
     for arr in (x_train, np.asarray(y_train, dtype=np.int64), x_test, np.asarray(y_test, dtype=np.int64)):
         h.update(str(tuple(int(n) for n in arr.shape)).encode())

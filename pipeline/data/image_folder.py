@@ -37,10 +37,10 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.dataset import Dataset
+from pipeline.data.dataset import Dataset
 from pipeline.errors import UsageError
 from pipeline.files import atomic_path, need_space
-from pipeline.image_store import PreparedWriter
+from pipeline.data.image_store import PreparedWriter
 from pipeline.names import is_image_folder
 
 __all__ = ["IMAGE_SUFFIXES", "FolderOptions", "FolderListing", "FolderSource", "is_image_folder", "list_folder",
@@ -348,7 +348,7 @@ def _check_rows(root: Path, kept: dict[str, np.ndarray]) -> None:
 
 
 def read_folder(root: Path, options: FolderOptions = FolderOptions(), jobs: int = -1, limit: int = 0):
-    """The folder's images, labels and class names in memory, as a :class:`pipeline.dataset.Dataset`
+    """The folder's images, labels and class names in memory, as a :class:`pipeline.data.dataset.Dataset`
     with its source (``limit``: the first N training rows only)."""
     plan = _plan(root, options, jobs)
     blocks = {"train": [], "test": []}
@@ -363,7 +363,7 @@ def read_folder(root: Path, options: FolderOptions = FolderOptions(), jobs: int 
 def prepare_folder(root: Path, out: Path, options: FolderOptions = FolderOptions(), limit: int = 0,
                    jobs: int = -1, progress=None) -> None:
     """Decode the folder straight into the prepared HDF5 file ``out``, block by block: memory stays at
-    one block of images whatever the folder's size (``pipeline.datasets.load_prepared`` reads it)."""
+    one block of images whatever the folder's size (``pipeline.data.prepare.load_prepared`` reads it)."""
     plan = _plan(root, options, jobs)
     rows = {"train": min(len(plan.train), limit) if limit else len(plan.train), "test": len(plan.test)}
     need_space(Path(out).parent, sum(rows.values()) * plan.channels * plan.size[0] * plan.size[1] + (8 << 20))

@@ -1,7 +1,7 @@
 """Datasets: finding them, reading IDX and .npz files and image folders, and fingerprinting their content.
 
 The data stage turns whatever the user has (IDX files, gzip or raw; an ``.npz``; a folder of
-PNG or JPEG files, see :mod:`pipeline.image_folder`) into one
+PNG or JPEG files, see :mod:`pipeline.data.image_folder`) into one
 prepared ``.npz`` under ``data/dataset/``, which every later stage reads. Images are kept
 as uint8 (N, C, H, W) so the whole training split stays small in memory; models scale
 them to [0, 1] themselves. The fingerprint is a digest of the arrays, not of the files,
@@ -22,11 +22,11 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.dataset import Dataset, fingerprint_of
+from pipeline.data.dataset import Dataset, fingerprint_of
 from pipeline.errors import UsageError
 from pipeline.files import atomic_path
-from pipeline.image_store import read_prepared_h5, source_arrays_h5, write_prepared_h5
-from pipeline.image_folder import FolderOptions, FolderSource, changes, is_image_folder, read_folder
+from pipeline.data.image_store import read_prepared_h5, source_arrays_h5, write_prepared_h5
+from pipeline.data.image_folder import FolderOptions, FolderSource, changes, is_image_folder, read_folder
 
 __all__ = [
     "Dataset",
@@ -349,7 +349,7 @@ def holdout_split(n: int, holdout: int) -> tuple[np.ndarray, np.ndarray]:
 
 def save_prepared(d: Dataset, path: Path) -> None:
     """An .npz (read whole by every stage) or, for a path ending in .h5, an HDF5 file whose images
-    every stage reads a batch at a time (:mod:`pipeline.image_store`)."""
+    every stage reads a batch at a time (:mod:`pipeline.data.image_store`)."""
     if Path(path).suffix == ".h5":
         return write_prepared_h5(d, path)
     with atomic_path(path) as tmp:

@@ -3,7 +3,7 @@
 Hinton et al. (2015) call the data a student is distilled on the *transfer set*. When labels
 are scarce it is mostly unlabelled in-domain images. softcache takes such a set as an
 ``.npz`` of images alone, or a folder of image files (any layout; decoded, scaled and cropped
-to the dataset's image shape as :mod:`pipeline.image_folder` does); the teacher pass appends
+to the dataset's image shape as :mod:`pipeline.data.image_folder` does); the teacher pass appends
 its rows to the cache's train split after the labelled rows, with the label value C (one past the last class) that means "no
 label", and records the set's fingerprint, so a student is never handed another set's
 logits. A transfer file that also holds labels has them ignored, and the pass says so: a
@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.datasets import as_nchw
+from pipeline.data.prepare import as_nchw
 from pipeline.errors import UsageError
-from pipeline.image_folder import read_images
+from pipeline.data.image_folder import read_images
 
 __all__ = ["TransferSet", "load_transfer", "IMAGE_KEYS", "LABEL_KEYS"]
 

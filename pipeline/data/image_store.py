@@ -2,7 +2,7 @@
 
 An image folder is prepared into one HDF5 file (``data/dataset/<name>.h5``): per split,
 ``images`` (N, C, H, W) uint8 and ``labels`` (N,) int64, with the folder's record beside
-them (``pipeline.image_folder.FolderSource``). Every stage reads the images through
+them (``pipeline.data.image_folder.FolderSource``). Every stage reads the images through
 :class:`DiskImages`, which indexes like the in-memory array (a row, a slice, a batch of
 rows in any order) and returns numpy arrays; :func:`torch_images` gives the torch-facing
 view the training loop and the teacher pass index. The labels, a few bytes a row, are read
@@ -29,7 +29,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from pipeline.dataset import fingerprint_of
+from pipeline.data.dataset import fingerprint_of
 from pipeline.files import atomic_path, need_space
 
 __all__ = ["DiskImages", "TorchImages", "torch_images", "PREPARED_FORMAT", "PreparedWriter", "write_prepared_h5",
@@ -229,7 +229,7 @@ class PreparedWriter:
 
 
 def write_prepared_h5(dataset, path: Path) -> None:
-    """An in-memory (or on-disk) :class:`pipeline.dataset.Dataset` as a prepared HDF5 file."""
+    """An in-memory (or on-disk) :class:`pipeline.data.dataset.Dataset` as a prepared HDF5 file."""
 
     need_space(Path(path).parent, int(np.prod(dataset.x_train.shape)) + int(np.prod(dataset.x_test.shape)) + (1 << 20))
     with atomic_path(path) as tmp:
@@ -248,7 +248,7 @@ def write_prepared_h5(dataset, path: Path) -> None:
 
 class PreparedH5(NamedTuple):
     """What a prepared HDF5 file holds: the splits (images on disk), names, and the recorded fingerprint
-    and folder record (the arrays of :meth:`pipeline.image_folder.FolderSource.arrays`, or None)."""
+    and folder record (the arrays of :meth:`pipeline.data.image_folder.FolderSource.arrays`, or None)."""
 
     name: str
     x_train: DiskImages

@@ -1,0 +1,8 @@
+"""The data family: a dataset as softcache holds it, and everything that makes one.
+
+`dataset` (the in-memory type, its checks and fingerprint), `prepare` (IDX, .npz and the prepared file:
+find, read, write), `image_folder` (folders of image files), `image_store` (prepared images on disk, read a
+batch at a time), `transfer` (unlabelled transfer sets), `label_subsets` (class-balanced label subsets).
+
+May import: the foundations (pipeline.errors, files, settings, names, augment). Nothing else in pipeline.
+"""
