@@ -16,7 +16,7 @@ import torch
 from pipeline.checkpoint import save_checkpoint
 from pipeline.config import LogitsConfig
 from pipeline.data.prepare import DEBIAN_DIR, Dataset, FASHION_MNIST_CLASSES, limit_train, load_dataset, save_prepared
-from pipeline.logits import write_teacher_logits
+from pipeline.teacher.logits_pass import write_teacher_logits
 from pipeline.models import create_teacher
 
 

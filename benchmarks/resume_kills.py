@@ -25,7 +25,7 @@ from fixtures import kill_and_rerun
 from pipeline.cache_format import read_arrays
 from pipeline.config import TeacherConfig
 from pipeline.data.prepare import Dataset, FASHION_MNIST_CLASSES, save_prepared
-from pipeline.teacher import train_teacher
+from pipeline.teacher.fit import train_teacher
 
 
 def _read(path: Path) -> dict:

@@ -30,7 +30,7 @@ from fixtures import dataset, untrained_teacher
 from pipeline.cache import LogitCache
 from pipeline.config import LogitsConfig
 from pipeline.data.prepare import Dataset, save_prepared
-from pipeline.logits import write_teacher_logits
+from pipeline.teacher.logits_pass import write_teacher_logits
 from pipeline.losses import kd_loss_from_log_targets
 from pipeline.models import create_student
 from pipeline.train import fit, predict, to_unit_float

@@ -17,8 +17,8 @@ CALLER_ENV = "SOFTCACHE_CALLER"
 
 _PYTHON_FIX = {
     "data": "pipeline.data.prepare.save_prepared(load_dataset(...), path)",
-    "teacher": "pipeline.teacher.train_teacher(TeacherConfig(...))",
-    "teacher-logits": "pipeline.logits.write_teacher_logits(LogitsConfig(...))",
+    "teacher": "pipeline.teacher.fit.train_teacher(TeacherConfig(...))",
+    "teacher-logits": "pipeline.teacher.logits_pass.write_teacher_logits(LogitsConfig(...))",
     "student": "pipeline.student.train_student(StudentConfig(...))",
     "experiment-views": "pipeline.experiment.run_views_experiment(ViewsExperimentConfig(...))",
 }
@@ -27,7 +27,7 @@ _PYTHON_FIX = {
 def phrase_fix(stage: str, settings: dict | None = None, caller: str | None = None) -> str:
     """How to run the stage that fixes it, for ``caller`` ('make', 'cli' or 'python'; default: the
     environment's, else 'python'): "run 'make teacher-logits VIEWS=8'", "run 'softcache
-    teacher-logits --views 8'", or "call pipeline.logits.write_teacher_logits(LogitsConfig(..., views=8))"."""
+    teacher-logits --views 8'", or "call pipeline.teacher.logits_pass.write_teacher_logits(LogitsConfig(..., views=8))"."""
     caller = caller or os.environ.get(CALLER_ENV, "python")
     settings = settings or {}
     if caller == "make":

@@ -29,7 +29,7 @@ from pipeline.models import count_params
 from pipeline.names import run_data
 from pipeline.resume import TrainingState, recipe_key
 from pipeline.runs import build_student, evaluate, save_run
-from pipeline.teacher import TEACHER_CKPT
+from pipeline.teacher.fit import TEACHER_CKPT
 from pipeline.train import Trainer, accuracy, predict, say_epoch, set_threads
 from pipeline.data.transfer import load_transfer
 from pipeline.views import MIX_SCALE, ReplayedViews

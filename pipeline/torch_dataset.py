@@ -24,7 +24,7 @@ from pipeline.cache_format import VIEW_SPLIT
 from pipeline.data.prepare import load_prepared
 from pipeline.errors import UsageError
 from pipeline.settings import check
-from pipeline.logits import cached_split_rows
+from pipeline.teacher.logits_pass import cached_split_rows
 
 __all__ = ["SoftTargetDataset"]
 

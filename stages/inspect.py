@@ -10,8 +10,8 @@ from pipeline.data.prepare import load_prepared
 from pipeline.ensemble import check_recorded_accuracy
 from pipeline.errors import UsageError
 from pipeline.provenance import other_code
-from pipeline.rescore import rescore_sample, tolerance_for
-from pipeline.teacher_source import load_teacher
+from pipeline.teacher.rescore import rescore_sample, tolerance_for
+from pipeline.teacher.source import load_teacher
 
 
 def _folder(attrs) -> str:

@@ -6,7 +6,7 @@ import click
 
 from pipeline.config import TeacherConfig, from_options
 from pipeline.models import list_teachers
-from pipeline.teacher import train_teacher
+from pipeline.teacher.fit import train_teacher
 from stages.options import log_option
 
 

@@ -5,7 +5,7 @@ from pathlib import Path
 import click
 
 from pipeline.config import LogitsConfig, from_options
-from pipeline.logits import write_teacher_logits
+from pipeline.teacher.logits_pass import write_teacher_logits
 
 
 @click.command("teacher-logits")

@@ -7,9 +7,9 @@ from pipeline.bank_fit import bank_fit
 from pipeline.cache import LogitCache
 from pipeline.checkpoint import load_checkpoint
 from pipeline.config import LogitsConfig, StudentConfig
-from pipeline.logits import write_teacher_logits
+from pipeline.teacher.logits_pass import write_teacher_logits
 from pipeline.student import train_student
-from pipeline.teacher_source import load_teacher
+from pipeline.teacher.source import load_teacher
 
 K = 4
 

@@ -6,7 +6,7 @@ import torch
 from pipeline.cache import CacheExpectations, LogitCache, write_cache
 from pipeline.config import LogitsConfig
 from pipeline.errors import UsageError
-from pipeline.logits import write_teacher_logits
+from pipeline.teacher.logits_pass import write_teacher_logits
 
 ATTRS = {"teacher_fingerprint": "t" * 16, "dataset_fingerprint": "d" * 16}
 
@@ -101,7 +101,7 @@ def test_every_defect_is_caught_and_names_the_fix(tmp_path, case, match, stream)
     }.get(case, expect)
     with pytest.raises(UsageError, match=match) as info:
         LogitCache(path, expect, memory_limit_bytes=0 if stream else 1 << 30, block_bytes=16 * 4 * 4)
-    assert "call pipeline.logits.write_teacher_logits(LogitsConfig(...))" in str(info.value)
+    assert "call pipeline.teacher.logits_pass.write_teacher_logits(LogitsConfig(...))" in str(info.value)
 
 
 def test_teacher_pass_writes_a_verified_cache(cache_file, tiny_dataset, teacher_dir):

@@ -12,8 +12,8 @@ from pipeline.cache import LogitCache
 from pipeline.cache_format import seal
 from pipeline.config import LogitsConfig, TeacherConfig
 from pipeline.errors import UsageError
-from pipeline.logits import write_teacher_logits
-from pipeline.teacher import train_teacher
+from pipeline.teacher.logits_pass import write_teacher_logits
+from pipeline.teacher.fit import train_teacher
 from tests.test_cli import assert_one_line_error, run_cli
 
 

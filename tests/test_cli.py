@@ -137,5 +137,5 @@ def test_each_layer_names_the_fix_in_its_own_terms():
     assert phrase_fix("teacher-logits", {"VIEWS": 8}, "make") == "run 'make teacher-logits VIEWS=8'"
     assert phrase_fix("teacher-logits", {"VIEWS": 8}, "cli") == "run 'softcache teacher-logits --views 8'"
     assert phrase_fix("teacher-logits", {"VIEWS": 8}, "python") == \
-        "call pipeline.logits.write_teacher_logits(LogitsConfig(..., views=8))"
+        "call pipeline.teacher.logits_pass.write_teacher_logits(LogitsConfig(..., views=8))"
     assert str(UsageError("cache x is missing", fix="teacher-logits")).startswith("cache x is missing; call ")

@@ -16,12 +16,12 @@ from pipeline.cache_format import seal
 from pipeline.config import EnsembleConfig, LogitsConfig, PublishConfig, StudentConfig, TeacherConfig
 from pipeline.ensemble import check_recorded_accuracy, publish_cache, write_ensemble
 from pipeline.errors import UsageError
-from pipeline.logits import write_teacher_logits
+from pipeline.teacher.logits_pass import write_teacher_logits
 from pipeline.losses import kd_loss_from_log_targets
 from pipeline.report import render_markdown, summarize
 from pipeline.student import train_student
-from pipeline.teacher import train_teacher
-from pipeline.teacher_source import load_teacher
+from pipeline.teacher.fit import train_teacher
+from pipeline.teacher.source import load_teacher
 from pipeline.train import predict
 from pipeline.views import ReplayedViews, draw_view_mix, mix_views, render_views
 

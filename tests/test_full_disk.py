@@ -15,8 +15,8 @@ import pytest
 
 from pipeline.config import LogitsConfig, TeacherConfig
 from pipeline.data.prepare import save_prepared
-from pipeline.logits import write_teacher_logits
-from pipeline.teacher import train_teacher
+from pipeline.teacher.logits_pass import write_teacher_logits
+from pipeline.teacher.fit import train_teacher
 from tests.conftest import make_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,8 +38,8 @@ for step in args["steps"]:
 print(json.dumps(results))
 """
 
-_NO_CHECKS = ("import pipeline.logits, pipeline.cache_format, pipeline.runs\n"
-              "for m in (pipeline.logits, pipeline.cache_format, pipeline.runs): m.need_space = lambda *a, **k: None\n")
+_NO_CHECKS = ("import pipeline.teacher.logits_pass, pipeline.cache_format, pipeline.runs\n"
+              "for m in (pipeline.teacher.logits_pass, pipeline.cache_format, pipeline.runs): m.need_space = lambda *a, **k: None\n")
 
 
 def _cli(args: list, checks: bool = True) -> str:

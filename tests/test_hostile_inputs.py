@@ -25,7 +25,7 @@ from pipeline.config import LogitsConfig, PublishConfig, StudentConfig
 from pipeline.ensemble import publish_cache
 from pipeline.errors import UsageError
 from pipeline.files import exclusive_writer
-from pipeline.logits import write_teacher_logits
+from pipeline.teacher.logits_pass import write_teacher_logits
 from pipeline.losses import kd_loss, kd_loss_from_log_targets
 from pipeline.names import INTERNAL
 from pipeline.resume import TrainingState

@@ -14,7 +14,7 @@ from pipeline.data.prepare import load_prepared, save_prepared
 from pipeline.errors import UsageError
 from pipeline.data.image_folder import FolderOptions, prepare_folder, read_folder
 from pipeline.data.image_store import DiskImages, TorchImages, torch_images
-from pipeline.logits import write_teacher_logits
+from pipeline.teacher.logits_pass import write_teacher_logits
 from pipeline.student import train_student
 from tests.test_image_folder import write_folder
 from tests.test_resume import _same, _weights
@@ -76,7 +76,7 @@ def test_a_student_from_disk_is_bit_for_bit_the_in_memory_one(tmp_path, prepared
 
 def _teacher(tmp_path, prepared):
     from pipeline.config import TeacherConfig
-    from pipeline.teacher import train_teacher
+    from pipeline.teacher.fit import train_teacher
 
     out = tmp_path / "teacher"
     if not (out / "teacher.pt").is_file():

@@ -15,7 +15,7 @@ from pipeline.data.prepare import Dataset, load_prepared, save_prepared
 from pipeline.errors import UsageError
 from pipeline.label_experiment import run_labels_experiment, scratch_epochs
 from pipeline.data.label_subsets import labelled_rows
-from pipeline.logits import write_teacher_logits
+from pipeline.teacher.logits_pass import write_teacher_logits
 from pipeline.losses import kd_loss_from_log_targets
 from pipeline.report import collect_runs, summarize
 from pipeline.runs import MODEL_FILE

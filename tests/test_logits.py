@@ -15,7 +15,7 @@ import pytest
 from pipeline.cache_format import ATTRS_DIGEST
 from pipeline.config import LogitsConfig
 from pipeline.errors import UsageError
-from pipeline.logits import exclusive_writer, parts_dir, write_teacher_logits
+from pipeline.teacher.logits_pass import exclusive_writer, parts_dir, write_teacher_logits
 
 
 def read_all(path):
@@ -32,7 +32,7 @@ def test_resume_skips_finished_chunks_and_matches(tmp_path, prepared, teacher_di
     full = write_teacher_logits(cfg)
     assert full["resumed_rows"] == 0 and not parts.exists()
     cfg.out.unlink()
-    import pipeline.logits as logits_mod
+    import pipeline.teacher.logits_pass as logits_mod
     original = logits_mod.predict
     calls = {"n": 0}
 
@@ -70,7 +70,7 @@ def test_parts_from_another_teacher_are_discarded(tmp_path, prepared, teacher_di
 def test_second_writer_is_refused(tmp_path, prepared, teacher_dir):
     cfg = LogitsConfig(teacher=teacher_dir / "teacher.pt", dataset=prepared, out=tmp_path / "c.h5", device="cpu")
     holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time; from pathlib import Path; from pipeline.logits import exclusive_writer\n"
+        "import sys, time; from pathlib import Path; from pipeline.teacher.logits_pass import exclusive_writer\n"
         f"with exclusive_writer(Path({str(cfg.out)!r})):\n    print('held', flush=True); time.sleep(30)")],
         stdout=subprocess.PIPE, text=True)
     try:
@@ -91,7 +91,7 @@ def test_kill_9_at_several_points_then_resume_matches(tmp_path):
     from tests.conftest import make_dataset
     from pipeline.data.prepare import save_prepared
     from pipeline.config import TeacherConfig
-    from pipeline.teacher import train_teacher
+    from pipeline.teacher.fit import train_teacher
 
     save_prepared(make_dataset(n_train=3000, n_test=500), tmp_path / "d.npz")
     train_teacher(TeacherConfig(dataset=tmp_path / "d.npz", out_dir=tmp_path / "t", arch="cnn", epochs=1,
@@ -156,7 +156,7 @@ def test_torchrun_two_processes_write_the_single_process_cache(tmp_path, prepare
 
 
 def test_ranks_take_contiguous_slices_that_cover_every_chunk():
-    from pipeline.logits import _World
+    from pipeline.teacher.logits_pass import _World
     chunks = list(range(7))
     slices = [_World(rank, 3, "cpu").my_slice(chunks) for rank in range(3)]
     assert slices == [[0, 1, 2], [3, 4], [5, 6]]

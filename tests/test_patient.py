@@ -6,7 +6,7 @@ import pytest
 
 from pipeline.config import LogitsConfig, PatientExperimentConfig, StudentConfig
 from pipeline.errors import UsageError
-from pipeline.logits import write_teacher_logits
+from pipeline.teacher.logits_pass import write_teacher_logits
 from pipeline.patient import ARMS, plan_runs, run_patient_experiment
 
 

@@ -94,7 +94,7 @@ def test_ten_kills_at_random_instants_all_resume_to_the_same_weights(tmp_path, t
     """kill -9 anywhere in a student run (an epoch, a save, the final rename), then the same command:
     10 of 10 end with weights torch.equal to the uninterrupted run."""
     from pipeline.config import LogitsConfig
-    from pipeline.logits import write_teacher_logits
+    from pipeline.teacher.logits_pass import write_teacher_logits
 
     prepared = tmp_path / "d" / "tiny.npz"
     save_prepared(make_dataset(n_train=3000, n_test=200), prepared)
@@ -134,7 +134,7 @@ def test_ten_kills_at_random_instants_all_resume_to_the_same_weights(tmp_path, t
 def test_an_interrupted_teacher_resumes_to_the_uninterrupted_weights(tmp_path, prepared, monkeypatch):
     """Teacher training shares the mechanism: a CPU teacher outlives a session only if it can continue."""
     from pipeline.config import TeacherConfig
-    from pipeline.teacher import TEACHER_CKPT, train_teacher
+    from pipeline.teacher.fit import TEACHER_CKPT, train_teacher
 
     kw = dict(dataset=prepared, arch="cnn", epochs=3, device="cpu", batch_size=32, threads=1)
     whole = train_teacher(TeacherConfig(out_dir=tmp_path / "whole", **kw), progress=False)

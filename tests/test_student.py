@@ -8,7 +8,7 @@ import pytest
 from pipeline.config import StudentConfig, TeacherConfig
 from pipeline.errors import UsageError
 from pipeline.student import train_student
-from pipeline.teacher import train_teacher
+from pipeline.teacher.fit import train_teacher
 
 
 def config(tmp_path, prepared, cache_file, **kw):

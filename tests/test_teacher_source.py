@@ -12,7 +12,7 @@ from pipeline.checkpoint import load_checkpoint
 from pipeline.config import LogitsConfig
 from pipeline.errors import UsageError
 from pipeline.export import export_torchscript
-from pipeline.logits import write_teacher_logits
+from pipeline.teacher.logits_pass import write_teacher_logits
 
 from tests.conftest import SHAPE
 

@@ -16,10 +16,10 @@ from pipeline.cache import LogitCache
 from pipeline.config import EnsembleConfig, LogitsConfig, StudentConfig, TeacherConfig
 from pipeline.ensemble import write_ensemble
 from pipeline.errors import UsageError
-from pipeline.logits import write_teacher_logits
+from pipeline.teacher.logits_pass import write_teacher_logits
 from pipeline.runs import MODEL_FILE
 from pipeline.student import train_student
-from pipeline.teacher import train_teacher
+from pipeline.teacher.fit import train_teacher
 
 POOL = 40   # transfer images
 

@@ -14,9 +14,9 @@ from pipeline.cache import VIEW_SPLIT, LogitCache
 from pipeline.config import LogitsConfig, StudentConfig
 from pipeline.data.prepare import holdout_split
 from pipeline.errors import UsageError
-from pipeline.logits import write_teacher_logits
+from pipeline.teacher.logits_pass import write_teacher_logits
 from pipeline.student import train_student
-from pipeline.teacher_source import load_teacher
+from pipeline.teacher.source import load_teacher
 from pipeline.train import augment_batch, predict
 from pipeline.views import ReplayedViews, apply_views, draw_view_params, random_view_params
 

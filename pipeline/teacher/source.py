@@ -2,7 +2,7 @@
 
 A user's teacher can be a TorchScript file (``torch.jit.save``), an exported program
 (``torch.export.save``, ``.pt2``, loaded only when its index shows nothing to unpickle:
-``pipeline.pt2_archive``), or ``package.module:factory`` plus a weights file that is read
+``pipeline.teacher.pt2_archive``), or ``package.module:factory`` plus a weights file that is read
 with ``weights_only=True``. A file is data and never runs code; ``module:factory`` is code the
 user named, so softcache imports and runs it, and anything it does on the way (an exception,
 a syntax error, ``sys.exit``) becomes one line. Whatever its form, the teacher
@@ -28,7 +28,7 @@ from torch import nn
 
 from pipeline.checkpoint import is_checkpoint, load_checkpoint, model_fingerprint, read_checkpoint_file
 from pipeline.errors import UsageError
-from pipeline.pt2_archive import unsafe_entries
+from pipeline.teacher.pt2_archive import unsafe_entries
 
 __all__ = ["TeacherSource", "load_teacher", "check_output_width", "check_batch_output"]
 

@@ -21,8 +21,8 @@ from pipeline.cache import LogitCache
 from pipeline.cache_format import VIEW_SPLIT
 from pipeline.data.prepare import Dataset
 from pipeline.errors import UsageError
-from pipeline.logits import cached_split_rows
-from pipeline.teacher_source import TeacherSource
+from pipeline.teacher.logits_pass import cached_split_rows
+from pipeline.teacher.source import TeacherSource
 from pipeline.train import predict
 
 __all__ = ["RowCheck", "rescore_sample", "tolerance_for"]
