@@ -23,7 +23,7 @@ import click
 import numpy as np
 import torch
 
-from pipeline.cache import LogitCache, write_cache
+from pipeline.cache.format import write_cache
 from pipeline.checkpoint import load_checkpoint
 from pipeline.config import StudentConfig
 from pipeline.data.prepare import load_prepared

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from fixtures import dataset, untrained_teacher
-from pipeline.cache import LogitCache
+from pipeline.cache.reader import LogitCache
 from pipeline.config import LogitsConfig
 from pipeline.data.prepare import Dataset, save_prepared
 from pipeline.teacher.logits_pass import write_teacher_logits

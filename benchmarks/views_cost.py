@@ -22,7 +22,7 @@ import click
 import torch
 
 from fixtures import dataset, throwaway_cache
-from pipeline.cache_format import read_attrs
+from pipeline.cache.format import read_attrs
 from pipeline.config import StudentConfig
 from pipeline.student import train_student
 

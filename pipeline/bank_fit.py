@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pipeline.cache import LogitCache
+from pipeline.cache.reader import LogitCache
 from pipeline.train import CPU_INFERENCE_BATCH, to_unit_float
 from pipeline.views import render_views
 

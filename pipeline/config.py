@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from pipeline.cache_format import parse_combine
+from pipeline.cache.format import parse_combine
 from pipeline.data.prepare import DEBIAN_DIR
 from pipeline.errors import UsageError
 from pipeline.data.image_folder import FolderOptions

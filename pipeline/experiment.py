@@ -20,8 +20,8 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
-from pipeline.cache import LogitCache
-from pipeline.cache_format import VIEW_SPLIT
+from pipeline.cache.reader import LogitCache
+from pipeline.cache.format import VIEW_SPLIT
 from pipeline.config import StudentConfig, ViewsExperimentConfig
 from pipeline.errors import UsageError
 from pipeline.files import atomic_path, write_json

@@ -25,7 +25,7 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
-from pipeline.cache import LogitCache
+from pipeline.cache.reader import LogitCache
 from pipeline.config import LabelsExperimentConfig, StudentConfig
 from pipeline.experiment import best_per_group, mean_held_out, run_all, teacher_line
 from pipeline.files import atomic_path, write_json

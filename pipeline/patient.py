@@ -35,8 +35,8 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
-from pipeline.cache import LogitCache
-from pipeline.cache_format import VIEW_SPLIT
+from pipeline.cache.reader import LogitCache
+from pipeline.cache.format import VIEW_SPLIT
 from pipeline.config import PatientExperimentConfig, StudentConfig
 from pipeline.errors import UsageError
 from pipeline.experiment import best_per_group, mean_held_out, run_all, teacher_line

@@ -32,8 +32,8 @@ import torch
 import torch.nn.functional as F
 
 from pipeline.data.image_store import torch_images
-from pipeline.cache import CacheExpectations, LogitCache
-from pipeline.cache_format import write_cache
+from pipeline.cache.reader import CacheExpectations, LogitCache
+from pipeline.cache.format import write_cache
 from pipeline.checkpoint import model_fingerprint
 from pipeline.config import SelfDistillConfig, as_record
 from pipeline.data.prepare import Dataset, load_prepared

@@ -16,7 +16,7 @@ import torch
 
 from pipeline.data.image_store import torch_images
 from pipeline.bank_fit import bank_fit
-from pipeline.cache import CacheExpectations, LogitCache
+from pipeline.cache.reader import CacheExpectations, LogitCache
 from pipeline.checkpoint import load_checkpoint
 from pipeline.config import StudentConfig, as_record
 from pipeline.data.prepare import holdout_split, load_prepared

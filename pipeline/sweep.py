@@ -20,7 +20,7 @@ from typing import Callable
 
 import joblib
 
-from pipeline.cache import LogitCache
+from pipeline.cache.reader import LogitCache
 from pipeline.config import StudentConfig, SweepConfig
 from pipeline.errors import UsageError
 from pipeline.files import atomic_path, read_json

@@ -5,7 +5,7 @@ from pathlib import Path
 import click
 
 from pipeline.config import EnsembleConfig, PublishConfig
-from pipeline.ensemble import publish_cache, reseal_published, write_ensemble
+from pipeline.cache.ensemble import publish_cache, reseal_published, write_ensemble
 
 
 @click.command("ensemble")

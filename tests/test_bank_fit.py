@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from pipeline.bank_fit import bank_fit
-from pipeline.cache import LogitCache
+from pipeline.cache.reader import LogitCache
 from pipeline.checkpoint import load_checkpoint
 from pipeline.config import LogitsConfig, StudentConfig
 from pipeline.teacher.logits_pass import write_teacher_logits

@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.cache import CacheExpectations, LogitCache, write_cache
+from pipeline.cache.format import write_cache
+from pipeline.cache.reader import CacheExpectations, LogitCache
 from pipeline.config import LogitsConfig
 from pipeline.errors import UsageError
 from pipeline.teacher.logits_pass import write_teacher_logits

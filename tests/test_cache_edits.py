@@ -8,8 +8,8 @@ import h5py
 import numpy as np
 import pytest
 
-from pipeline.cache import LogitCache
-from pipeline.cache_format import seal
+from pipeline.cache.reader import LogitCache
+from pipeline.cache.format import seal
 from pipeline.config import LogitsConfig, TeacherConfig
 from pipeline.errors import UsageError
 from pipeline.teacher.logits_pass import write_teacher_logits

@@ -11,10 +11,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pipeline.cache import VIEW_SPLIT, LogitCache
-from pipeline.cache_format import seal
+from pipeline.cache.format import VIEW_SPLIT
+from pipeline.cache.reader import LogitCache
+from pipeline.cache.format import seal
 from pipeline.config import EnsembleConfig, LogitsConfig, PublishConfig, StudentConfig, TeacherConfig
-from pipeline.ensemble import check_recorded_accuracy, publish_cache, write_ensemble
+from pipeline.cache.ensemble import check_recorded_accuracy, publish_cache, write_ensemble
 from pipeline.errors import UsageError
 from pipeline.teacher.logits_pass import write_teacher_logits
 from pipeline.losses import kd_loss_from_log_targets

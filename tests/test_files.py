@@ -53,7 +53,7 @@ def test_a_run_killed_between_its_two_renames_gets_its_old_directory_back(tmp_pa
 
 
 def test_artifacts_record_their_code_and_the_report_names_other_code(student_run, cache_file):
-    from pipeline.cache import LogitCache
+    from pipeline.cache.reader import LogitCache
 
     version = code_version()
     assert len(version["source_digest"]) == 12 and version["softcache_version"]

@@ -20,9 +20,9 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.cache import LogitCache
+from pipeline.cache.reader import LogitCache
 from pipeline.config import LogitsConfig, PublishConfig, StudentConfig
-from pipeline.ensemble import publish_cache
+from pipeline.cache.ensemble import publish_cache
 from pipeline.errors import UsageError
 from pipeline.files import exclusive_writer
 from pipeline.teacher.logits_pass import write_teacher_logits

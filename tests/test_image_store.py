@@ -131,7 +131,7 @@ def test_chunked_rows_read_the_same_and_a_truncated_file_is_refused(on_disk, tin
 def test_the_dataset_for_your_own_loop_reads_disk_images_in_worker_processes(on_disk, prepared, cache_file):
     from torch.utils.data import DataLoader
 
-    from pipeline.torch_dataset import SoftTargetDataset
+    from pipeline.cache.soft_targets import SoftTargetDataset
 
     disk, memory = SoftTargetDataset(cache_file, on_disk, T=4.0), SoftTargetDataset(cache_file, prepared, T=4.0)
     assert disk.paths is None                # arrays, not files

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.cache import LogitCache
+from pipeline.cache.reader import LogitCache
 from pipeline.data.prepare import save_prepared
 from tests.conftest import make_dataset
 

@@ -12,7 +12,7 @@ import h5py
 import numpy as np
 import pytest
 
-from pipeline.cache_format import ATTRS_DIGEST
+from pipeline.cache.format import ATTRS_DIGEST
 from pipeline.config import LogitsConfig
 from pipeline.errors import UsageError
 from pipeline.teacher.logits_pass import exclusive_writer, parts_dir, write_teacher_logits

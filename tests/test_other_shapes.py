@@ -5,7 +5,7 @@ model adapts to its input shape and class count."""
 import numpy as np
 import pytest
 
-from pipeline.cache import LogitCache
+from pipeline.cache.reader import LogitCache
 from pipeline.config import ExportConfig, LogitsConfig, SelfDistillConfig, StudentConfig, TeacherConfig
 from pipeline.data.prepare import load_npz, load_prepared, save_prepared
 from pipeline.export import export_run

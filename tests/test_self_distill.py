@@ -6,7 +6,7 @@ import sys
 import pytest
 import torch
 
-from pipeline.cache import LogitCache
+from pipeline.cache.reader import LogitCache
 from pipeline.checkpoint import load_checkpoint, model_fingerprint
 from pipeline.config import SelfDistillConfig
 from pipeline.errors import UsageError

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.cache import LogitCache
+from pipeline.cache.reader import LogitCache
 from pipeline.checkpoint import load_checkpoint
 from pipeline.config import LogitsConfig
 from pipeline.errors import UsageError

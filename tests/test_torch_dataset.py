@@ -11,12 +11,12 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from pipeline.cache import LogitCache
+from pipeline.cache.reader import LogitCache
 from pipeline.config import LogitsConfig
 from pipeline.data.prepare import load_prepared, save_prepared
 from pipeline.errors import UsageError
 from pipeline.teacher.logits_pass import write_teacher_logits
-from pipeline.torch_dataset import SoftTargetDataset
+from pipeline.cache.soft_targets import SoftTargetDataset
 from pipeline.views import DEFAULT_PAD, render_views
 from tests.conftest import make_dataset
 

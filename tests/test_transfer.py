@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from conftest import make_dataset
-from pipeline.cache import LogitCache
+from pipeline.cache.reader import LogitCache
 from pipeline.config import EnsembleConfig, LogitsConfig, StudentConfig, TeacherConfig
-from pipeline.ensemble import write_ensemble
+from pipeline.cache.ensemble import write_ensemble
 from pipeline.errors import UsageError
 from pipeline.teacher.logits_pass import write_teacher_logits
 from pipeline.runs import MODEL_FILE

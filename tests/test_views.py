@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.cache import VIEW_SPLIT, LogitCache
+from pipeline.cache.format import VIEW_SPLIT
+from pipeline.cache.reader import LogitCache
 from pipeline.config import LogitsConfig, StudentConfig
 from pipeline.data.prepare import holdout_split
 from pipeline.errors import UsageError

@@ -5,5 +5,5 @@ TorchScript or torch.export file, or the user's module:factory), `pt2_archive` (
 before anything loads it), `logits_pass` (the teacher pass that writes the cache, sharded, resumable),
 `rescore` (re-run a teacher over a cache's rows and compare).
 
-May import: the foundations, pipeline.data, pipeline.training and pipeline.cache (the format it writes).
+May import: the foundations, pipeline.data, pipeline.training and pipeline.cache.reader (the format it writes).
 """

@@ -1,6 +1,6 @@
 """Re-scoring a seeded sample of a cache's rows with its teacher (``softcache verify --teacher``).
 
-The digests a cache carries (``pipeline.cache_format.ContentDigest``) prove its values are the
+The digests a cache carries (``pipeline.cache.format.ContentDigest``) prove its values are the
 ones written; they cannot prove those values are the teacher's. Running the teacher again on a
 sample of rows, with the very views it scored, and comparing its logits with the cached ones,
 does (TinyViT checks its saved logits the same way).
@@ -17,11 +17,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from pipeline.cache import LogitCache
-from pipeline.cache_format import VIEW_SPLIT
+from pipeline.cache.reader import LogitCache
+from pipeline.cache.format import VIEW_SPLIT
 from pipeline.data.prepare import Dataset
 from pipeline.errors import UsageError
-from pipeline.teacher.logits_pass import cached_split_rows
+from pipeline.cache.rows import cached_split_rows
 from pipeline.teacher.source import TeacherSource
 from pipeline.train import predict
 

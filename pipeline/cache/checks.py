@@ -1,12 +1,12 @@
 """What a cache file must satisfy before a student trusts it: pure checks on its attributes,
 its shapes and each block of rows. Each returns None when the file passes, or what is wrong
-in words; the reader (``pipeline.cache``) turns that into an error that says how to fix it."""
+in words; the reader (``pipeline.cache.reader``) turns that into an error that says how to fix it."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from pipeline.cache_format import READABLE_VERSIONS, VIEW_SPLIT
+from pipeline.cache.format import READABLE_VERSIONS, VIEW_SPLIT
 
 # Far above any image dataset's classes and any tokenizer's vocabulary; what lies beyond is a file built to make
 # a reader allocate memory, not a cache.

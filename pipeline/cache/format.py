@@ -1,6 +1,6 @@
 """The cache format: its layout, its writer, and the dense rebuild of stored logits.
 
-This module and the reader (``pipeline.cache``) are the only ones that open the HDF5 file
+This module and the reader (``pipeline.cache.reader``) are the only ones that open the HDF5 file
 or know its groups; everything else asks the reader (see docs/CACHE_FORMAT.md).
 
 Layout, format_version 1 (or 2, below), ``storage = "full"``::

@@ -1,7 +1,7 @@
 """The logit cache's reader: a verified view of one file, in memory when it fits, streamed when not.
 
-The layout and the writer live in ``pipeline.cache_format``, the checks a file must pass in
-``pipeline.cache_checks``; this module opens the file, runs them, and serves soft targets.
+The layout and the writer live in ``pipeline.cache.format``, the checks a file must pass in
+``pipeline.cache.checks``; this module opens the file, runs them, and serves soft targets.
 """
 
 from __future__ import annotations
@@ -17,14 +17,12 @@ import h5py
 import numpy as np
 import torch
 
-from pipeline import cache_checks
-from pipeline.cache_format import (COMBINES, FORMAT_VERSION, SPLITS, VIEW_SPLIT, CacheWriter, ContentDigest,
-                                   dense_logits, parse_combine, plain, split_names, storage_bytes, stored_names,
-                                   file_attrs, structure_problem, write_cache)
+from pipeline.cache import checks as cache_checks
+from pipeline.cache.format import (SPLITS, VIEW_SPLIT, ContentDigest, dense_logits, file_attrs, parse_combine,
+                                   split_names, storage_bytes, stored_names, structure_problem)
 from pipeline.errors import UsageError
 
-__all__ = ["LogitCache", "CacheExpectations", "FORMAT_VERSION", "VIEW_SPLIT", "COMBINES", "CacheWriter",
-           "write_cache", "parse_combine"]
+__all__ = ["LogitCache", "CacheExpectations"]
 
 
 
