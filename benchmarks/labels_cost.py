@@ -22,7 +22,7 @@ import torch
 
 from fixtures import dataset, throwaway_cache
 from pipeline.config import StudentConfig
-from pipeline.student import train_student
+from pipeline.student.distill import train_student
 
 
 @click.command()

@@ -29,7 +29,7 @@ from fixtures import dataset, kill_and_rerun, throwaway_cache
 from pipeline.config import StudentConfig
 from pipeline.resume import TrainingState
 from pipeline.runs import MODEL_FILE
-from pipeline.student import train_student
+from pipeline.student.distill import train_student
 
 
 def _weights(run: Path) -> dict:

@@ -24,7 +24,7 @@ import torch
 from fixtures import dataset, throwaway_cache
 from pipeline.cache.format import read_attrs
 from pipeline.config import StudentConfig
-from pipeline.student import train_student
+from pipeline.student.distill import train_student
 
 ARMS = {
     "CE, clean images": {"alpha": 0.0},

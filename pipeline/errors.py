@@ -19,7 +19,7 @@ _PYTHON_FIX = {
     "data": "pipeline.data.prepare.save_prepared(load_dataset(...), path)",
     "teacher": "pipeline.teacher.fit.train_teacher(TeacherConfig(...))",
     "teacher-logits": "pipeline.teacher.logits_pass.write_teacher_logits(LogitsConfig(...))",
-    "student": "pipeline.student.train_student(StudentConfig(...))",
+    "student": "pipeline.student.distill.train_student(StudentConfig(...))",
     "experiment-views": "pipeline.experiment.run_views_experiment(ViewsExperimentConfig(...))",
 }
 

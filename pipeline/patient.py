@@ -22,7 +22,7 @@ run killed part-way continues from its last saved epoch (``pipeline.resume``).
 
 With BANKS (bank sizes K), the matching arm is also trained at the longest length on the
 first K cached views only, for every K, and each such run's fit on its bank is set against
-its fit on the cache's remaining views, which it never saw (``pipeline.bank_fit``): Beyer
+its fit on the cache's remaining views, which it never saw (``pipeline.student.bank_fit``): Beyer
 et al. warn that a small precomputed bank overfits, and this gap is that overfitting. The
 cache must hold more views than the largest K, so that every bank leaves fresh views.
 """

@@ -1,7 +1,7 @@
 """Sweeps: many student runs from one cache, in parallel, on one machine or a Dask cluster.
 
 The teacher is never loaded: every run reads the cache and the images only. Each run is
-written to its own ``runs/<name>/`` by :func:`pipeline.student.train_student`, exactly as
+written to its own ``runs/<name>/`` by :func:`pipeline.student.distill.train_student`, exactly as
 ``make student`` writes it, so a sweep and single runs mix freely in the report, and a
 run already finished from the same cache is skipped (an interrupted sweep resumes).
 joblib drives the runs; its backend mechanism moves them onto a Dask distributed
@@ -28,7 +28,7 @@ from pipeline.names import threads_per_run
 from pipeline.report import render_markdown, summarize
 from pipeline.runs import METRICS_FILE
 from pipeline.settings import capped_parallelism
-from pipeline.student import train_student
+from pipeline.student.distill import train_student
 
 __all__ = ["plan_sweep", "run_sweep", "run_planned", "SUMMARY_CSV", "SUMMARY_MD"]
 

@@ -110,7 +110,7 @@ class Trainer:
     """Model, optimiser, one-cycle schedule and the random stream of one training run,
     advanced one epoch at a time. Its whole state fits in :meth:`state_dict`, so a run
     that saves it after every epoch can be killed and resumed to the same result
-    (self-distillation does; see ``pipeline.self_distill``)."""
+    (self-distillation does; see ``pipeline.student.self_distill``)."""
 
     def __init__(self, model: nn.Module, rows: int | torch.Tensor, *, epochs: int, batch_size: int, lr: float,
                  weight_decay: float, seed: int, augment: bool, amp: bool = False):

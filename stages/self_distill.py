@@ -6,7 +6,7 @@ import click
 
 from pipeline.config import SelfDistillConfig, from_options
 from pipeline.models import list_students
-from pipeline.self_distill import self_distill as run_self_distill
+from pipeline.student.self_distill import self_distill as run_self_distill
 from stages.options import log_option
 
 

@@ -7,7 +7,7 @@ import click
 from pipeline.config import StudentConfig, from_options
 from pipeline.models import list_students
 from pipeline.settings import DEFAULTS
-from pipeline.student import train_student
+from pipeline.student.distill import train_student
 from stages.options import input_options, log_option, teacher_options
 
 

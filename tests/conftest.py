@@ -65,7 +65,7 @@ def cache_file(tmp_path: Path, prepared: Path, teacher_dir: Path) -> Path:
 def student_run(tmp_path: Path, prepared: Path, cache_file: Path) -> Path:
     """A finished cnn-tiny run directory (model.pt + metrics.json) on the tiny dataset."""
     from pipeline.config import StudentConfig
-    from pipeline.student import train_student
+    from pipeline.student.distill import train_student
 
     out = tmp_path / "runs" / "cnn-tiny-T4-a0.9-s0-e3"
     train_student(StudentConfig(cache=cache_file, dataset=prepared, out_dir=out, student="cnn-tiny",

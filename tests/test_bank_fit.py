@@ -3,12 +3,12 @@
 import pytest
 import torch
 
-from pipeline.bank_fit import bank_fit
+from pipeline.student.bank_fit import bank_fit
 from pipeline.cache.reader import LogitCache
 from pipeline.checkpoint import load_checkpoint
 from pipeline.config import LogitsConfig, StudentConfig
 from pipeline.teacher.logits_pass import write_teacher_logits
-from pipeline.student import train_student
+from pipeline.student.distill import train_student
 from pipeline.teacher.source import load_teacher
 
 K = 4

@@ -140,7 +140,7 @@ def int8_hostile_run(tmp_path, prepared, cache_file) -> Path:
     inverse): ReLU keeps the float function exactly, but no 8-bit activation scale covers it."""
     from pipeline.checkpoint import load_checkpoint, save_checkpoint
     from pipeline.config import StudentConfig
-    from pipeline.student import train_student
+    from pipeline.student.distill import train_student
 
     run = tmp_path / "runs" / "mlp-hostile"
     train_student(StudentConfig(cache=cache_file, dataset=prepared, out_dir=run, student="mlp", epochs=3,

@@ -29,7 +29,7 @@ from pipeline.teacher.logits_pass import write_teacher_logits
 from pipeline.losses import kd_loss, kd_loss_from_log_targets
 from pipeline.names import INTERNAL
 from pipeline.resume import TrainingState
-from pipeline.student import train_student
+from pipeline.student.distill import train_student
 from stages.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -15,7 +15,7 @@ from pipeline.errors import UsageError
 from pipeline.data.image_folder import FolderOptions, prepare_folder, read_folder
 from pipeline.data.image_store import DiskImages, TorchImages, torch_images
 from pipeline.teacher.logits_pass import write_teacher_logits
-from pipeline.student import train_student
+from pipeline.student.distill import train_student
 from tests.test_image_folder import write_folder
 from tests.test_resume import _same, _weights
 

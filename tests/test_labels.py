@@ -19,7 +19,7 @@ from pipeline.teacher.logits_pass import write_teacher_logits
 from pipeline.losses import kd_loss_from_log_targets
 from pipeline.report import collect_runs, summarize
 from pipeline.runs import MODEL_FILE
-from pipeline.student import train_student
+from pipeline.student.distill import train_student
 
 
 def test_the_labelled_subset_is_balanced_seeded_and_inside_the_rows():

@@ -11,8 +11,8 @@ from pipeline.data.prepare import load_npz, load_prepared, save_prepared
 from pipeline.export import export_run
 from pipeline.teacher.logits_pass import write_teacher_logits
 from pipeline.models import list_students
-from pipeline.self_distill import self_distill
-from pipeline.student import train_student
+from pipeline.student.self_distill import self_distill
+from pipeline.student.distill import train_student
 from pipeline.teacher.fit import train_teacher
 
 CLASSES = 100

@@ -19,7 +19,7 @@ from pipeline.data.prepare import save_prepared
 from pipeline.errors import UsageError
 from pipeline.resume import resume_dir
 from pipeline.runs import MODEL_FILE
-from pipeline.student import train_student
+from pipeline.student.distill import train_student
 from pipeline.train import Trainer
 
 

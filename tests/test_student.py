@@ -7,7 +7,7 @@ import pytest
 
 from pipeline.config import StudentConfig, TeacherConfig
 from pipeline.errors import UsageError
-from pipeline.student import train_student
+from pipeline.student.distill import train_student
 from pipeline.teacher.fit import train_teacher
 
 

@@ -18,7 +18,7 @@ from pipeline.cache.ensemble import write_ensemble
 from pipeline.errors import UsageError
 from pipeline.teacher.logits_pass import write_teacher_logits
 from pipeline.runs import MODEL_FILE
-from pipeline.student import train_student
+from pipeline.student.distill import train_student
 from pipeline.teacher.fit import train_teacher
 
 POOL = 40   # transfer images

@@ -16,7 +16,7 @@ from pipeline.config import LogitsConfig, StudentConfig
 from pipeline.data.prepare import holdout_split
 from pipeline.errors import UsageError
 from pipeline.teacher.logits_pass import write_teacher_logits
-from pipeline.student import train_student
+from pipeline.student.distill import train_student
 from pipeline.teacher.source import load_teacher
 from pipeline.train import augment_batch, predict
 from pipeline.views import ReplayedViews, apply_views, draw_view_params, random_view_params

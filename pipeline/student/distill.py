@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from pipeline.data.image_store import torch_images
-from pipeline.bank_fit import bank_fit
+from pipeline.student.bank_fit import bank_fit
 from pipeline.cache.reader import CacheExpectations, LogitCache
 from pipeline.checkpoint import load_checkpoint
 from pipeline.config import StudentConfig, as_record
