@@ -18,7 +18,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from pipeline.errors import UsageError
-from pipeline.views import DEFAULT_PAD, apply_views, random_view_params
+from pipeline.augment import DEFAULT_PAD, apply_views, random_view_params
 
 __all__ = ["Trainer", "fit", "predict", "accuracy", "batches", "augment_batch", "to_unit_float", "set_threads",
            "say_epoch"]
@@ -57,7 +57,7 @@ def augment_batch(x: torch.Tensor, generator: torch.Generator, pad: int = DEFAUL
     """Random crop after zero-padding by ``pad`` pixels, and a random horizontal flip.
 
     x: (B, C, H, W). Offsets and flips are drawn from ``generator`` on the CPU, so a seed
-    fixes them whatever the device; :mod:`pipeline.views` applies them, the same way it
+    fixes them whatever the device; :mod:`pipeline.augment` applies them, the same way it
     applies the views cached by the teacher pass.
     """
     return apply_views(x, random_view_params(len(x), generator, pad), pad)
@@ -128,7 +128,7 @@ class Trainer:
                     progress: bool = True) -> dict:
         """One pass over the training rows; returns its history entry: epoch, train_loss (the mean
         over its batches), lr (at its start) and seconds. x_train: uint8 (N, C, H, W) on the model's
-        device, or anything indexed the same way (:class:`pipeline.views.ReplayedViews`)."""
+        device, or anything indexed the same way (:class:`pipeline.augment.ReplayedViews`)."""
         model = self.model
         model.train()
         lr = self.optimizer.param_groups[0]["lr"]

@@ -24,7 +24,7 @@ from pipeline.student.distill import train_student
 from pipeline.teacher.fit import train_teacher
 from pipeline.teacher.source import load_teacher
 from pipeline.train import predict
-from pipeline.views import ReplayedViews, draw_view_mix, mix_views, render_views
+from pipeline.augment import ReplayedViews, draw_view_mix, mix_views, render_views
 
 K = 3
 

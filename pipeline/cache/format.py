@@ -12,17 +12,17 @@ Layout, format_version 1 (or 2, below), ``storage = "full"``::
     /test/...       the same for the test split (for reports)
 
 With ``VIEWS=K`` (K >= 2) a third split holds the teacher's logits for K augmented views
-of every training image (see ``pipeline.views``), row i * K + j being view j of image i::
+of every training image (see ``pipeline.augment``), row i * K + j being view j of image i::
 
     /train_views/logits  (N*K, C)  teacher logits of the view, divided by the temperature
     /train_views/params  (N*K, 3)  uint8 dy, dx, flip: the view, re-applied by ``apply_views``
     /train_views/labels, index     the image's label, and its dataset row i (so index = row // K)
 
 and the attributes ``views`` (K), ``view_seed`` and ``view_pad`` say how the params were
-drawn (``pipeline.views.draw_view_params``), so the views can be rebuilt bit-for-bit.
+drawn (``pipeline.augment.draw_view_params``), so the views can be rebuilt bit-for-bit.
 
 With ``MIXUP=a`` (attribute ``view_mixup`` = a > 0) every view is also a mixup pair, and
-the view split holds what the blend needs (see ``pipeline.views.mix_views``)::
+the view split holds what the blend needs (see ``pipeline.augment.mix_views``)::
 
     /train_views/mix_partner (N*K,) uint   dataset row of the image blended in
     /train_views/mix_weight  (N*K,) uint8  w in [128, 255]: the view is (w*a + (255-w)*b) / 255

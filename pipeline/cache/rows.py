@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from pipeline.data.image_store import torch_images
-from pipeline.views import DEFAULT_PAD, render_views
+from pipeline.augment import DEFAULT_PAD, render_views
 
 __all__ = ["SplitRows", "cached_split_rows"]
 

@@ -3,7 +3,7 @@
 What the student sees and what it is matched against always belong together: the clean
 image and its cached logits (the default), random crops and flips with the clean image's
 logits (``augment``, where they stop matching), or cached views replayed with their own
-logits (``replay``, see ``pipeline.views``).
+logits (``replay``, see ``pipeline.augment``).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from pipeline.runs import build_student, evaluate, save_run
 from pipeline.teacher.fit import TEACHER_CKPT
 from pipeline.train import Trainer, accuracy, predict, say_epoch, set_threads
 from pipeline.data.transfer import load_transfer
-from pipeline.views import MIX_SCALE, ReplayedViews
+from pipeline.augment import MIX_SCALE, ReplayedViews
 
 __all__ = ["train_student"]
 

@@ -40,7 +40,7 @@ from pipeline.files import (atomic_path, disk_full_is_one_line, exclusive_writer
 from pipeline.teacher.source import check_batch_output, check_output_width, load_teacher
 from pipeline.train import predict
 from pipeline.data.transfer import load_transfer
-from pipeline.views import DEFAULT_PAD, draw_view_mix, draw_view_params
+from pipeline.augment import DEFAULT_PAD, draw_view_mix, draw_view_params
 
 __all__ = ["write_teacher_logits", "parts_dir", "lock_path", "SplitRows", "cached_split_rows"]
 
