@@ -26,7 +26,7 @@ import torch
 
 from fixtures import dataset, throwaway_cache
 from pipeline.config import StudentConfig, SweepConfig
-from pipeline.sweep import run_sweep
+from pipeline.experiments.sweep import run_sweep
 
 GRID = {"Ts": (1.0, 2.0, 4.0, 8.0), "alphas": (0.5,), "seeds": (0, 1)}   # 8 runs per student
 

@@ -312,7 +312,7 @@ SWEEP_BACKENDS = ("joblib", "dask")
 @dataclass(frozen=True)
 class SweepConfig:
     """A grid of student runs over one cache: every (student, T, ALPHA, seed) combination
-    (``pipeline.sweep.plan_sweep`` lists them). ``student`` carries everything else a run
+    (``pipeline.experiments.sweep.plan_sweep`` lists them). ``student`` carries everything else a run
     needs (cache, dataset, epochs, batch size, ...)."""
 
     student: StudentConfig
@@ -337,7 +337,7 @@ class SweepConfig:
 @dataclass(frozen=True)
 class ViewsExperimentConfig:
     """The cached-views experiment: scratch vs clean-target KD vs replayed-view KD
-    (``pipeline.experiment`` plans and runs it). ``student`` carries what every run shares
+    (``pipeline.experiments.views`` plans and runs it). ``student`` carries what every run shares
     (cache, dataset, epochs, batch size, ...). The KD arms' T and ALPHA are chosen from
     ``Ts`` x ``alphas`` by held-out accuracy (``holdout`` training rows, ``tune_seeds``)."""
 
@@ -367,7 +367,7 @@ class ViewsExperimentConfig:
 
 @dataclass(frozen=True)
 class LabelsExperimentConfig:
-    """The few-labels experiment (``pipeline.label_experiment`` plans and runs it): for every label count
+    """The few-labels experiment (``pipeline.experiments.labels`` plans and runs it): for every label count
     (None: all), scratch on those labels against distilled on those labels plus soft targets elsewhere.
     ``student`` carries what every run shares (cache, dataset, epochs, batch size, ...)."""
 
@@ -397,7 +397,7 @@ class LabelsExperimentConfig:
 
 @dataclass(frozen=True)
 class PatientExperimentConfig:
-    """The patient experiment (``pipeline.patient`` plans and runs it): scratch, clean-target KD and function
+    """The patient experiment (``pipeline.experiments.patient`` plans and runs it): scratch, clean-target KD and function
     matching on a mixup view bank, at every schedule length. ``student`` carries what every run shares."""
 
     student: StudentConfig

@@ -20,7 +20,7 @@ _PYTHON_FIX = {
     "teacher": "pipeline.teacher.fit.train_teacher(TeacherConfig(...))",
     "teacher-logits": "pipeline.teacher.logits_pass.write_teacher_logits(LogitsConfig(...))",
     "student": "pipeline.student.distill.train_student(StudentConfig(...))",
-    "experiment-views": "pipeline.experiment.run_views_experiment(ViewsExperimentConfig(...))",
+    "experiment-views": "pipeline.experiments.views.run_views_experiment(ViewsExperimentConfig(...))",
 }
 
 

@@ -235,7 +235,7 @@ def _arm_curves(rows: list[dict], arms: dict[str, str], x: str, xlabel: str, tea
 
 
 def accuracy_vs_labels(rows: list[dict], teacher_acc: float, out_dir: Path, name: str) -> str | None:
-    """The few-labels experiment (``pipeline.label_experiment`` rows): test accuracy against the hard labels
+    """The few-labels experiment (``pipeline.experiments.labels`` rows): test accuracy against the hard labels
     used, scratch (same epochs, and tuned epochs) and distilled, with full-label scratch and the teacher drawn in."""
     def lines(ax, mine):
         no_labels = next((r for r in mine if r["labels"] == 0), None)
@@ -251,7 +251,7 @@ def accuracy_vs_labels(rows: list[dict], teacher_acc: float, out_dir: Path, name
 
 
 def accuracy_vs_epochs(rows: list[dict], teacher_acc: float, out_dir: Path, name: str) -> str | None:
-    """The patient experiment (``pipeline.patient`` rows): test accuracy against schedule length per arm,
+    """The patient experiment (``pipeline.experiments.patient`` rows): test accuracy against schedule length per arm,
     with the teacher drawn in."""
     arms = {"scratch": "scratch", "clean": "clean-target KD", "matching": "function matching (mixup bank)"}
     return _arm_curves(rows, arms, "epochs", "epochs (one-cycle schedule stretched to the run)", teacher_acc,

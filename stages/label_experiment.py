@@ -7,7 +7,7 @@ import click
 from tqdm.auto import tqdm
 
 from pipeline.config import LabelsExperimentConfig, StudentConfig, from_options
-from pipeline.label_experiment import labels_report, run_labels_experiment
+from pipeline.experiments.labels import labels_report, run_labels_experiment
 from pipeline.settings import DEFAULTS, LABEL_GRID, check
 from stages.options import advance, experiment_options, grid_values, log_option, teacher_options
 

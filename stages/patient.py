@@ -6,7 +6,7 @@ import click
 from tqdm.auto import tqdm
 
 from pipeline.config import PatientExperimentConfig, StudentConfig, from_options
-from pipeline.patient import patient_report, run_patient_experiment
+from pipeline.experiments.patient import patient_report, run_patient_experiment
 from pipeline.settings import DEFAULTS
 from stages.options import advance, experiment_options, grid_values, log_option, teacher_options
 

@@ -13,7 +13,7 @@ import torch
 from pipeline.config import LabelsExperimentConfig, LogitsConfig, StudentConfig
 from pipeline.data.prepare import Dataset, load_prepared, save_prepared
 from pipeline.errors import UsageError
-from pipeline.label_experiment import run_labels_experiment, scratch_epochs
+from pipeline.experiments.labels import run_labels_experiment, scratch_epochs
 from pipeline.data.label_subsets import labelled_rows
 from pipeline.teacher.logits_pass import write_teacher_logits
 from pipeline.losses import kd_loss_from_log_targets

@@ -14,7 +14,7 @@ import pytest
 from pipeline import names, settings
 from pipeline.config import StudentConfig, SweepConfig
 from pipeline.errors import UsageError
-from pipeline.sweep import plan_sweep
+from pipeline.experiments.sweep import plan_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 

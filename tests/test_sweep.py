@@ -13,7 +13,7 @@ from torch import nn
 from pipeline import models
 from pipeline.config import StudentConfig, SweepConfig
 from pipeline.errors import UsageError
-from pipeline.sweep import SUMMARY_CSV, SUMMARY_MD, plan_sweep, run_sweep
+from pipeline.experiments.sweep import SUMMARY_CSV, SUMMARY_MD, plan_sweep, run_sweep
 
 
 def sweep_config(tmp_path, prepared, cache_file, **kw):

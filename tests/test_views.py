@@ -167,7 +167,7 @@ def test_holdout_run_scores_the_rows_it_did_not_train_on(tmp_path, prepared, cac
 
 def test_views_experiment_tunes_on_held_out_rows_then_reports_every_arm(tmp_path, prepared, views_cache):
     from pipeline.config import ViewsExperimentConfig
-    from pipeline.experiment import experiment_report, run_count, run_views_experiment
+    from pipeline.experiments.views import experiment_report, run_count, run_views_experiment
 
     template = StudentConfig(cache=views_cache, dataset=prepared, out_dir=tmp_path, epochs=1, batch_size=16)
     cfg = ViewsExperimentConfig(student=template, runs_dir=tmp_path / "runs", tuning_dir=tmp_path / "tuning",
@@ -199,14 +199,14 @@ def test_views_experiment_tunes_on_held_out_rows_then_reports_every_arm(tmp_path
 
 def test_experiment_needs_a_cache_with_enough_views(tmp_path, prepared, cache_file, views_cache):
     from pipeline.config import ViewsExperimentConfig
-    from pipeline.experiment import run_views_experiment
+    from pipeline.experiments.views import run_views_experiment
 
     def cfg(cache, replay=0):
         return ViewsExperimentConfig(student=StudentConfig(cache=cache, dataset=prepared, out_dir=tmp_path),
                                      runs_dir=tmp_path / "runs", tuning_dir=tmp_path / "t", reports_dir=tmp_path,
                                      holdout=24, replay=replay)
 
-    with pytest.raises(UsageError, match=r"no augmented views .*; call pipeline\.experiment\.run_views_experiment\(ViewsExperimentConfig\(\.\.\., views=8\)\)"):
+    with pytest.raises(UsageError, match=r"no augmented views .*; call pipeline\.experiments\.views\.run_views_experiment\(ViewsExperimentConfig\(\.\.\., views=8\)\)"):
         run_views_experiment(cfg(cache_file))
     with pytest.raises(UsageError, match="REPLAY <= 3"):
         run_views_experiment(cfg(views_cache, replay=5))

@@ -17,7 +17,7 @@ The write-up gives test accuracy (mean ± std over seeds) against L with the tea
 in, the CPU-hours each arm cost, and an estimate of what online distillation would have
 cost. That estimate is the same student work plus one teacher forward per image seen, at
 the per-image teacher time recorded by the cache's own teacher pass. Runs go through
-:func:`pipeline.sweep.run_planned` and resume after a kill: finished runs are kept, and a
+:func:`pipeline.experiments.sweep.run_planned` and resume after a kill: finished runs are kept, and a
 run killed part-way continues from its last saved epoch (``pipeline.resume``).
 
 With BANKS (bank sizes K), the matching arm is also trained at the longest length on the
@@ -39,7 +39,7 @@ from pipeline.cache.reader import LogitCache
 from pipeline.cache.format import VIEW_SPLIT
 from pipeline.config import PatientExperimentConfig, StudentConfig
 from pipeline.errors import UsageError
-from pipeline.experiment import best_per_group, mean_held_out, run_all, teacher_line
+from pipeline.experiments.views import best_per_group, mean_held_out, run_all, teacher_line
 from pipeline.files import atomic_path, write_json
 from pipeline.names import threads_per_run
 

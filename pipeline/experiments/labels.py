@@ -13,7 +13,7 @@ the training split as the unlabelled pool):
 
 Every arm trains with random crop + flip and AdamW + one-cycle. The held-out rows come out
 of the training split (the labelled subset is drawn from the rest); the test split is
-scored once, after the choice. Runs go through :func:`pipeline.sweep.run_planned`, so they
+scored once, after the choice. Runs go through :func:`pipeline.experiments.sweep.run_planned`, so they
 run JOBS at a time and a killed experiment resumes where it stopped.
 """
 
@@ -27,7 +27,7 @@ from pathlib import Path
 
 from pipeline.cache.reader import LogitCache
 from pipeline.config import LabelsExperimentConfig, StudentConfig
-from pipeline.experiment import best_per_group, mean_held_out, run_all, teacher_line
+from pipeline.experiments.views import best_per_group, mean_held_out, run_all, teacher_line
 from pipeline.files import atomic_path, write_json
 from pipeline.names import threads_per_run
 

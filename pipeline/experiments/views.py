@@ -9,7 +9,7 @@ Three arms per student, on the same epochs, schedule and augmentation family:
 
 The KD arms' T and ALPHA are chosen on held-out training rows (``val_acc``), never on
 the test split; then every arm is trained on the whole training split with every seed
-and its test accuracy is reported once. Runs go through :func:`pipeline.sweep.run_planned`,
+and its test accuracy is reported once. Runs go through :func:`pipeline.experiments.sweep.run_planned`,
 so they run JOBS at a time and a killed experiment resumes where it stopped.
 """
 
@@ -26,7 +26,7 @@ from pipeline.config import StudentConfig, ViewsExperimentConfig
 from pipeline.errors import UsageError
 from pipeline.files import atomic_path, write_json
 from pipeline.names import threads_per_run
-from pipeline.sweep import run_planned
+from pipeline.experiments.sweep import run_planned
 
 __all__ = ["run_views_experiment", "experiment_report", "planned_run", "run_count", "run_all", "teacher_line",
            "mean_held_out", "best_per_group"]
