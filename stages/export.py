@@ -5,7 +5,7 @@ from pathlib import Path
 import click
 
 from pipeline.config import EXPORT_FORMATS, ExportConfig, from_options
-from pipeline.export import export_run
+from pipeline.results.export import export_run
 
 
 @click.command("export")

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import click
 
-from pipeline.report import write_report
+from pipeline.results.report import write_report
 
 
 @click.command("report")

@@ -19,7 +19,7 @@ from pipeline.cache.ensemble import check_recorded_accuracy, publish_cache, writ
 from pipeline.errors import UsageError
 from pipeline.teacher.logits_pass import write_teacher_logits
 from pipeline.losses import kd_loss_from_log_targets
-from pipeline.report import render_markdown, summarize
+from pipeline.results.report import render_markdown, summarize
 from pipeline.student.distill import train_student
 from pipeline.teacher.fit import train_teacher
 from pipeline.teacher.source import load_teacher

@@ -15,8 +15,8 @@ import torch
 
 from pipeline.config import ExportConfig
 from pipeline.errors import UsageError
-from pipeline.export import EXPORT_FILES, export_onnx, export_run, export_torchscript
-from pipeline.latency import onnx_runner, onnx_session, torchscript_runner
+from pipeline.results.export import EXPORT_FILES, export_onnx, export_run, export_torchscript
+from pipeline.results.latency import onnx_runner, onnx_session, torchscript_runner
 from pipeline.models import create_student, list_students
 
 from tests.conftest import CLASSES, SHAPE
@@ -156,7 +156,7 @@ def int8_hostile_run(tmp_path, prepared, cache_file) -> Path:
 
 
 def test_an_int8_model_over_budget_is_refused_or_left_out_and_reported(int8_hostile_run):
-    from pipeline.report import render_exports
+    from pipeline.results.report import render_exports
 
     with pytest.raises(UsageError, match=r"the int8 model loses [0-9.]+ pp of test accuracy \(budget 0.5 pp\)"):
         export_run(ExportConfig(run_dir=int8_hostile_run), progress=False)

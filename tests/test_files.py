@@ -11,7 +11,7 @@ import pytest
 
 from pipeline.files import _HOST, atomic_dir, atomic_path, remove_dead_temporaries
 from pipeline.provenance import code_version, other_code
-from pipeline.report import render_code_versions
+from pipeline.results.report import render_code_versions
 
 
 def _dead_pid() -> int:

@@ -17,7 +17,7 @@ from pipeline.experiments.labels import run_labels_experiment, scratch_epochs
 from pipeline.data.label_subsets import labelled_rows
 from pipeline.teacher.logits_pass import write_teacher_logits
 from pipeline.losses import kd_loss_from_log_targets
-from pipeline.report import collect_runs, summarize
+from pipeline.results.report import collect_runs, summarize
 from pipeline.runs import MODEL_FILE
 from pipeline.student.distill import train_student
 

@@ -8,7 +8,7 @@ import pytest
 from pipeline.cache.reader import LogitCache
 from pipeline.config import ExportConfig, LogitsConfig, SelfDistillConfig, StudentConfig, TeacherConfig
 from pipeline.data.prepare import load_npz, load_prepared, save_prepared
-from pipeline.export import export_run
+from pipeline.results.export import export_run
 from pipeline.teacher.logits_pass import write_teacher_logits
 from pipeline.models import list_students
 from pipeline.student.self_distill import self_distill

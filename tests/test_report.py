@@ -2,7 +2,7 @@ import pytest
 
 from pipeline.errors import UsageError
 from pipeline.files import write_json
-from pipeline.report import (README_END, README_START, collect_runs, render_markdown, render_winners, summarize,
+from pipeline.results.report import (README_END, README_START, collect_runs, render_markdown, render_winners, summarize,
                              winners, write_report)
 
 

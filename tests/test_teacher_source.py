@@ -11,7 +11,7 @@ from pipeline.cache.reader import LogitCache
 from pipeline.checkpoint import load_checkpoint
 from pipeline.config import LogitsConfig
 from pipeline.errors import UsageError
-from pipeline.export import export_torchscript
+from pipeline.results.export import export_torchscript
 from pipeline.teacher.logits_pass import write_teacher_logits
 
 from tests.conftest import SHAPE

@@ -185,7 +185,7 @@ def _render(cfg: LabelsExperimentConfig, cache: LogitCache, rows: list[dict], n_
 def run_labels_experiment(cfg: LabelsExperimentConfig, on_result=None) -> dict:
     """Tune on held-out rows, train every arm with every seed, write labels-experiment.{md,json,png}."""
     from pipeline.data.prepare import load_prepared
-    from pipeline.plots import accuracy_vs_labels
+    from pipeline.results.plots import accuracy_vs_labels
 
     cache = LogitCache(cfg.student.cache, combine=cfg.student.combine)
     rows = len(load_prepared(cfg.student.dataset).y_train)

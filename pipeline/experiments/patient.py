@@ -213,7 +213,7 @@ def _render(cfg: PatientExperimentConfig, cache: LogitCache, choice: dict, rows:
 
 def run_patient_experiment(cfg: PatientExperimentConfig, on_result=None) -> dict:
     """Tune the clean arm, train every arm at every length and seed, write patient-experiment.{md,json,png}."""
-    from pipeline.plots import accuracy_vs_epochs
+    from pipeline.results.plots import accuracy_vs_epochs
 
     cache = LogitCache(cfg.student.cache, combine=cfg.student.combine)
     if not cache.views or not cache.mixup:

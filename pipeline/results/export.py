@@ -31,7 +31,7 @@ from pipeline.data.prepare import Dataset, load_prepared
 from pipeline.errors import UsageError
 from pipeline.files import atomic_dir, write_json
 from pipeline.provenance import code_version
-from pipeline.latency import eager_runner, median_latency_us, onnx_runner, torchscript_runner
+from pipeline.results.latency import eager_runner, median_latency_us, onnx_runner, torchscript_runner
 from pipeline.runs import MODEL_FILE
 from pipeline.train import set_threads
 

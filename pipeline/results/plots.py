@@ -1,4 +1,4 @@
-"""The report's pictures, drawn from the summary rows of :func:`pipeline.report.summarize`.
+"""The report's pictures, drawn from the summary rows of :func:`pipeline.results.report.summarize`.
 
 Each function writes one PNG and returns its file name, or None when the runs hold
 nothing to draw for it (a report of scratch runs has no temperature axis). matplotlib

@@ -257,7 +257,7 @@ def render_code_versions(runs: list[dict]) -> str:
 def write_report(runs_dir: Path, out: Path, readme: Path | None = None) -> str:
     """Write report.md and its PNG figures next to it, optionally refresh a results document's
     block (``readme``; figures copied to results/ beside it); return the Markdown."""
-    from pipeline.plots import draw_all   # matplotlib is imported only by the report
+    from pipeline.results.plots import draw_all   # matplotlib is imported only by the report
 
     runs = collect_runs(runs_dir)
     rows = summarize(runs)
