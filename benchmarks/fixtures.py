@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline.checkpoint import save_checkpoint
+from pipeline.training.checkpoint import save_checkpoint
 from pipeline.config import LogitsConfig
 from pipeline.data.prepare import DEBIAN_DIR, Dataset, FASHION_MNIST_CLASSES, limit_train, load_dataset, save_prepared
 from pipeline.teacher.logits_pass import write_teacher_logits

@@ -39,7 +39,7 @@ sys.path.insert(0, str(ROOT))
 
 from pipeline.data.prepare import DEBIAN_DIR, load_idx_dir, load_prepared  # noqa: E402
 from pipeline.models import create_student  # noqa: E402
-from pipeline.train import predict  # noqa: E402
+from pipeline.training.loop import predict  # noqa: E402
 
 SC = str(Path(sys.executable).parent / "softcache")
 

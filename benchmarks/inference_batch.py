@@ -1,7 +1,7 @@
 """Inference batch size on the CPU: why the teacher pass (and every eval-mode forward) uses 64 rows, not 1024.
 
 A GPU wants large batches to fill it; a CPU is fastest when a batch's activations stay in its
-caches. For each model the same images go through ``pipeline.train.predict`` at every batch size,
+caches. For each model the same images go through ``pipeline.training.loop.predict`` at every batch size,
 interleaved over repeats (best of), and the table gives images/s and the ratio to batch 1024. The
 models are freshly initialised: speed does not depend on the weights.
 
@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fixtures import dataset  # noqa: E402
 from pipeline.models import create_student, create_teacher  # noqa: E402
-from pipeline.train import CPU_INFERENCE_BATCH, predict  # noqa: E402
+from pipeline.training.loop import CPU_INFERENCE_BATCH, predict  # noqa: E402
 
 BATCHES = (32, 64, 128, 256, 1024)
 
@@ -63,7 +63,7 @@ def main(images: int, repeats: int, threads: int) -> None:
     print(f"{dt.date.today()}, {platform.machine()}, {threads} torch threads, torch {torch.__version__}; "
           f"`python benchmarks/inference_batch.py --images {images} --repeats {repeats} --threads {threads}`; "
           f"data: {data.name}; best of {repeats} interleaved repeats. softcache's CPU default is "
-          f"{CPU_INFERENCE_BATCH} (`pipeline.train.inference_batch`); a GPU keeps 1024.\n")
+          f"{CPU_INFERENCE_BATCH} (`pipeline.training.loop.inference_batch`); a GPU keeps 1024.\n")
     print("| model | images | " + " | ".join(f"batch {b} img/s" for b in BATCHES) + " | 64 vs 1024 |")
     print("|---|---:|" + "---:|" * len(BATCHES) + "---:|")
     for name, n, rate in rows:

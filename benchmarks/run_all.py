@@ -33,7 +33,7 @@ from pipeline.data.prepare import Dataset, save_prepared
 from pipeline.teacher.logits_pass import write_teacher_logits
 from pipeline.losses import kd_loss_from_log_targets
 from pipeline.models import create_student
-from pipeline.train import fit, predict, to_unit_float
+from pipeline.training.loop import fit, predict, to_unit_float
 
 
 def _epoch_seconds(x, loss_fn, student: str) -> float:

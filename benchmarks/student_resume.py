@@ -27,8 +27,8 @@ import torch
 
 from fixtures import dataset, kill_and_rerun, throwaway_cache
 from pipeline.config import StudentConfig
-from pipeline.resume import TrainingState
-from pipeline.runs import MODEL_FILE
+from pipeline.training.resume import TrainingState
+from pipeline.training.run_dir import MODEL_FILE
 from pipeline.student.distill import train_student
 
 

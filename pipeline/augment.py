@@ -99,7 +99,7 @@ def draw_view_mix(n: int, k: int, seed: int, alpha: float) -> tuple[np.ndarray, 
 
 
 class ReplayedViews:
-    """Stands in for the training images in :class:`pipeline.train.Trainer`: indexing it
+    """Stands in for the training images in :class:`pipeline.training.loop.Trainer`: indexing it
     with dataset rows returns, for each row, the cached view chosen for the current epoch.
 
     Row r sees view ``(offset[r] + epoch) % K`` in epoch ``epoch``: a different view every

@@ -157,7 +157,7 @@ class LogitsConfig:
     dtype: str = default("CACHE_DTYPE")               # float32 or float16
     topk: int = default("CACHE_TOPK", int)            # keep the k largest logits per row (0: all)
     device: str = default("DEVICE")
-    batch_size: int = 0         # rows per forward; 0: the device's (pipeline.train.inference_batch)
+    batch_size: int = 0         # rows per forward; 0: the device's (pipeline.training.loop.inference_batch)
     chunk_rows: int = 4096      # rows per resumable chunk of the pass
     teacher_weights: Path | None = None   # TEACHER_WEIGHTS: state dict for a module:factory teacher
     views: int = default("VIEWS", int)           # augmented views cached per training image (1: clean only)

@@ -5,7 +5,7 @@ import torch
 
 from pipeline.student.bank_fit import bank_fit
 from pipeline.cache.reader import LogitCache
-from pipeline.checkpoint import load_checkpoint
+from pipeline.training.checkpoint import load_checkpoint
 from pipeline.config import LogitsConfig, StudentConfig
 from pipeline.teacher.logits_pass import write_teacher_logits
 from pipeline.student.distill import train_student

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from pipeline.calibration import reliability
+from pipeline.training.calibration import reliability
 
 
 def test_perfectly_calibrated_and_overconfident_predictions():

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from pipeline.checkpoint import load_checkpoint, save_checkpoint
+from pipeline.training.checkpoint import load_checkpoint, save_checkpoint
 from pipeline.errors import UsageError
 from pipeline.models import create_student
 

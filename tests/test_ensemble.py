@@ -23,7 +23,7 @@ from pipeline.results.report import render_markdown, summarize
 from pipeline.student.distill import train_student
 from pipeline.teacher.fit import train_teacher
 from pipeline.teacher.source import load_teacher
-from pipeline.train import predict
+from pipeline.training.loop import predict
 from pipeline.augment import ReplayedViews, draw_view_mix, mix_views, render_views
 
 K = 3

@@ -32,7 +32,7 @@ def test_export_writes_checked_files_with_metadata(tmp_path, student_run, tiny_d
     onnx.checker.check_model(str(out / "model.onnx"), full_check=True)
 
     x = tiny_dataset.x_test.astype(np.float32) / 255
-    from pipeline.checkpoint import load_checkpoint
+    from pipeline.training.checkpoint import load_checkpoint
     model, _ = load_checkpoint(student_run / "model.pt", "student", "student")
     with torch.no_grad():
         eager = model(torch.from_numpy(x)).numpy()
@@ -138,7 +138,7 @@ def test_readme_example_classifies_with_onnxruntime_alone(tmp_path):
 def int8_hostile_run(tmp_path, prepared, cache_file) -> Path:
     """A real mlp run whose hidden units are rescaled by up to 1e5 (their outgoing weights by the
     inverse): ReLU keeps the float function exactly, but no 8-bit activation scale covers it."""
-    from pipeline.checkpoint import load_checkpoint, save_checkpoint
+    from pipeline.training.checkpoint import load_checkpoint, save_checkpoint
     from pipeline.config import StudentConfig
     from pipeline.student.distill import train_student
 

@@ -38,8 +38,8 @@ for step in args["steps"]:
 print(json.dumps(results))
 """
 
-_NO_CHECKS = ("import pipeline.teacher.logits_pass, pipeline.cache.format, pipeline.runs\n"
-              "for m in (pipeline.teacher.logits_pass, pipeline.cache.format, pipeline.runs): m.need_space = lambda *a, **k: None\n")
+_NO_CHECKS = ("import pipeline.teacher.logits_pass, pipeline.cache.format, pipeline.training.run_dir\n"
+              "for m in (pipeline.teacher.logits_pass, pipeline.cache.format, pipeline.training.run_dir): m.need_space = lambda *a, **k: None\n")
 
 
 def _cli(args: list, checks: bool = True) -> str:

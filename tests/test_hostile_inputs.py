@@ -28,7 +28,7 @@ from pipeline.files import exclusive_writer
 from pipeline.teacher.logits_pass import write_teacher_logits
 from pipeline.losses import kd_loss, kd_loss_from_log_targets
 from pipeline.names import INTERNAL
-from pipeline.resume import TrainingState
+from pipeline.training.resume import TrainingState
 from pipeline.student.distill import train_student
 from stages.cli import main
 

@@ -18,7 +18,7 @@ from pipeline.data.label_subsets import labelled_rows
 from pipeline.teacher.logits_pass import write_teacher_logits
 from pipeline.losses import kd_loss_from_log_targets
 from pipeline.results.report import collect_runs, summarize
-from pipeline.runs import MODEL_FILE
+from pipeline.training.run_dir import MODEL_FILE
 from pipeline.student.distill import train_student
 
 

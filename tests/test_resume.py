@@ -17,10 +17,10 @@ from conftest import make_dataset
 from pipeline.config import StudentConfig
 from pipeline.data.prepare import save_prepared
 from pipeline.errors import UsageError
-from pipeline.resume import resume_dir
-from pipeline.runs import MODEL_FILE
+from pipeline.training.resume import resume_dir
+from pipeline.training.run_dir import MODEL_FILE
 from pipeline.student.distill import train_student
-from pipeline.train import Trainer
+from pipeline.training.loop import Trainer
 
 
 def _weights(run_dir):
@@ -77,7 +77,7 @@ def test_a_state_from_another_cache_or_recipe_is_refused_and_kept(tmp_path, prep
 
 def test_checkpoint_every_sets_the_cadence(tmp_path, prepared, cache_file, monkeypatch):
     saves = []
-    from pipeline.resume import TrainingState
+    from pipeline.training.resume import TrainingState
     real = TrainingState.save
     monkeypatch.setattr(TrainingState, "save", lambda self, *a, **k: (saves.append(1), real(self, *a, **k)))
     train_student(StudentConfig(cache=cache_file, dataset=prepared, out_dir=tmp_path / "a", student="mlp",

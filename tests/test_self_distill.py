@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from pipeline.cache.reader import LogitCache
-from pipeline.checkpoint import load_checkpoint, model_fingerprint
+from pipeline.training.checkpoint import load_checkpoint, model_fingerprint
 from pipeline.config import SelfDistillConfig
 from pipeline.errors import UsageError
 from pipeline.student.self_distill import PREDICTIONS_FILE, alpha_schedule, pskd_targets, resume_dir, self_distill

@@ -95,7 +95,7 @@ def test_training_shows_live_progress_with_rate_and_loss(tmp_path, prepared, cac
 def test_without_tensorboard_installed_log_is_one_clear_error(tmp_path, monkeypatch):
     import builtins
 
-    from pipeline.history import EpochLog
+    from pipeline.training.history import EpochLog
 
     real_import = builtins.__import__
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from pipeline.cache.reader import LogitCache
-from pipeline.checkpoint import load_checkpoint
+from pipeline.training.checkpoint import load_checkpoint
 from pipeline.config import LogitsConfig
 from pipeline.errors import UsageError
 from pipeline.results.export import export_torchscript

@@ -2,7 +2,7 @@ import torch
 import torch.nn.functional as F
 
 from pipeline.models import create_teacher
-from pipeline.train import accuracy, augment_batch, fit, predict
+from pipeline.training.loop import accuracy, augment_batch, fit, predict
 
 
 def test_augment_is_a_shifted_or_flipped_crop_and_seeded():

@@ -17,7 +17,7 @@ from pipeline.config import EnsembleConfig, LogitsConfig, StudentConfig, Teacher
 from pipeline.cache.ensemble import write_ensemble
 from pipeline.errors import UsageError
 from pipeline.teacher.logits_pass import write_teacher_logits
-from pipeline.runs import MODEL_FILE
+from pipeline.training.run_dir import MODEL_FILE
 from pipeline.student.distill import train_student
 from pipeline.teacher.fit import train_teacher
 

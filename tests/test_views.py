@@ -18,7 +18,7 @@ from pipeline.errors import UsageError
 from pipeline.teacher.logits_pass import write_teacher_logits
 from pipeline.student.distill import train_student
 from pipeline.teacher.source import load_teacher
-from pipeline.train import augment_batch, predict
+from pipeline.training.loop import augment_batch, predict
 from pipeline.augment import ReplayedViews, apply_views, draw_view_params, random_view_params
 
 K = 3

@@ -149,8 +149,8 @@ class DiskImages:
 
 
 class TorchImages:
-    """A :class:`DiskImages` indexed as a uint8 tensor: what :class:`pipeline.train.Trainer`,
-    :func:`pipeline.train.predict` and the view renderer take in place of the in-memory tensor."""
+    """A :class:`DiskImages` indexed as a uint8 tensor: what :class:`pipeline.training.loop.Trainer`,
+    :func:`pipeline.training.loop.predict` and the view renderer take in place of the in-memory tensor."""
 
     def __init__(self, images: DiskImages):
         self.images = images

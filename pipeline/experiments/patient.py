@@ -18,7 +18,7 @@ in, the CPU-hours each arm cost, and an estimate of what online distillation wou
 cost. That estimate is the same student work plus one teacher forward per image seen, at
 the per-image teacher time recorded by the cache's own teacher pass. Runs go through
 :func:`pipeline.experiments.sweep.run_planned` and resume after a kill: finished runs are kept, and a
-run killed part-way continues from its last saved epoch (``pipeline.resume``).
+run killed part-way continues from its last saved epoch (``pipeline.training.resume``).
 
 With BANKS (bank sizes K), the matching arm is also trained at the longest length on the
 first K cached views only, for every K, and each such run's fit on its bank is set against

@@ -26,7 +26,7 @@ from pipeline.errors import UsageError
 from pipeline.files import atomic_path, read_json
 from pipeline.names import threads_per_run
 from pipeline.results.report import render_markdown, summarize
-from pipeline.runs import METRICS_FILE
+from pipeline.training.run_dir import METRICS_FILE
 from pipeline.settings import capped_parallelism
 from pipeline.student.distill import train_student
 

@@ -25,15 +25,15 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from pipeline.checkpoint import load_checkpoint
+from pipeline.training.checkpoint import load_checkpoint
 from pipeline.config import ExportConfig, as_record
 from pipeline.data.prepare import Dataset, load_prepared
 from pipeline.errors import UsageError
 from pipeline.files import atomic_dir, write_json
 from pipeline.provenance import code_version
 from pipeline.results.latency import eager_runner, median_latency_us, onnx_runner, torchscript_runner
-from pipeline.runs import MODEL_FILE
-from pipeline.train import set_threads
+from pipeline.training.run_dir import MODEL_FILE
+from pipeline.training.loop import set_threads
 
 __all__ = ["export_run", "EXPORT_FILES", "METADATA_KEY", "export_onnx", "quantize_int8", "export_torchscript"]
 

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from pipeline.cache.reader import LogitCache
-from pipeline.train import CPU_INFERENCE_BATCH, to_unit_float
+from pipeline.training.loop import CPU_INFERENCE_BATCH, to_unit_float
 from pipeline.augment import render_views
 
 __all__ = ["bank_fit"]

@@ -2,7 +2,7 @@
 
 On a CPU a teacher trains for an hour or more, longer than a session may last, so it saves its
 whole training state after every epoch and a killed run continues from there with the same
-command (``pipeline.resume``, the mechanism student runs and self-distillation use)."""
+command (``pipeline.training.resume``, the mechanism student runs and self-distillation use)."""
 
 from __future__ import annotations
 
@@ -12,16 +12,16 @@ import torch
 import torch.nn.functional as F
 
 from pipeline.data.image_store import torch_images
-from pipeline.checkpoint import save_checkpoint
+from pipeline.training.checkpoint import save_checkpoint
 from pipeline.config import TeacherConfig, as_record
 from pipeline.data.prepare import load_prepared
 from pipeline.files import write_json
-from pipeline.history import EpochLog
+from pipeline.training.history import EpochLog
 from pipeline.models import count_params
 from pipeline.provenance import code_version
-from pipeline.resume import TrainingState, recipe_key
-from pipeline.runs import build_teacher
-from pipeline.train import Trainer, accuracy, predict, say_epoch, set_threads
+from pipeline.training.resume import TrainingState, recipe_key
+from pipeline.training.run_dir import build_teacher
+from pipeline.training.loop import Trainer, accuracy, predict, say_epoch, set_threads
 
 __all__ = ["train_teacher", "TEACHER_CKPT", "TEACHER_RECORD"]
 

@@ -38,7 +38,7 @@ from pipeline.errors import UsageError
 from pipeline.files import (atomic_path, disk_full_is_one_line, exclusive_writer, lock_path, need_space, refuse_link,
                             working_dir, write_json)
 from pipeline.teacher.source import check_batch_output, check_output_width, load_teacher
-from pipeline.train import predict
+from pipeline.training.loop import predict
 from pipeline.data.transfer import load_transfer
 from pipeline.augment import DEFAULT_PAD, draw_view_mix, draw_view_params
 

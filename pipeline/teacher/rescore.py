@@ -23,7 +23,7 @@ from pipeline.data.prepare import Dataset
 from pipeline.errors import UsageError
 from pipeline.cache.rows import cached_split_rows
 from pipeline.teacher.source import TeacherSource
-from pipeline.train import predict
+from pipeline.training.loop import predict
 
 __all__ = ["RowCheck", "rescore_sample", "tolerance_for"]
 

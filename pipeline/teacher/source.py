@@ -26,7 +26,7 @@ from typing import Iterator
 import torch
 from torch import nn
 
-from pipeline.checkpoint import is_checkpoint, load_checkpoint, model_fingerprint, read_checkpoint_file
+from pipeline.training.checkpoint import is_checkpoint, load_checkpoint, model_fingerprint, read_checkpoint_file
 from pipeline.errors import UsageError
 from pipeline.teacher.pt2_archive import unsafe_entries
 

@@ -2,7 +2,7 @@
 
 A run killed at any instant (kill -9, a session limit, a full disk) must not start again
 from zero. While it trains, a run keeps ``.<run>.resume/state.pt`` next to where its
-directory will appear. That file holds the :class:`pipeline.train.Trainer` state (weights,
+directory will appear. That file holds the :class:`pipeline.training.loop.Trainer` state (weights,
 optimiser, schedule, batch-order and augmentation generator, epochs done), torch's global
 generator, the history so far, and a *key*: everything that shapes the result (the
 recipe and the fingerprints of what it reads). The same command run again finds the state
