@@ -24,10 +24,10 @@ import numpy as np
 import torch
 
 from pipeline.cache.format import write_cache
-from pipeline.training.checkpoint import load_checkpoint
 from pipeline.config import StudentConfig
 from pipeline.data.prepare import load_prepared
 from pipeline.student.distill import train_student
+from pipeline.training.checkpoint import load_checkpoint
 from pipeline.training.loop import predict
 
 ATTRS = {"teacher_fingerprint": "", "dataset_fingerprint": "", "teacher": "", "teacher_test_acc": 0.0}

@@ -24,9 +24,14 @@ import numpy as np
 import torch
 
 from pipeline.data.prepare import DEBIAN_DIR, load_dataset
-from pipeline.results.export import export_onnx, export_torchscript, quantize_int8
-from pipeline.results.latency import eager_runner, median_latency_us, onnx_runner, torchscript_runner
 from pipeline.models import count_params, create_student, list_students
+from pipeline.results.export import export_onnx, export_torchscript, quantize_int8
+from pipeline.results.latency import (
+    eager_runner,
+    median_latency_us,
+    onnx_runner,
+    torchscript_runner,
+)
 
 FORMS = ("eager", "torchscript", "onnx", "int8")
 

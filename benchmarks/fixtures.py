@@ -13,11 +13,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline.training.checkpoint import save_checkpoint
 from pipeline.config import LogitsConfig
-from pipeline.data.prepare import DEBIAN_DIR, Dataset, FASHION_MNIST_CLASSES, limit_train, load_dataset, save_prepared
-from pipeline.teacher.logits_pass import write_teacher_logits
+from pipeline.data.prepare import (
+    DEBIAN_DIR,
+    FASHION_MNIST_CLASSES,
+    Dataset,
+    limit_train,
+    load_dataset,
+    save_prepared,
+)
 from pipeline.models import create_teacher
+from pipeline.teacher.logits_pass import write_teacher_logits
+from pipeline.training.checkpoint import save_checkpoint
 
 
 def dataset(rows: int) -> Dataset:

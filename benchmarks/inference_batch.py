@@ -23,6 +23,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fixtures import dataset  # noqa: E402
+
 from pipeline.models import create_student, create_teacher  # noqa: E402
 from pipeline.training.loop import CPU_INFERENCE_BATCH, predict  # noqa: E402
 

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import click
 import torch
-
 from fixtures import dataset, throwaway_cache
+
 from pipeline.config import StudentConfig
 from pipeline.student.distill import train_student
 

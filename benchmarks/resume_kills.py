@@ -20,11 +20,11 @@ from pathlib import Path
 
 import click
 import numpy as np
-
 from fixtures import kill_and_rerun
+
 from pipeline.cache.format import read_arrays
 from pipeline.config import TeacherConfig
-from pipeline.data.prepare import Dataset, FASHION_MNIST_CLASSES, save_prepared
+from pipeline.data.prepare import FASHION_MNIST_CLASSES, Dataset, save_prepared
 from pipeline.teacher.fit import train_teacher
 
 

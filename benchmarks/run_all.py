@@ -25,14 +25,14 @@ from pathlib import Path
 import click
 import torch
 import torch.nn.functional as F
-
 from fixtures import dataset, untrained_teacher
+
 from pipeline.cache.reader import LogitCache
 from pipeline.config import LogitsConfig
 from pipeline.data.prepare import Dataset, save_prepared
-from pipeline.teacher.logits_pass import write_teacher_logits
 from pipeline.losses import kd_loss_from_log_targets
 from pipeline.models import create_student
+from pipeline.teacher.logits_pass import write_teacher_logits
 from pipeline.training.loop import fit, predict, to_unit_float
 
 

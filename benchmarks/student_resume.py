@@ -24,12 +24,12 @@ from pathlib import Path
 
 import click
 import torch
-
 from fixtures import dataset, kill_and_rerun, throwaway_cache
+
 from pipeline.config import StudentConfig
+from pipeline.student.distill import train_student
 from pipeline.training.resume import TrainingState
 from pipeline.training.run_dir import MODEL_FILE
-from pipeline.student.distill import train_student
 
 
 def _weights(run: Path) -> dict:

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import click
 import torch
-
 from fixtures import dataset, throwaway_cache
+
 from pipeline.config import StudentConfig, SweepConfig
 from pipeline.experiments.sweep import run_sweep
 

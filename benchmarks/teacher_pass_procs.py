@@ -19,8 +19,8 @@ from pathlib import Path
 
 import click
 import torch
-
 from fixtures import dataset, untrained_teacher
+
 from pipeline.data.prepare import save_prepared
 
 

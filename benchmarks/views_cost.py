@@ -20,8 +20,8 @@ from pathlib import Path
 
 import click
 import torch
-
 from fixtures import dataset, throwaway_cache
+
 from pipeline.cache.format import read_attrs
 from pipeline.config import StudentConfig
 from pipeline.student.distill import train_student

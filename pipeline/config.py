@@ -17,13 +17,21 @@ from pathlib import Path
 import torch
 
 from pipeline.cache.format import parse_combine
+from pipeline.data.image_folder import FolderOptions
 from pipeline.data.prepare import DEBIAN_DIR
 from pipeline.errors import UsageError
-from pipeline.data.image_folder import FolderOptions
 from pipeline.models import list_students
 from pipeline.names import pskd_run_name, run_data, run_name
-from pipeline.settings import (check, check_augment_replay, check_grid, check_labels_alpha, check_sweep_backend,
-                               check_views_mixup, default, image_size)
+from pipeline.settings import (
+    check,
+    check_augment_replay,
+    check_grid,
+    check_labels_alpha,
+    check_sweep_backend,
+    check_views_mixup,
+    default,
+    image_size,
+)
 
 __all__ = [
     "DataConfig", "TeacherConfig", "LogitsConfig", "EnsembleConfig", "PublishConfig", "StudentConfig",

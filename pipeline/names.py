@@ -26,9 +26,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.errors import UsageError
-from pipeline.settings import (DEFAULTS, LABEL_GRID, capped_parallelism, check, check_augment_replay,
-                               check_ensemble_storage, check_grid, check_labels_alpha, check_sweep_backend,
-                               check_views_mixup, control_problem, help_text, image_size, misspelled, number)
+from pipeline.settings import (
+    DEFAULTS,
+    LABEL_GRID,
+    capped_parallelism,
+    check,
+    check_augment_replay,
+    check_ensemble_storage,
+    check_grid,
+    check_labels_alpha,
+    check_sweep_backend,
+    check_views_mixup,
+    control_problem,
+    help_text,
+    image_size,
+    misspelled,
+    number,
+)
 
 __all__ = [
     "data_name", "is_image_folder", "folder_tag", "FOLDER_SETTINGS", "teacher_tag", "cache_tag", "transfer_name",

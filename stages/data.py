@@ -6,9 +6,15 @@ from pathlib import Path
 import click
 
 from pipeline.config import DataConfig, from_options
-from pipeline.data.prepare import (LAYOUTS, limit_train, load_dataset, load_prepared, prepared_folder_is_current,
-                               save_prepared)
 from pipeline.data.image_folder import is_image_folder, prepare_folder
+from pipeline.data.prepare import (
+    LAYOUTS,
+    limit_train,
+    load_dataset,
+    load_prepared,
+    prepared_folder_is_current,
+    save_prepared,
+)
 
 
 @click.command("data")

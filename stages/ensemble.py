@@ -4,8 +4,8 @@ from pathlib import Path
 
 import click
 
-from pipeline.config import EnsembleConfig, PublishConfig
 from pipeline.cache.ensemble import publish_cache, reseal_published, write_ensemble
+from pipeline.config import EnsembleConfig, PublishConfig
 
 
 @click.command("ensemble")

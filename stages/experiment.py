@@ -6,9 +6,19 @@ import click
 from tqdm.auto import tqdm
 
 from pipeline.config import StudentConfig, ViewsExperimentConfig, from_options
-from pipeline.experiments.views import experiment_report, run_count, run_views_experiment
+from pipeline.experiments.views import (
+    experiment_report,
+    run_count,
+    run_views_experiment,
+)
 from pipeline.settings import DEFAULTS
-from stages.options import advance, experiment_options, grid_values, log_option, teacher_options
+from stages.options import (
+    advance,
+    experiment_options,
+    grid_values,
+    log_option,
+    teacher_options,
+)
 
 
 @click.command("experiment-views")

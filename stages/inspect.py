@@ -5,9 +5,9 @@ from pathlib import Path
 
 import click
 
+from pipeline.cache.ensemble import check_recorded_accuracy
 from pipeline.cache.reader import CacheExpectations, LogitCache
 from pipeline.data.prepare import load_prepared
-from pipeline.cache.ensemble import check_recorded_accuracy
 from pipeline.errors import UsageError
 from pipeline.provenance import other_code
 from pipeline.teacher.rescore import rescore_sample, tolerance_for

@@ -9,7 +9,13 @@ from tqdm.auto import tqdm
 from pipeline.config import LabelsExperimentConfig, StudentConfig, from_options
 from pipeline.experiments.labels import labels_report, run_labels_experiment
 from pipeline.settings import DEFAULTS, LABEL_GRID, check
-from stages.options import advance, experiment_options, grid_values, log_option, teacher_options
+from stages.options import (
+    advance,
+    experiment_options,
+    grid_values,
+    log_option,
+    teacher_options,
+)
 
 
 def _label_counts(text: str | None) -> tuple | None:

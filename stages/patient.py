@@ -8,7 +8,13 @@ from tqdm.auto import tqdm
 from pipeline.config import PatientExperimentConfig, StudentConfig, from_options
 from pipeline.experiments.patient import patient_report, run_patient_experiment
 from pipeline.settings import DEFAULTS
-from stages.options import advance, experiment_options, grid_values, log_option, teacher_options
+from stages.options import (
+    advance,
+    experiment_options,
+    grid_values,
+    log_option,
+    teacher_options,
+)
 
 
 @click.command("experiment-patient")

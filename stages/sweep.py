@@ -8,9 +8,15 @@ from tqdm.auto import tqdm
 
 from pipeline.config import SWEEP_BACKENDS, StudentConfig, SweepConfig, from_options
 from pipeline.errors import UsageError
-from pipeline.settings import DEFAULTS
 from pipeline.experiments.sweep import SUMMARY_MD, plan_sweep, run_sweep
-from stages.options import advance, grid_values, input_options, log_option, teacher_options
+from pipeline.settings import DEFAULTS
+from stages.options import (
+    advance,
+    grid_values,
+    input_options,
+    log_option,
+    teacher_options,
+)
 
 
 @click.command("sweep")

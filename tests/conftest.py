@@ -11,8 +11,8 @@ import pytest
 
 from pipeline.config import LogitsConfig, TeacherConfig
 from pipeline.data.prepare import Dataset, save_prepared
-from pipeline.teacher.logits_pass import write_teacher_logits
 from pipeline.teacher.fit import train_teacher
+from pipeline.teacher.logits_pass import write_teacher_logits
 
 SHAPE = (1, 12, 12)
 CLASSES = ("left", "middle", "right")

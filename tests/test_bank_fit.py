@@ -3,13 +3,13 @@
 import pytest
 import torch
 
-from pipeline.student.bank_fit import bank_fit
 from pipeline.cache.reader import LogitCache
-from pipeline.training.checkpoint import load_checkpoint
 from pipeline.config import LogitsConfig, StudentConfig
-from pipeline.teacher.logits_pass import write_teacher_logits
+from pipeline.student.bank_fit import bank_fit
 from pipeline.student.distill import train_student
+from pipeline.teacher.logits_pass import write_teacher_logits
 from pipeline.teacher.source import load_teacher
+from pipeline.training.checkpoint import load_checkpoint
 
 K = 4
 

@@ -8,12 +8,12 @@ import h5py
 import numpy as np
 import pytest
 
-from pipeline.cache.reader import LogitCache
 from pipeline.cache.format import seal
+from pipeline.cache.reader import LogitCache
 from pipeline.config import LogitsConfig, TeacherConfig
 from pipeline.errors import UsageError
-from pipeline.teacher.logits_pass import write_teacher_logits
 from pipeline.teacher.fit import train_teacher
+from pipeline.teacher.logits_pass import write_teacher_logits
 from tests.test_cli import assert_one_line_error, run_cli
 
 

@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-from pipeline.training.checkpoint import load_checkpoint, save_checkpoint
 from pipeline.errors import UsageError
 from pipeline.models import create_student
+from pipeline.training.checkpoint import load_checkpoint, save_checkpoint
 
 
 def test_round_trip_rebuilds_the_same_function(tmp_path):

@@ -4,9 +4,9 @@ finished artifacts as they were. Runs the real console entry point in-process.""
 import h5py
 import pytest
 
+from pipeline.data.prepare import save_prepared
 from stages.cli import main
 from tests.conftest import make_dataset
-from pipeline.data.prepare import save_prepared
 
 
 def run_cli(args, capsys):

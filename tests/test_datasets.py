@@ -1,12 +1,21 @@
-import hashlib
 import gzip
+import hashlib
 
 import numpy as np
 import pytest
 
 from pipeline.data.prepare import (
-    Dataset, download_verified, find_source, limit_train, load_dataset, load_idx_dir, load_npz,
-    load_prepared, read_idx, save_prepared, write_idx,
+    Dataset,
+    download_verified,
+    find_source,
+    limit_train,
+    load_dataset,
+    load_idx_dir,
+    load_npz,
+    load_prepared,
+    read_idx,
+    save_prepared,
+    write_idx,
 )
 from pipeline.errors import UsageError
 from tests.conftest import make_dataset

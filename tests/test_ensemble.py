@@ -11,20 +11,29 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pipeline.cache.format import VIEW_SPLIT
+from pipeline.augment import ReplayedViews, draw_view_mix, mix_views, render_views
+from pipeline.cache.ensemble import (
+    check_recorded_accuracy,
+    publish_cache,
+    write_ensemble,
+)
+from pipeline.cache.format import VIEW_SPLIT, seal
 from pipeline.cache.reader import LogitCache
-from pipeline.cache.format import seal
-from pipeline.config import EnsembleConfig, LogitsConfig, PublishConfig, StudentConfig, TeacherConfig
-from pipeline.cache.ensemble import check_recorded_accuracy, publish_cache, write_ensemble
+from pipeline.config import (
+    EnsembleConfig,
+    LogitsConfig,
+    PublishConfig,
+    StudentConfig,
+    TeacherConfig,
+)
 from pipeline.errors import UsageError
-from pipeline.teacher.logits_pass import write_teacher_logits
 from pipeline.losses import kd_loss_from_log_targets
 from pipeline.results.report import render_markdown, summarize
 from pipeline.student.distill import train_student
 from pipeline.teacher.fit import train_teacher
+from pipeline.teacher.logits_pass import write_teacher_logits
 from pipeline.teacher.source import load_teacher
 from pipeline.training.loop import predict
-from pipeline.augment import ReplayedViews, draw_view_mix, mix_views, render_views
 
 K = 3
 

@@ -15,10 +15,14 @@ import torch
 
 from pipeline.config import ExportConfig
 from pipeline.errors import UsageError
-from pipeline.results.export import EXPORT_FILES, export_onnx, export_run, export_torchscript
-from pipeline.results.latency import onnx_runner, onnx_session, torchscript_runner
 from pipeline.models import create_student, list_students
-
+from pipeline.results.export import (
+    EXPORT_FILES,
+    export_onnx,
+    export_run,
+    export_torchscript,
+)
+from pipeline.results.latency import onnx_runner, onnx_session, torchscript_runner
 from tests.conftest import CLASSES, SHAPE
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -138,9 +142,9 @@ def test_readme_example_classifies_with_onnxruntime_alone(tmp_path):
 def int8_hostile_run(tmp_path, prepared, cache_file) -> Path:
     """A real mlp run whose hidden units are rescaled by up to 1e5 (their outgoing weights by the
     inverse): ReLU keeps the float function exactly, but no 8-bit activation scale covers it."""
-    from pipeline.training.checkpoint import load_checkpoint, save_checkpoint
     from pipeline.config import StudentConfig
     from pipeline.student.distill import train_student
+    from pipeline.training.checkpoint import load_checkpoint, save_checkpoint
 
     run = tmp_path / "runs" / "mlp-hostile"
     train_student(StudentConfig(cache=cache_file, dataset=prepared, out_dir=run, student="mlp", epochs=3,

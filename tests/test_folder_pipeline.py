@@ -11,8 +11,8 @@ import pytest
 import torch
 from PIL import Image
 
-from pipeline.data.prepare import DEBIAN_DIR, load_idx_dir, load_prepared
 from pipeline.cache.soft_targets import SoftTargetDataset
+from pipeline.data.prepare import DEBIAN_DIR, load_idx_dir, load_prepared
 from tests.test_make import fingerprint, make
 from tests.test_resume import _same, _weights
 

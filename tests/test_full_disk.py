@@ -15,8 +15,8 @@ import pytest
 
 from pipeline.config import LogitsConfig, TeacherConfig
 from pipeline.data.prepare import save_prepared
-from pipeline.teacher.logits_pass import write_teacher_logits
 from pipeline.teacher.fit import train_teacher
+from pipeline.teacher.logits_pass import write_teacher_logits
 from tests.conftest import make_dataset
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -20,16 +20,16 @@ import numpy as np
 import pytest
 import torch
 
+from pipeline.cache.ensemble import publish_cache
 from pipeline.cache.reader import LogitCache
 from pipeline.config import LogitsConfig, PublishConfig, StudentConfig
-from pipeline.cache.ensemble import publish_cache
 from pipeline.errors import UsageError
 from pipeline.files import exclusive_writer
-from pipeline.teacher.logits_pass import write_teacher_logits
 from pipeline.losses import kd_loss, kd_loss_from_log_targets
 from pipeline.names import INTERNAL
-from pipeline.training.resume import TrainingState
 from pipeline.student.distill import train_student
+from pipeline.teacher.logits_pass import write_teacher_logits
+from pipeline.training.resume import TrainingState
 from stages.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]

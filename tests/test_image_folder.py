@@ -7,9 +7,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.data.prepare import Dataset, load_prepared, prepared_folder_is_current, save_prepared
-from pipeline.errors import UsageError
 from pipeline.data.image_folder import FolderOptions, changes, list_folder, read_folder
+from pipeline.data.prepare import (
+    Dataset,
+    load_prepared,
+    prepared_folder_is_current,
+    save_prepared,
+)
+from pipeline.errors import UsageError
 from tests.conftest import make_dataset
 from tests.test_cli import assert_one_line_error, run_cli
 

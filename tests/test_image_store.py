@@ -10,12 +10,12 @@ import pytest
 import torch
 
 from pipeline.config import LogitsConfig, StudentConfig
-from pipeline.data.prepare import load_prepared, save_prepared
-from pipeline.errors import UsageError
 from pipeline.data.image_folder import FolderOptions, prepare_folder, read_folder
 from pipeline.data.image_store import DiskImages, TorchImages, torch_images
-from pipeline.teacher.logits_pass import write_teacher_logits
+from pipeline.data.prepare import load_prepared, save_prepared
+from pipeline.errors import UsageError
 from pipeline.student.distill import train_student
+from pipeline.teacher.logits_pass import write_teacher_logits
 from tests.test_image_folder import write_folder
 from tests.test_resume import _same, _weights
 

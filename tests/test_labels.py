@@ -11,15 +11,15 @@ import pytest
 import torch
 
 from pipeline.config import LabelsExperimentConfig, LogitsConfig, StudentConfig
+from pipeline.data.label_subsets import labelled_rows
 from pipeline.data.prepare import Dataset, load_prepared, save_prepared
 from pipeline.errors import UsageError
 from pipeline.experiments.labels import run_labels_experiment, scratch_epochs
-from pipeline.data.label_subsets import labelled_rows
-from pipeline.teacher.logits_pass import write_teacher_logits
 from pipeline.losses import kd_loss_from_log_targets
 from pipeline.results.report import collect_runs, summarize
-from pipeline.training.run_dir import MODEL_FILE
 from pipeline.student.distill import train_student
+from pipeline.teacher.logits_pass import write_teacher_logits
+from pipeline.training.run_dir import MODEL_FILE
 
 
 def test_the_labelled_subset_is_balanced_seeded_and_inside_the_rows():

@@ -15,7 +15,11 @@ import pytest
 from pipeline.cache.format import ATTRS_DIGEST
 from pipeline.config import LogitsConfig
 from pipeline.errors import UsageError
-from pipeline.teacher.logits_pass import exclusive_writer, parts_dir, write_teacher_logits
+from pipeline.teacher.logits_pass import (
+    exclusive_writer,
+    parts_dir,
+    write_teacher_logits,
+)
 
 
 def read_all(path):
@@ -88,10 +92,10 @@ def test_second_writer_is_refused(tmp_path, prepared, teacher_dir):
 @pytest.mark.slow
 def test_kill_9_at_several_points_then_resume_matches(tmp_path):
     """Real subprocesses killed with SIGKILL mid-pass; the rerun must equal a clean run."""
-    from tests.conftest import make_dataset
-    from pipeline.data.prepare import save_prepared
     from pipeline.config import TeacherConfig
+    from pipeline.data.prepare import save_prepared
     from pipeline.teacher.fit import train_teacher
+    from tests.conftest import make_dataset
 
     save_prepared(make_dataset(n_train=3000, n_test=500), tmp_path / "d.npz")
     train_teacher(TeacherConfig(dataset=tmp_path / "d.npz", out_dir=tmp_path / "t", arch="cnn", epochs=1,

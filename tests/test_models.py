@@ -2,7 +2,13 @@ import pytest
 import torch
 
 from pipeline.errors import UsageError
-from pipeline.models import count_params, create_student, create_teacher, list_students, list_teachers
+from pipeline.models import (
+    count_params,
+    create_student,
+    create_teacher,
+    list_students,
+    list_teachers,
+)
 
 
 def test_registry_has_the_promised_students():

@@ -6,14 +6,20 @@ import numpy as np
 import pytest
 
 from pipeline.cache.reader import LogitCache
-from pipeline.config import ExportConfig, LogitsConfig, SelfDistillConfig, StudentConfig, TeacherConfig
+from pipeline.config import (
+    ExportConfig,
+    LogitsConfig,
+    SelfDistillConfig,
+    StudentConfig,
+    TeacherConfig,
+)
 from pipeline.data.prepare import load_npz, load_prepared, save_prepared
-from pipeline.results.export import export_run
-from pipeline.teacher.logits_pass import write_teacher_logits
 from pipeline.models import list_students
-from pipeline.student.self_distill import self_distill
+from pipeline.results.export import export_run
 from pipeline.student.distill import train_student
+from pipeline.student.self_distill import self_distill
 from pipeline.teacher.fit import train_teacher
+from pipeline.teacher.logits_pass import write_teacher_logits
 
 CLASSES = 100
 

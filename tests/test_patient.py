@@ -6,8 +6,8 @@ import pytest
 
 from pipeline.config import LogitsConfig, PatientExperimentConfig, StudentConfig
 from pipeline.errors import UsageError
-from pipeline.teacher.logits_pass import write_teacher_logits
 from pipeline.experiments.patient import ARMS, plan_runs, run_patient_experiment
+from pipeline.teacher.logits_pass import write_teacher_logits
 
 
 def _config(tmp_path, prepared, cache, **kw) -> PatientExperimentConfig:

@@ -2,8 +2,16 @@ import pytest
 
 from pipeline.errors import UsageError
 from pipeline.files import write_json
-from pipeline.results.report import (README_END, README_START, collect_runs, render_markdown, render_winners, summarize,
-                             winners, write_report)
+from pipeline.results.report import (
+    README_END,
+    README_START,
+    collect_runs,
+    render_markdown,
+    render_winners,
+    summarize,
+    winners,
+    write_report,
+)
 
 
 def run(student, alpha, seed, acc, T=4.0):

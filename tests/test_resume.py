@@ -12,15 +12,15 @@ import time
 
 import pytest
 import torch
-
 from conftest import make_dataset
+
 from pipeline.config import StudentConfig
 from pipeline.data.prepare import save_prepared
 from pipeline.errors import UsageError
-from pipeline.training.resume import resume_dir
-from pipeline.training.run_dir import MODEL_FILE
 from pipeline.student.distill import train_student
 from pipeline.training.loop import Trainer
+from pipeline.training.resume import resume_dir
+from pipeline.training.run_dir import MODEL_FILE
 
 
 def _weights(run_dir):

@@ -7,10 +7,16 @@ import pytest
 import torch
 
 from pipeline.cache.reader import LogitCache
-from pipeline.training.checkpoint import load_checkpoint, model_fingerprint
 from pipeline.config import SelfDistillConfig
 from pipeline.errors import UsageError
-from pipeline.student.self_distill import PREDICTIONS_FILE, alpha_schedule, pskd_targets, resume_dir, self_distill
+from pipeline.student.self_distill import (
+    PREDICTIONS_FILE,
+    alpha_schedule,
+    pskd_targets,
+    resume_dir,
+    self_distill,
+)
+from pipeline.training.checkpoint import load_checkpoint, model_fingerprint
 
 
 def test_alpha_grows_linearly_to_alpha_T_at_the_last_epoch():

@@ -8,12 +8,11 @@ import pytest
 import torch
 
 from pipeline.cache.reader import LogitCache
-from pipeline.training.checkpoint import load_checkpoint
 from pipeline.config import LogitsConfig
 from pipeline.errors import UsageError
 from pipeline.results.export import export_torchscript
 from pipeline.teacher.logits_pass import write_teacher_logits
-
+from pipeline.training.checkpoint import load_checkpoint
 from tests.conftest import SHAPE
 
 

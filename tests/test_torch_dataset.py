@@ -11,13 +11,13 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
+from pipeline.augment import DEFAULT_PAD, render_views
 from pipeline.cache.reader import LogitCache
+from pipeline.cache.soft_targets import SoftTargetDataset
 from pipeline.config import LogitsConfig
 from pipeline.data.prepare import load_prepared, save_prepared
 from pipeline.errors import UsageError
 from pipeline.teacher.logits_pass import write_teacher_logits
-from pipeline.cache.soft_targets import SoftTargetDataset
-from pipeline.augment import DEFAULT_PAD, render_views
 from tests.conftest import make_dataset
 
 README = Path(__file__).resolve().parents[1] / "README.md"

@@ -10,16 +10,16 @@ import h5py
 import numpy as np
 import pytest
 import torch
-
 from conftest import make_dataset
+
+from pipeline.cache.ensemble import write_ensemble
 from pipeline.cache.reader import LogitCache
 from pipeline.config import EnsembleConfig, LogitsConfig, StudentConfig, TeacherConfig
-from pipeline.cache.ensemble import write_ensemble
 from pipeline.errors import UsageError
-from pipeline.teacher.logits_pass import write_teacher_logits
-from pipeline.training.run_dir import MODEL_FILE
 from pipeline.student.distill import train_student
 from pipeline.teacher.fit import train_teacher
+from pipeline.teacher.logits_pass import write_teacher_logits
+from pipeline.training.run_dir import MODEL_FILE
 
 POOL = 40   # transfer images
 

@@ -10,16 +10,21 @@ import numpy as np
 import pytest
 import torch
 
+from pipeline.augment import (
+    ReplayedViews,
+    apply_views,
+    draw_view_params,
+    random_view_params,
+)
 from pipeline.cache.format import VIEW_SPLIT
 from pipeline.cache.reader import LogitCache
 from pipeline.config import LogitsConfig, StudentConfig
 from pipeline.data.prepare import holdout_split
 from pipeline.errors import UsageError
-from pipeline.teacher.logits_pass import write_teacher_logits
 from pipeline.student.distill import train_student
+from pipeline.teacher.logits_pass import write_teacher_logits
 from pipeline.teacher.source import load_teacher
 from pipeline.training.loop import augment_batch, predict
-from pipeline.augment import ReplayedViews, apply_views, draw_view_params, random_view_params
 
 K = 3
 
@@ -167,7 +172,11 @@ def test_holdout_run_scores_the_rows_it_did_not_train_on(tmp_path, prepared, cac
 
 def test_views_experiment_tunes_on_held_out_rows_then_reports_every_arm(tmp_path, prepared, views_cache):
     from pipeline.config import ViewsExperimentConfig
-    from pipeline.experiments.views import experiment_report, run_count, run_views_experiment
+    from pipeline.experiments.views import (
+        experiment_report,
+        run_count,
+        run_views_experiment,
+    )
 
     template = StudentConfig(cache=views_cache, dataset=prepared, out_dir=tmp_path, epochs=1, batch_size=16)
     cfg = ViewsExperimentConfig(student=template, runs_dir=tmp_path / "runs", tuning_dir=tmp_path / "tuning",

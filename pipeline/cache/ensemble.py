@@ -25,8 +25,8 @@ import h5py
 import numpy as np
 import torch
 
-from pipeline.cache.reader import LogitCache
 from pipeline.cache.format import TRANSFER_ATTRS, VIEW_SPLIT, seal, write_cache
+from pipeline.cache.reader import LogitCache
 from pipeline.config import EnsembleConfig, PublishConfig
 from pipeline.errors import UsageError
 from pipeline.files import atomic_path, read_json

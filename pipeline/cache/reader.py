@@ -18,8 +18,18 @@ import numpy as np
 import torch
 
 from pipeline.cache import checks as cache_checks
-from pipeline.cache.format import (SPLITS, VIEW_SPLIT, ContentDigest, dense_logits, file_attrs, parse_combine,
-                                   split_names, storage_bytes, stored_names, structure_problem)
+from pipeline.cache.format import (
+    SPLITS,
+    VIEW_SPLIT,
+    ContentDigest,
+    dense_logits,
+    file_attrs,
+    parse_combine,
+    split_names,
+    storage_bytes,
+    stored_names,
+    structure_problem,
+)
 from pipeline.errors import UsageError
 
 __all__ = ["LogitCache", "CacheExpectations"]

@@ -8,8 +8,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from pipeline.data.image_store import torch_images
 from pipeline.augment import DEFAULT_PAD, render_views
+from pipeline.data.image_store import torch_images
 
 __all__ = ["SplitRows", "cached_split_rows"]
 

@@ -18,13 +18,13 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset as TorchDataset
 
-from pipeline.data.image_store import torch_images
-from pipeline.cache.reader import CacheExpectations, LogitCache
 from pipeline.cache.format import VIEW_SPLIT
+from pipeline.cache.reader import CacheExpectations, LogitCache
+from pipeline.cache.rows import cached_split_rows
+from pipeline.data.image_store import torch_images
 from pipeline.data.prepare import load_prepared
 from pipeline.errors import UsageError
 from pipeline.settings import check
-from pipeline.cache.rows import cached_split_rows
 
 __all__ = ["SoftTargetDataset"]
 

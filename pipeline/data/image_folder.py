@@ -38,9 +38,9 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.data.dataset import Dataset
+from pipeline.data.image_store import PreparedWriter
 from pipeline.errors import UsageError
 from pipeline.files import atomic_path, need_space
-from pipeline.data.image_store import PreparedWriter
 from pipeline.names import is_image_folder
 
 __all__ = ["IMAGE_SUFFIXES", "FolderOptions", "FolderListing", "FolderSource", "is_image_folder", "list_folder",

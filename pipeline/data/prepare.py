@@ -23,10 +23,20 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.data.dataset import Dataset, fingerprint_of
+from pipeline.data.image_folder import (
+    FolderOptions,
+    FolderSource,
+    changes,
+    is_image_folder,
+    read_folder,
+)
+from pipeline.data.image_store import (
+    read_prepared_h5,
+    source_arrays_h5,
+    write_prepared_h5,
+)
 from pipeline.errors import UsageError
 from pipeline.files import atomic_path
-from pipeline.data.image_store import read_prepared_h5, source_arrays_h5, write_prepared_h5
-from pipeline.data.image_folder import FolderOptions, FolderSource, changes, is_image_folder, read_folder
 
 __all__ = [
     "Dataset",

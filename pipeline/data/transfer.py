@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.data.image_folder import read_images
 from pipeline.data.prepare import as_nchw
 from pipeline.errors import UsageError
-from pipeline.data.image_folder import read_images
 
 __all__ = ["TransferSet", "load_transfer", "IMAGE_KEYS", "LABEL_KEYS"]
 

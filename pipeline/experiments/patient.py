@@ -31,17 +31,22 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import statistics
 from collections import defaultdict
 from pathlib import Path
 
-from pipeline.cache.reader import LogitCache
 from pipeline.cache.format import VIEW_SPLIT
+from pipeline.cache.reader import LogitCache
 from pipeline.config import PatientExperimentConfig, StudentConfig
 from pipeline.errors import UsageError
-from pipeline.experiments.views import best_per_group, mean_held_out, run_all, teacher_line
+from pipeline.experiments.base import (
+    best_per_group,
+    mean_held_out,
+    run_all,
+    teacher_line,
+)
 from pipeline.files import atomic_path, write_json
 from pipeline.names import threads_per_run
+from pipeline.results.report import mean_std
 
 __all__ = ["run_patient_experiment", "patient_report", "plan_tuning", "plan_runs", "ARMS"]
 
@@ -104,10 +109,6 @@ def _teacher_seconds_per_image(cache: LogitCache) -> float | None:
     return None if seconds is None or not rows else seconds / rows
 
 
-def _mean_std(values: list[float]) -> tuple[float, float]:
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
-
-
 def _bank_summary(final: list[dict], banks: tuple[int, ...], longest: int) -> list[dict]:
     """Per student and bank size K: test accuracy and the fit on bank and on fresh views, mean ± std over seeds."""
     groups: dict[tuple, list[dict]] = defaultdict(list)
@@ -119,12 +120,12 @@ def _bank_summary(final: list[dict], banks: tuple[int, ...], longest: int) -> li
         fits = [m["bank_fit"] for m in members]
         row = {"student": student, "views": k, "fresh_views": fits[0]["fresh_views"],
                "seeds": sorted(m["seed"] for m in members),
-               "test_acc": _mean_std([100 * m["test_acc"] for m in members])}
+               "test_acc": mean_std([100 * m["test_acc"] for m in members])}
         for name in ("agreement", "accuracy", "kl"):
             scale = 1 if name == "kl" else 100
-            row[f"bank_{name}"] = _mean_std([scale * f["bank"][name] for f in fits])
-            row[f"fresh_{name}"] = _mean_std([scale * f["fresh"][name] for f in fits])
-            row[f"{name}_gap"] = _mean_std([scale * (f["bank"][name] - f["fresh"][name]) for f in fits])
+            row[f"bank_{name}"] = mean_std([scale * f["bank"][name] for f in fits])
+            row[f"fresh_{name}"] = mean_std([scale * f["fresh"][name] for f in fits])
+            row[f"{name}_gap"] = mean_std([scale * (f["bank"][name] - f["fresh"][name]) for f in fits])
         rows.append(row)
     return rows
 
@@ -142,7 +143,7 @@ def _summary(final: list[dict], per_image: float | None) -> list[dict]:
         groups[(m["student"], _arm(m), m["epochs"])].append(m)
     rows = []
     for (student, arm, epochs), members in groups.items():
-        acc, acc_std = _mean_std([100 * m["test_acc"] for m in members])
+        acc, acc_std = mean_std([100 * m["test_acc"] for m in members])
         cpu_hours = sum(m["train_seconds"] * m["threads"] for m in members) / 3600
         images = sum(m["epochs"] * m["train_rows"] for m in members)
         rows.append({

@@ -26,9 +26,9 @@ from pipeline.errors import UsageError
 from pipeline.files import atomic_path, read_json
 from pipeline.names import threads_per_run
 from pipeline.results.report import render_markdown, summarize
-from pipeline.training.run_dir import METRICS_FILE
 from pipeline.settings import capped_parallelism
 from pipeline.student.distill import train_student
+from pipeline.training.run_dir import METRICS_FILE
 
 __all__ = ["plan_sweep", "run_sweep", "run_planned", "SUMMARY_CSV", "SUMMARY_MD"]
 

@@ -20,16 +20,20 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
-from pipeline.cache.reader import LogitCache
 from pipeline.cache.format import VIEW_SPLIT
+from pipeline.cache.reader import LogitCache
 from pipeline.config import StudentConfig, ViewsExperimentConfig
 from pipeline.errors import UsageError
+from pipeline.experiments.base import (
+    best_per_group,
+    mean_held_out,
+    run_all,
+    teacher_line,
+)
 from pipeline.files import atomic_path, write_json
 from pipeline.names import threads_per_run
-from pipeline.experiments.sweep import run_planned
 
-__all__ = ["run_views_experiment", "experiment_report", "planned_run", "run_count", "run_all", "teacher_line",
-           "mean_held_out", "best_per_group"]
+__all__ = ["run_views_experiment", "experiment_report", "planned_run", "run_count"]
 
 
 def experiment_report(reports_dir: Path, teacher_tag: str = "", suffix: str = ".md") -> Path:
@@ -54,17 +58,6 @@ def planned_run(cfg: ViewsExperimentConfig, student: str, seed: int, *, T: float
     return dataclasses.replace(run, out_dir=(cfg.tuning_dir if tuning else cfg.runs_dir) / run.run_name)
 
 
-def run_all(planned: list[StudentConfig], reports_dir: Path, jobs: int, cache: LogitCache, on_result) -> list[dict]:
-    """Every planned run (JOBS at a time, finished ones from this cache kept), or one line naming a failure."""
-    records = run_planned(planned, reports_dir, jobs=jobs, on_result=on_result,
-                          cache_fingerprint=cache.fingerprint)
-    failed = [r for r in records if r["status"] == "failed"]
-    if failed:
-        raise UsageError(f"{len(failed)} experiment runs failed ({failed[0]['run']}: {failed[0]['error']}); "
-                         f"fix it and run the same command again (finished runs are kept)")
-    return [r["metrics"] for r in records]
-
-
 def _tuning_plan(cfg: ViewsExperimentConfig, k: int) -> list[StudentConfig]:
     plan = []
     for student in cfg.students:
@@ -79,28 +72,6 @@ def _tuning_plan(cfg: ViewsExperimentConfig, k: int) -> list[StudentConfig]:
 
 def _arm(metrics: dict) -> str:
     return "scratch" if metrics["alpha"] == 0 else "replay" if metrics.get("replay") else "clean"
-
-
-def mean_held_out(tuning: list[dict], fields: tuple[str, ...]) -> dict[tuple, float]:
-    """Mean held-out accuracy (``val_acc``) over tuning seeds per combination of ``fields``, in run order."""
-    values: dict[tuple, list[float]] = defaultdict(list)
-    for m in tuning:
-        values[tuple(m[f] for f in fields)].append(m["val_acc"])
-    return {key: statistics.fmean(v) for key, v in values.items()}
-
-
-def best_per_group(scores: dict[tuple, float], fields: tuple[str, ...], group: tuple[str, ...]) -> dict:
-    """For each value of the ``group`` fields (a tuple, or the value itself for one field): the other fields
-    of its best score in ``scores`` (from :func:`mean_held_out` over ``fields``), with that score as val_acc.
-    The first of equal scores wins."""
-    best: dict = {}
-    for key, val in scores.items():
-        named = dict(zip(fields, key))
-        at = tuple(named[f] for f in group)
-        at = at[0] if len(at) == 1 else at
-        if at not in best or val > best[at]["val_acc"]:
-            best[at] = {**{f: v for f, v in named.items() if f not in group}, "val_acc": val}
-    return best
 
 
 def _choose(tuning: list[dict]) -> dict[tuple[str, str], dict]:
@@ -152,17 +123,6 @@ def _summary(final: list[dict], choice: dict, costs: dict, teacher_acc: float) -
         r["gap_closed"] = r["delta_pp"] / gap if r["delta_pp"] is not None and gap > 0 else None
     order = {"scratch": 0, "clean": 1, "replay": 2}
     return sorted(rows, key=lambda r: (r["params"], r["student"], order[r["arm"]]))
-
-
-def teacher_line(cache: LogitCache) -> str:
-    """Who the teacher is: one model, or an ensemble with each member's accuracy; published or made here."""
-    acc = f"{100 * cache.teacher_accuracy('test'):.2f}%"
-    if cache.members:
-        each = ", ".join(f"{100 * a:.2f}%" for a in cache.attrs["member_test_acc"])
-        what = f"ensemble of {cache.members} ({cache.combine} combined; members {each}): {acc}"
-    else:
-        what = f"{cache.attrs.get('teacher')}: {acc}"
-    return f"Teacher {what}" + (" (published cache)" if cache.attrs.get("published") else "") + "."
 
 
 def _render(cfg: ViewsExperimentConfig, k: int, cache: LogitCache, tuning: list[dict], choice: dict,

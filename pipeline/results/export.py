@@ -25,15 +25,20 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from pipeline.training.checkpoint import load_checkpoint
 from pipeline.config import ExportConfig, as_record
 from pipeline.data.prepare import Dataset, load_prepared
 from pipeline.errors import UsageError
 from pipeline.files import atomic_dir, write_json
 from pipeline.provenance import code_version
-from pipeline.results.latency import eager_runner, median_latency_us, onnx_runner, torchscript_runner
-from pipeline.training.run_dir import MODEL_FILE
+from pipeline.results.latency import (
+    eager_runner,
+    median_latency_us,
+    onnx_runner,
+    torchscript_runner,
+)
+from pipeline.training.checkpoint import load_checkpoint
 from pipeline.training.loop import set_threads
+from pipeline.training.run_dir import MODEL_FILE
 
 __all__ = ["export_run", "EXPORT_FILES", "METADATA_KEY", "export_onnx", "quantize_int8", "export_torchscript"]
 
@@ -125,7 +130,12 @@ def _pre_processed(onnx_path: Path) -> Iterator[Path]:
 
 def _quantize(prepared: Path, path: Path, calibration: np.ndarray, metadata: dict, method: str,
               per_channel: bool) -> None:
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import (
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
 
     with _quiet():
         quantize_static(str(prepared), str(path), _CalibrationBatches(calibration), quant_format=QuantFormat.QDQ,

@@ -18,7 +18,7 @@ from pipeline.errors import UsageError
 from pipeline.files import atomic_path, read_json
 from pipeline.provenance import code_version, other_code
 
-__all__ = ["collect_runs", "summarize", "render_markdown", "render_winners", "winners", "render_exports",
+__all__ = ["mean_std", "collect_runs", "summarize", "render_markdown", "render_winners", "winners", "render_exports",
            "results_section", "write_report", "README_START", "README_END"]
 
 
@@ -80,7 +80,8 @@ def _is_scratch(arm: str) -> bool:
     return arm.split(",")[0] == "scratch"
 
 
-def _mean_std(values: list[float]) -> tuple[float, float]:
+def mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for one value): how every table reports seeds."""
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
@@ -97,7 +98,7 @@ def summarize(runs: list[dict]) -> list[dict]:
         groups[(student, r["epochs"], _family(r), _arm(r))].append(r)
     rows = []
     for (student, epochs, family, arm), members in groups.items():
-        acc, acc_std = _mean_std([100 * m["test_acc"] for m in members])
+        acc, acc_std = mean_std([100 * m["test_acc"] for m in members])
         rows.append({
             "student": student, "epochs": epochs, "family": family, "arm": arm, "params": members[0]["params"],
             "T": members[0]["T"], "alpha": members[0]["alpha"],
@@ -257,7 +258,9 @@ def render_code_versions(runs: list[dict]) -> str:
 def write_report(runs_dir: Path, out: Path, readme: Path | None = None) -> str:
     """Write report.md and its PNG figures next to it, optionally refresh a results document's
     block (``readme``; figures copied to results/ beside it); return the Markdown."""
-    from pipeline.results.plots import draw_all   # matplotlib is imported only by the report
+    from pipeline.results.plots import (
+        draw_all,  # matplotlib is imported only by the report
+    )
 
     runs = collect_runs(runs_dir)
     rows = summarize(runs)

@@ -22,9 +22,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from pipeline.augment import render_views
 from pipeline.cache.reader import LogitCache
 from pipeline.training.loop import CPU_INFERENCE_BATCH, to_unit_float
-from pipeline.augment import render_views
 
 __all__ = ["bank_fit"]
 

@@ -14,25 +14,25 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline.data.image_store import torch_images
-from pipeline.student.bank_fit import bank_fit
+from pipeline.augment import MIX_SCALE, ReplayedViews
 from pipeline.cache.reader import CacheExpectations, LogitCache
-from pipeline.training.checkpoint import load_checkpoint
 from pipeline.config import StudentConfig, as_record
+from pipeline.data.image_store import torch_images
+from pipeline.data.label_subsets import labelled_rows, rows_digest
 from pipeline.data.prepare import holdout_split, load_prepared
+from pipeline.data.transfer import load_transfer
 from pipeline.errors import UsageError
 from pipeline.files import exclusive_writer
-from pipeline.training.history import EpochLog
-from pipeline.data.label_subsets import labelled_rows, rows_digest
 from pipeline.losses import kd_loss_from_log_targets
 from pipeline.models import count_params
 from pipeline.names import run_data
+from pipeline.student.bank_fit import bank_fit
+from pipeline.teacher.fit import TEACHER_CKPT
+from pipeline.training.checkpoint import load_checkpoint
+from pipeline.training.history import EpochLog
+from pipeline.training.loop import Trainer, accuracy, predict, say_epoch, set_threads
 from pipeline.training.resume import TrainingState, recipe_key
 from pipeline.training.run_dir import build_student, evaluate, save_run
-from pipeline.teacher.fit import TEACHER_CKPT
-from pipeline.training.loop import Trainer, accuracy, predict, say_epoch, set_threads
-from pipeline.data.transfer import load_transfer
-from pipeline.augment import MIX_SCALE, ReplayedViews
 
 __all__ = ["train_student"]
 

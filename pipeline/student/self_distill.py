@@ -31,19 +31,19 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pipeline.data.image_store import torch_images
-from pipeline.cache.reader import CacheExpectations, LogitCache
 from pipeline.cache.format import write_cache
-from pipeline.training.checkpoint import model_fingerprint
+from pipeline.cache.reader import CacheExpectations, LogitCache
 from pipeline.config import SelfDistillConfig, as_record
+from pipeline.data.image_store import torch_images
 from pipeline.data.prepare import Dataset, load_prepared
 from pipeline.files import exclusive_writer
-from pipeline.training.history import EpochLog
 from pipeline.models import count_params
 from pipeline.names import run_data
+from pipeline.training.checkpoint import model_fingerprint
+from pipeline.training.history import EpochLog
+from pipeline.training.loop import Trainer, accuracy, predict, set_threads
 from pipeline.training.resume import TrainingState, recipe_key, resume_dir
 from pipeline.training.run_dir import build_student, evaluate, save_run
-from pipeline.training.loop import Trainer, accuracy, predict, set_threads
 
 __all__ = ["alpha_schedule", "pskd_targets", "self_distill", "resume_dir", "PREDICTIONS_FILE"]
 

@@ -11,17 +11,17 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from pipeline.data.image_store import torch_images
-from pipeline.training.checkpoint import save_checkpoint
 from pipeline.config import TeacherConfig, as_record
+from pipeline.data.image_store import torch_images
 from pipeline.data.prepare import load_prepared
 from pipeline.files import write_json
-from pipeline.training.history import EpochLog
 from pipeline.models import count_params
 from pipeline.provenance import code_version
+from pipeline.training.checkpoint import save_checkpoint
+from pipeline.training.history import EpochLog
+from pipeline.training.loop import Trainer, accuracy, predict, say_epoch, set_threads
 from pipeline.training.resume import TrainingState, recipe_key
 from pipeline.training.run_dir import build_teacher
-from pipeline.training.loop import Trainer, accuracy, predict, say_epoch, set_threads
 
 __all__ = ["train_teacher", "TEACHER_CKPT", "TEACHER_RECORD"]
 

@@ -30,17 +30,25 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from pipeline.augment import DEFAULT_PAD, draw_view_mix, draw_view_params
 from pipeline.cache.format import VIEW_SPLIT, estimated_bytes, write_cache
 from pipeline.cache.rows import SplitRows
 from pipeline.config import LogitsConfig, as_record, resolve_device
 from pipeline.data.prepare import load_prepared
+from pipeline.data.transfer import load_transfer
 from pipeline.errors import UsageError
-from pipeline.files import (atomic_path, disk_full_is_one_line, exclusive_writer, lock_path, need_space, refuse_link,
-                            working_dir, write_json)
+from pipeline.files import (
+    atomic_path,
+    disk_full_is_one_line,
+    exclusive_writer,
+    lock_path,
+    need_space,
+    refuse_link,
+    working_dir,
+    write_json,
+)
 from pipeline.teacher.source import check_batch_output, check_output_width, load_teacher
 from pipeline.training.loop import predict
-from pipeline.data.transfer import load_transfer
-from pipeline.augment import DEFAULT_PAD, draw_view_mix, draw_view_params
 
 __all__ = ["write_teacher_logits", "parts_dir", "lock_path", "SplitRows", "cached_split_rows"]
 

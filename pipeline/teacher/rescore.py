@@ -17,11 +17,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from pipeline.cache.reader import LogitCache
 from pipeline.cache.format import VIEW_SPLIT
+from pipeline.cache.reader import LogitCache
+from pipeline.cache.rows import cached_split_rows
 from pipeline.data.prepare import Dataset
 from pipeline.errors import UsageError
-from pipeline.cache.rows import cached_split_rows
 from pipeline.teacher.source import TeacherSource
 from pipeline.training.loop import predict
 

@@ -26,9 +26,14 @@ from typing import Iterator
 import torch
 from torch import nn
 
-from pipeline.training.checkpoint import is_checkpoint, load_checkpoint, model_fingerprint, read_checkpoint_file
 from pipeline.errors import UsageError
 from pipeline.teacher.pt2_archive import unsafe_entries
+from pipeline.training.checkpoint import (
+    is_checkpoint,
+    load_checkpoint,
+    model_fingerprint,
+    read_checkpoint_file,
+)
 
 __all__ = ["TeacherSource", "load_teacher", "check_output_width", "check_batch_output"]
 

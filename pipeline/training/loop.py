@@ -17,8 +17,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from pipeline.errors import UsageError
 from pipeline.augment import DEFAULT_PAD, apply_views, random_view_params
+from pipeline.errors import UsageError
 
 __all__ = ["Trainer", "fit", "predict", "accuracy", "batches", "augment_batch", "to_unit_float", "set_threads",
            "say_epoch"]

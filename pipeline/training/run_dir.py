@@ -12,12 +12,12 @@ from pathlib import Path
 
 import torch
 
-from pipeline.training.calibration import reliability
-from pipeline.training.checkpoint import save_checkpoint
 from pipeline.data.prepare import Dataset
 from pipeline.files import atomic_dir, disk_full_is_one_line, need_space, write_json
 from pipeline.models import create_student, create_teacher
 from pipeline.provenance import code_version
+from pipeline.training.calibration import reliability
+from pipeline.training.checkpoint import save_checkpoint
 from pipeline.training.loop import accuracy
 
 __all__ = ["MODEL_FILE", "METRICS_FILE", "model_kwargs", "build_student", "build_teacher", "evaluate", "save_run"]
