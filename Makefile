@@ -11,7 +11,7 @@ override SHELL := /bin/bash   # the recipes are bash; SHELL=... given on the com
 .DEFAULT_GOAL := help
 PYTHON ?= python3
 
-# Settings are data: values go unexpanded ($(value)) to a file Make writes, never through a shell; pipeline.names reads it.
+# Settings are data: values go unexpanded ($(value)) to a file Make writes, never through a shell; pipeline.make_plan reads it.
 define NEWLINE
 
 
@@ -20,11 +20,11 @@ $(foreach v,$(GIVEN),$(if $(findstring $(NEWLINE),$(value $v)),$(error make: a s
 NAMES_IN := $(shell mktemp)
 NAMES_MK := $(shell mktemp)
 $(file >$(NAMES_IN),$(MAKECMDGOALS)$(NEWLINE)$(foreach v,$(GIVEN),$v=$(value $v)$(NEWLINE)))
-NAMES_RC := $(shell $(PYTHON) -m pipeline.names make --given $(NAMES_IN) > $(NAMES_MK); echo $$?)
+NAMES_RC := $(shell $(PYTHON) -m pipeline.make_plan make --given $(NAMES_IN) > $(NAMES_MK); echo $$?)
 $(eval $(file <$(NAMES_MK)))$(shell rm -f $(NAMES_MK) $(NAMES_IN))
-$(if $(filter-out 0,$(NAMES_RC)),$(error '$(PYTHON) -m pipeline.names' failed; softcache needs Python >= 3.10 as $(PYTHON)))
+$(if $(filter-out 0,$(NAMES_RC)),$(error '$(PYTHON) -m pipeline.make_plan' failed; softcache needs Python >= 3.10 as $(PYTHON)))
 $(if $(SETTINGS_ERROR),$(error $(SETTINGS_ERROR)))
-$(if $(NAMES_OK),,$(error '$(PYTHON) -m pipeline.names' printed no settings; run it by hand to see why))
+$(if $(NAMES_OK),,$(error '$(PYTHON) -m pipeline.make_plan' printed no settings; run it by hand to see why))
 
 REPORT := $(SC) report --runs '$(RUNS)' --out '$(REPORT_FILE)'
 # The stages' errors name their fix as a make target (pytest, under `make test`, is not told).
@@ -38,7 +38,7 @@ export SOFTCACHE_CALLER := make
 	pskd-grid export publish report readme-results demo demo-runs test bench clean-students clean
 FORCE:
 help:
-	@$(PYTHON) -m pipeline.names help
+	@$(PYTHON) -m pipeline.make_plan help
 
 venv: $(INSTALLED)
 $(INSTALLED): pyproject.toml

@@ -2,7 +2,7 @@
 
 Make variables become click options (``stages/``), click options become one of these,
 and the code below the stage reads nothing else. The defaults of every user-facing
-setting come from the one table in ``pipeline.names`` (which ``make help`` prints), and
+setting come from the one table in ``pipeline.settings`` (which ``make help`` prints), and
 so does every check of a single setting, so Make, the CLI and the Python API refuse the
 same values with the same words. Each config validates itself in ``__post_init__`` and
 is saved, resolved, into the artifact it produced (checkpoint, cache attrs, metrics.json).
@@ -16,7 +16,6 @@ from pathlib import Path
 
 import torch
 
-from pipeline.cache.format import parse_combine
 from pipeline.data.image_folder import FolderOptions
 from pipeline.data.prepare import DEBIAN_DIR
 from pipeline.errors import UsageError
@@ -259,7 +258,7 @@ class StudentConfig:
             check(name, value)
         if self.labels is not None:
             check("LABELS", self.labels), check_labels_alpha(self.labels, self.alpha)
-        object.__setattr__(self, "combine", str(parse_combine(self.combine)))
+        object.__setattr__(self, "combine", check("COMBINE", str(self.combine).strip()))
         if self.teacher_tag and not self.teacher_tag.startswith("-"):
             object.__setattr__(self, "teacher_tag", f"-{self.teacher_tag}")
         check_augment_replay(self.augment, self.replay)

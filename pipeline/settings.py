@@ -3,7 +3,7 @@
 Make's `make help`, the CLI's help texts and the configs' defaults all read this table, so
 they cannot drift apart; each single setting is checked here for Make, the CLI and the
 Python API alike (``check``), with one wording. Standard library only, like
-``pipeline.names``, which derives every name from these settings.
+``pipeline.names``, which derives every name from these settings, and ``pipeline.make_plan``, Make's planner.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 from pipeline.errors import UsageError
 
 __all__ = ["Setting", "SETTINGS", "DEFAULTS", "TARGETS", "EXPORT_FORMATS", "check", "default", "number", "check_grid",
-           "image_size", "capped_parallelism", "control_problem",
+           "image_size", "capped_parallelism", "threads_per_run", "control_problem",
            "check_views_mixup", "check_augment_replay", "check_labels_alpha", "check_sweep_backend", "check_ensemble_storage",
            "misspelled", "help_text"]
 
@@ -370,7 +370,7 @@ def check_grid(grid: str, values, setting: str | None = None, check_one=None) ->
     return tuple(values)
 
 
-# Checks that span settings, called by Make's plan (pipeline.names) and by the configs alike.
+# Checks that span settings, called by Make's plan (pipeline.make_plan) and by the configs alike.
 
 def check_views_mixup(views: int, mixup: float) -> None:
     if mixup and views < 2:
@@ -458,3 +458,9 @@ def help_text() -> str:
         lines += ["", f"settings: {title} (default in brackets)"]
         lines += [f"  {s.name:<{width}}{s.help} [{s.default or 'unset'}]" for s in SETTINGS if s.group == group]
     return "\n".join(lines) + "\n"
+
+
+def threads_per_run(threads: int, jobs: int, cores: int | None = None) -> int:
+    """torch threads for each of JOBS runs side by side: THREADS if given, else the cores shared out
+    (at least 1), and never more than JOBS x THREADS <= cores (:func:`capped_parallelism`)."""
+    return capped_parallelism(jobs, threads, cores)[1]

@@ -26,7 +26,7 @@ from pipeline.config import LogitsConfig, PublishConfig, StudentConfig
 from pipeline.errors import UsageError
 from pipeline.files import exclusive_writer
 from pipeline.losses import kd_loss, kd_loss_from_log_targets
-from pipeline.names import INTERNAL
+from pipeline.make_plan import INTERNAL
 from pipeline.student.distill import train_student
 from pipeline.teacher.logits_pass import write_teacher_logits
 from pipeline.training.resume import TrainingState

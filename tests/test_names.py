@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import names, settings
+from pipeline import make_plan, names, settings
 from pipeline.config import StudentConfig, SweepConfig
 from pipeline.errors import UsageError
 from pipeline.experiments.sweep import plan_sweep
@@ -94,7 +94,7 @@ def test_limit_is_part_of_the_dataset_name():
     assert names.data_name("fashion-mnist") == "fashion-mnist"
     assert names.data_name("fashion-mnist", 3000) == "fashion-mnist-n3000"
     assert names.data_name("/x/my-data.npz") == "my-data"
-    p = names.plan({"LIMIT": "3000", "TEACHER_EPOCHS": "1"}, environ={})
+    p = make_plan.plan({"LIMIT": "3000", "TEACHER_EPOCHS": "1"}, environ={})
     assert p.cache == "data/cache/fashion-mnist-n3000-e1-T1-float32.h5"
 
 
@@ -104,14 +104,14 @@ def test_teacher_tags_and_cache_names():
     assert names.teacher_tag("models/t.pt2") == "-t_pt2" and names.teacher_tag("pkg.mod:make") == "-pkg_mod-make"
     assert names.cache_file_name("fm", "-e30", temperature=2.0, dtype="float16", topk=3) == "fm-e30-T2-float16-top3.h5"
     assert names.cache_file_name("fm", "", views=8, view_seed=1, mixup=1.0) == "fm-T1-float32-v8-vs1-mx1.h5"
-    p = names.plan({"TEACHERS": "3", "TEACHER_EPOCHS": "30", "TEACHER_SEED": "1"}, environ={})
+    p = make_plan.plan({"TEACHERS": "3", "TEACHER_EPOCHS": "30", "TEACHER_SEED": "1"}, environ={})
     assert p.member_tags == ["-e30-s1", "-e30-s2", "-e30-s3"] and p.tag == "-e30-s1-x3"
 
 
 def test_threads_are_shared_out():
-    assert names.threads_per_run(0, 1, cores=8) == 8 and names.threads_per_run(0, 3, cores=8) == 2
-    assert names.threads_per_run(0, 16, cores=8) == 1 and names.threads_per_run(3, 2, cores=8) == 3
-    assert names.threads_per_run(5, 2, cores=8) == 4 and names.threads_per_run(64, 1, cores=2) == 2   # capped
+    assert settings.threads_per_run(0, 1, cores=8) == 8 and settings.threads_per_run(0, 3, cores=8) == 2
+    assert settings.threads_per_run(0, 16, cores=8) == 1 and settings.threads_per_run(3, 2, cores=8) == 3
+    assert settings.threads_per_run(5, 2, cores=8) == 4 and settings.threads_per_run(64, 1, cores=2) == 2   # capped
 
 
 @pytest.mark.parametrize("given,message", [
@@ -131,7 +131,7 @@ def test_threads_are_shared_out():
 ])
 def test_settings_that_cannot_work_are_refused(given, message):
     with pytest.raises(UsageError, match=re.escape(message)):
-        names.plan(given, environ={})
+        make_plan.plan(given, environ={})
 
 
 def test_a_refused_value_stops_make_before_any_stamp(tmp_path):
@@ -143,20 +143,20 @@ def test_a_refused_value_stops_make_before_any_stamp(tmp_path):
 
 def test_no_labels_needs_alpha_1_in_what_the_target_trains():
     with pytest.raises(UsageError, match="LABELS=0 leaves no hard labels"):
-        names.plan({"LABELS": "0", "ALPHA": "0.5"}, environ={}, goals=["student"])
+        make_plan.plan({"LABELS": "0", "ALPHA": "0.5"}, environ={}, goals=["student"])
     with pytest.raises(UsageError, match="a scratch run, ALPHA=0, has nothing to learn"):
-        names.plan({"LABELS": "0", "ALPHA": "1"}, environ={}, goals=["sweep"])    # ALPHAS: "0 1"
-    names.plan({"LABELS": "0", "ALPHAS": "1"}, environ={}, goals=["sweep"])
-    names.plan({"LABELS": "0", "ALPHA": "1"}, environ={}, goals=["student"])
+        make_plan.plan({"LABELS": "0", "ALPHA": "1"}, environ={}, goals=["sweep"])    # ALPHAS: "0 1"
+    make_plan.plan({"LABELS": "0", "ALPHAS": "1"}, environ={}, goals=["sweep"])
+    make_plan.plan({"LABELS": "0", "ALPHA": "1"}, environ={}, goals=["student"])
 
 
 def test_a_list_of_label_counts_is_for_experiment_labels_only():
     with pytest.raises(UsageError, match="only experiment-labels runs"):
-        names.plan({"LABELS": "600 1200"}, environ={}, goals=["student"])
-    p = names.plan({"LABELS": "600 1200 all"}, environ={}, goals=["experiment-labels"])
+        make_plan.plan({"LABELS": "600 1200"}, environ={}, goals=["student"])
+    p = make_plan.plan({"LABELS": "600 1200 all"}, environ={}, goals=["experiment-labels"])
     assert p.label_grid == ["600", "1200", "all"] and p.labels is None
-    assert names.plan({}, environ={}).label_grid == names.LABEL_GRID.split()
-    assert "-l600-" in names.plan({"LABELS": "600"}, environ={}).run("mlp", 4, 0.5)
+    assert make_plan.plan({}, environ={}).label_grid == settings.LABEL_GRID.split()
+    assert "-l600-" in make_plan.plan({"LABELS": "600"}, environ={}).run("mlp", 4, 0.5)
 
 
 def test_a_transfer_set_names_its_cache_and_reaches_the_pass_and_the_student(tmp_path):
@@ -180,7 +180,7 @@ def test_every_variable_the_makefile_reads_comes_from_the_table():
     """The Makefile computes no names: each variable it expands is a setting, a name handed over
     by pipeline/names.py, a run rule's field, or one of its own few helpers."""
     used = set(re.findall(r"\$\(([A-Z_]+)\)", (ROOT / "Makefile").read_text()))
-    fragment = names.make_fragment(names.plan({}, environ={}))
+    fragment = make_plan.make_fragment(make_plan.plan({}, environ={}))
     handed = set(re.findall(r"^(?:override )?([A-Z_]+) :=", fragment, re.M))
     fields = {"STAMP", "MEMBER_SEED", "RUN_STUDENT", "RUN_T", "RUN_ALPHA", "RUN_SEED"}
     own = {"MAKE", "MAKECMDGOALS", "PYTHON", "GIVEN", "NAMES_MK", "NAMES_RC", "SETTINGS_ERROR", "REPORT", "PASS_ARGS",
@@ -197,11 +197,11 @@ def test_a_misspelled_variable_gets_a_warning_naming_the_setting():
 def test_demo_uses_the_published_teacher_only_when_nothing_else_is_named(tmp_path):
     (tmp_path / "published").mkdir()
     (tmp_path / "published" / "fashion-mnist.h5").write_bytes(b"")
-    assert names.plan({}, environ={}, root=tmp_path).demo_settings() == {"TEACHER": "published", "T": "1",
+    assert make_plan.plan({}, environ={}, root=tmp_path).demo_settings() == {"TEACHER": "published", "T": "1",
                                                                         "ALPHA": "0.5"}
     for given in ({"LIMIT": "2000"}, {"TEACHER": "auto"}, {"TEACHER_EPOCHS": "30"}, {"TEACHERS": "3"}):
-        assert names.plan(given, environ={}, root=tmp_path).demo_settings() == {}, given
-    assert names.plan({}, environ={}, root=tmp_path / "elsewhere").demo_settings() == {}
+        assert make_plan.plan(given, environ={}, root=tmp_path).demo_settings() == {}, given
+    assert make_plan.plan({}, environ={}, root=tmp_path / "elsewhere").demo_settings() == {}
 
 
 # --- run identity: distinct settings never share a run directory ------------------------------------------
@@ -258,7 +258,7 @@ def test_distinct_settings_never_share_a_run_directory(tmp_path):
 
     def run_dir(s: dict[str, str]) -> str | None:
         try:
-            p = names.plan(concrete(s), environ={}, goals=["student"])
+            p = make_plan.plan(concrete(s), environ={}, goals=["student"])
         except UsageError:
             return None
         return p.run(p.settings["STUDENT"], p.settings["T"], p.settings["ALPHA"])
@@ -280,11 +280,11 @@ def test_distinct_settings_never_share_a_run_directory(tmp_path):
 
 
 def test_a_cache_of_other_storage_names_its_runs_and_the_default_keeps_its_names():
-    default = names.plan({}, environ={})
+    default = make_plan.plan({}, environ={})
     assert default.run("cnn-tiny", "4", "0.5") == "cnn-tiny-T4-a0.5-s0-e5"
-    p = names.plan({"TEACHER_T": "2", "CACHE_DTYPE": "float16", "TEACHER_EPOCHS": "30"}, environ={})
+    p = make_plan.plan({"TEACHER_T": "2", "CACHE_DTYPE": "float16", "TEACHER_EPOCHS": "30"}, environ={})
     run = p.run("cnn-tiny", "4", "0.5")
     assert run == "cnn-tiny-T4-a0.5-from-e30-tt2-f16-s0-e5" and names.parse_run_name(run).teacher == "-e30-tt2-f16"
     assert p.run("cnn-tiny", "4", "0") == "cnn-tiny-scratch-s0-e5"      # scratch never reads the cache
-    assert names.plan({"TEACHER": "published", "VIEWS": "8"}, environ={}).run("mlp", "1", "0.5") == \
+    assert make_plan.plan({"TEACHER": "published", "VIEWS": "8"}, environ={}).run("mlp", "1", "0.5") == \
         "mlp-T1-a0.5-from-published-s0-e5"

@@ -117,14 +117,11 @@ def split_names(split: str, *, topk: int, members: int, mixup: bool) -> tuple[st
     return (*stored_names(topk), *(("member_logits",) if members else ()), *ROW_DATASETS, *views)
 
 
-def parse_combine(value: str) -> str | int:
-    """COMBINE as given ('logits', 'probs' or a member number) -> 'logits', 'probs' or int."""
-    text = str(value).strip()
-    if text in COMBINES:
-        return text
-    if text.isdigit():
-        return int(text)
-    raise UsageError(f"COMBINE must be logits, probs or a member number (0, 1, ...), got {value!r}")
+def parse_combine(value: str | int) -> str | int:
+    """COMBINE as given ('logits', 'probs' or a member number) -> 'logits', 'probs' or int, checked by the
+    settings table's one parser (one wording everywhere)."""
+    text = check("COMBINE", str(value).strip())
+    return int(text) if text.isdigit() else text
 
 
 def _smallest_uint(largest: int) -> str:

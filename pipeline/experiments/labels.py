@@ -34,7 +34,7 @@ from pipeline.experiments.base import (
     teacher_line,
 )
 from pipeline.files import atomic_path, write_json
-from pipeline.names import threads_per_run
+from pipeline.settings import threads_per_run
 
 __all__ = ["run_labels_experiment", "labels_report", "plan_tuning", "scratch_epochs", "label_count"]
 

@@ -45,7 +45,7 @@ from pipeline.experiments.base import (
     teacher_line,
 )
 from pipeline.files import atomic_path, write_json
-from pipeline.names import threads_per_run
+from pipeline.settings import threads_per_run
 from pipeline.results.report import mean_std
 
 __all__ = ["run_patient_experiment", "patient_report", "plan_tuning", "plan_runs", "ARMS"]

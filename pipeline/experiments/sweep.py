@@ -24,7 +24,7 @@ from pipeline.cache.reader import LogitCache
 from pipeline.config import StudentConfig, SweepConfig
 from pipeline.errors import UsageError
 from pipeline.files import atomic_path, read_json
-from pipeline.names import threads_per_run
+from pipeline.settings import threads_per_run
 from pipeline.results.report import render_markdown, summarize
 from pipeline.settings import capped_parallelism
 from pipeline.student.distill import train_student

@@ -31,7 +31,7 @@ from pipeline.experiments.base import (
     teacher_line,
 )
 from pipeline.files import atomic_path, write_json
-from pipeline.names import threads_per_run
+from pipeline.settings import threads_per_run
 
 __all__ = ["run_views_experiment", "experiment_report", "planned_run", "run_count"]
 

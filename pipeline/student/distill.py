@@ -25,9 +25,8 @@ from pipeline.errors import UsageError
 from pipeline.files import exclusive_writer
 from pipeline.losses import kd_loss_from_log_targets
 from pipeline.models import count_params
-from pipeline.names import run_data
+from pipeline.names import TEACHER_CHECKPOINT, run_data
 from pipeline.student.bank_fit import bank_fit
-from pipeline.teacher.fit import TEACHER_CKPT
 from pipeline.training.checkpoint import load_checkpoint
 from pipeline.training.history import EpochLog
 from pipeline.training.loop import Trainer, accuracy, predict, say_epoch, set_threads
@@ -47,7 +46,7 @@ def _expected_teacher(record: Path | None) -> str | None:
     (and checked against those weights), never from the record, which a replaced teacher.pt leaves as it was."""
     if record is None:
         return None
-    checkpoint = Path(record).with_name(TEACHER_CKPT)
+    checkpoint = Path(record).with_name(TEACHER_CHECKPOINT)
     if not checkpoint.is_file():
         raise UsageError(f"teacher {checkpoint} is missing", fix="teacher")
     return load_checkpoint(checkpoint, "teacher", "teacher")[1]["fingerprint"]

@@ -21,12 +21,10 @@ from pipeline.training.checkpoint import save_checkpoint
 from pipeline.training.history import EpochLog
 from pipeline.training.loop import Trainer, accuracy, predict, say_epoch, set_threads
 from pipeline.training.resume import TrainingState, recipe_key
+from pipeline.names import TEACHER_CHECKPOINT, TEACHER_RECORD
 from pipeline.training.run_dir import build_teacher
 
-__all__ = ["train_teacher", "TEACHER_CKPT", "TEACHER_RECORD"]
-
-TEACHER_CKPT = "teacher.pt"
-TEACHER_RECORD = "teacher.json"
+__all__ = ["train_teacher"]
 
 
 def train_teacher(cfg: TeacherConfig, progress: bool = True) -> dict:
@@ -76,7 +74,7 @@ def train_teacher(cfg: TeacherConfig, progress: bool = True) -> dict:
         **code_version(),
     }
     out = Path(cfg.out_dir)
-    fingerprint = save_checkpoint(out / TEACHER_CKPT, kind="teacher", arch=cfg.arch, model=model.cpu(),
+    fingerprint = save_checkpoint(out / TEACHER_CHECKPOINT, kind="teacher", arch=cfg.arch, model=model.cpu(),
                                   model_kwargs=model_kwargs, config=as_record(cfg), metrics=metrics)
     record = {"arch": cfg.arch, "fingerprint": fingerprint, "dataset_fingerprint": data.fingerprint,
               "config": as_record(cfg), **metrics}

@@ -1,0 +1,358 @@
+"""Make's planner: everything one ``make`` invocation needs, from the settings it was given.
+
+The Makefile asks this module and computes nothing itself: at the top of every ``make`` run it
+writes the goals and the command-line variables to a file and calls ``python3 -m pipeline.make_plan
+make --given FILE``. This module checks them (a bad value is one line and exit 2 before any file is
+touched), resolves the defaults, and prints Make assignments: the settings, the file and run names
+derived from them (:mod:`pipeline.names`), and the parameter stamps that are out of date. Only the
+Makefile calls it.
+
+It imports nothing outside the standard library (and ``pipeline.errors``, ``settings``, ``names``),
+so Make can run it with the system Python before the virtual environment exists. Why an entry point
+rather than a fragment file rebuilt by a Make rule: a dry run (``make -n``) must change nothing and
+print nothing but the recipes it would run, and a ``$(shell)`` call at parse time is the one place
+Make runs a command that neither prints nor counts as a recipe.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pipeline.errors import UsageError
+from pipeline.names import (FOLDER_SETTINGS, cache_suffix, cache_tag, data_name, folder_tag,
+                            is_image_folder, is_teacher_file, member_seeds, pskd_run_name, run_name, teacher_tag)
+from pipeline.settings import (
+    DEFAULTS,
+    LABEL_GRID,
+    capped_parallelism,
+    check,
+    check_augment_replay,
+    check_ensemble_storage,
+    check_grid,
+    check_labels_alpha,
+    check_sweep_backend,
+    check_views_mixup,
+    control_problem,
+    help_text,
+    misspelled,
+)
+
+__all__ = ["Plan", "plan", "resolve", "make_fragment", "read_given", "INTERNAL", "internal_problem", "main"]
+
+
+# --- the plan: everything one Make invocation needs, from its settings ---------------------------------
+
+@dataclass
+class Plan:
+    """The resolved settings and every name derived from them (what Make is told)."""
+
+    settings: dict[str, str]
+    given: set[str] = field(default_factory=set)
+    root: Path = Path(".")
+
+    def __post_init__(self):
+        s = self.settings
+        self.limit = check("LIMIT", s["LIMIT"])
+        self.members = check("TEACHERS", s["TEACHERS"])
+        self.folder = is_image_folder(s["DATASET"])
+        self.data = data_name(s["DATASET"], self.limit, folder_tag(s) if self.folder else "")
+        self.teacher_kind = ("published" if s["TEACHER"] == "published" else "file" if is_teacher_file(s["TEACHER"])
+                             else "ensemble" if self.members > 1 else "trained")
+        epochs, seed = check("TEACHER_EPOCHS", s["TEACHER_EPOCHS"]), check("TEACHER_SEED", s["TEACHER_SEED"])
+        self.tag = teacher_tag(s["TEACHER"], epochs, seed, self.members)
+        self.seeds = member_seeds(seed, self.members) if self.teacher_kind in ("trained", "ensemble") else []
+        self.member_tags = [teacher_tag(s["TEACHER"], epochs, m) for m in self.seeds]
+        storage = dict(temperature=check("TEACHER_T", s["TEACHER_T"]), dtype=s["CACHE_DTYPE"],
+                       topk=check("CACHE_TOPK", s["CACHE_TOPK"]), views=check("VIEWS", s["VIEWS"]),
+                       view_seed=check("VIEW_SEED", s["VIEW_SEED"]), mixup=check("MIXUP", s["MIXUP"]))
+        self.suffix = cache_suffix(**storage, transfer=s["TRANSFER"])
+        # Distilled runs name their source of targets: the teacher and, but for the published cache
+        # (one fixed file), how its cache was made.
+        self.run_source = self.tag + ("" if self.teacher_kind == "published" else cache_tag(**storage))
+        self.published_cache = f"published/{data_name(s['DATASET'])}.h5"
+        d = s["DATA_DIR"]
+        self.cache = (self.published_cache if self.teacher_kind == "published"
+                      else f"{d}/cache/{self.data}{self.tag}{self.suffix}")
+        self.jobs, self.threads, self.parallel_note = capped_parallelism(check("JOBS", s["JOBS"]),
+                                                                         check("THREADS", s["THREADS"]))
+        self.label_grid = s["LABELS"].split() if "LABELS" in self.given else LABEL_GRID.split()
+        single = s["LABELS"].split()
+        self.labels = None if len(single) != 1 or single[0] == "all" else int(single[0])
+
+    def path(self, *parts: str) -> str:
+        return "/".join((self.settings["DATA_DIR"], *parts))
+
+    def teacher_dir(self, tag: str) -> str:
+        return self.path("teacher", self.data + tag)
+
+    def run(self, student: str, T, alpha) -> str:
+        s = self.settings
+        return run_name(student, float(T), float(alpha), int(s["SEED"]), int(s["EPOCHS"]), replay=int(s["REPLAY"]),
+                        augment=s["AUGMENT"] == "1", holdout=int(s["HOLDOUT"]),
+                        teacher=self.run_source, combine=s["COMBINE"], data=self.data, labels=self.labels,
+                        transfer=s["TRANSFER"])
+
+    def pskd(self, student: str, seed) -> str:
+        s = self.settings
+        return pskd_run_name(student, float(s["ALPHA_T"]), int(seed), int(s["EPOCHS"]), self.data)
+
+    def stamps(self) -> dict[str, str]:
+        """Parameter stamp file -> the content it must hold (Make rewrites those that differ)."""
+        s = self.settings
+        out = {self.path("params", f"data-{self.data}.txt"):
+               f"dataset={s['DATASET']} source={s['SOURCE']} limit={s['LIMIT']}"
+               + (f" layout={s['LAYOUT']}" if s["LAYOUT"] != "auto" else "")   # old stamps stay valid
+               + "".join(f" {k.lower()}={s[k]}" for k in FOLDER_SETTINGS if self.folder)}
+        for member, tag in zip(self.seeds, self.member_tags):
+            out[self.path("params", f"teacher-{self.data}{tag}.txt")] = (
+                f"arch={s['TEACHER']} epochs={s['TEACHER_EPOCHS']} seed={member} device={s['DEVICE']}")
+        return out
+
+    def demo_settings(self) -> dict[str, str]:
+        """The demo learns from the committed published teacher when one exists for the data it uses
+        (the full Fashion-MNIST) and the user named no other teacher, with the DEMO_T/DEMO_ALPHA
+        recipe chosen for it on held-out rows; otherwise from a teacher trained here."""
+        s = self.settings
+        named = self.given & {"TEACHER", "TEACHER_EPOCHS", "TEACHER_SEED", "TEACHERS"}
+        if (s["DATASET"] == DEFAULTS["DATASET"] and not self.limit and not named
+                and (self.root / self.published_cache).is_file()):
+            return {"TEACHER": "published", "T": s["DEMO_T"], "ALPHA": s["DEMO_ALPHA"]}
+        return {}
+
+
+def _cross_checks(s: dict[str, str], p: Plan, goals: list[str]) -> None:
+    """Checks that span several settings (each setting alone is checked by its parser)."""
+    for name in FOLDER_SETTINGS:
+        if not p.folder and name in p.given and s[name] != DEFAULTS[name]:
+            raise UsageError(f"{name} applies to image folders (train/<class>/*), and DATASET={s['DATASET']} is not "
+                             f"one; drop {name}, or give DATASET=<folder>")
+    if len(s["LABELS"].split()) != 1 and set(goals) - {"experiment-labels", "help"}:
+        raise UsageError(f"LABELS=\"{s['LABELS']}\" lists several label counts, which only experiment-labels runs; "
+                         f"give one count (or all) for {' '.join(goals) or 'this target'}")
+    if p.labels == 0 and set(goals) - {"help"}:   # the ALPHA values the asked-for targets train with
+        grids = {"sweep", "experiment-pskd"} & set(goals)
+        for alpha in s["ALPHAS"].split() if grids else [s["ALPHA"]]:
+            check_labels_alpha(0, check("ALPHA", alpha))
+    if p.members > 1 and p.teacher_kind in ("file", "published"):
+        raise UsageError(f"TEACHERS={p.members} trains an ensemble of softcache teachers; TEACHER={s['TEACHER']} "
+                         f"is one teacher, so use TEACHERS=1")
+    if s["TEACHER"] == "published" and s["TRANSFER"]:
+        raise UsageError(f"TEACHER=published holds no logits for TRANSFER={s['TRANSFER']} (the teacher is not "
+                         f"published, only its cache); drop TRANSFER, or drop TEACHER=published to train one here")
+    if s["TEACHER"] == "published" and p.limit:
+        raise UsageError(f"TEACHER=published was made from the whole dataset, so it cannot teach LIMIT={p.limit} "
+                         f"rows; drop LIMIT, or drop TEACHER=published to train a teacher here")
+    if "publish" in goals and p.limit:
+        raise UsageError(f"make publish publishes a cache of the whole dataset, not of LIMIT={p.limit} rows; drop LIMIT")
+    check_ensemble_storage(p.members, check("CACHE_TOPK", s["CACHE_TOPK"]))
+    check_views_mixup(check("VIEWS", s["VIEWS"]), check("MIXUP", s["MIXUP"]))
+    check_augment_replay(s["AUGMENT"] == "1", check("REPLAY", s["REPLAY"]))
+    check_sweep_backend(s["SWEEP_BACKEND"], s["SCHEDULER"])
+    if s["TEACHER_WEIGHTS"] and ":" not in s["TEACHER"]:
+        raise UsageError("TEACHER_WEIGHTS loads a state dict into a module:factory teacher; give TEACHER=module:factory")
+
+
+def resolve(given: dict[str, str], environ: dict[str, str] | None = None) -> dict[str, str]:
+    """Every setting's value: given on the command line, else in the environment (as Make's ?= would
+    take it), else its default; the grids default to the single values."""
+    environ = os.environ if environ is None else environ
+    s = {name: given.get(name, environ.get(name, default_)) for name, default_ in DEFAULTS.items()}
+    for grid, single in (("STUDENTS", s["STUDENT"]), ("TS", s["T"]), ("SEEDS", s["SEED"])):
+        s[grid] = s[grid] or single
+    s["ALPHAS"] = s["ALPHAS"] or ("0" if check("ALPHA", s["ALPHA"]) == 0 else f"0 {s['ALPHA']}")
+    for name in DEFAULTS:
+        if name != "LABELS":
+            check(name, s[name])
+    labels = s["LABELS"].split()
+    check("LABELS", s["LABELS"]) if len(labels) == 1 else check_grid("LABELS", labels, "LABELS")
+    for grid, setting in (("TS", "T"), ("ALPHAS", "ALPHA"), ("SEEDS", "SEED"), ("STUDENTS", "STUDENT"),
+                          ("LENGTHS", "EPOCHS")):
+        check_grid(grid, s[grid].replace(",", " ").split(), setting)
+    if s["BANKS"].strip():
+        check_grid("BANKS", s["BANKS"].replace(",", " ").split(), "VIEWS")
+    return s
+
+
+def plan(given: dict[str, str], environ: dict[str, str] | None = None, root: Path = Path("."),
+         goals: list[str] = ()) -> Plan:
+    """Check the settings and derive every name from them; a bad value raises UsageError.
+    ``goals``: the make targets asked for, for the checks that depend on them."""
+    environ = os.environ if environ is None else environ
+    settings = resolve(given, environ)
+    p = Plan(settings, given={k for k in DEFAULTS if k in given or k in environ}, root=root)
+    _cross_checks(settings, p, list(goals))
+    return p
+
+
+# --- what Make reads -------------------------------------------------------------------------------------
+
+def _escape(value: str) -> str:
+    """A value as the right-hand side of a Make ``:=`` line. Every value was checked for line breaks
+    and control characters (``settings.control_problem``), so the line stays one line."""
+    assert control_problem("value", value) is None and not value.endswith("\\"), value
+    return value.replace("$", "$$").replace("#", r"\#")
+
+
+# What the Makefile and this module's fragment define for themselves: never a user's to set. Given on
+# the command line, each would silently win over the value softcache computes (CACHE=<file> trained
+# from that file under the default cache's name; SC=/bin/echo "finished" with no run written).
+INTERNAL = frozenset({
+    "SC", "PASS", "INSTALLED", "RUNS", "REPORT_FILE", "DATA_FILE", "PARAMS", "DATA_STAMP", "STAMPS", "TEACHER_KIND",
+    "TEACHER_TAG", "CACHE", "CACHE_SUFFIX", "PUBLISHED_CACHE", "TEACHER_RECORD", "TEACHER_FILES", "TEACHER_TARGETS",
+    "MEMBER_CACHES", "ENSEMBLE_ARGS", "PUBLISH_RECORDS", "PUBLISH_COMMAND", "INPUT_ARGS", "LABEL_GRID", "DATA_CHECK",
+    "FOLDER_ARGS", "TRANSFER_ARGS", "LOG_ARGS", "TEACHER_ARGS", "RUN_THREADS", "RUN_DIR", "STUDENT_RUNS",
+    "DEMO_EXPORTS", "PSKD_RUNS", "PSKD_GRID", "PSKD_RUN", "DEMO_SETTINGS", "STAMP", "MEMBER_SEED", "RUN_STUDENT",
+    "RUN_T", "RUN_ALPHA", "RUN_SEED", "NAMES_OK", "SETTINGS_ERROR",
+    # the Makefile's own
+    "SHELL", "NEWLINE", "GIVEN", "NAMES_IN", "NAMES_MK", "NAMES_RC", "REPORT", "PASS_ARGS", "SWEEP",
+    "EXPERIMENT_ARGS", "BENCHMARKS", "SOFTCACHE_CALLER", "CLEANED",
+})
+
+
+def internal_problem(given) -> str | None:
+    """A command-line variable that names one of softcache's own Make variables."""
+    taken = sorted(set(given) & INTERNAL)
+    if taken:
+        return (f"{', '.join(taken)} {'is' if len(taken) == 1 else 'are'} softcache's own (derived from the settings, "
+                f"see 'make help'), not a setting; drop {taken[0]}=... from the command line")
+    return None
+
+
+def make_fragment(p: Plan) -> str:
+    """Make assignments for one invocation: the settings, the names, the stamps and the run rules' fields."""
+    s = p.settings
+    lines = [f"override {name} := {_escape(value)}" for name, value in s.items() if name not in ("PYTHON",)]
+    lines.append(f"override JOBS := {p.jobs}")
+    sc = f"{s['VENV']}/bin/softcache"
+    pass_cmd = (f"{s['VENV']}/bin/torchrun --standalone --nproc-per-node {s['NPROC']} -m stages.cli"
+                if s["NPROC"] != "1" else sc)
+    # An image folder's images stay on disk (pipeline.data.image_store): HDF5, read a batch at a time.
+    data_file = p.path("dataset", f"{p.data}{'.h5' if p.folder else '.npz'}")
+    q = shlex.quote    # every value is checked against an alphabet already; quoted all the same
+    teacher_record = (f"--teacher-record {q(p.teacher_dir(p.tag) + '/teacher.json')}" if p.teacher_kind == "trained"
+                      else "")
+    inputs = (f"--replay {q(s['REPLAY'])} {'--augment' if s['AUGMENT'] == '1' else '--no-augment'} "
+              f"--holdout {q(s['HOLDOUT'])}" + ("" if p.labels is None else f" --labels {p.labels}")
+              + (f" --transfer {q(s['TRANSFER'])}" if s["TRANSFER"] else "")
+              + f" --checkpoint-every {q(s['CHECKPOINT_EVERY'])} --checkpoint-minutes {q(s['CHECKPOINT_MINUTES'])}")
+    member_ckpts = [f"{p.teacher_dir(t)}/teacher.pt" for t in p.member_tags]
+    member_caches = [p.path("cache", p.data + t + p.suffix) for t in p.member_tags]
+    member_records = [f"{p.teacher_dir(t)}/teacher.json" for t in p.member_tags]
+    teacher_files = [f for f in (s["TEACHER"], s["TEACHER_WEIGHTS"]) if f and Path(f).exists()]
+    student_run = p.run(s["STUDENT"], s["T"], s["ALPHA"])
+    demo = {p.run(st, s["T"], a): (st, s["T"], a) for st in s["DEMO_STUDENTS"].split() for a in ("0", s["ALPHA"])}
+    runs = {student_run: (s["STUDENT"], s["T"], s["ALPHA"]), **demo}
+    stamps = p.stamps()
+    pskd = {p.pskd(st, seed): (st, seed)
+            for st in [s["STUDENT"], *s["STUDENTS"].split()] for seed in [s["SEED"], *s["SEEDS"].split()]}
+    pskd_grid = [p.pskd(st, seed) for st in s["STUDENTS"].split() for seed in s["SEEDS"].split()]
+    publish = " ".join(f"{k}={s[k]}" for k in ("TEACHER", "TEACHERS", "TEACHER_EPOCHS", "TEACHER_SEED", "TEACHER_T",
+                                                "VIEWS", "VIEW_SEED", "MIXUP", "DEVICE"))
+    names = {
+        "SC": sc, "PASS": pass_cmd, "INSTALLED": f"{s['VENV']}/.installed", "RUNS": p.path("runs"),
+        "REPORT_FILE": p.path("reports", "report.md"), "DATA_FILE": data_file, "PARAMS": p.path("params"),
+        "DATA_STAMP": p.path("params", f"data-{p.data}.txt"), "STAMPS": " ".join(stamps),
+        "TEACHER_KIND": p.teacher_kind, "TEACHER_TAG": p.tag, "CACHE": p.cache, "CACHE_SUFFIX": p.suffix[:-3],
+        "PUBLISHED_CACHE": p.published_cache, "TEACHER_RECORD": teacher_record,
+        "TEACHER_FILES": " ".join(teacher_files),
+        "TEACHER_TARGETS": " ".join(member_ckpts if p.teacher_kind in ("trained", "ensemble") else teacher_files),
+        "MEMBER_CACHES": " ".join(member_caches),
+        "ENSEMBLE_ARGS": " ".join(f"--member {q(c)} --record {q(r)}" for c, r in zip(member_caches, member_records)),
+        "PUBLISH_RECORDS": " ".join(f"--record {q(r)}" for r in member_records),
+        "PUBLISH_COMMAND": f"make teacher-logits {publish}",
+        "INPUT_ARGS": inputs, "LABEL_GRID": " ".join(p.label_grid),
+        "DATA_CHECK": "FORCE" if p.folder else "",
+        "FOLDER_ARGS": " ".join(f"--{k.lower().replace('_', '-')} {q(s[k])}" for k in FOLDER_SETTINGS
+                                if p.folder and s[k]),
+        "TRANSFER_ARGS": f"--transfer {q(s['TRANSFER'])}" if s["TRANSFER"] else "",
+        "LOG_ARGS": f"--tensorboard-dir {q(p.path('tensorboard'))}" if s["LOG"] == "tensorboard" else "",
+        "TEACHER_ARGS": f"--teacher-tag={q(p.run_source)} --combine {q(s['COMBINE'])}",
+        "RUN_THREADS": str(p.threads), "RUN_DIR": p.path("runs", s["RUN"] or student_run),
+        "STUDENT_RUNS": " ".join(p.path("runs", r, "metrics.json") for r in runs),
+        "DEMO_EXPORTS": " ".join(p.path("runs", r, "export", "export.json") for r in demo),
+        "PSKD_RUNS": " ".join(p.path("runs", r, "metrics.json") for r in pskd),
+        "PSKD_GRID": " ".join(p.path("runs", r, "metrics.json") for r in pskd_grid),
+        "PSKD_RUN": p.path("runs", p.pskd(s["STUDENT"], s["SEED"]), "metrics.json"),
+        "DEMO_SETTINGS": " ".join(f"{k}={v}" for k, v in p.demo_settings().items()),
+    }
+    assert set(names) <= INTERNAL, set(names) - INTERNAL
+    lines += [f"override {k} := {_escape(v)}" for k, v in names.items()]
+    for stamp, content in stamps.items():
+        lines.append(f"{stamp}: private STAMP := {_escape(content)}")
+        if _read(p.root / stamp) != content:
+            lines.append(f"{stamp}: FORCE")
+    for ckpt, member in zip(member_ckpts, p.seeds):
+        lines.append(f"{ckpt}: private MEMBER_SEED := {member}")
+    for run, (student, T, alpha) in runs.items():
+        target = p.path("runs", run, "metrics.json")
+        lines += [f"{target}: private RUN_STUDENT := {student}", f"{target}: private RUN_T := {T}",
+                  f"{target}: private RUN_ALPHA := {alpha}"]
+    for run, (student, seed) in pskd.items():
+        target = p.path("runs", run, "metrics.json")
+        lines += [f"{target}: private RUN_STUDENT := {student}", f"{target}: private RUN_SEED := {seed}"]
+    lines.append("override NAMES_OK := 1")    # the Makefile stops unless it read this last line
+    return "\n".join(lines) + "\n"
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text().rstrip("\n")
+    except OSError:
+        return None
+
+
+def read_given(path: Path) -> tuple[list[str], dict[str, str]]:
+    """The file the Makefile writes with ``$(file ...)``: the goals on the first line, then one
+    ``NAME=value`` a line, each value as given (``$(value NAME)``, never expanded). Make joins the
+    lines of a ``$(foreach)`` with a space, so a name may start with one; the Makefile has already
+    refused a value holding a line break."""
+    lines = path.read_text(encoding="utf-8", errors="surrogateescape").split("\n")
+    goals = lines[0].split()
+    given: dict[str, str] = {}
+    for line in lines[1:]:
+        if line.strip():
+            name, _, value = line.partition("=")
+            given[name.strip()] = value
+    return goals, given
+
+
+def _settings_error(message: str) -> str:
+    return f"override SETTINGS_ERROR := {_escape(' '.join(message.split()))}\noverride NAMES_OK := 1\n"
+
+
+def main(argv: list[str]) -> int:
+    """``make --given FILE``: print the fragment (or SETTINGS_ERROR := <message>) for the goals and
+    command-line variables in FILE (see :func:`read_given`); ``help``: print help."""
+    if argv[:1] == ["help"]:
+        sys.stdout.write(help_text())
+        return 0
+    if argv[:2] != ["make", "--given"] or len(argv) != 3:
+        sys.stderr.write("usage: python3 -m pipeline.make_plan make --given FILE | help\n")
+        return 2
+    goals, given = read_given(Path(argv[2]))
+    problem = internal_problem(given)
+    for name, value in [*given.items(), *((k, v) for k, v in os.environ.items() if k in DEFAULTS)]:
+        problem = problem or control_problem(name, value)
+    if problem:
+        sys.stdout.write(_settings_error(problem))
+        return 0
+    for warning in misspelled(list(given)):
+        sys.stderr.write(warning + "\n")
+    try:
+        p = plan({k: v for k, v in given.items() if k in DEFAULTS}, goals=goals)
+    except UsageError as exc:
+        sys.stdout.write(_settings_error(str(exc)))
+        return 0
+    if p.parallel_note and set(goals) & {"student", "sweep", "demo", "self-distill", "experiment-views",
+                                         "experiment-pskd", "experiment-labels", "experiment-patient", "export"}:
+        sys.stderr.write(p.parallel_note + "\n")
+    sys.stdout.write(make_fragment(p))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
