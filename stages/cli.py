@@ -16,18 +16,20 @@ import click
 from pipeline.errors import CALLER_ENV, UsageError
 from pipeline.files import is_disk_full
 from stages.data import data
-from stages.ensemble import ensemble, publish, reseal
-from stages.experiment import experiment_views
+from stages.ensemble import ensemble
+from stages.experiment_labels import experiment_labels
+from stages.experiment_patient import experiment_patient
+from stages.experiment_views import experiment_views
 from stages.export import export
-from stages.inspect import inspect, verify
-from stages.label_experiment import experiment_labels
-from stages.patient import experiment_patient
+from stages.inspect import inspect
+from stages.publish import publish, reseal
 from stages.report import report
 from stages.self_distill import self_distill
 from stages.student import student
 from stages.sweep import sweep
 from stages.teacher import teacher
 from stages.teacher_logits import teacher_logits
+from stages.verify import verify
 
 __all__ = ["cli", "main"]
 
@@ -38,8 +40,7 @@ def cli():
 
 
 for command in (data, teacher, teacher_logits, ensemble, publish, reseal, student, sweep, experiment_views,
-                experiment_labels,
-                experiment_patient, self_distill, export, report, inspect, verify):
+                experiment_labels, experiment_patient, self_distill, export, report, inspect, verify):
     cli.add_command(command)
 
 

@@ -1,11 +1,11 @@
-"""Stages `ensemble` and `publish`: new caches from finished ones, without running a teacher."""
+"""Stage `ensemble`: one cache from the caches of several teachers, without running a teacher."""
 
 from pathlib import Path
 
 import click
 
-from pipeline.cache.ensemble import publish_cache, reseal_published, write_ensemble
-from pipeline.config import EnsembleConfig, PublishConfig
+from pipeline.cache.ensemble import write_ensemble
+from pipeline.config import EnsembleConfig
 
 
 @click.command("ensemble")
@@ -21,31 +21,3 @@ def ensemble(members, records, out, dtype):
     each = ", ".join(f"{name} {100 * acc:.2f}%" for name, acc in zip(s["member_names"], s["member_test_acc"]))
     click.echo(f"{out}: ensemble of {s['members']} test accuracy {100 * s['teacher_test_acc']:.2f}% (mean of "
                f"logits), {100 * s['ensemble_probs_test_acc']:.2f}% (mean of probabilities); members: {each}")
-
-
-@click.command("publish")
-@click.option("--cache", type=click.Path(path_type=Path), required=True, help="The finished cache to publish.")
-@click.option("--out", type=click.Path(path_type=Path), required=True,
-              help="Published cache (.h5); its record goes beside it (.json).")
-@click.option("--command", "command", required=True, help="The command that made the source cache, for the record.")
-@click.option("--device", required=True, help="Where the teacher ran, in words (e.g. '1x NVIDIA H100').")
-@click.option("--record", "records", multiple=True, type=click.Path(path_type=Path),
-              help="A teacher.json behind the cache (one per ensemble member): training time and device.")
-@click.option("--note", default="", help="Anything else a user should know about this cache.")
-@click.option("--replace", default="", help="The name of the published cache this may replace (e.g. fashion-mnist); "
-                                           "without it an existing published cache is kept.")
-def publish(**options):
-    """Write a float16 published copy of a cache, with a record of how it was made."""
-    r = publish_cache(PublishConfig(**options))
-    click.echo(f"{r['path']}: {r['bytes'] / 1e6:.1f} MB, teacher {100 * r['teacher_test_acc']:.2f}% on the test set, "
-               f"{r['views']} views per image; record in {Path(r['path']).with_suffix('.json')}")
-
-
-@click.command("reseal")
-@click.argument("cache", type=click.Path(path_type=Path))
-@click.option("--why", required=True, help="Why it is resealed, for its record.")
-def reseal(cache, why):
-    """Maintainers: check a published cache made before digests against its record, then seal it with digests."""
-    r = reseal_published(cache, why)
-    click.echo(f"{cache}: resealed, fingerprint {r['fingerprint']}, teacher {100 * r['teacher_test_acc']:.2f}% on "
-               f"the test set as recorded")

@@ -7,7 +7,7 @@ import click
 from pipeline.errors import UsageError
 from pipeline.settings import check
 
-__all__ = ["input_options", "teacher_options", "experiment_options", "grid_values", "log_option", "advance"]
+__all__ = ["input_options", "teacher_options", "experiment_options", "grid_values", "log_option", "trust_option", "advance"]
 
 
 def grid_values(name: str, text: str, kind) -> tuple:
@@ -79,6 +79,13 @@ def teacher_options(command):
                                        "probs (mean probability) or a member number."),
         click.option("--teacher-tag", help="Names a non-default teacher in distilled runs' names (e.g. e30-x3)."),
     )(command)
+
+
+def trust_option(dest: str = "trust"):
+    """--trust-undigested-cache, one wording for every command that reads a cache."""
+    return click.option("--trust-undigested-cache", dest, is_flag=True, default=None,
+                        help="Accept a cache without digests (an older softcache's): nothing then proves its values "
+                             "and attributes are the ones its teacher wrote.")
 
 
 log_option = click.option(

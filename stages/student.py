@@ -8,7 +8,7 @@ from pipeline.config import StudentConfig, from_options
 from pipeline.models import list_students
 from pipeline.settings import DEFAULTS
 from pipeline.student.distill import train_student
-from stages.options import input_options, log_option, teacher_options
+from stages.options import input_options, log_option, teacher_options, trust_option
 
 
 @click.command("student")
@@ -30,9 +30,7 @@ from stages.options import input_options, log_option, teacher_options
 @click.option("--threads", type=int, help="torch CPU threads (0: torch's default).")
 @log_option
 @click.option("--cache-memory-mb", type=int, help="Hold the cache in memory up to this size, else stream it (4096).")
-@click.option("--trust-undigested-cache", is_flag=True, default=None,
-              help="Train from a cache without digests (an older softcache's): nothing then proves its values and "
-                   "attributes are the ones its teacher wrote.")
+@trust_option("trust_undigested_cache")
 def student(**options):
     """Train a student with the distillation loss from cached soft targets."""
     m = train_student(from_options(StudentConfig, **options))
