@@ -134,7 +134,8 @@ def test_ten_kills_at_random_instants_all_resume_to_the_same_weights(tmp_path, t
 def test_an_interrupted_teacher_resumes_to_the_uninterrupted_weights(tmp_path, prepared, monkeypatch):
     """Teacher training shares the mechanism: a CPU teacher outlives a session only if it can continue."""
     from pipeline.config import TeacherConfig
-    from pipeline.teacher.fit import TEACHER_CKPT, train_teacher
+    from pipeline.names import TEACHER_CHECKPOINT as TEACHER_CKPT
+    from pipeline.teacher.fit import train_teacher
 
     kw = dict(dataset=prepared, arch="cnn", epochs=3, device="cpu", batch_size=32, threads=1)
     whole = train_teacher(TeacherConfig(out_dir=tmp_path / "whole", **kw), progress=False)
