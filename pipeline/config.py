@@ -22,6 +22,7 @@ from pipeline.errors import UsageError
 from pipeline.models import list_students
 from pipeline.names import pskd_run_name, run_data, run_name
 from pipeline.settings import (
+    EXPORT_FORMATS,
     check,
     check_augment_replay,
     check_grid,
@@ -438,7 +439,6 @@ class PatientExperimentConfig:
         check("JOBS", self.jobs), check("THREADS", self.threads)
 
 
-EXPORT_FORMATS = ("onnx", "torchscript", "int8")
 
 
 @dataclass(frozen=True)

@@ -55,13 +55,12 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: 
     T not finite and > 0, alpha outside [0, 1], or shapes that disagree (nothing is broadcast).
     """
     _check_arguments(student_logits, teacher_logits, labels, T, alpha, log_targets=False)
-    return kd_loss_from_log_targets(student_logits, F.log_softmax(teacher_logits.float() / T, dim=-1),
-                                    labels, T=T, alpha=alpha)
+    return _mixed(student_logits, F.log_softmax(teacher_logits.float() / T, dim=-1), labels, T, alpha, None)
 
 
 def kd_loss_from_log_targets(student_logits: torch.Tensor, teacher_log_probs: torch.Tensor,
                              labels: torch.Tensor, *, T: float, alpha: float,
-                             labelled: torch.Tensor | None = None) -> torch.Tensor:
+                             labelled: torch.Tensor | None = None, check_targets: bool = True) -> torch.Tensor:
     """student_logits: (B, C) float; teacher_log_probs: (B, C) log_softmax(z_t / T); labels: (B,) int64
     class indices, or (B, C) class probabilities (a mixup view's blended label). ``alpha = 1`` is
     KL only (function matching): the hard labels do not enter the loss.
@@ -69,8 +68,16 @@ def kd_loss_from_log_targets(student_logits: torch.Tensor, teacher_log_probs: to
     ``labelled`` (B,) bool, for few-label training: a row without a label gets the soft term
     alone (weight 1), a labelled row the mix above; the loss is the mean over all B rows.
 
-    Raises ValueError as :func:`kd_loss` does, and for targets that are not log-probabilities."""
-    _check_arguments(student_logits, teacher_log_probs, labels, T, alpha, log_targets=True)
+    Raises ValueError as :func:`kd_loss` does, and for targets that are not log-probabilities.
+    ``check_targets=False`` skips that last check (a log-sum-exp and a device sync per batch), for a
+    caller whose targets are log_softmax by construction: softcache's loop, reading the cache."""
+    _check_arguments(student_logits, teacher_log_probs, labels, T, alpha, log_targets=check_targets)
+    return _mixed(student_logits, teacher_log_probs, labels, T, alpha, labelled)
+
+
+def _mixed(student_logits: torch.Tensor, teacher_log_probs: torch.Tensor, labels: torch.Tensor, T: float,
+           alpha: float, labelled: torch.Tensor | None) -> torch.Tensor:
+    """The loss itself, arguments already checked."""
     if labelled is not None and alpha < 1:
         return _partly_labelled(student_logits, teacher_log_probs, labels, labelled, T, alpha)
     if alpha == 1:

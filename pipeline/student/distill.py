@@ -171,7 +171,7 @@ def _train_student(cfg: StudentConfig, progress: bool) -> dict:
             return torch.nn.functional.cross_entropy(logits, hard_labels(idx))
         labels = y[idx] if cfg.alpha == 1 else hard_labels(idx)   # KL only: the labels are not used
         return kd_loss_from_log_targets(logits, targets(idx), labels, T=cfg.T, alpha=cfg.alpha,
-                                        labelled=has_label(idx))
+                                        labelled=has_label(idx), check_targets=False)   # the cache's log_softmax
 
     x_test, y_test = torch_images(data.x_test), torch.from_numpy(data.y_test)
     state = TrainingState(cfg.out_dir, _resume_key(cfg, cache, data), every=cfg.checkpoint_every or cfg.epochs,
