@@ -1,10 +1,8 @@
 # softcache: the stage graph.   data ──> teacher ──> teacher-logits ──> student ──> export ──> report
 #
-# This file holds no names and no policy. pipeline/names.py (standard library only, so it runs
-# before .venv exists) checks the variables given (a bad one stops make in one line, before any file
-# is touched), resolves every default, and hands back every setting, file and run name, and the
-# parameter stamps (DATA_DIR/params/*.txt) whose content changed: `make student T=8` re-runs only the
-# student, a new TEACHER_EPOCHS retrains teacher and cache, `make -n` changes nothing. `make help`.
+# No names and no policy here: pipeline/make_plan.py (standard library only) checks the variables given,
+# resolves every default and hands back every setting, file and run name, and the parameter stamps
+# (DATA_DIR/params/*.txt) whose content changed: `make student T=8` re-runs only the student. `make help`.
 
 GIVEN    := $(foreach v,$(.VARIABLES),$(if $(filter command line,$(origin $v)),$v))
 override SHELL := /bin/bash   # the recipes are bash; SHELL=... given on the command line is refused below
@@ -30,8 +28,7 @@ REPORT := $(SC) report --runs '$(RUNS)' --out '$(REPORT_FILE)'
 # The stages' errors name their fix as a make target (pytest, under `make test`, is not told).
 export SOFTCACHE_CALLER := make
 
-# Stages write atomically, so make must never delete an artifact whose recipe was killed: by name,
-# since GNU make applies .PRECIOUS patterns to pattern rules' intermediate files only.
+# Stages write atomically: make must never delete an artifact whose recipe was killed (named: .PRECIOUS patterns miss them).
 .PRECIOUS: $(DATA_FILE) $(TEACHER_TARGETS) $(MEMBER_CACHES) $(CACHE) $(STUDENT_RUNS) $(PSKD_RUNS) $(DEMO_EXPORTS)
 
 .PHONY: FORCE help venv data teacher teacher-logits student sweep self-distill experiment-views experiment-pskd experiment-labels experiment-patient \
@@ -61,16 +58,13 @@ $(DATA_DIR)/teacher/%/teacher.pt: $(PARAMS)/teacher-%.txt $(DATA_FILE) | $(INSTA
 	$(SC) teacher --dataset '$(DATA_FILE)' --out-dir '$(@D)' --arch '$(TEACHER)' --epochs '$(TEACHER_EPOCHS)' \
 		--seed '$(MEMBER_SEED)' --device '$(DEVICE)' --threads '$(RUN_THREADS)' $(LOG_ARGS)
 
-PASS_ARGS := --temperature '$(TEACHER_T)' --dtype '$(CACHE_DTYPE)' --topk '$(CACHE_TOPK)' --views '$(VIEWS)' \
-	--view-seed '$(VIEW_SEED)' --mixup '$(MIXUP)' --device '$(DEVICE)' $(TRANSFER_ARGS)
 $(DATA_DIR)/cache/%$(CACHE_SUFFIX).h5: $(DATA_DIR)/teacher/%/teacher.pt $(DATA_FILE) $(TRANSFER) | $(INSTALLED)
 	$(PASS) teacher-logits --teacher '$<' --dataset '$(DATA_FILE)' --out '$@' $(PASS_ARGS)
 
 teacher: $(TEACHER_TARGETS)
 teacher-logits: $(CACHE)
 
-# The user's own teacher (a model file or module:factory); an ensemble's member caches combined
-# (no teacher runs); the published cache, committed (see published/README.md), never built here.
+# The user's own teacher (file or module:factory); an ensemble's members combined; published: never built here.
 ifeq ($(TEACHER_KIND),file)
 $(CACHE): $(TEACHER_FILES) $(DATA_FILE) $(TRANSFER) | $(INSTALLED)
 	$(PASS) teacher-logits --teacher '$(TEACHER)' $(if $(TEACHER_WEIGHTS),--teacher-weights '$(TEACHER_WEIGHTS)') \
@@ -85,15 +79,14 @@ $(CACHE):
 	@echo "make: no published teacher cache at $@ for DATASET=$(DATASET); use TEACHER=auto to train one here" >&2; exit 2
 endif
 
-# Student runs: the STUDENT/T/ALPHA run and the demo's; each run's own fields come from names.py.
+# Student runs: the STUDENT/T/ALPHA run and the demo's; each run's own fields come from make_plan.py.
 student: $(RUN_DIR)/metrics.json
 $(STUDENT_RUNS): $(RUNS)/%/metrics.json: $(CACHE) $(DATA_FILE) | $(INSTALLED)
 	$(SC) student --cache '$(CACHE)' --dataset '$(DATA_FILE)' $(TEACHER_RECORD) --out-dir '$(@D)' \
 		--student '$(RUN_STUDENT)' --T '$(RUN_T)' --alpha '$(RUN_ALPHA)' --seed '$(SEED)' --epochs '$(EPOCHS)' \
 		$(INPUT_ARGS) $(TEACHER_ARGS) --threads '$(RUN_THREADS)' $(LOG_ARGS)
 
-# A grid of runs from the one cache, JOBS at a time; finished runs are skipped, so a killed
-# sweep resumes. SWEEP_BACKEND=dask SCHEDULER=tcp://host:8786 runs it on a Dask cluster.
+# A grid of runs from one cache, JOBS at a time, finished runs skipped (resumes); SWEEP_BACKEND=dask: a cluster.
 SWEEP = $(SC) sweep --cache '$(CACHE)' --dataset '$(DATA_FILE)' $(TEACHER_RECORD) --runs-dir '$(RUNS)' \
 	--reports-dir '$(DATA_DIR)/reports' --students '$(STUDENTS)' --seeds '$(SEEDS)' --epochs '$(EPOCHS)' \
 	--jobs '$(JOBS)' --threads '$(RUN_THREADS)' --backend '$(SWEEP_BACKEND)' $(if $(SCHEDULER),--scheduler '$(SCHEDULER)') \
@@ -114,8 +107,7 @@ experiment-pskd: $(CACHE) $(DATA_FILE) | $(INSTALLED)
 	@$(MAKE) --no-print-directory -j'$(JOBS)' --output-sync=target pskd-grid
 	$(REPORT)
 
-# Experiments (`make help` says what each compares): choices made on EXPERIMENT_HOLDOUT held-out rows
-# (runs in DATA_DIR/tuning), then STUDENTS x SEEDS; killed, the same command resumes mid-run.
+# Experiments (`make help`): choices on EXPERIMENT_HOLDOUT held-out rows, then STUDENTS x SEEDS; resumable.
 experiment-views: EXPERIMENT_ARGS = --replay '$(REPLAY)' --epochs '$(EPOCHS)'
 experiment-labels: EXPERIMENT_ARGS = --labels '$(LABEL_GRID)' --epochs '$(EPOCHS)' $(TRANSFER_ARGS)
 experiment-patient: EXPERIMENT_ARGS = --lengths '$(LENGTHS)' --replay '$(REPLAY)' --banks '$(BANKS)'
@@ -126,8 +118,7 @@ experiment-views experiment-labels experiment-patient: $(CACHE) $(DATA_FILE) | $
 		$(EXPERIMENT_ARGS) $(TEACHER_ARGS) $(LOG_ARGS)
 	$(REPORT)
 
-# Edge export of a finished run (RUN=<name under DATA_DIR/runs>); a format that misses its
-# check is refused with exit 2. The demo's exports leave such a format out and record why.
+# Edge export of RUN (under DATA_DIR/runs): a format that misses its check exits 2; the demo's record why.
 export: | $(INSTALLED)
 	$(SC) export --run-dir '$(RUN_DIR)' --formats '$(FORMATS)' --threads '$(RUN_THREADS)'
 $(RUNS)/%/export/export.json: $(RUNS)/%/metrics.json | $(INSTALLED)
@@ -145,8 +136,7 @@ report: | $(INSTALLED)
 readme-results: | $(INSTALLED)
 	$(SC) report --runs data/runs --out data/reports/report.md --readme docs/RESULTS.md
 
-# Scratch and distilled runs of every DEMO_STUDENTS entry, JOBS at a time, each exported, then the table.
-# DEMO_SETTINGS picks the published teacher where it applies; `make demo TEACHER=auto` trains here.
+# Scratch and distilled DEMO_STUDENTS, exported, then the table; the published teacher unless TEACHER=auto.
 demo: | $(INSTALLED)
 	@$(MAKE) --no-print-directory -j'$(JOBS)' --output-sync=target demo-runs $(DEMO_SETTINGS)
 demo-runs: $(DEMO_EXPORTS)

@@ -23,8 +23,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.errors import UsageError
-from pipeline.names import (FOLDER_SETTINGS, cache_suffix, cache_tag, data_name, folder_tag,
-                            is_image_folder, is_teacher_file, member_seeds, pskd_run_name, run_name, teacher_tag)
+from pipeline.names import (
+    FOLDER_SETTINGS,
+    TEACHER_CHECKPOINT,
+    TEACHER_RECORD,
+    cache_suffix,
+    cache_tag,
+    data_name,
+    folder_tag,
+    is_image_folder,
+    is_teacher_file,
+    member_seeds,
+    pskd_run_name,
+    run_name,
+    teacher_tag,
+)
 from pipeline.settings import (
     DEFAULTS,
     LABEL_GRID,
@@ -206,10 +219,10 @@ INTERNAL = frozenset({
     "MEMBER_CACHES", "ENSEMBLE_ARGS", "PUBLISH_RECORDS", "PUBLISH_COMMAND", "INPUT_ARGS", "LABEL_GRID", "DATA_CHECK",
     "FOLDER_ARGS", "TRANSFER_ARGS", "LOG_ARGS", "TEACHER_ARGS", "RUN_THREADS", "RUN_DIR", "STUDENT_RUNS",
     "DEMO_EXPORTS", "PSKD_RUNS", "PSKD_GRID", "PSKD_RUN", "DEMO_SETTINGS", "STAMP", "MEMBER_SEED", "RUN_STUDENT",
-    "RUN_T", "RUN_ALPHA", "RUN_SEED", "NAMES_OK", "SETTINGS_ERROR",
+    "RUN_T", "RUN_ALPHA", "RUN_SEED", "NAMES_OK", "SETTINGS_ERROR", "PASS_ARGS",
     # the Makefile's own
-    "SHELL", "NEWLINE", "GIVEN", "NAMES_IN", "NAMES_MK", "NAMES_RC", "REPORT", "PASS_ARGS", "SWEEP",
-    "EXPERIMENT_ARGS", "BENCHMARKS", "SOFTCACHE_CALLER", "CLEANED",
+    "SHELL", "NEWLINE", "GIVEN", "NAMES_IN", "NAMES_MK", "NAMES_RC", "REPORT", "SWEEP",
+    "EXPERIMENT_ARGS", "BENCHMARKS", "SOFTCACHE_CALLER",
 })
 
 
@@ -233,15 +246,15 @@ def make_fragment(p: Plan) -> str:
     # An image folder's images stay on disk (pipeline.data.image_store): HDF5, read a batch at a time.
     data_file = p.path("dataset", f"{p.data}{'.h5' if p.folder else '.npz'}")
     q = shlex.quote    # every value is checked against an alphabet already; quoted all the same
-    teacher_record = (f"--teacher-record {q(p.teacher_dir(p.tag) + '/teacher.json')}" if p.teacher_kind == "trained"
-                      else "")
+    teacher_record = (f"--teacher-record {q(p.teacher_dir(p.tag) + '/' + TEACHER_RECORD)}"
+                      if p.teacher_kind == "trained" else "")
     inputs = (f"--replay {q(s['REPLAY'])} {'--augment' if s['AUGMENT'] == '1' else '--no-augment'} "
               f"--holdout {q(s['HOLDOUT'])}" + ("" if p.labels is None else f" --labels {p.labels}")
               + (f" --transfer {q(s['TRANSFER'])}" if s["TRANSFER"] else "")
               + f" --checkpoint-every {q(s['CHECKPOINT_EVERY'])} --checkpoint-minutes {q(s['CHECKPOINT_MINUTES'])}")
-    member_ckpts = [f"{p.teacher_dir(t)}/teacher.pt" for t in p.member_tags]
+    member_ckpts = [f"{p.teacher_dir(t)}/{TEACHER_CHECKPOINT}" for t in p.member_tags]
     member_caches = [p.path("cache", p.data + t + p.suffix) for t in p.member_tags]
-    member_records = [f"{p.teacher_dir(t)}/teacher.json" for t in p.member_tags]
+    member_records = [f"{p.teacher_dir(t)}/{TEACHER_RECORD}" for t in p.member_tags]
     teacher_files = [f for f in (s["TEACHER"], s["TEACHER_WEIGHTS"]) if f and Path(f).exists()]
     student_run = p.run(s["STUDENT"], s["T"], s["ALPHA"])
     demo = {p.run(st, s["T"], a): (st, s["T"], a) for st in s["DEMO_STUDENTS"].split() for a in ("0", s["ALPHA"])}
@@ -269,6 +282,11 @@ def make_fragment(p: Plan) -> str:
         "FOLDER_ARGS": " ".join(f"--{k.lower().replace('_', '-')} {q(s[k])}" for k in FOLDER_SETTINGS
                                 if p.folder and s[k]),
         "TRANSFER_ARGS": f"--transfer {q(s['TRANSFER'])}" if s["TRANSFER"] else "",
+        # every teacher pass's cache settings, whichever teacher it runs
+        "PASS_ARGS": " ".join(f"--{flag} {q(s[k])}" for flag, k in (
+            ("temperature", "TEACHER_T"), ("dtype", "CACHE_DTYPE"), ("topk", "CACHE_TOPK"), ("views", "VIEWS"),
+            ("view-seed", "VIEW_SEED"), ("mixup", "MIXUP"), ("device", "DEVICE")))
+        + (f" --transfer {q(s['TRANSFER'])}" if s["TRANSFER"] else ""),
         "LOG_ARGS": f"--tensorboard-dir {q(p.path('tensorboard'))}" if s["LOG"] == "tensorboard" else "",
         "TEACHER_ARGS": f"--teacher-tag={q(p.run_source)} --combine {q(s['COMBINE'])}",
         "RUN_THREADS": str(p.threads), "RUN_DIR": p.path("runs", s["RUN"] or student_run),
