@@ -1,13 +1,15 @@
 """Click options and progress helpers that several stages share, defined once."""
 
+import dataclasses
 from pathlib import Path
 
 import click
 
+from pipeline.config import StudentConfig, from_options
 from pipeline.errors import UsageError
 from pipeline.settings import check
 
-__all__ = ["input_options", "teacher_options", "experiment_options", "grid_values", "log_option", "trust_option", "advance"]
+__all__ = ["input_options", "teacher_options", "experiment_options", "experiment_config", "grid_values", "log_option", "trust_option", "advance"]
 
 
 def grid_values(name: str, text: str, kind) -> tuple:
@@ -58,18 +60,53 @@ def _labels(ctx, param, value):
     return None if parsed == "all" else parsed
 
 
-def experiment_options(cache_help: str, report: str):
-    """Where an experiment reads and writes: shared by every experiment-* command."""
+def _grid(name: str, kind):
+    """A click callback: '1 2 4' -> (1, 2, 4) of ``kind``, None when unset (the config's default stays)."""
+    return lambda ctx, param, text: None if text is None else grid_values(name, text, kind)
+
+
+def _shown(values) -> str:
+    return " ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in values)
+
+
+def experiment_options(config: type, cache_help: str, report: str):
+    """What every experiment-* command takes: where it reads and writes, its grid (typed by callbacks, with
+    the defaults of ``config``'s own fields in the help), JOBS and THREADS, whose targets, and the log."""
+    d = {f.name: f.default for f in dataclasses.fields(config)}
     return _stacked(
         click.option("--cache", type=click.Path(path_type=Path), required=True, help=cache_help),
-        click.option("--dataset", type=click.Path(path_type=Path), required=True, help="Prepared dataset (.npz)."),
+        click.option("--dataset", type=click.Path(path_type=Path), required=True,
+                     help="Prepared dataset (.npz, or .h5 for an image folder)."),
         click.option("--runs-dir", type=click.Path(path_type=Path), required=True, help="Where the final runs go."),
         click.option("--tuning-dir", type=click.Path(path_type=Path), required=True,
                      help="Where the held-out tuning runs go (kept out of the report)."),
         click.option("--reports-dir", type=click.Path(path_type=Path), required=True, help=f"Where {report} go."),
         click.option("--teacher-record", type=click.Path(path_type=Path),
                      help="teacher.json the cache must come from."),
+        click.option("--students", callback=lambda ctx, param, text: None if text is None else tuple(text.split()),
+                     help="Space-separated student names (default: STUDENT's default)."),
+        click.option("--Ts", "Ts", callback=_grid("TS", float),
+                     help=f"Temperatures to choose from (default {_shown(d['Ts'])})."),
+        click.option("--alphas", callback=_grid("ALPHAS", float),
+                     help=f"ALPHA values to choose from, > 0 (default {_shown(d['alphas'])})."),
+        click.option("--seeds", callback=_grid("SEEDS", int), help=f"Seeds of the final runs (default {_shown(d['seeds'])})."),
+        click.option("--tune-seeds", callback=_grid("TUNE_SEEDS", int),
+                     help=f"Seeds of the tuning runs (default {_shown(d['tune_seeds'])})."),
+        click.option("--holdout", type=int, help=f"Training rows held out for tuning (default {d['holdout']})."),
+        click.option("--jobs", type=int, help=f"Runs at once (default {d['jobs']})."),
+        click.option("--threads", type=int, help="torch threads per run (default 0: cores/jobs)."),
+        teacher_options,
+        log_option,
     )
+
+
+def experiment_config(config: type, options: dict, **run_fields):
+    """``config`` from an experiment command's options: what every run shares (cache, dataset, teacher,
+    log, and ``run_fields``) becomes its StudentConfig, the rest its own fields (unset ones dropped)."""
+    shared = {k: options.pop(k) for k in ("cache", "dataset", "teacher_record", "combine", "teacher_tag",
+                                           "tensorboard_dir")}
+    student = from_options(StudentConfig, out_dir=options["runs_dir"], **shared, **run_fields)
+    return from_options(config, student=student, **options)
 
 
 def teacher_options(command):
