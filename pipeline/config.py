@@ -22,7 +22,6 @@ from pipeline.errors import UsageError
 from pipeline.models import list_students
 from pipeline.names import pskd_run_name, run_data, run_name
 from pipeline.settings import (
-    EXPORT_FORMATS,
     check,
     check_augment_replay,
     check_grid,
@@ -35,7 +34,7 @@ from pipeline.settings import (
 
 __all__ = [
     "DataConfig", "TeacherConfig", "LogitsConfig", "EnsembleConfig", "PublishConfig", "StudentConfig",
-    "ExportConfig", "EXPORT_FORMATS",
+    "ExportConfig",
     "SweepConfig", "SWEEP_BACKENDS", "SelfDistillConfig", "ViewsExperimentConfig", "LabelsExperimentConfig",
     "PatientExperimentConfig",
     "resolve_device", "as_record", "from_options",
@@ -95,17 +94,17 @@ class DataConfig:
     """Which dataset to prepare, where to look for it, and where the prepared .npz goes."""
 
     out: Path
-    dataset: str = "fashion-mnist"   # a known name, an .npz path, or a directory of IDX files
+    dataset: str = default("DATASET")   # a known name, an .npz path, or a directory of IDX files
     source: Path | None = None       # explicit directory/file, searched first
     raw_dir: Path = Path("data/raw")
     system_dir: Path = DEBIAN_DIR    # where the Debian package dataset-fashion-mnist puts it
     limit: int = default("LIMIT", int)   # keep only the first N training samples (0: all)
     download: bool = True            # last resort: the official files, MD5-checked
-    layout: str = default("LAYOUT")  # image axes of an .npz: auto, nchw or nhwc
+    layout: str = default("LAYOUT")   # image axes of an .npz: auto, nchw or nhwc
     # image folders only (pipeline.data.image_folder): what becomes of each file
-    image_size: str = default("IMAGE_SIZE")         # '' (own size), 'S' or 'HxW'
-    channels: str = default("CHANNELS")             # auto, 1 or 3
-    bad_images: str = default("BAD_IMAGES")         # fail or skip
+    image_size: str = default("IMAGE_SIZE")   # '' (own size), 'S' or 'HxW'
+    channels: str = default("CHANNELS")   # auto, 1 or 3
+    bad_images: str = default("BAD_IMAGES")   # fail or skip
     test_fraction: float = default("TEST_FRACTION", float)
     split_seed: int = default("SPLIT_SEED", int)
 
@@ -122,7 +121,7 @@ class DataConfig:
 class TeacherConfig:
     dataset: Path
     out_dir: Path
-    arch: str = default("TEACHER")                 # auto: resnet18 on a GPU, cnn on the CPU
+    arch: str = default("TEACHER")   # auto: resnet18 on a GPU, cnn on the CPU
     epochs: int = default("TEACHER_EPOCHS", int)   # 0: auto, 30 on a GPU, 5 on the CPU
     device: str = default("DEVICE")
     seed: int = default("TEACHER_SEED", int)
@@ -130,7 +129,7 @@ class TeacherConfig:
     lr: float = 3e-3
     weight_decay: float = 5e-4
     augment: bool = True     # random crop (pad 2) + horizontal flip
-    threads: int = 0         # torch CPU threads; 0 leaves torch's default
+    threads: int = default("THREADS", int)   # torch CPU threads; 0 leaves torch's default
     tensorboard_dir: Path | None = None   # LOG=tensorboard: per-epoch scalars under <dir>/teacher-<out_dir name>
 
     def __post_init__(self):
@@ -161,16 +160,16 @@ class LogitsConfig:
     teacher: Path             # softcache checkpoint, TorchScript/.pt2 file, or "module:factory"
     dataset: Path             # the prepared dataset
     out: Path                 # the cache file
-    temperature: float = default("TEACHER_T", float)  # logits are stored divided by it
-    dtype: str = default("CACHE_DTYPE")               # float32 or float16
-    topk: int = default("CACHE_TOPK", int)            # keep the k largest logits per row (0: all)
+    temperature: float = default("TEACHER_T", float)   # logits are stored divided by it
+    dtype: str = default("CACHE_DTYPE")   # float32 or float16
+    topk: int = default("CACHE_TOPK", int)   # keep the k largest logits per row (0: all)
     device: str = default("DEVICE")
     batch_size: int = 0         # rows per forward; 0: the device's (pipeline.training.loop.inference_batch)
     chunk_rows: int = 4096      # rows per resumable chunk of the pass
     teacher_weights: Path | None = None   # TEACHER_WEIGHTS: state dict for a module:factory teacher
-    views: int = default("VIEWS", int)           # augmented views cached per training image (1: clean only)
+    views: int = default("VIEWS", int)   # augmented views cached per training image (1: clean only)
     view_seed: int = default("VIEW_SEED", int)   # draws the views' crops and flips
-    mixup: float = default("MIXUP", float)       # MIXUP=a: every view is a mixup pair, lambda ~ Beta(a, a) (0: no mixup)
+    mixup: float = default("MIXUP", float)   # MIXUP=a: every view is a mixup pair, lambda ~ Beta(a, a) (0: no mixup)
     transfer: Path | None = None                 # TRANSFER: an .npz of unlabelled images, scored after the train rows
 
     def __post_init__(self):
@@ -190,7 +189,7 @@ class EnsembleConfig:
     members: tuple[Path, ...]
     out: Path
     records: tuple[Path, ...] = ()   # each member's teacher.json; when given, member i must come from record i
-    dtype: str = "float32"
+    dtype: str = default("CACHE_DTYPE")
 
     def __post_init__(self):
         object.__setattr__(self, "members", tuple(Path(m) for m in self.members))
@@ -235,20 +234,20 @@ class StudentConfig:
     batch_size: int = 128
     lr: float = 3e-3
     weight_decay: float = 5e-4
-    augment: bool = False          # random crop + flip; the soft target stays the clean image's
-    replay: int = 0                # REPLAY=K: train on the first K cached views, each with its own logits
-    holdout: int = 0               # HOLDOUT=N: train without N fixed rows and score them (val_acc)
+    augment: bool = default("AUGMENT", bool)   # random crop + flip; the soft target stays the clean image's
+    replay: int = default("REPLAY", int)   # REPLAY=K: train on the first K cached views, each with its own logits
+    holdout: int = default("HOLDOUT", int)   # HOLDOUT=N: train without N fixed rows and score them (val_acc)
     labels: int | None = None      # LABELS=N: hard labels on N class-balanced rows only (None: every row's)
     transfer: Path | None = None   # TRANSFER: the cache's transfer set (unlabelled images; soft term only)
-    combine: str = "logits"        # COMBINE: an ensemble's targets: logits, probs (means) or a member number
+    combine: str = default("COMBINE")   # COMBINE: an ensemble's targets: logits, probs (means) or a member number
     teacher_tag: str = ""          # names the teacher in distilled runs' names (Make's TEACHER_TAG, e.g. -e30-x3)
     teacher_record: Path | None = None   # teacher.json; when given, the cache must come from it
-    threads: int = 0
+    threads: int = default("THREADS", int)
     cache_memory_mb: int = 4096    # dense logits up to this size are held in memory, larger ones streamed
     trust_undigested_cache: bool = False   # accept a cache without digests: its values then prove nothing
     tensorboard_dir: Path | None = None   # LOG=tensorboard: per-epoch scalars under <dir>/<run name>
-    checkpoint_every: int = default("CHECKPOINT_EVERY", int)        # save the training state every N epochs
-    checkpoint_minutes: float = default("CHECKPOINT_MINUTES", float)  # ... or after this many minutes (0: off)
+    checkpoint_every: int = default("CHECKPOINT_EVERY", int)   # save the training state every N epochs
+    checkpoint_minutes: float = default("CHECKPOINT_MINUTES", float)   # ... or after this many minutes (0: off)
 
     def __post_init__(self):
         _known_student(self.student)
@@ -297,8 +296,8 @@ class SelfDistillConfig:
     batch_size: int = 128
     lr: float = 3e-3
     weight_decay: float = 5e-4
-    augment: bool = False
-    threads: int = 0
+    augment: bool = default("AUGMENT", bool)
+    threads: int = default("THREADS", int)
     tensorboard_dir: Path | None = None   # LOG=tensorboard: per-epoch scalars under <dir>/<run name>
 
     def __post_init__(self):
@@ -332,7 +331,7 @@ class SweepConfig:
     seeds: tuple[int, ...] = (default("SEED", int),)
     jobs: int = default("JOBS", int)
     threads: int = default("THREADS", int)   # per run; 0: cores / jobs (at least 1) so runs never oversubscribe
-    backend: str = default("SWEEP_BACKEND")  # joblib: local processes; dask: a Dask distributed cluster
+    backend: str = default("SWEEP_BACKEND")   # joblib: local processes; dask: a Dask distributed cluster
     scheduler: str | None = None     # dask scheduler address (tcp://host:8786)
 
     def __post_init__(self):
@@ -359,9 +358,9 @@ class ViewsExperimentConfig:
     seeds: tuple[int, ...] = (0, 1, 2)
     tune_seeds: tuple[int, ...] = (0,)
     holdout: int = default("EXPERIMENT_HOLDOUT", int)
-    replay: int = 0                  # views replayed; 0: every view in the cache
-    jobs: int = 1
-    threads: int = 0
+    replay: int = default("REPLAY", int)   # views replayed; 0: every view in the cache
+    jobs: int = default("JOBS", int)
+    threads: int = default("THREADS", int)
 
     def __post_init__(self):
         _check_grids(self.students, self.Ts, self.alphas, self.seeds)
@@ -390,8 +389,8 @@ class LabelsExperimentConfig:
     seeds: tuple[int, ...] = (0, 1, 2)
     tune_seeds: tuple[int, ...] = (0,)
     holdout: int = default("EXPERIMENT_HOLDOUT", int)
-    jobs: int = 1
-    threads: int = 0
+    jobs: int = default("JOBS", int)
+    threads: int = default("THREADS", int)
 
     def __post_init__(self):
         _check_grids(self.students, self.Ts, self.alphas, self.seeds)
@@ -420,10 +419,10 @@ class PatientExperimentConfig:
     tune_seeds: tuple[int, ...] = (0,)
     holdout: int = default("EXPERIMENT_HOLDOUT", int)
     matching_T: float = 1.0          # function matching's temperature (Beyer et al. match at T = 1)
-    replay: int = 0                  # views replayed; 0: every view in the cache (the largest bank with banks)
-    banks: tuple[int, ...] = ()      # bank sizes K also matched at the longest length, for the bank-vs-fresh gap
-    jobs: int = 1
-    threads: int = 0
+    replay: int = default("REPLAY", int)   # views replayed; 0: every view in the cache (the largest bank with banks)
+    banks: tuple[int, ...] = tuple(int(v) for v in default("BANKS").split())   # bank sizes K also matched at the longest length, for the bank-vs-fresh gap
+    jobs: int = default("JOBS", int)
+    threads: int = default("THREADS", int)
 
     def __post_init__(self):
         _check_grids(self.students, self.Ts, self.alphas, self.seeds)
@@ -448,20 +447,17 @@ class ExportConfig:
     run_dir: Path
     out_dir: Path | None = None       # default: <run_dir>/export
     dataset: Path | None = None       # default: the dataset the run was trained on
-    formats: tuple[str, ...] = EXPORT_FORMATS
+    formats: tuple[str, ...] = tuple(default("FORMATS").split(","))
     parity_atol: float = 1e-4         # max |ONNX or TorchScript logit - eager logit| on the test set
     int8_max_drop_pp: float = 0.5     # refuse an int8 model that loses more test accuracy than this
     calibration_rows: int = 1024      # training images used to calibrate int8 activation ranges
     int8_choice_rows: int = 2000      # other training images the int8 recipe is chosen on
     skip_refused: bool = False        # leave out (and record) a format that misses its check, instead of failing
-    threads: int = 0
+    threads: int = default("THREADS", int)
 
     def __post_init__(self):
         formats = tuple(self.formats)
-        unknown = [f for f in formats if f not in EXPORT_FORMATS]
-        if unknown or not formats:
-            raise UsageError(f"unknown export format {', '.join(map(repr, unknown)) or '(none given)'}; "
-                             f"choose from: {', '.join(EXPORT_FORMATS)}")
+        check("FORMATS", ",".join(formats))
         if "int8" in formats and "onnx" not in formats:
             formats = ("onnx",) + formats   # the int8 model is quantised from the ONNX graph
         object.__setattr__(self, "formats", tuple(dict.fromkeys(formats)))

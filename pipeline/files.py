@@ -34,7 +34,7 @@ from typing import Iterator
 from pipeline.errors import UsageError
 
 __all__ = ["atomic_path", "atomic_dir", "remove_dead_temporaries", "exclusive_writer", "lock_path", "write_json",
-           "read_json", "need_space", "no_space", "is_disk_full", "disk_full_is_one_line", "refuse_link",
+           "read_json", "need_space", "no_space", "is_disk_full", "os_error_line", "disk_full_is_one_line", "refuse_link",
            "working_dir"]
 
 
@@ -180,6 +180,26 @@ def is_disk_full(exc: BaseException) -> bool:
     """ENOSPC, as the OS raises it or as h5py and torch word it (they often drop the errno)."""
     return (isinstance(exc, OSError) and exc.errno == errno.ENOSPC) or "No space left on device" in str(exc) \
         or "errno = 28" in str(exc)
+
+
+_PATH_ERRORS = {errno.ENAMETOOLONG: "use a shorter path (at most 255 characters for each name)",
+                errno.EACCES: "check the path's permissions", errno.EPERM: "check the path's permissions",
+                errno.EROFS: "write to a folder on a writable file system (DATA_DIR)",
+                errno.ELOOP: "a link in the path points in a loop; fix or remove it",
+                errno.ENOTDIR: "a part of the path is a file, not a folder"}
+
+
+def os_error_line(exc: OSError) -> str | None:
+    """What to tell a user about an OSError no stage checked for: a full disk, or a path the system refuses
+    (too long, no permission, read-only, a link loop); None for anything else, which is a bug."""
+    if exc.errno in _PATH_ERRORS:
+        name = str(exc.filename or "")
+        return f"{exc.strerror}: {name[:80]}{'...' if len(name) > 80 else ''}; {_PATH_ERRORS[exc.errno]}"
+    if is_disk_full(exc):
+        where = f" writing {exc.filename}" if getattr(exc, "filename", None) else ""
+        return (f"no space left on device{where}; free some space and run the same command again (finished "
+                f"artifacts are unchanged)")
+    return None
 
 
 @contextlib.contextmanager

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from pipeline.errors import UsageError
 
-__all__ = ["Setting", "SETTINGS", "DEFAULTS", "TARGETS", "EXPORT_FORMATS", "check", "default", "number", "check_grid",
+__all__ = ["Setting", "SETTINGS", "SETTING", "DEFAULTS", "TARGETS", "EXPORT_FORMATS", "check", "default", "number", "check_grid",
            "image_size", "capped_parallelism", "threads_per_run", "control_problem",
            "check_views_mixup", "check_augment_replay", "check_labels_alpha", "check_sweep_backend", "check_ensemble_storage",
            "misspelled", "help_text"]
@@ -40,6 +40,7 @@ def _number(low: float | None = None, high: float | None = None, *, above: float
                       else f">= {low:g}")
             raise UsageError(f"{name} must be a number {bounds}, got {_shown(text)[:40]}")
         return value
+    parse.kind = float    # what a command-line option converts the text to before this check
     return parse
 
 
@@ -58,6 +59,7 @@ def _integer(low: int = 0, high: int = _COUNT_MAX):
         if value is None or not low <= value <= high:
             raise UsageError(f"{name} must be a whole number in [{low}, {high}], got {_shown(text)[:40]}")
         return value
+    parse.kind = int
     return parse
 
 
@@ -66,6 +68,7 @@ def _choice(*options: str):
         if text not in options:
             raise UsageError(f"{name} must be one of {', '.join(options)}, got {_shown(text)}")
         return text
+    parse.choices = options
     return parse
 
 
@@ -153,10 +156,12 @@ def _teacher(name: str, text: str) -> str:
 
 
 def _formats(name: str, text: str) -> str:
+    """A comma-separated subset of the export formats: the one check, for Make, the CLI and ExportConfig."""
     parts = [p.strip() for p in text.split(",") if p.strip()]
     unknown = [p for p in parts if p not in EXPORT_FORMATS]
     if not parts or unknown:
-        raise UsageError(f"{name} must be a comma-separated subset of {','.join(EXPORT_FORMATS)}, got {text[:60]!r}")
+        raise UsageError(f"unknown export format {', '.join(map(repr, unknown)) or '(none given)'} in {name}; "
+                         f"choose from: {', '.join(EXPORT_FORMATS)}")
     return text
 
 
@@ -314,7 +319,8 @@ SETTINGS: tuple[Setting, ...] = (
        _pattern(_SPEC_RE, "one pip requirement", "torch==2.13.0"), group="env"),
 )
 DEFAULTS: dict[str, str] = {s.name: s.default for s in SETTINGS}
-_BY_NAME = {s.name: s for s in SETTINGS}
+SETTING: dict[str, Setting] = {s.name: s for s in SETTINGS}   # by name
+_BY_NAME = SETTING
 _GROUPS = {"student": "student", "data": "data", "teacher": "teacher and cache", "grid": "sweeps and experiments",
            "demo": "demo, export, publish", "env": "environment"}
 
@@ -417,8 +423,9 @@ def capped_parallelism(jobs: int, threads: int, cores: int | None = None) -> tup
 
 
 def default(name: str, kind=str):
-    """The default of a setting as a typed value (``default('T', float) == 4.0``)."""
-    return kind(DEFAULTS[name])
+    """The default of a setting as a typed value (``default('T', float) == 4.0``; a 0/1 switch read as
+    ``bool`` is ``DEFAULTS[name] == '1'``)."""
+    return DEFAULTS[name] == "1" if kind is bool else kind(DEFAULTS[name])
 
 
 def _spell(value) -> str:

@@ -7,48 +7,42 @@ keeps its traceback.
 
 from __future__ import annotations
 
-import errno
+import importlib
 import os
 import sys
 
 import click
 
 from pipeline.errors import CALLER_ENV, UsageError
-from pipeline.files import is_disk_full
-from stages.data import data
-from stages.ensemble import ensemble
-from stages.experiment_labels import experiment_labels
-from stages.experiment_patient import experiment_patient
-from stages.experiment_views import experiment_views
-from stages.export import export
-from stages.inspect import inspect
-from stages.publish import publish, reseal
-from stages.report import report
-from stages.self_distill import self_distill
-from stages.student import student
-from stages.sweep import sweep
-from stages.teacher import teacher
-from stages.teacher_logits import teacher_logits
-from stages.verify import verify
+from pipeline.files import os_error_line
 
 __all__ = ["cli", "main"]
 
+# Every command, in the order `softcache --help` lists them; each lives in stages/<command>.py (dashes as
+# underscores), but for reseal, which lives beside publish.
+COMMANDS = ("data", "teacher", "teacher-logits", "ensemble", "publish", "reseal", "student", "sweep",
+            "experiment-views", "experiment-labels", "experiment-patient", "self-distill", "export", "report",
+            "inspect", "verify")
+_HOME = {"reseal": "publish"}
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+
+class _Commands(click.Group):
+    """Imports a command's module only when that command runs (click's lazy group), so `softcache data`
+    does not load what export or the experiments need."""
+
+    def list_commands(self, ctx):
+        return list(COMMANDS)
+
+    def get_command(self, ctx, name):
+        if name not in COMMANDS:
+            return None
+        attr = name.replace("-", "_")
+        return getattr(importlib.import_module(f"stages.{_HOME.get(name, attr)}"), attr)
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 def cli():
     """softcache: run the teacher once, cache its soft targets, train students on the CPU."""
-
-
-for command in (data, teacher, teacher_logits, ensemble, publish, reseal, student, sweep, experiment_views,
-                experiment_labels, experiment_patient, self_distill, export, report, inspect, verify):
-    cli.add_command(command)
-
-
-_PATH_ERRORS = {errno.ENAMETOOLONG: "use a shorter path (at most 255 characters for each name)",
-                errno.EACCES: "check the path's permissions", errno.EPERM: "check the path's permissions",
-                errno.EROFS: "write to a folder on a writable file system (DATA_DIR)",
-                errno.ELOOP: "a link in the path points in a loop; fix or remove it",
-                errno.ENOTDIR: "a part of the path is a file, not a folder"}
 
 
 def _one_line(text: str) -> str:
@@ -79,16 +73,10 @@ def _main(argv: list[str] | None) -> None:
         click.echo(f"{prefix}: error: {_one_line(str(exc))}", err=True)
         code = 2
     except OSError as exc:      # a full disk, or a path the system refuses, met where no stage checked for it
-        if exc.errno in _PATH_ERRORS:
-            name = str(exc.filename or "")
-            click.echo(f"{prefix}: error: {exc.strerror}: {name[:80]}{'...' if len(name) > 80 else ''}; "
-                       f"{_PATH_ERRORS[exc.errno]}", err=True)
-            sys.exit(2)
-        if not is_disk_full(exc):
+        line = os_error_line(exc)
+        if line is None:
             raise
-        where = f" writing {exc.filename}" if getattr(exc, "filename", None) else ""
-        click.echo(f"{prefix}: error: no space left on device{where}; free some space and run the same command "
-                   f"again (finished artifacts are unchanged)", err=True)
+        click.echo(f"{prefix}: error: {line}", err=True)
         code = 2
     except (KeyboardInterrupt, click.exceptions.Abort):
         click.echo(f"{prefix}: interrupted; no finished artifact was changed", err=True)

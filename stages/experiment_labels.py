@@ -1,15 +1,14 @@
 """Stage `experiment-labels`: scratch on N labels vs distilled on N labels plus soft targets elsewhere."""
 
 import sys
-from pathlib import Path
 
 import click
 from tqdm.auto import tqdm
 
 from pipeline.config import LabelsExperimentConfig
 from pipeline.experiments.labels import labels_report, run_labels_experiment
-from pipeline.settings import DEFAULTS, LABEL_GRID, check
-from stages.options import advance, experiment_config, experiment_options
+from pipeline.settings import check
+from stages.options import PATH, advance, experiment_config, experiment_options, setting_option
 
 
 def _label_counts(ctx, param, text: str | None) -> tuple | None:
@@ -21,11 +20,9 @@ def _label_counts(ctx, param, text: str | None) -> tuple | None:
 
 @click.command("experiment-labels")
 @experiment_options(LabelsExperimentConfig, "Teacher-logit cache (.h5).", "labels-experiment.md/.json/.png")
-@click.option("--transfer", type=click.Path(path_type=Path),
-              help="TRANSFER: the cache's transfer set of unlabelled images, which distilled runs learn from too.")
-@click.option("--labels", "label_counts", callback=_label_counts,
-              help=f"Label counts, 'all' for every row (default {LABEL_GRID}).")
-@click.option("--epochs", type=int, help=f"Epochs of the distilled arm (default {DEFAULTS['EPOCHS']}).")
+@setting_option("TRANSFER", type=PATH, parse=False)
+@setting_option("LABELS", "--labels", "label_counts", callback=_label_counts)
+@setting_option("EPOCHS")
 def experiment_labels(transfer, epochs, **options):
     """Choose T/ALPHA and scratch's epochs on held-out rows, then train both arms at every label count."""
     cfg = experiment_config(LabelsExperimentConfig, options, transfer=transfer, epochs=epochs)

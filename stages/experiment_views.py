@@ -7,14 +7,14 @@ from tqdm.auto import tqdm
 
 from pipeline.config import ViewsExperimentConfig
 from pipeline.experiments.views import experiment_report, run_count, run_views_experiment
-from pipeline.settings import DEFAULTS
-from stages.options import advance, experiment_config, experiment_options
+from stages.options import advance, experiment_config, experiment_options, setting_option
 
 
 @click.command("experiment-views")
-@experiment_options(ViewsExperimentConfig, "Cache with views (VIEWS=K).", "views-experiment[-from<teacher tag>].md/.json")
-@click.option("--replay", type=int, help="Views to replay (default 0: all cached).")
-@click.option("--epochs", type=int, help=f"Epochs of every run (default {DEFAULTS['EPOCHS']}).")
+@experiment_options(ViewsExperimentConfig, "Cache with views (VIEWS=K).",
+                    "views-experiment[-from<teacher tag>].md/.json")
+@setting_option("REPLAY")
+@setting_option("EPOCHS")
 def experiment_views(epochs, **options):
     """Choose T/ALPHA on held-out rows, then train every arm with every seed and write the comparison."""
     cfg = experiment_config(ViewsExperimentConfig, options, epochs=epochs)

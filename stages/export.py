@@ -1,22 +1,22 @@
 """Stage `export`: turn a finished student run into ONNX, TorchScript and int8 files, checked."""
 
-from pathlib import Path
 
 import click
 
-from pipeline.config import EXPORT_FORMATS, ExportConfig, from_options
+from pipeline.config import ExportConfig, from_options
 from pipeline.results.export import export_run
+from stages.options import config_option, path_option, setting_option
 
 
 @click.command("export")
-@click.option("--run-dir", type=click.Path(path_type=Path), required=True, help="A finished student run (data/runs/<name>).")
-@click.option("--out-dir", type=click.Path(path_type=Path), help="Where to write (default: <run-dir>/export).")
-@click.option("--dataset", type=click.Path(path_type=Path), help="Prepared dataset (default: the run's own).")
-@click.option("--formats", help=f"Comma-separated subset of: {','.join(EXPORT_FORMATS)} (default: all).")
-@click.option("--int8-max-drop-pp", type=float, help="Refuse an int8 model losing more test accuracy than this (0.5).")
+@path_option("--run-dir", "A finished student run (data/runs/<name>).")
+@path_option("--out-dir", "Where to write (default: <run-dir>/export).", required=False)
+@path_option("--dataset", "Prepared dataset (default: the run's own).", required=False)
+@setting_option("FORMATS")
+@config_option(ExportConfig, "int8_max_drop_pp", "Refuse an int8 model losing more test accuracy (pp) than this.")
 @click.option("--skip-refused", is_flag=True, default=None,
               help="Leave out a format that misses its check (recorded in export.json) instead of failing.")
-@click.option("--threads", type=int, help="torch CPU threads (0: torch's default).")
+@setting_option("THREADS")
 def export(formats, **options):
     """Export a student for edge inference and prove it matches the trained model."""
     if formats is not None:

@@ -1,60 +1,21 @@
 """Command `inspect`: what a cache holds, and what its soft targets look like at a temperature."""
 
-import json
 from pathlib import Path
 
 import click
 
-from pipeline.cache.reader import LogitCache
-from pipeline.provenance import other_code
-from stages.options import trust_option
-
-
-def _folder(attrs) -> str:
-    if "dataset_source" not in attrs:
-        return ""
-    r = json.loads(attrs["dataset_source"])
-    skipped = f", {len(r['skipped'])} unreadable left out" if r["skipped"] else ""
-    return (f", from image folder {r['folder']} ({r['files']} files{skipped}; paths sha256 {r['paths_digest'][:12]}, "
-            f"contents sha256 {r['contents_digest'][:12]})")
+from pipeline.cache.describe import describe
+from pipeline.settings import DEFAULTS
+from stages.options import setting_option, trust_option
 
 
 @click.command("inspect")
 @click.argument("cache", type=click.Path(path_type=Path))
-@click.option("--T", "T", type=click.FloatRange(0.01, 100), default=4.0, show_default=True,
-              help="Temperature for the entropy column.")
+@setting_option("T", "--T", "T", default=DEFAULTS["T"])
 @trust_option()
 def inspect(cache, T, trust):
     """Print what a cache holds (it is verified first)."""
-    c = LogitCache(cache, trust_undigested=trust)
-    p = c.soft_targets(T)
-    entropy = float(-(p * p.clamp_min(1e-12).log()).sum(1).mean())
-    rows = [
-        ("file", f"{cache} ({cache.stat().st_size / 1e6:.2f} MB)"),
-        ("rows", f"{c.train_rows} train, {len(c.labels('test'))} test"
-                 + (f" (the last {c.transfer_rows} train rows: transfer set {c.attrs.get('transfer')}, unlabelled)"
-                    if c.transfer_rows else "")),
-        ("classes", c.num_classes),
-        ("views", f"{c.views} per image" + (f", mixup pairs (Beta {c.mixup:g})" if c.mixup else "")
-                  if c.views else "1 per image (the clean image)"),
-        ("members", f"ensemble of {c.members}, test accuracy each: "
-                    + ", ".join(f"{100 * a:.2f}%" for a in c.attrs["member_test_acc"]) if c.members else "one teacher"),
-        ("published", c.attrs["published_record"] if c.attrs.get("published") else "no (made here)"),
-        ("reading", "in memory" if c.in_memory else "streamed from the file (larger than the memory limit)"),
-        ("temperature", f"{c.temperature:g} (logits stored divided by it)"),
-        ("storage", f"{c.attrs.get('storage', 'full')}, {c.attrs.get('dtype', 'float32')}"
-                    + (f", top-{c.attrs['topk']} + tail" if c.attrs.get("topk") else "")),
-        ("bytes/sample", f"{cache.stat().st_size / (c.train_rows + len(c.labels('test'))):.1f} (whole file)"),
-        ("teacher", f"{c.attrs.get('teacher')} {c.attrs.get('teacher_fingerprint')}"),
-        ("dataset", f"{c.attrs.get('dataset')} {c.attrs.get('dataset_fingerprint')}" + _folder(c.attrs)),
-        ("teacher acc", f"train {100 * c.teacher_accuracy('train'):.2f}%, test {100 * c.teacher_accuracy('test'):.2f}% "
-                        f"(recorded at training: {100 * c.attrs.get('teacher_test_acc', float('nan')):.2f}%)"),
-        (f"entropy @T={T:g}", f"{entropy:.3f} nats (max {float(p.new_tensor(c.num_classes).log()):.3f})"),
-        ("created", c.attrs.get("created")),
-        ("made by", other_code(c.attrs) or f"this code (softcache {c.attrs['softcache_version']}, sources "
-                                            f"{c.attrs['source_digest']})"),
-        ("fingerprint", c.fingerprint),
-    ]
+    rows = describe(cache, T, trust)
     width = max(len(k) for k, _ in rows)
     for k, v in rows:
         click.echo(f"{k:<{width}}  {v}")

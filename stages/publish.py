@@ -7,6 +7,7 @@ import click
 
 from pipeline.cache.ensemble import publish_cache, reseal_published
 from pipeline.config import PublishConfig
+from stages.options import setting_option
 
 
 @click.command("publish")
@@ -14,12 +15,11 @@ from pipeline.config import PublishConfig
 @click.option("--out", type=click.Path(path_type=Path), required=True,
               help="Published cache (.h5); its record goes beside it (.json).")
 @click.option("--command", "command", required=True, help="The command that made the source cache, for the record.")
-@click.option("--device", required=True, help="Where the teacher ran, in words (e.g. '1x NVIDIA H100').")
+@setting_option("PUBLISH_DEVICE", "--device", "device", required=True)
 @click.option("--record", "records", multiple=True, type=click.Path(path_type=Path),
               help="A teacher.json behind the cache (one per ensemble member): training time and device.")
 @click.option("--note", default="", help="Anything else a user should know about this cache.")
-@click.option("--replace", default="", help="The name of the published cache this may replace (e.g. fashion-mnist); "
-                                           "without it an existing published cache is kept.")
+@setting_option("REPUBLISH", "--replace", "replace", default="")
 def publish(**options):
     """Write a float16 published copy of a cache, with a record of how it was made."""
     r = publish_cache(PublishConfig(**options))

@@ -1,27 +1,24 @@
 """Stage `self-distill`: PS-KD, a student taught by its own previous epoch (no teacher)."""
 
-from pathlib import Path
-
 import click
 
 from pipeline.config import SelfDistillConfig, from_options
-from pipeline.models import list_students
 from pipeline.student.self_distill import self_distill as run_self_distill
-from stages.options import log_option
+from stages.options import config_option, dataset_option, log_option, path_option, setting_option
 
 
 @click.command("self-distill")
-@click.option("--dataset", type=click.Path(path_type=Path), required=True, help="Prepared dataset (.npz).")
-@click.option("--out-dir", type=click.Path(path_type=Path), required=True, help="Run directory to write.")
-@click.option("--student", help=f"One of: {', '.join(list_students())}.")
-@click.option("--alpha-T", "alpha_T", type=float, help="Weight of the previous epoch's predictions at the last epoch, in (0, 1] (0.8).")
-@click.option("--seed", type=int)
-@click.option("--epochs", type=int)
-@click.option("--batch-size", type=int)
-@click.option("--lr", type=float)
-@click.option("--augment/--no-augment", default=None, help="Random crop + flip (default off, as for students).")
+@dataset_option
+@path_option("--out-dir", "Run directory to write.")
+@setting_option("STUDENT")
+@setting_option("ALPHA_T", "--alpha-T", "alpha_T")
+@setting_option("SEED")
+@setting_option("EPOCHS")
+@config_option(SelfDistillConfig, "batch_size", "Images per training step.")
+@config_option(SelfDistillConfig, "lr", "Peak learning rate of the one-cycle schedule.")
+@setting_option("AUGMENT", "--augment/--no-augment", default=None)
 @log_option
-@click.option("--threads", type=int, help="torch CPU threads (0: torch's default).")
+@setting_option("THREADS")
 def self_distill(**options):
     """Train with progressive self-knowledge distillation; resumes a killed run from its last epoch."""
     cfg = from_options(SelfDistillConfig, **options)

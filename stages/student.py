@@ -1,35 +1,30 @@
 """Stage `student`: train one student from the cache on the CPU and write its run directory."""
 
-from pathlib import Path
-
 import click
 
 from pipeline.config import StudentConfig, from_options
-from pipeline.models import list_students
-from pipeline.settings import DEFAULTS
 from pipeline.student.distill import train_student
-from stages.options import input_options, log_option, teacher_options, trust_option
+from stages.options import (cache_option, config_option, dataset_option, input_options, log_option, path_option, setting_option,
+                            teacher_options, trust_option)
 
 
 @click.command("student")
-@click.option("--cache", type=click.Path(path_type=Path), required=True, help="Teacher-logit cache (.h5).")
-@click.option("--dataset", type=click.Path(path_type=Path), required=True, help="Prepared dataset (.npz).")
-@click.option("--out-dir", type=click.Path(path_type=Path), required=True, help="Run directory to write.")
-@click.option("--teacher-record", type=click.Path(path_type=Path),
-              help="teacher.json; when given, the cache must come from that teacher.")
-@click.option("--student", help=f"One of: {', '.join(list_students())} (default {DEFAULTS['STUDENT']}).")
-@click.option("--T", "T", type=float, help=f"Distillation temperature (> 0, default {DEFAULTS['T']}).")
-@click.option("--alpha", type=float,
-              help=f"Weight of the soft term in [0, 1] (default {DEFAULTS['ALPHA']}; 0 = scratch).")
-@click.option("--seed", type=int, help=f"Seed (default {DEFAULTS['SEED']}).")
-@click.option("--epochs", type=int, help=f"Epochs (default {DEFAULTS['EPOCHS']}).")
-@click.option("--batch-size", type=int)
-@click.option("--lr", type=float)
+@cache_option
+@dataset_option
+@path_option("--out-dir", "Run directory to write.")
+@path_option("--teacher-record", "teacher.json; when given, the cache must come from that teacher.", required=False)
+@setting_option("STUDENT")
+@setting_option("T", "--T", "T")
+@setting_option("ALPHA")
+@setting_option("SEED")
+@setting_option("EPOCHS")
+@config_option(StudentConfig, "batch_size", "Images per training step.")
+@config_option(StudentConfig, "lr", "Peak learning rate of the one-cycle schedule.")
 @input_options
 @teacher_options
-@click.option("--threads", type=int, help="torch CPU threads (0: torch's default).")
+@setting_option("THREADS")
 @log_option
-@click.option("--cache-memory-mb", type=int, help="Hold the cache in memory up to this size, else stream it (4096).")
+@config_option(StudentConfig, "cache_memory_mb", "Hold the cache in memory up to this size in MB, else stream it.")
 @trust_option("trust_undigested_cache")
 def student(**options):
     """Train a student with the distillation loss from cached soft targets."""

@@ -1,31 +1,28 @@
 """Stage `teacher-logits`: run the teacher once over the data and write the HDF5 cache."""
 
-from pathlib import Path
-
 import click
 
 from pipeline.config import LogitsConfig, from_options
 from pipeline.teacher.logits_pass import write_teacher_logits
+from stages.options import PATH, config_option, dataset_option, path_option, setting_option
 
 
 @click.command("teacher-logits")
 @click.option("--teacher", required=True,
               help="softcache teacher checkpoint, a TorchScript file, a torch.export .pt2 file, or module:factory.")
-@click.option("--teacher-weights", type=click.Path(path_type=Path),
-              help="Weights (a state dict, loaded with weights_only=True) for a module:factory teacher.")
-@click.option("--dataset", type=click.Path(path_type=Path), required=True, help="Prepared dataset (.npz).")
-@click.option("--out", type=click.Path(path_type=Path), required=True, help="Cache file (.h5) to write.")
-@click.option("--temperature", type=float, help="TEACHER_T: logits are stored divided by it (default 1).")
-@click.option("--dtype", type=click.Choice(["float32", "float16"]))
-@click.option("--topk", type=int, help="CACHE_TOPK: store only the k largest logits + the tail (0: all).")
-@click.option("--chunk-rows", type=int, help="Rows per resumable chunk (default 4096).")
-@click.option("--views", type=int, help="VIEWS: also cache K augmented views of every training image (1: none).")
-@click.option("--view-seed", type=int, help="VIEW_SEED: draws the views' crops and flips (default 0).")
-@click.option("--mixup", type=float, help="MIXUP=a: make every view a mixup pair, lambda ~ Beta(a, a) (0: off).")
-@click.option("--transfer", type=click.Path(path_type=Path),
-              help="TRANSFER: an .npz of unlabelled images; their logits are cached after the train rows.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]))
-@click.option("--batch-size", type=int, help="Images per teacher forward (default 0: 64 on a CPU, 1024 on a GPU).")
+@setting_option("TEACHER_WEIGHTS", type=PATH, parse=False)
+@dataset_option
+@path_option("--out", "Cache file (.h5) to write.")
+@setting_option("TEACHER_T", "--temperature", "temperature")
+@setting_option("CACHE_DTYPE", "--dtype", "dtype")
+@setting_option("CACHE_TOPK", "--topk", "topk")
+@config_option(LogitsConfig, "chunk_rows", "Rows per resumable chunk.")
+@setting_option("VIEWS")
+@setting_option("VIEW_SEED")
+@setting_option("MIXUP")
+@setting_option("TRANSFER", type=PATH, parse=False)
+@setting_option("DEVICE")
+@config_option(LogitsConfig, "batch_size", "Images per teacher forward; 0: the device's (64 on a CPU, 1024 on a GPU)")
 def teacher_logits(**options):
     """Cache the teacher's logits for the train and test splits.
 

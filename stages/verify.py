@@ -5,13 +5,7 @@ from pathlib import Path
 
 import click
 
-from pipeline.cache.ensemble import check_recorded_accuracy
-from pipeline.cache.reader import CacheExpectations, LogitCache
-from pipeline.data.prepare import load_prepared
-from pipeline.errors import UsageError
-from pipeline.provenance import other_code
-from pipeline.teacher.rescore import rescore_sample, tolerance_for
-from pipeline.teacher.source import load_teacher
+from pipeline.teacher.rescore import verify_cache
 from stages.options import trust_option
 
 
@@ -31,29 +25,6 @@ def verify(cache, dataset, teacher, teacher_weights, sample, seed, trust):
     """Check completeness, checksums, the digests written with the values, shapes, values, order, the
     teacher's recorded accuracy (recomputed from the cached logits), and (with --dataset) provenance;
     with --teacher, that the cached logits are that teacher's."""
-    expect, d = CacheExpectations(), None
-    if teacher is not None and dataset is None:
-        raise click.UsageError("--teacher re-scores the dataset's images: give --dataset too")
-    if dataset is not None:
-        d = load_prepared(dataset)
-        expect = CacheExpectations(dataset_fingerprint=d.fingerprint, num_classes=d.num_classes,
-                                   train_rows=len(d.y_train))
-    c = LogitCache(cache, expect, trust_undigested=trust)
-    recorded, _ = check_recorded_accuracy(c)
-    digests = ("every dataset and attribute matches the digest written with it" if c.digests_checked
-               else "no digests recorded, accepted as asked (--trust-undigested-cache): checksums only")
-    made_by = other_code(c.attrs)
-    click.echo(f"{cache}: OK ({c.train_rows} train rows, {c.num_classes} classes, teacher {100 * recorded:.2f}% "
-               f"on the test set as recorded, fingerprint {c.fingerprint}; {digests}; made by "
-               f"{made_by or 'this code'})")
-    if teacher is None:
-        return
-    checks = rescore_sample(c, load_teacher(teacher, teacher_weights), d, sample=sample, seed=seed)
-    for check in checks:
-        click.echo(f"  re-scored {check.rows} {check.split} rows: largest difference {check.max_difference:.2e} of "
-                   f"the row's scale (tolerance {tolerance_for(c):g}), {check.mismatched} differ")
-    bad = [check for check in checks if check.mismatched]
-    if bad:
-        raise UsageError(f"cache {cache}: {bad[0].mismatched} of {bad[0].rows} re-scored {bad[0].split} rows (the "
-                         f"first is row {bad[0].first_mismatch}) are not {teacher}'s logits: the cache was edited or "
-                         f"made by another teacher", fix="teacher-logits")
+    for line in verify_cache(cache, dataset=dataset, teacher=teacher, teacher_weights=teacher_weights,
+                             sample=sample, seed=seed, trust_undigested=trust):
+        click.echo(line)

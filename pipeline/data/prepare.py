@@ -23,18 +23,9 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.data.dataset import Dataset, fingerprint_of
-from pipeline.data.image_folder import (
-    FolderOptions,
-    FolderSource,
-    changes,
-    is_image_folder,
-    read_folder,
-)
-from pipeline.data.image_store import (
-    read_prepared_h5,
-    source_arrays_h5,
-    write_prepared_h5,
-)
+from pipeline.data.image_folder import (FolderOptions, FolderSource, changes, is_image_folder, prepare_folder,
+                                        read_folder)
+from pipeline.data.image_store import read_prepared_h5, source_arrays_h5, write_prepared_h5
 from pipeline.errors import UsageError
 from pipeline.files import atomic_path
 
@@ -430,3 +421,24 @@ def load_prepared(path: Path, verify: bool = True) -> Dataset:
     if d.fingerprint != str(a["fingerprint"]):
         raise UsageError(f"{path} content does not match its recorded fingerprint", fix="data")
     return d
+
+
+def prepare(cfg) -> Dataset | None:
+    """The ``data`` stage (``cfg``: a :class:`pipeline.config.DataConfig`): write the prepared file
+    ``cfg.out``, or return None when it is an image folder's and still matches the folder (every file's
+    digest checked). A folder prepared to ``.h5`` is decoded
+    straight to disk; anything else is read into memory and saved as ``.npz``."""
+    folder = Path(cfg.dataset)
+    is_folder = folder.is_dir() and is_image_folder(folder)
+    if is_folder and cfg.out.is_file() and prepared_folder_is_current(cfg.out, folder, cfg.folder_options(),
+                                                                      cfg.limit):
+        return None
+    if is_folder and cfg.out.suffix == ".h5":
+        prepare_folder(folder, cfg.out, cfg.folder_options(), cfg.limit)
+        return load_prepared(cfg.out, verify=False)   # the writer has just read every row back for its fingerprint
+    found = load_dataset(cfg.dataset, cfg.source, cfg.raw_dir, cfg.system_dir, cfg.download, cfg.layout,
+                         cfg.folder_options())
+    dataset = limit_train(found, cfg.limit)
+    save_prepared(dataset, cfg.out)
+    return dataset
+

@@ -13,19 +13,23 @@ value, scaled by the row's largest logit. A top-k cache is compared on its k sto
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import torch
 
 from pipeline.cache.format import VIEW_SPLIT
-from pipeline.cache.reader import LogitCache
+from pipeline.cache.ensemble import check_recorded_accuracy
+from pipeline.cache.reader import CacheExpectations, LogitCache
 from pipeline.cache.rows import cached_split_rows
-from pipeline.data.prepare import Dataset
+from pipeline.data.prepare import Dataset, load_prepared
 from pipeline.errors import UsageError
-from pipeline.teacher.source import TeacherSource
+from pipeline.provenance import other_code
+from pipeline.teacher.source import TeacherSource, load_teacher
 from pipeline.training.loop import predict
 
-__all__ = ["RowCheck", "rescore_sample", "tolerance_for"]
+__all__ = ["RowCheck", "rescore_sample", "tolerance_for", "verify_cache"]
 
 
 @dataclass(frozen=True)
@@ -75,3 +79,36 @@ def rescore_sample(cache: LogitCache, teacher: TeacherSource, data: Dataset, sam
         checks.append(RowCheck(split, len(rows), len(bad), int(rows[bad[0]]) if len(bad) else None,
                                float(difference.max()) if len(rows) else 0.0))
     return checks
+
+
+def verify_cache(cache: Path, *, dataset: Path | None = None, teacher: str | None = None,
+                 teacher_weights: Path | None = None, sample: int = 256, seed: int = 0,
+                 trust_undigested: bool = False) -> Iterator[str]:
+    """``softcache verify``: every reader check, the teacher's recorded accuracy recomputed from the cached
+    logits, the dataset's fingerprint (with ``dataset``), and (with ``teacher``) a seeded sample re-scored.
+    Yields the report's lines as each check passes, and raises a one-line UsageError naming what failed."""
+    expect, data = CacheExpectations(), None
+    if teacher is not None and dataset is None:
+        raise UsageError("--teacher re-scores the dataset's images: give --dataset too")
+    if dataset is not None:
+        data = load_prepared(dataset)
+        expect = CacheExpectations(dataset_fingerprint=data.fingerprint, num_classes=data.num_classes,
+                                   train_rows=len(data.y_train))
+    c = LogitCache(cache, expect, trust_undigested=trust_undigested)
+    recorded, _ = check_recorded_accuracy(c)
+    digests = ("every dataset and attribute matches the digest written with it" if c.digests_checked
+               else "no digests recorded, accepted as asked (--trust-undigested-cache): checksums only")
+    yield (f"{cache}: OK ({c.train_rows} train rows, {c.num_classes} classes, teacher {100 * recorded:.2f}% "
+           f"on the test set as recorded, fingerprint {c.fingerprint}; {digests}; made by "
+           f"{other_code(c.attrs) or 'this code'})")
+    if teacher is None:
+        return
+    checks = rescore_sample(c, load_teacher(teacher, teacher_weights), data, sample=sample, seed=seed)
+    for check in checks:
+        yield (f"  re-scored {check.rows} {check.split} rows: largest difference {check.max_difference:.2e} of "
+               f"the row's scale (tolerance {tolerance_for(c):g}), {check.mismatched} differ")
+    bad = next((check for check in checks if check.mismatched), None)
+    if bad is not None:
+        raise UsageError(f"cache {cache}: {bad.mismatched} of {bad.rows} re-scored {bad.split} rows (the first is "
+                         f"row {bad.first_mismatch}) are not {teacher}'s logits: the cache was edited or made by "
+                         f"another teacher", fix="teacher-logits")
