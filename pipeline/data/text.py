@@ -1,0 +1,142 @@
+"""Text corpora for the sequence family: which documents there are, which split each lies in, and a
+fingerprint of their bytes.
+
+The default corpus is on every machine: the Python standard library's own ``.py`` sources of the
+interpreter that runs softcache, without its test packages (about 730 files, 12 MB on CPython 3.11).
+It differs between Python builds, so it is fingerprinted from its bytes, and the Python version is
+recorded beside the fingerprint. A user's own text is a folder of text files, or a ``.jsonl`` file
+whose lines are objects with a ``text`` field (the Hugging Face datasets convention).
+
+A document lies wholly in one split, drawn from a seeded hash of its name (its path, or
+``file.jsonl:line``): adding a file never moves another between splits, and no test document leaks
+into training a piece at a time. Documents must be UTF-8 text without NUL bytes: a NUL marks the end
+of a document in the byte tokenizer's stream (Python source cannot hold one), and a file that is not
+text is named in one line rather than tokenized as noise.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import sysconfig
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+from pipeline.errors import UsageError
+
+__all__ = ["STDLIB", "SPLITS", "Corpus", "load_corpus", "split_of", "stdlib_root"]
+
+STDLIB = "stdlib"
+SPLITS = ("train", "val", "test")
+FRACTIONS = (0.90, 0.05, 0.05)                  # train, val, test, by document
+_SKIPPED_DIRS = {"test", "tests", "idle_test", "site-packages", "dist-packages", "__pycache__"}
+_MAX_DOCUMENT_BYTES = 64 << 20                  # one file larger than this is no source file
+
+
+def stdlib_root() -> Path:
+    return Path(sysconfig.get_paths()["stdlib"])
+
+
+def split_of(name: str, seed: int) -> str:
+    """The split of the document called ``name``: a sha256 of the seed and the name, read as a fraction."""
+    digest = hashlib.sha256(f"{seed}\0{name}".encode()).digest()
+    u = int.from_bytes(digest[:8], "big") / 2**64
+    return "train" if u < FRACTIONS[0] else "val" if u < FRACTIONS[0] + FRACTIONS[1] else "test"
+
+
+@dataclass(frozen=True)
+class Corpus:
+    """Documents by split (names in a fixed order), how to read each, and what they are."""
+
+    name: str
+    source: Path
+    documents: dict[str, tuple[str, ...]]       # split -> document names
+    fingerprint: str                             # sha256 (16 hex) of every name and its bytes, in order
+    python: str                                  # the interpreter whose stdlib it is ("" for a user's text)
+    split_seed: int
+    sizes: dict[str, int]                        # document name -> bytes, counted while fingerprinting
+    lines: tuple[bytes, ...] = ()                # a .jsonl's texts, read once
+
+    def read(self, name: str) -> bytes:
+        """One document's UTF-8 bytes."""
+        if self.lines:
+            return self.lines[int(name.rsplit(":", 1)[1])]
+        return (self.source / name).read_bytes()
+
+    def bytes_in(self, split: str) -> int:
+        return sum(self.sizes[n] for n in self.documents[split])
+
+
+def load_corpus(spec: str, split_seed: int = 0) -> Corpus:
+    """``stdlib``, a folder of text files, or a ``.jsonl`` file with a ``text`` field per line."""
+    if spec == STDLIB:
+        root = stdlib_root()
+        names = [p.relative_to(root).as_posix() for p in sorted(root.rglob("*.py"))
+                 if not _SKIPPED_DIRS & set(p.relative_to(root).parts)]
+        return _corpus(STDLIB, root, names, lambda n: (root / n).read_bytes(), platform.python_version(),
+                       split_seed)
+    path = Path(spec)
+    if path.is_file() and path.suffix == ".jsonl":
+        texts = tuple(_jsonl_texts(path))
+        return _corpus(path.stem, path, [f"{path.name}:{i}" for i in range(len(texts))],
+                       lambda n: texts[int(n.rsplit(":", 1)[1])], "", split_seed, texts)
+    if path.is_dir():
+        names = [p.relative_to(path).as_posix() for p in sorted(path.rglob("*"))
+                 if p.is_file() and not p.name.startswith(".") and "__pycache__" not in p.parts]
+        return _corpus(path.name, path, names, lambda n: (path / n).read_bytes(), "", split_seed)
+    raise UsageError(f"DATASET={spec} is no text corpus: give 'stdlib', a folder of text files, or a .jsonl file "
+                     f"with a 'text' field on every line")
+
+
+def _corpus(name: str, source: Path, names: list[str], read, python: str, seed: int,
+            lines: tuple[bytes, ...] = ()) -> Corpus:
+    if not names:
+        raise UsageError(f"{source} holds no documents; give a folder of text files or a .jsonl with text in it")
+    h, sizes = hashlib.sha256(), {}
+    for doc in names:
+        data = read(doc)
+        _check_text(source, doc, data)
+        h.update(doc.encode() + b"\0" + len(data).to_bytes(8, "big") + data)
+        sizes[doc] = len(data)
+    documents = {split: tuple(n for n in names if split_of(n, seed) == split) for split in SPLITS}
+    empty = [s for s in ("train", "val") if not documents[s]]
+    if empty:
+        raise UsageError(f"{source}: its {len(names)} documents leave the {empty[0]} split empty; give more "
+                         f"documents (each lies wholly in one split, about 90/5/5)")
+    return Corpus(name, source, documents, h.hexdigest()[:16], python, seed, sizes, lines)
+
+
+def _check_text(source: Path, name: str, data: bytes) -> None:
+    if len(data) > _MAX_DOCUMENT_BYTES:
+        raise UsageError(f"{source}: {name} holds {len(data):,} bytes, more than a text document of at most "
+                         f"{_MAX_DOCUMENT_BYTES >> 20} MB; split it or leave it out")
+    if b"\0" in data:
+        raise UsageError(f"{source}: {name} holds NUL bytes, so it is binary, not text; move it out of the corpus")
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"{source}: {name} is not UTF-8 text (byte {exc.start}); convert it to UTF-8 or move it "
+                         f"out of the corpus") from None
+
+
+def _jsonl_texts(path: Path) -> list[bytes]:
+    texts = []
+    for i, line in enumerate(_lines(path)):
+        try:
+            record = json.loads(line)
+        except ValueError as exc:
+            raise UsageError(f"{path}: line {i + 1} is not JSON ({exc}); every line must be an object with a "
+                             f"'text' field") from None
+        if not isinstance(record, dict) or not isinstance(record.get("text"), str):
+            raise UsageError(f"{path}: line {i + 1} has no 'text' string field")
+        texts.append(record["text"].encode("utf-8"))
+    return texts
+
+
+def _lines(path: Path) -> Iterator[str]:
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if line.strip():
+                yield line
