@@ -33,7 +33,7 @@ from pipeline.settings import (
 )
 
 __all__ = [
-    "DataConfig", "TeacherConfig", "LogitsConfig", "EnsembleConfig", "PublishConfig", "StudentConfig",
+    "DataConfig", "TeacherConfig", "LMTeacherConfig", "LogitsConfig", "EnsembleConfig", "PublishConfig", "StudentConfig",
     "ExportConfig",
     "SweepConfig", "SWEEP_BACKENDS", "SelfDistillConfig", "ViewsExperimentConfig", "LabelsExperimentConfig",
     "PatientExperimentConfig",
@@ -153,6 +153,37 @@ class TeacherConfig:
     def amp(self) -> bool:
         """bf16 autocast on GPUs; CPUs train in float32."""
         return self.device == "cuda"
+
+
+@dataclass(frozen=True)
+class LMTeacherConfig:
+    """A causal language model trained on a prepared text file (``pipeline.data.windows``) to teach LM
+    students: counted in steps, scored in bits per byte on the validation split every ``eval_every``
+    steps, its whole state saved then, so a killed run resumes to the same weights."""
+
+    text: Path                       # the prepared text file (.h5)
+    out_dir: Path
+    arch: str = "lm-teacher"         # a registered language model (pipeline.models_lm)
+    context: int = 128               # tokens a window feeds the model; it predicts each one's next
+    steps: int = 4000
+    batch_size: int = 32             # windows per step
+    lr: float = 1e-3
+    weight_decay: float = 0.1
+    seed: int = default("TEACHER_SEED", int)
+    device: str = default("DEVICE")
+    threads: int = default("THREADS", int)
+    eval_every: int = 250            # steps between validation scores (and saved states)
+    eval_windows: int = 256          # validation windows scored each time (0: all); the final score uses all
+
+    def __post_init__(self):
+        check("TEACHER_SEED", self.seed), check("DEVICE", self.device), check("THREADS", self.threads)
+        for name, value in (("context", self.context), ("steps", self.steps), ("batch size", self.batch_size),
+                            ("eval_every", self.eval_every)):
+            _at_least(name, value, 1)
+        _positive("learning rate", self.lr)
+
+    def resolved(self) -> "LMTeacherConfig":
+        return dataclasses.replace(self, device=resolve_device(self.device))
 
 
 @dataclass(frozen=True)

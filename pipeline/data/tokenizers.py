@@ -47,6 +47,17 @@ class Tokenizer:
     fingerprint: str
     definition: str = ""          # tokenizer.json text; "" for bytes
 
+    def byte_lengths(self) -> np.ndarray:
+        """UTF-8 bytes each id stands for (the separator counts 1, as a newline would): what turns bits per
+        token into bits per byte, the one figure comparable across tokenizers."""
+        if not self.definition:
+            return np.ones(256, np.int64)
+        backend = _backend(self.definition)
+        lengths = np.array([len(backend.decode([i], skip_special_tokens=False).encode("utf-8"))
+                            for i in range(self.vocab_size)], np.int64)
+        lengths[self.separator] = 1
+        return np.maximum(lengths, 1)
+
     def encode(self, data: bytes) -> np.ndarray:
         """A document's token ids, in :func:`token_dtype`."""
         if not self.definition:

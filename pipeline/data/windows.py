@@ -26,7 +26,7 @@ from pipeline.data.tokenizers import Tokenizer, token_dtype
 from pipeline.errors import UsageError
 from pipeline.files import atomic_path, need_space
 
-__all__ = ["PREPARED_TEXT", "prepare_text", "read_text_attrs", "TokenWindows"]
+__all__ = ["PREPARED_TEXT", "prepare_text", "read_text_attrs", "text_tokenizer", "TokenWindows"]
 
 PREPARED_TEXT = "softcache-text-1"        # the prepared file's format attribute
 _CHUNK = 1 << 20                          # tokens per HDF5 chunk
@@ -63,6 +63,15 @@ def prepare_text(corpus: Corpus, tokenizer: Tokenizer, out: Path) -> dict:
                  **{f"{s}_tokens": n for s, n in counts.items()}}
         f.attrs.update(attrs)
     return attrs
+
+
+def text_tokenizer(path: Path) -> Tokenizer:
+    """The tokenizer a prepared text file was made with, rebuilt from what the file records."""
+    attrs = read_text_attrs(path)
+    with h5py.File(path, "r") as f:
+        definition = f["tokenizer_json"].asstr()[()] if "tokenizer_json" in f else ""
+    return Tokenizer(str(attrs["tokenizer"]), int(attrs["vocab_size"]), int(attrs["separator"]),
+                     str(attrs["tokenizer_fingerprint"]), definition)
 
 
 def read_text_attrs(path: Path) -> dict:

@@ -18,12 +18,13 @@ from torch import nn
 from pipeline.errors import UsageError
 from pipeline.files import atomic_path
 from pipeline.models import create_student, create_teacher
+from pipeline.models_lm import create_lm
 
 __all__ = ["CHECKPOINT_FORMAT", "model_fingerprint", "save_checkpoint", "load_checkpoint", "read_checkpoint_file",
            "is_checkpoint"]
 
 CHECKPOINT_FORMAT = "softcache-checkpoint-v1"
-_FACTORIES = {"teacher": create_teacher, "student": create_student}
+_FACTORIES = {"teacher": create_teacher, "student": create_student, "lm": create_lm}   # kind -> registry
 
 
 def model_fingerprint(arch: str, model: nn.Module) -> str:
