@@ -160,7 +160,7 @@ def test_torchrun_two_processes_write_the_single_process_cache(tmp_path, prepare
 
 
 def test_ranks_take_contiguous_slices_that_cover_every_chunk():
-    from pipeline.teacher.logits_pass import _World
+    from pipeline.teacher.pass_parts import World as _World
     chunks = list(range(7))
     slices = [_World(rank, 3, "cpu").my_slice(chunks) for rank in range(3)]
     assert slices == [[0, 1, 2], [3, 4], [5, 6]]

@@ -19,12 +19,9 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import shutil
 import sys
 import time
-from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import torch
@@ -38,94 +35,16 @@ from pipeline.data.prepare import load_prepared
 from pipeline.data.transfer import load_transfer
 from pipeline.errors import UsageError
 from pipeline.files import (
-    atomic_path,
-    disk_full_is_one_line,
     exclusive_writer,
     lock_path,
     need_space,
-    refuse_link,
-    working_dir,
-    write_json,
 )
+from pipeline.teacher.pass_parts import Parts, World, parts_dir
 from pipeline.teacher.source import check_batch_output, check_output_width, load_teacher
 from pipeline.training.loop import predict
 
-__all__ = ["write_teacher_logits", "parts_dir", "lock_path", "SplitRows", "cached_split_rows"]
+__all__ = ["write_teacher_logits", "parts_dir", "lock_path"]
 
-
-
-def parts_dir(out: Path) -> Path:
-    return Path(out).parent / f".{Path(out).name}.parts"
-
-
-class _Parts:
-    """Finished chunks of the pass, one ``<split>-<chunk>.npy`` of float32 logits each."""
-
-    def __init__(self, directory: Path, key: dict):
-        self.dir = refuse_link(directory)
-        key_file = refuse_link(directory / "key.json")
-        if directory.exists() and (not key_file.is_file() or json.loads(key_file.read_text()) != key):
-            shutil.rmtree(directory)        # left by another teacher, dataset or chunking
-        working_dir(directory)
-        write_json(key_file, key)
-
-    def path(self, split: str, chunk: int) -> Path:
-        return self.dir / f"{split}-{chunk:06d}.npy"
-
-    def save(self, split: str, chunk: int, logits: np.ndarray) -> None:
-        with disk_full_is_one_line(self.path(split, chunk), logits.nbytes), atomic_path(self.path(split, chunk)) as tmp:
-            with open(tmp, "wb") as fh:
-                np.save(fh, logits)
-
-    def load(self, split: str, chunk: int) -> np.ndarray | None:
-        path = self.path(split, chunk)
-        return np.load(path) if path.is_file() else None
-
-
-class _World:
-    """This process's place in a ``torchrun`` launch (rank 0 of 1 without one).
-
-    torch.distributed is used only to wait for each other (gloo on CPUs, NCCL on GPUs);
-    the shards travel through the parts directory, which every rank can see.
-    """
-
-    def __init__(self, rank: int, size: int, device: str):
-        self.rank, self.size, self.device = rank, size, device
-
-    @classmethod
-    def from_environment(cls, device: str) -> "_World":
-        size = int(os.environ.get("WORLD_SIZE", "1"))
-        rank = int(os.environ.get("RANK", "0"))
-        if size > 1 and device == "cuda":
-            local = int(os.environ.get("LOCAL_RANK", "0"))
-            torch.cuda.set_device(local)
-            device = f"cuda:{local}"
-        return cls(rank, size, device)
-
-    @contextlib.contextmanager
-    def session(self) -> Iterator[None]:
-        if self.size == 1:
-            yield
-            return
-        import torch.distributed as dist
-
-        dist.init_process_group("nccl" if self.device.startswith("cuda") else "gloo")
-        try:
-            yield
-        finally:
-            dist.destroy_process_group()
-
-    def barrier(self) -> None:
-        if self.size > 1:
-            import torch.distributed as dist
-
-            dist.barrier()
-
-    def my_slice(self, chunks: list) -> list:
-        """This rank's contiguous run of chunks (the first ranks take one more when it does not divide)."""
-        per, extra = divmod(len(chunks), self.size)
-        lo = self.rank * per + min(self.rank, extra)
-        return chunks[lo: lo + per + (1 if self.rank < extra else 0)]
 
 
 def write_teacher_logits(cfg: LogitsConfig, progress: bool = True) -> dict:
@@ -136,7 +55,7 @@ def write_teacher_logits(cfg: LogitsConfig, progress: bool = True) -> dict:
     model = teacher.model
     if not cfg.topk < data.num_classes:
         raise UsageError(f"CACHE_TOPK={cfg.topk} must be below the {data.num_classes} classes (0 keeps all)")
-    world = _World.from_environment(resolve_device(cfg.device))
+    world = World.from_environment(resolve_device(cfg.device))
     device = world.device
     model.to(device)
     amp = device.startswith("cuda")
@@ -180,11 +99,11 @@ def write_teacher_logits(cfg: LogitsConfig, progress: bool = True) -> dict:
               for split, rows in splits.items() for i, lo in enumerate(range(0, len(rows), cfg.chunk_rows))]
     with world.session(), (exclusive_writer(cfg.out) if world.rank == 0 else contextlib.nullcontext()):
         if world.rank == 0:
-            parts = _Parts(parts_dir(cfg.out), key)   # clears parts left by another teacher or dataset
+            parts = Parts(parts_dir(cfg.out), key)   # clears parts left by another teacher or dataset
             fresh = not any(parts.dir.glob("*.npy"))  # then the pass's time is the whole pass's cost
         world.barrier()
         if world.rank != 0:
-            parts = _Parts(parts_dir(cfg.out), key)
+            parts = Parts(parts_dir(cfg.out), key)
         mine = world.my_slice(chunks)
         if world.rank == 0:   # the parts still to compute, then the file they become: refuse now if they cannot fit
             cache_bytes = estimated_bytes({s: len(r) for s, r in splits.items()}, data.num_classes, cfg.dtype, cfg.topk)

@@ -1,0 +1,192 @@
+"""The per-token cache: a causal teacher's next-token distribution at every position of every window of a
+prepared text file, kept small and exact at every temperature it promises.
+
+Layout (HDF5, ``format_version`` 3, ``kind`` "tokens"). For each split (``train``, ``val``, ``test``) of
+N windows of L = ``context`` positions, window i being window i of :class:`pipeline.data.windows.
+TokenWindows` at the recorded ``stride``:
+
+- dense (``topk`` 0): ``/<split>/logits`` (N, L, V), the teacher's logits less their largest, in ``dtype``;
+- top-k: ``/<split>/topk_logits`` (N, L, k), the k largest logits less the largest (so the first is 0),
+  descending, in ``dtype``;
+  ``/<split>/topk_ids`` (N, L, k), their token ids, in the smallest unsigned type that holds V − 1;
+  ``/<split>/tail_odds`` (N, L, G) float32: for each temperature T of the grid ``temperatures``
+  (G of them), log of the probability outside the top-k over the probability inside it,
+  ``logsumexp(z_tail / T) − logsumexp(z_topk / T)``, computed at write time from every logit.
+
+Reading at a grid temperature T: the support's probabilities are ``softmax(z_topk / T)`` scaled by the
+support's share ``sigmoid(−odds)``, and the tail holds ``sigmoid(odds)``, both taken in log space
+(``−softplus(±odds)``). That is the dense teacher's softmax(z / T) on the support and its exact tail mass,
+within the storage dtype's rounding: neither rebuilt as 1 − Σp (rounding noise once the support holds
+more than 0.9999 of the mass) nor spread evenly over the other classes (which at k = 16, T = 2 puts 24.5%
+in the tail where the truth is 12.8%). A temperature off the grid is refused, naming the grid: the tail
+at another T depends on logits that were not kept. A dense cache reads at any T.
+
+Attributes: ``vocab_size``, ``context``, ``stride``, ``topk``, ``dtype``, ``temperatures``, the teacher's
+and the text's provenance (``teacher_fingerprint``, ``text_fingerprint``, ``tokenizer_fingerprint``, ...),
+the code version, ``digests`` (sha256 of every dataset in row order and of every attribute) and
+``complete``, written ``True`` last.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import hashlib
+import json
+from pathlib import Path
+from typing import Iterator
+
+import h5py
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from pipeline.cache.format import ATTRS_DIGEST, attrs_digest, plain
+from pipeline.data.tokenizers import token_dtype
+from pipeline.errors import UsageError
+from pipeline.files import atomic_path, disk_full_is_one_line, need_space
+from pipeline.provenance import code_version
+
+__all__ = ["TOKEN_FORMAT_VERSION", "TOKEN_SPLITS", "token_targets", "target_log_probs", "write_token_cache",
+           "token_bytes_per_position", "grid_index", "TokenDigest"]
+
+TOKEN_FORMAT_VERSION = 3
+TOKEN_SPLITS = ("train", "val", "test")
+_WINDOWS_PER_CHUNK = 64
+
+
+def token_targets(logits: torch.Tensor, topk: int, temperatures: tuple[float, ...]) -> dict[str, np.ndarray]:
+    """What the cache stores for a block of teacher logits (B, L, V): the dense logits, or the top-k
+    logits and ids with the tail's log-odds at each grid temperature (float32, from every logit)."""
+    # Shifted so each position's largest logit is 0 (softmax is blind to the shift): float16 then keeps
+    # its finest steps for the tokens that carry the mass, whatever the logits' own offset.
+    z = logits.float()
+    z = z - z.amax(dim=-1, keepdim=True)
+    if not topk:
+        return {"logits": z.numpy()}
+    values, ids = z.topk(topk, dim=-1)                                   # descending
+    tail = z.scatter(-1, ids, float("-inf"))                             # every logit outside the support
+    odds = [torch.logsumexp(tail / t, dim=-1) - torch.logsumexp(values / t, dim=-1) for t in temperatures]
+    return {"topk_logits": values.numpy(), "topk_ids": ids.numpy().astype(token_dtype(z.shape[-1])),
+            "tail_odds": torch.stack(odds, dim=-1).numpy().astype(np.float32)}
+
+
+def grid_index(temperatures, T: float) -> int:
+    """Where ``T`` lies in the cache's grid, or a one-line refusal naming the grid."""
+    for g, t in enumerate(temperatures):
+        if abs(float(t) - float(T)) <= 1e-9 * max(1.0, abs(float(T))):
+            return g
+    raise UsageError(f"T={T:g} is not in the cache's temperature grid ({', '.join(f'{t:g}' for t in temperatures)}): "
+                     f"a top-k cache holds the exact tail at those temperatures only; use one of them, or rebuild "
+                     f"the cache with CACHE_TS including {T:g}")
+
+
+def target_log_probs(block: dict, T: float, temperatures) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
+    """(support ids (B, L, k) int64, log-probabilities on the support (B, L, k), log tail mass (B, L)) at
+    temperature ``T``; for a dense block (None, log_softmax(z / T) (B, L, V), zeros)."""
+    if "logits" in block:
+        logp = F.log_softmax(torch.as_tensor(block["logits"]).float() / T, dim=-1)
+        return None, logp, torch.full(logp.shape[:-1], float("-inf"))
+    g = grid_index(temperatures, T)
+    odds = torch.as_tensor(block["tail_odds"][..., g]).float()
+    support = F.log_softmax(torch.as_tensor(block["topk_logits"]).float() / T, dim=-1) - F.softplus(odds)[..., None]
+    return torch.as_tensor(block["topk_ids"].astype(np.int64)), support, -F.softplus(-odds)
+
+
+def token_bytes_per_position(vocab_size: int, topk: int, dtype: str, grid: int) -> int:
+    """Bytes one position takes in the cache (before HDF5's small per-chunk overhead)."""
+    value = np.dtype(dtype).itemsize
+    if not topk:
+        return vocab_size * value
+    return topk * (value + token_dtype(vocab_size).itemsize) + 4 * grid
+
+
+class TokenDigest:
+    """sha256 of every dataset's bytes in window order: written with the file, recomputed by every reader."""
+
+    def __init__(self):
+        self._sha: dict[str, "hashlib._Hash"] = {}
+
+    def update(self, split: str, block: dict[str, np.ndarray]) -> None:
+        for name in sorted(block):
+            self._sha.setdefault(f"{split}/{name}", hashlib.sha256()).update(np.ascontiguousarray(block[name]).tobytes())
+
+    def digests(self) -> dict[str, str]:
+        return {key: h.hexdigest() for key, h in sorted(self._sha.items())}
+
+    def problem(self, attrs: dict) -> str | None:
+        try:
+            recorded = json.loads(attrs["digests"])
+        except (KeyError, TypeError, ValueError):
+            return "holds no digests of its values and attributes, so it cannot prove it is what was made; rebuild it"
+        if not isinstance(recorded, dict) or recorded.get(ATTRS_DIGEST) != attrs_digest(attrs):
+            return "attributes differ from the digest written with them: the file was edited after it was made"
+        recorded = {k: v for k, v in recorded.items() if k != ATTRS_DIGEST}
+        changed = sorted(k for k in recorded.keys() | self.digests().keys() if recorded.get(k) != self.digests().get(k))
+        if changed:
+            return f"/{', /'.join(changed)} differ from the digest written with them: the file was edited after it was made"
+        return None
+
+
+class TokenCacheWriter:
+    """Blocks of windows, written in order per split; the digest follows the bytes as stored."""
+
+    def __init__(self, f: h5py.File, windows: dict[str, int], context: int, vocab_size: int, topk: int, dtype: str,
+                 grid: int):
+        self.f, self.dtype, self.digest = f, np.dtype(dtype), TokenDigest()
+        self._written = {split: 0 for split in windows}
+        for split, n in windows.items():
+            g = f.create_group(split)
+            shapes = ({"logits": ((n, context, vocab_size), self.dtype)} if not topk else
+                      {"topk_logits": ((n, context, topk), self.dtype),
+                       "topk_ids": ((n, context, topk), token_dtype(vocab_size)),
+                       "tail_odds": ((n, context, grid), np.dtype(np.float32))})
+            for name, (shape, dtype) in shapes.items():
+                g.create_dataset(name, shape=shape, dtype=dtype, fletcher32=True,
+                                 chunks=(max(1, min(_WINDOWS_PER_CHUNK, n)), *shape[1:]) if n else None)
+
+    def write(self, split: str, block: dict[str, np.ndarray]) -> None:
+        lo = self._written[split]
+        stored = {}
+        for name, values in block.items():
+            ds = self.f[split][name]
+            values = values.astype(ds.dtype, copy=False)
+            ds[lo: lo + len(values)] = values
+            stored[name] = values
+        self.digest.update(split, stored)
+        self._written[split] = lo + len(next(iter(block.values())))
+
+    def rows_written(self, split: str) -> int:
+        return self._written[split]
+
+
+@contextlib.contextmanager
+def write_token_cache(path: Path, *, windows: dict[str, int], context: int, vocab_size: int, topk: int,
+                      dtype: str, temperatures: tuple[float, ...], attrs: dict) -> Iterator[TokenCacheWriter]:
+    """A new per-token cache; on a clean exit its digests are sealed, ``complete`` set and the file moved
+    into place (never half-written at ``path``)."""
+    if not 0 <= topk < vocab_size:
+        raise UsageError(f"CACHE_TOPK must lie in [0, {vocab_size}) for a vocabulary of {vocab_size} (0: dense), "
+                         f"got {topk}")
+    if dtype not in ("float16", "float32"):
+        raise UsageError(f"CACHE_DTYPE must be float16 or float32, got {dtype!r}")
+    need = sum(windows.values()) * context * token_bytes_per_position(vocab_size, topk, dtype,
+                                                                      len(temperatures)) + (1 << 20)
+    need_space(path, need)
+    with disk_full_is_one_line(path, need), atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        f.attrs.update({
+            "format_version": TOKEN_FORMAT_VERSION, "kind": "tokens", "storage": "topk" if topk else "full",
+            "topk": int(topk), "dtype": dtype, "vocab_size": int(vocab_size), "context": int(context),
+            "temperatures": np.asarray(temperatures, np.float64), "complete": False,
+            **{f"{split}_windows": int(n) for split, n in windows.items()},
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), **code_version(), **attrs,
+        })
+        writer = TokenCacheWriter(f, windows, context, vocab_size, topk, dtype, len(temperatures))
+        yield writer
+        for split, n in windows.items():
+            if writer.rows_written(split) != n:
+                raise RuntimeError(f"token cache writer filled {writer.rows_written(split)} of {n} {split} windows")
+        f.attrs["digests"] = json.dumps({**writer.digest.digests(),
+                                         ATTRS_DIGEST: attrs_digest({k: plain(v) for k, v in f.attrs.items()})},
+                                        sort_keys=True)
+        f.attrs["complete"] = True

@@ -1,0 +1,141 @@
+"""Reading a per-token cache (:mod:`pipeline.cache.token_format`): checked once when opened, then the
+teacher's targets for any windows at any grid temperature.
+
+Opening reads every block once: ``complete`` must be exactly true, the structure must be the format's
+(no links or storage outside the file, the declared shapes), every value finite, every id below the
+vocabulary, and the sha256 of every dataset and of the attributes must match the digests written with
+them. An edit made with h5py (reversed columns, a scaled row, shuffled windows, swapped ids, another
+teacher's values) is refused in one line saying what to rebuild.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import h5py
+import numpy as np
+import torch
+
+from pipeline.cache.format import file_attrs
+from pipeline.cache.token_format import TOKEN_FORMAT_VERSION, TOKEN_SPLITS, TokenDigest, target_log_probs
+from pipeline.errors import UsageError
+
+__all__ = ["TokenCache"]
+
+_VALUE_NAMES = {"full": ("logits",), "topk": ("topk_logits", "topk_ids", "tail_odds")}
+
+
+class TokenCache:
+    """A verified per-token cache. ``targets(split, windows, T)`` gives (ids, log-probs, log tail mass);
+    ``expect`` maps attributes to the values they must have (e.g. the text's fingerprint)."""
+
+    def __init__(self, path: Path, expect: dict | None = None, *, block_windows: int = 256):
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise UsageError(f"token cache {self.path} is missing", fix="teacher-logits")
+        try:
+            with h5py.File(self.path, "r") as f:
+                self.attrs = file_attrs(f)
+                self._check(self._attrs_problem())
+                self._check(self._structure_problem(f))
+                digest = TokenDigest()
+                for split in TOKEN_SPLITS:
+                    n = self.windows(split)
+                    for lo in range(0, n, block_windows):
+                        block = {name: f[split][name][lo: lo + block_windows] for name in self.names}
+                        self._check(self._block_problem(split, lo, block))
+                        digest.update(split, block)
+                self._check(digest.problem(self.attrs))
+        except UsageError:
+            raise
+        except (OSError, KeyError, ValueError, TypeError) as exc:
+            raise UsageError(f"token cache {self.path} is unreadable or corrupt ({str(exc).splitlines()[0]})",
+                             fix="teacher-logits") from None
+        for key, want in (expect or {}).items():
+            if want is not None and self.attrs.get(key) != want:
+                raise UsageError(f"token cache {self.path} was made for another {key} ({self.attrs.get(key)}, "
+                                 f"expected {want})", fix="teacher-logits")
+        self._handle, self._pid = None, None
+
+    # --- what it holds --------------------------------------------------------------------------------
+    @property
+    def temperatures(self) -> tuple[float, ...]:
+        return tuple(float(t) for t in np.atleast_1d(self.attrs["temperatures"]))
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return _VALUE_NAMES[self.attrs["storage"]]
+
+    def windows(self, split: str) -> int:
+        return int(self.attrs[f"{split}_windows"])
+
+    def targets(self, split: str, windows, T: float) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
+        """The teacher's targets for ``windows`` (indices, in any order) at temperature ``T``: see
+        :func:`pipeline.cache.token_format.target_log_probs`."""
+        if self._handle is None or self._pid != os.getpid():     # each DataLoader worker opens its own
+            self._handle, self._pid = h5py.File(self.path, "r"), os.getpid()
+        order = np.argsort(windows)
+        rows = np.asarray(windows)[order]
+        block = {name: self._handle[split][name][rows] for name in self.names}    # h5py reads sorted rows
+        inverse = np.argsort(order)
+        return target_log_probs({k: v[inverse] for k, v in block.items()}, T, self.temperatures)
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_handle"], state["_pid"] = None, None
+        return state
+
+    # --- checks ----------------------------------------------------------------------------------------
+    def _check(self, problem: str | None) -> None:
+        if problem:
+            raise UsageError(f"token cache {self.path}: {problem}", fix="teacher-logits")
+
+    def _attrs_problem(self) -> str | None:
+        a = self.attrs
+        if a.get("complete") is not True:
+            return "not marked complete (the teacher pass did not finish)"
+        if a.get("format_version") != TOKEN_FORMAT_VERSION or a.get("kind") != "tokens":
+            return f"is no per-token cache (format_version {a.get('format_version')!r}, kind {a.get('kind')!r})"
+        v, k, context = a.get("vocab_size"), a.get("topk"), a.get("context")
+        if not all(isinstance(x, int) and not isinstance(x, bool) for x in (v, k, context)) \
+                or not (1 <= v <= 1 << 32 and 0 <= k < v and 1 <= context <= 1 << 20):
+            return f"vocab_size {v!r}, topk {k!r} or context {context!r} is out of range"
+        if a.get("storage") != ("topk" if k else "full") or a.get("dtype") not in ("float16", "float32"):
+            return f"storage attributes are broken (storage {a.get('storage')!r}, dtype {a.get('dtype')!r})"
+        grid = np.atleast_1d(np.asarray(a.get("temperatures"), dtype=np.float64))
+        if not len(grid) or not np.all(np.isfinite(grid)) or np.any(grid <= 0):
+            return f"temperatures attribute {a.get('temperatures')!r} is not a grid of positive numbers"
+        return None
+
+    def _structure_problem(self, f: h5py.File) -> str | None:
+        a = self.attrs
+        grid, v, k, context = len(self.temperatures), a["vocab_size"], a["topk"], a["context"]
+        for split in TOKEN_SPLITS:
+            link = f.get(split, getlink=True)
+            if not isinstance(link, h5py.HardLink) or not isinstance(f[split], h5py.Group):
+                return f"/{split} is missing, not a group, or a link out of the file"
+            n = a.get(f"{split}_windows")
+            if not isinstance(n, int) or n < 0:
+                return f"{split}_windows attribute {n!r} is not a count of windows"
+            want = {"logits": (n, context, v)} if not k else {"topk_logits": (n, context, k),
+                                                              "topk_ids": (n, context, k),
+                                                              "tail_odds": (n, context, grid)}
+            for name, shape in want.items():
+                ds = f[split].get(name, getlink=True)
+                if not isinstance(ds, h5py.HardLink) or not isinstance(f[split][name], h5py.Dataset):
+                    return f"/{split}/{name} is missing or points outside the file"
+                ds = f[split][name]
+                if ds.is_virtual or ds.external or ds.shape != shape:
+                    return f"/{split}/{name} has shape {ds.shape} (or outside storage), not {shape}"
+        return None
+
+    def _block_problem(self, split: str, lo: int, block: dict) -> str | None:
+        for name in ("logits", "topk_logits", "tail_odds"):
+            if name in block and not np.isfinite(block[name]).all():
+                return f"{split} windows from {lo} hold NaN or Inf in {name}"
+        if "topk_ids" in block and block["topk_ids"].size and int(block["topk_ids"].max()) >= self.attrs["vocab_size"]:
+            return f"{split} windows from {lo} hold token ids outside the vocabulary"
+        if "topk_logits" in block and block["topk_logits"].size and np.any(np.diff(block["topk_logits"], axis=-1) > 0):
+            return f"{split} windows from {lo} hold top-k logits out of order (they are stored descending)"
+        return None
