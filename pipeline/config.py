@@ -33,7 +33,7 @@ from pipeline.settings import (
 )
 
 __all__ = [
-    "DataConfig", "TeacherConfig", "LMTeacherConfig", "LogitsConfig", "EnsembleConfig", "PublishConfig", "StudentConfig",
+    "DataConfig", "TeacherConfig", "LMTeacherConfig", "TokenLogitsConfig", "LogitsConfig", "EnsembleConfig", "PublishConfig", "StudentConfig",
     "ExportConfig",
     "SweepConfig", "SWEEP_BACKENDS", "SelfDistillConfig", "ViewsExperimentConfig", "LabelsExperimentConfig",
     "PatientExperimentConfig",
@@ -184,6 +184,32 @@ class LMTeacherConfig:
 
     def resolved(self) -> "LMTeacherConfig":
         return dataclasses.replace(self, device=resolve_device(self.device))
+
+
+@dataclass(frozen=True)
+class TokenLogitsConfig:
+    """The per-token teacher pass: a causal LM teacher over every window of a prepared text file, its
+    top-k and exact tail at each grid temperature written to one cache (``pipeline.cache.token_format``)."""
+
+    teacher: Path                    # an LM teacher checkpoint (pipeline.teacher.fit_lm)
+    text: Path                       # the prepared text file it reads
+    out: Path
+    context: int = 0                 # tokens per window; 0: the teacher's own context
+    topk: int = 16                   # 0: every logit (dense; only for small vocabularies)
+    dtype: str = "float16"           # storage of the kept logits
+    temperatures: tuple[float, ...] = (1.0, 2.0, 4.0)   # the grid a student may read at, exactly
+    batch_size: int = 32             # windows per teacher forward
+    chunk_windows: int = 256         # windows per resumable chunk of the pass
+    device: str = default("DEVICE")
+    threads: int = default("THREADS", int)
+
+    def __post_init__(self):
+        object.__setattr__(self, "temperatures", tuple(float(t) for t in self.temperatures))
+        check_grid("CACHE_TS", self.temperatures, "T")
+        check("CACHE_DTYPE", self.dtype), check("DEVICE", self.device), check("THREADS", self.threads)
+        for name, value in (("batch size", self.batch_size), ("chunk windows", self.chunk_windows)):
+            _at_least(name, value, 1)
+        _at_least("context", self.context, 0), _at_least("CACHE_TOPK", self.topk, 0)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,112 @@
+"""The per-token teacher pass: a causal LM teacher over every window of a prepared text file, once,
+written to a per-token cache (:mod:`pipeline.cache.token_format`).
+
+Like the image pass it is resumable and shardable: the windows of every split are cut into chunks of
+``chunk_windows``; each finished chunk's targets are kept under ``.<cache>.parts/`` with a key (teacher,
+text, context, top-k, storage, grid), so a killed pass resumes where it stopped and ``torchrun`` ranks
+each compute their slice before rank 0 writes the one file. The teacher runs in eval mode, in float32 on
+the CPU (bf16 autocast on a GPU), and its outputs are checked on every batch: finite, and as wide as its
+vocabulary.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import sys
+import time
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from pipeline.cache.token_format import TOKEN_SPLITS, token_targets, write_token_cache
+from pipeline.config import TokenLogitsConfig, as_record, resolve_device
+from pipeline.data.windows import TokenWindows, read_text_attrs, text_tokenizer
+from pipeline.errors import UsageError
+from pipeline.files import exclusive_writer
+from pipeline.teacher.pass_parts import Parts, World, parts_dir
+from pipeline.training.checkpoint import load_checkpoint
+from pipeline.training.loop import set_threads
+
+__all__ = ["write_token_logits"]
+
+
+def write_token_logits(cfg: TokenLogitsConfig, progress: bool = True) -> dict:
+    """Run the teacher over train, val and test windows (resuming finished chunks) and write the cache."""
+    set_threads(cfg.threads)
+    world = World.from_environment(resolve_device(cfg.device))
+    model, ckpt = load_checkpoint(cfg.teacher, "lm", fix="teacher")
+    model = model.to(world.device).eval()
+    text, tokenizer = read_text_attrs(cfg.text), text_tokenizer(cfg.text)
+    context = cfg.context or model.context
+    if context > model.context:
+        raise UsageError(f"CONTEXT={context} is longer than the teacher's context of {model.context}; use "
+                         f"CONTEXT={model.context} or less")
+    if tokenizer.vocab_size > model.vocab_size:
+        raise UsageError(f"the text's tokenizer ({tokenizer.name}) makes ids up to {tokenizer.vocab_size - 1}, past "
+                         f"the teacher's {model.vocab_size} outputs; prepare the text with the teacher's tokenizer")
+    if not cfg.topk < model.vocab_size:
+        raise UsageError(f"CACHE_TOPK must lie in [0, {model.vocab_size}) for the teacher's {model.vocab_size} "
+                         f"outputs (0: dense), got {cfg.topk}")
+    windows = {split: TokenWindows(cfg.text, split, context) for split in TOKEN_SPLITS}
+    chunks = [(split, i, lo, min(lo + cfg.chunk_windows, len(w)))
+              for split, w in windows.items() for i, lo in enumerate(range(0, len(w), cfg.chunk_windows))]
+    key = {"teacher": ckpt["fingerprint"], "text": text["fingerprint"], "context": context, "topk": cfg.topk,
+           "dtype": cfg.dtype, "temperatures": list(cfg.temperatures), "chunk_windows": cfg.chunk_windows,
+           "batch_size": cfg.batch_size, "device": world.device.split(":")[0]}
+    amp = world.device.startswith("cuda")
+    start, computed = time.perf_counter(), 0
+    with world.session(), (exclusive_writer(cfg.out) if world.rank == 0 else contextlib.nullcontext()):
+        if world.rank == 0:
+            parts = Parts(parts_dir(cfg.out), key, suffix=".npz")
+            fresh = not any(parts.dir.glob("*.npz"))
+        world.barrier()
+        if world.rank != 0:
+            parts = Parts(parts_dir(cfg.out), key, suffix=".npz")
+        mine = world.my_slice(chunks)
+        with tqdm(total=sum(hi - lo for _, _, lo, hi in mine), desc=f"token pass (rank {world.rank})",
+                  unit="window", file=sys.stderr, disable=not progress, mininterval=1.0) as bar:
+            for split, i, lo, hi in mine:
+                if not parts.path(split, i).is_file():
+                    parts.save(split, i, _targets(model, windows[split], lo, hi, cfg, amp))
+                    computed += hi - lo
+                bar.update(hi - lo)
+        world.barrier()
+        if world.rank == 0:
+            attrs = {"teacher": ckpt["arch"], "teacher_fingerprint": ckpt["fingerprint"],
+                     "teacher_val_bits_per_byte": float(ckpt.get("metrics", {}).get("val_bits_per_byte", np.nan)),
+                     "text_fingerprint": text["fingerprint"], "corpus": text["corpus"],
+                     "corpus_fingerprint": text["corpus_fingerprint"], "python": text["python"],
+                     "tokenizer": text["tokenizer"], "tokenizer_fingerprint": text["tokenizer_fingerprint"],
+                     "stride": context, "producer": "softcache token pass", "device": world.device.split(":")[0]}
+            if fresh:
+                attrs["pass_seconds"] = time.perf_counter() - start
+            with write_token_cache(cfg.out, windows={s: len(w) for s, w in windows.items()}, context=context,
+                                   vocab_size=model.vocab_size, topk=cfg.topk, dtype=cfg.dtype,
+                                   temperatures=cfg.temperatures, attrs=attrs) as writer:
+                for split, i, _, _ in chunks:
+                    writer.write(split, parts.load(split, i))
+            shutil.rmtree(parts.dir)
+        world.barrier()
+    seconds = time.perf_counter() - start
+    total = sum(len(w) for w in windows.values())
+    return {"path": str(cfg.out), "seconds": seconds, "windows": {s: len(w) for s, w in windows.items()},
+            "windows_computed": computed, "resumed_windows": total - computed, "rank": world.rank,
+            "tokens_per_second": total * context / seconds, "config": as_record(cfg)}
+
+
+@torch.no_grad()
+def _targets(model, windows: TokenWindows, lo: int, hi: int, cfg: TokenLogitsConfig, amp: bool) -> dict:
+    """The cache's arrays for windows [lo, hi), a batch of windows per teacher forward."""
+    blocks = []
+    for start in range(lo, hi, cfg.batch_size):
+        batch = windows.batch(range(start, min(start + cfg.batch_size, hi))).to(next(model.parameters()).device)
+        with torch.autocast(batch.device.type, dtype=torch.bfloat16, enabled=amp):
+            logits = model(batch[:, :-1]).float().cpu()
+        if logits.shape[-1] != model.vocab_size or not torch.isfinite(logits).all():
+            raise UsageError(f"the teacher returned {'non-finite values' if logits.shape[-1] == model.vocab_size else logits.shape} "
+                             f"for windows {start}..{start + len(batch) - 1} of {windows.split}; the pass stopped "
+                             f"and nothing was marked complete")
+        blocks.append(token_targets(logits, cfg.topk, cfg.temperatures))
+    return {name: np.concatenate([b[name] for b in blocks]) for name in blocks[0]}

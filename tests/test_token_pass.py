@@ -1,0 +1,84 @@
+"""The per-token teacher pass: its cache holds exactly the teacher's targets for every window, a pass
+interrupted mid-way resumes to identical bytes, and what cannot be cached is refused in one line."""
+
+import json
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from pipeline.cache.format import read_arrays
+from pipeline.cache.token_format import target_log_probs, token_targets
+from pipeline.cache.token_reader import TokenCache
+from pipeline.config import LMTeacherConfig, TokenLogitsConfig
+from pipeline.data.windows import TokenWindows
+from pipeline.errors import UsageError
+from pipeline.names import TEACHER_CHECKPOINT
+from pipeline.teacher import token_pass
+from pipeline.teacher.fit_lm import train_lm_teacher
+from pipeline.teacher.pass_parts import Parts
+from pipeline.training.checkpoint import load_checkpoint
+from tests.test_lm_teacher import text_file  # noqa: F401  (the fixture)
+
+GRID = (1.0, 2.0)
+
+
+@pytest.fixture
+def lm_teacher(tmp_path, text_file):  # noqa: F811
+    cfg = LMTeacherConfig(text=text_file, out_dir=tmp_path / "teacher", arch="lm-tiny", context=16, steps=20,
+                          batch_size=8, eval_every=20, device="cpu", threads=1)
+    train_lm_teacher(cfg, progress=False)
+    return cfg.out_dir / TEACHER_CHECKPOINT
+
+
+def _config(tmp_path, lm_teacher, text_file, name="c.h5", **kw):  # noqa: F811
+    return TokenLogitsConfig(teacher=lm_teacher, text=text_file, out=tmp_path / name, topk=8, dtype="float32",
+                             temperatures=GRID, batch_size=4, chunk_windows=5, device="cpu", threads=1, **kw)
+
+
+def test_the_cache_holds_the_teachers_targets_for_every_window(tmp_path, lm_teacher, text_file):  # noqa: F811
+    summary = token_pass.write_token_logits(_config(tmp_path, lm_teacher, text_file), progress=False)
+    cache = TokenCache(summary["path"])
+    model, ckpt = load_checkpoint(lm_teacher, "lm", "teacher")
+    assert cache.attrs["teacher_fingerprint"] == ckpt["fingerprint"] and cache.attrs["context"] == 16
+    windows = TokenWindows(text_file, "val", 16)
+    assert cache.windows("val") == len(windows) > 0 and summary["resumed_windows"] == 0
+    with torch.no_grad():
+        logits = model(windows.batch(range(len(windows)))[:, :-1])
+    for T in GRID:
+        want = target_log_probs(token_targets(logits, 8, GRID), T, GRID)
+        got = cache.targets("val", list(range(len(windows))), T)
+        assert all(torch.allclose(a.float(), b.float(), atol=1e-5) for a, b in zip(got, want))
+
+
+def test_an_interrupted_pass_resumes_to_identical_bytes(tmp_path, lm_teacher, text_file, monkeypatch):  # noqa: F811
+    whole = token_pass.write_token_logits(_config(tmp_path, lm_teacher, text_file, "whole.h5"), progress=False)
+    real, saved = Parts.save, []
+
+    def dies(self, *args):
+        if len(saved) == 3:
+            raise KeyboardInterrupt
+        saved.append(1)
+        return real(self, *args)
+
+    cfg = _config(tmp_path, lm_teacher, text_file, "killed.h5")
+    monkeypatch.setattr(Parts, "save", dies)
+    with pytest.raises(KeyboardInterrupt):
+        token_pass.write_token_logits(cfg, progress=False)
+    monkeypatch.setattr(Parts, "save", real)
+    assert not cfg.out.exists()
+    resumed = token_pass.write_token_logits(cfg, progress=False)
+    assert resumed["resumed_windows"] == 15
+    a, b = read_arrays(whole["path"]), read_arrays(cfg.out)
+    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+    with h5py.File(whole["path"]) as fa, h5py.File(cfg.out) as fb:     # the same values' digests
+        da, db = json.loads(fa.attrs["digests"]), json.loads(fb.attrs["digests"])
+    da.pop("attrs"), db.pop("attrs")          # the attributes differ in the creation time and pass seconds
+    assert da == db
+
+
+def test_a_context_longer_than_the_teachers_is_refused(tmp_path, lm_teacher, text_file):  # noqa: F811
+    with pytest.raises(UsageError, match="CONTEXT=64 is longer than the teacher's context of 16"):
+        token_pass.write_token_logits(_config(tmp_path, lm_teacher, text_file, context=64), progress=False)
+    assert not (tmp_path / "c.h5").exists()
