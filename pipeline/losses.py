@@ -14,21 +14,25 @@ import math
 import torch
 import torch.nn.functional as F
 
-__all__ = ["kd_loss", "kd_loss_from_log_targets"]
+__all__ = ["kd_loss", "kd_loss_from_log_targets", "token_kd_loss"]
 
 # log_softmax rows sum to probability 1 up to float rounding; a row of probabilities or raw logits
 # given as log-targets misses it by far more (probabilities: logsumexp of values in [0, 1] is >= log C).
 _LOG_TARGET_TOLERANCE = 1e-3
 
 
-def _check_arguments(student_logits: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor, T, alpha,
-                     log_targets: bool) -> None:
-    """The public losses refuse what would silently give a wrong number: T = 0 (NaN), alpha outside
-    [0, 1] (a negative loss), a teacher broadcast over the batch, probabilities given as log-targets."""
+def _check_T_alpha(T, alpha) -> None:
     if isinstance(T, bool) or not isinstance(T, (int, float)) or not math.isfinite(T) or T <= 0:
         raise ValueError(f"T must be a finite number > 0, got {T!r}")
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 <= alpha <= 1:
         raise ValueError(f"alpha must be a number in [0, 1], got {alpha!r}")
+
+
+def _check_arguments(student_logits: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor, T, alpha,
+                     log_targets: bool) -> None:
+    """The public losses refuse what would silently give a wrong number: T = 0 (NaN), alpha outside
+    [0, 1] (a negative loss), a teacher broadcast over the batch, probabilities given as log-targets."""
+    _check_T_alpha(T, alpha)
     if student_logits.dim() != 2:
         raise ValueError(f"student_logits must be (B, C), got shape {tuple(student_logits.shape)}")
     if teacher.shape != student_logits.shape:
@@ -102,3 +106,46 @@ def _soft_term(student_logits: torch.Tensor, teacher_log_probs: torch.Tensor, T:
     """T^2 * KL(teacher || student) at temperature T, batch mean."""
     return F.kl_div(F.log_softmax(student_logits / T, dim=-1), teacher_log_probs,
                     reduction="batchmean", log_target=True) * (T * T)
+
+
+def token_kd_loss(student_logits: torch.Tensor, targets: torch.Tensor, ids: torch.Tensor | None,
+                  teacher_log_probs: torch.Tensor, teacher_log_tail: torch.Tensor, *, T: float,
+                  alpha: float) -> torch.Tensor:
+    """The per-token loss of an LM student, mean over the B·L positions:
+
+        alpha · T² · KL(teacher ‖ student) + (1 − alpha) · CE(student, next token)
+
+    student_logits: (B, L, V) float at temperature 1; targets: (B, L) int64, the next tokens.
+    With the teacher's top-k (``ids`` (B, L, k), ``teacher_log_probs`` (B, L, k) at T and
+    ``teacher_log_tail`` (B, L), the log of the mass outside the top-k, from the per-token cache), the KL
+    runs over the k kept tokens plus one tail bucket:
+
+        KL = Σ_{v ∈ S} p_v (log p_v − log q_v) + p_tail (log p_tail − log q_tail)
+
+    where q = softmax(z_s / T) and the student's tail ``log q_tail`` is a log-sum-exp over the tokens
+    outside S less the log-sum-exp over all (never 1 − Σ q). With ``ids`` None (dense, k = V) the support
+    is every token, the tail bucket is empty, and this is the full KL at T. ``alpha = 0`` is plain
+    next-token cross-entropy, the scratch baseline."""
+    _check_T_alpha(T, alpha)
+    if student_logits.dim() != 3 or targets.shape != student_logits.shape[:2]:
+        raise ValueError(f"student_logits must be (B, L, V) and targets (B, L), got {tuple(student_logits.shape)} "
+                         f"and {tuple(targets.shape)}")
+    if ids is not None and (ids.shape != teacher_log_probs.shape or ids.shape[:2] != targets.shape
+                            or teacher_log_tail.shape != targets.shape):
+        raise ValueError(f"the teacher's ids {tuple(ids.shape)}, log-probabilities {tuple(teacher_log_probs.shape)} "
+                         f"and tail {tuple(teacher_log_tail.shape)} must be (B, L, k), (B, L, k) and (B, L)")
+    z = student_logits.float()
+    hard = F.cross_entropy(z.flatten(0, 1), targets.flatten())
+    if alpha == 0:
+        return hard
+    s = z / T
+    lse = torch.logsumexp(s, dim=-1)
+    if ids is None:
+        soft = F.kl_div(s.log_softmax(-1), teacher_log_probs, reduction="none", log_target=True).sum(-1)
+    else:
+        q_support = s.gather(-1, ids) - lse[..., None]
+        q_tail = torch.logsumexp(s.scatter(-1, ids, float("-inf")), dim=-1) - lse
+        soft = (teacher_log_probs.exp() * (teacher_log_probs - q_support)).sum(-1)
+        tail = teacher_log_tail.exp() * (teacher_log_tail - q_tail)
+        soft = soft + torch.where(torch.isfinite(teacher_log_tail), tail, torch.zeros_like(tail))
+    return alpha * T * T * soft.mean() + (1.0 - alpha) * hard
