@@ -106,7 +106,8 @@ class DataConfig:
     channels: str = default("CHANNELS")   # auto, 1 or 3
     bad_images: str = default("BAD_IMAGES")   # fail or skip
     test_fraction: float = default("TEST_FRACTION", float)
-    split_seed: int = default("SPLIT_SEED", int)
+    split_seed: int = default("SPLIT_SEED", int)   # also draws a text corpus's splits
+    tokenizer: str = ""              # a text corpus's: bytes, bpe-N or a tokenizer.json ("" for images)
 
     def __post_init__(self):
         for name in ("LIMIT", "LAYOUT", "IMAGE_SIZE", "CHANNELS", "BAD_IMAGES", "TEST_FRACTION", "SPLIT_SEED"):

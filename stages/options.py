@@ -10,7 +10,7 @@ from pipeline.config import StudentConfig, from_options
 from pipeline.errors import UsageError
 from pipeline.settings import SETTING, check
 
-__all__ = ["setting_option", "table_help", "config_option", "path_option", "dataset_option", "cache_option", "input_options", "teacher_options",
+__all__ = ["setting_option", "table_help", "config_option", "field_default", "shown", "path_option", "dataset_option", "cache_option", "input_options", "teacher_options",
            "experiment_options", "experiment_config", "grid_values", "grid_option", "log_option", "trust_option",
            "advance"]
 
@@ -45,12 +45,17 @@ def table_help(name: str) -> str:
     return f"{name}: {setting.help}" + ("." if said else f" (default {setting.default or 'unset'}).")
 
 
+def field_default(config: type, field: str):
+    """A config field's default: the one place a knob that is no Make setting declares it."""
+    return next(f.default for f in dataclasses.fields(config) if f.name == field)
+
+
 def config_option(config: type, field: str, what: str, *decls: str):
     """A command-line knob that is no Make setting: its default and type are the config field's own
     (declared once, in ``pipeline.config``), shown in the help; unset, the config's default rules."""
-    value = next(f.default for f in dataclasses.fields(config) if f.name == field)
+    value = field_default(config, field)
     decls = decls or (f"--{field.replace('_', '-')}",)
-    return click.option(*decls, type=type(value), help=f"{what.rstrip('.')} (default {value:g}).")
+    return click.option(*decls, type=type(value), help=f"{what.rstrip('.')} (default {shown([value])}).")
 
 
 def path_option(flag: str, what: str, required: bool = True, **kw):
@@ -131,8 +136,9 @@ log_option = click.option(
     help="LOG=tensorboard: also write each epoch's figures as TensorBoard scalars under DIR/<run>.")
 
 
-def _shown(values) -> str:
-    return " ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in values)
+def shown(values) -> str:
+    """Values as a help text shows them: numbers without trailing zeros, separated by spaces."""
+    return " ".join(f"{v:g}" if isinstance(v, (int, float)) and not isinstance(v, bool) else str(v) for v in values)
 
 
 def experiment_options(config: type, cache_help: str, report: str):
@@ -148,12 +154,12 @@ def experiment_options(config: type, cache_help: str, report: str):
         path_option("--teacher-record", "teacher.json the cache must come from.", required=False),
         click.option("--students", callback=lambda ctx, param, text: None if text is None else tuple(text.split()),
                      help="Space-separated student names (default: STUDENT's default)."),
-        grid_option("--Ts", "TS", float, f"Temperatures to choose from (default {_shown(d['Ts'])}).", "Ts"),
+        grid_option("--Ts", "TS", float, f"Temperatures to choose from (default {shown(d['Ts'])}).", "Ts"),
         grid_option("--alphas", "ALPHAS", float,
-                    f"ALPHA values to choose from, > 0 (default {_shown(d['alphas'])})."),
-        grid_option("--seeds", "SEEDS", int, f"Seeds of the final runs (default {_shown(d['seeds'])})."),
+                    f"ALPHA values to choose from, > 0 (default {shown(d['alphas'])})."),
+        grid_option("--seeds", "SEEDS", int, f"Seeds of the final runs (default {shown(d['seeds'])})."),
         grid_option("--tune-seeds", "TUNE_SEEDS", int,
-                    f"Seeds of the tuning runs (default {_shown(d['tune_seeds'])})."),
+                    f"Seeds of the tuning runs (default {shown(d['tune_seeds'])})."),
         setting_option("EXPERIMENT_HOLDOUT", "--holdout", "holdout"),
         setting_option("JOBS"),
         setting_option("THREADS"),

@@ -6,10 +6,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import h5py
+
 from pipeline.cache.reader import LogitCache
+from pipeline.cache.token_reader import TokenCache
 from pipeline.provenance import other_code
 
-__all__ = ["describe"]
+__all__ = ["describe", "describe_tokens", "is_token_cache"]
 
 
 def _folder(attrs) -> str:
@@ -21,8 +24,19 @@ def _folder(attrs) -> str:
             f"contents sha256 {r['contents_digest'][:12]})")
 
 
+def is_token_cache(cache: Path) -> bool:
+    """A per-token cache (kind 'tokens'), told by its attributes before any reader checks it."""
+    try:
+        with h5py.File(cache, "r") as f:
+            return f.attrs.get("kind") == "tokens"
+    except OSError:
+        return False        # the image reader then says what is wrong with the file
+
+
 def describe(cache: Path, T: float, trust_undigested: bool = False) -> list[tuple[str, object]]:
     """(label, value) rows describing the cache at ``cache``; its entropy column is at temperature ``T``."""
+    if is_token_cache(cache):
+        return describe_tokens(cache)
     c = LogitCache(cache, trust_undigested=trust_undigested)
     p = c.soft_targets(T)
     entropy = float(-(p * p.clamp_min(1e-12).log()).sum(1).mean())
@@ -53,3 +67,33 @@ def describe(cache: Path, T: float, trust_undigested: bool = False) -> list[tupl
         ("fingerprint", c.fingerprint),
     ]
     return rows
+
+
+def describe_tokens(cache: Path, sample: int = 256) -> list[tuple[str, object]]:
+    """(label, value) rows for a per-token cache: its shape, provenance, bytes per position, and (over the
+    first ``sample`` train windows) the mass kept at k and the tail's mass at each grid temperature."""
+    c = TokenCache(cache)
+    a, grid = c.attrs, c.temperatures
+    positions = sum(c.windows(s) for s in ("train", "val", "test")) * a["context"]
+    rows = [("file", f"{cache} ({cache.stat().st_size / 1e6:.2f} MB)"),
+            ("windows", f"{c.windows('train')} train, {c.windows('val')} val, {c.windows('test')} test, of "
+                        f"{a['context']} tokens (stride {a.get('stride')})"),
+            ("vocabulary", f"{a['vocab_size']:,} ({a.get('tokenizer')} {a.get('tokenizer_fingerprint')})"),
+            ("storage", f"{a['storage']}, {a['dtype']}" + (f", top-{a['topk']} + the exact tail" if a["topk"] else "")),
+            ("grid", ", ".join(f"T={t:g}" for t in grid) + ("" if a["topk"] else " (dense: any T reads)")),
+            ("bytes/position", f"{cache.stat().st_size / max(positions, 1):.1f} (whole file; dense float32 "
+                               f"{4 * a['vocab_size']:,})"),
+            ("teacher", f"{a.get('teacher')} {a.get('teacher_fingerprint')}, {a.get('teacher_val_bits_per_byte', float('nan')):.3f} "
+                        f"bits per byte on val"),
+            ("text", f"{a.get('corpus')} {a.get('corpus_fingerprint')}" + (f", Python {a['python']}" if a.get("python") else "")
+                     + f", prepared {a.get('text_fingerprint')}")]
+    windows = list(range(min(sample, c.windows("train"))))
+    if a["topk"] and windows:
+        for T in grid:
+            _, support, tail = c.targets("train", windows, T)
+            rows.append((f"mass @T={T:g}", f"top-{a['topk']} {100 * float(support.exp().sum(-1).mean()):.2f}%, "
+                                           f"tail {100 * float(tail.exp().mean()):.2f}%"))
+    rows += [("created", a.get("created")),
+             ("made by", other_code(a) or f"this code (softcache {a['softcache_version']}, sources {a['source_digest']})")]
+    return rows
+

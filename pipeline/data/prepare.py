@@ -423,6 +423,17 @@ def load_prepared(path: Path, verify: bool = True) -> Dataset:
     return d
 
 
+def prepare_corpus(cfg) -> dict:
+    """The ``data`` stage for text (``cfg.tokenizer`` or a text DATASET): the corpus tokenized into the
+    prepared text file ``cfg.out``; its attributes (splits' token counts, fingerprints)."""
+    from pipeline.data.text import load_corpus
+    from pipeline.data.tokenizers import load_tokenizer
+    from pipeline.data.windows import prepare_text
+
+    corpus = load_corpus(cfg.dataset, cfg.split_seed)
+    return prepare_text(corpus, load_tokenizer(cfg.tokenizer or "bytes", corpus), cfg.out)
+
+
 def prepare(cfg) -> Dataset | None:
     """The ``data`` stage (``cfg``: a :class:`pipeline.config.DataConfig`): write the prepared file
     ``cfg.out``, or return None when it is an image folder's and still matches the folder (every file's

@@ -26,13 +26,18 @@ from typing import Iterator
 
 from pipeline.errors import UsageError
 
-__all__ = ["STDLIB", "SPLITS", "Corpus", "load_corpus", "split_of", "stdlib_root"]
+__all__ = ["STDLIB", "SPLITS", "Corpus", "load_corpus", "split_of", "stdlib_root", "is_text_corpus"]
 
 STDLIB = "stdlib"
 SPLITS = ("train", "val", "test")
 FRACTIONS = (0.90, 0.05, 0.05)                  # train, val, test, by document
 _SKIPPED_DIRS = {"test", "tests", "idle_test", "site-packages", "dist-packages", "__pycache__"}
 _MAX_DOCUMENT_BYTES = 64 << 20                  # one file larger than this is no source file
+
+
+def is_text_corpus(spec: str, tokenizer: str = "") -> bool:
+    """Whether a DATASET names text: the stdlib corpus, a .jsonl, or anything given with a tokenizer."""
+    return bool(tokenizer) or spec == STDLIB or str(spec).endswith(".jsonl")
 
 
 def stdlib_root() -> Path:

@@ -16,17 +16,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+import h5py
 import numpy as np
 import torch
 
 from pipeline.cache.format import VIEW_SPLIT
 from pipeline.cache.ensemble import check_recorded_accuracy
+from pipeline.cache.describe import is_token_cache
 from pipeline.cache.reader import CacheExpectations, LogitCache
+from pipeline.cache.token_format import token_targets
+from pipeline.cache.token_reader import TokenCache
 from pipeline.cache.rows import cached_split_rows
 from pipeline.data.prepare import Dataset, load_prepared
+from pipeline.data.windows import TokenWindows, read_text_attrs
 from pipeline.errors import UsageError
 from pipeline.provenance import other_code
 from pipeline.teacher.source import TeacherSource, load_teacher
+from pipeline.training.checkpoint import load_checkpoint
 from pipeline.training.loop import predict
 
 __all__ = ["RowCheck", "rescore_sample", "tolerance_for", "verify_cache"]
@@ -87,9 +93,12 @@ def verify_cache(cache: Path, *, dataset: Path | None = None, teacher: str | Non
     """``softcache verify``: every reader check, the teacher's recorded accuracy recomputed from the cached
     logits, the dataset's fingerprint (with ``dataset``), and (with ``teacher``) a seeded sample re-scored.
     Yields the report's lines as each check passes, and raises a one-line UsageError naming what failed."""
-    expect, data = CacheExpectations(), None
     if teacher is not None and dataset is None:
         raise UsageError("--teacher re-scores the dataset's images: give --dataset too")
+    if is_token_cache(cache):
+        yield from _verify_tokens(cache, dataset, teacher, sample, seed)
+        return
+    expect, data = CacheExpectations(), None
     if dataset is not None:
         data = load_prepared(dataset)
         expect = CacheExpectations(dataset_fingerprint=data.fingerprint, num_classes=data.num_classes,
@@ -112,3 +121,43 @@ def verify_cache(cache: Path, *, dataset: Path | None = None, teacher: str | Non
         raise UsageError(f"cache {cache}: {bad.mismatched} of {bad.rows} re-scored {bad.split} rows (the first is "
                          f"row {bad.first_mismatch}) are not {teacher}'s logits: the cache was edited or made by "
                          f"another teacher", fix="teacher-logits")
+
+
+def _verify_tokens(cache: Path, text: Path | None, teacher: str | None, sample: int, seed: int) -> Iterator[str]:
+    """A per-token cache: every reader check, the prepared text's fingerprint (with ``text``), and (with an
+    LM ``teacher`` checkpoint) a seeded sample of windows re-scored: the same top-k ids, and logits and tail
+    odds within the storage dtype's rounding (bf16 on a GPU widens it)."""
+    expect = {"text_fingerprint": read_text_attrs(text)["fingerprint"]} if text is not None else {}
+    c = TokenCache(cache, expect)
+    grid = c.temperatures
+    yield (f"{cache}: OK ({c.windows('train')} train, {c.windows('val')} val, {c.windows('test')} test windows of "
+           f"{c.attrs['context']} tokens, V = {c.attrs['vocab_size']:,}, top-{c.attrs['topk']} {c.attrs['dtype']}, "
+           f"grid {', '.join(f'{t:g}' for t in grid)}; every dataset and attribute matches the digest written with "
+           f"it; made by {other_code(c.attrs) or 'this code'})")
+    if teacher is None:
+        return
+    model, ckpt = load_checkpoint(Path(teacher), "lm", fix="teacher")
+    if ckpt["fingerprint"] != c.attrs.get("teacher_fingerprint"):
+        raise UsageError(f"cache {cache} was made by teacher {c.attrs.get('teacher_fingerprint')}, not by {teacher} "
+                         f"({ckpt['fingerprint']})", fix="teacher-logits")
+    tolerance = 2e-2 if c.attrs["dtype"] == "float16" else 1e-4
+    rng = np.random.default_rng(seed)
+    for split in ("train", "test"):
+        windows = TokenWindows(text, split, int(c.attrs["context"]), int(c.attrs["stride"]))
+        rows = np.sort(rng.choice(len(windows), size=min(sample, len(windows)), replace=False)).tolist()
+        if not rows:
+            continue
+        with torch.no_grad():
+            fresh = token_targets(model.eval()(windows.batch(rows)[:, :-1]).float(), int(c.attrs["topk"]), grid)
+        with h5py.File(cache, "r") as f:
+            cached = {name: f[split][name][rows] for name in fresh}
+        worst = max(float(np.abs(cached[n].astype(np.float32) - fresh[n].astype(np.float32)).max())
+                    for n in fresh if n != "topk_ids")
+        same_ids = "topk_ids" not in fresh or float((cached["topk_ids"] == fresh["topk_ids"]).mean())
+        yield (f"  re-scored {len(rows)} {split} windows: largest difference {worst:.2e} (tolerance {tolerance:g}), "
+               f"{100 * same_ids:.2f}% of top-k ids the same")
+        if worst > tolerance or same_ids < 0.999:
+            raise UsageError(f"cache {cache}: re-scored {split} windows are not {teacher}'s targets (largest "
+                             f"difference {worst:.2e}); the cache was edited or made by another teacher",
+                             fix="teacher-logits")
+
