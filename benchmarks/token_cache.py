@@ -86,7 +86,8 @@ def main(files: int, threads: int) -> None:
     print("## Per-token cache: storage and pass speed on real text (`benchmarks/token_cache.py`)\n")
     print(f"Machine: {platform.processor() or platform.machine()}, {threads} torch threads, CPU. "
           f"Date: {dt.date.today()}. Command: `python benchmarks/token_cache.py --files {files} --threads {threads}`.\n")
-    print(f"Text: the first {files} files of the stdlib corpus's train split; teacher lm-teacher (context 128, "
+    print(f"Text: the first {files} files of the stdlib corpus's train split and {max(1, files // 10)} each of val "
+          f"and test; teacher lm-teacher (context 128, "
           f"seeded weights); cache k = 16, float16, grid T = 1 2 4; windows of all three splits.\n")
     print("| tokenizer | V | positions | cache bytes / position | vs dense float32 | pass speed / bare forward |")
     print("|---|---:|---:|---:|---:|---:|")
