@@ -9,7 +9,8 @@ from stages.options import config_option, field_default, grid_option, path_optio
 
 
 @click.command("token-logits")
-@path_option("--teacher", "An LM teacher checkpoint (softcache lm-teacher).")
+@path_option("--teacher", "An LM teacher: a checkpoint (softcache lm-teacher) or a local Hugging Face folder "
+                          "(safetensors weights, its tokenizer.json; never downloaded).")
 @path_option("--text", "The prepared text file it reads.")
 @path_option("--out", "Per-token cache (.h5) to write.")
 @config_option(TokenLogitsConfig, "context", "Tokens per window; 0: the teacher's own context")

@@ -31,8 +31,8 @@ from pipeline.data.prepare import Dataset, load_prepared
 from pipeline.data.windows import TokenWindows, read_text_attrs
 from pipeline.errors import UsageError
 from pipeline.provenance import other_code
+from pipeline.teacher.hf_source import load_lm_teacher
 from pipeline.teacher.source import TeacherSource, load_teacher
-from pipeline.training.checkpoint import load_checkpoint
 from pipeline.training.loop import predict
 
 __all__ = ["RowCheck", "rescore_sample", "tolerance_for", "verify_cache"]
@@ -136,7 +136,7 @@ def _verify_tokens(cache: Path, text: Path | None, teacher: str | None, sample: 
            f"it; made by {other_code(c.attrs) or 'this code'})")
     if teacher is None:
         return
-    model, ckpt = load_checkpoint(Path(teacher), "lm", fix="teacher")
+    model, ckpt = load_lm_teacher(teacher)
     if ckpt["fingerprint"] != c.attrs.get("teacher_fingerprint"):
         raise UsageError(f"cache {cache} was made by teacher {c.attrs.get('teacher_fingerprint')}, not by {teacher} "
                          f"({ckpt['fingerprint']})", fix="teacher-logits")

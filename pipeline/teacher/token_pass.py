@@ -1,4 +1,5 @@
-"""The per-token teacher pass: a causal LM teacher over every window of a prepared text file, once,
+"""The per-token teacher pass: a causal LM teacher (a softcache checkpoint, or a local Hugging Face folder)
+over every window of a prepared text file, once,
 written to a per-token cache (:mod:`pipeline.cache.token_format`).
 
 Like the image pass it is resumable and shardable: the windows of every split are cut into chunks of
@@ -25,8 +26,8 @@ from pipeline.config import TokenLogitsConfig, as_record, resolve_device
 from pipeline.data.windows import TokenWindows, read_text_attrs, text_tokenizer
 from pipeline.errors import UsageError
 from pipeline.files import exclusive_writer
+from pipeline.teacher.hf_source import load_lm_teacher
 from pipeline.teacher.pass_parts import Parts, World, parts_dir
-from pipeline.training.checkpoint import load_checkpoint
 from pipeline.training.loop import set_threads
 
 __all__ = ["write_token_logits"]
@@ -36,7 +37,7 @@ def write_token_logits(cfg: TokenLogitsConfig, progress: bool = True) -> dict:
     """Run the teacher over train, val and test windows (resuming finished chunks) and write the cache."""
     set_threads(cfg.threads)
     world = World.from_environment(resolve_device(cfg.device))
-    model, ckpt = load_checkpoint(cfg.teacher, "lm", fix="teacher")
+    model, ckpt = load_lm_teacher(cfg.teacher)
     model = model.to(world.device).eval()
     text, tokenizer = read_text_attrs(cfg.text), text_tokenizer(cfg.text)
     context = cfg.context or model.context
