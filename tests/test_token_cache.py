@@ -133,3 +133,12 @@ def test_every_kind_of_edit_is_caught(tmp_path, edit, match):
         edit(f)
     with pytest.raises(UsageError, match=match):
         TokenCache(tmp_path / "c.h5")
+
+
+def test_windows_asked_twice_or_out_of_order_read_their_own_targets(tmp_path):
+    _write(tmp_path / "c.h5")
+    cache = TokenCache(tmp_path / "c.h5")
+    ids, support, tail = cache.targets("train", [4, 1, 4], 1.0)
+    one = [cache.targets("train", [i], 1.0) for i in (4, 1)]
+    assert torch.equal(ids[0], one[0][0][0]) and torch.equal(ids[2], ids[0]) and torch.equal(ids[1], one[1][0][0])
+    assert torch.equal(support[1], one[1][1][0]) and torch.equal(tail[2], one[0][2][0])

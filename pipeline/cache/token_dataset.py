@@ -4,7 +4,8 @@ fingerprint), so a loader never hands a window another window's targets.
 
 Each item is ``(tokens, ids, log_probs, log_tail)``: the window's L + 1 token ids (the model reads the
 first L, each predicts the next), the teacher's top-k ids (L, k), their log-probabilities at T (L, k) and
-the log of the tail's mass at T (L,). A dense cache gives ``ids`` None-free: all V ids in order. It works
+the log of the tail's mass at T (L,). For a dense cache ``ids`` are all V ids in order and the tail is
+empty (log mass -inf). It works
 with ``DataLoader(num_workers > 0)``: the cache and the text are opened by each worker.
 """
 
@@ -15,6 +16,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset as TorchDataset
 
+from pipeline.cache.token_format import grid_index
 from pipeline.cache.token_reader import TokenCache
 from pipeline.data.windows import TokenWindows, read_text_attrs
 from pipeline.errors import UsageError
@@ -34,7 +36,8 @@ class TokenTargetDataset(TorchDataset):
             raise UsageError(f"the text holds {len(self.windows)} {split} windows but the cache {cache} holds "
                              f"{self.cache.windows(split)}; rebuild the cache", fix="teacher-logits")
         self.split, self.T = split, float(T)
-        self.cache.targets(split, [0], self.T) if len(self.windows) else None     # a T off the grid: refuse now
+        if self.cache.attrs["topk"]:
+            grid_index(self.cache.temperatures, self.T)     # a T off the grid: refused now, not in a worker
 
     def __len__(self) -> int:
         return len(self.windows)

@@ -75,10 +75,8 @@ class TokenCache:
         :func:`pipeline.cache.token_format.target_log_probs`."""
         if self._handle is None or self._pid != os.getpid():     # each DataLoader worker opens its own
             self._handle, self._pid = h5py.File(self.path, "r"), os.getpid()
-        order = np.argsort(windows)
-        rows = np.asarray(windows)[order]
-        block = {name: self._handle[split][name][rows] for name in self.names}    # h5py reads sorted rows
-        inverse = np.argsort(order)
+        rows, inverse = np.unique(np.asarray(windows, dtype=np.int64), return_inverse=True)   # h5py: sorted, once
+        block = {name: self._handle[split][name][rows] for name in self.names}
         return target_log_probs({k: v[inverse] for k, v in block.items()}, T, self.temperatures)
 
     def __getstate__(self):

@@ -26,6 +26,9 @@ from pipeline.data.dataset import Dataset, fingerprint_of
 from pipeline.data.image_folder import (FolderOptions, FolderSource, changes, is_image_folder, prepare_folder,
                                         read_folder)
 from pipeline.data.image_store import read_prepared_h5, source_arrays_h5, write_prepared_h5
+from pipeline.data.text import load_corpus
+from pipeline.data.tokenizers import load_tokenizer
+from pipeline.data.windows import prepare_text
 from pipeline.errors import UsageError
 from pipeline.files import atomic_path
 
@@ -426,10 +429,6 @@ def load_prepared(path: Path, verify: bool = True) -> Dataset:
 def prepare_corpus(cfg) -> dict:
     """The ``data`` stage for text (``cfg.tokenizer`` or a text DATASET): the corpus tokenized into the
     prepared text file ``cfg.out``; its attributes (splits' token counts, fingerprints)."""
-    from pipeline.data.text import load_corpus
-    from pipeline.data.tokenizers import load_tokenizer
-    from pipeline.data.windows import prepare_text
-
     corpus = load_corpus(cfg.dataset, cfg.split_seed)
     return prepare_text(corpus, load_tokenizer(cfg.tokenizer or "bytes", corpus), cfg.out)
 

@@ -27,12 +27,7 @@ from pathlib import Path
 
 from pipeline.cache.reader import LogitCache
 from pipeline.config import LabelsExperimentConfig, StudentConfig
-from pipeline.experiments.base import (
-    best_per_group,
-    mean_held_out,
-    run_all,
-    teacher_line,
-)
+from pipeline.experiments.base import best_per_group, mean_held_out, run_all, teacher_line
 from pipeline.files import atomic_path, write_json
 from pipeline.settings import threads_per_run
 

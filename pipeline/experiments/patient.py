@@ -38,12 +38,7 @@ from pipeline.cache.format import VIEW_SPLIT
 from pipeline.cache.reader import LogitCache
 from pipeline.config import PatientExperimentConfig, StudentConfig
 from pipeline.errors import UsageError
-from pipeline.experiments.base import (
-    best_per_group,
-    mean_held_out,
-    run_all,
-    teacher_line,
-)
+from pipeline.experiments.base import best_per_group, mean_held_out, run_all, teacher_line
 from pipeline.files import atomic_path, write_json
 from pipeline.settings import threads_per_run
 from pipeline.results.report import mean_std
