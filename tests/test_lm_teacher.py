@@ -74,3 +74,14 @@ def test_an_interrupted_teacher_resumes_to_the_uninterrupted_weights(tmp_path, t
     a = torch.load(tmp_path / "whole" / TEACHER_CHECKPOINT, weights_only=True)["state_dict"]
     b = torch.load(cfg.out_dir / TEACHER_CHECKPOINT, weights_only=True)["state_dict"]
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_limited_score_reads_windows_spread_over_the_split(text_file):  # noqa: F811
+    from pipeline.data.windows import TokenWindows
+    from pipeline.training.lm_loop import bits_per_byte
+
+    windows, asked = TokenWindows(text_file, "train", 16), []
+    real = windows.batch
+    windows.batch = lambda idx: asked.extend(idx) or real(idx)
+    bits_per_byte(create_lm("lm-tiny", vocab_size=256, context=16), windows, [1] * 256, batch_size=4, limit=5)
+    assert len(asked) == 5 and asked[0] == 0 and asked[-1] == len(windows) - 1 and asked == sorted(set(asked))

@@ -14,6 +14,7 @@ import sys
 import time
 from typing import Callable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -91,15 +92,17 @@ class LMTrainer:
 
 @torch.no_grad()
 def bits_per_byte(model: nn.Module, windows, byte_lengths, batch_size: int = 32, limit: int = 0) -> dict:
-    """Bits per byte and per token of every window's next-token predictions (the first ``limit`` windows
-    when ``limit``): total bits over total UTF-8 bytes of the predicted tokens (``byte_lengths[id]``)."""
+    """Bits per byte and per token of every window's next-token predictions (with ``limit``, of that many
+    windows spread evenly over the split: the first ones are a few files, not the split): total bits over
+    total UTF-8 bytes of the predicted tokens (``byte_lengths[id]``)."""
     model.eval()
     lengths = torch.as_tensor(byte_lengths, dtype=torch.float64)
     device = next(model.parameters()).device
-    count = len(windows) if not limit else min(limit, len(windows))
+    picks = (np.arange(len(windows)) if not limit or limit >= len(windows)
+             else np.linspace(0, len(windows) - 1, limit).round().astype(np.int64))
     nats = tokens = nbytes = 0.0
-    for lo in range(0, count, batch_size):
-        batch = windows.batch(list(range(lo, min(lo + batch_size, count)))).to(device)
+    for lo in range(0, len(picks), batch_size):
+        batch = windows.batch(picks[lo: lo + batch_size].tolist()).to(device)
         targets = batch[:, 1:]
         logits = model(batch[:, :-1]).float()
         nats += float(F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="sum"))
