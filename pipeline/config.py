@@ -77,6 +77,15 @@ def _check_grids(students, Ts, alphas, seeds) -> None:
     check_grid("TS", Ts, "T"), check_grid("ALPHAS", alphas, "ALPHA"), check_grid("SEEDS", seeds, "SEED")
 
 
+def setting(name: str, kind=str, *, value=dataclasses.MISSING, parse: bool = True):
+    """A config field that carries the setting ``name``: its default is the table's (or ``value``, for a
+    grid built from it), and the field remembers its setting, so ``stages.options.config_options`` gives
+    its command-line option the table's help, type and check. ``parse=False``: paths, any name the
+    system takes."""
+    return dataclasses.field(default=default(name, kind) if value is dataclasses.MISSING else value,
+                             metadata={"setting": name, "parse": parse})
+
+
 def from_options(cls, **options):
     """Build a config from CLI options, dropping unset (None) ones so the config's
     defaults stay the only defaults (timm's create_model does the same)."""
@@ -93,20 +102,20 @@ def as_record(cfg) -> dict:
 class DataConfig:
     """Which dataset to prepare, where to look for it, and where the prepared .npz goes."""
 
-    out: Path
-    dataset: str = default("DATASET")   # a known name, an .npz path, or a directory of IDX files
-    source: Path | None = None       # explicit directory/file, searched first
-    raw_dir: Path = Path("data/raw")
+    out: Path   # prepared file to write: .npz, or .h5 (images or text read a batch at a time)
+    dataset: str = setting("DATASET", parse=False)   # a known name, an .npz path, or a directory of IDX files
+    source: Path | None = setting("SOURCE", value=None, parse=False)   # searched first
+    raw_dir: Path = Path("data/raw")   # where user-supplied or downloaded IDX files live
     system_dir: Path = DEBIAN_DIR    # where the Debian package dataset-fashion-mnist puts it
-    limit: int = default("LIMIT", int)   # keep only the first N training samples (0: all)
+    limit: int = setting("LIMIT", int)   # keep only the first N training samples (0: all)
     download: bool = True            # last resort: the official files, MD5-checked
-    layout: str = default("LAYOUT")   # image axes of an .npz: auto, nchw or nhwc
+    layout: str = setting("LAYOUT")   # image axes of an .npz: auto, nchw or nhwc
     # image folders only (pipeline.data.image_folder): what becomes of each file
-    image_size: str = default("IMAGE_SIZE")   # '' (own size), 'S' or 'HxW'
-    channels: str = default("CHANNELS")   # auto, 1 or 3
-    bad_images: str = default("BAD_IMAGES")   # fail or skip
-    test_fraction: float = default("TEST_FRACTION", float)
-    split_seed: int = default("SPLIT_SEED", int)   # also draws a text corpus's splits
+    image_size: str = setting("IMAGE_SIZE")   # '' (own size), 'S' or 'HxW'
+    channels: str = setting("CHANNELS")   # auto, 1 or 3
+    bad_images: str = setting("BAD_IMAGES")   # fail or skip
+    test_fraction: float = setting("TEST_FRACTION", float)
+    split_seed: int = setting("SPLIT_SEED", int)   # also draws a text corpus's splits
     tokenizer: str = ""              # a text corpus's: bytes, bpe-N or a tokenizer.json ("" for images)
 
     def __post_init__(self):
@@ -120,17 +129,17 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class TeacherConfig:
-    dataset: Path
-    out_dir: Path
-    arch: str = default("TEACHER")   # auto: resnet18 on a GPU, cnn on the CPU
-    epochs: int = default("TEACHER_EPOCHS", int)   # 0: auto, 30 on a GPU, 5 on the CPU
-    device: str = default("DEVICE")
-    seed: int = default("TEACHER_SEED", int)
-    batch_size: int = 128
-    lr: float = 3e-3
-    weight_decay: float = 5e-4
+    dataset: Path   # the prepared dataset (.npz, or .h5 for an image folder)
+    out_dir: Path   # writes teacher.pt and teacher.json
+    arch: str = setting("TEACHER")   # auto: resnet18 on a GPU, cnn on the CPU
+    epochs: int = setting("TEACHER_EPOCHS", int)   # 0: auto, 30 on a GPU, 5 on the CPU
+    device: str = setting("DEVICE")
+    seed: int = setting("TEACHER_SEED", int)
+    batch_size: int = 128   # images per training step
+    lr: float = 3e-3   # peak learning rate of the one-cycle schedule
+    weight_decay: float = 5e-4   # AdamW's weight decay
     augment: bool = True     # random crop (pad 2) + horizontal flip
-    threads: int = default("THREADS", int)   # torch CPU threads; 0 leaves torch's default
+    threads: int = setting("THREADS", int)   # torch CPU threads; 0 leaves torch's default
     tensorboard_dir: Path | None = None   # LOG=tensorboard: per-epoch scalars under <dir>/teacher-<out_dir name>
 
     def __post_init__(self):
@@ -163,16 +172,16 @@ class LMTeacherConfig:
     steps, its whole state saved then, so a killed run resumes to the same weights."""
 
     text: Path                       # the prepared text file (.h5)
-    out_dir: Path
+    out_dir: Path   # writes teacher.pt and teacher.json
     arch: str = "lm-teacher"         # a registered language model (pipeline.models_lm)
     context: int = 128               # tokens a window feeds the model; it predicts each one's next
-    steps: int = 4000
+    steps: int = 4000   # optimiser steps
     batch_size: int = 32             # windows per step
-    lr: float = 1e-3
-    weight_decay: float = 0.1
-    seed: int = default("TEACHER_SEED", int)
-    device: str = default("DEVICE")
-    threads: int = default("THREADS", int)
+    lr: float = 1e-3   # peak learning rate of the one-cycle schedule
+    weight_decay: float = 0.1   # AdamW's weight decay
+    seed: int = setting("TEACHER_SEED", int)
+    device: str = setting("DEVICE")
+    threads: int = setting("THREADS", int)
     eval_every: int = 250            # steps between validation scores (and saved states)
     eval_windows: int = 256          # validation windows scored each time (0: all); the final score uses all
 
@@ -194,15 +203,15 @@ class TokenLogitsConfig:
 
     teacher: Path                    # an LM teacher checkpoint (pipeline.teacher.fit_lm)
     text: Path                       # the prepared text file it reads
-    out: Path
+    out: Path   # the per-token cache (.h5) to write
     context: int = 0                 # tokens per window; 0: the teacher's own context
     topk: int = 16                   # 0: every logit (dense; only for small vocabularies)
     dtype: str = "float16"           # storage of the kept logits
     temperatures: tuple[float, ...] = (1.0, 2.0, 4.0)   # the grid a student may read at, exactly
     batch_size: int = 32             # windows per teacher forward
     chunk_windows: int = 256         # windows per resumable chunk of the pass
-    device: str = default("DEVICE")
-    threads: int = default("THREADS", int)
+    device: str = setting("DEVICE")
+    threads: int = setting("THREADS", int)
 
     def __post_init__(self):
         object.__setattr__(self, "temperatures", tuple(float(t) for t in self.temperatures))
@@ -218,17 +227,17 @@ class LogitsConfig:
     teacher: Path             # softcache checkpoint, TorchScript/.pt2 file, or "module:factory"
     dataset: Path             # the prepared dataset
     out: Path                 # the cache file
-    temperature: float = default("TEACHER_T", float)   # logits are stored divided by it
-    dtype: str = default("CACHE_DTYPE")   # float32 or float16
-    topk: int = default("CACHE_TOPK", int)   # keep the k largest logits per row (0: all)
-    device: str = default("DEVICE")
+    temperature: float = setting("TEACHER_T", float)   # logits are stored divided by it
+    dtype: str = setting("CACHE_DTYPE")   # float32 or float16
+    topk: int = setting("CACHE_TOPK", int)   # keep the k largest logits per row (0: all)
+    device: str = setting("DEVICE")
     batch_size: int = 0         # rows per forward; 0: the device's (pipeline.training.loop.inference_batch)
     chunk_rows: int = 4096      # rows per resumable chunk of the pass
-    teacher_weights: Path | None = None   # TEACHER_WEIGHTS: state dict for a module:factory teacher
-    views: int = default("VIEWS", int)   # augmented views cached per training image (1: clean only)
-    view_seed: int = default("VIEW_SEED", int)   # draws the views' crops and flips
-    mixup: float = default("MIXUP", float)   # MIXUP=a: every view is a mixup pair, lambda ~ Beta(a, a) (0: no mixup)
-    transfer: Path | None = None                 # TRANSFER: an .npz of unlabelled images, scored after the train rows
+    teacher_weights: Path | None = setting("TEACHER_WEIGHTS", value=None, parse=False)
+    views: int = setting("VIEWS", int)   # augmented views cached per training image (1: clean only)
+    view_seed: int = setting("VIEW_SEED", int)   # draws the views' crops and flips
+    mixup: float = setting("MIXUP", float)   # MIXUP=a: every view is a mixup pair, lambda ~ Beta(a, a) (0: no mixup)
+    transfer: Path | None = setting("TRANSFER", value=None, parse=False)   # scored after the train rows
 
     def __post_init__(self):
         for name, value in (("TEACHER_T", self.temperature), ("VIEWS", self.views), ("MIXUP", self.mixup),
@@ -244,10 +253,10 @@ class LogitsConfig:
 class EnsembleConfig:
     """Member caches (one per teacher, made by ``teacher-logits``) combined into one ensemble cache."""
 
-    members: tuple[Path, ...]
-    out: Path
+    members: tuple[Path, ...]   # a member's cache (.h5, every logit stored); one per member, at least 2
+    out: Path   # the ensemble cache (.h5) to write
     records: tuple[Path, ...] = ()   # each member's teacher.json; when given, member i must come from record i
-    dtype: str = default("CACHE_DTYPE")
+    dtype: str = setting("CACHE_DTYPE")
 
     def __post_init__(self):
         object.__setattr__(self, "members", tuple(Path(m) for m in self.members))
@@ -265,13 +274,13 @@ class EnsembleConfig:
 class PublishConfig:
     """A finished cache copied to a float16 published cache, with how it was made."""
 
-    cache: Path
-    out: Path
+    cache: Path   # the finished cache to publish
+    out: Path   # the published cache (.h5); its record goes beside it (.json)
     command: str                     # the command that made the source cache, for the record
     device: str                      # where the teacher ran, in words (e.g. "1x NVIDIA H100")
     records: tuple[Path, ...] = ()   # the teachers' teacher.json: their training time and device go in the record
-    note: str = ""
-    replace: str = ""                # the name (stem) of an existing published cache this may replace
+    note: str = ""   # anything else a user should know about this cache
+    replace: str = setting("REPUBLISH")   # the name (stem) of an existing published cache this may replace
 
     def __post_init__(self):
         object.__setattr__(self, "records", tuple(Path(r) for r in self.records))
@@ -281,31 +290,31 @@ class PublishConfig:
 
 @dataclass(frozen=True)
 class StudentConfig:
-    cache: Path
-    dataset: Path
-    out_dir: Path
-    student: str = default("STUDENT")
-    T: float = default("T", float)
-    alpha: float = default("ALPHA", float)   # weight of the soft term; 0 is plain cross-entropy
-    seed: int = default("SEED", int)
-    epochs: int = default("EPOCHS", int)
-    batch_size: int = 128
-    lr: float = 3e-3
-    weight_decay: float = 5e-4
-    augment: bool = default("AUGMENT", bool)   # random crop + flip; the soft target stays the clean image's
-    replay: int = default("REPLAY", int)   # REPLAY=K: train on the first K cached views, each with its own logits
-    holdout: int = default("HOLDOUT", int)   # HOLDOUT=N: train without N fixed rows and score them (val_acc)
+    cache: Path   # the teacher-logit cache (.h5)
+    dataset: Path   # the prepared dataset (.npz, or .h5 for an image folder)
+    out_dir: Path   # the run directory to write
+    student: str = setting("STUDENT")
+    T: float = setting("T", float)
+    alpha: float = setting("ALPHA", float)   # weight of the soft term; 0 is plain cross-entropy
+    seed: int = setting("SEED", int)
+    epochs: int = setting("EPOCHS", int)
+    batch_size: int = 128   # images per training step
+    lr: float = 3e-3   # peak learning rate of the one-cycle schedule
+    weight_decay: float = 5e-4   # AdamW's weight decay
+    augment: bool = setting("AUGMENT", bool)   # random crop + flip; the soft target stays the clean image's
+    replay: int = setting("REPLAY", int)   # REPLAY=K: train on the first K cached views, each with its own logits
+    holdout: int = setting("HOLDOUT", int)   # HOLDOUT=N: train without N fixed rows and score them (val_acc)
     labels: int | None = None      # LABELS=N: hard labels on N class-balanced rows only (None: every row's)
-    transfer: Path | None = None   # TRANSFER: the cache's transfer set (unlabelled images; soft term only)
-    combine: str = default("COMBINE")   # COMBINE: an ensemble's targets: logits, probs (means) or a member number
+    transfer: Path | None = setting("TRANSFER", value=None, parse=False)   # the cache's (soft term only)
+    combine: str = setting("COMBINE")   # COMBINE: an ensemble's targets: logits, probs (means) or a member number
     teacher_tag: str = ""          # names the teacher in distilled runs' names (Make's TEACHER_TAG, e.g. -e30-x3)
     teacher_record: Path | None = None   # teacher.json; when given, the cache must come from it
-    threads: int = default("THREADS", int)
+    threads: int = setting("THREADS", int)
     cache_memory_mb: int = 4096    # dense logits up to this size are held in memory, larger ones streamed
     trust_undigested_cache: bool = False   # accept a cache without digests: its values then prove nothing
     tensorboard_dir: Path | None = None   # LOG=tensorboard: per-epoch scalars under <dir>/<run name>
-    checkpoint_every: int = default("CHECKPOINT_EVERY", int)   # save the training state every N epochs
-    checkpoint_minutes: float = default("CHECKPOINT_MINUTES", float)   # ... or after this many minutes (0: off)
+    checkpoint_every: int = setting("CHECKPOINT_EVERY", int)   # save the training state every N epochs
+    checkpoint_minutes: float = setting("CHECKPOINT_MINUTES", float)   # ... or after this many minutes (0: off)
 
     def __post_init__(self):
         _known_student(self.student)
@@ -345,17 +354,17 @@ class SelfDistillConfig:
     student stage's, so PS-KD and scratch/teacher-KD runs compare on the same schedule.
     """
 
-    dataset: Path
-    out_dir: Path
-    student: str = default("STUDENT")
-    alpha_T: float = default("ALPHA_T", float)   # weight of the previous epoch's predictions at the last epoch
-    seed: int = default("SEED", int)
-    epochs: int = default("EPOCHS", int)
-    batch_size: int = 128
-    lr: float = 3e-3
-    weight_decay: float = 5e-4
-    augment: bool = default("AUGMENT", bool)
-    threads: int = default("THREADS", int)
+    dataset: Path   # the prepared dataset (.npz, or .h5 for an image folder)
+    out_dir: Path   # the run directory to write
+    student: str = setting("STUDENT")
+    alpha_T: float = setting("ALPHA_T", float)   # weight of the previous epoch's predictions at the last epoch
+    seed: int = setting("SEED", int)
+    epochs: int = setting("EPOCHS", int)
+    batch_size: int = 128   # images per training step
+    lr: float = 3e-3   # peak learning rate of the one-cycle schedule
+    weight_decay: float = 5e-4   # AdamW's weight decay
+    augment: bool = setting("AUGMENT", bool)
+    threads: int = setting("THREADS", int)
     tensorboard_dir: Path | None = None   # LOG=tensorboard: per-epoch scalars under <dir>/<run name>
 
     def __post_init__(self):
@@ -381,16 +390,16 @@ class SweepConfig:
     needs (cache, dataset, epochs, batch size, ...)."""
 
     student: StudentConfig
-    runs_dir: Path
-    reports_dir: Path
-    students: tuple[str, ...] = (default("STUDENT"),)
-    Ts: tuple[float, ...] = (default("T", float),)
-    alphas: tuple[float, ...] = (0.0, default("ALPHA", float))
-    seeds: tuple[int, ...] = (default("SEED", int),)
-    jobs: int = default("JOBS", int)
-    threads: int = default("THREADS", int)   # per run; 0: cores / jobs (at least 1) so runs never oversubscribe
-    backend: str = default("SWEEP_BACKEND")   # joblib: local processes; dask: a Dask distributed cluster
-    scheduler: str | None = None     # dask scheduler address (tcp://host:8786)
+    runs_dir: Path   # where the run directories go
+    reports_dir: Path   # where the reports go
+    students: tuple[str, ...] = setting("STUDENTS", value=(default("STUDENT"),))
+    Ts: tuple[float, ...] = setting("TS", value=(default("T", float),))
+    alphas: tuple[float, ...] = setting("ALPHAS", value=(0.0, default("ALPHA", float)))
+    seeds: tuple[int, ...] = setting("SEEDS", value=(default("SEED", int),))
+    jobs: int = setting("JOBS", int)
+    threads: int = setting("THREADS", int)   # per run; 0: cores / jobs (at least 1) so runs never oversubscribe
+    backend: str = setting("SWEEP_BACKEND")   # joblib: local processes; dask: a Dask distributed cluster
+    scheduler: str | None = setting("SCHEDULER", value=None)
 
     def __post_init__(self):
         _check_grids(self.students, self.Ts, self.alphas, self.seeds)
@@ -407,18 +416,18 @@ class ViewsExperimentConfig:
     ``Ts`` x ``alphas`` by held-out accuracy (``holdout`` training rows, ``tune_seeds``)."""
 
     student: StudentConfig
-    runs_dir: Path
-    tuning_dir: Path
-    reports_dir: Path
-    students: tuple[str, ...] = (default("STUDENT"),)
-    Ts: tuple[float, ...] = (1.0, 2.0, 4.0)
-    alphas: tuple[float, ...] = (0.5, 0.9)
-    seeds: tuple[int, ...] = (0, 1, 2)
-    tune_seeds: tuple[int, ...] = (0,)
-    holdout: int = default("EXPERIMENT_HOLDOUT", int)
-    replay: int = default("REPLAY", int)   # views replayed; 0: every view in the cache
-    jobs: int = default("JOBS", int)
-    threads: int = default("THREADS", int)
+    runs_dir: Path   # where the run directories go
+    tuning_dir: Path   # where the held-out tuning runs go (kept out of the report)
+    reports_dir: Path   # where the reports go
+    students: tuple[str, ...] = (default("STUDENT"),)   # students trained in every arm
+    Ts: tuple[float, ...] = (1.0, 2.0, 4.0)   # temperatures to choose from on held-out rows
+    alphas: tuple[float, ...] = (0.5, 0.9)   # ALPHA values to choose from, > 0
+    seeds: tuple[int, ...] = (0, 1, 2)   # seeds of the final runs
+    tune_seeds: tuple[int, ...] = (0,)   # seeds of the held-out tuning runs
+    holdout: int = setting("EXPERIMENT_HOLDOUT", int)
+    replay: int = setting("REPLAY", int)   # views replayed; 0: every view in the cache
+    jobs: int = setting("JOBS", int)
+    threads: int = setting("THREADS", int)
 
     def __post_init__(self):
         _check_grids(self.students, self.Ts, self.alphas, self.seeds)
@@ -437,18 +446,18 @@ class LabelsExperimentConfig:
     ``student`` carries what every run shares (cache, dataset, epochs, batch size, ...)."""
 
     student: StudentConfig
-    runs_dir: Path
-    tuning_dir: Path
-    reports_dir: Path
-    students: tuple[str, ...] = (default("STUDENT"),)
+    runs_dir: Path   # where the run directories go
+    tuning_dir: Path   # where the held-out tuning runs go (kept out of the report)
+    reports_dir: Path   # where the reports go
+    students: tuple[str, ...] = (default("STUDENT"),)   # students trained in every arm
     label_counts: tuple[int | None, ...] = (600, 1200, 6000, None)
-    Ts: tuple[float, ...] = (1.0, 4.0)
-    alphas: tuple[float, ...] = (0.5,)
-    seeds: tuple[int, ...] = (0, 1, 2)
-    tune_seeds: tuple[int, ...] = (0,)
-    holdout: int = default("EXPERIMENT_HOLDOUT", int)
-    jobs: int = default("JOBS", int)
-    threads: int = default("THREADS", int)
+    Ts: tuple[float, ...] = (1.0, 4.0)   # temperatures to choose from on held-out rows
+    alphas: tuple[float, ...] = (0.5,)   # ALPHA values to choose from, > 0
+    seeds: tuple[int, ...] = (0, 1, 2)   # seeds of the final runs
+    tune_seeds: tuple[int, ...] = (0,)   # seeds of the held-out tuning runs
+    holdout: int = setting("EXPERIMENT_HOLDOUT", int)
+    jobs: int = setting("JOBS", int)
+    threads: int = setting("THREADS", int)
 
     def __post_init__(self):
         _check_grids(self.students, self.Ts, self.alphas, self.seeds)
@@ -466,21 +475,21 @@ class PatientExperimentConfig:
     matching on a mixup view bank, at every schedule length. ``student`` carries what every run shares."""
 
     student: StudentConfig
-    runs_dir: Path
-    tuning_dir: Path
-    reports_dir: Path
-    students: tuple[str, ...] = (default("STUDENT"),)
-    lengths: tuple[int, ...] = tuple(int(v) for v in default("LENGTHS").split())
-    seeds: tuple[int, ...] = (0, 1, 2)
-    Ts: tuple[float, ...] = (1.0, 4.0)
-    alphas: tuple[float, ...] = (0.5, 0.9)
-    tune_seeds: tuple[int, ...] = (0,)
-    holdout: int = default("EXPERIMENT_HOLDOUT", int)
+    runs_dir: Path   # where the run directories go
+    tuning_dir: Path   # where the held-out tuning runs go (kept out of the report)
+    reports_dir: Path   # where the reports go
+    students: tuple[str, ...] = (default("STUDENT"),)   # students trained in every arm
+    lengths: tuple[int, ...] = setting("LENGTHS", value=tuple(int(v) for v in default("LENGTHS").split()))
+    seeds: tuple[int, ...] = (0, 1, 2)   # seeds of the final runs
+    Ts: tuple[float, ...] = (1.0, 4.0)   # temperatures to choose from on held-out rows
+    alphas: tuple[float, ...] = (0.5, 0.9)   # ALPHA values to choose from, > 0
+    tune_seeds: tuple[int, ...] = (0,)   # seeds of the held-out tuning runs
+    holdout: int = setting("EXPERIMENT_HOLDOUT", int)
     matching_T: float = 1.0          # function matching's temperature (Beyer et al. match at T = 1)
-    replay: int = default("REPLAY", int)   # views replayed; 0: every view in the cache (the largest bank with banks)
-    banks: tuple[int, ...] = tuple(int(v) for v in default("BANKS").split())   # bank sizes K also matched at the longest length, for the bank-vs-fresh gap
-    jobs: int = default("JOBS", int)
-    threads: int = default("THREADS", int)
+    replay: int = setting("REPLAY", int)   # views replayed; 0: every view in the cache (the largest bank with banks)
+    banks: tuple[int, ...] = setting("BANKS", value=tuple(int(v) for v in default("BANKS").split()))   # sizes K also matched at the longest length, for the bank-vs-fresh gap
+    jobs: int = setting("JOBS", int)
+    threads: int = setting("THREADS", int)
 
     def __post_init__(self):
         _check_grids(self.students, self.Ts, self.alphas, self.seeds)
@@ -502,16 +511,16 @@ class PatientExperimentConfig:
 class ExportConfig:
     """What to export from a finished student run, and how strict the checks are."""
 
-    run_dir: Path
+    run_dir: Path   # a finished student run (data/runs/<name>)
     out_dir: Path | None = None       # default: <run_dir>/export
     dataset: Path | None = None       # default: the dataset the run was trained on
-    formats: tuple[str, ...] = tuple(default("FORMATS").split(","))
+    formats: tuple[str, ...] = setting("FORMATS", value=tuple(default("FORMATS").split(",")))
     parity_atol: float = 1e-4         # max |ONNX or TorchScript logit - eager logit| on the test set
     int8_max_drop_pp: float = 0.5     # refuse an int8 model that loses more test accuracy than this
     calibration_rows: int = 1024      # training images used to calibrate int8 activation ranges
     int8_choice_rows: int = 2000      # other training images the int8 recipe is chosen on
     skip_refused: bool = False        # leave out (and record) a format that misses its check, instead of failing
-    threads: int = default("THREADS", int)
+    threads: int = setting("THREADS", int)
 
     def __post_init__(self):
         formats = tuple(self.formats)

@@ -45,10 +45,6 @@ def cli():
     """softcache: run the teacher once, cache its soft targets, train students on the CPU."""
 
 
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
-
-
 def main(argv: list[str] | None = None) -> None:
     caller = os.environ.get(CALLER_ENV)
     os.environ[CALLER_ENV] = caller or "cli"   # errors name their fix as a softcache command (Make sets "make")
@@ -66,17 +62,12 @@ def _main(argv: list[str] | None) -> None:
         code = cli.main(args=argv, prog_name="softcache", standalone_mode=False)
     except click.exceptions.Exit as exc:
         code = exc.exit_code
-    except click.ClickException as exc:
-        click.echo(f"{prefix}: error: {_one_line(exc.format_message())} (see --help)", err=True)
-        code = 2
-    except UsageError as exc:
-        click.echo(f"{prefix}: error: {_one_line(str(exc))}", err=True)
-        code = 2
-    except OSError as exc:      # a full disk, or a path the system refuses, met where no stage checked for it
-        line = os_error_line(exc)
+    except (click.ClickException, UsageError, OSError) as exc:   # OSError: a full disk, or a path the system refuses
+        line = (f"{exc.format_message()} (see --help)" if isinstance(exc, click.ClickException) else
+                os_error_line(exc) if isinstance(exc, OSError) else str(exc))
         if line is None:
             raise
-        click.echo(f"{prefix}: error: {line}", err=True)
+        click.echo(f"{prefix}: error: {' '.join(line.split())}", err=True)
         code = 2
     except (KeyboardInterrupt, click.exceptions.Abort):
         click.echo(f"{prefix}: interrupted; no finished artifact was changed", err=True)

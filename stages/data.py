@@ -7,25 +7,11 @@ import click
 from pipeline.config import DataConfig, from_options
 from pipeline.data.prepare import prepare, prepare_corpus
 from pipeline.data.text import is_text_corpus
-from stages.options import PATH, path_option, setting_option
+from stages.options import config_options
 
 
 @click.command("data")
-@setting_option("DATASET", parse=False)
-@setting_option("SOURCE", type=PATH, parse=False)
-@path_option("--raw-dir", "Where user-supplied/downloaded IDX files live.", required=False)
-@path_option("--system-dir", "System copy (default: the Debian package's).", required=False)
-@setting_option("LIMIT")
-@setting_option("LAYOUT")
-@setting_option("IMAGE_SIZE")
-@setting_option("CHANNELS")
-@setting_option("BAD_IMAGES")
-@setting_option("TEST_FRACTION")
-@setting_option("SPLIT_SEED")
-@click.option("--no-download", "download", flag_value=False, default=None, help="Never download.")
-@click.option("--tokenizer", help="Text: bytes (the default for a text DATASET), bpe-N (trained here on the train "
-              "split) or a local tokenizer.json; DATASET is then 'stdlib', a folder of text or a .jsonl.")
-@path_option("--out", "Prepared file to write: .npz, or .h5 (images read from disk).")
+@config_options(DataConfig)
 def data(**options):
     """Prepare the dataset for every later stage."""
     cfg = from_options(DataConfig, **options)

@@ -1,21 +1,14 @@
 """Stage `ensemble`: one cache from the caches of several teachers, without running a teacher."""
 
-from pathlib import Path
-
 import click
 
 from pipeline.cache.ensemble import write_ensemble
 from pipeline.config import EnsembleConfig, from_options
-from stages.options import setting_option
+from stages.options import config_options
 
 
 @click.command("ensemble")
-@click.option("--member", "members", multiple=True, type=click.Path(path_type=Path), required=True,
-              help="A member's cache (.h5, every logit stored); give one per member, at least 2.")
-@click.option("--record", "records", multiple=True, type=click.Path(path_type=Path),
-              help="A member's teacher.json, in the same order; each member must come from its teacher.")
-@click.option("--out", type=click.Path(path_type=Path), required=True, help="Ensemble cache (.h5) to write.")
-@setting_option("CACHE_DTYPE", "--dtype", "dtype")
+@config_options(EnsembleConfig, flags={"members": "--member", "records": "--record"})
 def ensemble(members, records, out, dtype):
     """Combine member caches into one ensemble cache (each member's logits and their mean)."""
     s = write_ensemble(from_options(EnsembleConfig, members=members, records=records, out=out, dtype=dtype))

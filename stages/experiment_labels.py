@@ -5,10 +5,10 @@ import sys
 import click
 from tqdm.auto import tqdm
 
-from pipeline.config import LabelsExperimentConfig
+from pipeline.config import LabelsExperimentConfig, StudentConfig
 from pipeline.experiments.labels import labels_report, run_labels_experiment
 from pipeline.settings import check
-from stages.options import PATH, advance, experiment_config, experiment_options, setting_option
+from stages.options import SHARED, advance, config_options, experiment_config, setting_option
 
 
 def _label_counts(ctx, param, text: str | None) -> tuple | None:
@@ -19,13 +19,12 @@ def _label_counts(ctx, param, text: str | None) -> tuple | None:
 
 
 @click.command("experiment-labels")
-@experiment_options(LabelsExperimentConfig, "Teacher-logit cache (.h5).", "labels-experiment.md/.json/.png")
-@setting_option("TRANSFER", type=PATH, parse=False)
-@setting_option("LABELS", "--labels", "label_counts", callback=_label_counts)
-@setting_option("EPOCHS")
-def experiment_labels(transfer, epochs, **options):
+@config_options(LabelsExperimentConfig,
+                override={"label_counts": setting_option("LABELS", "--labels", "label_counts", callback=_label_counts)})
+@config_options(StudentConfig, only=(*SHARED, "transfer", "epochs"))
+def experiment_labels(**options):
     """Choose T/ALPHA and scratch's epochs on held-out rows, then train both arms at every label count."""
-    cfg = experiment_config(LabelsExperimentConfig, options, transfer=transfer, epochs=epochs)
+    cfg = experiment_config(LabelsExperimentConfig, options)
     with tqdm(desc="experiment-labels", unit="run", file=sys.stderr) as bar:
         run_labels_experiment(cfg, on_result=lambda record: advance(bar, record))
     click.echo(labels_report(cfg.reports_dir).read_text(), nl=False)

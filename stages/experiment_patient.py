@@ -5,16 +5,14 @@ import sys
 import click
 from tqdm.auto import tqdm
 
-from pipeline.config import PatientExperimentConfig
+from pipeline.config import PatientExperimentConfig, StudentConfig
 from pipeline.experiments.patient import patient_report, run_patient_experiment
-from stages.options import advance, experiment_config, experiment_options, grid_option, setting_option
+from stages.options import SHARED, advance, config_options, experiment_config
 
 
 @click.command("experiment-patient")
-@experiment_options(PatientExperimentConfig, "Cache with a mixup view bank.", "patient-experiment.md/.json/.png")
-@grid_option("--lengths", "LENGTHS", int)
-@setting_option("REPLAY")
-@grid_option("--banks", "BANKS", int)
+@config_options(PatientExperimentConfig)
+@config_options(StudentConfig, only=SHARED)
 def experiment_patient(**options):
     """Tune the clean-target arm on held-out rows, then train every arm at every length and seed."""
     cfg = experiment_config(PatientExperimentConfig, options)

@@ -5,22 +5,13 @@ import click
 
 from pipeline.config import ExportConfig, from_options
 from pipeline.results.export import export_run
-from stages.options import config_option, path_option, setting_option
+from stages.options import config_options
 
 
 @click.command("export")
-@path_option("--run-dir", "A finished student run (data/runs/<name>).")
-@path_option("--out-dir", "Where to write (default: <run-dir>/export).", required=False)
-@path_option("--dataset", "Prepared dataset (default: the run's own).", required=False)
-@setting_option("FORMATS")
-@config_option(ExportConfig, "int8_max_drop_pp", "Refuse an int8 model losing more test accuracy (pp) than this.")
-@click.option("--skip-refused", is_flag=True, default=None,
-              help="Leave out a format that misses its check (recorded in export.json) instead of failing.")
-@setting_option("THREADS")
-def export(formats, **options):
+@config_options(ExportConfig)
+def export(**options):
     """Export a student for edge inference and prove it matches the trained model."""
-    if formats is not None:
-        options["formats"] = tuple(f.strip() for f in formats.split(",") if f.strip())
     cfg = from_options(ExportConfig, **options)
     r = export_run(cfg)
     lat = r["latency_us_batch1_1thread"]

@@ -1,7 +1,11 @@
-"""Click options that stages share, built once; every option for a setting is built from its row in
-``pipeline.settings`` (flag, meaning, default and check), so no stage types a setting's help or default."""
+"""Click options built from the configs, the way litgpt builds its flags from signatures: one option per
+field of a ``pipeline.config`` dataclass, named after the field. A field that carries a setting
+(``config.setting``) takes the settings table's help, type and check; any other field takes the comment
+beside it and its own default. So no stage types a setting's help, a default or a flag."""
 
 import dataclasses
+import inspect
+import re
 from pathlib import Path
 
 import click
@@ -10,11 +14,11 @@ from pipeline.config import StudentConfig, from_options
 from pipeline.errors import UsageError
 from pipeline.settings import SETTING, check
 
-__all__ = ["setting_option", "table_help", "config_option", "field_default", "shown", "path_option", "dataset_option", "cache_option", "input_options", "teacher_options",
-           "experiment_options", "experiment_config", "grid_values", "grid_option", "log_option", "trust_option",
-           "advance"]
+__all__ = ["config_options", "own_options", "setting_option", "table_help", "shown", "grid_values", "trust_option",
+           "labels_option", "experiment_config", "advance"]
 
 PATH = click.Path(path_type=Path)
+KINDS = {"int": int, "float": float, "str": str, "bool": bool, "Path": Path}
 
 
 def setting_option(name: str, *decls: str, parse: bool = True, **kw):
@@ -32,7 +36,7 @@ def setting_option(name: str, *decls: str, parse: bool = True, **kw):
         elif hasattr(setting.parse, "kind"):
             kw.setdefault("type", setting.parse.kind)
         kw.setdefault("callback", lambda ctx, param, value: None if value is None else check(name, value))
-    if "/" not in decls[0] and not kw.get("is_flag"):
+    if not flag:
         kw.setdefault("metavar", name)
     return click.option(*decls, help=table_help(name), **kw)
 
@@ -45,25 +49,9 @@ def table_help(name: str) -> str:
     return f"{name}: {setting.help}" + ("." if said else f" (default {setting.default or 'unset'}).")
 
 
-def field_default(config: type, field: str):
-    """A config field's default: the one place a knob that is no Make setting declares it."""
-    return next(f.default for f in dataclasses.fields(config) if f.name == field)
-
-
-def config_option(config: type, field: str, what: str, *decls: str):
-    """A command-line knob that is no Make setting: its default and type are the config field's own
-    (declared once, in ``pipeline.config``), shown in the help; unset, the config's default rules."""
-    value = field_default(config, field)
-    decls = decls or (f"--{field.replace('_', '-')}",)
-    return click.option(*decls, type=type(value), help=f"{what.rstrip('.')} (default {shown([value])}).")
-
-
-def path_option(flag: str, what: str, required: bool = True, **kw):
-    return click.option(flag, type=PATH, required=required, help=what, **kw)
-
-
-dataset_option = path_option("--dataset", "Prepared dataset (.npz, or .h5 for an image folder).")
-cache_option = path_option("--cache", "Teacher-logit cache (.h5).")
+def shown(values) -> str:
+    """Values as a help text shows them: numbers without trailing zeros, separated by spaces."""
+    return " ".join(f"{v:g}" if isinstance(v, (int, float)) and not isinstance(v, bool) else str(v) for v in values)
 
 
 def grid_values(name: str, text: str, kind) -> tuple:
@@ -77,22 +65,63 @@ def grid_values(name: str, text: str, kind) -> tuple:
     return tuple(out)
 
 
-def grid_option(flag: str, grid: str, kind, help: str | None = None, *decls: str):
-    """A grid ('1 2 4' or '1,2,4') typed by a callback; None when unset, so the config's default stays.
-    Without ``help``, the grid's own row in the settings table says what it is."""
-    if help is None:
-        help = table_help(grid)
-    return click.option(flag, *decls, help=help, metavar=f"'{grid}'",
-                        callback=lambda ctx, param, text: None if text is None else grid_values(grid, text, kind))
+def _comments(config: type) -> dict[str, str]:
+    """Each field's trailing comment in ``config``'s source: what the field is, said once, beside it."""
+    found = re.findall(r"^    (\w+): [^#\n]*#\s*(.+)$", inspect.getsource(config), flags=re.M)
+    return dict(found)
 
 
-def _stacked(*options):
-    """One decorator adding ``options`` in the order given (as if written one above the other)."""
+def _field_option(config: type, field: dataclasses.Field, comment: str | None, flag: str | None):
+    """The option of one config field, or None for a field the command line cannot carry (a nested config)."""
+    name, annotation = field.name, str(field.type)
+    flag = flag or f"--{name.replace('_', '-')}"
+    setting, parse = field.metadata.get("setting"), field.metadata.get("parse", True)
+    required = field.default is dataclasses.MISSING
+    kind = KINDS.get(re.split(r"[\[\] |,]", annotation.removeprefix("tuple["))[0])
+    if kind is None:
+        return None
+    said = table_help(setting) if setting else f"{(comment or name).rstrip('.')}"
+    if annotation == "bool":
+        decls = (f"{flag}/--no-{flag[2:]}",) if field.default or setting else (flag,)
+        return click.option(*decls, name, is_flag=True, default=None, help=said)
+    if annotation.startswith("tuple") and kind is Path:
+        return click.option(flag, name, multiple=True, type=PATH, required=required, help=said)
+    if annotation.startswith("tuple"):
+        grid = setting or name.upper()
+        read = (lambda text: grid_values(grid, str(check(grid, text)), kind)) if setting else \
+            (lambda text: grid_values(grid, text, kind))
+        return click.option(flag, name, metavar=f"'{grid}'", help=said if setting else f"{said} (default {shown(field.default)}).",
+                            callback=lambda ctx, param, text: None if text is None else read(text))
+    if setting:
+        return setting_option(setting, flag, name, parse=parse, required=required, **({"type": PATH} if kind is Path else {}))
+    if kind is Path or required:
+        return click.option(flag, name, type=PATH if kind is Path else str, required=required, help=said)
+    return click.option(flag, name, type=type(field.default) if field.default is not None else kind,
+                        help=f"{said} (default {shown([field.default]) or 'unset'}).")
+
+
+def config_options(config: type, *, skip=(), only=None, flags=None, override=None):
+    """One option per field of ``config`` (in field order), but those in ``skip`` or outside ``only``;
+    ``flags`` renames a field's flag, ``override`` replaces its option."""
+    comments, options = _comments(config), []
+    for field in dataclasses.fields(config):
+        if field.name in skip or (only is not None and field.name not in only):
+            continue
+        built = (override or {}).get(field.name) or _field_option(config, field, comments.get(field.name),
+                                                                   (flags or {}).get(field.name))
+        if built is not None:
+            options.append(built)
+
     def decorate(command):
         for option in reversed(options):
             command = option(command)
         return command
     return decorate
+
+
+def own_options(config: type, options: dict) -> dict:
+    """The options that are ``config``'s own fields, taken out of ``options`` (the rest stay)."""
+    return {f.name: options.pop(f.name) for f in dataclasses.fields(config) if f.name in options}
 
 
 def _labels(ctx, param, value):
@@ -103,25 +132,7 @@ def _labels(ctx, param, value):
     return None if parsed == "all" else parsed
 
 
-def input_options(command):
-    """What a student sees and where it is scored: shared by `student` and `sweep`."""
-    return _stacked(
-        setting_option("AUGMENT", "--augment/--no-augment", default=None),
-        setting_option("REPLAY"),
-        setting_option("HOLDOUT"),
-        setting_option("TRANSFER", type=PATH, parse=False),
-        setting_option("CHECKPOINT_EVERY"),
-        setting_option("CHECKPOINT_MINUTES"),
-        setting_option("LABELS", callback=_labels),
-    )(command)
-
-
-def teacher_options(command):
-    """Whose targets a student matches: shared by `student`, `sweep` and the experiments."""
-    return _stacked(
-        setting_option("COMBINE"),
-        click.option("--teacher-tag", help="Names a non-default teacher in distilled runs' names (e.g. e30-x3)."),
-    )(command)
+labels_option = setting_option("LABELS", "--labels", "labels", callback=_labels)
 
 
 def trust_option(dest: str = "trust"):
@@ -131,50 +142,15 @@ def trust_option(dest: str = "trust"):
                              "and attributes are the ones its teacher wrote.")
 
 
-log_option = click.option(
-    "--tensorboard-dir", type=PATH,
-    help="LOG=tensorboard: also write each epoch's figures as TensorBoard scalars under DIR/<run>.")
+# What every run of an experiment shares, from the student's own config.
+SHARED = ("cache", "dataset", "teacher_record", "combine", "teacher_tag", "tensorboard_dir")
 
 
-def shown(values) -> str:
-    """Values as a help text shows them: numbers without trailing zeros, separated by spaces."""
-    return " ".join(f"{v:g}" if isinstance(v, (int, float)) and not isinstance(v, bool) else str(v) for v in values)
-
-
-def experiment_options(config: type, cache_help: str, report: str):
-    """What every experiment-* command takes: where it reads and writes, its grid (typed by callbacks, with
-    the defaults of ``config``'s own fields in the help), JOBS and THREADS, whose targets, and the log."""
-    d = {f.name: f.default for f in dataclasses.fields(config)}
-    return _stacked(
-        path_option("--cache", cache_help),
-        dataset_option,
-        path_option("--runs-dir", "Where the final runs go."),
-        path_option("--tuning-dir", "Where the held-out tuning runs go (kept out of the report)."),
-        path_option("--reports-dir", f"Where {report} go."),
-        path_option("--teacher-record", "teacher.json the cache must come from.", required=False),
-        click.option("--students", callback=lambda ctx, param, text: None if text is None else tuple(text.split()),
-                     help="Space-separated student names (default: STUDENT's default)."),
-        grid_option("--Ts", "TS", float, f"Temperatures to choose from (default {shown(d['Ts'])}).", "Ts"),
-        grid_option("--alphas", "ALPHAS", float,
-                    f"ALPHA values to choose from, > 0 (default {shown(d['alphas'])})."),
-        grid_option("--seeds", "SEEDS", int, f"Seeds of the final runs (default {shown(d['seeds'])})."),
-        grid_option("--tune-seeds", "TUNE_SEEDS", int,
-                    f"Seeds of the tuning runs (default {shown(d['tune_seeds'])})."),
-        setting_option("EXPERIMENT_HOLDOUT", "--holdout", "holdout"),
-        setting_option("JOBS"),
-        setting_option("THREADS"),
-        teacher_options,
-        log_option,
-    )
-
-
-def experiment_config(config: type, options: dict, **run_fields):
-    """``config`` from an experiment command's options: what every run shares (cache, dataset, teacher,
-    log, and ``run_fields``) becomes its StudentConfig, the rest its own fields (unset ones dropped)."""
-    shared = {k: options.pop(k) for k in ("cache", "dataset", "teacher_record", "combine", "teacher_tag",
-                                           "tensorboard_dir")}
-    student = from_options(StudentConfig, out_dir=options["runs_dir"], **shared, **run_fields)
-    return from_options(config, student=student, **options)
+def experiment_config(config: type, options: dict):
+    """``config`` from an experiment command's options: its own fields, and a StudentConfig of the rest
+    (what every run shares) that writes to its runs_dir."""
+    own = own_options(config, options)
+    return from_options(config, student=from_options(StudentConfig, out_dir=own["runs_dir"], **options), **own)
 
 
 def advance(bar, record: dict) -> None:

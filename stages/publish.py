@@ -6,23 +6,16 @@ from pathlib import Path
 import click
 
 from pipeline.cache.ensemble import publish_cache, reseal_published
-from pipeline.config import PublishConfig
-from stages.options import setting_option
+from pipeline.config import PublishConfig, from_options
+from stages.options import config_options, setting_option
 
 
 @click.command("publish")
-@click.option("--cache", type=click.Path(path_type=Path), required=True, help="The finished cache to publish.")
-@click.option("--out", type=click.Path(path_type=Path), required=True,
-              help="Published cache (.h5); its record goes beside it (.json).")
-@click.option("--command", "command", required=True, help="The command that made the source cache, for the record.")
-@setting_option("PUBLISH_DEVICE", "--device", "device", required=True)
-@click.option("--record", "records", multiple=True, type=click.Path(path_type=Path),
-              help="A teacher.json behind the cache (one per ensemble member): training time and device.")
-@click.option("--note", default="", help="Anything else a user should know about this cache.")
-@setting_option("REPUBLISH", "--replace", "replace", default="")
+@config_options(PublishConfig, flags={"records": "--record"},
+                override={"device": setting_option("PUBLISH_DEVICE", "--device", "device", required=True)})
 def publish(**options):
     """Write a float16 published copy of a cache, with a record of how it was made."""
-    r = publish_cache(PublishConfig(**options))
+    r = publish_cache(from_options(PublishConfig, **options))
     click.echo(f"{r['path']}: {r['bytes'] / 1e6:.1f} MB, teacher {100 * r['teacher_test_acc']:.2f}% on the test set, "
                f"{r['views']} views per image; record in {Path(r['path']).with_suffix('.json')}")
 

@@ -4,21 +4,11 @@ import click
 
 from pipeline.config import SelfDistillConfig, from_options
 from pipeline.student.self_distill import self_distill as run_self_distill
-from stages.options import config_option, dataset_option, log_option, path_option, setting_option
+from stages.options import config_options
 
 
 @click.command("self-distill")
-@dataset_option
-@path_option("--out-dir", "Run directory to write.")
-@setting_option("STUDENT")
-@setting_option("ALPHA_T", "--alpha-T", "alpha_T")
-@setting_option("SEED")
-@setting_option("EPOCHS")
-@config_option(SelfDistillConfig, "batch_size", "Images per training step.")
-@config_option(SelfDistillConfig, "lr", "Peak learning rate of the one-cycle schedule.")
-@setting_option("AUGMENT", "--augment/--no-augment", default=None)
-@log_option
-@setting_option("THREADS")
+@config_options(SelfDistillConfig)
 def self_distill(**options):
     """Train with progressive self-knowledge distillation; resumes a killed run from its last epoch."""
     cfg = from_options(SelfDistillConfig, **options)

@@ -4,25 +4,11 @@ import click
 
 from pipeline.config import LogitsConfig, from_options
 from pipeline.teacher.logits_pass import write_teacher_logits
-from stages.options import PATH, config_option, dataset_option, path_option, setting_option
+from stages.options import config_options
 
 
 @click.command("teacher-logits")
-@click.option("--teacher", required=True,
-              help="softcache teacher checkpoint, a TorchScript file, a torch.export .pt2 file, or module:factory.")
-@setting_option("TEACHER_WEIGHTS", type=PATH, parse=False)
-@dataset_option
-@path_option("--out", "Cache file (.h5) to write.")
-@setting_option("TEACHER_T", "--temperature", "temperature")
-@setting_option("CACHE_DTYPE", "--dtype", "dtype")
-@setting_option("CACHE_TOPK", "--topk", "topk")
-@config_option(LogitsConfig, "chunk_rows", "Rows per resumable chunk.")
-@setting_option("VIEWS")
-@setting_option("VIEW_SEED")
-@setting_option("MIXUP")
-@setting_option("TRANSFER", type=PATH, parse=False)
-@setting_option("DEVICE")
-@config_option(LogitsConfig, "batch_size", "Images per teacher forward; 0: the device's (64 on a CPU, 1024 on a GPU)")
+@config_options(LogitsConfig)
 def teacher_logits(**options):
     """Cache the teacher's logits for the train and test splits.
 

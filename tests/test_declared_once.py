@@ -1,6 +1,7 @@
 """Each setting is declared once, in pipeline/settings.py: its meaning is written nowhere else, every
 command-line option that carries a setting takes its help, type and check from the table, no help text
-types a default by hand, and every config field named after a setting reads its default from the table."""
+types a default by hand, and every config field named after a setting reads its default from the table
+(``setting(...)``, which also hands its option the table's row, or ``default(...)``)."""
 
 from __future__ import annotations
 
@@ -28,6 +29,8 @@ OTHER_MEANING = {
     "Ts": "an experiment's own grid (its config's default, shown in the help)",
     "alphas": "an experiment's own grid (its config's default, shown in the help)",
     "seeds": "an experiment's own grid (its config's default, shown in the help)",
+    "augment": "the teacher's own crop and flip (on by default); AUGMENT is the student's",
+    "tune_seeds": "an experiment's own grid (its config's default, shown in the help)",
 }
 # Config fields named like a setting whose default is not the setting's, and why.
 FIELD_EXCEPTIONS = {
@@ -86,4 +89,4 @@ def test_config_fields_named_after_a_setting_read_its_default_from_the_table():
                 continue
             value = ast.unparse(field.value)
             unset = value == "None" and SETTING[name.upper()].default == ""
-            assert unset or "default(" in value, f"{cls.name}.{name} = {value}: read it from the table"
+            assert unset or "default(" in value or "setting(" in value, f"{cls.name}.{name} = {value}: read it from the table"
