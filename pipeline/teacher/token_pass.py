@@ -21,11 +21,11 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from pipeline.cache.token_format import TOKEN_SPLITS, token_targets, write_token_cache
+from pipeline.cache.token_format import TOKEN_SPLITS, token_bytes_per_position, token_targets, write_token_cache
 from pipeline.config import TokenLogitsConfig, as_record, resolve_device
 from pipeline.data.windows import TokenWindows, read_text_attrs, text_tokenizer
 from pipeline.errors import UsageError
-from pipeline.files import exclusive_writer
+from pipeline.files import exclusive_writer, need_space
 from pipeline.teacher.hf_source import load_lm_teacher
 from pipeline.teacher.pass_parts import Parts, World, parts_dir
 from pipeline.training.loop import set_threads
@@ -66,6 +66,10 @@ def write_token_logits(cfg: TokenLogitsConfig, progress: bool = True) -> dict:
         if world.rank != 0:
             parts = Parts(parts_dir(cfg.out), key, suffix=".npz")
         mine = world.my_slice(chunks)
+        if world.rank == 0:   # the parts still to compute, then the file they become: refuse now if they cannot fit
+            per_window = context * token_bytes_per_position(model.vocab_size, cfg.topk, cfg.dtype, len(cfg.temperatures))
+            todo = sum(hi - lo for split, i, lo, hi in chunks if not parts.path(split, i).is_file())
+            need_space(cfg.out, (todo + sum(len(w) for w in windows.values())) * per_window)
         with tqdm(total=sum(hi - lo for _, _, lo, hi in mine), desc=f"token pass (rank {world.rank})",
                   unit="window", file=sys.stderr, disable=not progress, mininterval=1.0) as bar:
             for split, i, lo, hi in mine:
