@@ -5,7 +5,7 @@ import sys
 import click
 from tqdm.auto import tqdm
 
-from pipeline.config import ViewsExperimentConfig, StudentConfig
+from pipeline.config import StudentConfig, ViewsExperimentConfig
 from pipeline.experiments.views import experiment_report, run_count, run_views_experiment
 from stages.options import SHARED, advance, config_options, experiment_config
 
