@@ -51,15 +51,14 @@ $(PARAMS)/%.txt:
 data: $(DATA_FILE)   # an image folder is re-checked on every run (DATA_CHECK): a changed file is named, never used
 $(DATA_FILE): $(DATA_STAMP) $(DATA_CHECK) | $(INSTALLED)
 	$(SC) data --dataset '$(DATASET)' $(if $(SOURCE),--source '$(SOURCE)') --raw-dir '$(DATA_DIR)/raw' \
-		--limit '$(LIMIT)' --layout '$(LAYOUT)' $(FOLDER_ARGS) --out '$@'
+		--limit '$(LIMIT)' --layout '$(LAYOUT)' $(DATA_ARGS) --out '$@'
 
 # A softcache-trained teacher (the one teacher, or each ensemble member), and its pass.
 $(DATA_DIR)/teacher/%/teacher.pt: $(PARAMS)/teacher-%.txt $(DATA_FILE) | $(INSTALLED)
-	$(SC) teacher --dataset '$(DATA_FILE)' --out-dir '$(@D)' --arch '$(TEACHER)' --epochs '$(TEACHER_EPOCHS)' \
-		--seed '$(MEMBER_SEED)' --device '$(DEVICE)' --threads '$(RUN_THREADS)' $(LOG_ARGS)
+	$(SC) $(TEACHER_FIT) --out-dir '$(@D)' --seed '$(MEMBER_SEED)' --device '$(DEVICE)' --threads '$(RUN_THREADS)'
 
 $(DATA_DIR)/cache/%$(CACHE_SUFFIX).h5: $(DATA_DIR)/teacher/%/teacher.pt $(DATA_FILE) $(TRANSFER) | $(INSTALLED)
-	$(PASS) teacher-logits --teacher '$<' --dataset '$(DATA_FILE)' --out '$@' $(PASS_ARGS)
+	$(PASS) $(PASS_STAGE) --teacher '$<' --out '$@' $(PASS_ARGS)
 
 teacher: $(TEACHER_TARGETS)
 teacher-logits: $(CACHE)
@@ -67,8 +66,8 @@ teacher-logits: $(CACHE)
 # The user's own teacher (file or module:factory); an ensemble's members combined; published: never built here.
 ifeq ($(TEACHER_KIND),file)
 $(CACHE): $(TEACHER_FILES) $(DATA_FILE) $(TRANSFER) | $(INSTALLED)
-	$(PASS) teacher-logits --teacher '$(TEACHER)' $(if $(TEACHER_WEIGHTS),--teacher-weights '$(TEACHER_WEIGHTS)') \
-		--dataset '$(DATA_FILE)' --out '$@' $(PASS_ARGS)
+	$(PASS) $(PASS_STAGE) --teacher '$(TEACHER)' $(if $(TEACHER_WEIGHTS),--teacher-weights '$(TEACHER_WEIGHTS)') \
+		--out '$@' $(PASS_ARGS)
 endif
 ifeq ($(TEACHER_KIND),ensemble)
 $(CACHE): $(MEMBER_CACHES) | $(INSTALLED)
@@ -82,9 +81,8 @@ endif
 # Student runs: the STUDENT/T/ALPHA run and the demo's; each run's own fields come from make_plan.py.
 student: $(RUN_DIR)/metrics.json
 $(STUDENT_RUNS): $(RUNS)/%/metrics.json: $(CACHE) $(DATA_FILE) | $(INSTALLED)
-	$(SC) student --cache '$(CACHE)' --dataset '$(DATA_FILE)' $(TEACHER_RECORD) --out-dir '$(@D)' \
-		--student '$(RUN_STUDENT)' --T '$(RUN_T)' --alpha '$(RUN_ALPHA)' --seed '$(SEED)' --epochs '$(EPOCHS)' \
-		$(INPUT_ARGS) $(TEACHER_ARGS) --threads '$(RUN_THREADS)' $(LOG_ARGS)
+	$(SC) $(STUDENT_STAGE) --cache '$(CACHE)' --out-dir '$(@D)' --student '$(RUN_STUDENT)' --T '$(RUN_T)' \
+		--alpha '$(RUN_ALPHA)' --seed '$(SEED)' $(STUDENT_ARGS) --threads '$(RUN_THREADS)'
 
 # A grid of runs from one cache, JOBS at a time, finished runs skipped (resumes); SWEEP_BACKEND=dask: a cluster.
 SWEEP = $(SC) sweep --cache '$(CACHE)' --dataset '$(DATA_FILE)' $(TEACHER_RECORD) --runs-dir '$(RUNS)' \

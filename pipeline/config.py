@@ -33,7 +33,7 @@ from pipeline.settings import (
 )
 
 __all__ = [
-    "DataConfig", "TeacherConfig", "LMTeacherConfig", "TokenLogitsConfig", "LogitsConfig", "EnsembleConfig", "PublishConfig", "StudentConfig",
+    "DataConfig", "TeacherConfig", "LMTeacherConfig", "LMStudentConfig", "TokenLogitsConfig", "LogitsConfig", "EnsembleConfig", "PublishConfig", "StudentConfig",
     "ExportConfig",
     "SweepConfig", "SWEEP_BACKENDS", "SelfDistillConfig", "ViewsExperimentConfig", "LabelsExperimentConfig",
     "PatientExperimentConfig",
@@ -116,7 +116,7 @@ class DataConfig:
     bad_images: str = setting("BAD_IMAGES")   # fail or skip
     test_fraction: float = setting("TEST_FRACTION", float)
     split_seed: int = setting("SPLIT_SEED", int)   # also draws a text corpus's splits
-    tokenizer: str = ""              # a text corpus's: bytes, bpe-N or a tokenizer.json ("" for images)
+    tokenizer: str = setting("TOKENIZER", value="")   # "" for images
 
     def __post_init__(self):
         for name in ("LIMIT", "LAYOUT", "IMAGE_SIZE", "CHANNELS", "BAD_IMAGES", "TEST_FRACTION", "SPLIT_SEED"):
@@ -174,8 +174,8 @@ class LMTeacherConfig:
     text: Path                       # the prepared text file (.h5)
     out_dir: Path   # writes teacher.pt and teacher.json
     arch: str = "lm-teacher"         # a registered language model (pipeline.models_lm)
-    context: int = 128               # tokens a window feeds the model; it predicts each one's next
-    steps: int = 4000   # optimiser steps
+    context: int = setting("CONTEXT", int)   # tokens a window feeds the model; it predicts each one's next
+    steps: int = setting("TEACHER_STEPS", int)
     batch_size: int = 32             # windows per step
     lr: float = 1e-3   # peak learning rate of the one-cycle schedule
     weight_decay: float = 0.1   # AdamW's weight decay
@@ -197,6 +197,33 @@ class LMTeacherConfig:
 
 
 @dataclass(frozen=True)
+class LMStudentConfig:
+    """A causal LM student trained on a prepared text file's train windows against a per-token cache of its
+    teacher (the same windows the cache was made from), counted in steps like the LM teacher."""
+
+    cache: Path                      # the per-token cache (.h5)
+    text: Path                       # the prepared text file the cache was made from
+    out_dir: Path                    # the run directory to write
+    student: str = "lm-small"        # a registered language model: lm-tiny, lm-small or lm-medium
+    T: float = setting("T", float)
+    alpha: float = setting("ALPHA", float)
+    seed: int = setting("SEED", int)
+    steps: int = setting("STEPS", int)
+    batch_size: int = 32             # windows per step
+    lr: float = 3e-3                 # peak learning rate of the one-cycle schedule
+    weight_decay: float = 0.1        # AdamW's weight decay
+    threads: int = setting("THREADS", int)
+    eval_every: int = 200            # steps between validation scores and saved states
+    eval_windows: int = 128          # validation windows each score reads, spread over the split (0: all)
+
+    def __post_init__(self):
+        check("T", self.T), check("ALPHA", self.alpha), check("SEED", self.seed), check("THREADS", self.threads)
+        for name, value in (("steps", self.steps), ("batch size", self.batch_size), ("eval_every", self.eval_every)):
+            _at_least(name, value, 1)
+        _positive("learning rate", self.lr)
+
+
+@dataclass(frozen=True)
 class TokenLogitsConfig:
     """The per-token teacher pass: a causal LM teacher over every window of a prepared text file, its
     top-k and exact tail at each grid temperature written to one cache (``pipeline.cache.token_format``)."""
@@ -207,7 +234,7 @@ class TokenLogitsConfig:
     context: int = 0                 # tokens per window; 0: the teacher's own context
     topk: int = 16                   # 0: every logit (dense; only for small vocabularies)
     dtype: str = "float16"           # storage of the kept logits
-    temperatures: tuple[float, ...] = (1.0, 2.0, 4.0)   # the grid a student may read at, exactly
+    temperatures: tuple[float, ...] = setting("CACHE_TS", value=tuple(float(t) for t in default("CACHE_TS").split()))
     batch_size: int = 32             # windows per teacher forward
     chunk_windows: int = 256         # windows per resumable chunk of the pass
     device: str = setting("DEVICE")
@@ -238,6 +265,7 @@ class LogitsConfig:
     view_seed: int = setting("VIEW_SEED", int)   # draws the views' crops and flips
     mixup: float = setting("MIXUP", float)   # MIXUP=a: every view is a mixup pair, lambda ~ Beta(a, a) (0: no mixup)
     transfer: Path | None = setting("TRANSFER", value=None, parse=False)   # scored after the train rows
+    temperatures: tuple[float, ...] = setting("CACHE_TS", value=tuple(float(t) for t in default("CACHE_TS").split()))
 
     def __post_init__(self):
         for name, value in (("TEACHER_T", self.temperature), ("VIEWS", self.views), ("MIXUP", self.mixup),

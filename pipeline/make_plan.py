@@ -33,10 +33,15 @@ from pipeline.names import (
     folder_tag,
     is_image_folder,
     is_teacher_file,
+    is_text_dataset,
+    lm_run_name,
     member_seeds,
     pskd_run_name,
     run_name,
     teacher_tag,
+    text_teacher_tag,
+    token_cache_suffix,
+    tokenizer_tag,
 )
 from pipeline.settings import (
     DEFAULTS,
@@ -71,8 +76,10 @@ class Plan:
         s = self.settings
         self.limit = check("LIMIT", s["LIMIT"])
         self.members = check("TEACHERS", s["TEACHERS"])
-        self.folder = is_image_folder(s["DATASET"])
-        self.data = data_name(s["DATASET"], self.limit, folder_tag(s) if self.folder else "")
+        self.text = is_text_dataset(s["DATASET"], "TOKENIZER" in self.given)
+        self.folder = not self.text and is_image_folder(s["DATASET"])
+        self.data = (f"{data_name(s['DATASET'])}-{tokenizer_tag(s['TOKENIZER'])}" if self.text
+                     else data_name(s["DATASET"], self.limit, folder_tag(s) if self.folder else ""))
         self.teacher_kind = ("published" if s["TEACHER"] == "published" else "file" if is_teacher_file(s["TEACHER"])
                              else "ensemble" if self.members > 1 else "trained")
         epochs, seed = check("TEACHER_EPOCHS", s["TEACHER_EPOCHS"]), check("TEACHER_SEED", s["TEACHER_SEED"])
@@ -81,11 +88,23 @@ class Plan:
         self.member_tags = [teacher_tag(s["TEACHER"], epochs, m) for m in self.seeds]
         storage = dict(temperature=check("TEACHER_T", s["TEACHER_T"]), dtype=s["CACHE_DTYPE"],
                        topk=check("CACHE_TOPK", s["CACHE_TOPK"]), views=check("VIEWS", s["VIEWS"]),
-                       view_seed=check("VIEW_SEED", s["VIEW_SEED"]), mixup=check("MIXUP", s["MIXUP"]))
+                       view_seed=check("VIEW_SEED", s["VIEW_SEED"]), mixup=check("MIXUP", s["MIXUP"]),
+                       grid=s["CACHE_TS"])
         self.suffix = cache_suffix(**storage, transfer=s["TRANSFER"])
         # Distilled runs name their source of targets: the teacher and, but for the published cache
         # (one fixed file), how its cache was made.
         self.run_source = self.tag + ("" if self.teacher_kind == "published" else cache_tag(**storage))
+        if self.text:      # a language-model teacher, its per-token cache (k = 16 and float16 unless given)
+            self.context, self.steps = check("CONTEXT", s["CONTEXT"]), check("TEACHER_STEPS", s["TEACHER_STEPS"])
+            self.tag = text_teacher_tag(s["TEACHER"], self.steps, self.context, seed)
+            self.member_tags = [self.tag] if self.seeds else []
+            self.topk = storage["topk"] if "CACHE_TOPK" in self.given else 16
+            self.dtype = s["CACHE_DTYPE"] if "CACHE_DTYPE" in self.given else "float16"
+            self.suffix = token_cache_suffix(context=self.context, topk=self.topk, dtype=self.dtype,
+                                             temperatures=[float(t) for t in s["CACHE_TS"].replace(",", " ").split()])
+            self.run_source = self.tag
+            if "STUDENT" not in self.given:     # the image default means nothing for text
+                s["STUDENT"] = s["STUDENTS"] = "lm-small"
         self.published_cache = f"published/{data_name(s['DATASET'])}.h5"
         d = s["DATA_DIR"]
         self.cache = (self.published_cache if self.teacher_kind == "published"
@@ -104,6 +123,8 @@ class Plan:
 
     def run(self, student: str, T, alpha) -> str:
         s = self.settings
+        if self.text:
+            return lm_run_name(student, float(T), float(alpha), int(s["SEED"]), int(s["STEPS"]), self.data, self.tag)
         return run_name(student, float(T), float(alpha), int(s["SEED"]), int(s["EPOCHS"]), replay=int(s["REPLAY"]),
                         augment=s["AUGMENT"] == "1", holdout=int(s["HOLDOUT"]),
                         teacher=self.run_source, combine=s["COMBINE"], data=self.data, labels=self.labels,
@@ -120,9 +141,13 @@ class Plan:
                f"dataset={s['DATASET']} source={s['SOURCE']} limit={s['LIMIT']}"
                + (f" layout={s['LAYOUT']}" if s["LAYOUT"] != "auto" else "")   # old stamps stay valid
                + "".join(f" {k.lower()}={s[k]}" for k in FOLDER_SETTINGS if self.folder)}
+        if self.text:
+            out[self.path("params", f"data-{self.data}.txt")] = (f"dataset={s['DATASET']} tokenizer={s['TOKENIZER']} "
+                                                                 f"split_seed={s['SPLIT_SEED']}")
         for member, tag in zip(self.seeds, self.member_tags):
             out[self.path("params", f"teacher-{self.data}{tag}.txt")] = (
-                f"arch={s['TEACHER']} epochs={s['TEACHER_EPOCHS']} seed={member} device={s['DEVICE']}")
+                f"arch={s['TEACHER']} epochs={s['TEACHER_EPOCHS']} seed={member} device={s['DEVICE']}"
+                + (f" steps={self.steps} context={self.context}" if self.text else ""))
         return out
 
     def demo_settings(self) -> dict[str, str]:
@@ -137,8 +162,39 @@ class Plan:
         return {}
 
 
+# What a text DATASET builds today, and the image-only settings it refuses rather than ignores.
+TEXT_GOALS = {"help", "venv", "data", "teacher", "teacher-logits", "student", "test", "bench", "clean"}
+IMAGE_ONLY = ("LIMIT", "LAYOUT", "VIEWS", "MIXUP", "TRANSFER", "LABELS", "REPLAY", "AUGMENT", "HOLDOUT", "TEACHER_T",
+              "TEACHERS", "TEACHER_EPOCHS", "TEACHER_WEIGHTS", "SOURCE", "EPOCHS")
+TEXT_ONLY = ("CONTEXT", "STEPS", "TEACHER_STEPS")
+
+
+def _text_checks(s: dict[str, str], p: Plan, goals: list[str]) -> None:
+    """A text DATASET: the settings that mean nothing for text are refused by name, as are the targets that
+    train image students."""
+    for name in IMAGE_ONLY:
+        if name in p.given and s[name] != DEFAULTS[name]:
+            raise UsageError(f"{name} applies to images, and DATASET={s['DATASET']} is text; drop {name}")
+    if p.teacher_kind == "published":
+        raise UsageError(f"no published teacher exists for text DATASET={s['DATASET']}; use TEACHER=auto to train one "
+                         f"here, or TEACHER=<a local Hugging Face folder or an lm-teacher checkpoint>")
+    if not s["STUDENT"].startswith("lm-"):
+        raise UsageError(f"STUDENT={s['STUDENT']} is an image student, and DATASET={s['DATASET']} is text; give "
+                         f"STUDENT=lm-tiny, lm-small or lm-medium")
+    unbuilt = sorted(set(goals) - TEXT_GOALS)
+    if unbuilt:
+        raise UsageError(f"make {unbuilt[0]} is built for images only, and DATASET={s['DATASET']} is text; for text, "
+                         f"make data, teacher, teacher-logits and student")
+
+
 def _cross_checks(s: dict[str, str], p: Plan, goals: list[str]) -> None:
     """Checks that span several settings (each setting alone is checked by its parser)."""
+    if p.text:
+        return _text_checks(s, p, goals)
+    for name in TEXT_ONLY:
+        if name in p.given and s[name] != DEFAULTS[name]:
+            raise UsageError(f"{name} applies to text, and DATASET={s['DATASET']} is images; drop {name}, or give "
+                             f"DATASET=stdlib (or another text)")
     for name in FOLDER_SETTINGS:
         if not p.folder and name in p.given and s[name] != DEFAULTS[name]:
             raise UsageError(f"{name} applies to image folders (train/<class>/*), and DATASET={s['DATASET']} is not "
@@ -217,7 +273,7 @@ INTERNAL = frozenset({
     "SC", "PASS", "INSTALLED", "RUNS", "REPORT_FILE", "DATA_FILE", "PARAMS", "DATA_STAMP", "STAMPS", "TEACHER_KIND",
     "TEACHER_TAG", "CACHE", "CACHE_SUFFIX", "PUBLISHED_CACHE", "TEACHER_RECORD", "TEACHER_FILES", "TEACHER_TARGETS",
     "MEMBER_CACHES", "ENSEMBLE_ARGS", "PUBLISH_RECORDS", "PUBLISH_COMMAND", "INPUT_ARGS", "LABEL_GRID", "DATA_CHECK",
-    "FOLDER_ARGS", "TRANSFER_ARGS", "LOG_ARGS", "TEACHER_ARGS", "RUN_THREADS", "RUN_DIR", "STUDENT_RUNS",
+    "DATA_ARGS", "TEACHER_FIT", "PASS_STAGE", "STUDENT_STAGE", "STUDENT_ARGS", "TRANSFER_ARGS", "LOG_ARGS", "TEACHER_ARGS", "RUN_THREADS", "RUN_DIR", "STUDENT_RUNS",
     "DEMO_EXPORTS", "PSKD_RUNS", "PSKD_GRID", "PSKD_RUN", "DEMO_SETTINGS", "STAMP", "MEMBER_SEED", "RUN_STUDENT",
     "RUN_T", "RUN_ALPHA", "RUN_SEED", "NAMES_OK", "SETTINGS_ERROR", "PASS_ARGS",
     # the Makefile's own
@@ -244,7 +300,8 @@ def make_fragment(p: Plan) -> str:
     pass_cmd = (f"{s['VENV']}/bin/torchrun --standalone --nproc-per-node {s['NPROC']} -m stages.cli"
                 if s["NPROC"] != "1" else sc)
     # An image folder's images stay on disk (pipeline.data.image_store): HDF5, read a batch at a time.
-    data_file = p.path("dataset", f"{p.data}{'.h5' if p.folder else '.npz'}")
+    data_file = (p.path("text", f"{p.data}.h5") if p.text
+                 else p.path("dataset", f"{p.data}{'.h5' if p.folder else '.npz'}"))
     q = shlex.quote    # every value is checked against an alphabet already; quoted all the same
     teacher_record = (f"--teacher-record {q(p.teacher_dir(p.tag) + '/' + TEACHER_RECORD)}"
                       if p.teacher_kind == "trained" else "")
@@ -257,12 +314,13 @@ def make_fragment(p: Plan) -> str:
     member_records = [f"{p.teacher_dir(t)}/{TEACHER_RECORD}" for t in p.member_tags]
     teacher_files = [f for f in (s["TEACHER"], s["TEACHER_WEIGHTS"]) if f and Path(f).exists()]
     student_run = p.run(s["STUDENT"], s["T"], s["ALPHA"])
-    demo = {p.run(st, s["T"], a): (st, s["T"], a) for st in s["DEMO_STUDENTS"].split() for a in ("0", s["ALPHA"])}
+    demo = {} if p.text else {p.run(st, s["T"], a): (st, s["T"], a) for st in s["DEMO_STUDENTS"].split()
+                              for a in ("0", s["ALPHA"])}
     runs = {student_run: (s["STUDENT"], s["T"], s["ALPHA"]), **demo}
     stamps = p.stamps()
-    pskd = {p.pskd(st, seed): (st, seed)
+    pskd = {} if p.text else {p.pskd(st, seed): (st, seed)
             for st in [s["STUDENT"], *s["STUDENTS"].split()] for seed in [s["SEED"], *s["SEEDS"].split()]}
-    pskd_grid = [p.pskd(st, seed) for st in s["STUDENTS"].split() for seed in s["SEEDS"].split()]
+    pskd_grid = [] if p.text else [p.pskd(st, seed) for st in s["STUDENTS"].split() for seed in s["SEEDS"].split()]
     publish = " ".join(f"{k}={s[k]}" for k in ("TEACHER", "TEACHERS", "TEACHER_EPOCHS", "TEACHER_SEED", "TEACHER_T",
                                                 "VIEWS", "VIEW_SEED", "MIXUP", "DEVICE"))
     names = {
@@ -279,14 +337,29 @@ def make_fragment(p: Plan) -> str:
         "PUBLISH_COMMAND": f"make teacher-logits {publish}",
         "INPUT_ARGS": inputs, "LABEL_GRID": " ".join(p.label_grid),
         "DATA_CHECK": "FORCE" if p.folder else "",
-        "FOLDER_ARGS": " ".join(f"--{k.lower().replace('_', '-')} {q(s[k])}" for k in FOLDER_SETTINGS
-                                if p.folder and s[k]),
+        "DATA_ARGS": (f"--tokenizer {q(s['TOKENIZER'])} --split-seed {q(s['SPLIT_SEED'])}" if p.text else
+                      " ".join(f"--{k.lower().replace('_', '-')} {q(s[k])}" for k in FOLDER_SETTINGS if p.folder and s[k])),
+        # the teacher trained here: an image classifier, or a causal language model for text
+        "TEACHER_FIT": (f"lm-teacher --text {q(data_file)} --arch {q('lm-teacher' if s['TEACHER'] == 'auto' else s['TEACHER'])} "
+                        f"--steps {p.steps} --context {p.context}" if p.text else
+                        f"teacher --dataset {q(data_file)} --arch {q(s['TEACHER'])} --epochs {q(s['TEACHER_EPOCHS'])} "
+                        + (f"--tensorboard-dir {q(p.path('tensorboard'))}" if s["LOG"] == "tensorboard" else "")),
+        "PASS_STAGE": "token-logits" if p.text else "teacher-logits",
+        # a student run's stage and the arguments that differ between images and text
+        "STUDENT_STAGE": "lm-student" if p.text else "student",
+        "STUDENT_ARGS": (f"--text {q(data_file)} --steps {q(s['STEPS'])}" if p.text else
+                         f"--dataset {q(data_file)} {teacher_record} --epochs {q(s['EPOCHS'])} {inputs} "
+                         f"--teacher-tag={q(p.run_source)} --combine {q(s['COMBINE'])}"
+                         + (f" --tensorboard-dir {q(p.path('tensorboard'))}" if s["LOG"] == "tensorboard" else "")),
         "TRANSFER_ARGS": f"--transfer {q(s['TRANSFER'])}" if s["TRANSFER"] else "",
         # every teacher pass's cache settings, whichever teacher it runs
-        "PASS_ARGS": " ".join(f"--{flag} {q(s[k])}" for flag, k in (
-            ("temperature", "TEACHER_T"), ("dtype", "CACHE_DTYPE"), ("topk", "CACHE_TOPK"), ("views", "VIEWS"),
-            ("view-seed", "VIEW_SEED"), ("mixup", "MIXUP"), ("device", "DEVICE")))
-        + (f" --transfer {q(s['TRANSFER'])}" if s["TRANSFER"] else ""),
+        "PASS_ARGS": (f"--text {q(data_file)} --topk {p.topk} --dtype {p.dtype} --temperatures {q(s['CACHE_TS'])} "
+                      f"--context {p.context} --device {q(s['DEVICE'])}") if p.text else
+                     f"--dataset {q(data_file)} " + " ".join(f"--{flag} {q(s[k])}" for flag, k in (
+                         ("temperature", "TEACHER_T"), ("dtype", "CACHE_DTYPE"), ("topk", "CACHE_TOPK"),
+                         ("views", "VIEWS"), ("view-seed", "VIEW_SEED"), ("mixup", "MIXUP"), ("device", "DEVICE")))
+                     + (f" --transfer {q(s['TRANSFER'])}" if s["TRANSFER"] else "")
+                     + (f" --temperatures {q(s['CACHE_TS'])}" if check("CACHE_TOPK", s["CACHE_TOPK"]) else ""),
         "LOG_ARGS": f"--tensorboard-dir {q(p.path('tensorboard'))}" if s["LOG"] == "tensorboard" else "",
         "TEACHER_ARGS": f"--teacher-tag={q(p.run_source)} --combine {q(s['COMBINE'])}",
         "RUN_THREADS": str(p.threads), "RUN_DIR": p.path("runs", s["RUN"] or student_run),

@@ -23,7 +23,8 @@ from pipeline.settings import (
 __all__ = [
     "data_name", "is_image_folder", "folder_tag", "FOLDER_SETTINGS", "teacher_tag", "cache_tag", "transfer_name",
     "cache_file_name", "RunName", "run_name", "parse_run_name", "pskd_run_name", "parse_pskd_run_name",
-    "run_data", "member_seeds", "TEACHER_CHECKPOINT", "TEACHER_RECORD",
+    "run_data", "member_seeds", "TEACHER_CHECKPOINT", "TEACHER_RECORD", "STDLIB", "is_text_dataset",
+    "tokenizer_tag", "text_teacher_tag", "token_cache_suffix", "lm_run_name",
 ]
 
 
@@ -41,6 +42,39 @@ def data_name(dataset: str, limit: int = 0, folder: str = "") -> str:
     stem = Path(dataset.rstrip("/")).name
     stem = (stem[:-4] if stem.endswith(".npz") else stem) + folder
     return f"{stem}-n{limit}" if limit else stem
+
+
+STDLIB = "stdlib"        # the default text corpus: this Python's own standard library sources
+
+
+def is_text_dataset(dataset: str, tokenizer_given: bool = False) -> bool:
+    """Whether DATASET names text: the stdlib corpus, a .jsonl, or anything given with a TOKENIZER (a folder
+    of text files says so by its TOKENIZER, since a folder may also hold images or IDX files)."""
+    return tokenizer_given or dataset == STDLIB or str(dataset).endswith(".jsonl")
+
+
+def tokenizer_tag(tokenizer: str) -> str:
+    """A tokenizer in a prepared text file's name: ``bytes``, ``bpe8192``, or ``tok_<folder>`` for a local
+    tokenizer.json (the folder it sits in names it, as a Hugging Face model folder does)."""
+    if tokenizer == "bytes" or re.fullmatch(r"bpe-\d+", tokenizer):
+        return tokenizer.replace("-", "")
+    path = Path(tokenizer)
+    return "tok_" + (path.parent.name or path.stem).replace("-", "_").replace(".", "_")
+
+
+def text_teacher_tag(teacher: str, steps: int, context: int, seed: int) -> str:
+    """What tells one language-model teacher from another ('' for the default one): a file's or folder's
+    name, or ``-<arch>-st<steps>-c<context>-s<seed>`` for what differs from the default."""
+    if is_teacher_file(teacher) or teacher == "published":
+        return teacher_tag(teacher)
+    return ((f"-{teacher}" if teacher != "auto" else "") + (f"-st{steps}" if steps != int(DEFAULTS["TEACHER_STEPS"]) else "")
+            + (f"-c{context}" if context != int(DEFAULTS["CONTEXT"]) else "") + (f"-s{seed}" if seed else ""))
+
+
+def token_cache_suffix(*, context: int, topk: int, dtype: str, temperatures: list[float]) -> str:
+    """A per-token cache's name after its teacher's: everything that changes its content."""
+    return (f"-c{context}-" + (f"k{topk}" if topk else "dense") + f"-{dtype}-ts" + "_".join(number(t) for t in temperatures)
+            + ".h5")
 
 
 def is_image_folder(path: str | Path) -> bool:
@@ -88,10 +122,16 @@ def cache_file_name(data: str, tag: str, *, temperature: float = 1.0, dtype: str
 
 
 def cache_suffix(*, temperature: float = 1.0, dtype: str = "float32", topk: int = 0, views: int = 1,
-                 view_seed: int = 0, mixup: float = 0.0, transfer: str = "") -> str:
+                 view_seed: int = 0, mixup: float = 0.0, transfer: str = "", grid: str = DEFAULTS["CACHE_TS"]) -> str:
     extra = f"-tr_{transfer_name(transfer)}" if transfer else ""
-    return (f"-T{number(temperature)}-{dtype}" + (f"-top{topk}" if topk else "") + _viewed(views, view_seed, mixup)
-            + extra + ".h5")
+    return (f"-T{number(temperature)}-{dtype}" + (f"-top{topk}{_grid(grid)}" if topk else "")
+            + _viewed(views, view_seed, mixup) + extra + ".h5")
+
+
+def _grid(grid: str) -> str:
+    """A top-k cache's temperature grid in names, when it is not the default (CACHE_TS)."""
+    values = grid.replace(",", " ").split()
+    return "" if values == DEFAULTS["CACHE_TS"].split() else "-ts" + "_".join(number(float(t)) for t in values)
 
 
 def _viewed(views: int, view_seed: int, mixup: float) -> str:
@@ -101,13 +141,13 @@ def _viewed(views: int, view_seed: int, mixup: float) -> str:
 
 
 def cache_tag(*, temperature: float = 1.0, dtype: str = "float32", topk: int = 0, views: int = 1,
-              view_seed: int = 0, mixup: float = 0.0) -> str:
+              view_seed: int = 0, mixup: float = 0.0, grid: str = DEFAULTS["CACHE_TS"]) -> str:
     """What a distilled run's name adds to its teacher's tag for a cache other than the default
     one: every setting of :func:`cache_suffix` but the transfer set (which runs name on their own),
     so two caches of one teacher never share a run (``-tt2`` TEACHER_T=2, ``-f16``, ``-top5``,
     ``-v8-vs1-mx1``). The default cache adds nothing, so its runs keep their names."""
     return ((f"-tt{number(temperature)}" if temperature != 1 else "") + ("-f16" if dtype == "float16" else "")
-            + (f"-top{topk}" if topk else "") + _viewed(views, view_seed, mixup))
+            + (f"-top{topk}{_grid(grid)}" if topk else "") + _viewed(views, view_seed, mixup))
 
 
 def transfer_name(transfer: str | Path) -> str:
@@ -206,6 +246,13 @@ def parse_run_name(name: str) -> RunName:
                    holdout=int(g["holdout"] or 0), teacher=g["teacher"] or "",
                    combine=combine[1:] if combine.startswith("m") else combine, data=g["data"] or "",
                    labels=None if g["labels"] is None else int(g["labels"]), transfer=g["transfer"] or "")
+
+
+def lm_run_name(student: str, T: float, alpha: float, seed: int, steps: int, data: str, teacher: str = "") -> str:
+    """A language-model student run's directory name: as an image run's, counted in steps (``-st1600``);
+    scratch (ALPHA=0) names neither T nor the teacher, so every teacher's comparison shares it."""
+    taught = f"-T{number(T)}-a{number(alpha)}" + (f"-from{teacher}" if teacher else "") if alpha else "-a0"
+    return f"{student}{taught}-s{seed}-st{steps}{_on(data)}"
 
 
 def pskd_run_name(student: str, alpha_T: float, seed: int, epochs: int, data: str = "") -> str:

@@ -155,6 +155,23 @@ def _teacher(name: str, text: str) -> str:
                      f"got {text[:60]!r}")
 
 
+def _tokenizer(name: str, text: str) -> str:
+    """bytes, bpe-N (a BPE of N tokens trained here) or a local tokenizer.json."""
+    if text == "bytes" or (re.fullmatch(r"bpe-[0-9]+", text) and 257 <= int(text[4:]) <= 1 << 24):
+        return text
+    if text.endswith(".json"):
+        return _existing_path(name, text)
+    raise UsageError(f"{name} must be bytes, bpe-N (257 <= N <= {1 << 24}) or a local tokenizer.json, got {text[:60]!r}")
+
+
+def _temperature_grid(name: str, text: str) -> str:
+    """Temperatures, separated by spaces or commas, each in the T range, none twice."""
+    values = [_number(*_T_RANGE)(name, v) for v in text.replace(",", " ").split()]
+    if not values or len(set(values)) != len(values):
+        raise UsageError(f"{name} must list one or more different temperatures, got {text[:60]!r}")
+    return text
+
+
 def _formats(name: str, text: str) -> str:
     """A comma-separated subset of the export formats: the one check, for Make, the CLI and ExportConfig."""
     parts = [p.strip() for p in text.split(",") if p.strip()]
@@ -242,8 +259,8 @@ SETTINGS: tuple[Setting, ...] = (
        _optional(_pattern(_RUN_RE, "one run directory's name under DATA_DIR/runs", "mlp-T4-a0.5-s0-e5"))),
     # data
     _S("DATA_DIR", "data", "where every artifact goes", _data_dir, group="data"),
-    _S("DATASET", "fashion-mnist", "'fashion-mnist', an .npz file, an image folder (train/<class>/*, test/<class>/*) "
-       "or a directory of IDX files", _path, group="data"),
+    _S("DATASET", "fashion-mnist", "'fashion-mnist', an .npz file, an image folder (train/<class>/*, test/<class>/*), "
+       "a directory of IDX files, or text: 'stdlib' (this Python's standard library) or a .jsonl", _path, group="data"),
     _S("SOURCE", "", "read the dataset from this file or directory first", _existing_path, group="data"),
     _S("LAYOUT", "auto", "image axes of an .npz: auto (refuses what is ambiguous), nchw or nhwc",
        _choice("auto", "nchw", "nhwc"), group="data"),
@@ -259,6 +276,12 @@ SETTINGS: tuple[Setting, ...] = (
        _integer(0, _SEED_MAX), group="data"),
     _S("TRANSFER", "", "an .npz or a folder of unlabelled images: the teacher scores them after the train rows, "
        "and distilled students learn from them with the soft term only", _existing_path, group="data"),
+    _S("TOKENIZER", "bytes", "text (DATASET=stdlib, a .jsonl, or a folder of text given with TOKENIZER): bytes, "
+       "bpe-N (a BPE of N tokens trained here on the train split) or a local tokenizer.json", _tokenizer, group="data"),
+    _S("STEPS", "1600", "text: a language-model student's optimiser steps (its schedule's length)", _integer(1),
+       group="data"),
+    _S("CONTEXT", "128", "text: tokens per window, for the teacher, its cache and the students", _integer(2, 1 << 20),
+       group="data"),
     _S("LIMIT", "0", "keep only the first N training images (0: all); named -nN, so it never replaces the full set",
        _integer(0), group="data"),
     # the teacher and its cache
@@ -269,9 +292,13 @@ SETTINGS: tuple[Setting, ...] = (
     _S("TEACHER_SEED", "0", "seed of the (first) teacher", _integer(0, _SEED_MAX - 1024), group="teacher"),
     _S("TEACHERS", "1", "N > 1: an ensemble of N teachers, seeds TEACHER_SEED ... TEACHER_SEED+N-1", _integer(1, 1024),
        group="teacher"),
+    _S("TEACHER_STEPS", "8000", "text: optimiser steps of a language-model teacher trained here", _integer(1),
+       group="teacher"),
+    _S("CACHE_TS", "1 2 4", "text: the temperatures a per-token cache holds exactly (students read at these only)",
+       _temperature_grid, group="teacher"),
     _S("TEACHER_T", "1", "temperature the cached logits are divided by", _number(*_T_RANGE), group="teacher"),
-    _S("CACHE_DTYPE", "float32", "storage of the cached logits", _choice("float32", "float16"), group="teacher"),
-    _S("CACHE_TOPK", "0", "store only the k largest logits per row plus the tail (0: all)", _integer(0),
+    _S("CACHE_DTYPE", "float32", "storage of the cached logits (text: float16 unless given)", _choice("float32", "float16"), group="teacher"),
+    _S("CACHE_TOPK", "0", "store only the k largest logits per row plus the tail (0: all; text: 16 unless given)", _integer(0),
        group="teacher"),
     _S("VIEWS", "1", "also cache K augmented views of every training image (1: the clean image only)", _integer(1, 1024),
        group="teacher"),

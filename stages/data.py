@@ -17,7 +17,8 @@ def data(**options):
     cfg = from_options(DataConfig, **options)
     if is_text_corpus(cfg.dataset, cfg.tokenizer):
         a = prepare_corpus(cfg)
-        click.echo(f"{cfg.out}: {a['corpus']} ({a['corpus_fingerprint']}{', Python ' + a['python'] if a['python'] else ''}), "
+        python = f", Python {a['python']}" if a["python"] else ""
+        click.echo(("up to date: " if a.get("unchanged") else "") + f"{cfg.out}: {a['corpus']} ({a['corpus_fingerprint']}{python}), "
                    f"tokenizer {a['tokenizer']} (V = {a['vocab_size']:,}): {a['train_tokens']:,} train / "
                    f"{a['val_tokens']:,} val / {a['test_tokens']:,} test tokens, fingerprint {a['fingerprint']}")
         return

@@ -214,3 +214,36 @@ def test_class_names_of_any_number_fit_and_are_covered_by_the_digest(tmp_path):
         f["class_names"][3] = "renamed"
     with pytest.raises(UsageError, match="attributes differ from the digest"):
         LogitCache(path)
+
+
+@pytest.mark.parametrize("in_memory", [True, False])
+def test_a_top_k_cache_with_a_grid_reads_every_grid_temperature_exactly(tmp_path, in_memory):
+    """Format 3: on the support the dense teacher's softmax(z/T), and the tail's exact total, at every T of
+    the grid (the stored temperature is 2 here), where the old even spread is exact at the stored T only.
+    A T off the grid is refused naming it; a top-k cache without a grid reads as it always did."""
+    rng = np.random.default_rng(5)
+    c, k, grid = 64, 4, (1.0, 2.0, 4.0)
+    z = (rng.standard_cauchy(size=(40, c)) * 3).astype(np.float32)      # heavy tails: the spread is far off
+    for name, temperatures in (("grid.h5", grid), ("old.h5", ())):
+        with write_cache(tmp_path / name, rows={"train": 40, "test": 40}, num_classes=c, temperature=2.0,
+                         attrs=ATTRS, topk=k, temperatures=temperatures) as w:
+            for split in ("train", "test"):
+                w.write(split, 0, z / 2.0, rng.integers(0, c, 40), np.arange(40))
+    limit = (1 << 30) if in_memory else 0
+    cache, old = (LogitCache(tmp_path / n, memory_limit_bytes=limit) for n in ("grid.h5", "old.h5"))
+    assert cache.attrs["format_version"] == 3 and cache.grid == grid and old.grid == ()
+    zt = torch.from_numpy(z)
+    support = torch.topk(zt, k, dim=1).indices
+    tail_of = lambda p: 1 - p.gather(1, support).sum(1)            # noqa: E731
+    errors = []
+    for T in grid:
+        want = torch.softmax(zt / T, dim=1)
+        got = cache.batch_log_soft_targets(torch.arange(40), T).exp()
+        assert torch.allclose(got.gather(1, support), want.gather(1, support), atol=1e-5, rtol=1e-4)
+        assert torch.allclose(tail_of(got), tail_of(want), atol=1e-5, rtol=1e-4)
+        assert torch.allclose(cache.soft_targets(T), got, atol=1e-6)
+        errors.append((tail_of(old.soft_targets(T)) - tail_of(want)).abs().max().item())
+    assert errors[1] < 1e-5 and errors[0] > 1e-3 and errors[2] > 1e-3      # the even spread: exact at T=2 only
+    with pytest.raises(UsageError, match=r"T=3 is not in the cache's temperature grid \(1, 2, 4\)"):
+        cache.batch_log_soft_targets(torch.arange(4), 3.0)
+    assert old.batch_log_soft_targets(torch.arange(4), 3.0).shape == (4, c)

@@ -31,12 +31,16 @@ OTHER_MEANING = {
     "seeds": "an experiment's own grid (its config's default, shown in the help)",
     "augment": "the teacher's own crop and flip (on by default); AUGMENT is the student's",
     "tune_seeds": "an experiment's own grid (its config's default, shown in the help)",
+    "context": "token-logits' window, 0 by default: the teacher's own context",
+    "student": "lm-student's language model; STUDENT's default is an image student (Make gives text lm-small)",
 }
 # Config fields named like a setting whose default is not the setting's, and why.
 FIELD_EXCEPTIONS = {
     ("TeacherConfig", "augment"): "the teacher's own crop and flip, always on; AUGMENT is the student's",
     ("StudentConfig", "labels"): "None is LABELS=all, every row labelled",
     ("ExportConfig", "dataset"): "the prepared file a run is checked on (default: the run's own)",
+    ("TokenLogitsConfig", "context"): "0: the teacher's own context, which a checkpoint or a folder brings",
+    ("LMStudentConfig", "student"): "a language model; STUDENT's default (cnn-tiny) is an image student",
     **{(c, f): "each experiment's own grid; Make passes TS, ALPHAS and SEEDS explicitly"
        for c in ("ViewsExperimentConfig", "LabelsExperimentConfig", "PatientExperimentConfig")
        for f in ("Ts", "alphas", "seeds")},

@@ -41,7 +41,7 @@ def test_data_teacher_pass_inspect_and_verify(tmp_path, real_text, capsys):
 
 
 @pytest.mark.parametrize("args,match", [
-    (["data", "--dataset", "stdlib", "--tokenizer", "wordpiece"], "TOKENIZER=wordpiece is unknown"),
+    (["data", "--dataset", "stdlib", "--tokenizer", "wordpiece"], "TOKENIZER must be bytes, bpe-N"),
     (["token-logits", "--teacher", "nope.pt", "--text", "nope.h5"], "missing"),
 ])
 def test_bad_text_inputs_are_one_line(tmp_path, capsys, args, match):

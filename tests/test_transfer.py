@@ -148,8 +148,8 @@ def test_broken_transfer_labels_and_newer_formats_are_refused(tmp_path, pool_cac
     newer = tmp_path / "newer.h5"
     newer.write_bytes(pool_cache.read_bytes())
     with h5py.File(newer, "r+") as f:
-        f.attrs["format_version"] = 3
-    with pytest.raises(UsageError, match="format_version 3 is not one this softcache reads"):
+        f.attrs["format_version"] = 4
+    with pytest.raises(UsageError, match="format_version 4 is not one this softcache reads"):
         LogitCache(newer)
 
 

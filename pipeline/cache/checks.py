@@ -18,6 +18,8 @@ __all__ = ["MAX_CLASSES", "attrs_problem", "combine_problem", "shapes_problem", 
 def attrs_problem(attrs: dict) -> str | None:
     if attrs.get("complete") is not True:
         return "not marked complete (the teacher pass did not finish)"
+    if attrs.get("kind") == "tokens":
+        return "is a per-token cache (text), which image students do not read; give an image cache"
     if attrs.get("format_version") not in READABLE_VERSIONS:
         return (f"format_version {attrs.get('format_version')} is not one this softcache reads "
                 f"({', '.join(map(str, READABLE_VERSIONS))}); a newer softcache wrote it, or it is broken")
@@ -35,6 +37,10 @@ def attrs_problem(attrs: dict) -> str | None:
     t = attrs.get("temperature")
     if not isinstance(t, float) or not np.isfinite(t) or t <= 0:
         return f"temperature attribute {t!r} is not a positive number"
+    grid = attrs.get("temperatures")
+    if (attrs.get("format_version") == 3) != (grid is not None) or (grid is not None and (
+            k == 0 or np.ndim(grid) != 1 or not len(grid) or not np.all(np.isfinite(grid)) or np.any(np.asarray(grid) <= 0))):
+        return f"temperature grid {grid!r} is broken (format 3 top-k caches hold one; no other cache does)"
     k = attrs.get("views", 0)
     if not isinstance(k, int) or k < 0 or (k >= 2 and not all(
             isinstance(attrs.get(a), int) and attrs[a] >= 0 for a in ("view_seed", "view_pad"))):
@@ -63,7 +69,7 @@ def combine_problem(path, combine: str | int, members: int) -> str | None:
 
 
 def shapes_problem(split: str, shapes: dict[str, tuple], required: tuple[str, ...], *, num_classes: int, topk: int,
-                   members: int, views: int, train_rows: int) -> str | None:
+                   members: int, views: int, train_rows: int, grid: int = 0) -> str | None:
     missing = [name for name in required if name not in shapes]
     if missing:
         return f"{split} lacks {', '.join(missing)}"
@@ -72,6 +78,7 @@ def shapes_problem(split: str, shapes: dict[str, tuple], required: tuple[str, ..
         return f"{split} has {n} rows, not {views} views of {train_rows} images"
     c, k = num_classes, topk
     want = {"logits": (n, c), "topk_logits": (n, k), "topk_classes": (n, k), "tail_logit": (n,), "labels": (n,),
+            "tail_logits": (n, grid),
             "index": (n,), "params": (n, 3), "member_logits": (n, members, c), "mix_partner": (n,),
             "mix_weight": (n,)}
     wrong = {name: shapes[name] for name in required if shapes[name] != want[name]}

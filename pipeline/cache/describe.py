@@ -54,7 +54,8 @@ def describe(cache: Path, T: float, trust_undigested: bool = False) -> list[tupl
         ("reading", "in memory" if c.in_memory else "streamed from the file (larger than the memory limit)"),
         ("temperature", f"{c.temperature:g} (logits stored divided by it)"),
         ("storage", f"{c.attrs.get('storage', 'full')}, {c.attrs.get('dtype', 'float32')}"
-                    + (f", top-{c.attrs['topk']} + tail" if c.attrs.get("topk") else "")),
+                    + (f", top-{c.attrs['topk']} + tail" if c.attrs.get("topk") else "")
+                    + (f", the tail exact at T = {' '.join(f'{t:g}' for t in c.grid)}" if c.grid else "")),
         ("bytes/sample", f"{cache.stat().st_size / (c.train_rows + len(c.labels('test'))):.1f} (whole file)"),
         ("teacher", f"{c.attrs.get('teacher')} {c.attrs.get('teacher_fingerprint')}"),
         ("dataset", f"{c.attrs.get('dataset')} {c.attrs.get('dataset_fingerprint')}" + _folder(c.attrs)),

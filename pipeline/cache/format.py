@@ -89,32 +89,34 @@ from pipeline.files import atomic_path, disk_full_is_one_line, need_space
 from pipeline.provenance import code_version
 from pipeline.settings import check, check_ensemble_storage
 
-__all__ = ["FORMAT_VERSION", "READABLE_VERSIONS", "TRANSFER_ATTRS", "SPLITS", "VIEW_SPLIT", "COMBINES", "ROW_DATASETS",
+__all__ = ["FORMAT_VERSION", "READABLE_VERSIONS", "GRID_DATASET", "TRANSFER_ATTRS", "SPLITS", "VIEW_SPLIT", "COMBINES", "ROW_DATASETS",
            "MIX_DATASETS", "CacheWriter", "ContentDigest", "content_digest",
            "write_cache", "estimated_bytes", "parse_combine", "stored_names", "split_names", "dense_logits", "plain",
            "read_attrs", "read_arrays", "storage_bytes", "attrs_digest", "seal", "structure_problem", "ATTRS_DIGEST",
            "CLASS_NAMES", "write_class_names", "file_attrs"]
 
-FORMAT_VERSION = 2                # the newest this code writes and reads
-READABLE_VERSIONS = (1, 2)
+FORMAT_VERSION = 3                # the newest this code writes and reads
+READABLE_VERSIONS = (1, 2, 3)
 SPLITS = ("train", "test")
 VIEW_SPLIT = "train_views"
 ROW_DATASETS = ("labels", "index")
 MIX_DATASETS = ("mix_partner", "mix_weight")
 TOPK_DATASETS = ("topk_logits", "topk_classes", "tail_logit")
+GRID_DATASET = "tail_logits"       # format 3: the tail's value at each temperature of the grid
 TRANSFER_ATTRS = ("transfer", "transfer_rows", "transfer_fingerprint", "transfer_labels_ignored")
 COMBINES = ("logits", "probs")     # ensemble targets: mean of logits, mean of probabilities (or a member number)
 
 
-def stored_names(topk: int) -> tuple[str, ...]:
-    """The datasets a split's logits are stored in: dense, or top-k plus the tail."""
-    return TOPK_DATASETS if topk else ("logits",)
+def stored_names(topk: int, grid: bool = False) -> tuple[str, ...]:
+    """The datasets a split's logits are stored in: dense, or top-k plus the tail (and, with a temperature
+    grid, the tail's value at each of its temperatures)."""
+    return (*TOPK_DATASETS, *((GRID_DATASET,) if grid else ())) if topk else ("logits",)
 
 
-def split_names(split: str, *, topk: int, members: int, mixup: bool) -> tuple[str, ...]:
+def split_names(split: str, *, topk: int, members: int, mixup: bool, grid: bool = False) -> tuple[str, ...]:
     """Every dataset a split must have."""
     views = ("params", *(MIX_DATASETS if mixup else ())) if split == VIEW_SPLIT else ()
-    return (*stored_names(topk), *(("member_logits",) if members else ()), *ROW_DATASETS, *views)
+    return (*stored_names(topk, grid), *(("member_logits",) if members else ()), *ROW_DATASETS, *views)
 
 
 def parse_combine(value: str | int) -> str | int:
@@ -128,22 +130,31 @@ def _smallest_uint(largest: int) -> str:
     return next(t for t in ("uint8", "uint16", "uint32", "uint64") if largest <= np.iinfo(t).max)
 
 
-def _topk_split(logits: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(B, C) logits -> top-k values (B, k) descending, their classes (B, k), tail logit (B,)."""
+def _topk_split(logits: np.ndarray, k: int, temperature: float = 1.0, grid: tuple[float, ...] = ()):
+    """(B, C) stored logits -> top-k values (B, k) descending, their classes (B, k), tail logit (B,), and
+    (B, G) the tail's value at each grid temperature T (None without a grid).
+
+    The tail's value is the one logit every tail class would need for the tail's total probability to be
+    exact: at the stored temperature for ``tail_logit``; at T (where the targets are softmax(z / T), z the
+    stored logits times ``temperature``) for column T of the grid, T/temperature * (LSE_tail(z/T) - log(C-k))."""
     z = torch.from_numpy(np.ascontiguousarray(logits, dtype=np.float32))
     values, classes = torch.topk(z, k, dim=1)
     rest = z.scatter(1, classes, float("-inf"))
-    tail = torch.logsumexp(rest, dim=1) - math.log(z.shape[1] - k)
-    return values.numpy(), classes.numpy(), tail.numpy()
+    spread = math.log(z.shape[1] - k)
+    tail = torch.logsumexp(rest, dim=1) - spread
+    tails = torch.stack([T / temperature * (torch.logsumexp(rest * (temperature / T), dim=1) - spread)
+                         for T in grid], dim=1) if grid else None
+    return values.numpy(), classes.numpy(), tail.numpy(), None if tails is None else tails.numpy()
 
 
 class CacheWriter:
     """Preallocated HDF5 datasets filled in row blocks; use :func:`write_cache` to get one."""
 
     def __init__(self, f: h5py.File, rows: dict[str, int], num_classes: int, dtype: str, topk: int,
-                 members: int = 0, mixup: bool = False, train_rows: int = 0, unlabelled: bool = False):
+                 members: int = 0, mixup: bool = False, train_rows: int = 0, unlabelled: bool = False,
+                 temperature: float = 1.0, grid: tuple[float, ...] = ()):
         self._f = f
-        self._topk = topk
+        self._topk, self._temperature, self._grid = topk, temperature, grid
         self._written = {s: 0 for s in rows}
         class_dtype = _smallest_uint(num_classes - 1)
         label_dtype = _smallest_uint(num_classes if unlabelled else num_classes - 1)   # C: "no label"
@@ -166,6 +177,8 @@ class CacheWriter:
                 add("topk_logits", topk, dtype)
                 add("topk_classes", topk, class_dtype, compress=True)
                 add("tail_logit", 0, dtype)
+                if grid:
+                    add(GRID_DATASET, len(grid), "float32")
             else:
                 add("logits", num_classes, dtype)
             add("labels", 0, label_dtype, compress=True)
@@ -187,10 +200,12 @@ class CacheWriter:
         stop = start + len(logits)
         g = self._f[split]
         if self._topk:
-            values, classes, tail = _topk_split(logits, self._topk)
+            values, classes, tail, tails = _topk_split(logits, self._topk, self._temperature, self._grid)
             g["topk_logits"][start:stop] = values
             g["topk_classes"][start:stop] = classes
             g["tail_logit"][start:stop] = tail
+            if tails is not None:
+                g[GRID_DATASET][start:stop] = tails
         else:
             g["logits"][start:stop] = logits
         g["labels"][start:stop] = labels
@@ -209,10 +224,12 @@ class CacheWriter:
 
 @contextlib.contextmanager
 def write_cache(path: Path, *, rows: dict[str, int], num_classes: int, temperature: float,
-                attrs: dict, dtype: str = "float32", topk: int = 0, members: int = 0) -> Iterator[CacheWriter]:
+                attrs: dict, dtype: str = "float32", topk: int = 0, members: int = 0,
+                temperatures: tuple[float, ...] = ()) -> Iterator[CacheWriter]:
     """Open a new cache for writing; on a clean exit mark it complete and move it into place.
 
-    ``topk = 0`` stores every logit; ``0 < topk < num_classes`` stores the compact form.
+    ``topk = 0`` stores every logit; ``0 < topk < num_classes`` stores the compact form, and with a grid of
+    ``temperatures`` (format 3) the tail's exact total at each of them, which a reader then requires.
     ``rows`` may include the view split, and then ``attrs`` must say ``views``, ``view_seed``
     and ``view_pad`` (and ``view_mixup`` > 0 when the views are mixup pairs). ``members`` > 1
     adds every split's ``member_logits`` (an ensemble, which stores every logit).
@@ -223,7 +240,8 @@ def write_cache(path: Path, *, rows: dict[str, int], num_classes: int, temperatu
         raise UsageError(f"CACHE_TOPK must lie in [0, {num_classes}) for {num_classes} classes "
                          f"(0 stores every logit), got {topk}")
     transfer = int(attrs.get("transfer_rows", 0)) > 0
-    need = estimated_bytes(rows, num_classes, dtype, topk, members)
+    grid = tuple(float(t) for t in temperatures) if topk else ()
+    need = estimated_bytes(rows, num_classes, dtype, topk, members) + 4 * len(grid) * sum(rows.values())
     need_space(path, need)
     with disk_full_is_one_line(path, need), atomic_path(path) as tmp:
         # The space is reserved before HDF5 writes a byte: HDF5 met by a full disk half-way fails in its
@@ -236,7 +254,8 @@ def write_cache(path: Path, *, rows: dict[str, int], num_classes: int, temperatu
             os.close(fd)
         with h5py.File(tmp, "r+") as f:
             f.attrs.update({
-                "format_version": FORMAT_VERSION if transfer else 1,   # the oldest that describes the file
+                "format_version": 3 if grid else 2 if transfer else 1,   # the oldest that describes the file
+                **({"temperatures": np.asarray(grid, np.float64)} if grid else {}),
                 "storage": "topk" if topk else "full",
                 "topk": int(topk),
                 "dtype": dtype,
@@ -251,7 +270,7 @@ def write_cache(path: Path, *, rows: dict[str, int], num_classes: int, temperatu
                 write_class_names(f, attrs[CLASS_NAMES])
             writer = CacheWriter(f, rows, num_classes, dtype, topk, members=members,
                                  mixup=float(attrs.get("view_mixup", 0)) > 0, train_rows=rows.get("train", 0),
-                                 unlabelled=transfer)
+                                 unlabelled=transfer, temperature=float(temperature), grid=grid)
             yield writer
             for split, n in rows.items():
                 if writer.rows_written(split) != n:
@@ -374,11 +393,13 @@ def estimated_bytes(rows: dict[str, int], num_classes: int, dtype: str = "float3
     return sum(n * (per_row + (12 if split == VIEW_SPLIT else 0)) for split, n in rows.items()) + (1 << 20)
 
 
-def dense_logits(block: dict, num_classes: int) -> np.ndarray:
-    """Stored-scale logits (B, C) float32 from one block of either storage form."""
+def dense_logits(block: dict, num_classes: int, column: int | None = None) -> np.ndarray:
+    """Stored-scale logits (B, C) float32 from one block of either storage form; with a grid's ``column``
+    the tail classes take that temperature's value, so the tail's total is exact at it."""
     if "logits" in block:
         return block["logits"].astype(np.float32)
-    dense = np.repeat(block["tail_logit"].astype(np.float32)[:, None], num_classes, axis=1)
+    tail = block["tail_logit"] if column is None else block[GRID_DATASET][:, column]
+    dense = np.repeat(tail.astype(np.float32)[:, None], num_classes, axis=1)
     np.put_along_axis(dense, block["topk_classes"].astype(np.int64), block["topk_logits"].astype(np.float32), axis=1)
     return dense
 

@@ -30,6 +30,7 @@ from pipeline.cache.format import (
     stored_names,
     structure_problem,
 )
+from pipeline.cache.token_format import grid_index
 from pipeline.errors import UsageError
 
 __all__ = ["LogitCache", "CacheExpectations"]
@@ -116,21 +117,32 @@ class LogitCache:
     @property
     def _value_names(self) -> tuple[str, ...]:
         """The datasets a row's (combined) logits are read from."""
-        return ("member_logits",) if isinstance(self.combine, int) else stored_names(int(self.attrs.get("topk", 0)))
+        return ("member_logits",) if isinstance(self.combine, int) else stored_names(int(self.attrs.get("topk", 0)),
+                                                                                     bool(self.grid))
 
-    def _dense_block(self, block: dict) -> np.ndarray:
-        """Stored-scale (B, C) float32 logits of a block, as ``combine`` picks them."""
+    @property
+    def grid(self) -> tuple[float, ...]:
+        """The temperatures a top-k cache of format 3 holds the exact tail at (() for any other cache)."""
+        return tuple(float(t) for t in self.attrs.get("temperatures", ()))
+
+    def _column(self, T: float | None) -> int | None:
+        """The grid column read at student temperature T; a T off a cache's grid is refused in one line."""
+        return None if T is None or not self.grid else grid_index(self.grid, T)
+
+    def _dense_block(self, block: dict, T: float | None = None) -> np.ndarray:
+        """Stored-scale (B, C) float32 logits of a block, as ``combine`` picks them; for a grid cache, with the
+        tail classes at T's value, so softmax(z * temperature / T) has the tail's exact total."""
         if isinstance(self.combine, int):
             return block["member_logits"][:, self.combine].astype(np.float32)
-        return dense_logits(block, self.num_classes)
+        return dense_logits(block, self.num_classes, self._column(T))
 
     def _check_shapes(self) -> None:
         for split, shapes in self._shapes.items():
             required = split_names(split, topk=int(self.attrs.get("topk", 0)), members=self.members,
-                                   mixup=bool(self.mixup))
+                                   mixup=bool(self.mixup), grid=bool(self.grid))
             self._check(cache_checks.shapes_problem(
                 split, shapes, required, num_classes=self.num_classes, topk=int(self.attrs.get("topk", 0)),
-                members=self.members, views=self.views, train_rows=self.rows("train")))
+                members=self.members, views=self.views, train_rows=self.rows("train"), grid=len(self.grid)))
 
     def _check_block(self, split: str, lo: int, block: dict) -> None:
         names = (*self._value_names, *(("member_logits",) if self.members else ()))
@@ -159,11 +171,14 @@ class LogitCache:
                         mix.append(np.stack([block["mix_partner"].astype(np.int64),
                                              block["mix_weight"].astype(np.int64)], axis=1))
                 if self.in_memory:
-                    dense.append(self._dense_block(block))
+                    dense.append({n: block[n] for n in self._value_names} if self.grid else self._dense_block(block))
                 if keep_members:
                     members.append(block["member_logits"].astype(np.float32))
             self._labels[split] = np.concatenate(labels)
-            self._dense_logits[split] = np.concatenate(dense) if self.in_memory else None
+            if self.in_memory and self.grid:      # the stored top-k and tails: dense at a T when it is asked
+                self._dense_logits[split] = {n: np.concatenate([b[n] for b in dense[1:]]) for n in self._value_names}
+            else:
+                self._dense_logits[split] = np.concatenate(dense) if self.in_memory else None
             self._members[split] = np.concatenate(members) if keep_members else None
         self._view_params = np.concatenate(params).reshape(-1, self.views, 3) if params else None
         self._view_mix = np.concatenate(mix).reshape(-1, self.views, 2) if mix else None
@@ -248,16 +263,19 @@ class LogitCache:
         return self._handle
 
 
-    def _stored(self, split: str, idx: np.ndarray | None = None) -> np.ndarray:
-        """Stored-scale logits of ``split`` (all rows, or rows ``idx``): (B, C) float32."""
+    def _stored(self, split: str, idx: np.ndarray | None = None, T: float | None = None) -> np.ndarray:
+        """Stored-scale logits of ``split`` (all rows, or rows ``idx``): (B, C) float32; for a grid cache read
+        at T (see ``_dense_block``)."""
         if self.in_memory:
-            dense = self._dense_logits[split]
-            return dense if idx is None else dense[idx]
+            held = self._dense_logits[split]
+            if self.grid:
+                return self._dense_block({n: v if idx is None else v[idx] for n, v in held.items()}, T)
+            return held if idx is None else held[idx]
         g = self._file()[split]
         if idx is None:
-            return self._dense_block({name: g[name][()] for name in self._value_names})
+            return self._dense_block({name: g[name][()] for name in self._value_names}, T)
         order = np.argsort(idx, kind="stable")              # h5py reads increasing indices only
-        block = self._dense_block({name: g[name][idx[order]] for name in self._value_names})
+        block = self._dense_block({name: g[name][idx[order]] for name in self._value_names}, T)
         out = np.empty_like(block)
         out[order] = block
         return out
@@ -278,7 +296,7 @@ class LogitCache:
 
     def soft_targets(self, T: float, split: str = "train") -> torch.Tensor:
         """softmax(z_stored * temperature / T): (N, C) float32, rows sum to 1."""
-        return torch.softmax(self.logits(split) / T, dim=-1)
+        return self.log_soft_targets(T, split).exp() if self.grid else torch.softmax(self.logits(split) / T, dim=-1)
 
     def log_soft_targets(self, T: float, split: str = "train") -> torch.Tensor:
         """log_softmax(z_stored * temperature / T): (N, C) float32, for KL with log_target.
@@ -286,7 +304,7 @@ class LogitCache:
         if self.combine == "probs":
             z = torch.from_numpy(self._members[split]) * self.temperature
             return torch.logsumexp(torch.log_softmax(z / T, dim=-1), dim=1) - math.log(self.members)
-        return torch.log_softmax(self.logits(split) / T, dim=-1)
+        return torch.log_softmax(torch.from_numpy(self._stored(split, T=T)) * self.temperature / T, dim=-1)
 
     def batch_log_soft_targets(self, idx: torch.Tensor, T: float, split: str = "train") -> torch.Tensor:
         """log_softmax at T for rows idx (B,) int64: (B, C) float32, from memory or from the file."""
@@ -294,7 +312,7 @@ class LogitCache:
             if self._memo[0] != (T, split):
                 self._memo = ((T, split), self.log_soft_targets(T, split))
             return self._memo[1][idx]
-        z = torch.from_numpy(self._stored(split, idx.cpu().numpy())) * self.temperature
+        z = torch.from_numpy(self._stored(split, idx.cpu().numpy(), T)) * self.temperature
         return torch.log_softmax(z / T, dim=-1).to(idx.device)
 
     def batch_view_log_soft_targets(self, rows: torch.Tensor, view: torch.Tensor, T: float) -> torch.Tensor:

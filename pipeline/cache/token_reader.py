@@ -10,6 +10,8 @@ teacher's values) is refused in one line saying what to rebuild.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from pathlib import Path
 
@@ -47,6 +49,8 @@ class TokenCache:
                         self._check(self._block_problem(split, lo, block))
                         digest.update(split, block)
                 self._check(digest.problem(self.attrs))
+                # What a student run records of its targets: the values' digests, read back here.
+                self.fingerprint = hashlib.sha256(json.dumps(digest.digests(), sort_keys=True).encode()).hexdigest()[:16]
         except UsageError:
             raise
         except (OSError, KeyError, ValueError, TypeError) as exc:

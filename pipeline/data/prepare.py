@@ -28,7 +28,7 @@ from pipeline.data.image_folder import (FolderOptions, FolderSource, changes, is
 from pipeline.data.image_store import read_prepared_h5, source_arrays_h5, write_prepared_h5
 from pipeline.data.text import load_corpus
 from pipeline.data.tokenizers import load_tokenizer
-from pipeline.data.windows import prepare_text
+from pipeline.data.windows import prepare_text, read_text_attrs
 from pipeline.errors import UsageError
 from pipeline.files import atomic_path
 
@@ -429,8 +429,26 @@ def load_prepared(path: Path, verify: bool = True) -> Dataset:
 def prepare_corpus(cfg) -> dict:
     """The ``data`` stage for text (``cfg.tokenizer`` or a text DATASET): the corpus tokenized into the
     prepared text file ``cfg.out``; its attributes (splits' token counts, fingerprints)."""
-    corpus = load_corpus(cfg.dataset, cfg.split_seed)
-    return prepare_text(corpus, load_tokenizer(cfg.tokenizer or "bytes", corpus), cfg.out)
+    corpus, spec = load_corpus(cfg.dataset, cfg.split_seed), cfg.tokenizer or "bytes"
+    current = _current_text(cfg.out, corpus, spec)
+    if current is not None:
+        return {**current, "unchanged": True}
+    return prepare_text(corpus, load_tokenizer(spec, corpus), cfg.out)
+
+
+def _current_text(out: Path, corpus, spec: str) -> dict | None:
+    """The attributes of an existing prepared text file that this corpus and tokenizer would write again, else
+    None: left as it is, it keeps its time, so Make rebuilds no teacher on it (a BPE is not trained again)."""
+    if not out.is_file():
+        return None
+    try:
+        attrs = read_text_attrs(out)
+    except UsageError:
+        return None
+    same = attrs["corpus_fingerprint"] == corpus.fingerprint and int(attrs["split_seed"]) == corpus.split_seed
+    if spec.endswith(".json"):        # a local tokenizer: quick to load, compared by its fingerprint
+        return attrs if same and attrs["tokenizer_fingerprint"] == load_tokenizer(spec, corpus).fingerprint else None
+    return attrs if same and attrs["tokenizer"] == spec else None
 
 
 def prepare(cfg) -> Dataset | None:

@@ -25,10 +25,10 @@ from pathlib import Path
 from typing import Iterator
 
 from pipeline.errors import UsageError
+from pipeline.names import STDLIB, is_text_dataset
 
 __all__ = ["STDLIB", "SPLITS", "Corpus", "load_corpus", "split_of", "stdlib_root", "is_text_corpus"]
 
-STDLIB = "stdlib"
 SPLITS = ("train", "val", "test")
 FRACTIONS = (0.90, 0.05, 0.05)                  # train, val, test, by document
 _SKIPPED_DIRS = {"test", "tests", "idle_test", "site-packages", "dist-packages", "__pycache__"}
@@ -36,8 +36,8 @@ _MAX_DOCUMENT_BYTES = 64 << 20                  # one file larger than this is n
 
 
 def is_text_corpus(spec: str, tokenizer: str = "") -> bool:
-    """Whether a DATASET names text: the stdlib corpus, a .jsonl, or anything given with a tokenizer."""
-    return bool(tokenizer) or spec == STDLIB or str(spec).endswith(".jsonl")
+    """Whether a DATASET names text (``pipeline.names.is_text_dataset``, the rule Make's planner also uses)."""
+    return is_text_dataset(str(spec), bool(tokenizer))
 
 
 def stdlib_root() -> Path:

@@ -133,7 +133,7 @@ def write_teacher_logits(cfg: LogitsConfig, progress: bool = True) -> dict:
                 attrs["pass_seconds"] = time.perf_counter() - start
             with write_cache(cfg.out, rows={s: len(rows) for s, rows in splits.items()},
                              num_classes=data.num_classes, temperature=cfg.temperature,
-                             attrs=attrs, dtype=cfg.dtype, topk=cfg.topk) as writer:
+                             attrs=attrs, dtype=cfg.dtype, topk=cfg.topk, temperatures=cfg.temperatures) as writer:
                 for split, i, lo, hi in chunks:
                     rows = splits[split]
                     writer.write(split, lo, parts.load(split, i) / cfg.temperature, rows.labels(lo, hi),

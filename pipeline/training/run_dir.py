@@ -54,14 +54,14 @@ def evaluate(test_logits: torch.Tensor, data: Dataset) -> dict:
 
 
 def save_run(out_dir: Path, arch: str, model: torch.nn.Module, model_kwargs: dict, config: dict, metrics: dict,
-             extra_files: dict[str, Path] | None = None) -> None:
+             extra_files: dict[str, Path] | None = None, kind: str = "student") -> None:
     """Write the run directory in one atomic step: model.pt, metrics.json (with the
     checkpoint's size added) and any extra files, moved in."""
     metrics.update(code_version())
     need = 2 * sum(t.numel() * t.element_size() for t in model.state_dict().values()) + (1 << 20)
     need_space(Path(out_dir).parent, need)
     with disk_full_is_one_line(out_dir, need), atomic_dir(out_dir) as tmp:
-        save_checkpoint(tmp / MODEL_FILE, kind="student", arch=arch, model=model,
+        save_checkpoint(tmp / MODEL_FILE, kind=kind, arch=arch, model=model,
                         model_kwargs=model_kwargs, config=config, metrics=metrics)
         metrics["size_bytes"] = (tmp / MODEL_FILE).stat().st_size
         for name, path in (extra_files or {}).items():

@@ -1,0 +1,114 @@
+"""A causal language-model student trained on the CPU from a teacher's per-token cache.
+
+The student reads the prepared text's train windows (the very windows the teacher pass scored, so the
+cache's row i is window i's targets) and, per position, the loss of :func:`pipeline.losses.token_kd_loss`:
+ALPHA·T²·KL over the cache's top-k plus one tail bucket, plus (1 − ALPHA)·the next token's cross-entropy;
+ALPHA = 0 is scratch and never opens the cache's values. Like the LM teacher it is counted in optimiser
+steps and saves its whole state every ``eval_every`` steps, so a killed run resumes to the same weights.
+The run directory holds ``model.pt`` (kind "lm") and ``metrics.json``: test bits per byte and per token,
+top-1 agreement with the teacher on the test windows, tokens per second, parameters, and the cache's
+fingerprint.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from pipeline.cache.token_format import grid_index
+from pipeline.cache.token_reader import TokenCache
+from pipeline.config import LMStudentConfig, as_record
+from pipeline.data.windows import TokenWindows, read_text_attrs, text_tokenizer
+from pipeline.errors import UsageError
+from pipeline.files import exclusive_writer
+from pipeline.losses import token_kd_loss
+from pipeline.models import count_params
+from pipeline.models_lm import create_lm
+from pipeline.training.lm_loop import LMTrainer, bits_per_byte, next_token_loss
+from pipeline.training.loop import set_threads
+from pipeline.training.resume import TrainingState, recipe_key
+from pipeline.training.run_dir import save_run
+
+__all__ = ["train_lm_student", "teacher_agreement"]
+
+
+def _open_cache(cfg: LMStudentConfig) -> tuple[TokenCache, dict]:
+    """The cache, checked against the text it must come from, and the text's attributes."""
+    text = read_text_attrs(cfg.text)
+    cache = TokenCache(cfg.cache, expect={"text_fingerprint": text["fingerprint"]})
+    if cfg.alpha:
+        grid_index(cache.temperatures, cfg.T)          # a T off the grid: one line naming it, before training
+    return cache, text
+
+
+def teacher_agreement(model, windows: TokenWindows, cache: TokenCache, batch_size: int = 32) -> float:
+    """How often the student's most likely next token is the teacher's (the cache's first top-k id, or the
+    dense row's argmax), over every window of ``windows``' split."""
+    model.eval()
+    same = total = 0
+    with torch.no_grad():
+        for lo in range(0, len(windows), batch_size):
+            rows = list(range(lo, min(lo + batch_size, len(windows))))
+            ids, log_p, _ = cache.targets(windows.split, rows, 1.0 if 1.0 in cache.temperatures else cache.temperatures[0])
+            teacher = (log_p.argmax(-1) if ids is None else ids.gather(-1, log_p.argmax(-1, keepdim=True))[..., 0])
+            student = model(windows.batch(rows)[:, :-1]).argmax(-1)
+            same += int((student == teacher).sum())
+            total += teacher.numel()
+    return same / max(total, 1)
+
+
+def train_lm_student(cfg: LMStudentConfig, progress: bool = True, on_eval=None) -> dict:
+    """Train (or resume) one student and write its run directory; return its metrics. ``on_eval(entry)``
+    sees each history entry (steps, loss, tokens per second, validation bits per byte) as it is made."""
+    set_threads(cfg.threads)
+    cache, text = _open_cache(cfg)
+    context = int(cache.attrs["context"])
+    train, val, test = (TokenWindows(cfg.text, split, context) for split in ("train", "val", "test"))
+    if len(train) != cache.windows("train"):
+        raise UsageError(f"{cfg.text} holds {len(train)} train windows of {context} tokens but the cache {cfg.cache} "
+                         f"{cache.windows('train')}; give the text the cache was made from")
+    lengths = text_tokenizer(cfg.text).byte_lengths()
+    torch.manual_seed(cfg.seed)
+    model = create_lm(cfg.student, vocab_size=int(cache.attrs["vocab_size"]), context=context)
+    trainer = LMTrainer(model, train, steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr,
+                        weight_decay=cfg.weight_decay, seed=cfg.seed)
+
+    def loss(logits: torch.Tensor, batch: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        if not cfg.alpha:
+            return next_token_loss(logits, batch)
+        ids, log_p, log_tail = cache.targets("train", idx.numpy(), cfg.T)
+        return token_kd_loss(logits, batch[:, 1:], ids, log_p, log_tail, T=cfg.T, alpha=cfg.alpha)
+
+    with exclusive_writer(cfg.out_dir, what="student run"):
+        key = recipe_key(as_record(cfg), ("cache", "text", "out_dir", "threads"), text_fingerprint=text["fingerprint"],
+                         cache_fingerprint=cache.fingerprint if cfg.alpha else "")
+        state = TrainingState(Path(cfg.out_dir), key)
+        history, _ = state.restore(trainer)
+        resumed_from = trainer.steps_done
+        while trainer.steps_done < cfg.steps:
+            entry = trainer.train_steps(cfg.eval_every, loss, label=cfg.student, progress=progress)
+            entry["val_bits_per_byte"] = bits_per_byte(model, val, lengths, limit=cfg.eval_windows)["bits_per_byte"]
+            history.append(entry)
+            if on_eval:
+                on_eval(entry)
+            if trainer.steps_done < cfg.steps:
+                state.save(trainer, history)
+        scores = {split: bits_per_byte(model, w, lengths) for split, w in (("val", val), ("test", test))}
+        seconds = sum(h["seconds"] for h in history)
+        metrics = {
+            "kind": "lm", "student": cfg.student, "T": cfg.T, "alpha": cfg.alpha, "seed": cfg.seed, "steps": cfg.steps,
+            "val_bits_per_byte": scores["val"]["bits_per_byte"], "test_bits_per_byte": scores["test"]["bits_per_byte"],
+            "test_bits_per_token": scores["test"]["bits_per_token"],
+            "teacher_agreement": teacher_agreement(model, test, cache),
+            "teacher_val_bits_per_byte": float(cache.attrs.get("teacher_val_bits_per_byte", float("nan"))),
+            "params": count_params(model), "train_seconds": seconds,
+            "tokens_per_second": sum(h["tokens_per_second"] * h["seconds"] for h in history) / max(seconds, 1e-9),
+            "cache": str(cfg.cache), "cache_fingerprint": cache.fingerprint, "text_fingerprint": text["fingerprint"],
+            "tokenizer": text["tokenizer"], "history": history, "resumed_from_step": resumed_from,
+            "threads": torch.get_num_threads(),
+        }
+        save_run(Path(cfg.out_dir), cfg.student, model, {"vocab_size": int(cache.attrs["vocab_size"]),
+                                                         "context": context}, as_record(cfg), metrics, kind="lm")
+        state.clear()
+    return metrics

@@ -1,0 +1,98 @@
+"""LM students from the per-token cache: the run records what a user compares (bits per byte, agreement with
+the teacher, tokens per second, the cache's fingerprint), a killed run resumes to the same weights, scratch
+never reads the cache's values, and what cannot be trained is refused in one line."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from pipeline.config import LMStudentConfig, TokenLogitsConfig
+from pipeline.errors import UsageError
+from pipeline.student import distill_lm
+from pipeline.teacher.token_pass import write_token_logits
+from pipeline.training.checkpoint import load_checkpoint
+from pipeline.training.lm_loop import LMTrainer
+from tests.test_lm_teacher import text_file  # noqa: F401  (the fixture)
+from tests.test_token_pass import lm_teacher  # noqa: F401  (the fixture)
+
+
+@pytest.fixture
+def token_cache(tmp_path, lm_teacher, text_file):  # noqa: F811
+    cfg = TokenLogitsConfig(teacher=lm_teacher, text=text_file, out=tmp_path / "tokens.h5", topk=8,
+                            temperatures=(1.0, 2.0), device="cpu", threads=1)
+    write_token_logits(cfg, progress=False)
+    return cfg.out
+
+
+def _config(tmp_path, cache, text, name="run", **kw) -> LMStudentConfig:
+    return LMStudentConfig(cache=cache, text=text, out_dir=tmp_path / name, student="lm-tiny",
+                           **{"T": 2.0, "alpha": 0.5, "steps": 12, "batch_size": 4, "eval_every": 4,
+                              "eval_windows": 8, "threads": 1, **kw})
+
+
+def test_a_distilled_run_records_what_a_user_compares(tmp_path, token_cache, text_file):  # noqa: F811
+    m = distill_lm.train_lm_student(_config(tmp_path, token_cache, text_file), progress=False)
+    saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert saved["test_bits_per_byte"] == m["test_bits_per_byte"] > 0 and 0 <= m["teacher_agreement"] <= 1
+    assert [h["step"] for h in m["history"]] == [4, 8, 12] and m["tokens_per_second"] > 0
+    assert m["cache_fingerprint"] and m["params"] > 50_000 and m["kind"] == "lm"
+    model, ckpt = load_checkpoint(tmp_path / "run" / "model.pt", "lm", "student")
+    assert ckpt["arch"] == "lm-tiny" and model.context == 16
+
+
+def test_a_killed_run_resumes_to_the_same_weights(tmp_path, token_cache, text_file, monkeypatch):  # noqa: F811
+    distill_lm.train_lm_student(_config(tmp_path, token_cache, text_file, "whole"), progress=False)
+    real, calls = LMTrainer.train_steps, []
+
+    def dies(self, *args, **kw):
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        calls.append(1)
+        return real(self, *args, **kw)
+
+    monkeypatch.setattr(LMTrainer, "train_steps", dies)
+    with pytest.raises(KeyboardInterrupt):
+        distill_lm.train_lm_student(_config(tmp_path, token_cache, text_file, "killed"), progress=False)
+    monkeypatch.setattr(LMTrainer, "train_steps", real)
+    assert not (tmp_path / "killed" / "metrics.json").exists()
+    m = distill_lm.train_lm_student(_config(tmp_path, token_cache, text_file, "killed"), progress=False)
+    assert m["resumed_from_step"] == 8
+    a, _ = load_checkpoint(tmp_path / "whole" / "model.pt", "lm", "student")
+    b, _ = load_checkpoint(tmp_path / "killed" / "model.pt", "lm", "student")
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+def test_scratch_never_reads_the_targets_and_differs_from_distilled(tmp_path, token_cache, text_file, monkeypatch):  # noqa: F811
+    distilled = distill_lm.train_lm_student(_config(tmp_path, token_cache, text_file, "kd"), progress=False)
+
+    def no_reading(*args, **kw):
+        raise AssertionError("scratch read the cache's targets")
+
+    monkeypatch.setattr(distill_lm.TokenCache, "targets", no_reading)
+    monkeypatch.setattr(distill_lm, "teacher_agreement", lambda *a, **k: 0.0)
+    scratch = distill_lm.train_lm_student(_config(tmp_path, token_cache, text_file, "scratch", alpha=0.0),
+                                          progress=False)
+    assert scratch["test_bits_per_byte"] != distilled["test_bits_per_byte"]
+
+
+@pytest.mark.parametrize("change, match", [
+    ({"T": 4.0}, r"T=4 is not in the cache's temperature grid \(1, 2\)"),
+])
+def test_what_cannot_be_trained_is_one_line(tmp_path, token_cache, text_file, change, match):  # noqa: F811
+    with pytest.raises(UsageError, match=match):
+        distill_lm.train_lm_student(_config(tmp_path, token_cache, text_file, **change), progress=False)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_cache_of_other_text_is_refused(tmp_path, token_cache, text_file):  # noqa: F811
+    from pipeline.data.text import load_corpus
+    from pipeline.data.tokenizers import BYTES
+    from pipeline.data.windows import prepare_text
+    from tests.test_text_data import write_docs
+    other = tmp_path / "other.h5"
+    prepare_text(load_corpus(str(write_docs(tmp_path / "other-docs", n=80, seed=7))), BYTES, other)
+    with pytest.raises(UsageError, match="was made for another text_fingerprint"):
+        distill_lm.train_lm_student(_config(tmp_path, token_cache, other), progress=False)

@@ -1,0 +1,67 @@
+"""Make for text, as for images: DATASET= picks the corpus, `make teacher-logits` builds the prepared text, the
+language-model teacher and its per-token cache; a cache setting re-runs only the pass, a teacher setting
+the teacher and the pass, and what a text corpus cannot use is refused by name before anything runs."""
+
+from __future__ import annotations
+
+import json
+
+import h5py
+import pytest
+
+from tests.test_make import fingerprint, make
+from tests.test_text_data import write_docs
+
+pytestmark = pytest.mark.slow
+
+
+def _ran(proc) -> list[str]:
+    """The stages a make run started, in order."""
+    return [line.split()[1] for line in proc.stdout.splitlines() if line.startswith(".venv/bin/softcache ")]
+
+
+def test_make_builds_the_text_cache_and_reruns_only_what_changed(tmp_path):
+    docs = write_docs(tmp_path / "docs", n=80)
+    common = [f"DATASET={docs}", "TOKENIZER=bytes", f"DATA_DIR={tmp_path / 'd'}", "TEACHER_STEPS=20", "CONTEXT=16",
+              "DEVICE=cpu", "THREADS=1"]
+    first = make("teacher-logits", *common)
+    assert _ran(first) == ["data", "lm-teacher", "token-logits"]
+    text, teacher = tmp_path / "d/text/docs-bytes.h5", tmp_path / "d/teacher/docs-bytes-st20-c16/teacher.pt"
+    cache = tmp_path / "d/cache/docs-bytes-st20-c16-c16-k16-float16-ts1_2_4.h5"
+    with h5py.File(cache) as f:
+        assert f.attrs["kind"] == "tokens" and f.attrs["complete"] and f.attrs["topk"] == 16
+        assert list(f.attrs["temperatures"]) == [1.0, 2.0, 4.0] and f.attrs["context"] == 16
+    before = {p: fingerprint(p) for p in (text, teacher, cache)}
+    assert _ran(make("teacher-logits", *common)) == []                        # nothing changed: nothing runs
+    assert _ran(make("teacher-logits", *common, "CACHE_TS=1 2", "CACHE_TOPK=4")) == ["token-logits"]
+    assert {p: fingerprint(p) for p in before} == before                       # a new cache beside the old one
+    assert (tmp_path / "d/cache/docs-bytes-st20-c16-c16-k4-float16-ts1_2.h5").is_file()
+    assert _ran(make("student", *common, "STEPS=8", "T=2", "ALPHA=0.5")) == ["lm-student"]   # from the cache made
+    run = tmp_path / "d/runs/lm-small-T2-a0.5-from-st20-c16-s0-st8-on-docs-bytes"
+    assert json.loads((run / "metrics.json").read_text())["test_bits_per_byte"] > 0
+    assert _ran(make("student", *common, "STEPS=8", "T=1", "ALPHA=0.5")) == ["lm-student"]   # T: the student only
+    assert {p: fingerprint(p) for p in before} == before
+    assert _ran(make("teacher-logits", *common, "TEACHER_SEED=1")) == ["lm-teacher", "token-logits"]
+    assert fingerprint(text) == before[text]
+
+
+@pytest.mark.parametrize("setting, match", [
+    ("VIEWS=4", "VIEWS applies to images, and DATASET=stdlib is text"),
+    ("LABELS=600", "LABELS applies to images"),
+    ("TEACHER=published", "no published teacher exists for text"),
+    ("CACHE_TS=1 1", "CACHE_TS must list one or more different temperatures"),
+    ("TOKENIZER=words", "TOKENIZER must be bytes, bpe-N"),
+])
+def test_what_text_cannot_use_is_one_line_before_anything_runs(tmp_path, setting, match):
+    proc = make("teacher-logits", "DATASET=stdlib", f"DATA_DIR={tmp_path}", setting, check=False)
+    assert proc.returncode == 2 and match in proc.stderr and not any(tmp_path.iterdir()), proc.stderr
+
+
+@pytest.mark.parametrize("args, match", [
+    (["sweep", "DATASET=stdlib"], "make sweep is built for images only, and DATASET=stdlib is text"),
+    (["student", "DATASET=stdlib", "STUDENT=cnn-tiny"], "STUDENT=cnn-tiny is an image student"),
+    (["student", "STEPS=100"], "STEPS applies to text"),
+])
+def test_what_crosses_images_and_text_is_refused_by_name(tmp_path, args, match):
+    proc = make(*args, f"DATA_DIR={tmp_path}", check=False)
+    assert proc.returncode == 2 and match in proc.stderr, proc.stderr
