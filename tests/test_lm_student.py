@@ -9,6 +9,7 @@ import json
 import pytest
 import torch
 
+from pipeline.cache.token_reader import TokenCache
 from pipeline.config import LMStudentConfig, TokenLogitsConfig
 from pipeline.errors import UsageError
 from pipeline.student import distill_lm
@@ -96,3 +97,10 @@ def test_a_cache_of_other_text_is_refused(tmp_path, token_cache, text_file):  # 
     prepare_text(load_corpus(str(write_docs(tmp_path / "other-docs", n=80, seed=7))), BYTES, other)
     with pytest.raises(UsageError, match="was made for another text_fingerprint"):
         distill_lm.train_lm_student(_config(tmp_path, token_cache, other), progress=False)
+
+
+def test_targets_read_from_memory_are_the_files(token_cache):
+    on_disk, in_memory = TokenCache(token_cache), TokenCache(token_cache, in_memory=True)
+    rows = [5, 0, 5, 2]
+    for a, b in zip(on_disk.targets("train", rows, 2.0), in_memory.targets("train", rows, 2.0)):
+        assert torch.equal(a, b)

@@ -32,7 +32,7 @@ class TokenCache:
     """A verified per-token cache. ``targets(split, windows, T)`` gives (ids, log-probs, log tail mass);
     ``expect`` maps attributes to the values they must have (e.g. the text's fingerprint)."""
 
-    def __init__(self, path: Path, expect: dict | None = None, *, block_windows: int = 256):
+    def __init__(self, path: Path, expect: dict | None = None, *, block_windows: int = 256, in_memory: bool = False):
         self.path = Path(path)
         if not self.path.is_file():
             raise UsageError(f"token cache {self.path} is missing", fix="teacher-logits")
@@ -41,13 +41,17 @@ class TokenCache:
                 self.attrs = file_attrs(f)
                 self._check(self._attrs_problem())
                 self._check(self._structure_problem(f))
-                digest = TokenDigest()
+                digest, held = TokenDigest(), {split: {name: [] for name in self.names} for split in TOKEN_SPLITS}
                 for split in TOKEN_SPLITS:
                     n = self.windows(split)
+                    for name in self.names if in_memory else ():      # typed, even for a split with no window
+                        held[split][name].append(f[split][name][:0])
                     for lo in range(0, n, block_windows):
                         block = {name: f[split][name][lo: lo + block_windows] for name in self.names}
                         self._check(self._block_problem(split, lo, block))
                         digest.update(split, block)
+                        for name in self.names if in_memory else ():
+                            held[split][name].append(block[name])
                 self._check(digest.problem(self.attrs))
                 # What a student run records of its targets: the values' digests, read back here.
                 self.fingerprint = hashlib.sha256(json.dumps(digest.digests(), sort_keys=True).encode()).hexdigest()[:16]
@@ -61,6 +65,9 @@ class TokenCache:
                 raise UsageError(f"token cache {self.path} was made for another {key} ({self.attrs.get(key)}, "
                                  f"expected {want})", fix="teacher-logits")
         self._handle, self._pid = None, None
+        # in_memory: the checked values, kept as read (a student then reads no file while it trains)
+        self._memory = {split: {name: np.concatenate(parts) for name, parts in names.items()}
+                        for split, names in held.items()} if in_memory else None
 
     # --- what it holds --------------------------------------------------------------------------------
     @property
@@ -77,10 +84,13 @@ class TokenCache:
     def targets(self, split: str, windows, T: float) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
         """The teacher's targets for ``windows`` (indices, in any order) at temperature ``T``: see
         :func:`pipeline.cache.token_format.target_log_probs`."""
-        if self._handle is None or self._pid != os.getpid():     # each DataLoader worker opens its own
-            self._handle, self._pid = h5py.File(self.path, "r"), os.getpid()
         rows, inverse = np.unique(np.asarray(windows, dtype=np.int64), return_inverse=True)   # h5py: sorted, once
-        block = {name: self._handle[split][name][rows] for name in self.names}
+        if self._memory is not None:
+            block = {name: self._memory[split][name][rows] for name in self.names}
+        else:
+            if self._handle is None or self._pid != os.getpid():     # each DataLoader worker opens its own
+                self._handle, self._pid = h5py.File(self.path, "r"), os.getpid()
+            block = {name: self._handle[split][name][rows] for name in self.names}
         return target_log_probs({k: v[inverse] for k, v in block.items()}, T, self.temperatures)
 
     def __getstate__(self):
