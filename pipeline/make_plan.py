@@ -163,7 +163,7 @@ class Plan:
 
 
 # What a text DATASET builds today, and the image-only settings it refuses rather than ignores.
-TEXT_GOALS = {"help", "venv", "data", "teacher", "teacher-logits", "student", "test", "bench", "clean"}
+TEXT_GOALS = {"help", "venv", "data", "teacher", "teacher-logits", "student", "export", "test", "bench", "clean"}
 IMAGE_ONLY = ("LIMIT", "LAYOUT", "VIEWS", "MIXUP", "TRANSFER", "LABELS", "REPLAY", "AUGMENT", "HOLDOUT", "TEACHER_T",
               "TEACHERS", "TEACHER_EPOCHS", "TEACHER_WEIGHTS", "SOURCE", "EPOCHS")
 TEXT_ONLY = ("CONTEXT", "STEPS", "TEACHER_STEPS")

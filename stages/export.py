@@ -1,10 +1,14 @@
 """Stage `export`: turn a finished student run into ONNX, TorchScript and int8 files, checked."""
 
 
+from pathlib import Path
+
 import click
 
 from pipeline.config import ExportConfig, from_options
+from pipeline.files import read_json
 from pipeline.results.export import export_run
+from pipeline.results.export_lm import export_lm_run, is_lm_run
 from stages.options import config_options
 
 
@@ -13,6 +17,15 @@ from stages.options import config_options
 def export(**options):
     """Export a student for edge inference and prove it matches the trained model."""
     cfg = from_options(ExportConfig, **options)
+    if is_lm_run(cfg.run_dir):     # a language model: checked on the text's test windows
+        r = export_lm_run(cfg.run_dir, cfg.dataset or Path(read_json(cfg.run_dir / "metrics.json")["text"]),
+                          cfg.out_dir, parity_atol=cfg.parity_atol, threads=cfg.threads or 1)
+        kept = ", ".join(f"{f} {r['files'][f]['bytes']:,} bytes" for f in r["files"])
+        click.echo(f"{cfg.destination}: {kept}; ONNX max |Δlogit| {r['files']['onnx']['max_abs_diff']:.1e}, "
+                   + (f"int8 {r['files']['int8']['bits_per_byte_change']:+.4f} bits per byte" if "int8" in r["files"]
+                      else f"int8 refused ({r['refused']['int8']['bits_per_byte_change']:+.4f} bits per byte)")
+                   + f"; greedy {r['greedy_tokens_per_second_1thread']:.0f} tokens/s on one thread")
+        return
     r = export_run(cfg)
     lat = r["latency_us_batch1_1thread"]
     for fmt, why in r.get("refused", {}).items():

@@ -65,6 +65,13 @@ class Tokenizer:
         ids = _backend(self.definition).encode(data.decode("utf-8"), add_special_tokens=False).ids
         return np.asarray(ids, dtype=token_dtype(self.vocab_size))
 
+    def decode(self, ids) -> str:
+        """Text for token ids (what a student writes); bytes that are no UTF-8 show as U+FFFD."""
+        ids = [int(i) for i in ids]
+        if not self.definition:
+            return bytes(ids).decode("utf-8", errors="replace")
+        return _backend(self.definition).decode(ids, skip_special_tokens=False)
+
 
 BYTES = Tokenizer("bytes", 256, 0, hashlib.sha256(b"softcache bytes tokenizer").hexdigest()[:16])
 

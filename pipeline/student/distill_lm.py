@@ -104,7 +104,7 @@ def train_lm_student(cfg: LMStudentConfig, progress: bool = True, on_eval=None) 
             "teacher_val_bits_per_byte": float(cache.attrs.get("teacher_val_bits_per_byte", float("nan"))),
             "params": count_params(model), "train_seconds": seconds,
             "tokens_per_second": sum(h["tokens_per_second"] * h["seconds"] for h in history) / max(seconds, 1e-9),
-            "cache": str(cfg.cache), "cache_fingerprint": cache.fingerprint, "text_fingerprint": text["fingerprint"],
+            "cache": str(cfg.cache), "text": str(cfg.text), "cache_fingerprint": cache.fingerprint, "text_fingerprint": text["fingerprint"],
             "tokenizer": text["tokenizer"], "history": history, "resumed_from_step": resumed_from,
             "threads": torch.get_num_threads(),
         }

@@ -1,0 +1,53 @@
+"""An LM student at the edge: ONNX computes what eager computes on the test windows, int8 is kept only
+within its bits-per-byte budget (and never fails the export), greedy generation is timed, and
+`softcache generate` prints what the student writes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from pipeline.config import LMStudentConfig
+from pipeline.data.windows import text_tokenizer
+from pipeline.results.export_lm import export_lm_run, generate
+from pipeline.student.distill_lm import train_lm_student
+from pipeline.training.checkpoint import load_checkpoint
+from stages.cli import main
+from tests.test_lm_student import token_cache  # noqa: F401  (the fixture)
+from tests.test_lm_teacher import text_file  # noqa: F401  (the fixture)
+from tests.test_token_pass import lm_teacher  # noqa: F401  (the fixture)
+
+
+@pytest.fixture
+def student_run(tmp_path, token_cache, text_file):  # noqa: F811
+    cfg = LMStudentConfig(cache=token_cache, text=text_file, out_dir=tmp_path / "run", student="lm-tiny", T=2.0,
+                          alpha=0.5, steps=8, batch_size=4, eval_every=8, eval_windows=4, threads=1)
+    train_lm_student(cfg, progress=False)
+    return cfg.out_dir
+
+
+def test_onnx_matches_eager_and_int8_keeps_to_its_budget(student_run, text_file):  # noqa: F811
+    r = export_lm_run(student_run, text_file, windows=16)
+    assert r["files"]["onnx"]["max_abs_diff"] <= 1e-4 and (student_run / "export" / "model.onnx").is_file()
+    assert ("int8" in r["files"]) != ("int8" in r["refused"]) and r["greedy_tokens_per_second_1thread"] > 0
+    assert json.loads((student_run / "export" / "export.json").read_text())["files"] == r["files"]
+    strict = export_lm_run(student_run, text_file, student_run / "strict", windows=16, int8_budget_bpb=-1.0)
+    assert "int8" in strict["refused"] and not (student_run / "strict" / "model.int8.onnx").exists()
+
+
+def test_generate_prints_what_the_student_writes(student_run, text_file, capsys):  # noqa: F811
+    model, _ = load_checkpoint(student_run / "model.pt", "lm", "student")
+    ids = generate(model, list(b"def "), 40)            # the window slides past the context of 16
+    assert len(ids) == 40 and all(0 <= i < 256 for i in ids)
+    with pytest.raises(SystemExit) as done:
+        main(["generate", "--run-dir", str(student_run), "--text", str(text_file), "--prompt", "def ", "--tokens", "40"])
+    out = capsys.readouterr().out
+    assert done.value.code == 0 and out.startswith("def ") and text_tokenizer(text_file).decode(ids) in out
+
+
+def test_softcache_export_takes_an_lm_run(student_run, capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["export", "--run-dir", str(student_run), "--threads", "1"])
+    out = capsys.readouterr().out
+    assert done.value.code == 0 and "ONNX max |Δlogit|" in out and (student_run / "export" / "export.json").is_file()
