@@ -5,6 +5,7 @@ beside it and its own default. So no stage types a setting's help, a default or 
 
 import dataclasses
 import inspect
+import json
 import re
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from pipeline.errors import UsageError
 from pipeline.settings import SETTING, check
 
 __all__ = ["config_options", "own_options", "setting_option", "table_help", "shown", "grid_values", "trust_option",
-           "labels_option", "experiment_config", "advance"]
+           "labels_option", "experiment_config", "advance", "echo_entry"]
 
 PATH = click.Path(path_type=Path)
 KINDS = {"int": int, "float": float, "str": str, "bool": bool, "Path": Path}
@@ -133,6 +134,11 @@ def _labels(ctx, param, value):
 
 
 labels_option = setting_option("LABELS", "--labels", "labels", callback=_labels)
+
+
+def echo_entry(entry: dict) -> None:
+    """A training run's history entry as one JSON line on stderr (the LM stages' progress log)."""
+    click.echo(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in entry.items()}), err=True)
 
 
 def trust_option(dest: str = "trust"):

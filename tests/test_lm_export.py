@@ -14,8 +14,8 @@ from pipeline.results.export_lm import export_lm_run, generate
 from pipeline.student.distill_lm import train_lm_student
 from pipeline.training.checkpoint import load_checkpoint
 from stages.cli import main
-from tests.test_lm_student import token_cache  # noqa: F401  (the fixture)
 from tests.test_lm_teacher import text_file  # noqa: F401  (the fixture)
+from tests.test_token_dataset import token_cache  # noqa: F401  (the fixture)
 from tests.test_token_pass import lm_teacher  # noqa: F401  (the fixture)
 
 

@@ -10,22 +10,14 @@ import pytest
 import torch
 
 from pipeline.cache.token_reader import TokenCache
-from pipeline.config import LMStudentConfig, TokenLogitsConfig
+from pipeline.config import LMStudentConfig
 from pipeline.errors import UsageError
 from pipeline.student import distill_lm
-from pipeline.teacher.token_pass import write_token_logits
 from pipeline.training.checkpoint import load_checkpoint
 from pipeline.training.lm_loop import LMTrainer
 from tests.test_lm_teacher import text_file  # noqa: F401  (the fixture)
+from tests.test_token_dataset import token_cache  # noqa: F401  (the fixture)
 from tests.test_token_pass import lm_teacher  # noqa: F401  (the fixture)
-
-
-@pytest.fixture
-def token_cache(tmp_path, lm_teacher, text_file):  # noqa: F811
-    cfg = TokenLogitsConfig(teacher=lm_teacher, text=text_file, out=tmp_path / "tokens.h5", topk=8,
-                            temperatures=(1.0, 2.0), device="cpu", threads=1)
-    write_token_logits(cfg, progress=False)
-    return cfg.out
 
 
 def _config(tmp_path, cache, text, name="run", **kw) -> LMStudentConfig:
@@ -99,7 +91,7 @@ def test_a_cache_of_other_text_is_refused(tmp_path, token_cache, text_file):  # 
         distill_lm.train_lm_student(_config(tmp_path, token_cache, other), progress=False)
 
 
-def test_targets_read_from_memory_are_the_files(token_cache):
+def test_targets_read_from_memory_are_the_files(token_cache):  # noqa: F811
     on_disk, in_memory = TokenCache(token_cache), TokenCache(token_cache, in_memory=True)
     rows = [5, 0, 5, 2]
     for a, b in zip(on_disk.targets("train", rows, 2.0), in_memory.targets("train", rows, 2.0)):

@@ -86,14 +86,8 @@ def train_lm_student(cfg: LMStudentConfig, progress: bool = True, on_eval=None) 
         state = TrainingState(Path(cfg.out_dir), key)
         history, _ = state.restore(trainer)
         resumed_from = trainer.steps_done
-        while trainer.steps_done < cfg.steps:
-            entry = trainer.train_steps(cfg.eval_every, loss, label=cfg.student, progress=progress)
-            entry["val_bits_per_byte"] = bits_per_byte(model, val, lengths, limit=cfg.eval_windows)["bits_per_byte"]
-            history.append(entry)
-            if on_eval:
-                on_eval(entry)
-            if trainer.steps_done < cfg.steps:
-                state.save(trainer, history)
+        trainer.run(state, history, lambda: bits_per_byte(model, val, lengths, limit=cfg.eval_windows)["bits_per_byte"],
+                    loss, every=cfg.eval_every, label=cfg.student, progress=progress, on_eval=on_eval)
         scores = {split: bits_per_byte(model, w, lengths) for split, w in (("val", val), ("test", test))}
         seconds = sum(h["seconds"] for h in history)
         metrics = {

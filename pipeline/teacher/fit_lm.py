@@ -47,14 +47,8 @@ def train_lm_teacher(cfg: LMTeacherConfig, progress: bool = True, on_eval=None) 
                                                         text_fingerprint=attrs["fingerprint"]))
     history, _ = state.restore(trainer)
     resumed_from = trainer.steps_done
-    while trainer.steps_done < cfg.steps:
-        entry = trainer.train_steps(cfg.eval_every, label=f"teacher {cfg.arch}", progress=progress)
-        entry["val_bits_per_byte"] = bits_per_byte(model, val, lengths, limit=cfg.eval_windows)["bits_per_byte"]
-        history.append(entry)
-        if on_eval:
-            on_eval(entry)
-        if trainer.steps_done < cfg.steps:
-            state.save(trainer, history)
+    trainer.run(state, history, lambda: bits_per_byte(model, val, lengths, limit=cfg.eval_windows)["bits_per_byte"],
+                every=cfg.eval_every, label=f"teacher {cfg.arch}", progress=progress, on_eval=on_eval)
     scores = {split: bits_per_byte(model, windows, lengths) for split, windows in (("val", val), ("test", test))}
     metrics = {
         "val_bits_per_byte": scores["val"]["bits_per_byte"], "test_bits_per_byte": scores["test"]["bits_per_byte"],

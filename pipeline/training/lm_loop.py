@@ -77,6 +77,21 @@ class LMTrainer:
         return {"step": self.steps_done, "train_loss": float(total) / max(n, 1), "lr": lr, "seconds": seconds,
                 "tokens_per_second": n * self.batch_size * self.windows.context / max(seconds, 1e-9)}
 
+    def run(self, state, history: list[dict], score: Callable[[], float], loss_fn: LMLossFn = next_token_loss, *,
+            every: int, label: str = "lm", progress: bool = True, on_eval=None) -> list[dict]:
+        """Steps to the end, ``every`` at a time: each time the validation ``score`` (bits per byte) joins the
+        history entry, ``on_eval`` sees it, and ``state`` (:class:`pipeline.training.resume.TrainingState`)
+        saves the whole run, so a killed run resumes from there."""
+        while self.steps_done < self.steps:
+            entry = self.train_steps(every, loss_fn, label=label, progress=progress)
+            entry["val_bits_per_byte"] = score()
+            history.append(entry)
+            if on_eval:
+                on_eval(entry)
+            if self.steps_done < self.steps:
+                state.save(self, history)
+        return history
+
     def state_dict(self) -> dict:
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "schedule": self.schedule.state_dict(), "generator": self.generator.get_state(),
