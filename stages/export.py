@@ -1,14 +1,9 @@
-"""Stage `export`: turn a finished student run into ONNX, TorchScript and int8 files, checked."""
-
-
-from pathlib import Path
+"""Stage `export`: turn a finished student run (images or a language model) into checked edge files."""
 
 import click
 
 from pipeline.config import ExportConfig, from_options
-from pipeline.files import read_json
-from pipeline.results.export import export_run
-from pipeline.results.export_lm import export_lm_run, is_lm_run
+from pipeline.results.export_summary import export_any
 from stages.options import config_options
 
 
@@ -16,24 +11,5 @@ from stages.options import config_options
 @config_options(ExportConfig)
 def export(**options):
     """Export a student for edge inference and prove it matches the trained model."""
-    cfg = from_options(ExportConfig, **options)
-    if is_lm_run(cfg.run_dir):     # a language model: checked on the text's test windows
-        r = export_lm_run(cfg.run_dir, cfg.dataset or Path(read_json(cfg.run_dir / "metrics.json")["text"]),
-                          cfg.out_dir, parity_atol=cfg.parity_atol, threads=cfg.threads or 1)
-        kept = ", ".join(f"{f} {r['files'][f]['bytes']:,} bytes" for f in r["files"])
-        click.echo(f"{cfg.destination}: {kept}; ONNX max |Δlogit| {r['files']['onnx']['max_abs_diff']:.1e}, "
-                   + (f"int8 {r['files']['int8']['bits_per_byte_change']:+.4f} bits per byte" if "int8" in r["files"]
-                      else f"int8 refused ({r['refused']['int8']['bits_per_byte_change']:+.4f} bits per byte)")
-                   + f"; greedy {r['greedy_tokens_per_second_1thread']:.0f} tokens/s on one thread")
-        return
-    r = export_run(cfg)
-    lat = r["latency_us_batch1_1thread"]
-    for fmt, why in r.get("refused", {}).items():
-        click.echo(f"{cfg.destination}: {fmt} refused: {why['acc_change_pp']:+.2f} pp of test accuracy "
-                   f"(budget {why['budget_pp']:g} pp); left out, the other formats are kept")
-    for fmt in (f for f in cfg.formats if f in r["files"]):
-        extra = (f", max |Δlogit| {r['parity'][fmt]['max_abs_diff']:.1e}" if fmt in r["parity"]
-                 else f", accuracy change {r['int8_acc_change_pp']:+.2f} pp ({r['int8_choice']['chosen']} calibration)")
-        click.echo(f"{cfg.destination / r['files'][fmt]['path']}: {r['files'][fmt]['bytes']:,} bytes, "
-                   f"test accuracy {100 * r['test_acc'][fmt]:.2f}%{extra}, "
-                   f"batch-1 1-thread {lat[fmt]:.0f} us (eager {lat['eager']:.0f} us)")
+    for line in export_any(from_options(ExportConfig, **options)):
+        click.echo(line)
