@@ -4,6 +4,12 @@ the same results on a real Dask cluster as with joblib."""
 import csv
 import hashlib
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import distributed
 import pytest
@@ -14,6 +20,7 @@ from pipeline import models
 from pipeline.config import StudentConfig, SweepConfig
 from pipeline.errors import UsageError
 from pipeline.experiments.sweep import SUMMARY_CSV, SUMMARY_MD, plan_sweep, run_sweep
+from pipeline.files import exclusive_writer
 
 
 def sweep_config(tmp_path, prepared, cache_file, **kw):
@@ -109,3 +116,49 @@ def test_dask_cluster_gives_the_joblib_results(tmp_path, prepared, cache_file):
         wa = torch.load(tmp_path / "joblib" / "runs" / a["run"] / "model.pt", weights_only=True)["fingerprint"]
         wb = torch.load(tmp_path / "dask" / "runs" / b["run"] / "model.pt", weights_only=True)["fingerprint"]
         assert wa == wb
+
+
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (from /proc: no psutil needed)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _gone(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except OSError:
+        return True
+
+
+@pytest.mark.slow
+def test_a_sweep_killed_with_9_takes_its_workers_with_it(tmp_path, prepared, cache_file):
+    """Killed, the sweep cannot tell its workers; each watches it, ends itself, and drops its run's lock, so the
+    same command run again is not refused (it was: the orphaned workers held the runs)."""
+    args = [sys.executable, "-m", "stages.cli", "sweep", "--cache", str(cache_file), "--dataset", str(prepared),
+            "--runs-dir", str(tmp_path / "runs"), "--reports-dir", str(tmp_path / "reports"), "--students", "mlp",
+            "--Ts", "4", "--alphas", "0 0.5", "--seeds", "0", "--epochs", "400", "--jobs", "2", "--threads", "1"]
+    sweep = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    locks = [tmp_path / "runs" / f".mlp-{arm}-s0-e400-on-tiny.lock" for arm in ("scratch", "T4-a0.5")]
+    deadline = time.monotonic() + 120
+    while not all(lock.exists() for lock in locks):
+        assert sweep.poll() is None and time.monotonic() < deadline, "the runs never started"
+        time.sleep(0.2)
+    workers = _children(sweep.pid)
+    assert workers
+    os.kill(sweep.pid, signal.SIGKILL)
+    sweep.wait()
+    deadline = time.monotonic() + 10
+    while not all(_gone(w) for w in workers):
+        assert time.monotonic() < deadline, "the workers outlived the sweep"
+        time.sleep(0.2)
+    for lock in locks:       # the rerun's lock: free
+        with exclusive_writer(lock.parent / lock.name[1:-len(".lock")], what="student run"):
+            pass

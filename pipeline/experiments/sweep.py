@@ -13,7 +13,11 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
+import os
+import signal
 import sys
+import threading
+import time
 import traceback
 from pathlib import Path
 from typing import Callable
@@ -37,8 +41,29 @@ _CSV_FIELDS = ("run", "status", "student", "T", "alpha", "inputs", "seed", "epoc
                "agreement_with_teacher", "seconds_per_epoch", "cache_seconds", "train_seconds", "error")
 
 
-def _train_one(cfg: StudentConfig) -> dict:
+_WATCH = "softcache: end with the sweep"
+
+
+def die_with(sweep_pid: int) -> None:
+    """Make this worker end when the sweep that started it is gone (killed with -9: it cannot tell its workers,
+    and joblib's workers would otherwise finish their run, holding its lock, so the rerun finds it busy). A
+    thread checks every half second whether the worker's parent is still the sweep; the lock and every other
+    file goes with the process, and the run's saved state lets the rerun resume it. Workers on another
+    machine (Dask) or the sweep's own process (JOBS=1) have another parent: nothing to watch."""
+    if os.getppid() != sweep_pid or any(t.name == _WATCH for t in threading.enumerate()):
+        return
+
+    def watch():
+        while os.getppid() == sweep_pid:
+            time.sleep(0.5)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    threading.Thread(target=watch, name=_WATCH, daemon=True).start()
+
+
+def _train_one(cfg: StudentConfig, sweep_pid: int = 0) -> dict:
     """One run in a worker; any failure comes back as a record so the other runs go on."""
+    die_with(sweep_pid)
     try:
         return {"run": cfg.out_dir.name, "status": "trained", "metrics": train_student(cfg, progress=False)}
     except UsageError as exc:
@@ -111,7 +136,7 @@ def run_planned(planned: list[StudentConfig], reports_dir: Path, *, jobs: int = 
                 on_result(records[run.out_dir.name])
 
     if todo:
-        n_jobs, jobs = jobs, (joblib.delayed(_train_one)(run) for run in todo)
+        n_jobs, jobs = jobs, (joblib.delayed(_train_one)(run, os.getpid()) for run in todo)
         if backend == "dask":   # the cluster decides how many run at once
             with _dask_client(scheduler), joblib.parallel_config(backend="dask"):
                 results = _collect(joblib.Parallel(n_jobs=-1, return_as="generator_unordered")(jobs), on_result)
