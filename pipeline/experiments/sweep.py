@@ -28,9 +28,8 @@ from pipeline.cache.reader import LogitCache
 from pipeline.config import StudentConfig, SweepConfig
 from pipeline.errors import UsageError
 from pipeline.files import atomic_path, read_json
-from pipeline.settings import threads_per_run
 from pipeline.results.report import render_markdown, summarize
-from pipeline.settings import capped_parallelism
+from pipeline.settings import capped_parallelism, threads_per_run
 from pipeline.student.distill import train_student
 from pipeline.training.run_dir import METRICS_FILE
 
