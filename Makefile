@@ -31,7 +31,7 @@ export SOFTCACHE_CALLER := make
 # Stages write atomically: make must never delete an artifact whose recipe was killed (named: .PRECIOUS patterns miss them).
 .PRECIOUS: $(DATA_FILE) $(TEACHER_TARGETS) $(MEMBER_CACHES) $(CACHE) $(STUDENT_RUNS) $(PSKD_RUNS) $(DEMO_EXPORTS)
 
-.PHONY: FORCE help venv data teacher teacher-logits student sweep self-distill experiment-views experiment-pskd experiment-labels experiment-patient \
+.PHONY: FORCE help venv data teacher teacher-logits student sweep self-distill experiment-views experiment-pskd experiment-labels experiment-patient experiment-lm \
 	pskd-grid export publish report readme-results demo demo-runs test bench clean-students clean
 FORCE:
 help:
@@ -115,6 +115,11 @@ experiment-views experiment-labels experiment-patient: $(CACHE) $(DATA_FILE) | $
 		'$(ALPHAS)' --seeds '$(SEEDS)' --holdout '$(EXPERIMENT_HOLDOUT)' --jobs '$(JOBS)' --threads '$(RUN_THREADS)' \
 		$(EXPERIMENT_ARGS) $(TEACHER_ARGS) $(LOG_ARGS)
 	$(REPORT)
+
+# Text: scratch against distilled LM students over SEEDS at equal STEPS, and the price of sparsity; resumable.
+experiment-lm: $(CACHE) $(DATA_FILE) | $(INSTALLED)
+	$(SC) experiment-lm --cache '$(CACHE)' --text '$(DATA_FILE)' --runs-dir '$(RUNS)' --tuning-dir '$(DATA_DIR)/tuning' \
+		--reports-dir '$(DATA_DIR)/reports' --steps '$(STEPS)' --jobs '$(JOBS)' --threads '$(RUN_THREADS)' $(LM_GRIDS)
 
 # Edge export of RUN (under DATA_DIR/runs): a format that misses its check exits 2; the demo's record why.
 export: | $(INSTALLED)

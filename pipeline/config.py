@@ -33,7 +33,7 @@ from pipeline.settings import (
 )
 
 __all__ = [
-    "DataConfig", "TeacherConfig", "LMTeacherConfig", "LMStudentConfig", "TokenLogitsConfig", "LogitsConfig", "EnsembleConfig", "PublishConfig", "StudentConfig",
+    "DataConfig", "TeacherConfig", "LMTeacherConfig", "LMStudentConfig", "LMExperimentConfig", "TokenLogitsConfig", "LogitsConfig", "EnsembleConfig", "PublishConfig", "StudentConfig",
     "ExportConfig",
     "SweepConfig", "SWEEP_BACKENDS", "SelfDistillConfig", "ViewsExperimentConfig", "LabelsExperimentConfig",
     "PatientExperimentConfig",
@@ -215,12 +215,40 @@ class LMStudentConfig:
     threads: int = setting("THREADS", int)
     eval_every: int = 200            # steps between validation scores and saved states
     eval_windows: int = 128          # validation windows each score reads, spread over the split (0: all)
+    topk: int = 0                    # read only the cache's k most likely tokens, the rest in the tail (0: all)
 
     def __post_init__(self):
         check("T", self.T), check("ALPHA", self.alpha), check("SEED", self.seed), check("THREADS", self.threads)
+        _at_least("topk", self.topk, 0)
         for name, value in (("steps", self.steps), ("batch size", self.batch_size), ("eval_every", self.eval_every)):
             _at_least(name, value, 1)
         _positive("learning rate", self.lr)
+
+
+@dataclass(frozen=True)
+class LMExperimentConfig:
+    """What distillation buys LM students: T and ALPHA chosen per student on the validation split (tuning
+    seeds), then scratch and distilled at equal steps over every seed, for each student; and the price of
+    sparsity: the first student distilled from the cache read at each k of ``topks``."""
+
+    student: LMStudentConfig         # what every run shares (cache, text, steps, batch, lr); its own fields vary
+    runs_dir: Path                   # where the final runs go
+    tuning_dir: Path                 # where the tuning runs go (scored on validation, kept out of the report)
+    reports_dir: Path                # where lm-experiment.md/.json/.png go
+    students: tuple[str, ...] = ("lm-tiny", "lm-small")   # students compared, each scratch against distilled
+    Ts: tuple[float, ...] = (1.0, 2.0, 4.0)   # temperatures to choose from (each on the cache's grid)
+    alphas: tuple[float, ...] = (0.5, 0.9)   # ALPHA values to choose from, > 0
+    seeds: tuple[int, ...] = (0, 1, 2)   # seeds of the final runs
+    tune_seeds: tuple[int, ...] = (0,)   # seeds of the tuning runs
+    topks: tuple[int, ...] = (1, 4, 16, 64)   # k read from the cache for the sparsity arm (each <= the cache's)
+    jobs: int = setting("JOBS", int)
+    threads: int = setting("THREADS", int)
+
+    def __post_init__(self):
+        check_grid("STUDENTS", self.students), check_grid("TS", self.Ts, "T"), check_grid("ALPHAS", self.alphas, "ALPHA")
+        check_grid("SEEDS", self.seeds, "SEED"), check_grid("SEEDS", self.tune_seeds, "SEED")
+        if 0 in self.alphas:
+            raise UsageError("the ALPHA values to choose from must be > 0 (scratch, ALPHA=0, is always run)")
 
 
 @dataclass(frozen=True)

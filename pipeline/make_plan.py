@@ -163,7 +163,8 @@ class Plan:
 
 
 # What a text DATASET builds today, and the image-only settings it refuses rather than ignores.
-TEXT_GOALS = {"help", "venv", "data", "teacher", "teacher-logits", "student", "export", "test", "bench", "clean"}
+TEXT_GOALS = {"help", "venv", "data", "teacher", "teacher-logits", "student", "export", "experiment-lm", "test", "bench",
+              "clean"}
 IMAGE_ONLY = ("LIMIT", "LAYOUT", "VIEWS", "MIXUP", "TRANSFER", "LABELS", "REPLAY", "AUGMENT", "HOLDOUT", "TEACHER_T",
               "TEACHERS", "TEACHER_EPOCHS", "TEACHER_WEIGHTS", "SOURCE", "EPOCHS")
 TEXT_ONLY = ("CONTEXT", "STEPS", "TEACHER_STEPS")
@@ -191,6 +192,9 @@ def _cross_checks(s: dict[str, str], p: Plan, goals: list[str]) -> None:
     """Checks that span several settings (each setting alone is checked by its parser)."""
     if p.text:
         return _text_checks(s, p, goals)
+    if "experiment-lm" in goals:
+        raise UsageError(f"make experiment-lm compares language-model students, and DATASET={s['DATASET']} is images; "
+                         f"give DATASET=stdlib (or another text)")
     for name in TEXT_ONLY:
         if name in p.given and s[name] != DEFAULTS[name]:
             raise UsageError(f"{name} applies to text, and DATASET={s['DATASET']} is images; drop {name}, or give "
@@ -273,7 +277,7 @@ INTERNAL = frozenset({
     "SC", "PASS", "INSTALLED", "RUNS", "REPORT_FILE", "DATA_FILE", "PARAMS", "DATA_STAMP", "STAMPS", "TEACHER_KIND",
     "TEACHER_TAG", "CACHE", "CACHE_SUFFIX", "PUBLISHED_CACHE", "TEACHER_RECORD", "TEACHER_FILES", "TEACHER_TARGETS",
     "MEMBER_CACHES", "ENSEMBLE_ARGS", "PUBLISH_RECORDS", "PUBLISH_COMMAND", "INPUT_ARGS", "LABEL_GRID", "DATA_CHECK",
-    "DATA_ARGS", "TEACHER_FIT", "PASS_STAGE", "STUDENT_STAGE", "STUDENT_ARGS", "TRANSFER_ARGS", "LOG_ARGS", "TEACHER_ARGS", "RUN_THREADS", "RUN_DIR", "STUDENT_RUNS",
+    "DATA_ARGS", "TEACHER_FIT", "PASS_STAGE", "STUDENT_STAGE", "STUDENT_ARGS", "LM_GRIDS", "TRANSFER_ARGS", "LOG_ARGS", "TEACHER_ARGS", "RUN_THREADS", "RUN_DIR", "STUDENT_RUNS",
     "DEMO_EXPORTS", "PSKD_RUNS", "PSKD_GRID", "PSKD_RUN", "DEMO_SETTINGS", "STAMP", "MEMBER_SEED", "RUN_STUDENT",
     "RUN_T", "RUN_ALPHA", "RUN_SEED", "NAMES_OK", "SETTINGS_ERROR", "PASS_ARGS",
     # the Makefile's own
@@ -347,6 +351,8 @@ def make_fragment(p: Plan) -> str:
         "PASS_STAGE": "token-logits" if p.text else "teacher-logits",
         # a student run's stage and the arguments that differ between images and text
         "STUDENT_STAGE": "lm-student" if p.text else "student",
+        "LM_GRIDS": " ".join(f"--{flag} {q(s[k])}" for flag, k in (("students", "STUDENTS"), ("Ts", "TS"),
+                                                                    ("alphas", "ALPHAS"), ("seeds", "SEEDS")) if k in p.given),
         "STUDENT_ARGS": (f"--text {q(data_file)} --steps {q(s['STEPS'])}" if p.text else
                          f"--dataset {q(data_file)} {teacher_record} --epochs {q(s['EPOCHS'])} {inputs} "
                          f"--teacher-tag={q(p.run_source)} --combine {q(s['COMBINE'])}"

@@ -248,10 +248,13 @@ def parse_run_name(name: str) -> RunName:
                    labels=None if g["labels"] is None else int(g["labels"]), transfer=g["transfer"] or "")
 
 
-def lm_run_name(student: str, T: float, alpha: float, seed: int, steps: int, data: str, teacher: str = "") -> str:
-    """A language-model student run's directory name: as an image run's, counted in steps (``-st1600``);
-    scratch (ALPHA=0) names neither T nor the teacher, so every teacher's comparison shares it."""
-    taught = f"-T{number(T)}-a{number(alpha)}" + (f"-from{teacher}" if teacher else "") if alpha else "-a0"
+def lm_run_name(student: str, T: float, alpha: float, seed: int, steps: int, data: str, teacher: str = "",
+                topk: int = 0) -> str:
+    """A language-model student run's directory name: as an image run's, counted in steps (``-st1600``), with
+    ``-k4`` when it reads only the cache's top 4; scratch (ALPHA=0) names neither T nor the teacher, so every
+    teacher's comparison shares it."""
+    taught = (f"-T{number(T)}-a{number(alpha)}" + (f"-k{topk}" if topk else "")
+              + (f"-from{teacher}" if teacher else "") if alpha else "-a0")
     return f"{student}{taught}-s{seed}-st{steps}{_on(data)}"
 
 

@@ -22,7 +22,7 @@ __all__ = ["cli", "main"]
 # underscores), but for reseal, which lives beside publish.
 COMMANDS = ("data", "teacher", "teacher-logits", "ensemble", "publish", "reseal", "student", "sweep",
             "experiment-views", "experiment-labels", "experiment-patient", "self-distill", "export", "report",
-            "inspect", "verify", "lm-teacher", "token-logits", "lm-student", "generate")
+            "inspect", "verify", "lm-teacher", "token-logits", "lm-student", "generate", "experiment-lm")
 _HOME = {"reseal": "publish"}
 
 

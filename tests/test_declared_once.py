@@ -41,6 +41,8 @@ FIELD_EXCEPTIONS = {
     ("ExportConfig", "dataset"): "the prepared file a run is checked on (default: the run's own)",
     ("TokenLogitsConfig", "context"): "0: the teacher's own context, which a checkpoint or a folder brings",
     ("LMStudentConfig", "student"): "a language model; STUDENT's default (cnn-tiny) is an image student",
+    **{("LMExperimentConfig", f): "the LM experiment's own grid (language models); Make passes the grids only when given"
+       for f in ("students", "Ts", "alphas", "seeds")},
     **{(c, f): "each experiment's own grid; Make passes TS, ALPHAS and SEEDS explicitly"
        for c in ("ViewsExperimentConfig", "LabelsExperimentConfig", "PatientExperimentConfig")
        for f in ("Ts", "alphas", "seeds")},

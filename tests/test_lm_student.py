@@ -96,3 +96,20 @@ def test_targets_read_from_memory_are_the_files(token_cache):  # noqa: F811
     rows = [5, 0, 5, 2]
     for a, b in zip(on_disk.targets("train", rows, 2.0), in_memory.targets("train", rows, 2.0)):
         assert torch.equal(a, b)
+
+
+def test_a_smaller_k_read_from_a_larger_cache_is_what_a_cache_at_that_k_holds(tmp_path, lm_teacher, text_file):  # noqa: F811
+    from pipeline.config import TokenLogitsConfig
+    from pipeline.teacher.token_pass import write_token_logits
+    made = {}
+    for k in (0, 4, 8):
+        cfg = TokenLogitsConfig(teacher=lm_teacher, text=text_file, out=tmp_path / f"k{k}.h5", topk=k, dtype="float32",
+                                temperatures=(1.0, 2.0), device="cpu", threads=1)
+        write_token_logits(cfg, progress=False)
+        made[k] = TokenCache(cfg.out)
+    rows = [3, 1, 4]
+    want_ids, want_p, want_tail = made[4].targets("val", rows, 2.0)
+    for source in (made[8], made[0]):          # a larger top-k, and the dense cache
+        ids, log_p, tail = source.targets("val", rows, 2.0, topk=4)
+        assert torch.equal(ids, want_ids)
+        assert torch.allclose(log_p, want_p, atol=1e-5) and torch.allclose(tail, want_tail, atol=1e-4)

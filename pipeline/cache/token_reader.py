@@ -81,9 +81,11 @@ class TokenCache:
     def windows(self, split: str) -> int:
         return int(self.attrs[f"{split}_windows"])
 
-    def targets(self, split: str, windows, T: float) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
+    def targets(self, split: str, windows, T: float, topk: int = 0) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
         """The teacher's targets for ``windows`` (indices, in any order) at temperature ``T``: see
-        :func:`pipeline.cache.token_format.target_log_probs`."""
+        :func:`pipeline.cache.token_format.target_log_probs`. With ``topk`` below what the cache holds, the
+        first ``topk`` of its support and a tail that also holds the rest, exactly (what a cache written at
+        that k would hold, up to the storage's rounding): one cache serves every smaller k."""
         rows, inverse = np.unique(np.asarray(windows, dtype=np.int64), return_inverse=True)   # h5py: sorted, once
         if self._memory is not None:
             block = {name: self._memory[split][name][rows] for name in self.names}
@@ -91,7 +93,13 @@ class TokenCache:
             if self._handle is None or self._pid != os.getpid():     # each DataLoader worker opens its own
                 self._handle, self._pid = h5py.File(self.path, "r"), os.getpid()
             block = {name: self._handle[split][name][rows] for name in self.names}
-        return target_log_probs({k: v[inverse] for k, v in block.items()}, T, self.temperatures)
+        ids, log_p, log_tail = target_log_probs({k: v[inverse] for k, v in block.items()}, T, self.temperatures)
+        if not topk or topk >= log_p.shape[-1]:
+            return ids, log_p, log_tail
+        if ids is None:                                   # dense: the support is the k most likely
+            log_p, ids = log_p.topk(log_p.shape[-1], dim=-1)
+        rest = torch.logsumexp(log_p[..., topk:], dim=-1)
+        return ids[..., :topk], log_p[..., :topk], torch.logaddexp(log_tail, rest)
 
     def __getstate__(self):
         state = dict(self.__dict__)

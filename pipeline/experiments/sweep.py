@@ -60,11 +60,11 @@ def die_with(sweep_pid: int) -> None:
     threading.Thread(target=watch, name=_WATCH, daemon=True).start()
 
 
-def _train_one(cfg: StudentConfig, sweep_pid: int = 0) -> dict:
+def _train_one(cfg, sweep_pid: int = 0, train: Callable = train_student) -> dict:
     """One run in a worker; any failure comes back as a record so the other runs go on."""
     die_with(sweep_pid)
     try:
-        return {"run": cfg.out_dir.name, "status": "trained", "metrics": train_student(cfg, progress=False)}
+        return {"run": cfg.out_dir.name, "status": "trained", "metrics": train(cfg, progress=False)}
     except UsageError as exc:
         return {"run": cfg.out_dir.name, "status": "failed", "error": str(exc)}
     except Exception as exc:  # a bug in one run must not take the sweep down; keep where it happened
@@ -73,7 +73,7 @@ def _train_one(cfg: StudentConfig, sweep_pid: int = 0) -> dict:
                 "error": f"{type(exc).__name__}: {exc} ({Path(where.filename).name}:{where.lineno})"}
 
 
-def _finished(cfg: StudentConfig, cache_fingerprint: str) -> dict | None:
+def _finished(cfg, cache_fingerprint: str) -> dict | None:
     """metrics.json of a run already trained from this very cache, else None."""
     path = cfg.out_dir / METRICS_FILE
     try:
@@ -116,11 +116,13 @@ def run_sweep(cfg: SweepConfig, on_result: Callable[[dict], None] | None = None)
                        on_result=on_result)
 
 
-def run_planned(planned: list[StudentConfig], reports_dir: Path, *, jobs: int = 1, backend: str = "joblib",
+def run_planned(planned: list, reports_dir: Path, *, jobs: int = 1, backend: str = "joblib",
                 scheduler: str | None = None, on_result: Callable[[dict], None] | None = None,
-                cache_fingerprint: str | None = None) -> list[dict]:
+                cache_fingerprint: str | None = None, train: Callable = train_student, summary: bool = True) -> list[dict]:
     """:func:`run_sweep` for any list of runs from one cache (an experiment plans its own).
-    A caller that has already opened (so verified) the cache passes its fingerprint."""
+    A caller that has already opened (so verified) the cache passes its fingerprint; ``train`` trains one
+    run's config (image students by default; ``pipeline.student.distill_lm.train_lm_student`` for text), and
+    ``summary`` writes the image runs' sweep.csv and sweep.md."""
     # verified once, before any run starts
     fingerprint = cache_fingerprint or LogitCache(planned[0].cache).fingerprint
     records: dict[str, dict] = {}
@@ -135,7 +137,7 @@ def run_planned(planned: list[StudentConfig], reports_dir: Path, *, jobs: int = 
                 on_result(records[run.out_dir.name])
 
     if todo:
-        n_jobs, jobs = jobs, (joblib.delayed(_train_one)(run, os.getpid()) for run in todo)
+        n_jobs, jobs = jobs, (joblib.delayed(_train_one)(run, os.getpid(), train) for run in todo)
         if backend == "dask":   # the cluster decides how many run at once
             with _dask_client(scheduler), joblib.parallel_config(backend="dask"):
                 results = _collect(joblib.Parallel(n_jobs=-1, return_as="generator_unordered")(jobs), on_result)
@@ -148,7 +150,8 @@ def run_planned(planned: list[StudentConfig], reports_dir: Path, *, jobs: int = 
         records.update({r["run"]: r for r in results})
 
     ordered = [records[run.out_dir.name] for run in planned]
-    _write_summary(reports_dir, ordered)
+    if summary:
+        _write_summary(reports_dir, ordered)
     return ordered
 
 

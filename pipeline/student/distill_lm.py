@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from pipeline.cache.token_format import grid_index
+from pipeline.cache.token_format import grid_index, token_bytes_per_position
 from pipeline.cache.token_reader import TokenCache
 from pipeline.config import LMStudentConfig, as_record
 from pipeline.data.windows import TokenWindows, read_text_attrs, text_tokenizer
@@ -40,6 +40,14 @@ def _open_cache(cfg: LMStudentConfig) -> tuple[TokenCache, dict]:
     if cfg.alpha:
         grid_index(cache.temperatures, cfg.T)          # a T off the grid: one line naming it, before training
     return cache, text
+
+
+def cache_bytes_per_position(cache: TokenCache, topk: int = 0) -> float:
+    """What the targets a run reads take on disk per position: the cache's own, or what a cache written at
+    ``topk`` would take (the price of sparsity, set beside what it buys)."""
+    vocab, held = int(cache.attrs["vocab_size"]), int(cache.attrs["topk"])
+    return float(token_bytes_per_position(vocab, topk if topk and (not held or topk < held) else held,
+                                          str(cache.attrs["dtype"]), len(cache.temperatures)))
 
 
 def teacher_agreement(model, windows: TokenWindows, cache: TokenCache, batch_size: int = 32) -> float:
@@ -77,7 +85,7 @@ def train_lm_student(cfg: LMStudentConfig, progress: bool = True, on_eval=None) 
     def loss(logits: torch.Tensor, batch: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         if not cfg.alpha:
             return next_token_loss(logits, batch)
-        ids, log_p, log_tail = cache.targets("train", idx.numpy(), cfg.T)
+        ids, log_p, log_tail = cache.targets("train", idx.numpy(), cfg.T, cfg.topk)
         return token_kd_loss(logits, batch[:, 1:], ids, log_p, log_tail, T=cfg.T, alpha=cfg.alpha)
 
     with exclusive_writer(cfg.out_dir, what="student run"):
@@ -92,6 +100,8 @@ def train_lm_student(cfg: LMStudentConfig, progress: bool = True, on_eval=None) 
         seconds = sum(h["seconds"] for h in history)
         metrics = {
             "kind": "lm", "student": cfg.student, "T": cfg.T, "alpha": cfg.alpha, "seed": cfg.seed, "steps": cfg.steps,
+            "topk": cfg.topk or int(cache.attrs["topk"]) or int(cache.attrs["vocab_size"]),
+            "cache_bytes_per_position": cache_bytes_per_position(cache, cfg.topk),
             "val_bits_per_byte": scores["val"]["bits_per_byte"], "test_bits_per_byte": scores["test"]["bits_per_byte"],
             "test_bits_per_token": scores["test"]["bits_per_token"],
             "teacher_agreement": teacher_agreement(model, test, cache),
