@@ -170,6 +170,18 @@ IMAGE_ONLY = ("LIMIT", "LAYOUT", "VIEWS", "MIXUP", "TRANSFER", "LABELS", "REPLAY
 TEXT_ONLY = ("CONTEXT", "STEPS", "TEACHER_STEPS")
 
 
+def _on_the_grid(s: dict[str, str], goals: list[str]) -> None:
+    """A student's T (or a grid's TS) must be one the top-k cache holds the exact tail at: said before the
+    cache is built, not after."""
+    grid = {float(t) for t in s["CACHE_TS"].replace(",", " ").split()}
+    asked = s["TS"] if {"sweep", "experiment-lm", "experiment-views", "experiment-labels", "experiment-patient"} & set(goals) \
+        else s["T"] if {"student", "demo", "demo-runs", "export"} & set(goals) else ""
+    for T in asked.replace(",", " ").split():
+        if float(T) not in grid:
+            raise UsageError(f"T={T} is not in CACHE_TS={s['CACHE_TS']}, the temperatures a top-k cache holds the exact "
+                             f"tail at; use one of them, or add it: CACHE_TS=\"{s['CACHE_TS']} {T}\"")
+
+
 def _text_checks(s: dict[str, str], p: Plan, goals: list[str]) -> None:
     """A text DATASET: the settings that mean nothing for text are refused by name, as are the targets that
     train image students."""
@@ -182,6 +194,9 @@ def _text_checks(s: dict[str, str], p: Plan, goals: list[str]) -> None:
     if not s["STUDENT"].startswith("lm-"):
         raise UsageError(f"STUDENT={s['STUDENT']} is an image student, and DATASET={s['DATASET']} is text; give "
                          f"STUDENT=lm-tiny, lm-small or lm-medium")
+    if "TS" not in p.given and "experiment-lm" in goals:      # the experiment's own grid, on the default CACHE_TS
+        s = {**s, "TS": ""}
+    _on_the_grid(s, goals)
     unbuilt = sorted(set(goals) - TEXT_GOALS)
     if unbuilt:
         raise UsageError(f"make {unbuilt[0]} is built for images only, and DATASET={s['DATASET']} is text; for text, "
@@ -192,6 +207,8 @@ def _cross_checks(s: dict[str, str], p: Plan, goals: list[str]) -> None:
     """Checks that span several settings (each setting alone is checked by its parser)."""
     if p.text:
         return _text_checks(s, p, goals)
+    if check("CACHE_TOPK", s["CACHE_TOPK"]):
+        _on_the_grid(s, goals)
     if "experiment-lm" in goals:
         raise UsageError(f"make experiment-lm compares language-model students, and DATASET={s['DATASET']} is images; "
                          f"give DATASET=stdlib (or another text)")

@@ -61,6 +61,8 @@ def test_what_text_cannot_use_is_one_line_before_anything_runs(tmp_path, setting
     (["sweep", "DATASET=stdlib"], "make sweep is built for images only, and DATASET=stdlib is text"),
     (["student", "DATASET=stdlib", "STUDENT=cnn-tiny"], "STUDENT=cnn-tiny is an image student"),
     (["student", "STEPS=100"], "STEPS applies to text"),
+    (["student", "DATASET=stdlib", "T=3"], "T=3 is not in CACHE_TS=1 2 4"),
+    (["student", "CACHE_TOPK=5", "T=3"], "T=3 is not in CACHE_TS=1 2 4"),          # an image top-k cache too
 ])
 def test_what_crosses_images_and_text_is_refused_by_name(tmp_path, args, match):
     proc = make(*args, f"DATA_DIR={tmp_path}", check=False)
