@@ -36,7 +36,8 @@ __all__ = ["train_lm_student", "teacher_agreement"]
 def _open_cache(cfg: LMStudentConfig) -> tuple[TokenCache, dict]:
     """The cache, checked against the text it must come from, and the text's attributes."""
     text = read_text_attrs(cfg.text)
-    cache = TokenCache(cfg.cache, expect={"text_fingerprint": text["fingerprint"]})
+    in_memory = Path(cfg.cache).is_file() and Path(cfg.cache).stat().st_size <= cfg.cache_memory_mb << 20
+    cache = TokenCache(cfg.cache, expect={"text_fingerprint": text["fingerprint"]}, in_memory=in_memory and cfg.alpha > 0)
     if cfg.alpha:
         grid_index(cache.temperatures, cfg.T)          # a T off the grid: one line naming it, before training
     return cache, text
@@ -89,7 +90,8 @@ def train_lm_student(cfg: LMStudentConfig, progress: bool = True, on_eval=None) 
         return token_kd_loss(logits, batch[:, 1:], ids, log_p, log_tail, T=cfg.T, alpha=cfg.alpha)
 
     with exclusive_writer(cfg.out_dir, what="student run"):
-        key = recipe_key(as_record(cfg), ("cache", "text", "out_dir", "threads"), text_fingerprint=text["fingerprint"],
+        key = recipe_key(as_record(cfg), ("cache", "text", "out_dir", "threads", "cache_memory_mb"),
+                         text_fingerprint=text["fingerprint"],
                          cache_fingerprint=cache.fingerprint if cfg.alpha else "")
         state = TrainingState(Path(cfg.out_dir), key)
         history, _ = state.restore(trainer)
