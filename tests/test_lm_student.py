@@ -113,3 +113,22 @@ def test_a_smaller_k_read_from_a_larger_cache_is_what_a_cache_at_that_k_holds(tm
         ids, log_p, tail = source.targets("val", rows, 2.0, topk=4)
         assert torch.equal(ids, want_ids)
         assert torch.allclose(log_p, want_p, atol=1e-5) and torch.allclose(tail, want_tail, atol=1e-4)
+
+
+def test_an_image_student_on_a_text_cache_and_the_reverse_are_one_line(tmp_path, token_cache, text_file, prepared,  # noqa: F811
+                                                                       capsys):
+    from stages.cli import main
+    from tests.test_cache import make_cache
+    image_cache = tmp_path / "image.h5"
+    make_cache(image_cache)
+    for args, says in ((["student", "--cache", token_cache, "--dataset", text_file, "--out-dir", tmp_path / "a"],
+                        "is prepared text, which image stages do not read"),
+                       (["student", "--cache", token_cache, "--dataset", prepared, "--out-dir", tmp_path / "c"],
+                        "is a per-token cache (text), which image students do not read"),
+                       (["lm-student", "--cache", image_cache, "--text", text_file, "--out-dir", tmp_path / "b"],
+                        "is no per-token cache")):
+        with pytest.raises(SystemExit) as done:
+            main([str(a) for a in args])
+        err = capsys.readouterr().err.strip()
+        assert done.value.code == 2 and says in err and len(err.splitlines()) == 1, err
+    assert not any((tmp_path / name).exists() for name in "abc")

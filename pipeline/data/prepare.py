@@ -28,7 +28,7 @@ from pipeline.data.image_folder import (FolderOptions, FolderSource, changes, is
 from pipeline.data.image_store import read_prepared_h5, source_arrays_h5, write_prepared_h5
 from pipeline.data.text import load_corpus
 from pipeline.data.tokenizers import load_tokenizer
-from pipeline.data.windows import prepare_text, read_text_attrs
+from pipeline.data.windows import PREPARED_TEXT, prepare_text, read_text_attrs
 from pipeline.errors import UsageError
 from pipeline.files import atomic_path
 
@@ -408,6 +408,9 @@ def load_prepared(path: Path, verify: bool = True) -> Dataset:
                         fingerprint="" if verify else p.fingerprint,   # "": recomputed from every row
                         source=FolderSource.from_arrays(p.source) if p.source else None)
         except (OSError, ValueError, KeyError) as exc:
+            if PREPARED_TEXT in str(exc):       # prepared text, given where images are read
+                raise UsageError(f"{path} is prepared text, which image stages do not read; for text use lm-student "
+                                 f"(make student DATASET=<the text>)") from None
             raise UsageError(f"{path} is not a prepared softcache dataset ({exc})", fix="data") from None
         if d.fingerprint != p.fingerprint:
             raise UsageError(f"{path} content does not match its recorded fingerprint", fix="data")
