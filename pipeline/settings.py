@@ -294,7 +294,8 @@ SETTINGS: tuple[Setting, ...] = (
        group="teacher"),
     _S("TEACHER_STEPS", "8000", "text: optimiser steps of a language-model teacher trained here", _integer(1),
        group="teacher"),
-    _S("CACHE_TS", "1 2 4", "text: the temperatures a per-token cache holds exactly (students read at these only)",
+    _S("CACHE_TS", "1 2 4", "the temperatures a top-k cache holds the exact tail at (per-token caches, and image caches "
+       "with CACHE_TOPK); students read at these only",
        _temperature_grid, group="teacher"),
     _S("TEACHER_T", "1", "temperature the cached logits are divided by", _number(*_T_RANGE), group="teacher"),
     _S("CACHE_DTYPE", "float32", "storage of the cached logits (text: float16 unless given)", _choice("float32", "float16"), group="teacher"),
