@@ -217,6 +217,7 @@ class LMStudentConfig:
     eval_windows: int = 128          # validation windows each score reads, spread over the split (0: all)
     topk: int = 0                    # read only the cache's k most likely tokens, the rest in the tail (0: all)
     cache_memory_mb: int = 4096      # hold the cache's targets in memory up to this size, else read them from the file
+    tensorboard_dir: Path | None = None   # LOG=tensorboard: each evaluation's figures under <dir>/<run name>
 
     def __post_init__(self):
         check("T", self.T), check("ALPHA", self.alpha), check("SEED", self.seed), check("THREADS", self.threads)

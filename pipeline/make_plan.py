@@ -370,7 +370,8 @@ def make_fragment(p: Plan) -> str:
         "STUDENT_STAGE": "lm-student" if p.text else "student",
         "LM_GRIDS": " ".join(f"--{flag} {q(s[k])}" for flag, k in (("students", "STUDENTS"), ("Ts", "TS"),
                                                                     ("alphas", "ALPHAS"), ("seeds", "SEEDS")) if k in p.given),
-        "STUDENT_ARGS": (f"--text {q(data_file)} --steps {q(s['STEPS'])}" if p.text else
+        "STUDENT_ARGS": (f"--text {q(data_file)} --steps {q(s['STEPS'])}"
+                         + (f" --tensorboard-dir {q(p.path('tensorboard'))}" if s["LOG"] == "tensorboard" else "") if p.text else
                          f"--dataset {q(data_file)} {teacher_record} --epochs {q(s['EPOCHS'])} {inputs} "
                          f"--teacher-tag={q(p.run_source)} --combine {q(s['COMBINE'])}"
                          + (f" --tensorboard-dir {q(p.path('tensorboard'))}" if s["LOG"] == "tensorboard" else "")),

@@ -132,3 +132,12 @@ def test_an_image_student_on_a_text_cache_and_the_reverse_are_one_line(tmp_path,
         err = capsys.readouterr().err.strip()
         assert done.value.code == 2 and says in err and len(err.splitlines()) == 1, err
     assert not any((tmp_path / name).exists() for name in "abc")
+
+
+def test_log_tensorboard_writes_each_evaluation(tmp_path, token_cache, text_file):  # noqa: F811
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    distill_lm.train_lm_student(_config(tmp_path, token_cache, text_file, tensorboard_dir=tmp_path / "tb"),
+                                progress=False)
+    events = EventAccumulator(str(tmp_path / "tb" / "run"))
+    events.Reload()
+    assert [e.step for e in events.Scalars("val_bits_per_byte")] == [4, 8, 12]

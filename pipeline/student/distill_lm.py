@@ -26,6 +26,7 @@ from pipeline.losses import token_kd_loss
 from pipeline.models import count_params
 from pipeline.models_lm import create_lm
 from pipeline.training.lm_loop import LMTrainer, bits_per_byte, next_token_loss
+from pipeline.training.history import EpochLog
 from pipeline.training.loop import set_threads
 from pipeline.training.resume import TrainingState, recipe_key
 from pipeline.training.run_dir import save_run
@@ -90,14 +91,19 @@ def train_lm_student(cfg: LMStudentConfig, progress: bool = True, on_eval=None) 
         return token_kd_loss(logits, batch[:, 1:], ids, log_p, log_tail, T=cfg.T, alpha=cfg.alpha)
 
     with exclusive_writer(cfg.out_dir, what="student run"):
-        key = recipe_key(as_record(cfg), ("cache", "text", "out_dir", "threads", "cache_memory_mb"),
+        key = recipe_key(as_record(cfg), ("cache", "text", "out_dir", "threads", "cache_memory_mb", "tensorboard_dir"),
                          text_fingerprint=text["fingerprint"],
                          cache_fingerprint=cache.fingerprint if cfg.alpha else "")
         state = TrainingState(Path(cfg.out_dir), key)
         history, _ = state.restore(trainer)
         resumed_from = trainer.steps_done
-        trainer.run(state, history, lambda: bits_per_byte(model, val, lengths, limit=cfg.eval_windows)["bits_per_byte"],
-                    loss, every=cfg.eval_every, label=cfg.student, progress=progress, on_eval=on_eval)
+        with EpochLog(cfg.tensorboard_dir, Path(cfg.out_dir).name, step="step") as log:
+            def seen(entry: dict) -> None:
+                log.write(entry)
+                if on_eval:
+                    on_eval(entry)
+            trainer.run(state, history, lambda: bits_per_byte(model, val, lengths, limit=cfg.eval_windows)["bits_per_byte"],
+                        loss, every=cfg.eval_every, label=cfg.student, progress=progress, on_eval=seen)
         scores = {split: bits_per_byte(model, w, lengths) for split, w in (("val", val), ("test", test))}
         seconds = sum(h["seconds"] for h in history)
         metrics = {

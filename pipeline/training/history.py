@@ -16,10 +16,11 @@ __all__ = ["EpochLog"]
 
 
 class EpochLog:
-    """Writes each epoch's numeric figures as scalars at step = epoch; does nothing without a directory."""
+    """Writes each history entry's numeric figures as scalars at its ``step`` (the epoch, or an LM run's
+    optimiser step); does nothing without a directory."""
 
-    def __init__(self, root: Path | None, run: str):
-        self._writer = None
+    def __init__(self, root: Path | None, run: str, step: str = "epoch"):
+        self._writer, self._step = None, step
         if root is None:
             return
         try:
@@ -33,8 +34,8 @@ class EpochLog:
         if self._writer is None:
             return
         for key, value in entry.items():
-            if key != "epoch" and isinstance(value, (int, float)) and not isinstance(value, bool):
-                self._writer.add_scalar(key, value, global_step=entry["epoch"])
+            if key != self._step and isinstance(value, (int, float)) and not isinstance(value, bool):
+                self._writer.add_scalar(key, value, global_step=entry[self._step])
         self._writer.flush()
 
     def close(self) -> None:
