@@ -25,8 +25,8 @@ from pipeline.files import exclusive_writer
 from pipeline.losses import token_kd_loss
 from pipeline.models import count_params
 from pipeline.models_lm import create_lm
-from pipeline.training.lm_loop import LMTrainer, bits_per_byte, next_token_loss
 from pipeline.training.history import EpochLog
+from pipeline.training.lm_loop import LMTrainer, bits_per_byte, next_token_loss
 from pipeline.training.loop import set_threads
 from pipeline.training.resume import TrainingState, recipe_key
 from pipeline.training.run_dir import save_run
