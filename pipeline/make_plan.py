@@ -78,7 +78,7 @@ class Plan:
         self.members = check("TEACHERS", s["TEACHERS"])
         self.text = is_text_dataset(s["DATASET"], "TOKENIZER" in self.given)
         self.folder = not self.text and is_image_folder(s["DATASET"])
-        self.data = (f"{data_name(s['DATASET'])}-{tokenizer_tag(s['TOKENIZER'])}" if self.text
+        self.data = (f"{data_name(s['DATASET'], self.limit)}-{tokenizer_tag(s['TOKENIZER'])}" if self.text
                      else data_name(s["DATASET"], self.limit, folder_tag(s) if self.folder else ""))
         self.teacher_kind = ("published" if s["TEACHER"] == "published" else "file" if is_teacher_file(s["TEACHER"])
                              else "ensemble" if self.members > 1 else "trained")
@@ -143,7 +143,7 @@ class Plan:
                + "".join(f" {k.lower()}={s[k]}" for k in FOLDER_SETTINGS if self.folder)}
         if self.text:
             out[self.path("params", f"data-{self.data}.txt")] = (f"dataset={s['DATASET']} tokenizer={s['TOKENIZER']} "
-                                                                 f"split_seed={s['SPLIT_SEED']}")
+                                                                 f"split_seed={s['SPLIT_SEED']} limit={s['LIMIT']}")
         for member, tag in zip(self.seeds, self.member_tags):
             out[self.path("params", f"teacher-{self.data}{tag}.txt")] = (
                 f"arch={s['TEACHER']} epochs={s['TEACHER_EPOCHS']} seed={member} device={s['DEVICE']}"
@@ -165,7 +165,7 @@ class Plan:
 # What a text DATASET builds today, and the image-only settings it refuses rather than ignores.
 TEXT_GOALS = {"help", "venv", "data", "teacher", "teacher-logits", "student", "export", "experiment-lm", "test", "bench",
               "clean"}
-IMAGE_ONLY = ("LIMIT", "LAYOUT", "VIEWS", "MIXUP", "TRANSFER", "LABELS", "REPLAY", "AUGMENT", "HOLDOUT", "TEACHER_T",
+IMAGE_ONLY = ("LAYOUT", "VIEWS", "MIXUP", "TRANSFER", "LABELS", "REPLAY", "AUGMENT", "HOLDOUT", "TEACHER_T",
               "TEACHERS", "TEACHER_EPOCHS", "TEACHER_WEIGHTS", "SOURCE", "EPOCHS")
 TEXT_ONLY = ("CONTEXT", "STEPS", "TEACHER_STEPS")
 

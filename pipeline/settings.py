@@ -282,7 +282,8 @@ SETTINGS: tuple[Setting, ...] = (
        group="data"),
     _S("CONTEXT", "128", "text: tokens per window, for the teacher, its cache and the students", _integer(2, 1 << 20),
        group="data"),
-    _S("LIMIT", "0", "keep only the first N training images (0: all); named -nN, so it never replaces the full set",
+    _S("LIMIT", "0", "keep only the first N training images, or for text the first training documents up to N "
+       "bytes (0: all); named -nN, so it never replaces the full set",
        _integer(0), group="data"),
     # the teacher and its cache
     _S("TEACHER", "auto", "teacher: auto, an architecture (cnn, resnet18), a model file, module:factory (imports and "

@@ -67,3 +67,9 @@ def test_what_text_cannot_use_is_one_line_before_anything_runs(tmp_path, setting
 def test_what_crosses_images_and_text_is_refused_by_name(tmp_path, args, match):
     proc = make(*args, f"DATA_DIR={tmp_path}", check=False)
     assert proc.returncode == 2 and match in proc.stderr, proc.stderr
+
+
+def test_limit_names_a_text_subset_that_never_replaces_the_whole(tmp_path):
+    dry = make("-n", "teacher-logits", "DATASET=stdlib", "LIMIT=500000", f"DATA_DIR={tmp_path}").stdout
+    assert "--limit '500000'" in dry and f"{tmp_path}/text/stdlib-n500000-bytes.h5" in dry
+    assert f"{tmp_path}/teacher/stdlib-n500000-bytes/teacher.pt" in dry and not any(tmp_path.iterdir())

@@ -120,3 +120,14 @@ def test_a_bpe_trained_here_is_fingerprinted_and_its_windows_hold_its_ids(tmp_pa
     saved.write_text("{not a tokenizer")
     with pytest.raises(UsageError, match="is not a tokenizer.json the tokenizers library reads"):
         load_tokenizer(str(saved))
+
+
+def test_limit_keeps_the_first_training_documents_up_to_n_bytes(tmp_path):
+    from pipeline.data.text import limit_train
+    corpus = load_corpus(str(write_docs(tmp_path / "docs", n=120)))
+    small = limit_train(corpus, 2000)
+    assert 0 < small.bytes_in("train") <= 2000 < corpus.bytes_in("train")
+    assert small.documents["train"] == corpus.documents["train"][:len(small.documents["train"])]
+    assert small.documents["val"] == corpus.documents["val"] and small.documents["test"] == corpus.documents["test"]
+    assert small.fingerprint != corpus.fingerprint != limit_train(corpus, 3000).fingerprint
+    assert limit_train(corpus, 1).documents["train"] == corpus.documents["train"][:1]     # never empty

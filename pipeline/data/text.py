@@ -16,6 +16,7 @@ text is named in one line rather than tokenized as noise.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import platform
@@ -27,7 +28,7 @@ from typing import Iterator
 from pipeline.errors import UsageError
 from pipeline.names import STDLIB, is_text_dataset
 
-__all__ = ["STDLIB", "SPLITS", "Corpus", "load_corpus", "split_of", "stdlib_root", "is_text_corpus"]
+__all__ = ["STDLIB", "SPLITS", "Corpus", "load_corpus", "limit_train", "split_of", "stdlib_root", "is_text_corpus"]
 
 SPLITS = ("train", "val", "test")
 FRACTIONS = (0.90, 0.05, 0.05)                  # train, val, test, by document
@@ -93,6 +94,19 @@ def load_corpus(spec: str, split_seed: int = 0) -> Corpus:
         return _corpus(path.name, path, names, lambda n: (path / n).read_bytes(), "", split_seed)
     raise UsageError(f"DATASET={spec} is no text corpus: give 'stdlib', a folder of text files, or a .jsonl file "
                      f"with a 'text' field on every line")
+
+
+def limit_train(corpus: Corpus, limit: int) -> Corpus:
+    """The corpus with only its first training documents (in name order) up to ``limit`` bytes (at least one),
+    validation and test whole: a quick run on less text, named ``-nN`` so it never replaces the full set."""
+    kept, total = [], 0
+    for name in corpus.documents["train"]:
+        if kept and total + corpus.sizes[name] > limit:
+            break
+        kept.append(name)
+        total += corpus.sizes[name]
+    fingerprint = hashlib.sha256(f"{corpus.fingerprint} train<={limit}".encode()).hexdigest()[:16]
+    return dataclasses.replace(corpus, documents={**corpus.documents, "train": tuple(kept)}, fingerprint=fingerprint)
 
 
 def _corpus(name: str, source: Path, names: list[str], read, python: str, seed: int,
