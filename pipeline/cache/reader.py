@@ -175,7 +175,7 @@ class LogitCache:
                 if keep_members:
                     members.append(block["member_logits"].astype(np.float32))
             self._labels[split] = np.concatenate(labels)
-            if self.in_memory and self.grid:      # the stored top-k and tails: dense at a T when it is asked
+            if self.in_memory and self.grid:      # the stored top-k and tails, not dense: a T picks the tail
                 self._dense_logits[split] = {n: np.concatenate([b[n] for b in dense[1:]]) for n in self._value_names}
             else:
                 self._dense_logits[split] = np.concatenate(dense) if self.in_memory else None
@@ -280,9 +280,10 @@ class LogitCache:
         out[order] = block
         return out
 
-    def stored_logits(self, split: str, rows: np.ndarray) -> np.ndarray:
-        """The logits of ``rows`` as stored (divided by the temperature): (B, C) float32."""
-        return self._stored(split, np.asarray(rows))
+    def stored_logits(self, split: str, rows: np.ndarray, T: float | None = None) -> np.ndarray:
+        """The logits of ``rows`` as stored (divided by the temperature): (B, C) float32; for a top-k cache with
+        a temperature grid, with the tail that is exact at T (a T off its grid is refused)."""
+        return self._stored(split, np.asarray(rows), T)
 
     def labels(self, split: str = "train") -> np.ndarray:
         return self._labels[split]

@@ -66,7 +66,7 @@ class SoftTargetDataset(TorchDataset):
         if not 0 <= index < len(self):
             raise IndexError(f"index {index} out of range for {len(self)} items")
         image = self._rows.images_at(np.array([index]))[0]
-        stored = torch.from_numpy(self.cache.stored_logits(self._split, [index]))[0]
+        stored = torch.from_numpy(self.cache.stored_logits(self._split, [index], self.T))[0]
         scaled = stored * self.cache.temperature / self.T
         target = torch.log_softmax(scaled, dim=0) if self.log_probs else torch.softmax(scaled, dim=0)
         return image.float() / 255.0, target, self.labels[index // (self.views or 1)]
