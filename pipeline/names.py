@@ -48,9 +48,10 @@ STDLIB = "stdlib"        # the default text corpus: this Python's own standard l
 
 
 def is_text_dataset(dataset: str, tokenizer_given: bool = False) -> bool:
-    """Whether DATASET names text: the stdlib corpus, a .jsonl, or anything given with a TOKENIZER (a folder
-    of text files says so by its TOKENIZER, since a folder may also hold images or IDX files)."""
-    return tokenizer_given or dataset == STDLIB or str(dataset).endswith(".jsonl")
+    """Whether DATASET names text: the stdlib corpus, a .jsonl, Parquet or Arrow file, or anything given with a
+    TOKENIZER (a folder of text files says so by its TOKENIZER, since a folder may also hold images or IDX
+    files)."""
+    return tokenizer_given or dataset == STDLIB or str(dataset).endswith((".jsonl", ".parquet", ".arrow"))
 
 
 def tokenizer_tag(tokenizer: str) -> str:
@@ -67,14 +68,15 @@ def text_teacher_tag(teacher: str, steps: int, context: int, seed: int) -> str:
     name, or ``-<arch>-st<steps>-c<context>-s<seed>`` for what differs from the default."""
     if is_teacher_file(teacher) or teacher == "published":
         return teacher_tag(teacher)
-    return ((f"-{teacher}" if teacher != "auto" else "") + (f"-st{steps}" if steps != int(DEFAULTS["TEACHER_STEPS"]) else "")
+    steps_tag = f"-st{steps}" if steps != int(DEFAULTS["TEACHER_STEPS"]) else ""
+    return ((f"-{teacher}" if teacher != "auto" else "") + steps_tag
             + (f"-c{context}" if context != int(DEFAULTS["CONTEXT"]) else "") + (f"-s{seed}" if seed else ""))
 
 
 def token_cache_suffix(*, context: int, topk: int, dtype: str, temperatures: list[float]) -> str:
     """A per-token cache's name after its teacher's: everything that changes its content."""
-    return (f"-c{context}-" + (f"k{topk}" if topk else "dense") + f"-{dtype}-ts" + "_".join(number(t) for t in temperatures)
-            + ".h5")
+    grid = "_".join(number(t) for t in temperatures)
+    return f"-c{context}-" + (f"k{topk}" if topk else "dense") + f"-{dtype}-ts{grid}.h5"
 
 
 def is_image_folder(path: str | Path) -> bool:

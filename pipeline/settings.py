@@ -260,7 +260,8 @@ SETTINGS: tuple[Setting, ...] = (
     # data
     _S("DATA_DIR", "data", "where every artifact goes", _data_dir, group="data"),
     _S("DATASET", "fashion-mnist", "'fashion-mnist', an .npz file, an image folder (train/<class>/*, test/<class>/*), "
-       "a directory of IDX files, or text: 'stdlib' (this Python's standard library) or a .jsonl", _path, group="data"),
+       "a directory of IDX files, or text: 'stdlib' (this Python's standard library), a .jsonl, .parquet or "
+       ".arrow", _path, group="data"),
     _S("SOURCE", "", "read the dataset from this file or directory first", _existing_path, group="data"),
     _S("LAYOUT", "auto", "image axes of an .npz: auto (refuses what is ambiguous), nchw or nhwc",
        _choice("auto", "nchw", "nhwc"), group="data"),
@@ -276,8 +277,9 @@ SETTINGS: tuple[Setting, ...] = (
        _integer(0, _SEED_MAX), group="data"),
     _S("TRANSFER", "", "an .npz or a folder of unlabelled images: the teacher scores them after the train rows, "
        "and distilled students learn from them with the soft term only", _existing_path, group="data"),
-    _S("TOKENIZER", "bytes", "text (DATASET=stdlib, a .jsonl, or a folder of text given with TOKENIZER): bytes, "
-       "bpe-N (a BPE of N tokens trained here on the train split) or a local tokenizer.json", _tokenizer, group="data"),
+    _S("TOKENIZER", "bytes", "text (DATASET=stdlib, a .jsonl, .parquet or .arrow, or a folder of text given with "
+       "TOKENIZER): bytes, bpe-N (a BPE of N tokens trained here on the train split) or a local tokenizer.json",
+       _tokenizer, group="data"),
     _S("STEPS", "1600", "text: a language-model student's optimiser steps (its schedule's length)", _integer(1),
        group="data"),
     _S("CONTEXT", "128", "text: tokens per window, for the teacher, its cache and the students", _integer(2, 1 << 20),

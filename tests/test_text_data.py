@@ -9,7 +9,7 @@ import platform
 import numpy as np
 import pytest
 
-from pipeline.data.text import STDLIB, load_corpus, split_of
+from pipeline.data.text import STDLIB, is_text_corpus, load_corpus, split_of
 from pipeline.data.tokenizers import BYTES, load_tokenizer, token_dtype
 from pipeline.data.windows import TokenWindows, prepare_text
 from pipeline.errors import UsageError
@@ -131,3 +131,34 @@ def test_limit_keeps_the_first_training_documents_up_to_n_bytes(tmp_path):
     assert small.documents["val"] == corpus.documents["val"] and small.documents["test"] == corpus.documents["test"]
     assert small.fingerprint != corpus.fingerprint != limit_train(corpus, 3000).fingerprint
     assert limit_train(corpus, 1).documents["train"] == corpus.documents["train"][:1]     # never empty
+
+
+@pytest.mark.parametrize("suffix, write", [
+    (".parquet", lambda table, path: __import__("pyarrow.parquet").parquet.write_table(table, path)),
+    (".arrow", lambda table, path: _arrow(table, path, stream=True)),       # as Hugging Face datasets saves it
+    (".arrow", lambda table, path: _arrow(table, path, stream=False)),
+])
+def test_parquet_and_arrow_text_columns_are_documents(tmp_path, suffix, write):
+    import pyarrow as pa
+    path = tmp_path / f"corpus{suffix}"
+    texts = [f"document {i} " * 5 for i in range(80)]
+    write(pa.table({"text": texts, "id": list(range(80))}), path)
+    corpus = load_corpus(str(path))
+    assert corpus.read(f"corpus{suffix}:7") == texts[7].encode() and is_text_corpus(str(path))
+    assert sum(len(v) for v in corpus.documents.values()) == 80
+    write(pa.table({"body": texts}), path)
+    with pytest.raises(UsageError, match="has no 'text' column of strings"):
+        load_corpus(str(path))
+    write(pa.table({"text": ["fine", None] * 40}), path)
+    with pytest.raises(UsageError, match="row 2 has no text"):
+        load_corpus(str(path))
+    path.write_bytes(b"not a table at all")
+    with pytest.raises(UsageError, match="is not a readable"):
+        load_corpus(str(path))
+
+
+def _arrow(table, path, stream: bool) -> None:
+    import pyarrow as pa
+    opener = pa.ipc.new_stream if stream else pa.ipc.new_file
+    with pa.OSFile(str(path), "wb") as sink, opener(sink, table.schema) as writer:
+        writer.write_table(table)

@@ -32,6 +32,7 @@ __all__ = ["STDLIB", "SPLITS", "Corpus", "load_corpus", "limit_train", "split_of
 
 SPLITS = ("train", "val", "test")
 FRACTIONS = (0.90, 0.05, 0.05)                  # train, val, test, by document
+TABLE_SUFFIXES = (".jsonl", ".parquet", ".arrow")   # one document per line or row
 _SKIPPED_DIRS = {"test", "tests", "idle_test", "site-packages", "dist-packages", "__pycache__"}
 _MAX_DOCUMENT_BYTES = 64 << 20                  # one file larger than this is no source file
 
@@ -84,16 +85,16 @@ def load_corpus(spec: str, split_seed: int = 0) -> Corpus:
         return _corpus(STDLIB, root, names, lambda n: (root / n).read_bytes(), platform.python_version(),
                        split_seed)
     path = Path(spec)
-    if path.is_file() and path.suffix == ".jsonl":
-        texts = tuple(_jsonl_texts(path))
+    if path.is_file() and path.suffix in TABLE_SUFFIXES:
+        texts = tuple(_jsonl_texts(path) if path.suffix == ".jsonl" else _table_texts(path))
         return _corpus(path.stem, path, [f"{path.name}:{i}" for i in range(len(texts))],
                        lambda n: texts[int(n.rsplit(":", 1)[1])], "", split_seed, texts)
     if path.is_dir():
         names = [p.relative_to(path).as_posix() for p in sorted(path.rglob("*"))
                  if p.is_file() and not p.name.startswith(".") and "__pycache__" not in p.parts]
         return _corpus(path.name, path, names, lambda n: (path / n).read_bytes(), "", split_seed)
-    raise UsageError(f"DATASET={spec} is no text corpus: give 'stdlib', a folder of text files, or a .jsonl file "
-                     f"with a 'text' field on every line")
+    raise UsageError(f"DATASET={spec} is no text corpus: give 'stdlib', a folder of text files, a .jsonl file "
+                     f"with a 'text' field on every line, or a Parquet or Arrow file with a 'text' column")
 
 
 def limit_train(corpus: Corpus, limit: int) -> Corpus:
@@ -138,6 +139,35 @@ def _check_text(source: Path, name: str, data: bytes) -> None:
     except UnicodeDecodeError as exc:
         raise UsageError(f"{source}: {name} is not UTF-8 text (byte {exc.start}); convert it to UTF-8 or move it "
                          f"out of the corpus") from None
+
+
+def _table_texts(path: Path) -> list[bytes]:
+    """The ``text`` column of a Parquet file or an Arrow file (IPC file or stream, as Hugging Face ``datasets``
+    saves them), one document per row."""
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise UsageError(f"{path}: reading Parquet or Arrow needs pyarrow: pip install 'softcache[text]'") from None
+    try:
+        if path.suffix == ".parquet":
+            table = pq.read_table(path)
+        else:
+            with pa.memory_map(str(path)) as source:
+                try:
+                    table = pa.ipc.open_file(source).read_all()
+                except pa.ArrowInvalid:
+                    source.seek(0)
+                    table = pa.ipc.open_stream(source).read_all()
+    except (pa.ArrowException, OSError) as exc:
+        raise UsageError(f"{path} is not a readable {path.suffix[1:]} file ({str(exc).splitlines()[0]})") from None
+    if "text" not in table.column_names or not pa.types.is_string(table.schema.field("text").type) \
+            and not pa.types.is_large_string(table.schema.field("text").type):
+        raise UsageError(f"{path} has no 'text' column of strings (columns: {', '.join(table.column_names)})")
+    texts = table.column("text").to_pylist()
+    if any(t is None for t in texts):
+        raise UsageError(f"{path}: row {texts.index(None) + 1} has no text (null); drop it or fill it")
+    return [t.encode("utf-8") for t in texts]
 
 
 def _jsonl_texts(path: Path) -> list[bytes]:
