@@ -104,7 +104,8 @@ class Plan:
                                              temperatures=[float(t) for t in s["CACHE_TS"].replace(",", " ").split()])
             self.run_source = self.tag
             if "STUDENT" not in self.given:     # the image default means nothing for text
-                s["STUDENT"] = s["STUDENTS"] = "lm-small"
+                s["STUDENT"] = "lm-small"
+                s["STUDENTS"] = s["STUDENTS"] if "STUDENTS" in self.given else "lm-small"
         self.published_cache = f"published/{data_name(s['DATASET'])}.h5"
         d = s["DATA_DIR"]
         self.cache = (self.published_cache if self.teacher_kind == "published"
@@ -294,7 +295,8 @@ INTERNAL = frozenset({
     "SC", "PASS", "INSTALLED", "RUNS", "REPORT_FILE", "DATA_FILE", "PARAMS", "DATA_STAMP", "STAMPS", "TEACHER_KIND",
     "TEACHER_TAG", "CACHE", "CACHE_SUFFIX", "PUBLISHED_CACHE", "TEACHER_RECORD", "TEACHER_FILES", "TEACHER_TARGETS",
     "MEMBER_CACHES", "ENSEMBLE_ARGS", "PUBLISH_RECORDS", "PUBLISH_COMMAND", "INPUT_ARGS", "LABEL_GRID", "DATA_CHECK",
-    "DATA_ARGS", "TEACHER_FIT", "PASS_STAGE", "STUDENT_STAGE", "STUDENT_ARGS", "LM_GRIDS", "TRANSFER_ARGS", "LOG_ARGS", "TEACHER_ARGS", "RUN_THREADS", "RUN_DIR", "STUDENT_RUNS",
+    "DATA_ARGS", "TEACHER_FIT", "PASS_STAGE", "STUDENT_STAGE", "STUDENT_ARGS", "LM_GRIDS", "TRANSFER_ARGS",
+    "LOG_ARGS", "TEACHER_ARGS", "RUN_THREADS", "RUN_DIR", "STUDENT_RUNS",
     "DEMO_EXPORTS", "PSKD_RUNS", "PSKD_GRID", "PSKD_RUN", "DEMO_SETTINGS", "STAMP", "MEMBER_SEED", "RUN_STUDENT",
     "RUN_T", "RUN_ALPHA", "RUN_SEED", "NAMES_OK", "SETTINGS_ERROR", "PASS_ARGS",
     # the Makefile's own

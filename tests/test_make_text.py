@@ -73,3 +73,8 @@ def test_limit_names_a_text_subset_that_never_replaces_the_whole(tmp_path):
     dry = make("-n", "teacher-logits", "DATASET=stdlib", "LIMIT=500000", f"DATA_DIR={tmp_path}").stdout
     assert "--limit '500000'" in dry and f"{tmp_path}/text/stdlib-n500000-bytes.h5" in dry
     assert f"{tmp_path}/teacher/stdlib-n500000-bytes/teacher.pt" in dry and not any(tmp_path.iterdir())
+
+
+def test_a_text_grid_of_students_is_passed_as_given(tmp_path):
+    dry = make("-n", "experiment-lm", "DATASET=stdlib", "STUDENTS=lm-tiny lm-medium", f"DATA_DIR={tmp_path}").stdout
+    assert "--students 'lm-tiny lm-medium'" in dry
