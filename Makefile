@@ -66,8 +66,7 @@ teacher-logits: $(CACHE)
 # The user's own teacher (file or module:factory); an ensemble's members combined; published: never built here.
 ifeq ($(TEACHER_KIND),file)
 $(CACHE): $(TEACHER_FILES) $(DATA_FILE) $(TRANSFER) | $(INSTALLED)
-	$(PASS) $(PASS_STAGE) --teacher '$(TEACHER)' $(if $(TEACHER_WEIGHTS),--teacher-weights '$(TEACHER_WEIGHTS)') \
-		--out '$@' $(PASS_ARGS)
+	$(PASS) $(PASS_STAGE) --teacher '$(TEACHER)' $(if $(TEACHER_WEIGHTS),--teacher-weights '$(TEACHER_WEIGHTS)') --out '$@' $(PASS_ARGS)
 endif
 ifeq ($(TEACHER_KIND),ensemble)
 $(CACHE): $(MEMBER_CACHES) | $(INSTALLED)
@@ -116,10 +115,8 @@ experiment-views experiment-labels experiment-patient: $(CACHE) $(DATA_FILE) | $
 		$(EXPERIMENT_ARGS) $(TEACHER_ARGS) $(LOG_ARGS)
 	$(REPORT)
 
-# Text: scratch against distilled LM students over SEEDS at equal STEPS, and the price of sparsity; resumable.
-experiment-lm: $(CACHE) $(DATA_FILE) | $(INSTALLED)
-	$(SC) experiment-lm --cache '$(CACHE)' --text '$(DATA_FILE)' --runs-dir '$(RUNS)' --tuning-dir '$(DATA_DIR)/tuning' \
-		--reports-dir '$(DATA_DIR)/reports' --steps '$(STEPS)' --jobs '$(JOBS)' --threads '$(RUN_THREADS)' $(LM_GRIDS)
+experiment-lm: $(CACHE) $(DATA_FILE) | $(INSTALLED)   # text: scratch vs distilled LM students over SEEDS, and k
+	$(SC) experiment-lm $(LM_EXPERIMENT_ARGS)
 
 # Edge export of RUN (under DATA_DIR/runs): a format that misses its check exits 2; the demo's record why.
 export: | $(INSTALLED)

@@ -295,7 +295,7 @@ INTERNAL = frozenset({
     "SC", "PASS", "INSTALLED", "RUNS", "REPORT_FILE", "DATA_FILE", "PARAMS", "DATA_STAMP", "STAMPS", "TEACHER_KIND",
     "TEACHER_TAG", "CACHE", "CACHE_SUFFIX", "PUBLISHED_CACHE", "TEACHER_RECORD", "TEACHER_FILES", "TEACHER_TARGETS",
     "MEMBER_CACHES", "ENSEMBLE_ARGS", "PUBLISH_RECORDS", "PUBLISH_COMMAND", "INPUT_ARGS", "LABEL_GRID", "DATA_CHECK",
-    "DATA_ARGS", "TEACHER_FIT", "PASS_STAGE", "STUDENT_STAGE", "STUDENT_ARGS", "LM_GRIDS", "TRANSFER_ARGS",
+    "DATA_ARGS", "TEACHER_FIT", "PASS_STAGE", "STUDENT_STAGE", "STUDENT_ARGS", "LM_EXPERIMENT_ARGS", "TRANSFER_ARGS",
     "LOG_ARGS", "TEACHER_ARGS", "RUN_THREADS", "RUN_DIR", "STUDENT_RUNS",
     "DEMO_EXPORTS", "PSKD_RUNS", "PSKD_GRID", "PSKD_RUN", "DEMO_SETTINGS", "STAMP", "MEMBER_SEED", "RUN_STUDENT",
     "RUN_T", "RUN_ALPHA", "RUN_SEED", "NAMES_OK", "SETTINGS_ERROR", "PASS_ARGS",
@@ -370,8 +370,12 @@ def make_fragment(p: Plan) -> str:
         "PASS_STAGE": "token-logits" if p.text else "teacher-logits",
         # a student run's stage and the arguments that differ between images and text
         "STUDENT_STAGE": "lm-student" if p.text else "student",
-        "LM_GRIDS": " ".join(f"--{flag} {q(s[k])}" for flag, k in (("students", "STUDENTS"), ("Ts", "TS"),
-                                                                    ("alphas", "ALPHAS"), ("seeds", "SEEDS")) if k in p.given),
+        # experiment-lm's: its grids only where given (else its own), like every other argument block
+        "LM_EXPERIMENT_ARGS": (f"--cache {q(p.cache)} --text {q(data_file)} --runs-dir {q(p.path('runs'))} --tuning-dir "
+                               f"{q(p.path('tuning'))} --reports-dir {q(p.path('reports'))} --steps {q(s['STEPS'])} "
+                               f"--jobs {p.jobs} --threads {p.threads} "
+                               + " ".join(f"--{flag} {q(s[k])}" for flag, k in (("students", "STUDENTS"), ("Ts", "TS"),
+                                          ("alphas", "ALPHAS"), ("seeds", "SEEDS")) if k in p.given)),
         "STUDENT_ARGS": (f"--text {q(data_file)} --steps {q(s['STEPS'])}"
                          + (f" --tensorboard-dir {q(p.path('tensorboard'))}" if s["LOG"] == "tensorboard" else "") if p.text else
                          f"--dataset {q(data_file)} {teacher_record} --epochs {q(s['EPOCHS'])} {inputs} "

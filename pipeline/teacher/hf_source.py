@@ -71,8 +71,8 @@ def load_hf_teacher(spec: str | Path) -> tuple[HFCausalLM, dict]:
         raise UsageError("a Hugging Face teacher needs transformers: pip install 'softcache[hf]'") from None
     os.environ.setdefault("HF_HUB_OFFLINE", "1")          # any hidden download fails loudly, never happens
     try:
-        model = transformers.AutoModelForCausalLM.from_pretrained(
-            folder, local_files_only=True, use_safetensors=True, trust_remote_code=False)
+        load = transformers.AutoModelForCausalLM.from_pretrained   # safetensors only, this folder only, no code
+        model = load(folder, use_safetensors=True, local_files_only=True, trust_remote_code=False)
     except (OSError, ValueError, KeyError) as exc:
         raise UsageError(f"{folder}: transformers cannot load it ({str(exc).splitlines()[0][:160]})") from None
     context = next((int(config[k]) for k in ("n_positions", "max_position_embeddings", "n_ctx") if k in config), 0)
