@@ -1,15 +1,12 @@
 """Command `generate`: what an LM student writes from a prompt (greedy), so a user sees the model."""
 
-from pathlib import Path
-
 import click
 
 from pipeline.data.windows import text_tokenizer
 from pipeline.results.export_lm import generate as continue_greedily
 from pipeline.training.checkpoint import load_checkpoint
 from pipeline.training.run_dir import MODEL_FILE
-
-PATH = click.Path(path_type=Path)
+from stages.options import PATH
 
 
 @click.command("generate")

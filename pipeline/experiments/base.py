@@ -17,10 +17,12 @@ from pipeline.experiments.sweep import run_planned
 __all__ = ["run_all", "mean_held_out", "best_per_group", "teacher_line"]
 
 
-def run_all(planned: list[StudentConfig], reports_dir: Path, jobs: int, cache: LogitCache, on_result) -> list[dict]:
-    """Every planned run (JOBS at a time, finished ones from this cache kept), or one line naming a failure."""
+def run_all(planned: list[StudentConfig], reports_dir: Path, jobs: int, cache: LogitCache, on_result,
+            **runner) -> list[dict]:
+    """Every planned run (JOBS at a time, finished ones from this cache kept), or one line naming a failure.
+    ``runner``: how :func:`run_planned` trains them (``train``, ``summary``; a TokenCache for LM students)."""
     records = run_planned(planned, reports_dir, jobs=jobs, on_result=on_result,
-                          cache_fingerprint=cache.fingerprint)
+                          cache_fingerprint=cache.fingerprint, **runner)
     failed = [r for r in records if r["status"] == "failed"]
     if failed:
         raise UsageError(f"{len(failed)} experiment runs failed ({failed[0]['run']}: {failed[0]['error']}); "

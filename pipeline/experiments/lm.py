@@ -18,10 +18,10 @@ import math
 import statistics
 from pathlib import Path
 
+from pipeline.cache.token_format import grid_index
 from pipeline.cache.token_reader import TokenCache
 from pipeline.config import LMExperimentConfig, LMStudentConfig
-from pipeline.errors import UsageError
-from pipeline.experiments.sweep import run_planned
+from pipeline.experiments.base import run_all
 from pipeline.files import atomic_path
 from pipeline.names import lm_run_name
 from pipeline.results.report import mean_std
@@ -178,11 +178,10 @@ def _render(cfg: LMExperimentConfig, cache: TokenCache, choice: dict, rows: list
 def run_lm_experiment(cfg: LMExperimentConfig, on_result=None) -> dict:
     """Tune, train every final run (JOBS at a time; finished ones kept), and write the report."""
     cache = TokenCache(cfg.student.cache)
-    for T in cfg.Ts:
-        if T not in cache.temperatures:
-            raise UsageError(f"T={T:g} is not in the cache's temperature grid ({' '.join(f'{t:g}' for t in cache.temperatures)});"
-                             f" choose Ts from it")
-    run = lambda planned: [r["metrics"] for r in _all(planned, cfg, cache, on_result)]  # noqa: E731
+    for T in cfg.Ts:                   # each on the grid: one line naming it, before any run
+        grid_index(cache.temperatures, T)
+    run = lambda planned: run_all(planned, cfg.reports_dir, cfg.jobs, cache, on_result,  # noqa: E731
+                                  train=train_lm_student, summary=False)
     choice = _choose(run(plan_tuning(cfg)))
     ks = _sparsity_ks(cfg, cache)
     final = run(plan_final(cfg, choice, ks))
@@ -198,12 +197,3 @@ def run_lm_experiment(cfg: LMExperimentConfig, on_result=None) -> dict:
         tmp.write_text(_render(cfg, cache, choice, rows, sparsity, figure))
     return record
 
-
-def _all(planned: list[LMStudentConfig], cfg: LMExperimentConfig, cache: TokenCache, on_result) -> list[dict]:
-    records = run_planned(planned, cfg.reports_dir, jobs=cfg.jobs, on_result=on_result,
-                          cache_fingerprint=cache.fingerprint, train=train_lm_student, summary=False)
-    failed = [r for r in records if r["status"] == "failed"]
-    if failed:
-        raise UsageError(f"{len(failed)} experiment runs failed ({failed[0]['run']}: {failed[0]['error']}); "
-                         f"fix it and run the same command again (finished runs are kept)")
-    return records
