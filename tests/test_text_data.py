@@ -162,3 +162,14 @@ def _arrow(table, path, stream: bool) -> None:
     opener = pa.ipc.new_stream if stream else pa.ipc.new_file
     with pa.OSFile(str(path), "wb") as sink, opener(sink, table.schema) as writer:
         writer.write_table(table)
+
+
+def test_the_data_stage_prepares_a_limited_text_subset(tmp_path):
+    """LIMIT through the data stage itself (it once reached the image datasets' limit and failed)."""
+    from pipeline.config import DataConfig
+    from pipeline.data.prepare import prepare_corpus
+    docs = write_docs(tmp_path / "docs", n=120)
+    whole = prepare_corpus(DataConfig(out=tmp_path / "whole.h5", dataset=str(docs), limit=0))
+    small = prepare_corpus(DataConfig(out=tmp_path / "small.h5", dataset=str(docs), limit=2000))
+    assert 0 < small["train_tokens"] <= 2000 < whole["train_tokens"]
+    assert small["test_tokens"] == whole["test_tokens"] and small["fingerprint"] != whole["fingerprint"]

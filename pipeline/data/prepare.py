@@ -26,7 +26,7 @@ from pipeline.data.dataset import Dataset, fingerprint_of
 from pipeline.data.image_folder import (FolderOptions, FolderSource, changes, is_image_folder, prepare_folder,
                                         read_folder)
 from pipeline.data.image_store import read_prepared_h5, source_arrays_h5, write_prepared_h5
-from pipeline.data.text import limit_train, load_corpus
+from pipeline.data.text import limit_train as limit_text, load_corpus
 from pipeline.data.tokenizers import load_tokenizer
 from pipeline.data.windows import PREPARED_TEXT, prepare_text, read_text_attrs
 from pipeline.errors import UsageError
@@ -433,7 +433,7 @@ def prepare_corpus(cfg) -> dict:
     """The ``data`` stage for text (``cfg.tokenizer`` or a text DATASET): the corpus tokenized into the
     prepared text file ``cfg.out``; its attributes (splits' token counts, fingerprints)."""
     corpus, spec = load_corpus(cfg.dataset, cfg.split_seed), cfg.tokenizer or "bytes"
-    corpus = limit_train(corpus, cfg.limit) if cfg.limit else corpus
+    corpus = limit_text(corpus, cfg.limit) if cfg.limit else corpus
     current = _current_text(cfg.out, corpus, spec)
     if current is not None:
         return {**current, "unchanged": True}
