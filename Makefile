@@ -124,10 +124,9 @@ export: | $(INSTALLED)
 $(RUNS)/%/export/export.json: $(RUNS)/%/metrics.json | $(INSTALLED)
 	$(SC) export --run-dir '$(RUNS)/$*' --formats '$(FORMATS)' --threads '$(RUN_THREADS)' --skip-refused
 
-# On the GPU box, after teacher-logits: a float16 copy in published/<dataset>.h5 with its record.
-publish: $(CACHE) | $(INSTALLED)
-	$(SC) publish --cache '$(CACHE)' --out '$(PUBLISHED_CACHE)' --command '$(PUBLISH_COMMAND)' \
-		--device '$(PUBLISH_DEVICE)' $(PUBLISH_RECORDS) $(if $(REPUBLISH),--replace '$(REPUBLISH)')
+# On the GPU box, after teacher-logits: a float16 copy in published/<dataset>.h5 (text: the LM teacher's weights).
+publish: $(PUBLISH_FROM) | $(INSTALLED)
+	$(SC) $(PUBLISH_ARGS) --device '$(PUBLISH_DEVICE)' $(if $(REPUBLISH),--replace '$(REPUBLISH)')
 
 report: | $(INSTALLED)
 	$(REPORT)

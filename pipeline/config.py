@@ -594,3 +594,22 @@ class ExportConfig:
     @property
     def destination(self) -> Path:
         return self.out_dir if self.out_dir is not None else self.run_dir / "export"
+
+
+@dataclass(frozen=True)
+class PublishLMTeacherConfig:
+    """A trained LM teacher copied to float16 published weights, with how it was made."""
+
+    teacher: Path   # the finished teacher.pt (kind lm) to publish
+    text: Path   # the prepared text it trained on: its validation and test splits re-score the float16 weights
+    out: Path   # the published weights (.pt); its record goes beside it (.json)
+    command: str                     # the command that trained the teacher, for the record
+    device: str                      # where the teacher trained, in words (e.g. "2-core CPU")
+    note: str = ""   # anything else a user should know about this teacher
+    replace: str = setting("REPUBLISH")   # the name (stem) of an existing published teacher this may replace
+    threads: int = setting("THREADS", int)
+
+    def __post_init__(self):
+        if not self.device.strip() or not self.command.strip():
+            raise UsageError("publish-lm-teacher needs --command (how the teacher was made) and --device (where it "
+                             "trained)")

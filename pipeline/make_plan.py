@@ -37,6 +37,7 @@ from pipeline.names import (
     lm_run_name,
     member_seeds,
     pskd_run_name,
+    published_lm_teacher,
     run_name,
     teacher_tag,
     text_teacher_tag,
@@ -71,6 +72,7 @@ class Plan:
     settings: dict[str, str]
     given: set[str] = field(default_factory=set)
     root: Path = Path(".")
+    goals: tuple[str, ...] = ()
 
     def __post_init__(self):
         s = self.settings
@@ -103,6 +105,12 @@ class Plan:
             self.suffix = token_cache_suffix(context=self.context, topk=self.topk, dtype=self.dtype,
                                              temperatures=[float(t) for t in s["CACHE_TS"].replace(",", " ").split()])
             self.run_source = self.tag
+            # TEACHER=published: the committed weights (when they exist) are the user's own teacher file
+            self.published_teacher = published_lm_teacher(s["DATASET"], s["TOKENIZER"])
+            if self.teacher_kind == "published" and (self.root / self.published_teacher).is_file():
+                s["TEACHER"], self.teacher_kind = self.published_teacher, "file"
+            if "demo" in self.goals and "JOBS" not in self.given:    # its scratch and distilled runs side by
+                s["JOBS"] = "2"                                          # side: a small LM uses one core best
             if "STUDENT" not in self.given:     # the image default means nothing for text
                 s["STUDENT"] = "lm-small"
                 s["STUDENTS"] = s["STUDENTS"] if "STUDENTS" in self.given else "lm-small"
@@ -154,8 +162,15 @@ class Plan:
     def demo_settings(self) -> dict[str, str]:
         """The demo learns from the committed published teacher when one exists for the data it uses
         (the full Fashion-MNIST) and the user named no other teacher, with the DEMO_T/DEMO_ALPHA
-        recipe chosen for it on held-out rows; otherwise from a teacher trained here."""
+        recipe chosen for it on held-out rows; otherwise from a teacher trained here. For text it learns
+        from the published LM teacher's weights unless a TEACHER is named (refused where none is published)."""
         s = self.settings
+        if self.text:   # the committed LM teacher on DEMO_LIMIT bytes: minutes on a CPU
+            short = {} if "LIMIT" in self.given else {"LIMIT": s["DEMO_LIMIT"]}
+            if "JOBS" not in self.given:     # scratch and distilled side by side (__post_init__)
+                short["JOBS"] = s["JOBS"]
+            return short if "TEACHER" in self.given else {**short, "TEACHER": "published", "T": s["DEMO_T"],
+                                                           "ALPHA": s["DEMO_ALPHA"]}
         named = self.given & {"TEACHER", "TEACHER_EPOCHS", "TEACHER_SEED", "TEACHERS"}
         if (s["DATASET"] == DEFAULTS["DATASET"] and not self.limit and not named
                 and (self.root / self.published_cache).is_file()):
@@ -164,8 +179,8 @@ class Plan:
 
 
 # What a text DATASET builds today, and the image-only settings it refuses rather than ignores.
-TEXT_GOALS = {"help", "venv", "data", "teacher", "teacher-logits", "student", "export", "experiment-lm", "test", "bench",
-              "clean"}
+TEXT_GOALS = {"help", "venv", "data", "teacher", "teacher-logits", "student", "export", "experiment-lm", "demo",
+              "demo-runs", "report", "publish", "test", "bench", "clean", "clean-students"}
 IMAGE_ONLY = ("LAYOUT", "VIEWS", "MIXUP", "TRANSFER", "LABELS", "REPLAY", "AUGMENT", "HOLDOUT", "TEACHER_T",
               "TEACHERS", "TEACHER_EPOCHS", "TEACHER_WEIGHTS", "SOURCE", "EPOCHS")
 TEXT_ONLY = ("CONTEXT", "STEPS", "TEACHER_STEPS")
@@ -189,9 +204,13 @@ def _text_checks(s: dict[str, str], p: Plan, goals: list[str]) -> None:
     for name in IMAGE_ONLY:
         if name in p.given and s[name] != DEFAULTS[name]:
             raise UsageError(f"{name} applies to images, and DATASET={s['DATASET']} is text; drop {name}")
-    if p.teacher_kind == "published":
-        raise UsageError(f"no published teacher exists for text DATASET={s['DATASET']}; use TEACHER=auto to train one "
-                         f"here, or TEACHER=<a local Hugging Face folder or an lm-teacher checkpoint>")
+    if p.teacher_kind == "published":     # the committed weights are missing (found, it is a file teacher)
+        raise UsageError(f"no published LM teacher exists for DATASET={s['DATASET']} TOKENIZER={s['TOKENIZER']} (no "
+                         f"{p.published_teacher}); use TEACHER=auto to train one here, or TEACHER=<a local Hugging "
+                         f"Face folder or an lm-teacher checkpoint>")
+    if "publish" in goals and (p.teacher_kind != "trained" or p.limit):
+        raise UsageError(f"make publish for text publishes an LM teacher trained here on the whole corpus; drop "
+                         f"{'LIMIT' if p.limit else 'TEACHER'}")
     if not s["STUDENT"].startswith("lm-"):
         raise UsageError(f"STUDENT={s['STUDENT']} is an image student, and DATASET={s['DATASET']} is text; give "
                          f"STUDENT=lm-tiny, lm-small or lm-medium")
@@ -274,7 +293,7 @@ def plan(given: dict[str, str], environ: dict[str, str] | None = None, root: Pat
     ``goals``: the make targets asked for, for the checks that depend on them."""
     environ = os.environ if environ is None else environ
     settings = resolve(given, environ)
-    p = Plan(settings, given={k for k in DEFAULTS if k in given or k in environ}, root=root)
+    p = Plan(settings, given={k for k in DEFAULTS if k in given or k in environ}, root=root, goals=tuple(goals))
     _cross_checks(settings, p, list(goals))
     return p
 
@@ -293,8 +312,8 @@ def _escape(value: str) -> str:
 # from that file under the default cache's name; SC=/bin/echo "finished" with no run written).
 INTERNAL = frozenset({
     "SC", "PASS", "INSTALLED", "RUNS", "REPORT_FILE", "DATA_FILE", "PARAMS", "DATA_STAMP", "STAMPS", "TEACHER_KIND",
-    "TEACHER_TAG", "CACHE", "CACHE_SUFFIX", "PUBLISHED_CACHE", "TEACHER_RECORD", "TEACHER_FILES", "TEACHER_TARGETS",
-    "MEMBER_CACHES", "ENSEMBLE_ARGS", "PUBLISH_RECORDS", "PUBLISH_COMMAND", "INPUT_ARGS", "LABEL_GRID", "DATA_CHECK",
+    "TEACHER_TAG", "CACHE", "CACHE_SUFFIX", "PUBLISH_FROM", "TEACHER_RECORD", "TEACHER_FILES", "TEACHER_TARGETS",
+    "MEMBER_CACHES", "ENSEMBLE_ARGS", "PUBLISH_ARGS", "INPUT_ARGS", "LABEL_GRID", "DATA_CHECK",
     "DATA_ARGS", "TEACHER_FIT", "PASS_STAGE", "STUDENT_STAGE", "STUDENT_ARGS", "LM_EXPERIMENT_ARGS", "TRANSFER_ARGS",
     "LOG_ARGS", "TEACHER_ARGS", "RUN_THREADS", "RUN_DIR", "STUDENT_RUNS",
     "DEMO_EXPORTS", "PSKD_RUNS", "PSKD_GRID", "PSKD_RUN", "DEMO_SETTINGS", "STAMP", "MEMBER_SEED", "RUN_STUDENT",
@@ -337,27 +356,32 @@ def make_fragment(p: Plan) -> str:
     member_records = [f"{p.teacher_dir(t)}/{TEACHER_RECORD}" for t in p.member_tags]
     teacher_files = [f for f in (s["TEACHER"], s["TEACHER_WEIGHTS"]) if f and Path(f).exists()]
     student_run = p.run(s["STUDENT"], s["T"], s["ALPHA"])
-    demo = {} if p.text else {p.run(st, s["T"], a): (st, s["T"], a) for st in s["DEMO_STUDENTS"].split()
-                              for a in ("0", s["ALPHA"])}
+    demo = {p.run(st, s["T"], a): (st, s["T"], a) for st in s["STUDENTS" if p.text else "DEMO_STUDENTS"].split()
+            for a in ("0", s["ALPHA"])}
     runs = {student_run: (s["STUDENT"], s["T"], s["ALPHA"]), **demo}
     stamps = p.stamps()
     pskd = {} if p.text else {p.pskd(st, seed): (st, seed)
             for st in [s["STUDENT"], *s["STUDENTS"].split()] for seed in [s["SEED"], *s["SEEDS"].split()]}
     pskd_grid = [] if p.text else [p.pskd(st, seed) for st in s["STUDENTS"].split() for seed in s["SEEDS"].split()]
-    publish = " ".join(f"{k}={s[k]}" for k in ("TEACHER", "TEACHERS", "TEACHER_EPOCHS", "TEACHER_SEED", "TEACHER_T",
-                                                "VIEWS", "VIEW_SEED", "MIXUP", "DEVICE"))
+    # make publish: the image cache in float16 (from the GPU box), or for text the LM teacher's weights
+    made_by = ("DATASET", "TOKENIZER", "TEACHER", "TEACHER_STEPS", "CONTEXT", "TEACHER_SEED", "DEVICE") if p.text else (
+        "TEACHER", "TEACHERS", "TEACHER_EPOCHS", "TEACHER_SEED", "TEACHER_T", "VIEWS", "VIEW_SEED", "MIXUP", "DEVICE")
+    command = q(f"make {'teacher' if p.text else 'teacher-logits'} " + " ".join(f"{k}={s[k]}" for k in made_by))
+    publish = (f"publish-lm-teacher --teacher {q(' '.join(member_ckpts))} --text {q(data_file)} --out "
+               f"{q(p.published_teacher)} --command {command}" if p.text else
+               f"publish --cache {q(p.cache)} --out {q(p.published_cache)} --command {command} "
+               + " ".join(f"--record {q(r)}" for r in member_records))
     names = {
         "SC": sc, "PASS": pass_cmd, "INSTALLED": f"{s['VENV']}/.installed", "RUNS": p.path("runs"),
         "REPORT_FILE": p.path("reports", "report.md"), "DATA_FILE": data_file, "PARAMS": p.path("params"),
         "DATA_STAMP": p.path("params", f"data-{p.data}.txt"), "STAMPS": " ".join(stamps),
         "TEACHER_KIND": p.teacher_kind, "TEACHER_TAG": p.tag, "CACHE": p.cache, "CACHE_SUFFIX": p.suffix[:-3],
-        "PUBLISHED_CACHE": p.published_cache, "TEACHER_RECORD": teacher_record,
+        "PUBLISH_FROM": " ".join(member_ckpts) if p.text else p.cache, "PUBLISH_ARGS": publish,
+        "TEACHER_RECORD": teacher_record,
         "TEACHER_FILES": " ".join(teacher_files),
         "TEACHER_TARGETS": " ".join(member_ckpts if p.teacher_kind in ("trained", "ensemble") else teacher_files),
         "MEMBER_CACHES": " ".join(member_caches),
         "ENSEMBLE_ARGS": " ".join(f"--member {q(c)} --record {q(r)}" for c, r in zip(member_caches, member_records)),
-        "PUBLISH_RECORDS": " ".join(f"--record {q(r)}" for r in member_records),
-        "PUBLISH_COMMAND": f"make teacher-logits {publish}",
         "INPUT_ARGS": inputs, "LABEL_GRID": " ".join(p.label_grid),
         "DATA_CHECK": "FORCE" if p.folder else "",
         "DATA_ARGS": (f"--tokenizer {q(s['TOKENIZER'])} --split-seed {q(s['SPLIT_SEED'])}" if p.text else

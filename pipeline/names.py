@@ -24,7 +24,7 @@ __all__ = [
     "data_name", "is_image_folder", "folder_tag", "FOLDER_SETTINGS", "teacher_tag", "cache_tag", "transfer_name",
     "cache_file_name", "RunName", "run_name", "parse_run_name", "pskd_run_name", "parse_pskd_run_name",
     "run_data", "member_seeds", "TEACHER_CHECKPOINT", "TEACHER_RECORD", "STDLIB", "is_text_dataset",
-    "tokenizer_tag", "text_teacher_tag", "token_cache_suffix", "lm_run_name",
+    "tokenizer_tag", "text_teacher_tag", "token_cache_suffix", "lm_run_name", "published_lm_teacher",
 ]
 
 
@@ -61,6 +61,12 @@ def tokenizer_tag(tokenizer: str) -> str:
         return tokenizer.replace("-", "")
     path = Path(tokenizer)
     return "tok_" + (path.parent.name or path.stem).replace("-", "_").replace(".", "_")
+
+
+def published_lm_teacher(dataset: str, tokenizer: str) -> str:
+    """Where the committed LM teacher for a corpus and tokenizer lives (its record beside it, .json): the
+    whole corpus's name, since a LIMIT subset learns from the same teacher."""
+    return f"published/{data_name(dataset)}-{tokenizer_tag(tokenizer)}-lm-teacher.pt"
 
 
 def text_teacher_tag(teacher: str, steps: int, context: int, seed: int) -> str:

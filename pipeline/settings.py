@@ -284,8 +284,8 @@ SETTINGS: tuple[Setting, ...] = (
        group="data"),
     _S("CONTEXT", "128", "text: tokens per window, for the teacher, its cache and the students", _integer(2, 1 << 20),
        group="data"),
-    _S("LIMIT", "0", "keep only the first N training images, or for text the first training documents up to N "
-       "bytes (0: all); named -nN, so it never replaces the full set",
+    _S("LIMIT", "0", "keep only the first N training images, or for text training documents up to N bytes and "
+       "validation and test documents up to N/10 each (0: all); named -nN, so it never replaces the full set",
        _integer(0), group="data"),
     # the teacher and its cache
     _S("TEACHER", "auto", "teacher: auto, an architecture (cnn, resnet18), a model file, module:factory (imports and "
@@ -317,7 +317,8 @@ SETTINGS: tuple[Setting, ...] = (
     _S("TS", "", "temperatures of a sweep or experiment (default: T)", group="grid"),
     _S("ALPHAS", "", "ALPHA values of a sweep or experiment (default: 0 and ALPHA)", group="grid"),
     _S("SEEDS", "", "seeds of a sweep or experiment (default: SEED)", group="grid"),
-    _S("JOBS", "1", "runs at once in a sweep, an experiment or the demo (capped at the cores, with a note)",
+    _S("JOBS", "1", "runs at once in a sweep, an experiment or the demo (the text demo: 2 unless given; capped at "
+       "the cores, with a note)",
        _integer(1, 1024), group="grid"),
     _S("SWEEP_BACKEND", "joblib", "joblib (this machine) or dask (a cluster)", _choice("joblib", "dask"),
        group="grid"),
@@ -333,13 +334,16 @@ SETTINGS: tuple[Setting, ...] = (
     # the demo, export and publishing
     _S("DEMO_STUDENTS", "mlp cnn-tiny cnn-small", "students the demo trains (scratch and distilled)", _names,
        group="demo"),
-    _S("DEMO_T", "1", "T of the demo's distilled runs when it uses the published teacher", _number(*_T_RANGE),
+    _S("DEMO_T", "1", "T of the demo's distilled runs when it uses the published teacher (images or text)", _number(*_T_RANGE),
        group="demo"),
     _S("DEMO_ALPHA", "0.5", "ALPHA of the demo's distilled runs when it uses the published teacher", _number(0, 1),
        group="demo"),
+    _S("DEMO_LIMIT", "1000000", "the text demo's LIMIT (training bytes; a tenth of it each for validation and test) "
+       "unless LIMIT is given", _integer(0), group="demo"),
     _S("FORMATS", "onnx,torchscript,int8", "export formats", _formats, group="demo"),
-    _S("REPUBLISH", "", "make publish: the name of the published cache it may replace (e.g. fashion-mnist); without "
-       "it an existing one is kept", _optional(_pattern(_NAME_RE, "a published cache's name", "fashion-mnist")),
+    _S("REPUBLISH", "", "make publish: the name of the published cache or LM teacher it may replace (e.g. "
+       "fashion-mnist); without it an existing one is kept",
+       _optional(_pattern(_NAME_RE, "a published file's name", "fashion-mnist")),
        group="demo"),
     _S("PUBLISH_DEVICE", "", "where the published teacher ran, in words (make publish)",
        _pattern(_WORDS_RE, "words (letters, digits, spaces and ._,()+/:@-)", "one NVIDIA H100"), group="demo"),

@@ -19,11 +19,11 @@ from pipeline.files import os_error_line
 __all__ = ["cli", "main"]
 
 # Every command, in the order `softcache --help` lists them; each lives in stages/<command>.py (dashes as
-# underscores), but for reseal, which lives beside publish.
-COMMANDS = ("data", "teacher", "teacher-logits", "ensemble", "publish", "reseal", "student", "sweep",
+# underscores), but for reseal and publish-lm-teacher, which live beside publish.
+COMMANDS = ("data", "teacher", "teacher-logits", "ensemble", "publish", "reseal", "publish-lm-teacher", "student", "sweep",
             "experiment-views", "experiment-labels", "experiment-patient", "self-distill", "export", "report",
             "inspect", "verify", "lm-teacher", "token-logits", "lm-student", "generate", "experiment-lm")
-_HOME = {"reseal": "publish"}
+_HOME = {"reseal": "publish", "publish-lm-teacher": "publish"}
 
 
 class _Commands(click.Group):

@@ -51,3 +51,25 @@ def test_softcache_export_takes_an_lm_run(student_run, capsys):
         main(["export", "--run-dir", str(student_run), "--threads", "1"])
     out = capsys.readouterr().out
     assert done.value.code == 0 and "ONNX max |Δlogit|" in out and (student_run / "export" / "export.json").is_file()
+
+
+def test_the_report_compares_lm_runs_and_shows_what_they_write(tmp_path, token_cache, text_file):  # noqa: F811
+    """Scratch and distilled runs beside an image run's folder: the LM table holds both arms with the gain
+    over scratch, the export table its parity, and the sample each exported run's own greedy continuation."""
+    from pipeline.results.report import write_report
+    from pipeline.results.report_lm import collect_lm_runs, summarize_lm
+    runs = tmp_path / "runs"
+    for alpha in (0.0, 0.5):
+        cfg = LMStudentConfig(cache=token_cache, text=text_file, out_dir=runs / f"lm-tiny-a{alpha}", student="lm-tiny",
+                              T=2.0, alpha=alpha, steps=8, batch_size=4, eval_every=8, eval_windows=4, threads=1)
+        train_lm_student(cfg, progress=False)
+    e = export_lm_run(runs / "lm-tiny-a0.5", text_file, windows=8, generate_tokens=24)
+    assert len(e["sample"]["prompt"]) > 0 and len(e["sample"]["continuation"].encode()) >= 20
+    rows = summarize_lm(collect_lm_runs(runs))
+    assert [r["arm"] for r in rows] == ["scratch", "KD T=2 ALPHA=0.5 k=8"] and rows[0]["gain"] is None
+    assert rows[1]["gain"] == pytest.approx(rows[0]["bpb"] - rows[1]["bpb"])
+    text = write_report(runs, tmp_path / "reports" / "report.md")
+    assert "## Language-model students" in text and f"| {rows[1]['gain']:+.3f} |" in text
+    assert f"{e['files']['onnx']['max_abs_diff']:.1e}" in text
+    assert e["sample"]["prompt"] + "⟨" + e["sample"]["continuation"] + "⟩" in text
+    assert "No finished student runs" not in text      # no image run: no empty image table

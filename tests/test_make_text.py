@@ -9,7 +9,7 @@ import json
 import h5py
 import pytest
 
-from tests.test_make import fingerprint, make
+from tests.test_make import ROOT, fingerprint, make
 from tests.test_text_data import write_docs
 
 pytestmark = pytest.mark.slow
@@ -48,12 +48,12 @@ def test_make_builds_the_text_cache_and_reruns_only_what_changed(tmp_path):
 @pytest.mark.parametrize("setting, match", [
     ("VIEWS=4", "VIEWS applies to images, and DATASET=stdlib is text"),
     ("LABELS=600", "LABELS applies to images"),
-    ("TEACHER=published", "no published teacher exists for text"),
+    ("TOKENIZER=bpe-300", "no published LM teacher exists for DATASET=stdlib TOKENIZER=bpe-300"),
     ("CACHE_TS=1 1", "CACHE_TS must list one or more different temperatures"),
     ("TOKENIZER=words", "TOKENIZER must be bytes, bpe-N"),
 ])
 def test_what_text_cannot_use_is_one_line_before_anything_runs(tmp_path, setting, match):
-    proc = make("teacher-logits", "DATASET=stdlib", f"DATA_DIR={tmp_path}", setting, check=False)
+    proc = make("teacher-logits", "DATASET=stdlib", "TEACHER=published", f"DATA_DIR={tmp_path}", setting, check=False)
     assert proc.returncode == 2 and match in proc.stderr and not any(tmp_path.iterdir()), proc.stderr
 
 
@@ -63,6 +63,8 @@ def test_what_text_cannot_use_is_one_line_before_anything_runs(tmp_path, setting
     (["student", "STEPS=100"], "STEPS applies to text"),
     (["student", "DATASET=stdlib", "T=3"], "T=3 is not in CACHE_TS=1 2 4"),
     (["student", "CACHE_TOPK=5", "T=3"], "T=3 is not in CACHE_TS=1 2 4"),          # an image top-k cache too
+    (["publish", "DATASET=stdlib", "LIMIT=1000"], "publishes an LM teacher trained here on the whole corpus; drop LIMIT"),
+    (["publish", "DATASET=stdlib", "TEACHER=published"], "trained here on the whole corpus; drop TEACHER"),
 ])
 def test_what_crosses_images_and_text_is_refused_by_name(tmp_path, args, match):
     proc = make(*args, f"DATA_DIR={tmp_path}", check=False)
@@ -78,3 +80,19 @@ def test_limit_names_a_text_subset_that_never_replaces_the_whole(tmp_path):
 def test_a_text_grid_of_students_is_passed_as_given(tmp_path):
     dry = make("-n", "experiment-lm", "DATASET=stdlib", "STUDENTS=lm-tiny lm-medium", f"DATA_DIR={tmp_path}").stdout
     assert "--students 'lm-tiny lm-medium'" in dry
+
+
+def test_the_text_demo_plans_the_whole_pipeline_from_the_published_teacher(tmp_path):
+    """`make demo DATASET=stdlib`: the committed LM teacher's weights, a DEMO_LIMIT subset, two runs at a time;
+    then data, the token pass, scratch and distilled students, their exports and the report, in that order."""
+    assert (ROOT / "published/stdlib-bytes-lm-teacher.pt").is_file()       # committed: CPU users need not train it
+    top = make("-n", "demo", "DATASET=stdlib", f"DATA_DIR={tmp_path}").stdout
+    assert "demo-runs LIMIT=1000000 JOBS=2 TEACHER=published T=1 ALPHA=0.5" in top
+    plan = make("-n", "demo-runs", "DATASET=stdlib", "LIMIT=1000000", "TEACHER=published", "T=1",
+                "ALPHA=0.5", "SEED=2", f"DATA_DIR={tmp_path}").stdout
+    assert _ran(type("P", (), {"stdout": plan})) == ["data", "token-logits", "lm-student", "export", "lm-student",
+                                                     "export", "report"]
+    assert "--teacher 'published/stdlib-bytes-lm-teacher.pt'" in plan
+    for run in ("lm-small-a0-s2", "lm-small-T1-a0.5-from-published-s2"):       # scratch names no teacher
+        assert f"--out-dir '{tmp_path}/runs/{run}-st1600-on-stdlib-n1000000-bytes'" in plan
+    assert not any(tmp_path.iterdir())                                   # a dry run writes nothing

@@ -122,15 +122,20 @@ def test_a_bpe_trained_here_is_fingerprinted_and_its_windows_hold_its_ids(tmp_pa
         load_tokenizer(str(saved))
 
 
-def test_limit_keeps_the_first_training_documents_up_to_n_bytes(tmp_path):
+def test_limit_draws_documents_up_to_n_bytes_for_training_and_a_tenth_for_evaluation(tmp_path):
     from pipeline.data.text import limit_train
-    corpus = load_corpus(str(write_docs(tmp_path / "docs", n=120)))
+    corpus = load_corpus(str(write_docs(tmp_path / "docs", n=400)))
     small = limit_train(corpus, 2000)
     assert 0 < small.bytes_in("train") <= 2000 < corpus.bytes_in("train")
-    assert small.documents["train"] == corpus.documents["train"][:len(small.documents["train"])]
-    assert small.documents["val"] == corpus.documents["val"] and small.documents["test"] == corpus.documents["test"]
+    for split in ("val", "test"):
+        assert 0 < small.bytes_in(split) <= 200 < corpus.bytes_in(split)
+    for split, names in small.documents.items():    # drawn from the split, not its first names, in its order
+        every = corpus.documents[split]
+        assert set(names) <= set(every) and list(names) == [n for n in every if n in names]
+    assert small.documents["train"] != corpus.documents["train"][:len(small.documents["train"])]
+    assert limit_train(corpus, 2000) == small                                    # the draw is fixed
     assert small.fingerprint != corpus.fingerprint != limit_train(corpus, 3000).fingerprint
-    assert limit_train(corpus, 1).documents["train"] == corpus.documents["train"][:1]     # never empty
+    assert all(len(docs) == 1 for docs in limit_train(corpus, 1).documents.values())     # never empty
 
 
 @pytest.mark.parametrize("suffix, write", [
@@ -171,5 +176,6 @@ def test_the_data_stage_prepares_a_limited_text_subset(tmp_path):
     docs = write_docs(tmp_path / "docs", n=120)
     whole = prepare_corpus(DataConfig(out=tmp_path / "whole.h5", dataset=str(docs), limit=0))
     small = prepare_corpus(DataConfig(out=tmp_path / "small.h5", dataset=str(docs), limit=2000))
-    assert 0 < small["train_tokens"] <= 2000 < whole["train_tokens"]
-    assert small["test_tokens"] == whole["test_tokens"] and small["fingerprint"] != whole["fingerprint"]
+    # tokens: the documents' bytes and one separator after each
+    assert 0 < small["train_tokens"] <= 2100 < whole["train_tokens"]
+    assert 0 < small["test_tokens"] <= 220 < whole["test_tokens"] and small["fingerprint"] != whole["fingerprint"]

@@ -1,6 +1,7 @@
 """The per-token teacher pass: its cache holds exactly the teacher's targets for every window, a pass
 interrupted mid-way resumes to identical bytes, and what cannot be cached is refused in one line."""
 
+import dataclasses
 import json
 
 import h5py
@@ -82,3 +83,29 @@ def test_a_context_longer_than_the_teachers_is_refused(tmp_path, lm_teacher, tex
     with pytest.raises(UsageError, match="CONTEXT=64 is longer than the teacher's context of 16"):
         token_pass.write_token_logits(_config(tmp_path, lm_teacher, text_file, context=64), progress=False)
     assert not (tmp_path / "c.h5").exists()
+
+
+def test_a_published_teacher_is_float16_scored_as_stored_and_replaced_only_by_name(tmp_path, lm_teacher, text_file):  # noqa: F811
+    """The committed teacher: half the bytes, its fingerprint that of the weights every reader rebuilds, its
+    record's bits per byte those of the float16 weights; an existing one is kept unless named."""
+    from pipeline.config import PublishLMTeacherConfig
+    from pipeline.data.windows import text_tokenizer
+    from pipeline.teacher.publish_lm import publish_lm_teacher
+    from pipeline.training.checkpoint import read_checkpoint_file
+    from pipeline.training.lm_loop import bits_per_byte
+    out = tmp_path / "published" / "tiny-lm-teacher.pt"
+    cfg = PublishLMTeacherConfig(teacher=lm_teacher, text=text_file, out=out, command="pytest", device="CPU", threads=1)
+    record = publish_lm_teacher(cfg)
+    stored = read_checkpoint_file(out)["state_dict"]
+    assert all(t.dtype == torch.float16 for t in stored.values() if t.is_floating_point())
+    assert out.stat().st_size < 0.75 * lm_teacher.stat().st_size
+    model, ckpt = load_checkpoint(out, "lm", "teacher")        # the fingerprint check passes on the rebuilt model
+    assert ckpt["fingerprint"] == record["fingerprint"] != load_checkpoint(lm_teacher, "lm", "teacher")[1]["fingerprint"]
+    test = bits_per_byte(model, TokenWindows(text_file, "test", 16), text_tokenizer(text_file).byte_lengths())
+    assert record["test_bits_per_byte"] == pytest.approx(test["bits_per_byte"], rel=1e-6)
+    assert json.loads(out.with_suffix(".json").read_text())["fingerprint"] == record["fingerprint"]
+    before = out.read_bytes()
+    with pytest.raises(UsageError, match="replaced only when asked by name: make publish REPUBLISH=tiny-lm-teacher"):
+        publish_lm_teacher(cfg)
+    assert out.read_bytes() == before
+    assert publish_lm_teacher(dataclasses.replace(cfg, replace="tiny-lm-teacher"))["fingerprint"] == record["fingerprint"]

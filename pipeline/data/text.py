@@ -98,16 +98,24 @@ def load_corpus(spec: str, split_seed: int = 0) -> Corpus:
 
 
 def limit_train(corpus: Corpus, limit: int) -> Corpus:
-    """The corpus with only its first training documents (in name order) up to ``limit`` bytes (at least one),
-    validation and test whole: a quick run on less text, named ``-nN`` so it never replaces the full set."""
-    kept, total = [], 0
-    for name in corpus.documents["train"]:
-        if kept and total + corpus.sizes[name] > limit:
-            break
-        kept.append(name)
-        total += corpus.sizes[name]
-    fingerprint = hashlib.sha256(f"{corpus.fingerprint} train<={limit}".encode()).hexdigest()[:16]
-    return dataclasses.replace(corpus, documents={**corpus.documents, "train": tuple(kept)}, fingerprint=fingerprint)
+    """The corpus cut down for a quick run, named ``-nN`` so it never replaces the full set: training
+    documents up to ``limit`` bytes, validation and test documents up to a tenth of it each (the whole
+    split where it is smaller). Each split's documents are drawn in a seeded order (a sha256 of the split
+    and the name, so a subset spans the corpus rather than its first package) and those that would
+    overflow are skipped; each split keeps at least one document."""
+    def drawn(split: str, budget: int) -> tuple[str, ...]:
+        kept, total = [], 0
+        for name in sorted(corpus.documents[split], key=lambda n: hashlib.sha256(f"{split}\0{n}".encode()).digest()):
+            if not kept or total + corpus.sizes[name] <= budget:
+                kept.append(name)
+                total += corpus.sizes[name]
+        chosen = set(kept)
+        return tuple(n for n in corpus.documents[split] if n in chosen)      # in the corpus's order
+
+    budgets = {"train": limit, "val": limit // 10, "test": limit // 10}
+    documents = {split: drawn(split, budget) if corpus.documents[split] else () for split, budget in budgets.items()}
+    fingerprint = hashlib.sha256(f"{corpus.fingerprint} train<={limit} eval<={limit // 10}".encode()).hexdigest()[:16]
+    return dataclasses.replace(corpus, documents=documents, fingerprint=fingerprint)
 
 
 def _corpus(name: str, source: Path, names: list[str], read, python: str, seed: int,

@@ -61,7 +61,7 @@ def _bits_per_byte(logits: np.ndarray, targets: np.ndarray, lengths: np.ndarray)
 
 
 def export_lm_run(run_dir: Path, text: Path, out_dir: Path | None = None, *, windows: int = 64,
-                  parity_atol: float = 1e-4, int8_budget_bpb: float = 0.05, generate_tokens: int = 64,
+                  parity_atol: float = 1e-4, int8_budget_bpb: float = 0.05, generate_tokens: int = 160,
                   threads: int = 1) -> dict:
     """Export, check and time one LM student run; returns what it writes to ``<out_dir>/export.json``."""
     import onnxruntime as ort
@@ -77,7 +77,8 @@ def export_lm_run(run_dir: Path, text: Path, out_dir: Path | None = None, *, win
     picks = np.linspace(0, len(test) - 1, min(windows, len(test))).round().astype(np.int64)
     batch = test.batch(picks.tolist())
     x, targets = batch[:, :-1].contiguous(), batch[:, 1:].numpy()
-    lengths = text_tokenizer(text).byte_lengths()
+    tokenizer = text_tokenizer(text)
+    lengths = tokenizer.byte_lengths()
     with torch.no_grad():
         eager = model(x).numpy()
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -109,9 +110,10 @@ def export_lm_run(run_dir: Path, text: Path, out_dir: Path | None = None, *, win
     else:
         int8_path.unlink()
         record["refused"]["int8"] = {"bits_per_byte_change": change, "budget": int8_budget_bpb}
-    prompt = test.batch([int(picks[0])])[0, :16].tolist()
+    prompt = test.batch([int(picks[0])])[0, :48].tolist()        # the start of a held-out test window
     start = time.perf_counter()
-    generate(model, prompt, generate_tokens)
+    continuation = generate(model, prompt, generate_tokens)
     record["greedy_tokens_per_second_1thread"] = generate_tokens / (time.perf_counter() - start)
+    record["sample"] = {"prompt": tokenizer.decode(prompt), "continuation": tokenizer.decode(continuation)}
     write_json(out_dir / "export.json", record)
     return record

@@ -17,6 +17,8 @@ from pathlib import Path
 from pipeline.errors import UsageError
 from pipeline.files import atomic_path, read_json
 from pipeline.provenance import code_version, other_code
+from pipeline.results.report_lm import render_lm
+from pipeline.results.seeds import mean_std
 
 __all__ = ["mean_std", "collect_runs", "summarize", "render_markdown", "render_winners", "winners", "render_exports",
            "results_section", "write_report", "README_START", "README_END"]
@@ -43,6 +45,8 @@ def collect_runs(runs_dir: Path) -> list[dict]:
     """metrics.json of every finished run (directories being written are skipped: they start with '.')."""
     runs = []
     for path in sorted(Path(runs_dir).glob("[!.]*/metrics.json")):
+        if read_json(path).get("kind") == "lm":      # language-model students: their own table (report_lm)
+            continue
         metrics = read_run_metrics(path)
         metrics["run"] = path.parent.name
         runs.append(metrics)
@@ -78,11 +82,6 @@ def _family(run: dict) -> str:
 
 def _is_scratch(arm: str) -> bool:
     return arm.split(",")[0] == "scratch"
-
-
-def mean_std(values: list[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (0 for one value): how every table reports seeds."""
-    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
 def _mean_of(members: list[dict], key: str, scale: float = 1.0) -> float | None:
@@ -266,8 +265,9 @@ def write_report(runs_dir: Path, out: Path, readme: Path | None = None) -> str:
     rows = summarize(runs)
     figures = draw_all(rows, out.parent)
     experiments = _experiments(out.parent)
-    text = ("# softcache results\n\n" + results_section(rows, experiments) + render_exports(runs_dir)
-            + render_code_versions(runs))
+    lm = render_lm(runs_dir)
+    images = "" if lm and not rows else results_section(rows, experiments) + render_exports(runs_dir)
+    text = "# softcache results\n\n" + images + lm + render_code_versions(runs)
     if figures:
         text += "\n## Figures\n\n" + "\n".join(f"![{name[:-4]}]({name})" for name in figures) + "\n"
     with atomic_path(out) as tmp:

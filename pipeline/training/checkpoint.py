@@ -20,7 +20,7 @@ from pipeline.files import atomic_path
 from pipeline.models import create_student, create_teacher
 from pipeline.models_lm import create_lm
 
-__all__ = ["CHECKPOINT_FORMAT", "model_fingerprint", "save_checkpoint", "load_checkpoint", "read_checkpoint_file",
+__all__ = ["CHECKPOINT_FORMAT", "model_fingerprint", "round_to_half", "save_checkpoint", "load_checkpoint", "read_checkpoint_file",
            "is_checkpoint"]
 
 CHECKPOINT_FORMAT = "softcache-checkpoint-v1"
@@ -37,16 +37,33 @@ def model_fingerprint(arch: str, model: nn.Module) -> str:
     return h.hexdigest()[:16]
 
 
+@torch.no_grad()
+def round_to_half(model: nn.Module) -> nn.Module:
+    """Round the model's floating-point weights to float16 values, in place (they stay float32 tensors):
+    what a checkpoint stored with ``half=True`` gives back."""
+    for tensor in model.state_dict().values():
+        if tensor.is_floating_point():
+            tensor.copy_(tensor.half())
+    return model
+
+
 def save_checkpoint(path: Path, *, kind: str, arch: str, model: nn.Module, model_kwargs: dict,
-                    config: dict, metrics: dict) -> str:
-    """Write the checkpoint; returns the weights' fingerprint (also stored inside)."""
+                    config: dict, metrics: dict, half: bool = False) -> str:
+    """Write the checkpoint; returns the weights' fingerprint (also stored inside).
+
+    ``half``: floating-point weights are stored in float16 (half the bytes, for a checkpoint that is
+    committed). The model is rounded to them in place first, so the fingerprint is that of the weights
+    any reader rebuilds: float16 values loaded into the float32 model."""
+    if half:
+        round_to_half(model)
     fingerprint = model_fingerprint(arch, model)
     payload = {
         "format": CHECKPOINT_FORMAT,
         "kind": kind,
         "arch": arch,
         "model_kwargs": model_kwargs,
-        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "state_dict": {k: v.detach().cpu().half() if half and v.is_floating_point() else v.detach().cpu()
+                       for k, v in model.state_dict().items()},
         "config": config,
         "metrics": metrics,
         "fingerprint": fingerprint,
