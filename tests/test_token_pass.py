@@ -13,13 +13,14 @@ from pipeline.cache.format import read_arrays
 from pipeline.cache.token_format import target_log_probs, token_targets
 from pipeline.cache.token_reader import TokenCache
 from pipeline.config import LMTeacherConfig, TokenLogitsConfig
-from pipeline.data.windows import TokenWindows
+from pipeline.data.windows import TokenWindows, text_tokenizer
 from pipeline.errors import UsageError
 from pipeline.names import TEACHER_CHECKPOINT
 from pipeline.teacher import token_pass
 from pipeline.teacher.fit_lm import train_lm_teacher
 from pipeline.teacher.pass_parts import Parts
 from pipeline.training.checkpoint import load_checkpoint
+from pipeline.training.lm_loop import bits_per_byte
 from tests.test_lm_teacher import text_file  # noqa: F401  (the fixture)
 
 GRID = (1.0, 2.0)
@@ -51,6 +52,10 @@ def test_the_cache_holds_the_teachers_targets_for_every_window(tmp_path, lm_teac
         want = target_log_probs(token_targets(logits, 8, GRID), T, GRID)
         got = cache.targets("val", list(range(len(windows))), T)
         assert all(torch.allclose(a.float(), b.float(), atol=1e-5) for a, b in zip(got, want))
+    lengths = text_tokenizer(text_file).byte_lengths()       # what the teacher scores on each split of this text
+    for split in ("train", "val", "test"):
+        scored = bits_per_byte(model, TokenWindows(text_file, split, 16), lengths)["bits_per_byte"]
+        assert cache.attrs[f"teacher_{split}_bits_per_byte"] == pytest.approx(scored, rel=1e-6)
 
 
 def test_an_interrupted_pass_resumes_to_identical_bytes(tmp_path, lm_teacher, text_file, monkeypatch):  # noqa: F811
@@ -89,10 +94,8 @@ def test_a_published_teacher_is_float16_scored_as_stored_and_replaced_only_by_na
     """The committed teacher: half the bytes, its fingerprint that of the weights every reader rebuilds, its
     record's bits per byte those of the float16 weights; an existing one is kept unless named."""
     from pipeline.config import PublishLMTeacherConfig
-    from pipeline.data.windows import text_tokenizer
     from pipeline.teacher.publish_lm import publish_lm_teacher
     from pipeline.training.checkpoint import read_checkpoint_file
-    from pipeline.training.lm_loop import bits_per_byte
     out = tmp_path / "published" / "tiny-lm-teacher.pt"
     cfg = PublishLMTeacherConfig(teacher=lm_teacher, text=text_file, out=out, command="pytest", device="CPU", threads=1)
     record = publish_lm_teacher(cfg)

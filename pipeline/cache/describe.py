@@ -84,8 +84,9 @@ def describe_tokens(cache: Path, sample: int = 256) -> list[tuple[str, object]]:
             ("grid", ", ".join(f"T={t:g}" for t in grid) + ("" if a["topk"] else " (dense: any T reads)")),
             ("bytes/position", f"{cache.stat().st_size / max(positions, 1):.1f} (whole file; dense float32 "
                                f"{4 * a['vocab_size']:,})"),
-            ("teacher", f"{a.get('teacher')} {a.get('teacher_fingerprint')}, {a.get('teacher_val_bits_per_byte', float('nan')):.3f} "
-                        f"bits per byte on val"),
+            ("teacher", f"{a.get('teacher')} {a.get('teacher_fingerprint')}, bits per byte on this text: "
+                        + ", ".join(f"{split} {a[f'teacher_{split}_bits_per_byte']:.3f}" for split in ("val", "test")
+                                    if f"teacher_{split}_bits_per_byte" in a)),
             ("text", f"{a.get('corpus')} {a.get('corpus_fingerprint')}" + (f", Python {a['python']}" if a.get("python") else "")
                      + f", prepared {a.get('text_fingerprint')}")]
     windows = list(range(min(sample, c.windows("train"))))

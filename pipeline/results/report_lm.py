@@ -9,6 +9,7 @@ greedy continuation of a held-out prompt (``export.json``'s ``sample``, written 
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections import defaultdict
 from pathlib import Path
@@ -49,6 +50,7 @@ def summarize_lm(runs: list[dict]) -> list[dict]:
         rows.append({"student": student, "data": data, "steps": steps, "arm": arm, "params": members[0]["params"],
                      "seeds": sorted(m["seed"] for m in members), "bpb": bpb, "bpb_std": bpb_std,
                      "agreement": 100 * statistics.fmean(m["teacher_agreement"] for m in members),
+                     "teacher": members[0].get("teacher_test_bits_per_byte", math.nan),
                      "tokens_per_second": statistics.fmean(m["tokens_per_second"] for m in members),
                      "runs": {m["seed"]: m["run"] for m in members}})
     scratch = {(r["student"], r["data"], r["steps"]): r["bpb"] for r in rows if r["arm"] == "scratch"}
@@ -71,11 +73,12 @@ def render_lm(runs_dir: Path) -> str:
         return ""
     out = ["", "## Language-model students (test bits per byte, lower is better)", "",
            "| student | params | text | steps | arm | seeds | test bits/byte (mean ± std) | gain over scratch | "
-           "agreement with teacher % | tokens/s |", "|---|---:|---|---:|---|---|---:|---:|---:|---:|"]
+           "teacher | agreement with teacher % | tokens/s |", "|---|---:|---|---:|---|---|---:|---:|---:|---:|---:|"]
     for r in rows:
         gain = "—" if r["gain"] is None else f"{r['gain']:+.3f}"
+        teacher = "—" if r["arm"] == "scratch" or math.isnan(r["teacher"]) else f"{r['teacher']:.3f}"
         out.append(f"| {r['student']} | {r['params']:,} | {r['data']} | {r['steps']} | {r['arm']} | "
-                   f"{' '.join(map(str, r['seeds']))} | {r['bpb']:.3f} ± {r['bpb_std']:.3f} | {gain} | "
+                   f"{' '.join(map(str, r['seeds']))} | {r['bpb']:.3f} ± {r['bpb_std']:.3f} | {gain} | {teacher} | "
                    f"{r['agreement']:.1f} | {r['tokens_per_second']:,.0f} |")
     exports = _exports(runs_dir, rows)
     if exports:

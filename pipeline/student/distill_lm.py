@@ -113,7 +113,8 @@ def train_lm_student(cfg: LMStudentConfig, progress: bool = True, on_eval=None) 
             "val_bits_per_byte": scores["val"]["bits_per_byte"], "test_bits_per_byte": scores["test"]["bits_per_byte"],
             "test_bits_per_token": scores["test"]["bits_per_token"],
             "teacher_agreement": teacher_agreement(model, test, cache),
-            "teacher_val_bits_per_byte": float(cache.attrs.get("teacher_val_bits_per_byte", float("nan"))),
+            **{f"teacher_{split}_bits_per_byte": float(cache.attrs.get(f"teacher_{split}_bits_per_byte", float("nan")))
+               for split in ("val", "test")},
             "params": count_params(model), "train_seconds": seconds,
             "tokens_per_second": sum(h["tokens_per_second"] * h["seconds"] for h in history) / max(seconds, 1e-9),
             "cache": str(cfg.cache), "text": str(cfg.text), "cache_fingerprint": cache.fingerprint, "text_fingerprint": text["fingerprint"],

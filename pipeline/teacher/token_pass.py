@@ -13,12 +13,14 @@ vocabulary.
 from __future__ import annotations
 
 import contextlib
+import math
 import shutil
 import sys
 import time
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from pipeline.cache.token_format import TOKEN_SPLITS, token_bytes_per_position, token_targets, write_token_cache
@@ -55,7 +57,8 @@ def write_token_logits(cfg: TokenLogitsConfig, progress: bool = True) -> dict:
               for split, w in windows.items() for i, lo in enumerate(range(0, len(w), cfg.chunk_windows))]
     key = {"teacher": ckpt["fingerprint"], "text": text["fingerprint"], "context": context, "topk": cfg.topk,
            "dtype": cfg.dtype, "temperatures": list(cfg.temperatures), "chunk_windows": cfg.chunk_windows,
-           "batch_size": cfg.batch_size, "device": world.device.split(":")[0]}
+           "batch_size": cfg.batch_size, "device": world.device.split(":")[0], "scores": "nats and bytes per window"}
+    lengths = torch.as_tensor(tokenizer.byte_lengths(), dtype=torch.int64)
     amp = world.device.startswith("cuda")
     start, computed = time.perf_counter(), 0
     with world.session(), (exclusive_writer(cfg.out) if world.rank == 0 else contextlib.nullcontext()):
@@ -74,13 +77,12 @@ def write_token_logits(cfg: TokenLogitsConfig, progress: bool = True) -> dict:
                   unit="window", file=sys.stderr, disable=not progress, mininterval=1.0) as bar:
             for split, i, lo, hi in mine:
                 if not parts.path(split, i).is_file():
-                    parts.save(split, i, _targets(model, windows[split], lo, hi, cfg, amp))
+                    parts.save(split, i, _targets(model, windows[split], lo, hi, cfg, amp, lengths))
                     computed += hi - lo
                 bar.update(hi - lo)
         world.barrier()
         if world.rank == 0:
             attrs = {"teacher": ckpt["arch"], "teacher_fingerprint": ckpt["fingerprint"],
-                     "teacher_val_bits_per_byte": float(ckpt.get("metrics", {}).get("val_bits_per_byte", np.nan)),
                      "text_fingerprint": text["fingerprint"], "corpus": text["corpus"],
                      "corpus_fingerprint": text["corpus_fingerprint"], "python": text["python"],
                      "tokenizer": text["tokenizer"], "tokenizer_fingerprint": text["tokenizer_fingerprint"],
@@ -90,8 +92,15 @@ def write_token_logits(cfg: TokenLogitsConfig, progress: bool = True) -> dict:
             with write_token_cache(cfg.out, windows={s: len(w) for s, w in windows.items()}, context=context,
                                    vocab_size=model.vocab_size, topk=cfg.topk, dtype=cfg.dtype,
                                    temperatures=cfg.temperatures, attrs=attrs) as writer:
+                nats, nbytes = dict.fromkeys(windows, 0.0), dict.fromkeys(windows, 0)
                 for split, i, _, _ in chunks:
-                    writer.write(split, parts.load(split, i))
+                    block = parts.load(split, i)
+                    nats[split] += float(block.pop("teacher_nats").sum())
+                    nbytes[split] += int(block.pop("target_bytes").sum())
+                    writer.write(split, block)
+                # what the teacher scores on this text's own splits (the checkpoint's figure was on its own text)
+                writer.f.attrs.update({f"teacher_{split}_bits_per_byte": nats[split] / math.log(2) / nbytes[split]
+                                       for split in windows if nbytes[split]})
             shutil.rmtree(parts.dir)
         world.barrier()
     seconds = time.perf_counter() - start
@@ -102,8 +111,11 @@ def write_token_logits(cfg: TokenLogitsConfig, progress: bool = True) -> dict:
 
 
 @torch.no_grad()
-def _targets(model, windows: TokenWindows, lo: int, hi: int, cfg: TokenLogitsConfig, amp: bool) -> dict:
-    """The cache's arrays for windows [lo, hi), a batch of windows per teacher forward."""
+def _targets(model, windows: TokenWindows, lo: int, hi: int, cfg: TokenLogitsConfig, amp: bool,
+             lengths: torch.Tensor) -> dict:
+    """The cache's arrays for windows [lo, hi), a batch of windows per teacher forward; and per window, the
+    teacher's nats on the true next tokens and their bytes (``teacher_nats``, ``target_bytes``: summed into
+    the cache's ``teacher_<split>_bits_per_byte``, not stored per window)."""
     blocks = []
     for start in range(lo, hi, cfg.batch_size):
         batch = windows.batch(range(start, min(start + cfg.batch_size, hi))).to(next(model.parameters()).device)
@@ -113,5 +125,8 @@ def _targets(model, windows: TokenWindows, lo: int, hi: int, cfg: TokenLogitsCon
             raise UsageError(f"the teacher returned {'non-finite values' if logits.shape[-1] == model.vocab_size else logits.shape} "
                              f"for windows {start}..{start + len(batch) - 1} of {windows.split}; the pass stopped "
                              f"and nothing was marked complete")
-        blocks.append(token_targets(logits, cfg.topk, cfg.temperatures))
+        targets = batch[:, 1:].cpu()
+        nats = F.cross_entropy(logits.transpose(1, 2), targets, reduction="none").sum(1, dtype=torch.float64)
+        blocks.append({**token_targets(logits, cfg.topk, cfg.temperatures), "teacher_nats": nats.numpy(),
+                       "target_bytes": lengths[targets].sum(1).numpy()})
     return {name: np.concatenate([b[name] for b in blocks]) for name in blocks[0]}
