@@ -53,9 +53,12 @@ def test_the_cache_holds_the_teachers_targets_for_every_window(tmp_path, lm_teac
         got = cache.targets("val", list(range(len(windows))), T)
         assert all(torch.allclose(a.float(), b.float(), atol=1e-5) for a, b in zip(got, want))
     lengths = text_tokenizer(text_file).byte_lengths()       # what the teacher scores on each split of this text
+    no_t1 = TokenCache(token_pass.write_token_logits(dataclasses.replace(   # a grid without T = 1: from the logits
+        _config(tmp_path, lm_teacher, text_file, "t2.h5"), temperatures=(2.0,)), progress=False)["path"])
     for split in ("train", "val", "test"):
         scored = bits_per_byte(model, TokenWindows(text_file, split, 16), lengths)["bits_per_byte"]
-        assert cache.attrs[f"teacher_{split}_bits_per_byte"] == pytest.approx(scored, rel=1e-6)
+        assert cache.attrs[f"teacher_{split}_bits_per_byte"] == pytest.approx(scored, rel=1e-5)
+        assert no_t1.attrs[f"teacher_{split}_bits_per_byte"] == pytest.approx(scored, rel=1e-5)
 
 
 def test_an_interrupted_pass_resumes_to_identical_bytes(tmp_path, lm_teacher, text_file, monkeypatch):  # noqa: F811
