@@ -141,3 +141,14 @@ def test_log_tensorboard_writes_each_evaluation(tmp_path, token_cache, text_file
     events = EventAccumulator(str(tmp_path / "tb" / "run"))
     events.Reload()
     assert [e.step for e in events.Scalars("val_bits_per_byte")] == [4, 8, 12]
+
+
+def test_a_window_longer_than_the_students_context_is_one_line(tmp_path, token_cache, text_file):  # noqa: F811
+    """A user's own loop (or a cache of another CONTEXT) handing the student more tokens than its
+    positions: refused in one line naming the context, not an index error deep in an embedding."""
+    from pipeline.data.windows import TokenWindows
+    from pipeline.models_lm import create_lm
+    student = create_lm("lm-tiny", vocab_size=256, context=8)
+    longer = TokenWindows(text_file, "train", 16).batch([0])[:, :-1]
+    with pytest.raises(UsageError, match="a window of 16 tokens is longer than the model's context of 8; use CONTEXT=8"):
+        student(longer)
