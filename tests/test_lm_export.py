@@ -73,3 +73,12 @@ def test_the_report_compares_lm_runs_and_shows_what_they_write(tmp_path, token_c
     assert f"{e['files']['onnx']['max_abs_diff']:.1e}" in text
     assert e["sample"]["prompt"] + "⟨" + e["sample"]["continuation"] + "⟩" in text
     assert "No finished student runs" not in text      # no image run: no empty image table
+
+
+def test_a_foreign_lm_record_in_the_runs_folder_is_one_line(tmp_path):
+    from pipeline.errors import UsageError
+    from pipeline.results.report_lm import collect_lm_runs
+    (tmp_path / "someone").mkdir()
+    (tmp_path / "someone" / "metrics.json").write_text(json.dumps({"kind": "lm", "student": "lm-tiny"}))
+    with pytest.raises(UsageError, match="is not the record of an LM run softcache finished .'steps' is None."):
+        collect_lm_runs(tmp_path)

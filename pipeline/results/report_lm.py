@@ -14,6 +14,7 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
+from pipeline.errors import UsageError
 from pipeline.files import read_json
 from pipeline.results.seeds import mean_std
 
@@ -25,12 +26,24 @@ def is_lm_record(metrics: dict) -> bool:
     return metrics.get("kind") == "lm"
 
 
+# What every finished LM run's metrics.json holds (written by pipeline.student.distill_lm).
+LM_RUN_RECORD = {"student": str, "steps": int, "seed": int, "T": float, "alpha": float, "topk": int, "text": str,
+                 "test_bits_per_byte": float, "teacher_agreement": float, "tokens_per_second": float, "params": int}
+
+
 def collect_lm_runs(runs_dir: Path) -> list[dict]:
+    """Every finished LM run's metrics; one that softcache did not write is refused in one line."""
     runs = []
     for path in sorted(Path(runs_dir).glob("[!.]*/metrics.json")):
         metrics = read_json(path)
-        if is_lm_record(metrics):
-            runs.append({**metrics, "run": path.parent.name, "data": Path(metrics["text"]).stem})
+        if not is_lm_record(metrics):
+            continue
+        for key, kind in LM_RUN_RECORD.items():
+            value = metrics.get(key)
+            if not isinstance(value, (int, float) if kind is float else kind) or isinstance(value, bool):
+                raise UsageError(f"{path} is not the record of an LM run softcache finished ({key!r} is {value!r}); "
+                                 f"move that run folder out of {Path(path).parent.parent}")
+        runs.append({**metrics, "run": path.parent.name, "data": Path(metrics["text"]).stem})
     return runs
 
 
