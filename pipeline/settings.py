@@ -360,7 +360,7 @@ _GROUPS = {"student": "student", "data": "data", "teacher": "teacher and cache",
            "demo": "demo, export, publish", "env": "environment"}
 
 TARGETS: tuple[tuple[str, str], ...] = (
-    ("demo", "the whole pipeline on Fashion-MNIST, ending in a results table"),
+    ("demo", "the whole pipeline on Fashion-MNIST, ending in a results table (DATASET=stdlib: on text)"),
     ("test", "the test suite"),
     ("data", "prepare the dataset (text with DATASET=stdlib, a .jsonl, or TOKENIZER=...)"),
     ("teacher", "train the teacher (or every ensemble member; a language model for text)"),
@@ -376,7 +376,7 @@ TARGETS: tuple[tuple[str, str], ...] = (
     ("export", "ONNX, TorchScript and int8 files of a finished run (ONNX and int8 for an LM student)"),
     ("report", "tables and figures of every finished run"),
     ("readme-results", "maintainers: rewrite the results block of docs/RESULTS.md from data/runs"),
-    ("publish", "a float16 published copy of the cache"),
+    ("publish", "a float16 published copy of the cache (text: of the LM teacher's weights)"),
     ("bench", "the benchmarks, into BENCHMARKS.md"),
     ("clean-students", "remove runs and reports, keep teacher and cache"),
     ("clean", "remove every artifact"),
