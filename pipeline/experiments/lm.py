@@ -24,7 +24,7 @@ from pipeline.config import LMExperimentConfig, LMStudentConfig
 from pipeline.experiments.base import run_all
 from pipeline.files import atomic_path
 from pipeline.names import lm_run_name
-from pipeline.results.seeds import mean_std
+from pipeline.results.records import mean_std
 from pipeline.settings import threads_per_run
 from pipeline.student.distill_lm import train_lm_student
 

@@ -40,7 +40,7 @@ from pipeline.config import PatientExperimentConfig, StudentConfig
 from pipeline.errors import UsageError
 from pipeline.experiments.base import best_per_group, mean_held_out, run_all, teacher_line
 from pipeline.files import atomic_path, write_json
-from pipeline.results.seeds import mean_std
+from pipeline.results.records import mean_std
 from pipeline.settings import threads_per_run
 
 __all__ = ["run_patient_experiment", "patient_report", "plan_tuning", "plan_runs", "ARMS"]

@@ -17,8 +17,8 @@ from pathlib import Path
 from pipeline.errors import UsageError
 from pipeline.files import atomic_path, read_json
 from pipeline.provenance import code_version, other_code
-from pipeline.results.report_lm import render_lm
-from pipeline.results.seeds import mean_std
+from pipeline.results.records import check_record, mean_std
+from pipeline.results.report_lm import is_lm_record, render_lm
 
 __all__ = ["mean_std", "collect_runs", "summarize", "render_markdown", "render_winners", "winners", "render_exports",
            "results_section", "write_report", "README_START", "README_END"]
@@ -29,25 +29,14 @@ RUN_RECORD = {"student": str, "epochs": int, "seed": int, "test_acc": float, "pa
               "seconds_per_epoch": float}
 
 
-def read_run_metrics(path: Path) -> dict:
-    """A finished run's metrics.json, refused in one line when softcache did not write it (a foreign file
-    in DATA_DIR/runs would otherwise fail a report with a traceback, or be counted as a run)."""
-    metrics = read_json(path)
-    for key, kind in RUN_RECORD.items():
-        value = metrics.get(key)
-        if not isinstance(value, (int, float) if kind is float else kind) or isinstance(value, bool):
-            raise UsageError(f"{path} is not the record of a run softcache finished ({key!r} is {value!r}); "
-                             f"move that run folder out of {Path(path).parent.parent}")
-    return metrics
-
-
 def collect_runs(runs_dir: Path) -> list[dict]:
     """metrics.json of every finished run (directories being written are skipped: they start with '.')."""
     runs = []
     for path in sorted(Path(runs_dir).glob("[!.]*/metrics.json")):
-        if read_json(path).get("kind") == "lm":      # language-model students: their own table (report_lm)
+        metrics = read_json(path)
+        if is_lm_record(metrics):      # language-model students: their own table (report_lm)
             continue
-        metrics = read_run_metrics(path)
+        check_record(path, metrics, RUN_RECORD, "a run")
         metrics["run"] = path.parent.name
         runs.append(metrics)
     return runs

@@ -14,9 +14,8 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
-from pipeline.errors import UsageError
 from pipeline.files import read_json
-from pipeline.results.seeds import mean_std
+from pipeline.results.records import check_record, mean_std
 
 __all__ = ["is_lm_record", "collect_lm_runs", "summarize_lm", "render_lm"]
 
@@ -38,11 +37,7 @@ def collect_lm_runs(runs_dir: Path) -> list[dict]:
         metrics = read_json(path)
         if not is_lm_record(metrics):
             continue
-        for key, kind in LM_RUN_RECORD.items():
-            value = metrics.get(key)
-            if not isinstance(value, (int, float) if kind is float else kind) or isinstance(value, bool):
-                raise UsageError(f"{path} is not the record of an LM run softcache finished ({key!r} is {value!r}); "
-                                 f"move that run folder out of {Path(path).parent.parent}")
+        check_record(path, metrics, LM_RUN_RECORD, "an LM run")
         runs.append({**metrics, "run": path.parent.name, "data": Path(metrics["text"]).stem})
     return runs
 

@@ -20,6 +20,7 @@ from pipeline.config import PublishLMTeacherConfig
 from pipeline.data.windows import TokenWindows, read_text_attrs, text_tokenizer
 from pipeline.errors import UsageError
 from pipeline.files import write_json
+from pipeline.models import count_params
 from pipeline.training.checkpoint import load_checkpoint, round_to_half, save_checkpoint
 from pipeline.training.lm_loop import bits_per_byte
 from pipeline.training.loop import set_threads
@@ -43,7 +44,7 @@ def publish_lm_teacher(cfg: PublishLMTeacherConfig) -> dict:
     steps = [h["step"] for h in trained.get("history", [])]
     record = {
         "command": cfg.command, "device": cfg.device, "note": cfg.note, "arch": ckpt["arch"],
-        "params": sum(p.numel() for p in model.parameters()), "context": context,
+        "params": count_params(model), "context": context,
         "steps": max(steps) if steps else None, "train_seconds": trained.get("train_seconds"),
         "val_bits_per_byte": scores["val"]["bits_per_byte"], "test_bits_per_byte": scores["test"]["bits_per_byte"],
         "test_bits_per_token": scores["test"]["bits_per_token"],
