@@ -10,11 +10,13 @@ import pytest
 
 from pipeline.config import LMStudentConfig
 from pipeline.data.windows import text_tokenizer
+from pipeline.files import write_json
 from pipeline.results.export_lm import export_lm_run, generate
 from pipeline.student.distill_lm import train_lm_student
 from pipeline.training.checkpoint import load_checkpoint
 from stages.cli import main
 from tests.test_lm_teacher import text_file  # noqa: F401  (the fixture)
+from tests.test_report import run as image_run
 from tests.test_token_dataset import token_cache  # noqa: F401  (the fixture)
 from tests.test_token_pass import lm_teacher  # noqa: F401  (the fixture)
 
@@ -73,6 +75,16 @@ def test_the_report_compares_lm_runs_and_shows_what_they_write(tmp_path, token_c
     assert f"{e['files']['onnx']['max_abs_diff']:.1e}" in text
     assert e["sample"]["prompt"] + "⟨" + e["sample"]["continuation"] + "⟩" in text
     assert "No finished student runs" not in text      # no image run: no empty image table
+
+    # `make demo` then `make demo DATASET=stdlib` leave image and LM runs, each exported, in one folder
+    write_json(runs / "a-scratch" / "metrics.json", image_run("a", 0, 0, 0.8))
+    write_json(runs / "a-scratch" / "export" / "export.json", {
+        "files": {"onnx": {"bytes": 2048}}, "test_acc": {"eager": 0.8, "onnx": 0.8},
+        "latency_us_batch1_1thread": {"eager": 100.0, "onnx": 40.0}})
+    both = write_report(runs, tmp_path / "reports" / "report.md")
+    assert "| a-scratch | 2.0 | — | — | 80.00 → — | 100 | — | 40 | — |" in both
+    assert "lm-tiny-a0.5 |" not in both.split("## Edge export")[1].split("## Language-model")[0]
+    assert f"{e['files']['onnx']['max_abs_diff']:.1e}" in both
 
 
 def test_a_foreign_lm_record_in_the_runs_folder_is_one_line(tmp_path):

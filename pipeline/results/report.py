@@ -184,9 +184,11 @@ def _cell(values: dict, key: str, fmt: str) -> str:
     return format(values[key], fmt) if key in values else "—"
 
 
-def render_exports(runs_dir: Path) -> str:
-    """The edge-export table: one row per run with an export.json (written by `make export`)."""
-    exports = [(p.parent.parent.name, read_json(p)) for p in sorted(Path(runs_dir).glob("[!.]*/export/export.json"))]
+def render_exports(runs_dir: Path, runs: list[str]) -> str:
+    """The edge-export table: one row per image run (``runs``, by folder name) with an export.json
+    (written by `make export`). LM runs in the same folder have their own export table (report_lm)."""
+    exports = [(run, read_json(p)) for run in sorted(runs)
+               if (p := Path(runs_dir) / run / "export" / "export.json").is_file()]
     if not exports:
         return ""
     lines = ["", "## Edge export (batch 1, one thread; `make export`)", "",
@@ -255,7 +257,7 @@ def write_report(runs_dir: Path, out: Path, readme: Path | None = None) -> str:
     figures = draw_all(rows, out.parent)
     experiments = _experiments(out.parent)
     lm = render_lm(runs_dir)
-    images = "" if lm and not rows else results_section(rows, experiments) + render_exports(runs_dir)
+    images = "" if lm and not rows else results_section(rows, experiments) + render_exports(runs_dir, [r["run"] for r in runs])
     text = "# softcache results\n\n" + images + lm + render_code_versions(runs)
     if figures:
         text += "\n## Figures\n\n" + "\n".join(f"![{name[:-4]}]({name})" for name in figures) + "\n"
