@@ -62,7 +62,7 @@ def main(rows: int, views: int, repeats: int, students: str) -> None:
                     times[arm].append(train_student(cfg, progress=False)["seconds_per_epoch"])
             results[student] = {arm: min(v) for arm, v in times.items()}
 
-    print(f"## Cached views: student epoch and teacher pass (`benchmarks/views_cost.py`)\n")
+    print("## Cached views: student epoch and teacher pass (`benchmarks/views_cost.py`)\n")
     print(f"{dt.date.today().isoformat()}, {platform.processor() or platform.machine()}, "
           f"{torch.get_num_threads()} torch threads, torch {torch.__version__}; {len(data.y_train)} training "
           f"images ({data.name}), K={views} views, best of {repeats} interleaved epochs per arm. "

@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from transformers import GPT2Config, GPT2LMHeadModel     # the hf extra; make venv installs it
+from transformers import GPT2Config, GPT2LMHeadModel  # the hf extra; make venv installs it
 
 from pipeline.cache.token_format import target_log_probs, token_targets
 from pipeline.cache.token_reader import TokenCache

@@ -8,8 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.cache.token_format import (grid_index, target_log_probs, token_bytes_per_position, token_targets,
-                                         write_token_cache)
+from pipeline.cache.token_format import (
+    grid_index,
+    target_log_probs,
+    token_bytes_per_position,
+    token_targets,
+    write_token_cache,
+)
 from pipeline.cache.token_reader import TokenCache
 from pipeline.errors import UsageError
 

@@ -23,10 +23,17 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.data.dataset import Dataset, fingerprint_of
-from pipeline.data.image_folder import (FolderOptions, FolderSource, changes, is_image_folder, prepare_folder,
-                                        read_folder)
+from pipeline.data.image_folder import (
+    FolderOptions,
+    FolderSource,
+    changes,
+    is_image_folder,
+    prepare_folder,
+    read_folder,
+)
 from pipeline.data.image_store import read_prepared_h5, source_arrays_h5, write_prepared_h5
-from pipeline.data.text import limit_train as limit_text, load_corpus
+from pipeline.data.text import limit_train as limit_text
+from pipeline.data.text import load_corpus
 from pipeline.data.tokenizers import load_tokenizer
 from pipeline.data.windows import PREPARED_TEXT, prepare_text, read_text_attrs
 from pipeline.errors import UsageError

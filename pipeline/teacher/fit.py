@@ -16,12 +16,12 @@ from pipeline.data.image_store import torch_images
 from pipeline.data.prepare import load_prepared
 from pipeline.files import write_json
 from pipeline.models import count_params
+from pipeline.names import TEACHER_CHECKPOINT, TEACHER_RECORD
 from pipeline.provenance import code_version
 from pipeline.training.checkpoint import save_checkpoint
 from pipeline.training.history import EpochLog
 from pipeline.training.loop import Trainer, accuracy, predict, say_epoch, set_threads
 from pipeline.training.resume import TrainingState, recipe_key
-from pipeline.names import TEACHER_CHECKPOINT, TEACHER_RECORD
 from pipeline.training.run_dir import build_teacher
 
 __all__ = ["train_teacher"]

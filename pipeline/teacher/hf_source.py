@@ -64,7 +64,7 @@ def load_hf_teacher(spec: str | Path) -> tuple[HFCausalLM, dict]:
         pickled = sorted(p.name for pattern in _PICKLED for p in folder.glob(pattern))
         raise UsageError(f"{folder} has no safetensors weights" + (f", only pickled ones ({', '.join(pickled)}), "
                          f"which run code when loaded" if pickled else "") + "; save it with "
-                         f"save_pretrained(folder, safe_serialization=True)")
+                         "save_pretrained(folder, safe_serialization=True)")
     try:
         import transformers
     except ImportError:
