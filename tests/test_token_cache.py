@@ -9,10 +9,12 @@ import pytest
 import torch
 
 from pipeline.cache.token_format import (
+    all_finite,
     grid_index,
     target_log_probs,
     token_bytes_per_position,
     token_targets,
+    top_entries,
     write_token_cache,
 )
 from pipeline.cache.token_reader import TokenCache
@@ -147,3 +149,25 @@ def test_windows_asked_twice_or_out_of_order_read_their_own_targets(tmp_path):
     one = [cache.targets("train", [i], 1.0) for i in (4, 1)]
     assert torch.equal(ids[0], one[0][0][0]) and torch.equal(ids[2], ids[0]) and torch.equal(ids[1], one[1][0][0])
     assert torch.equal(support[1], one[1][1][0]) and torch.equal(tail[2], one[0][2][0])
+
+
+@pytest.mark.parametrize("vocab", [32768, 10007])                  # a whole number of blocks, and a shorter last one
+def test_the_two_step_top_k_finds_torch_topks_values(vocab):
+    g = torch.Generator().manual_seed(1)
+    rows = torch.randn(6, vocab, generator=g)
+    rows[1] = rows[1].round()                                       # many ties
+    rows[2, 100:117] += 50                                          # the top 17 in one or two blocks
+    rows[3, -3:] += 50                                              # the top 3 in the shorter last block
+    rows[4, ::64] += 20                                             # one large entry in every block
+    values, ids = top_entries(rows, 17)
+    want = rows.topk(17, dim=-1).values
+    assert torch.equal(values, want) and torch.equal(rows.gather(-1, ids), values)
+    assert all(len(set(r.tolist())) == 17 for r in ids)             # 17 distinct columns per row
+
+
+def test_a_non_finite_value_anywhere_is_seen():
+    z = torch.zeros(2, 3, 32768)
+    assert all_finite(z)
+    for bad in (float("nan"), float("inf"), float("-inf")):
+        z[1, 2, 30000] = bad
+        assert not all_finite(z)

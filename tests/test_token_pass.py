@@ -19,7 +19,7 @@ from pipeline.names import TEACHER_CHECKPOINT
 from pipeline.teacher import token_pass
 from pipeline.teacher.fit_lm import train_lm_teacher
 from pipeline.teacher.pass_parts import Parts
-from pipeline.training.checkpoint import load_checkpoint
+from pipeline.training.checkpoint import load_checkpoint, save_checkpoint
 from pipeline.training.lm_loop import bits_per_byte
 from tests.test_lm_teacher import text_file  # noqa: F401  (the fixture)
 
@@ -91,6 +91,18 @@ def test_a_context_longer_than_the_teachers_is_refused(tmp_path, lm_teacher, tex
     with pytest.raises(UsageError, match="CONTEXT=64 is longer than the teacher's context of 16"):
         token_pass.write_token_logits(_config(tmp_path, lm_teacher, text_file, context=64), progress=False)
     assert not (tmp_path / "c.h5").exists()
+
+
+def test_a_teacher_that_returns_non_finite_logits_is_refused_and_nothing_is_marked_done(tmp_path, lm_teacher, text_file):  # noqa: F811
+    model, ckpt = load_checkpoint(lm_teacher, "lm", "teacher")
+    with torch.no_grad():
+        model.out.weight[5, 0] = float("inf")                          # one output of one token: +-inf or NaN
+    broken = tmp_path / "broken.pt"
+    save_checkpoint(broken, kind="lm", arch=ckpt["arch"], model=model, model_kwargs=ckpt["model_kwargs"],
+                    config=ckpt["config"], metrics=ckpt["metrics"])
+    with pytest.raises(UsageError, match="the teacher returned non-finite values for windows 0..3 of train"):
+        token_pass.write_token_logits(_config(tmp_path, broken, text_file), progress=False)
+    assert not (tmp_path / "c.h5").exists() and not list(tmp_path.glob(".c.h5.parts/*.npz"))
 
 
 def test_a_published_teacher_is_float16_scored_as_stored_and_replaced_only_by_name(tmp_path, lm_teacher, text_file):  # noqa: F811

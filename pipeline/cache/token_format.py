@@ -48,12 +48,42 @@ from pipeline.errors import UsageError
 from pipeline.files import atomic_path, disk_full_is_one_line, need_space
 from pipeline.provenance import code_version
 
-__all__ = ["TOKEN_FORMAT_VERSION", "TOKEN_SPLITS", "token_targets", "target_log_probs", "write_token_cache",
-           "token_bytes_per_position", "grid_index", "TokenDigest"]
+__all__ = ["TOKEN_FORMAT_VERSION", "TOKEN_SPLITS", "token_targets", "top_entries", "all_finite", "target_log_probs",
+           "write_token_cache", "token_bytes_per_position", "grid_index", "TokenDigest"]
 
 TOKEN_FORMAT_VERSION = 3
 TOKEN_SPLITS = ("train", "val", "test")
 _WINDOWS_PER_CHUNK = 64
+
+
+def all_finite(z: torch.Tensor) -> bool:
+    """Whether every value is finite, from one min/max reduction: NaN and ±inf reach the min or the max. At
+    (16, 128, 32,768) ``torch.isfinite(z).all()`` builds a mask as large as z and took half a second per
+    batch on one CPU thread, half as long as the teacher's forward; ``aminmax`` takes a fiftieth of that."""
+    low, high = torch.aminmax(z)
+    return math.isfinite(low.item()) and math.isfinite(high.item())
+
+
+def top_entries(rows: torch.Tensor, k: int, width: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+    """``rows.topk(k, dim=-1)`` for (R, V) rows with V much larger than k, found in two steps: the k blocks
+    of ``width`` columns with the largest maxima hold k entries at least as large as any entry outside
+    them (each of those blocks' maxima is), so the top k of those k × width candidates are the top k of
+    the row; values equal torch.topk's, ids may differ among tied values. At V = 32,768, k = 17 on one
+    CPU thread this takes a third of torch.topk's time, which was half of the targets' time."""
+    count, vocab = rows.shape
+    if vocab < 8 * k * width:
+        return rows.topk(k, dim=-1)
+    whole = vocab - vocab % width
+    block_max = rows[:, :whole].view(count, whole // width, width).amax(-1)
+    if whole < vocab:                                                   # the last, shorter block
+        block_max = torch.cat([block_max, rows[:, whole:].amax(-1, keepdim=True)], dim=-1)
+    blocks = block_max.topk(k, dim=-1).indices
+    ids = (blocks[..., None] * width + torch.arange(width)).reshape(count, k * width)
+    candidates = rows.gather(-1, ids.clamp(max=vocab - 1))
+    if whole < vocab:
+        candidates.masked_fill_(ids >= vocab, float("-inf"))           # past the end of the shorter block
+    values, where = candidates.topk(k, dim=-1)
+    return values, ids.gather(-1, where)
 
 
 def token_targets(logits: torch.Tensor, topk: int, temperatures: tuple[float, ...],
@@ -78,7 +108,7 @@ def token_targets(logits: torch.Tensor, topk: int, temperatures: tuple[float, ..
     buf = torch.empty(min(rows, len(flat)), vocab)
     for lo in range(0, len(flat), rows):
         block, b = flat[lo:lo + rows], buf[:min(rows, len(flat) - lo)]
-        top, idx = block.topk(min(topk + 1, vocab), dim=-1)                # the support, and the tail's largest
+        top, idx = top_entries(block, min(topk + 1, vocab))                 # the support, and the tail's largest
         tail_max, support = top[:, topk:topk + 1], top[:, :topk]
         base = None
         for g in order:

@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 from pipeline.cache.token_format import (
     TOKEN_SPLITS,
+    all_finite,
     grid_index,
     token_bytes_per_position,
     token_targets,
@@ -127,7 +128,7 @@ def _targets(model, windows: TokenWindows, lo: int, hi: int, cfg: TokenLogitsCon
         batch = windows.batch(range(start, min(start + cfg.batch_size, hi))).to(next(model.parameters()).device)
         with torch.autocast(batch.device.type, dtype=torch.bfloat16, enabled=amp):
             logits = model(batch[:, :-1]).float().cpu()
-        if logits.shape[-1] != model.vocab_size or not torch.isfinite(logits).all():
+        if logits.shape[-1] != model.vocab_size or not all_finite(logits):
             raise UsageError(f"the teacher returned {'non-finite values' if logits.shape[-1] == model.vocab_size else logits.shape} "
                              f"for windows {start}..{start + len(batch) - 1} of {windows.split}; the pass stopped "
                              f"and nothing was marked complete")
