@@ -87,7 +87,7 @@ def top_entries(rows: torch.Tensor, k: int, width: int = 64) -> tuple[torch.Tens
 
 
 def token_targets(logits: torch.Tensor, topk: int, temperatures: tuple[float, ...],
-                  rows: int = 16) -> dict[str, np.ndarray]:
+                  rows: int = 32) -> dict[str, np.ndarray]:
     """What the cache stores for a block of teacher logits (B, L, V): the dense logits, or the top-k
     logits and ids with the tail's log-odds at each grid temperature (float32, from every logit).
 
@@ -95,21 +95,21 @@ def token_targets(logits: torch.Tensor, topk: int, temperatures: tuple[float, ..
     its finest steps for the tokens that carry the mass. The tail's sums run ``rows`` positions at a time
     in one reused buffer (a few MB, so they stay in cache), relative to the tail's own largest logit (so
     a tail never underflows to nothing; the support's entries, which may overflow, are zeroed after the
-    exp), and for a grid of halvings (4, 2, 1) from a single exp: exp(x/1) is exp(x/4) squared twice."""
+    exp), and for a grid of halvings (4, 2, 1) from a single exp: exp(x/1) is exp(x/4) squared twice. The
+    exp is taken as exp2 of x·log2(e): the same rounding (one float32 multiply-add before it), at a third
+    of torch.exp's time on a CPU thread, where it was most of the targets' cost at V = 32,768."""
     z = logits.float()
     if not topk:
         return {"logits": (z - z.amax(dim=-1, keepdim=True)).numpy()}
     shape, vocab = z.shape[:-1], z.shape[-1]
     flat = z.reshape(-1, vocab)
-    values = torch.empty(len(flat), topk)
-    ids = torch.empty(len(flat), topk, dtype=torch.int64)
-    odds = torch.empty(len(flat), len(temperatures))
+    top, ids = top_entries(flat, min(topk + 1, vocab))                    # the support, and the tail's largest
+    tail_max, support, ids = top[:, topk:topk + 1], top[:, :topk], ids[:, :topk]
+    sums = torch.empty(len(flat), len(temperatures))                       # of exp((z - tail_max) / T) over the tail
     order = sorted(range(len(temperatures)), key=lambda g: -temperatures[g])      # largest T first
     buf = torch.empty(min(rows, len(flat)), vocab)
     for lo in range(0, len(flat), rows):
-        block, b = flat[lo:lo + rows], buf[:min(rows, len(flat) - lo)]
-        top, idx = top_entries(block, min(topk + 1, vocab))                 # the support, and the tail's largest
-        tail_max, support = top[:, topk:topk + 1], top[:, :topk]
+        block, b, hi = flat[lo:lo + rows], buf[:min(rows, len(flat) - lo)], lo + rows
         base = None
         for g in order:
             t = temperatures[g]
@@ -117,16 +117,19 @@ def token_targets(logits: torch.Tensor, topk: int, temperatures: tuple[float, ..
             if steps >= 0 and steps == int(steps):                         # exp(x/t) = exp(x/base)^(2^steps)
                 for _ in range(int(steps)):
                     b.mul_(b)
-            else:                                                          # one pass: (x - max)/t, then exp
-                torch.add(-tail_max / t, block, alpha=1.0 / t, out=b)
-                b.exp_().scatter_(-1, idx[:, :topk], 0.0)                  # the tail alone (the support may be inf)
+            else:                                                          # one pass: (x - max)/t·log2(e), then exp2
+                torch.add(tail_max[lo:hi] * (-_LOG2E / t), block, alpha=_LOG2E / t, out=b)
+                b.exp2_().scatter_(-1, ids[lo:hi], 0.0)                    # the tail alone (the support may be inf)
             base = t
-            odds[lo:lo + len(block), g] = (tail_max[:, 0] / t + b.sum(-1).log()
-                                           - torch.logsumexp(support / t, dim=-1))
-        values[lo:lo + len(block)], ids[lo:lo + len(block)] = support - top[:, :1], idx[:, :topk]
-    return {"topk_logits": values.reshape(*shape, topk).numpy(),
+            sums[lo:hi, g] = b.sum(-1)
+    grid = torch.tensor(temperatures, dtype=torch.float32)
+    odds = tail_max / grid + sums.log() - torch.logsumexp(support[:, None, :] / grid[:, None], dim=-1)
+    return {"topk_logits": (support - top[:, :1]).reshape(*shape, topk).numpy(),
             "topk_ids": ids.reshape(*shape, topk).numpy().astype(token_dtype(vocab)),
             "tail_odds": odds.reshape(*shape, len(temperatures)).numpy()}
+
+
+_LOG2E = math.log2(math.e)
 
 
 def grid_index(temperatures, T: float) -> int:
