@@ -78,7 +78,7 @@ def top_entries(rows: torch.Tensor, k: int, width: int = 64) -> tuple[torch.Tens
     if whole < vocab:                                                   # the last, shorter block
         block_max = torch.cat([block_max, rows[:, whole:].amax(-1, keepdim=True)], dim=-1)
     blocks = block_max.topk(k, dim=-1).indices
-    ids = (blocks[..., None] * width + torch.arange(width)).reshape(count, k * width)
+    ids = (blocks[..., None] * width + torch.arange(width, device=rows.device)).reshape(count, k * width)
     candidates = rows.gather(-1, ids.clamp(max=vocab - 1))
     if whole < vocab:
         candidates.masked_fill_(ids >= vocab, float("-inf"))           # past the end of the shorter block
@@ -90,6 +90,7 @@ def token_targets(logits: torch.Tensor, topk: int, temperatures: tuple[float, ..
                   rows: int = 32) -> dict[str, np.ndarray]:
     """What the cache stores for a block of teacher logits (B, L, V): the dense logits, or the top-k
     logits and ids with the tail's log-odds at each grid temperature (float32, from every logit).
+    Computed where the logits are (a GPU's pass copies k + G numbers per position to the host, not V).
 
     Logits are shifted so each position's largest is 0 (softmax is blind to the shift): float16 then keeps
     its finest steps for the tokens that carry the mass. The tail's sums run ``rows`` positions at a time
@@ -100,14 +101,14 @@ def token_targets(logits: torch.Tensor, topk: int, temperatures: tuple[float, ..
     of torch.exp's time on a CPU thread, where it was most of the targets' cost at V = 32,768."""
     z = logits.float()
     if not topk:
-        return {"logits": (z - z.amax(dim=-1, keepdim=True)).numpy()}
+        return {"logits": (z - z.amax(dim=-1, keepdim=True)).cpu().numpy()}
     shape, vocab = z.shape[:-1], z.shape[-1]
     flat = z.reshape(-1, vocab)
     top, ids = top_entries(flat, min(topk + 1, vocab))                    # the support, and the tail's largest
     tail_max, support, ids = top[:, topk:topk + 1], top[:, :topk], ids[:, :topk]
-    sums = torch.empty(len(flat), len(temperatures))                       # of exp((z - tail_max) / T) over the tail
+    sums = flat.new_empty(len(flat), len(temperatures))                    # of exp((z - tail_max) / T) over the tail
     order = sorted(range(len(temperatures)), key=lambda g: -temperatures[g])      # largest T first
-    buf = torch.empty(min(rows, len(flat)), vocab)
+    buf = flat.new_empty(min(rows, len(flat)), vocab)
     for lo in range(0, len(flat), rows):
         block, b, hi = flat[lo:lo + rows], buf[:min(rows, len(flat) - lo)], lo + rows
         base = None
@@ -122,11 +123,11 @@ def token_targets(logits: torch.Tensor, topk: int, temperatures: tuple[float, ..
                 b.exp2_().scatter_(-1, ids[lo:hi], 0.0)                    # the tail alone (the support may be inf)
             base = t
             sums[lo:hi, g] = b.sum(-1)
-    grid = torch.tensor(temperatures, dtype=torch.float32)
+    grid = torch.tensor(temperatures, dtype=torch.float32, device=flat.device)
     odds = tail_max / grid + sums.log() - torch.logsumexp(support[:, None, :] / grid[:, None], dim=-1)
-    return {"topk_logits": (support - top[:, :1]).reshape(*shape, topk).numpy(),
-            "topk_ids": ids.reshape(*shape, topk).numpy().astype(token_dtype(vocab)),
-            "tail_odds": odds.reshape(*shape, len(temperatures)).numpy()}
+    return {"topk_logits": (support - top[:, :1]).reshape(*shape, topk).cpu().numpy(),
+            "topk_ids": ids.reshape(*shape, topk).cpu().numpy().astype(token_dtype(vocab)),
+            "tail_odds": odds.reshape(*shape, len(temperatures)).cpu().numpy()}
 
 
 _LOG2E = math.log2(math.e)
