@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from pipeline.cache.token_format import (
-    all_finite,
     grid_index,
     target_log_probs,
+    targets_are_finite,
     token_bytes_per_position,
     token_targets,
     top_entries,
@@ -165,9 +165,19 @@ def test_the_two_step_top_k_finds_torch_topks_values(vocab):
     assert all(len(set(r.tolist())) == 17 for r in ids)             # 17 distinct columns per row
 
 
-def test_a_non_finite_value_anywhere_is_seen():
-    z = torch.zeros(2, 3, 32768)
-    assert all_finite(z)
-    for bad in (float("nan"), float("inf"), float("-inf")):
-        z[1, 2, 30000] = bad
-        assert not all_finite(z)
+@pytest.mark.parametrize("topk", [16, 0])
+def test_a_nan_or_inf_anywhere_is_seen_and_minus_inf_is_a_zero_probability(topk):
+    z = random_logits(32768).float()
+    assert targets_are_finite(token_targets(z, topk, GRID))
+    for bad in (float("nan"), float("inf")):
+        broken = z.clone()
+        broken[1, 2, 30000] = bad                                   # deep in one row's tail
+        assert not targets_are_finite(token_targets(broken, topk, GRID))
+    if topk:
+        masked = z.clone()
+        masked[..., 100:200] = float("-inf")                       # a hundred tokens the teacher rules out
+        stored = token_targets(masked, topk, GRID)
+        assert targets_are_finite(stored)
+        ids, _, tail = target_log_probs(stored, 2.0, GRID)
+        truth = torch.logsumexp(torch.log_softmax(masked.double() / 2, -1).scatter(-1, ids, float("-inf")), -1)
+        assert torch.allclose(tail.double(), truth, atol=1e-5)

@@ -96,7 +96,7 @@ def test_a_context_longer_than_the_teachers_is_refused(tmp_path, lm_teacher, tex
 def test_a_teacher_that_returns_non_finite_logits_is_refused_and_nothing_is_marked_done(tmp_path, lm_teacher, text_file):  # noqa: F811
     model, ckpt = load_checkpoint(lm_teacher, "lm", "teacher")
     with torch.no_grad():
-        model.out.weight[5, 0] = float("inf")                          # one output of one token: +-inf or NaN
+        model.out.weight[5, 0] = float("nan")                          # one token's logit, at every position
     broken = tmp_path / "broken.pt"
     save_checkpoint(broken, kind="lm", arch=ckpt["arch"], model=model, model_kwargs=ckpt["model_kwargs"],
                     config=ckpt["config"], metrics=ckpt["metrics"])

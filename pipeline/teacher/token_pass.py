@@ -6,8 +6,9 @@ Like the image pass it is resumable and shardable: the windows of every split ar
 ``chunk_windows``; each finished chunk's targets are kept under ``.<cache>.parts/`` with a key (teacher,
 text, context, top-k, storage, grid), so a killed pass resumes where it stopped and ``torchrun`` ranks
 each compute their slice before rank 0 writes the one file. The teacher runs in eval mode, in float32 on
-the CPU (bf16 autocast on a GPU), and its outputs are checked on every batch: finite, and as wide as its
-vocabulary.
+the CPU (bf16 autocast on a GPU), and its outputs are checked on every batch: as wide as its vocabulary,
+and free of NaN and +inf (a -inf is a zero probability, kept in a top-k cache's tail). The targets are
+computed where the logits are, so a GPU's pass copies k + G numbers per position to the host, not V.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from tqdm.auto import tqdm
 
 from pipeline.cache.token_format import (
     TOKEN_SPLITS,
-    all_finite,
+    targets_are_finite,
     grid_index,
     token_bytes_per_position,
     token_targets,
@@ -128,12 +129,12 @@ def _targets(model, windows: TokenWindows, lo: int, hi: int, cfg: TokenLogitsCon
         batch = windows.batch(range(start, min(start + cfg.batch_size, hi))).to(next(model.parameters()).device)
         with torch.autocast(batch.device.type, dtype=torch.bfloat16, enabled=amp):
             logits = model(batch[:, :-1]).float()           # the targets are computed where the logits are
-        if logits.shape[-1] != model.vocab_size or not all_finite(logits):
-            raise UsageError(f"the teacher returned {'non-finite values' if logits.shape[-1] == model.vocab_size else logits.shape} "
+        targets = batch[:, 1:]
+        block = token_targets(logits, cfg.topk, cfg.temperatures) if logits.shape[-1] == model.vocab_size else None
+        if block is None or not targets_are_finite(block):
+            raise UsageError(f"the teacher returned {'non-finite values' if block is not None else logits.shape} "
                              f"for windows {start}..{start + len(batch) - 1} of {windows.split}; the pass stopped "
                              f"and nothing was marked complete")
-        targets = batch[:, 1:]
-        block = token_targets(logits, cfg.topk, cfg.temperatures)
         blocks.append({**block, "teacher_nats": _teacher_nats(logits, targets, block, cfg.temperatures).numpy(),
                        "target_bytes": lengths[targets.cpu()].sum(1).numpy()})
     return {name: np.concatenate([b[name] for b in blocks]) for name in blocks[0]}
