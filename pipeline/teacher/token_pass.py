@@ -26,8 +26,8 @@ from tqdm.auto import tqdm
 
 from pipeline.cache.token_format import (
     TOKEN_SPLITS,
-    targets_are_finite,
     grid_index,
+    targets_are_finite,
     token_bytes_per_position,
     token_targets,
     write_token_cache,
