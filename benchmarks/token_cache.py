@@ -11,7 +11,7 @@ in the same run, once before the pass and once after it, and the ratio (the fast
 pass seconds) is what the pass keeps of the teacher's speed: the faster of two is the stricter
 comparison on a machine whose speed drifts.
 
-Usage: python benchmarks/token_cache.py [--files 40] [--threads 2]
+Usage: python benchmarks/token_cache.py [--files 40] [--threads 2] [--device cuda]
 """
 
 from __future__ import annotations
@@ -48,19 +48,25 @@ def _subset(tmp: Path, files: int) -> Path:
 
 
 @torch.no_grad()
-def _bare_forward(model, text: Path, context: int, batch: int) -> float:
+def _bare_forward(model, text: Path, context: int, batch: int, device: str = "cpu") -> float:
+    """Seconds for the teacher's forward over every window, as the pass runs it (bf16 autocast on a GPU)."""
+    cuda = device.startswith("cuda")
     start = time.perf_counter()
     for split in ("train", "val", "test"):
         windows = TokenWindows(text, split, context)
         for lo in range(0, len(windows), batch):
-            model(windows.batch(range(lo, min(lo + batch, len(windows))))[:, :-1])
+            with torch.autocast(device.split(":")[0], dtype=torch.bfloat16, enabled=cuda):
+                model(windows.batch(range(lo, min(lo + batch, len(windows)))).to(device)[:, :-1]).float()
+    if cuda:
+        torch.cuda.synchronize()
     return time.perf_counter() - start
 
 
 @click.command()
 @click.option("--files", default=40, show_default=True)
 @click.option("--threads", default=2, show_default=True)
-def main(files: int, threads: int) -> None:
+@click.option("--device", default="cpu", show_default=True, help="cpu, or cuda where there is a GPU")
+def main(files: int, threads: int, device: str) -> None:
     set_threads(threads)
     rows = []
     with tempfile.TemporaryDirectory() as tmp_name:
@@ -75,19 +81,22 @@ def main(files: int, threads: int) -> None:
             teacher = tmp / f"{tokenizer.name}-teacher.pt"
             save_checkpoint(teacher, kind="lm", arch="lm-teacher", model=model,
                             model_kwargs={"vocab_size": tokenizer.vocab_size, "context": 128}, config={}, metrics={})
+            model = model.to(device)
             cfg = TokenLogitsConfig(teacher=teacher, text=text, out=tmp / f"{tokenizer.name}-cache.h5", topk=16,
-                                    dtype="float16", temperatures=(1.0, 2.0, 4.0), batch_size=16, device="cpu",
+                                    dtype="float16", temperatures=(1.0, 2.0, 4.0), batch_size=16, device=device,
                                     threads=threads)
-            before = _bare_forward(model, text, 128, 16)
+            before = _bare_forward(model, text, 128, 16, device)
             summary = write_token_logits(cfg, progress=False)
             positions = sum(summary["windows"].values()) * 128
             per_position = cfg.out.stat().st_size / positions
-            bare = min(before, _bare_forward(model, text, 128, 16))
+            bare = min(before, _bare_forward(model, text, 128, 16, device))
             rows.append((tokenizer.name, tokenizer.vocab_size, positions, per_position,
                          per_position / (tokenizer.vocab_size * 4), bare / summary["seconds"]))
     print("## Per-token cache: storage and pass speed on real text (`benchmarks/token_cache.py`)\n")
-    print(f"Machine: {platform.processor() or platform.machine()}, {threads} torch threads, CPU. "
-          f"Date: {dt.date.today()}. Command: `python benchmarks/token_cache.py --files {files} --threads {threads}`.\n")
+    where = torch.cuda.get_device_name() if device.startswith("cuda") else "CPU"
+    print(f"Machine: {platform.processor() or platform.machine()}, {threads} torch threads, {where}. Date: "
+          f"{dt.date.today()}. Command: `python benchmarks/token_cache.py --files {files} --threads {threads}"
+          f"{'' if device == 'cpu' else f' --device {device}'}`.\n")
     print(f"Text: the first {files} files of the stdlib corpus's train split and {max(1, files // 10)} each of val "
           f"and test; teacher lm-teacher (context 128, "
           f"seeded weights); cache k = 16, float16, grid T = 1 2 4; windows of all three splits.\n")
