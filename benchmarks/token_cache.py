@@ -103,7 +103,7 @@ def main(files: int, threads: int, device: str) -> None:
     print("| tokenizer | V | positions | cache bytes / position | vs dense float32 | pass speed / bare forward |")
     print("|---|---:|---:|---:|---:|---:|")
     for name, vocab, positions, per_position, ratio, speed in rows:
-        print(f"| {name} | {vocab:,} | {positions:,} | {per_position:.1f} | {ratio:.4f} | {speed:.2f} |")
+        print(f"| {name} | {vocab:,} | {positions:,} | {per_position:.1f} | {ratio:.4f} | {speed:.3f} |")
 
 
 if __name__ == "__main__":
