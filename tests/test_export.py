@@ -172,7 +172,8 @@ def test_an_int8_model_over_budget_is_refused_or_left_out_and_reported(int8_host
     refused = json.loads((out / "export.json").read_text())["refused"]["int8"]
     assert refused == r["refused"]["int8"] and refused["acc_change_pp"] < -0.5 and refused["budget_pp"] == 0.5
     assert r["int8_choice"]["chosen"] in {t["method"] for t in r["int8_choice"]["tried"]}
-    assert f"int8 refused: {refused['acc_change_pp']:+.2f} pp" in render_exports(int8_hostile_run.parent, [int8_hostile_run.name])
+    table = render_exports(int8_hostile_run.parent, [int8_hostile_run.name])
+    assert f"int8 refused: {refused['acc_change_pp']:+.2f} pp" in table
 
     proc = subprocess.run([sys.executable, "-m", "stages.cli", "export", "--run-dir", str(int8_hostile_run),
                            "--skip-refused"], capture_output=True, text=True)

@@ -93,7 +93,7 @@ def test_a_context_longer_than_the_teachers_is_refused(tmp_path, lm_teacher, tex
     assert not (tmp_path / "c.h5").exists()
 
 
-def test_a_teacher_that_returns_non_finite_logits_is_refused_and_nothing_is_marked_done(tmp_path, lm_teacher, text_file):  # noqa: F811
+def test_a_teacher_returning_nan_is_refused_and_nothing_is_marked_done(tmp_path, lm_teacher, text_file):  # noqa: F811
     model, ckpt = load_checkpoint(lm_teacher, "lm", "teacher")
     with torch.no_grad():
         model.out.weight[5, 0] = float("nan")                          # one token's logit, at every position

@@ -48,8 +48,8 @@ from pipeline.errors import UsageError
 from pipeline.files import atomic_path, disk_full_is_one_line, need_space
 from pipeline.provenance import code_version
 
-__all__ = ["TOKEN_FORMAT_VERSION", "TOKEN_SPLITS", "token_targets", "top_entries", "targets_are_finite", "target_log_probs",
-           "write_token_cache", "token_bytes_per_position", "grid_index", "TokenDigest"]
+__all__ = ["TOKEN_FORMAT_VERSION", "TOKEN_SPLITS", "token_targets", "top_entries", "targets_are_finite",
+           "target_log_probs", "write_token_cache", "token_bytes_per_position", "grid_index", "TokenDigest"]
 
 TOKEN_FORMAT_VERSION = 3
 TOKEN_SPLITS = ("train", "val", "test")
@@ -59,8 +59,8 @@ _WINDOWS_PER_CHUNK = 64
 def targets_are_finite(block: dict[str, np.ndarray]) -> bool:
     """Whether a block from :func:`token_targets` holds only finite numbers, which checks every logit: a
     NaN or +inf anywhere in a row sorts first into its top-k and leaves the stored row non-finite (a
-    dense block stores every logit). A -inf outside the support is a zero probability, exact in the tail
-    sum, and is kept. Checking the few stored numbers instead of the (B, L, V) logits matters at
+    dense block stores every logit, so it refuses a -inf too). In a top-k block a -inf outside the support
+    is a zero probability, exact in the tail sum, and is kept. Checking the few stored numbers instead of the (B, L, V) logits matters at
     V = 32,768: ``torch.isfinite(logits).all()`` took half as long as the teacher's forward on a CPU
     thread, and even one min/max pass over the logits is 1% of it."""
     return all(np.isfinite(values).all() for name, values in block.items() if name != "topk_ids")

@@ -257,7 +257,8 @@ def write_report(runs_dir: Path, out: Path, readme: Path | None = None) -> str:
     figures = draw_all(rows, out.parent)
     experiments = _experiments(out.parent)
     lm = render_lm(runs_dir)
-    images = "" if lm and not rows else results_section(rows, experiments) + render_exports(runs_dir, [r["run"] for r in runs])
+    images = ("" if lm and not rows
+              else results_section(rows, experiments) + render_exports(runs_dir, [r["run"] for r in runs]))
     text = "# softcache results\n\n" + images + lm + render_code_versions(runs)
     if figures:
         text += "\n## Figures\n\n" + "\n".join(f"![{name[:-4]}]({name})" for name in figures) + "\n"
