@@ -77,17 +77,14 @@ def top_entries(rows: torch.Tensor, k: int, width: int = 64) -> tuple[torch.Tens
     if vocab < 8 * k * width:
         return rows.topk(k, dim=-1)
     whole = vocab - vocab % width
-    blocks = rows[:, :whole].view(count, whole // width, width)
-    chosen = blocks.amax(-1).topk(k, dim=-1).indices                   # (R, k) block numbers
-    if whole == vocab:        # rows of the contiguous (R·blocks, width) view: a copy of 64 floats at a time
-        starts = chosen + torch.arange(count, device=rows.device)[:, None] * (whole // width)
-        candidates = blocks.reshape(-1, width).index_select(0, starts.reshape(-1)).view(count, k * width)
-        values, where = candidates.topk(k, dim=-1)
-        return values, chosen.gather(-1, where // width) * width + where % width
-    candidates = blocks.gather(1, chosen[..., None].expand(count, k, width)).reshape(count, k * width)
-    candidates = torch.cat([candidates, rows[:, whole:]], dim=-1)       # and the columns past the last block
+    blocks = rows[:, :whole].reshape(count * (whole // width), width)  # a view when V is whole blocks
+    chosen = blocks.view(count, -1, width).amax(-1).topk(k, dim=-1).indices          # (R, k) block numbers
+    starts = chosen + torch.arange(count, device=rows.device)[:, None] * (whole // width)
+    candidates = blocks.index_select(0, starts.reshape(-1)).view(count, k * width)   # 64 floats at a time
+    if whole < vocab:
+        candidates = torch.cat([candidates, rows[:, whole:]], dim=-1)   # and the columns past the last block
     values, where = candidates.topk(k, dim=-1)
-    block_of = chosen.gather(-1, where.clamp(max=k * width - 1) // width)   # for candidates from the blocks
+    block_of = chosen.gather(-1, where.clamp(max=k * width - 1) // width)
     return values, torch.where(where < k * width, block_of * width + where % width, whole + where - k * width)
 
 

@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from pipeline.cache.token_format import (
     TOKEN_SPLITS,
-    grid_index,
+    target_log_probs,
     targets_are_finite,
     token_bytes_per_position,
     token_targets,
@@ -129,12 +129,14 @@ def _targets(model, windows: TokenWindows, lo: int, hi: int, cfg: TokenLogitsCon
         batch = windows.batch(range(start, min(start + cfg.batch_size, hi))).to(next(model.parameters()).device)
         with torch.autocast(batch.device.type, dtype=torch.bfloat16, enabled=amp):
             logits = model(batch[:, :-1]).float()           # the targets are computed where the logits are
+        where = (f"for windows {start}..{start + len(batch) - 1} of {windows.split}; the pass stopped and nothing "
+                 "was marked complete")
+        if logits.shape[-1] != model.vocab_size:
+            raise UsageError(f"the teacher returned {tuple(logits.shape)} {where}")
+        block = token_targets(logits, cfg.topk, cfg.temperatures)
+        if not targets_are_finite(block):
+            raise UsageError(f"the teacher returned non-finite values {where}")
         targets = batch[:, 1:]
-        block = token_targets(logits, cfg.topk, cfg.temperatures) if logits.shape[-1] == model.vocab_size else None
-        if block is None or not targets_are_finite(block):
-            raise UsageError(f"the teacher returned {'non-finite values' if block is not None else logits.shape} "
-                             f"for windows {start}..{start + len(batch) - 1} of {windows.split}; the pass stopped "
-                             f"and nothing was marked complete")
         blocks.append({**block, "teacher_nats": _teacher_nats(logits, targets, block, cfg.temperatures).numpy(),
                        "target_bytes": lengths[targets.cpu()].sum(1).numpy()})
     return {name: np.concatenate([b[name] for b in blocks]) for name in blocks[0]}
@@ -142,14 +144,12 @@ def _targets(model, windows: TokenWindows, lo: int, hi: int, cfg: TokenLogitsCon
 
 def _teacher_nats(logits: torch.Tensor, targets: torch.Tensor, block: dict, temperatures) -> torch.Tensor:
     """Per window (B,), on the host, the teacher's nats on the true next tokens. Where the grid holds T = 1,
-    from what the block stores: log Z - z_true = logsumexp(top-k, shifted) + softplus(tail log-odds at
-    T = 1) - (z_true - z_max), with no second pass over the vocabulary (at V = 32,768 that pass costs half
-    the targets' time); else cross-entropy over the logits."""
+    from what the block stores, read as the cache reads it: log p(true) = log p(argmax) + (z_true - z_max),
+    with no second pass over the vocabulary (at V = 32,768 that pass costs half the targets' time); else
+    cross-entropy over the logits."""
     if "tail_odds" in block and 1.0 in temperatures:
-        odds = torch.from_numpy(block["tail_odds"][..., grid_index(temperatures, 1.0)])
-        log_z = torch.logsumexp(torch.from_numpy(block["topk_logits"]), dim=-1) + F.softplus(odds)
-        ids = torch.from_numpy(block["topk_ids"][..., :1].astype(np.int64)).to(logits.device)
-        true = (logits.gather(-1, targets[..., None]) - logits.gather(-1, ids))[..., 0].cpu()
-        return (log_z - true).sum(1, dtype=torch.float64)
+        ids, support, _ = target_log_probs(block, 1.0, temperatures)
+        gap = (logits.gather(-1, targets[..., None]) - logits.gather(-1, ids[..., :1].to(logits.device)))[..., 0]
+        return -(support[..., 0] + gap.cpu()).sum(1, dtype=torch.float64)
     flat = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="none")
     return flat.view(targets.shape).sum(1, dtype=torch.float64).cpu()
