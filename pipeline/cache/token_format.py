@@ -59,10 +59,10 @@ _WINDOWS_PER_CHUNK = 64
 def targets_are_finite(block: dict[str, np.ndarray]) -> bool:
     """Whether a block from :func:`token_targets` holds only finite numbers, which checks every logit: a
     NaN or +inf anywhere in a row sorts first into its top-k and leaves the stored row non-finite (a
-    dense block stores every logit, so it refuses a -inf too). In a top-k block a -inf outside the support
-    is a zero probability, exact in the tail sum, and is kept. Checking the few stored numbers instead of the (B, L, V) logits matters at
-    V = 32,768: ``torch.isfinite(logits).all()`` took half as long as the teacher's forward on a CPU
-    thread, and even one min/max pass over the logits is 1% of it."""
+    dense block stores every logit, so it refuses a -inf too). In a top-k block a -inf outside the
+    support is a zero probability, exact in the tail sum, and is kept. Checking the few stored numbers
+    instead of the (B, L, V) logits matters at V = 32,768: ``torch.isfinite(logits).all()`` took half as
+    long as the teacher's forward on a CPU thread, and even one min/max pass over the logits is 1% of it."""
     return all(np.isfinite(values).all() for name, values in block.items() if name != "topk_ids")
 
 

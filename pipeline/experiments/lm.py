@@ -148,8 +148,9 @@ def _render(cfg: LMExperimentConfig, cache: TokenCache, choice: dict, rows: list
     a = cache.attrs
     pm = lambda v, d=3: f"{v[0]:.{d}f} ± {v[1]:.{d}f}"  # noqa: E731
     out = [f"# What distillation buys LM students ({len(cfg.seeds)} seeds, {cfg.student.steps} steps each)", "",
-           f"Teacher {a.get('teacher')} (validation {float(a.get('teacher_val_bits_per_byte', float('nan'))):.3f}, test "
-           f"{float(a.get('teacher_test_bits_per_byte', float('nan'))):.3f} bits per byte), cache k = {a['topk'] or 'dense'}, {a['dtype']}, grid T = "
+           f"Teacher {a.get('teacher')} (validation {float(a.get('teacher_val_bits_per_byte', math.nan)):.3f}, "
+           f"test {float(a.get('teacher_test_bits_per_byte', math.nan)):.3f} bits per byte), "
+           f"cache k = {a['topk'] or 'dense'}, {a['dtype']}, grid T = "
            f"{' '.join(f'{t:g}' for t in cache.temperatures)}, V = {a['vocab_size']:,}, tokenizer {a.get('tokenizer')}. "
            f"T and ALPHA chosen per student on the validation split (seeds {', '.join(map(str, cfg.tune_seeds))}); "
            f"figures are test bits per byte, lower is better.", "",
