@@ -324,9 +324,13 @@ INTERNAL = frozenset({
 })
 
 
+# The fragment's variables that hold a rule's target path (see make_fragment's ``rule``).
+TARGET_PREFIX = "SC_TARGET_"
+
+
 def internal_problem(given) -> str | None:
     """A command-line variable that names one of softcache's own Make variables."""
-    taken = sorted(set(given) & INTERNAL)
+    taken = sorted((set(given) & INTERNAL) | {name for name in given if name.startswith(TARGET_PREFIX)})
     if taken:
         return (f"{', '.join(taken)} {'is' if len(taken) == 1 else 'are'} softcache's own (derived from the settings, "
                 f"see 'make help'), not a setting; drop {taken[0]}=... from the command line")
@@ -426,19 +430,31 @@ def make_fragment(p: Plan) -> str:
     }
     assert set(names) <= INTERNAL, set(names) - INTERNAL
     lines += [f"override {k} := {_escape(v)}" for k, v in names.items()]
+    targets: dict[str, str] = {}
+
+    def rule(path: str, assignment: str) -> None:
+        """``<path>: <assignment>`` with the path behind a variable: a rule line that begins with the path
+        itself is read by Make as an assignment wherever the path holds '=' (DATA_DIR=PYTHON=dir set
+        PYTHON), and as a pattern or a home directory where it holds '%' or begins with '~'."""
+        if path not in targets:
+            targets[path] = f"{TARGET_PREFIX}{len(targets)}"
+            lines.append(f"override {targets[path]} := {_escape(path)}")
+        lines.append(f"$({targets[path]}): {assignment}")
+
     for stamp, content in stamps.items():
-        lines.append(f"{stamp}: private STAMP := {_escape(content)}")
+        rule(stamp, f"private STAMP := {_escape(content)}")
         if _read(p.root / stamp) != content:
-            lines.append(f"{stamp}: FORCE")
+            rule(stamp, "FORCE")
     for ckpt, member in zip(member_ckpts, p.seeds):
-        lines.append(f"{ckpt}: private MEMBER_SEED := {member}")
+        rule(ckpt, f"private MEMBER_SEED := {member}")
     for run, (student, T, alpha) in runs.items():
         target = p.path("runs", run, "metrics.json")
-        lines += [f"{target}: private RUN_STUDENT := {student}", f"{target}: private RUN_T := {T}",
-                  f"{target}: private RUN_ALPHA := {alpha}"]
+        for name, value in (("RUN_STUDENT", student), ("RUN_T", T), ("RUN_ALPHA", alpha)):
+            rule(target, f"private {name} := {_escape(value)}")
     for run, (student, seed) in pskd.items():
         target = p.path("runs", run, "metrics.json")
-        lines += [f"{target}: private RUN_STUDENT := {student}", f"{target}: private RUN_SEED := {seed}"]
+        for name, value in (("RUN_STUDENT", student), ("RUN_SEED", seed)):
+            rule(target, f"private {name} := {_escape(value)}")
     lines.append("override NAMES_OK := 1")    # the Makefile stops unless it read this last line
     return "\n".join(lines) + "\n"
 

@@ -110,6 +110,11 @@ def _path(name: str, text: str) -> str:
     if len(text) > 255 or not all(c.isalnum() or c in _PATH_CHARS for c in text):
         raise UsageError(f"{name} must be a path of at most 255 letters, digits and {_PATH_CHARS} (no spaces, "
                          f"quotes or shell characters), got {text[:60]!r}; rename or link the file")
+    if text.startswith("~"):
+        # Make expands a leading '~' in a target's name, a quoted shell word and Python do not: the two would
+        # name different files. Say the full path instead of guessing which was meant.
+        raise UsageError(f"{name} begins with '~', which Make and the stages would read as different places; "
+                         f"give the full path, e.g. {name}={os.path.expanduser(text)}")
     return text
 
 

@@ -433,6 +433,71 @@ def test_no_setting_runs_code_from_the_command_line_or_the_environment(tmp_path)
     assert not failures, "\n".join(failures[:5])
 
 
+# Every character a path may hold (pipeline.settings._PATH_CHARS, a letter outside ASCII, a digit), in one name.
+PATH_NAME = "PYTHON=a._+@~,=-\u00e9" + "1"
+
+
+def _path_settings(tmp_path) -> list[list[str]]:
+    """Each path-valued setting given a path that holds every character of the path alphabet (an existing
+    file where the setting needs one), with what else it needs to be a valid command line."""
+    home = tmp_path / PATH_NAME
+    (home / "faces").mkdir(parents=True)
+    for name in ("x.npz", "w.pt", "t.pt", "tok.json", "c.jsonl"):
+        (home / name).write_bytes(b"{}")
+    return [[f"DATA_DIR={home}/data"], [f"DATASET={home}/x.npz"], [f"SOURCE={home}/x.npz"],
+            [f"TRANSFER={home}/x.npz"], [f"TEACHER={home}/t.pt"], ["TEACHER=mod:make", f"TEACHER_WEIGHTS={home}/w.pt"],
+            [f"DATASET={home}/c.jsonl", f"TOKENIZER={home}/tok.json"], [f"VENV={home}/venv"],
+            [f"DATASET={home}/faces"]]
+
+
+def test_every_character_of_a_path_stays_part_of_the_path_in_every_path_setting(tmp_path):
+    """Make reads a rule line that begins with a path holding '=' as an assignment: the planner's target
+    lines once set stamps and run fields to nothing (and, with DATA_DIR=PYTHON=dir, set PYTHON)."""
+    failures = []
+    for given in _path_settings(tmp_path):
+        proc = _make(["-n", "student", *given], tmp_path, data_dir=not given[0].startswith("DATA_DIR"))
+        stamps = [line for line in proc.stdout.splitlines() if line.startswith("mkdir -p") and "printf" in line]
+        student = [line for line in proc.stdout.splitlines() if " student " in line or " lm-student " in line]
+        problems = [proc.returncode != 0 and proc.stderr.strip(), not stamps and "no stamp written",
+                    any("printf '%s\\n' ''" in line for line in stamps) and "an empty stamp",
+                    not student and "no student recipe",
+                    student and ("--student ''" in student[0] or "--T ''" in student[0])
+                    and "the run's fields came out empty"]
+        value = given[-1].split("=", 1)[1]
+        if not any(value in line for line in proc.stdout.splitlines()):
+            problems.append(f"{value!r} never reaches a recipe whole")
+        failures += [f"{given}: {p}" for p in problems if p]
+    assert not failures, "\n".join(failures)
+
+
+def test_a_data_dir_named_like_a_make_variable_sets_nothing(tmp_path):
+    """DATA_DIR=PYTHON=evil once made `make help` run a file planted under evil/: build that attack in a copy
+    of the Makefile and planner, plant a payload at every name the misread could execute, and run it."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "Makefile").write_bytes((ROOT / "Makefile").read_bytes())
+    for name in ("pipeline", "pyproject.toml"):
+        (repo / name).symlink_to(ROOT / name)
+    marker = tmp_path / "PAYLOAD-RAN"
+    for variable in ("PYTHON", "MAKE", "SHELL"):
+        plan = subprocess.run(["make", "-n", "demo", f"DATA_DIR={variable}=evil"], cwd=repo, capture_output=True,
+                              text=True, env={**os.environ, "MAKEFLAGS": ""}, timeout=60)
+        for word in plan.stdout.split() + [f"evil/params/data-fashion-mnist.txt:", "evil/runs"]:
+            word = word.strip("'")
+            if word.startswith("evil/"):
+                planted = repo / (word if word.endswith(":") else word + ":")
+                planted.parent.mkdir(parents=True, exist_ok=True)
+                planted.write_text(f"#!/bin/sh\ntouch {marker}\n")
+                planted.chmod(0o755)
+        for goal in (["help"], ["-n", "demo"], ["-n", "student"]):
+            proc = subprocess.run(["make", *goal, f"DATA_DIR={variable}=evil"], cwd=repo, capture_output=True,
+                                  text=True, env={**os.environ, "MAKEFLAGS": ""}, timeout=60)
+            assert not marker.exists(), f"{variable}: make {goal} ran a planted file"
+            assert proc.returncode == 0, proc.stderr
+    assert "usage: make" in subprocess.run(["make", "help", "DATA_DIR=PYTHON=evil"], cwd=repo, capture_output=True,
+                                           text=True, env={**os.environ, "MAKEFLAGS": ""}, timeout=60).stdout
+
+
 @pytest.mark.parametrize("given,match", [
     (["DATASET=bob's.npz"], "DATASET must be a path"),
     (["DATA_DIR="], "DATA_DIR must name a directory"),
@@ -446,6 +511,9 @@ def test_no_setting_runs_code_from_the_command_line_or_the_environment(tmp_path)
     (["SEED=99999999999999999999"], "SEED must be a whole number"),
     (["IMAGE_SIZE=2"], "IMAGE_SIZE must be"),
     (["LIMIT=3000"], "drop LIMIT"),
+    (["DATA_DIR=~/data"], "give the full path"),
+    (["DATASET=~/x.npz"], "give the full path"),
+    (["SC_TARGET_0=/bin/echo"], "softcache's own"),
 ])
 def test_settings_that_would_reach_outside_are_refused(tmp_path, given, match):
     goal = "publish" if given == ["LIMIT=3000"] else "clean"
