@@ -482,7 +482,7 @@ def test_a_data_dir_named_like_a_make_variable_sets_nothing(tmp_path):
     for variable in ("PYTHON", "MAKE", "SHELL"):
         plan = subprocess.run(["make", "-n", "demo", f"DATA_DIR={variable}=evil"], cwd=repo, capture_output=True,
                               text=True, env={**os.environ, "MAKEFLAGS": ""}, timeout=60)
-        for word in plan.stdout.split() + [f"evil/params/data-fashion-mnist.txt:", "evil/runs"]:
+        for word in plan.stdout.split() + ["evil/params/data-fashion-mnist.txt:", "evil/runs"]:
             word = word.strip("'")
             if word.startswith("evil/"):
                 planted = repo / (word if word.endswith(":") else word + ":")

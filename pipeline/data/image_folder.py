@@ -30,7 +30,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.data.dataset import Dataset
+from pipeline.data.folder_files import files_under
 from pipeline.data.image_store import PreparedWriter
 from pipeline.errors import UsageError
 from pipeline.files import atomic_path, need_space
@@ -80,8 +80,8 @@ class FolderOptions:
             ("SPLIT_SEED", str(self.split_seed), "0")) if v != d}
 
 
-def _is_image(path: Path) -> bool:
-    return path.is_file() and not path.name.startswith(".") and path.suffix.lower() in IMAGE_SUFFIXES
+def _is_image_name(name: str) -> bool:
+    return Path(name).suffix.lower() in IMAGE_SUFFIXES
 
 
 @dataclass(frozen=True)
@@ -100,19 +100,6 @@ class FolderListing:
         return path.split("/")[0]
 
 
-def _utf8_names(root: Path, paths: list[str]) -> list[str]:
-    """Relative paths that are text: a file name that is not UTF-8 cannot be recorded (in the prepared file,
-    its fingerprint, the reports), so it is refused in one line, by its bytes."""
-    for path in paths:
-        try:
-            path.encode("utf-8")
-        except UnicodeEncodeError:
-            raw = os.fsencode(path)
-            raise UsageError(f"{root}: the file name {raw!r} is not UTF-8 text, which softcache records; "
-                             f"rename it (e.g. with convmv) or move it out of the folder") from None
-    return paths
-
-
 def list_folder(root: Path) -> FolderListing:
     root = Path(root)
     if not is_image_folder(root):
@@ -129,8 +116,7 @@ def list_folder(root: Path) -> FolderListing:
         for name in classes:
             folder = root / split / name
             if folder.is_dir():
-                paths += _utf8_names(root, sorted(p.relative_to(root).as_posix() for p in folder.rglob("*")
-                                                  if _is_image(p)))
+                paths += files_under(root, _is_image_name, start=folder)
     if not any(p.startswith("train/") for p in paths):
         raise UsageError(f"{root}/train holds no images (looked for {', '.join(IMAGE_SUFFIXES)})")
     return FolderListing(root, classes, tuple(paths), has_test)
@@ -386,7 +372,7 @@ def read_images(root: Path, image_shape: tuple[int, int, int], jobs: int = -1) -
     """Every image file under ``root`` (any layout, sorted by path), decoded to ``image_shape`` (C, H, W):
     an unlabelled transfer set. An unreadable file is named."""
     root = Path(root)
-    paths = _utf8_names(root, sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if _is_image(p)))
+    paths = files_under(root, _is_image_name)
     if not paths:
         raise UsageError(f"{root} holds no images (looked for {', '.join(IMAGE_SUFFIXES)})")
     channels, size = image_shape[0], tuple(image_shape[1:])

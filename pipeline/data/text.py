@@ -19,12 +19,14 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import platform
 import sysconfig
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+from pipeline.data.folder_files import files_under
 from pipeline.errors import UsageError
 from pipeline.names import STDLIB, is_text_dataset
 
@@ -70,7 +72,7 @@ class Corpus:
         """One document's UTF-8 bytes."""
         if self.lines:
             return self.lines[int(name.rsplit(":", 1)[1])]
-        return (self.source / name).read_bytes()
+        return _read_document(self.source, name)
 
     def bytes_in(self, split: str) -> int:
         return sum(self.sizes[n] for n in self.documents[split])
@@ -80,19 +82,16 @@ def load_corpus(spec: str, split_seed: int = 0) -> Corpus:
     """``stdlib``, a folder of text files, or a ``.jsonl`` file with a ``text`` field per line."""
     if spec == STDLIB:
         root = stdlib_root()
-        names = [p.relative_to(root).as_posix() for p in sorted(root.rglob("*.py"))
-                 if not _SKIPPED_DIRS & set(p.relative_to(root).parts)]
-        return _corpus(STDLIB, root, names, lambda n: (root / n).read_bytes(), platform.python_version(),
-                       split_seed)
+        names = files_under(root, lambda name: name.endswith(".py"), skip_dirs=_SKIPPED_DIRS, links_out="skip")
+        return _corpus(STDLIB, root, names, lambda n: _read_document(root, n), platform.python_version(), split_seed)
     path = Path(spec)
     if path.is_file() and path.suffix in TABLE_SUFFIXES:
         texts = tuple(_jsonl_texts(path) if path.suffix == ".jsonl" else _table_texts(path))
         return _corpus(path.stem, path, [f"{path.name}:{i}" for i in range(len(texts))],
                        lambda n: texts[int(n.rsplit(":", 1)[1])], "", split_seed, texts)
     if path.is_dir():
-        names = [p.relative_to(path).as_posix() for p in sorted(path.rglob("*"))
-                 if p.is_file() and not p.name.startswith(".") and "__pycache__" not in p.parts]
-        return _corpus(path.name, path, names, lambda n: (path / n).read_bytes(), "", split_seed)
+        names = files_under(path, skip_dirs=frozenset({"__pycache__"}))
+        return _corpus(path.name, path, names, lambda n: _read_document(path, n), "", split_seed)
     raise UsageError(f"DATASET={spec} is no text corpus: give 'stdlib', a folder of text files, a .jsonl file "
                      f"with a 'text' field on every line, or a Parquet or Arrow file with a 'text' column")
 
@@ -136,10 +135,27 @@ def _corpus(name: str, source: Path, names: list[str], read, python: str, seed: 
     return Corpus(name, source, documents, h.hexdigest()[:16], python, seed, sizes, lines)
 
 
+def _too_large(source: Path, name: str, size: int) -> UsageError:
+    return UsageError(f"{source}: {name} holds {size:,} bytes, more than a text document of at most "
+                      f"{_MAX_DOCUMENT_BYTES >> 20} MB; split it or leave it out")
+
+
+def _read_document(root: Path, name: str) -> bytes:
+    """A file's bytes, its size checked before it is read: a file past the limit is never read whole."""
+    try:
+        with open(root / name, "rb") as f:
+            data = f.read(_MAX_DOCUMENT_BYTES + 1)
+    except OSError as exc:
+        raise UsageError(f"{root}: {name} cannot be read ({exc.strerror}); fix its permissions or move it out "
+                         f"of the corpus") from None
+    if len(data) > _MAX_DOCUMENT_BYTES:
+        raise _too_large(root, name, os.stat(root / name).st_size)
+    return data
+
+
 def _check_text(source: Path, name: str, data: bytes) -> None:
     if len(data) > _MAX_DOCUMENT_BYTES:
-        raise UsageError(f"{source}: {name} holds {len(data):,} bytes, more than a text document of at most "
-                         f"{_MAX_DOCUMENT_BYTES >> 20} MB; split it or leave it out")
+        raise _too_large(source, name, len(data))
     if b"\0" in data:
         raise UsageError(f"{source}: {name} holds NUL bytes, so it is binary, not text; move it out of the corpus")
     try:
@@ -167,33 +183,56 @@ def _table_texts(path: Path) -> list[bytes]:
                 except pa.ArrowInvalid:
                     source.seek(0)
                     table = pa.ipc.open_stream(source).read_all()
+        # A memory-mapped Arrow file's offsets are the file's word: validate every buffer (offsets within
+        # bounds, UTF-8) before a value is read, or a crafted file reads past the map (a bus error).
+        table.validate(full=True)
     except (pa.ArrowException, OSError) as exc:
         raise UsageError(f"{path} is not a readable {path.suffix[1:]} file ({str(exc).splitlines()[0]})") from None
     if "text" not in table.column_names or not pa.types.is_string(table.schema.field("text").type) \
             and not pa.types.is_large_string(table.schema.field("text").type):
         raise UsageError(f"{path} has no 'text' column of strings (columns: {', '.join(table.column_names)})")
-    texts = table.column("text").to_pylist()
-    if any(t is None for t in texts):
-        raise UsageError(f"{path}: row {texts.index(None) + 1} has no text (null); drop it or fill it")
-    return [t.encode("utf-8") for t in texts]
+    column = table.column("text")
+    if column.null_count:
+        first = next(i for i, t in enumerate(column.is_null().to_pylist()) if t)
+        raise UsageError(f"{path}: row {first + 1} has no text (null); drop it or fill it")
+    texts = [t.encode("utf-8") for t in column.to_pylist()]
+    for i, text in enumerate(texts):
+        if len(text) > _MAX_DOCUMENT_BYTES:
+            raise _too_large(path, f"row {i + 1}", len(text))
+    return texts
 
 
 def _jsonl_texts(path: Path) -> list[bytes]:
     texts = []
-    for i, line in enumerate(_lines(path)):
+    for i, line in _lines(path):
         try:
-            record = json.loads(line)
+            record = json.loads(line.decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            raise UsageError(f"{path}: line {i} is not UTF-8 (byte {exc.start}); convert the file to UTF-8") from None
+        except RecursionError:
+            raise UsageError(f"{path}: line {i} nests too deeply to be a record; every line must be an object "
+                             f"with a 'text' field") from None
         except ValueError as exc:
-            raise UsageError(f"{path}: line {i + 1} is not JSON ({exc}); every line must be an object with a "
+            raise UsageError(f"{path}: line {i} is not JSON ({exc}); every line must be an object with a "
                              f"'text' field") from None
         if not isinstance(record, dict) or not isinstance(record.get("text"), str):
-            raise UsageError(f"{path}: line {i + 1} has no 'text' string field")
-        texts.append(record["text"].encode("utf-8"))
+            raise UsageError(f"{path}: line {i} has no 'text' string field")
+        try:
+            texts.append(record["text"].encode("utf-8"))
+        except UnicodeEncodeError:     # JSON may spell a lone surrogate ("\ud800"), which no UTF-8 text holds
+            raise UsageError(f"{path}: line {i}'s text holds a lone surrogate (an escaped \\ud800-\\udfff with "
+                             f"no pair), which is not text; fix or drop the line") from None
     return texts
 
 
-def _lines(path: Path) -> Iterator[str]:
-    with open(path, encoding="utf-8") as f:
-        for line in f:
+def _lines(path: Path) -> Iterator[tuple[int, bytes]]:
+    """Non-blank lines with their numbers, each read up to a bound: one line longer than a document may be
+    (with room for JSON's escapes) is refused before it is read whole."""
+    bound = 2 * _MAX_DOCUMENT_BYTES
+    with open(path, "rb") as f:
+        for number, line in enumerate(iter(lambda: f.readline(bound + 1), b""), 1):
+            if len(line) > bound:
+                raise UsageError(f"{path}: line {number} is longer than {bound:,} bytes, more than one document "
+                                 f"may be; split it")
             if line.strip():
-                yield line
+                yield number, line
