@@ -21,7 +21,15 @@ _PYTHON_FIX = {
     "teacher-logits": "pipeline.teacher.logits_pass.write_teacher_logits(LogitsConfig(...))",
     "student": "pipeline.student.distill.train_student(StudentConfig(...))",
     "experiment-views": "pipeline.experiments.views.run_views_experiment(ViewsExperimentConfig(...))",
+    # the text side's own stages: the same Make targets, their own commands and calls
+    "text-data": "pipeline.data.windows.prepare_text(load_corpus(...), load_tokenizer(...), path)",
+    "token-logits": "pipeline.teacher.token_pass.write_token_logits(TokenLogitsConfig(...))",
+    "lm-teacher": "pipeline.teacher.fit_lm.train_lm_teacher(LMTeacherConfig(...))",
+    "lm-student": "pipeline.student.distill_lm.train_lm_student(LMStudentConfig(...))",
 }
+# Make has one target per stage for images and text alike; the CLI has a command of each side's own.
+_MAKE_TARGET = {"text-data": "data", "token-logits": "teacher-logits", "lm-teacher": "teacher", "lm-student": "student"}
+_CLI_COMMAND = {"text-data": "data"}
 
 
 def phrase_fix(stage: str, settings: dict | None = None, caller: str | None = None) -> str:
@@ -31,10 +39,11 @@ def phrase_fix(stage: str, settings: dict | None = None, caller: str | None = No
     caller = caller or os.environ.get(CALLER_ENV, "python")
     settings = settings or {}
     if caller == "make":
-        return "run '" + " ".join([f"make {stage}", *(f"{k}={v}" for k, v in settings.items())]) + "'"
+        target = _MAKE_TARGET.get(stage, stage)
+        return "run '" + " ".join([f"make {target}", *(f"{k}={v}" for k, v in settings.items())]) + "'"
     if caller == "cli":
         flags = (f"--{k.lower().replace('_', '-')} {v}" for k, v in settings.items())
-        return "run '" + " ".join([f"softcache {stage}", *flags]) + "'"
+        return "run '" + " ".join([f"softcache {_CLI_COMMAND.get(stage, stage)}", *flags]) + "'"
     args = ", ".join(f"{k.lower()}={v!r}" for k, v in settings.items())
     call = _PYTHON_FIX.get(stage, f"the {stage} stage")
     return "call " + (call.replace("(...)", f"(..., {args})") if args else call)

@@ -160,13 +160,19 @@ def _teacher(name: str, text: str) -> str:
                      f"got {text[:60]!r}")
 
 
+# A byte-level BPE holds the 256 bytes and an end-of-text token at least; past 2^20 tokens the trainer's
+# merges would need more memory than a corpus of this size justifies (pipeline.data.tokenizers.train_bpe).
+BPE_TOKENS = (257, 1 << 20)
+
+
 def _tokenizer(name: str, text: str) -> str:
     """bytes, bpe-N (a BPE of N tokens trained here) or a local tokenizer.json."""
-    if text == "bytes" or (re.fullmatch(r"bpe-[0-9]+", text) and 257 <= int(text[4:]) <= 1 << 24):
+    low, high = BPE_TOKENS
+    if text == "bytes" or (re.fullmatch(r"bpe-[0-9]{3,7}", text) and low <= int(text[4:]) <= high):
         return text
     if text.endswith(".json"):
         return _existing_path(name, text)
-    raise UsageError(f"{name} must be bytes, bpe-N (257 <= N <= {1 << 24}) or a local tokenizer.json, got {text[:60]!r}")
+    raise UsageError(f"{name} must be bytes, bpe-N ({low} <= N <= {high}) or a local tokenizer.json, got {text[:60]!r}")
 
 
 def _temperature_grid(name: str, text: str) -> str:

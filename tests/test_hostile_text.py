@@ -7,16 +7,21 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pytest
+import torch
 
 from pipeline.data import text as text_module
 from pipeline.data.image_folder import list_folder, read_images
 from pipeline.data.text import load_corpus
+from pipeline.data.tokenizers import BYTES, load_tokenizer, train_bpe
+from pipeline.data.windows import prepare_text
 from pipeline.errors import UsageError
+from pipeline.teacher.hf_source import load_hf_teacher
 from stages.cli import main
 
 
@@ -192,3 +197,115 @@ def test_a_sound_arrow_file_still_reads(tmp_path):
     _arrow_file(path, [f"document {i:02d}" for i in range(40)])
     corpus = load_corpus(str(path))
     assert sum(len(v) for v in corpus.documents.values()) == 40
+
+
+# --- the teacher: identified by what is loaded, over the text of its own tokenizer ---------------------
+
+@pytest.fixture
+def gpt2_folder(tmp_path):
+    from transformers import GPT2Config, GPT2LMHeadModel
+    torch.manual_seed(0)
+    folder = tmp_path / "tiny-gpt2"
+    GPT2LMHeadModel(GPT2Config(vocab_size=320, n_positions=32, n_embd=32, n_layer=1, n_head=2)).save_pretrained(
+        folder, safe_serialization=True)
+    return folder
+
+
+@pytest.fixture
+def byte_text(tmp_path):
+    out = tmp_path / "bytes.h5"
+    prepare_text(load_corpus(str(write_docs(tmp_path / "docs"))), BYTES, out)
+    return out
+
+
+def token_pass(capsys, teacher, text, out):
+    capsys.readouterr()         # what the fixtures printed (transformers' save bars) is not the pass's
+    return run_cli(["token-logits", "--teacher", teacher, "--text", text, "--out", out, "--context", "16",
+                    "--device", "cpu"], capsys)
+
+
+def test_a_wider_teacher_over_byte_ids_is_refused(tmp_path, capsys, gpt2_folder, byte_text):
+    out = tmp_path / "cache.h5"
+    code, _, err = token_pass(capsys, gpt2_folder, byte_text, out)
+    assert_refused(code, err, out, "nothing proves they are one tokenizer")
+    bpe = train_bpe(load_corpus(str(tmp_path / "docs")), 300)
+    (gpt2_folder / "tokenizer.json").write_text(bpe.definition)   # the folder's own tokenizer, not the text's
+    code, _, err = token_pass(capsys, gpt2_folder, byte_text, out)
+    assert_refused(code, err, out, "reads the ids of another tokenizer")
+    prepare_text(load_corpus(str(tmp_path / "docs")), load_tokenizer(str(gpt2_folder)), tmp_path / "own.h5")
+    code, _, err = token_pass(capsys, gpt2_folder, tmp_path / "own.h5", out)
+    assert code == 0 and out.is_file(), err
+
+
+def test_a_softcache_teacher_reads_only_the_tokenizer_it_learned(tmp_path, capsys, byte_text):
+    from pipeline.config import LMTeacherConfig
+    from pipeline.teacher.fit_lm import train_lm_teacher
+    teacher = tmp_path / "teacher"
+    train_lm_teacher(LMTeacherConfig(text=byte_text, out_dir=teacher, arch="lm-tiny", context=16, steps=2,
+                                     batch_size=2, eval_every=1, eval_windows=2, device="cpu", threads=1),
+                     progress=False)
+    bpe = tmp_path / "bpe.h5"
+    prepare_text(load_corpus(str(tmp_path / "docs")), train_bpe(load_corpus(str(tmp_path / "docs")), 257), bpe)
+    out = tmp_path / "cache.h5"
+    code, _, err = token_pass(capsys, teacher / "teacher.pt", bpe, out)     # 257 ids: one past its 256 outputs
+    assert_refused(code, err, out, "reads the ids of another tokenizer")
+
+
+def test_a_teacher_is_known_by_what_is_loaded(tmp_path, gpt2_folder):
+    from safetensors.torch import load_file, save_file
+    _, first = load_hf_teacher(gpt2_folder)
+    twin = tmp_path / "elsewhere" / gpt2_folder.name          # another folder of the same name, same files
+    shutil.copytree(gpt2_folder, twin)
+    assert load_hf_teacher(twin)[1]["fingerprint"] == first["fingerprint"]
+    weights = gpt2_folder / "model.safetensors"
+    tensors = load_file(weights)
+    tensors["transformer.h.0.mlp.c_fc.bias"] = tensors["transformer.h.0.mlp.c_fc.bias"] + 1
+    save_file(tensors, weights, metadata={"format": "pt"})      # overwritten in place, same name and size
+    assert load_hf_teacher(gpt2_folder)[1]["fingerprint"] != first["fingerprint"]
+    shard = twin / "shards" / "model.safetensors"               # weights in a subfolder are what is loaded too
+    shard.parent.mkdir()
+    (twin / "model.safetensors").rename(shard)
+    with pytest.raises(UsageError):
+        load_hf_teacher(twin)
+
+
+def test_a_folder_missing_a_weight_is_refused_not_drawn_at_random(tmp_path, gpt2_folder):
+    from safetensors.torch import load_file, save_file
+    weights = gpt2_folder / "model.safetensors"
+    tensors = load_file(weights)
+    del tensors["transformer.h.0.attn.c_attn.weight"]
+    save_file(tensors, weights, metadata={"format": "pt"})
+    with pytest.raises(UsageError, match="its weights do not match its config .missing keys: "):
+        load_hf_teacher(gpt2_folder)
+
+
+@pytest.mark.parametrize("edit,match", [
+    ("truncated config", "config.json is not a readable JSON config"),
+    ("config not an object", "is not a config"),
+    ("quantization_config", "asks for quantized weights"),
+    ("absurd context", "no context length"),
+    ("safetensors header", "transformers cannot load it"),
+    ("safetensors truncated", "transformers cannot load it"),
+    ("wrong shape", "transformers cannot load it"),
+])
+def test_a_malformed_hf_folder_is_one_line(tmp_path, capsys, gpt2_folder, byte_text, edit, match):
+    config_path, weights = gpt2_folder / "config.json", gpt2_folder / "model.safetensors"
+    config = json.loads(config_path.read_text())
+    if edit == "truncated config":
+        config_path.write_text(config_path.read_text()[:40])
+    elif edit == "config not an object":
+        config_path.write_text("[1, 2]")
+    elif edit == "quantization_config":
+        config_path.write_text(json.dumps({**config, "quantization_config": {"quant_method": "bitsandbytes"}}))
+    elif edit == "absurd context":
+        config_path.write_text(json.dumps({**config, "n_positions": 10**12}))
+    elif edit == "safetensors header":
+        data = weights.read_bytes()
+        weights.write_bytes((2**62).to_bytes(8, "little") + data[8:])
+    elif edit == "safetensors truncated":
+        weights.write_bytes(weights.read_bytes()[:-500])
+    else:
+        config_path.write_text(json.dumps({**config, "n_embd": 64}))
+    out = tmp_path / "cache.h5"
+    code, _, err = token_pass(capsys, gpt2_folder, byte_text, out)
+    assert_refused(code, err, out, match)

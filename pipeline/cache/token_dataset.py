@@ -34,7 +34,7 @@ class TokenTargetDataset(TorchDataset):
         self.windows = TokenWindows(text, split, int(self.cache.attrs["context"]), int(self.cache.attrs["stride"]))
         if len(self.windows) != self.cache.windows(split):
             raise UsageError(f"the text holds {len(self.windows)} {split} windows but the cache {cache} holds "
-                             f"{self.cache.windows(split)}; rebuild the cache", fix="teacher-logits")
+                             f"{self.cache.windows(split)}; rebuild the cache", fix="token-logits")
         self.split, self.T = split, float(T)
         if self.cache.attrs["topk"]:
             grid_index(self.cache.temperatures, self.T)     # a T off the grid: refused now, not in a worker

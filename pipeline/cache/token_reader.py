@@ -35,7 +35,7 @@ class TokenCache:
     def __init__(self, path: Path, expect: dict | None = None, *, block_windows: int = 256, in_memory: bool = False):
         self.path = Path(path)
         if not self.path.is_file():
-            raise UsageError(f"token cache {self.path} is missing", fix="teacher-logits")
+            raise UsageError(f"token cache {self.path} is missing", fix="token-logits")
         try:
             with h5py.File(self.path, "r") as f:
                 self.attrs = file_attrs(f)
@@ -59,11 +59,11 @@ class TokenCache:
             raise
         except (OSError, KeyError, ValueError, TypeError) as exc:
             raise UsageError(f"token cache {self.path} is unreadable or corrupt ({str(exc).splitlines()[0]})",
-                             fix="teacher-logits") from None
+                             fix="token-logits") from None
         for key, want in (expect or {}).items():
             if want is not None and self.attrs.get(key) != want:
                 raise UsageError(f"token cache {self.path} was made for another {key} ({self.attrs.get(key)}, "
-                                 f"expected {want})", fix="teacher-logits")
+                                 f"expected {want})", fix="token-logits")
         self._handle, self._pid = None, None
         # in_memory: the checked values, kept as read (a student then reads no file while it trains)
         self._memory = {split: {name: np.concatenate(parts) for name, parts in names.items()}
@@ -109,7 +109,7 @@ class TokenCache:
     # --- checks ----------------------------------------------------------------------------------------
     def _check(self, problem: str | None) -> None:
         if problem:
-            raise UsageError(f"token cache {self.path}: {problem}", fix="teacher-logits")
+            raise UsageError(f"token cache {self.path}: {problem}", fix="token-logits")
 
     def _attrs_problem(self) -> str | None:
         a = self.attrs

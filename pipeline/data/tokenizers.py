@@ -20,8 +20,9 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.errors import UsageError
+from pipeline.settings import BPE_TOKENS
 
-__all__ = ["Tokenizer", "load_tokenizer", "train_bpe", "token_dtype", "END_OF_TEXT"]
+__all__ = ["Tokenizer", "load_tokenizer", "train_bpe", "token_dtype", "definition_fingerprint", "END_OF_TEXT"]
 
 END_OF_TEXT = "<|endoftext|>"
 _BPE_RE = re.compile(r"bpe-([0-9]+)")
@@ -53,8 +54,8 @@ class Tokenizer:
         if not self.definition:
             return np.ones(256, np.int64)
         backend = _backend(self.definition)
-        lengths = np.array([len(backend.decode([i], skip_special_tokens=False).encode("utf-8"))
-                            for i in range(self.vocab_size)], np.int64)
+        lengths = np.array([len(_guarded(backend.decode, "decode", [i], skip_special_tokens=False).encode(
+                            "utf-8", errors="surrogatepass")) for i in range(self.vocab_size)], np.int64)
         lengths[self.separator] = 1
         return np.maximum(lengths, 1)
 
@@ -62,7 +63,7 @@ class Tokenizer:
         """A document's token ids, in :func:`token_dtype`."""
         if not self.definition:
             return np.frombuffer(data, dtype=np.uint8)
-        ids = _backend(self.definition).encode(data.decode("utf-8"), add_special_tokens=False).ids
+        ids = _guarded(_backend(self.definition).encode, "encode", data.decode("utf-8"), add_special_tokens=False).ids
         return np.asarray(ids, dtype=token_dtype(self.vocab_size))
 
     def decode(self, ids) -> str:
@@ -70,7 +71,7 @@ class Tokenizer:
         ids = [int(i) for i in ids]
         if not self.definition:
             return bytes(ids).decode("utf-8", errors="replace")
-        return _backend(self.definition).decode(ids, skip_special_tokens=False)
+        return _guarded(_backend(self.definition).decode, "decode", ids, skip_special_tokens=False)
 
 
 BYTES = Tokenizer("bytes", 256, 0, hashlib.sha256(b"softcache bytes tokenizer").hexdigest()[:16])
@@ -91,20 +92,24 @@ def load_tokenizer(spec: str, corpus=None) -> Tokenizer:
     if not path.is_file():
         raise UsageError(f"TOKENIZER={spec} is unknown: give bytes, bpe-N (e.g. bpe-8192, trained here) or a local "
                          f"tokenizer.json (or the folder holding one)")
-    definition = path.read_text(encoding="utf-8")
+    try:
+        definition = path.read_text(encoding="utf-8")
+    except (UnicodeDecodeError, OSError) as exc:
+        raise UsageError(f"{path} is not a readable UTF-8 tokenizer.json ({str(exc)[:80]})") from None
     backend = _backend(definition, path)
     eos = next((backend.token_to_id(t) for t in _EOS_NAMES if backend.token_to_id(t) is not None), None)
     if eos is None:
         raise UsageError(f"{path} has no end-of-text token ({', '.join(_EOS_NAMES)}), which marks where one "
                          f"document ends and the next begins; add one")
-    return Tokenizer(str(path), backend.get_vocab_size(with_added_tokens=True), eos, _fingerprint(definition),
+    return Tokenizer(str(path), backend.get_vocab_size(with_added_tokens=True), eos, definition_fingerprint(definition),
                      definition)
 
 
 def train_bpe(corpus, vocab_size: int) -> Tokenizer:
     """A byte-level BPE of ``vocab_size`` tokens (``<|endoftext|>`` among them) on the train split."""
-    if not 257 <= vocab_size <= 1 << 20:
-        raise UsageError(f"TOKENIZER=bpe-{vocab_size}: a byte-level BPE needs 257 to {1 << 20} tokens")
+    low, high = BPE_TOKENS
+    if not low <= vocab_size <= high:
+        raise UsageError(f"TOKENIZER=bpe-{vocab_size}: a byte-level BPE needs {low} to {high} tokens")
     tokenizers = _library()
     bpe = tokenizers.Tokenizer(tokenizers.models.BPE())
     bpe.pre_tokenizer = tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -112,14 +117,18 @@ def train_bpe(corpus, vocab_size: int) -> Tokenizer:
     trainer = tokenizers.trainers.BpeTrainer(
         vocab_size=vocab_size, special_tokens=[END_OF_TEXT], show_progress=False,
         initial_alphabet=tokenizers.pre_tokenizers.ByteLevel.alphabet())
-    bpe.train_from_iterator((corpus.read(n).decode("utf-8") for n in corpus.documents["train"]), trainer)
+    _guarded(bpe.train_from_iterator, "train", (corpus.read(n).decode("utf-8") for n in corpus.documents["train"]),
+             trainer)
     definition = bpe.to_str()
     return Tokenizer(f"bpe-{vocab_size}", bpe.get_vocab_size(with_added_tokens=True), bpe.token_to_id(END_OF_TEXT),
-                     _fingerprint(definition), definition)
+                     definition_fingerprint(definition), definition)
 
 
-def _fingerprint(definition: str) -> str:
-    return hashlib.sha256(definition.encode()).hexdigest()[:16]
+def definition_fingerprint(definition: str) -> str:
+    """A tokenizer.json's identity: what every text prepared with it, and a teacher that ships it, record."""
+    return hashlib.sha256(definition.encode("utf-8", errors="surrogateescape")).hexdigest()[:16]
+
+
 
 
 def _library():
@@ -134,13 +143,26 @@ def _library():
 _BACKENDS: dict[str, object] = {}
 
 
+def _guarded(call, what: str, *args, **kwargs):
+    """A call into the tokenizers library, whose Rust code may panic on a hostile definition (a regex that
+    backtracks without end, an id it has no token for): a panic surfaces as ``PanicException``, which is a
+    ``BaseException``, not an ``Exception``. Either becomes one line naming the tokenizer."""
+    try:
+        return call(*args, **kwargs)
+    except (KeyboardInterrupt, SystemExit, GeneratorExit):
+        raise
+    except BaseException as exc:
+        raise UsageError(f"the tokenizer failed to {what} ({type(exc).__name__}: "
+                         f"{(str(exc).splitlines() or [''])[0][:120]}); check its tokenizer.json") from None
+
+
 def _backend(definition: str, path: Path | None = None):
     """The ``tokenizers.Tokenizer`` of a definition, built once per process."""
-    key = _fingerprint(definition)
+    key = definition_fingerprint(definition)
     if key not in _BACKENDS:
         try:
-            _BACKENDS[key] = _library().Tokenizer.from_str(definition)
-        except Exception as exc:     # the library raises its own exception type for a malformed file
+            _BACKENDS[key] = _guarded(_library().Tokenizer.from_str, "load", definition)
+        except UsageError as exc:     # the library raises its own exception type for a malformed file
             raise UsageError(f"{path or 'the tokenizer'} is not a tokenizer.json the tokenizers library reads "
-                             f"({str(exc).splitlines()[0][:120]})") from None
+                             f"({str(exc)[:160]})") from None
     return _BACKENDS[key]

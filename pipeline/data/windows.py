@@ -80,9 +80,9 @@ def read_text_attrs(path: Path) -> dict:
         with h5py.File(path, "r") as f:
             attrs = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in f.attrs.items()}
     except (OSError, KeyError) as exc:
-        raise UsageError(f"{path} is not a prepared text file ({exc})", fix="data") from None
+        raise UsageError(f"{path} is not a prepared text file ({exc})", fix="text-data") from None
     if attrs.get("format") != PREPARED_TEXT:
-        raise UsageError(f"{path} is not a prepared text file (format {attrs.get('format')!r})", fix="data")
+        raise UsageError(f"{path} is not a prepared text file (format {attrs.get('format')!r})", fix="text-data")
     return attrs
 
 

@@ -39,7 +39,7 @@ def is_lm_run(run_dir: Path) -> bool:
 
 def _load(run_dir: Path):
     if not (run_dir / MODEL_FILE).is_file():
-        raise UsageError(f"{run_dir} holds no finished LM student run; train it first", fix="student")
+        raise UsageError(f"{run_dir} holds no finished LM student run; train it first", fix="lm-student")
     model, ckpt = load_checkpoint(run_dir / MODEL_FILE, "lm", "student")
     return model.eval(), ckpt
 

@@ -50,8 +50,11 @@ def train_lm_teacher(cfg: LMTeacherConfig, progress: bool = True, on_eval=None) 
     trainer.run(state, history, lambda: bits_per_byte(model, val, lengths, limit=cfg.eval_windows)["bits_per_byte"],
                 every=cfg.eval_every, label=f"teacher {cfg.arch}", progress=progress, on_eval=on_eval)
     scores = {split: bits_per_byte(model, windows, lengths) for split, windows in (("val", val), ("test", test))}
+    # the text it learned from, and so the tokenizer whose ids it reads: the token pass refuses any other
+    provenance = {key: attrs[key] for key in ("fingerprint", "corpus", "corpus_fingerprint", "python", "tokenizer",
+                                              "tokenizer_fingerprint", "vocab_size")}
     metrics = {
-        "val_bits_per_byte": scores["val"]["bits_per_byte"], "test_bits_per_byte": scores["test"]["bits_per_byte"],
+        "text": provenance, "val_bits_per_byte": scores["val"]["bits_per_byte"], "test_bits_per_byte": scores["test"]["bits_per_byte"],
         "test_bits_per_token": scores["test"]["bits_per_token"], "params": count_params(model),
         "train_seconds": sum(h["seconds"] for h in history),
         "tokens_per_second": sum(h["tokens_per_second"] * h["seconds"] for h in history)
@@ -60,8 +63,6 @@ def train_lm_teacher(cfg: LMTeacherConfig, progress: bool = True, on_eval=None) 
         "device_name": torch.cuda.get_device_name() if cfg.device == "cuda" else "cpu",
         "threads": torch.get_num_threads(), **code_version(),
     }
-    provenance = {key: attrs[key] for key in ("fingerprint", "corpus", "corpus_fingerprint", "python", "tokenizer",
-                                              "tokenizer_fingerprint", "vocab_size")}
     out = Path(cfg.out_dir)
     fingerprint = save_checkpoint(out / TEACHER_CHECKPOINT, kind="lm", arch=cfg.arch, model=model.cpu(),
                                   model_kwargs={"vocab_size": tokenizer.vocab_size, "context": cfg.context},

@@ -40,7 +40,35 @@ from pipeline.teacher.hf_source import load_lm_teacher
 from pipeline.teacher.pass_parts import Parts, World, parts_dir
 from pipeline.training.loop import set_threads
 
-__all__ = ["write_token_logits"]
+__all__ = ["write_token_logits", "check_same_tokenizer", "teacher_tokenizer"]
+
+
+def teacher_tokenizer(ckpt: dict) -> str | None:
+    """The fingerprint of the tokenizer a teacher reads: recorded by softcache's LM teacher (its training
+    text, or the published record's), or the tokenizer.json a Hugging Face folder ships; None where unknown."""
+    metrics = ckpt.get("metrics") or {}
+    for text in (metrics.get("text"), (metrics.get("published") or {}).get("text")):
+        if isinstance(text, dict) and text.get("tokenizer_fingerprint"):
+            return str(text["tokenizer_fingerprint"])
+    return ckpt.get("tokenizer_fingerprint")
+
+
+def check_same_tokenizer(ckpt: dict, outputs: int, tokenizer, teacher) -> None:
+    """A teacher over ids of another tokenizer seals a complete, digest-proven cache of noise, so the text
+    must be prepared with the teacher's own tokenizer: the same fingerprint where the teacher's is known; where
+    it is not, a vocabulary exactly as wide as the teacher's output (nothing else can be checked)."""
+    known = teacher_tokenizer(ckpt)
+    if known and known != tokenizer.fingerprint:
+        raise UsageError(f"the teacher {teacher} reads the ids of another tokenizer (fingerprint {known}) than the "
+                         f"text's ({tokenizer.name}, {tokenizer.fingerprint}); prepare the text with the teacher's "
+                         f"tokenizer (TOKENIZER=<its tokenizer.json>, or the TOKENIZER it was trained with)")
+    if tokenizer.vocab_size > outputs:
+        raise UsageError(f"the text's tokenizer ({tokenizer.name}) makes ids up to {tokenizer.vocab_size - 1}, past "
+                         f"the teacher's {outputs} outputs; prepare the text with the teacher's tokenizer")
+    if not known and tokenizer.vocab_size != outputs:
+        raise UsageError(f"the teacher {teacher} has {outputs} outputs and records no tokenizer, and the text's "
+                         f"tokenizer ({tokenizer.name}) has {tokenizer.vocab_size} ids: nothing proves they are one "
+                         f"tokenizer; put the teacher's tokenizer.json in its folder and prepare the text with it")
 
 
 def write_token_logits(cfg: TokenLogitsConfig, progress: bool = True) -> dict:
@@ -54,9 +82,7 @@ def write_token_logits(cfg: TokenLogitsConfig, progress: bool = True) -> dict:
     if context > model.context:
         raise UsageError(f"CONTEXT={context} is longer than the teacher's context of {model.context}; use "
                          f"CONTEXT={model.context} or less")
-    if tokenizer.vocab_size > model.vocab_size:
-        raise UsageError(f"the text's tokenizer ({tokenizer.name}) makes ids up to {tokenizer.vocab_size - 1}, past "
-                         f"the teacher's {model.vocab_size} outputs; prepare the text with the teacher's tokenizer")
+    check_same_tokenizer(ckpt, model.vocab_size, tokenizer, cfg.teacher)
     if not cfg.topk < model.vocab_size:
         raise UsageError(f"CACHE_TOPK must lie in [0, {model.vocab_size}) for the teacher's {model.vocab_size} "
                          f"outputs (0: dense), got {cfg.topk}")
