@@ -48,7 +48,7 @@ $(STAMPS):
 $(PARAMS)/%.txt:
 	@mkdir -p '$(@D)' && printf '%s\n' '$(STAMP)' > '$@'
 
-data: $(DATA_FILE)   # an image folder is re-checked on every run (DATA_CHECK): a changed file is named, never used
+data: $(DATA_FILE)   # an image folder or text is re-checked on every run (DATA_CHECK): a changed file is noticed
 $(DATA_FILE): $(DATA_STAMP) $(DATA_CHECK) | $(INSTALLED)
 	$(SC) data --dataset '$(DATASET)' $(if $(SOURCE),--source '$(SOURCE)') --raw-dir '$(DATA_DIR)/raw' \
 		--limit '$(LIMIT)' --layout '$(LAYOUT)' $(DATA_ARGS) --out '$@'

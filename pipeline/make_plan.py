@@ -40,9 +40,9 @@ from pipeline.names import (
     published_lm_teacher,
     run_name,
     teacher_tag,
+    text_data_name,
     text_teacher_tag,
     token_cache_suffix,
-    tokenizer_tag,
 )
 from pipeline.settings import (
     DEFAULTS,
@@ -80,7 +80,8 @@ class Plan:
         self.members = check("TEACHERS", s["TEACHERS"])
         self.text = is_text_dataset(s["DATASET"], "TOKENIZER" in self.given)
         self.folder = not self.text and is_image_folder(s["DATASET"])
-        self.data = (f"{data_name(s['DATASET'], self.limit)}-{tokenizer_tag(s['TOKENIZER'])}" if self.text
+        self.data = (text_data_name(s["DATASET"], self.limit, s["TOKENIZER"], check("SPLIT_SEED", s["SPLIT_SEED"]))
+                     if self.text
                      else data_name(s["DATASET"], self.limit, folder_tag(s) if self.folder else ""))
         self.teacher_kind = ("published" if s["TEACHER"] == "published" else "file" if is_teacher_file(s["TEACHER"])
                              else "ensemble" if self.members > 1 else "trained")
@@ -387,7 +388,9 @@ def make_fragment(p: Plan) -> str:
         "MEMBER_CACHES": " ".join(member_caches),
         "ENSEMBLE_ARGS": " ".join(f"--member {q(c)} --record {q(r)}" for c, r in zip(member_caches, member_records)),
         "INPUT_ARGS": inputs, "LABEL_GRID": " ".join(p.label_grid),
-        "DATA_CHECK": "FORCE" if p.folder else "",
+        # an image folder or a text corpus is re-checked on every run: an edited file, .jsonl or tokenizer.json
+        # at the same path is noticed by its fingerprint (an unchanged prepared file keeps its time)
+        "DATA_CHECK": "FORCE" if p.folder or p.text else "",
         "DATA_ARGS": (f"--tokenizer {q(s['TOKENIZER'])} --split-seed {q(s['SPLIT_SEED'])}" if p.text else
                       " ".join(f"--{k.lower().replace('_', '-')} {q(s[k])}" for k in FOLDER_SETTINGS if p.folder and s[k])),
         # the teacher trained here: an image classifier, or a causal language model for text

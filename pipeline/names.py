@@ -24,7 +24,7 @@ __all__ = [
     "data_name", "is_image_folder", "folder_tag", "FOLDER_SETTINGS", "teacher_tag", "cache_tag", "transfer_name",
     "cache_file_name", "RunName", "run_name", "parse_run_name", "pskd_run_name", "parse_pskd_run_name",
     "run_data", "member_seeds", "TEACHER_CHECKPOINT", "TEACHER_RECORD", "STDLIB", "is_text_dataset",
-    "tokenizer_tag", "text_teacher_tag", "token_cache_suffix", "lm_run_name", "published_lm_teacher",
+    "tokenizer_tag", "text_data_name", "text_teacher_tag", "token_cache_suffix", "lm_run_name", "published_lm_teacher",
 ]
 
 
@@ -61,6 +61,13 @@ def tokenizer_tag(tokenizer: str) -> str:
         return tokenizer.replace("-", "")
     path = Path(tokenizer)
     return "tok_" + (path.parent.name or path.stem).replace("-", "_").replace(".", "_")
+
+
+def text_data_name(dataset: str, limit: int, tokenizer: str, split_seed: int) -> str:
+    """A prepared text file's name: the corpus (-nN for LIMIT), its tokenizer, and -splitS where SPLIT_SEED
+    is not 0, since another seed puts other documents in each split: a text that must never replace the
+    default one, nor the teachers, caches and runs made from it."""
+    return f"{data_name(dataset, limit)}-{tokenizer_tag(tokenizer)}" + (f"-split{split_seed}" if split_seed else "")
 
 
 def published_lm_teacher(dataset: str, tokenizer: str) -> str:

@@ -284,7 +284,8 @@ SETTINGS: tuple[Setting, ...] = (
        "them", _choice("fail", "skip"), group="data"),
     _S("TEST_FRACTION", "0.1", "image folders without test/: the fraction of training files held out as the test "
        "split", _fraction, group="data"),
-    _S("SPLIT_SEED", "0", "image folders: draws the held-out test files and the training rows' stored order",
+    _S("SPLIT_SEED", "0", "image folders: draws the held-out test files and the training rows' stored order; text: "
+       "draws each document's split (named -splitS unless 0)",
        _integer(0, _SEED_MAX), group="data"),
     _S("TRANSFER", "", "an .npz or a folder of unlabelled images: the teacher scores them after the train rows, "
        "and distilled students learn from them with the soft term only", _existing_path, group="data"),

@@ -32,17 +32,25 @@ def test_make_builds_the_text_cache_and_reruns_only_what_changed(tmp_path):
         assert f.attrs["kind"] == "tokens" and f.attrs["complete"] and f.attrs["topk"] == 16
         assert list(f.attrs["temperatures"]) == [1.0, 2.0, 4.0] and f.attrs["context"] == 16
     before = {p: fingerprint(p) for p in (text, teacher, cache)}
-    assert _ran(make("teacher-logits", *common)) == []                        # nothing changed: nothing runs
-    assert _ran(make("teacher-logits", *common, "CACHE_TS=1 2", "CACHE_TOPK=4")) == ["token-logits"]
+    times = {text: text.stat().st_mtime_ns}
+    before_time = times.__getitem__
+    assert _ran(make("teacher-logits", *common)) == ["data"]      # nothing changed: the text re-checked, no more
+    assert {p: fingerprint(p) for p in before} == before and text.stat().st_mtime_ns == before_time(text)
+    assert _ran(make("teacher-logits", *common, "CACHE_TS=1 2", "CACHE_TOPK=4")) == ["data", "token-logits"]
     assert {p: fingerprint(p) for p in before} == before                       # a new cache beside the old one
     assert (tmp_path / "d/cache/docs-bytes-st20-c16-c16-k4-float16-ts1_2.h5").is_file()
-    assert _ran(make("student", *common, "STEPS=8", "T=2", "ALPHA=0.5")) == ["lm-student"]   # from the cache made
+    assert _ran(make("student", *common, "STEPS=8", "T=2", "ALPHA=0.5")) == ["data", "lm-student"]   # the cache made
     run = tmp_path / "d/runs/lm-small-T2-a0.5-from-st20-c16-s0-st8-on-docs-bytes"
     assert json.loads((run / "metrics.json").read_text())["test_bits_per_byte"] > 0
-    assert _ran(make("student", *common, "STEPS=8", "T=1", "ALPHA=0.5")) == ["lm-student"]   # T: the student only
+    assert _ran(make("student", *common, "STEPS=8", "T=1", "ALPHA=0.5")) == ["data", "lm-student"]   # the student
     assert {p: fingerprint(p) for p in before} == before
-    assert _ran(make("teacher-logits", *common, "TEACHER_SEED=1")) == ["lm-teacher", "token-logits"]
+    assert _ran(make("teacher-logits", *common, "TEACHER_SEED=1")) == ["data", "lm-teacher", "token-logits"]
     assert fingerprint(text) == before[text]
+    # another split seed is another text, beside this one; an edited document at the same path is noticed
+    assert _ran(make("data", *common, "SPLIT_SEED=3")) == ["data"] and (tmp_path / "d/text/docs-bytes-split3.h5").is_file()
+    (docs / "doc000.py").write_text("def edited():\n    return 1\n")
+    assert _ran(make("teacher-logits", *common)) == ["data", "lm-teacher", "token-logits"]
+    assert fingerprint(text) != before[text] and fingerprint(cache) != before[cache]
 
 
 @pytest.mark.parametrize("setting, match", [
