@@ -33,7 +33,7 @@ from typing import Iterator
 
 from pipeline.errors import UsageError
 
-__all__ = ["atomic_path", "atomic_dir", "remove_dead_temporaries", "exclusive_writer", "lock_path", "write_json",
+__all__ = ["atomic_path", "atomic_dir", "reserved_hdf5", "remove_dead_temporaries", "exclusive_writer", "lock_path", "write_json",
            "read_json", "need_space", "no_space", "is_disk_full", "os_error_line", "disk_full_is_one_line", "refuse_link",
            "working_dir"]
 
@@ -217,6 +217,22 @@ def disk_full_is_one_line(path: Path, need_bytes: int | None = None) -> Iterator
         if is_disk_full(exc) or short:
             raise no_space(path, need_bytes) from None
         raise
+
+
+def reserved_hdf5(tmp: Path, need_bytes: int):
+    """A new HDF5 file at ``tmp`` (a temporary name) with ``need_bytes`` of disk reserved before HDF5 writes
+    a byte, opened for writing. HDF5 met by a full disk half-way fails in its destructors and has crashed the
+    process (a segmentation fault); with the space reserved, a full disk is an OSError here, before any write,
+    which :func:`disk_full_is_one_line` words. HDF5 trims the file to its real size on closing."""
+    import h5py
+
+    h5py.File(tmp, "w").close()
+    fd = os.open(tmp, os.O_RDWR)
+    try:
+        os.posix_fallocate(fd, 0, max(1, int(need_bytes)))
+    finally:
+        os.close(fd)
+    return h5py.File(tmp, "r+")
 
 
 def write_json(path: Path, obj: dict) -> None:

@@ -309,3 +309,103 @@ def test_a_malformed_hf_folder_is_one_line(tmp_path, capsys, gpt2_folder, byte_t
     out = tmp_path / "cache.h5"
     code, _, err = token_pass(capsys, gpt2_folder, byte_text, out)
     assert_refused(code, err, out, match)
+
+
+# --- a token cache that breaks the format's own invariants, digests recomputed as anyone could ---------
+
+GRID = (1.0, 2.0, 4.0)
+
+
+def _token_cache(path: Path, topk: int = 16):
+    from pipeline.cache.token_format import token_targets, write_token_cache
+    windows = {"train": 4, "val": 2, "test": 2}
+    with write_token_cache(path, windows=windows, context=8, vocab_size=256, topk=topk, dtype="float16",
+                           temperatures=GRID, attrs={"text_fingerprint": "t" * 16}) as writer:
+        for i, (split, n) in enumerate(windows.items()):
+            writer.write(split, token_targets(torch.randn(n, 8, 256, generator=torch.Generator().manual_seed(i)),
+                                              topk, GRID))
+
+
+def _reseal(path: Path) -> None:
+    """New digests over whatever the file now holds: what a careful forger does from the documented format."""
+    import h5py
+
+    from pipeline.cache.format import ATTRS_DIGEST, attrs_digest, plain
+    from pipeline.cache.token_format import TokenDigest
+    with h5py.File(path, "r+") as f:
+        digest = TokenDigest()
+        for split in ("train", "val", "test"):
+            digest.update(split, {name: f[split][name][()] for name in f[split]})
+        attrs = {k: plain(v) for k, v in f.attrs.items() if k != "digests"}
+        f.attrs["digests"] = json.dumps({**digest.digests(), ATTRS_DIGEST: attrs_digest(attrs)}, sort_keys=True)
+
+
+def _replace(f, name: str, values) -> None:
+    del f[name]
+    f.create_dataset(name, data=values)
+
+
+def _duplicate_ids(f):
+    ids = f["train/topk_ids"][()]
+    ids[0, 0, 1] = ids[0, 0, 0]
+    f["train/topk_ids"][...] = ids
+
+
+def _float_ids(f):
+    _replace(f, "train/topk_ids", f["train/topk_ids"][()].astype(np.float32))
+
+
+def _negative_ids(f):
+    ids = f["train/topk_ids"][()].astype(np.int16)
+    ids[0, 0, 3] = -1
+    _replace(f, "train/topk_ids", ids)
+
+
+def _repeated_temperature(f):
+    f.attrs["temperatures"] = np.array([1.0, 2.0, 2.0])
+
+
+def _absurd_temperature(f):
+    f.attrs["temperatures"] = np.array([1.0, 2.0, 1e30])
+
+
+def _stride(f):
+    f.attrs["stride"] = 4
+
+
+def _huge_declared_windows(f):
+    f.attrs["train_windows"] = 10**8
+    for name in list(f["train"]):
+        dtype, tail = f["train"][name].dtype, f["train"][name].shape[1:]
+        del f["train"][name]
+        f["train"].create_dataset(name, shape=(10**8, *tail), dtype=dtype, chunks=(64, *tail))
+
+
+def _huge_declared_vocabulary(f):
+    f.attrs["vocab_size"], f.attrs["topk"], f.attrs["storage"] = 1 << 31, 0, "full"
+    for split in ("train", "val", "test"):
+        n = int(f.attrs[f"{split}_windows"])
+        for name in list(f[split]):
+            del f[split][name]
+        f[split].create_dataset("logits", shape=(n, 8, 1 << 31), dtype=np.float16, chunks=(1, 8, 4096))
+
+
+@pytest.mark.parametrize("edit,match", [
+    (_duplicate_ids, "name one token twice"), (_float_ids, "is stored as float32"),
+    (_negative_ids, "is stored as int16"), (_repeated_temperature, "is not a grid of 1 to 64 different"),
+    (_absurd_temperature, "is not a grid of 1 to 64 different"), (_stride, "stride 4 disagrees"),
+    (_huge_declared_windows, "but the file holds"), (_huge_declared_vocabulary, "but the file holds"),
+])
+def test_a_resealed_token_cache_that_breaks_the_formats_invariants_is_refused(tmp_path, capsys, edit, match):
+    import h5py
+    path = tmp_path / "c.h5"
+    _token_cache(path)
+    with h5py.File(path, "r+") as f:
+        edit(f)
+    if edit not in (_huge_declared_windows, _huge_declared_vocabulary):      # too large to digest: not needed
+        _reseal(path)
+    before = path.read_bytes()
+    code, _, err = run_cli(["inspect", path], capsys)
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and match in lines[0] and "Traceback" not in err, err
+    assert path.read_bytes() == before

@@ -76,7 +76,6 @@ import datetime as _dt
 import hashlib
 import json
 import math
-import os
 from pathlib import Path
 from typing import Iterator
 
@@ -85,7 +84,7 @@ import numpy as np
 import torch
 
 from pipeline.errors import UsageError
-from pipeline.files import atomic_path, disk_full_is_one_line, need_space
+from pipeline.files import atomic_path, disk_full_is_one_line, need_space, reserved_hdf5
 from pipeline.provenance import code_version
 from pipeline.settings import check, check_ensemble_storage
 
@@ -244,15 +243,7 @@ def write_cache(path: Path, *, rows: dict[str, int], num_classes: int, temperatu
     need = estimated_bytes(rows, num_classes, dtype, topk, members) + 4 * len(grid) * sum(rows.values())
     need_space(path, need)
     with disk_full_is_one_line(path, need), atomic_path(path) as tmp:
-        # The space is reserved before HDF5 writes a byte: HDF5 met by a full disk half-way fails in its
-        # destructors, and has crashed the process; it trims the file to its real size on closing.
-        h5py.File(tmp, "w").close()
-        fd = os.open(tmp, os.O_RDWR)
-        try:
-            os.posix_fallocate(fd, 0, need)
-        finally:
-            os.close(fd)
-        with h5py.File(tmp, "r+") as f:
+        with reserved_hdf5(tmp, need) as f:       # the space first: HDF5 meets no full disk half-way
             f.attrs.update({
                 "format_version": 3 if grid else 2 if transfer else 1,   # the oldest that describes the file
                 **({"temperatures": np.asarray(grid, np.float64)} if grid else {}),

@@ -45,7 +45,7 @@ import torch.nn.functional as F
 from pipeline.cache.format import ATTRS_DIGEST, attrs_digest, plain
 from pipeline.data.tokenizers import token_dtype
 from pipeline.errors import UsageError
-from pipeline.files import atomic_path, disk_full_is_one_line, need_space
+from pipeline.files import atomic_path, disk_full_is_one_line, need_space, reserved_hdf5
 from pipeline.provenance import code_version
 
 __all__ = ["TOKEN_FORMAT_VERSION", "TOKEN_SPLITS", "token_targets", "top_entries", "targets_are_finite",
@@ -237,13 +237,14 @@ def write_token_cache(path: Path, *, windows: dict[str, int], context: int, voca
     need = sum(windows.values()) * context * token_bytes_per_position(vocab_size, topk, dtype,
                                                                       len(temperatures)) + (1 << 20)
     need_space(path, need)
-    with disk_full_is_one_line(path, need), atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+    with disk_full_is_one_line(path, need), atomic_path(path) as tmp, reserved_hdf5(tmp, need) as f:
         f.attrs.update({
             "format_version": TOKEN_FORMAT_VERSION, "kind": "tokens", "storage": "topk" if topk else "full",
             "topk": int(topk), "dtype": dtype, "vocab_size": int(vocab_size), "context": int(context),
             "temperatures": np.asarray(temperatures, np.float64), "complete": False,
             **{f"{split}_windows": int(n) for split, n in windows.items()},
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), **code_version(), **attrs,
+            "stride": int(context),        # windows never overlap: every position is scored once (the reader checks)
         })
         writer = TokenCacheWriter(f, windows, context, vocab_size, topk, dtype, len(temperatures))
         yield writer

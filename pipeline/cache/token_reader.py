@@ -21,11 +21,14 @@ import torch
 
 from pipeline.cache.format import file_attrs
 from pipeline.cache.token_format import TOKEN_FORMAT_VERSION, TOKEN_SPLITS, TokenDigest, target_log_probs
+from pipeline.data.tokenizers import token_dtype
 from pipeline.errors import UsageError
 
 __all__ = ["TokenCache"]
 
 _VALUE_NAMES = {"full": ("logits",), "topk": ("topk_logits", "topk_ids", "tail_odds")}
+_BLOCK_BYTES = 64 << 20          # the most one checked block may take in memory
+_T_RANGE = (0.01, 100.0)         # the temperatures a grid may hold (pipeline.settings: T)
 
 
 class TokenCache:
@@ -42,6 +45,10 @@ class TokenCache:
                 self._check(self._attrs_problem())
                 self._check(self._structure_problem(f))
                 digest, held = TokenDigest(), {split: {name: [] for name in self.names} for split in TOKEN_SPLITS}
+                # blocks bounded in bytes, whatever the declared shape: a reader never allocates more than this
+                per_window = sum(f["train"][name].dtype.itemsize * int(np.prod(f["train"][name].shape[1:]))
+                                 for name in self.names)
+                block_windows = max(1, min(block_windows, _BLOCK_BYTES // max(per_window, 1)))
                 for split in TOKEN_SPLITS:
                     n = self.windows(split)
                     for name in self.names if in_memory else ():      # typed, even for a split with no window
@@ -123,9 +130,16 @@ class TokenCache:
             return f"vocab_size {v!r}, topk {k!r} or context {context!r} is out of range"
         if a.get("storage") != ("topk" if k else "full") or a.get("dtype") not in ("float16", "float32"):
             return f"storage attributes are broken (storage {a.get('storage')!r}, dtype {a.get('dtype')!r})"
-        grid = np.atleast_1d(np.asarray(a.get("temperatures"), dtype=np.float64))
-        if not len(grid) or not np.all(np.isfinite(grid)) or np.any(grid <= 0):
-            return f"temperatures attribute {a.get('temperatures')!r} is not a grid of positive numbers"
+        try:
+            grid = np.atleast_1d(np.asarray(a.get("temperatures"), dtype=np.float64))
+        except (TypeError, ValueError):
+            grid = np.empty(0)
+        if (grid.ndim != 1 or not 1 <= len(grid) <= 64 or not np.all(np.isfinite(grid))
+                or np.any(grid < _T_RANGE[0]) or np.any(grid > _T_RANGE[1]) or len(np.unique(grid)) != len(grid)):
+            return (f"temperatures attribute {str(a.get('temperatures'))[:60]} is not a grid of 1 to 64 different "
+                    f"temperatures in [{_T_RANGE[0]:g}, {_T_RANGE[1]:g}]")
+        if a.get("stride") != context:
+            return f"stride {a.get('stride')!r} disagrees with the context {context} the windows are read at"
         return None
 
     def _structure_problem(self, f: h5py.File) -> str | None:
@@ -136,26 +150,39 @@ class TokenCache:
             if not isinstance(link, h5py.HardLink) or not isinstance(f[split], h5py.Group):
                 return f"/{split} is missing, not a group, or a link out of the file"
             n = a.get(f"{split}_windows")
-            if not isinstance(n, int) or n < 0:
+            if not isinstance(n, int) or isinstance(n, bool) or not 0 <= n <= 1 << 40:
                 return f"{split}_windows attribute {n!r} is not a count of windows"
-            want = {"logits": (n, context, v)} if not k else {"topk_logits": (n, context, k),
-                                                              "topk_ids": (n, context, k),
-                                                              "tail_odds": (n, context, grid)}
-            for name, shape in want.items():
+            values = np.dtype(a["dtype"])
+            want = {"logits": ((n, context, v), values)} if not k else {
+                "topk_logits": ((n, context, k), values), "topk_ids": ((n, context, k), token_dtype(v)),
+                "tail_odds": ((n, context, grid), np.dtype(np.float32))}
+            for name, (shape, dtype) in want.items():
                 ds = f[split].get(name, getlink=True)
                 if not isinstance(ds, h5py.HardLink) or not isinstance(f[split][name], h5py.Dataset):
                     return f"/{split}/{name} is missing or points outside the file"
                 ds = f[split][name]
                 if ds.is_virtual or ds.external or ds.shape != shape:
                     return f"/{split}/{name} has shape {ds.shape} (or outside storage), not {shape}"
+                if ds.dtype != dtype:       # ids stay unsigned integers of the vocabulary's width (never floats)
+                    return f"/{split}/{name} is stored as {ds.dtype}, not {dtype}"
+                # The pass writes every value, uncompressed: a file that holds less than it declares (a 10 KB
+                # file declaring 10^8 windows) is refused before a block is read, not read as zeros for hours.
+                declared = int(np.prod(shape, dtype=np.float64)) * dtype.itemsize
+                if ds.id.get_storage_size() < declared:
+                    return (f"/{split}/{name} declares {shape} values, {declared:,} bytes, but the file holds "
+                            f"{ds.id.get_storage_size():,} bytes of it")
         return None
 
     def _block_problem(self, split: str, lo: int, block: dict) -> str | None:
         for name in ("logits", "topk_logits", "tail_odds"):
             if name in block and not np.isfinite(block[name]).all():
                 return f"{split} windows from {lo} hold NaN or Inf in {name}"
-        if "topk_ids" in block and block["topk_ids"].size and int(block["topk_ids"].max()) >= self.attrs["vocab_size"]:
-            return f"{split} windows from {lo} hold token ids outside the vocabulary"
+        if "topk_ids" in block and block["topk_ids"].size:
+            ids = block["topk_ids"]
+            if int(ids.max()) >= self.attrs["vocab_size"]:
+                return f"{split} windows from {lo} hold token ids outside the vocabulary"
+            if ids.shape[-1] > 1 and np.any(np.diff(np.sort(ids, axis=-1), axis=-1) == 0):
+                return f"{split} windows from {lo} name one token twice in a position's top-k"
         if "topk_logits" in block and block["topk_logits"].size and np.any(np.diff(block["topk_logits"], axis=-1) > 0):
             return f"{split} windows from {lo} hold top-k logits out of order (they are stored descending)"
         return None

@@ -24,7 +24,7 @@ import torch
 from pipeline.data.text import SPLITS, Corpus
 from pipeline.data.tokenizers import Tokenizer, token_dtype
 from pipeline.errors import UsageError
-from pipeline.files import atomic_path, need_space
+from pipeline.files import atomic_path, disk_full_is_one_line, need_space, reserved_hdf5
 
 __all__ = ["PREPARED_TEXT", "prepare_text", "read_text_attrs", "text_tokenizer", "TokenWindows"]
 
@@ -36,10 +36,13 @@ def prepare_text(corpus: Corpus, tokenizer: Tokenizer, out: Path) -> dict:
     """Tokenize every split of ``corpus`` into ``out`` (written atomically); return its attributes."""
     dtype = token_dtype(tokenizer.vocab_size)
     # at most one token per byte, plus a separator per document
-    need_space(out, sum(corpus.bytes_in(s) + len(corpus.documents[s]) for s in SPLITS) * dtype.itemsize + (1 << 20))
+    docs = sum(len(corpus.documents[s]) for s in SPLITS)     # tokens, document starts, the tokenizer, slack
+    need = (sum(corpus.bytes_in(s) for s in SPLITS) + docs) * dtype.itemsize + 8 * docs \
+        + 2 * len(tokenizer.definition.encode()) + (1 << 20)
+    need_space(out, need)
     digest = hashlib.sha256()
     counts = {}
-    with atomic_path(out) as tmp, h5py.File(tmp, "w") as f:
+    with disk_full_is_one_line(out, need), atomic_path(out) as tmp, reserved_hdf5(tmp, need) as f:
         for split in SPLITS:
             parts, starts, at = [], [], 0
             for name in corpus.documents[split]:
