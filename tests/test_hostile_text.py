@@ -409,3 +409,55 @@ def test_a_resealed_token_cache_that_breaks_the_formats_invariants_is_refused(tm
     lines = err.strip().splitlines()
     assert code == 2 and len(lines) == 1 and match in lines[0] and "Traceback" not in err, err
     assert path.read_bytes() == before
+
+
+# --- prepared text proves itself as caches do ------------------------------------------------------------
+
+def _edit_token(f):
+    f["train/tokens"][5] = (int(f["train/tokens"][5]) + 1) % 256
+
+
+def _edit_document_start(f):
+    f["val/doc_starts"][0] = 3
+
+
+def _edit_attribute(f):
+    f.attrs["split_seed"] = 7
+
+
+def _drop_digests(f):
+    del f.attrs["digests"]
+
+
+@pytest.mark.parametrize("edit,match", [(_edit_token, "train/tokens differ from the digests"),
+                                        (_edit_document_start, "val/doc_starts differ from the digests"),
+                                        (_edit_attribute, "attrs differ from the digests"),
+                                        (_drop_digests, "holds no digests")])
+def test_an_edited_prepared_text_is_refused_by_every_reader(tmp_path, capsys, byte_text, edit, match):
+    import h5py
+    with h5py.File(byte_text, "r+") as f:
+        edit(f)
+    out = tmp_path / "cache.h5"
+    code, _, err = run_cli(["lm-teacher", "--text", byte_text, "--out-dir", tmp_path / "t", "--steps", "1",
+                            "--arch", "lm-tiny", "--context", "16", "--device", "cpu"], capsys)
+    assert_refused(code, err, tmp_path / "t" / "teacher.pt", match)
+    code, _, err = run_cli(["data", "--dataset", tmp_path / "docs", "--tokenizer", "bytes", "--out", byte_text],
+                           capsys)
+    assert code == 0, err                          # the data stage rebuilds what it cannot trust
+    from pipeline.data.windows import read_text_attrs
+    assert read_text_attrs(byte_text)["fingerprint"]
+    assert not out.exists()
+
+
+def test_a_resealed_prepared_text_with_ids_past_its_vocabulary_is_refused(tmp_path, byte_text):
+    import h5py
+
+    from pipeline.data.windows import _digests, read_text_attrs
+    corpus = load_corpus(str(tmp_path / "docs"))
+    bpe = tmp_path / "bpe.h5"
+    prepare_text(corpus, train_bpe(corpus, 300), bpe)
+    with h5py.File(bpe, "r+") as f:
+        f["train/tokens"][0] = 299 + 7
+        f.attrs["digests"] = json.dumps(_digests(f))
+    with pytest.raises(UsageError, match="holds ids past its vocabulary of 300"):
+        read_text_attrs(bpe)

@@ -14,6 +14,7 @@ trains on exactly the windows its cache was written for.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from pathlib import Path
 
@@ -21,6 +22,7 @@ import h5py
 import numpy as np
 import torch
 
+from pipeline.cache.format import ATTRS_DIGEST, attrs_digest, plain
 from pipeline.data.text import SPLITS, Corpus
 from pipeline.data.tokenizers import Tokenizer, token_dtype
 from pipeline.errors import UsageError
@@ -65,7 +67,28 @@ def prepare_text(corpus: Corpus, tokenizer: Tokenizer, out: Path) -> dict:
                  "separator": tokenizer.separator, "fingerprint": digest.hexdigest()[:16],
                  **{f"{s}_tokens": n for s, n in counts.items()}}
         f.attrs.update(attrs)
+        f.attrs["digests"] = json.dumps(_digests(f), sort_keys=True)
     return attrs
+
+
+_DATASETS = ("tokens", "doc_starts")
+
+
+def _digests(f: h5py.File) -> dict[str, str]:
+    """sha256 of every dataset the file holds (each split's tokens and document starts, the tokenizer) and of
+    its attributes, as caches carry: an h5py edit of a token, a document start, the tokenizer or an attribute
+    is seen by every reader, not trained on."""
+    out = {}
+    for split in SPLITS:
+        for name in _DATASETS:
+            ds, sha = f[split][name], hashlib.sha256()
+            for lo in range(0, len(ds), _CHUNK):
+                sha.update(np.ascontiguousarray(ds[lo: lo + _CHUNK]).tobytes())
+            out[f"{split}/{name}"] = sha.hexdigest()
+    if "tokenizer_json" in f:
+        out["tokenizer_json"] = hashlib.sha256(f["tokenizer_json"].asstr()[()].encode("utf-8", "surrogatepass")).hexdigest()
+    out[ATTRS_DIGEST] = attrs_digest({k: plain(v) for k, v in f.attrs.items() if k != "digests"})
+    return out
 
 
 def text_tokenizer(path: Path) -> Tokenizer:
@@ -78,15 +101,78 @@ def text_tokenizer(path: Path) -> Tokenizer:
 
 
 def read_text_attrs(path: Path) -> dict:
-    """A prepared text file's attributes; a file that is none is refused in one line."""
+    """A prepared text file's attributes, once its contents proved to be what was written (:func:`_digests`,
+    checked once per process for each state of the file); a file that is none is refused in one line."""
+    path = Path(path)
+    try:
+        st = path.stat()
+    except OSError as exc:
+        raise UsageError(f"{path} is not a prepared text file ({exc.strerror})", fix="text-data") from None
+    key = (str(path.resolve()), st.st_ino, st.st_size, st.st_mtime_ns)
+    if key not in _CHECKED:
+        _CHECKED[key] = _checked_attrs(path)
+    return dict(_CHECKED[key])
+
+
+_CHECKED: dict[tuple, dict] = {}
+
+
+def _checked_attrs(path: Path) -> dict:
     try:
         with h5py.File(path, "r") as f:
-            attrs = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in f.attrs.items()}
-    except (OSError, KeyError) as exc:
-        raise UsageError(f"{path} is not a prepared text file ({exc})", fix="text-data") from None
-    if attrs.get("format") != PREPARED_TEXT:
-        raise UsageError(f"{path} is not a prepared text file (format {attrs.get('format')!r})", fix="text-data")
+            attrs = {k: plain(v) for k, v in f.attrs.items()}
+            if attrs.get("format") != PREPARED_TEXT:
+                raise UsageError(f"{path} is not a prepared text file (format {attrs.get('format')!r})",
+                                 fix="text-data")
+            problem = _structure_problem(f, attrs)
+            if problem is None:
+                try:
+                    recorded = json.loads(attrs.pop("digests"))
+                except (KeyError, TypeError, ValueError):
+                    recorded = None
+                if not isinstance(recorded, dict):
+                    problem = "holds no digests of its tokens (made by an older softcache, or edited)"
+                else:
+                    found = _digests(f)
+                    changed = sorted(k for k in found.keys() | recorded.keys() if found.get(k) != recorded.get(k))
+                    if changed:
+                        problem = f"{', '.join(changed)} differ from the digests written with them: it was edited"
+    except UsageError:
+        raise
+    except (OSError, KeyError, ValueError, TypeError) as exc:
+        raise UsageError(f"{path} is not a prepared text file ({str(exc).splitlines()[0][:120]})",
+                         fix="text-data") from None
+    if problem:
+        raise UsageError(f"prepared text {path} {problem}; rebuild it", fix="text-data")
     return attrs
+
+
+def _structure_problem(f: h5py.File, attrs: dict) -> str | None:
+    """What must hold before a byte of tokens is read: plain datasets inside the file, of the declared
+    lengths, ids in an unsigned type of the vocabulary's width."""
+    vocab = attrs.get("vocab_size")
+    if not isinstance(vocab, int) or not 2 <= vocab <= 1 << 32:
+        return f"declares a vocabulary of {vocab!r} tokens"
+    for split in SPLITS:
+        if not isinstance(f.get(split, getlink=True), h5py.HardLink) or not isinstance(f[split], h5py.Group):
+            return f"has no /{split} group of its own"
+        for name in _DATASETS:
+            if (not isinstance(f[split].get(name, getlink=True), h5py.HardLink)
+                    or not isinstance(f[split][name], h5py.Dataset)):
+                return f"has no /{split}/{name} dataset of its own"
+            ds = f[split][name]
+            if ds.is_virtual or ds.external or ds.ndim != 1:
+                return f"/{split}/{name} reads another file or is not one-dimensional"
+        tokens = f[split]["tokens"]
+        if tokens.dtype != token_dtype(vocab) or len(tokens) != attrs.get(f"{split}_tokens"):
+            return f"/{split}/tokens ({tokens.dtype}, {len(tokens)}) disagrees with its attributes"
+        if tokens.id.get_storage_size() < tokens.nbytes:
+            return f"/{split}/tokens declares {tokens.nbytes:,} bytes and holds {tokens.id.get_storage_size():,}"
+        if any(int(tokens[lo: lo + _CHUNK].max()) >= vocab for lo in range(0, len(tokens), _CHUNK)):
+            return f"/{split}/tokens holds ids past its vocabulary of {vocab}"
+    if not isinstance(attrs.get("separator"), int) or not 0 <= attrs["separator"] < vocab:
+        return f"declares a separator {attrs.get('separator')!r} outside its vocabulary"
+    return None
 
 
 class TokenWindows:
