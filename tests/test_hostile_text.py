@@ -5,6 +5,7 @@ and nothing written."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -461,3 +462,85 @@ def test_a_resealed_prepared_text_with_ids_past_its_vocabulary_is_refused(tmp_pa
         f.attrs["digests"] = json.dumps(_digests(f))
     with pytest.raises(UsageError, match="holds ids past its vocabulary of 300"):
         read_text_attrs(bpe)
+
+
+# --- resumable parts prove themselves before they are sealed (token pass and image pass) -----------------
+
+def _nan_part(path: Path):
+    with np.load(path) as z:
+        arrays = {k: z[k] for k in z.files}
+    key = "topk_logits" if "topk_logits" in arrays else next(iter(arrays))
+    arrays[key] = arrays[key].copy()
+    arrays[key].flat[3] = np.nan
+    with open(path, "wb") as fh:
+        np.savez(fh, **arrays)
+    seal = path.with_name(path.name.replace(".npz", ".sha256"))
+    seal.write_text(hashlib.sha256(path.read_bytes()).hexdigest())      # resealed: only the values can tell
+
+
+def _cut_part(path: Path):
+    path.write_bytes(path.read_bytes()[:100])
+
+
+def _edit_part(path: Path):
+    data = bytearray(path.read_bytes())
+    data[-200] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+@pytest.fixture
+def lm_teacher_file(tmp_path, byte_text):
+    from pipeline.config import LMTeacherConfig
+    from pipeline.teacher.fit_lm import train_lm_teacher
+    train_lm_teacher(LMTeacherConfig(text=byte_text, out_dir=tmp_path / "teacher", arch="lm-tiny", context=16,
+                                     steps=2, batch_size=2, eval_every=1, eval_windows=2, device="cpu", threads=1),
+                     progress=False)
+    return tmp_path / "teacher" / "teacher.pt"
+
+
+@pytest.mark.parametrize("damage", [_nan_part, _cut_part, _edit_part])
+def test_a_damaged_token_part_is_computed_again_never_sealed(tmp_path, monkeypatch, byte_text, lm_teacher_file,
+                                                             damage):
+    from pipeline.cache.token_reader import TokenCache
+    from pipeline.config import TokenLogitsConfig
+    from pipeline.teacher import token_pass
+    cfg = TokenLogitsConfig(teacher=lm_teacher_file, text=byte_text, out=tmp_path / "c.h5", context=16, topk=4,
+                            chunk_windows=4, device="cpu", threads=1)
+    clean = TokenLogitsConfig(**{**cfg.__dict__, "out": tmp_path / "clean.h5"})
+    token_pass.write_token_logits(clean, progress=False)
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt     # the pass stops after its parts are written, before the file is
+    with monkeypatch.context() as m:
+        m.setattr(token_pass, "write_token_cache", killed)
+        with pytest.raises(KeyboardInterrupt):
+            token_pass.write_token_logits(cfg, progress=False)
+    parts = sorted((tmp_path / ".c.h5.parts").glob("train-*.npz"))
+    assert len(parts) > 1
+    damage(parts[1])
+    result = token_pass.write_token_logits(cfg, progress=False)
+    assert result["windows_computed"] == 4                       # that chunk alone, computed anew
+    got, want = TokenCache(cfg.out), TokenCache(clean.out)
+    assert got.fingerprint == want.fingerprint                    # the same values as a pass never killed
+
+
+@pytest.mark.parametrize("damage", [_cut_part, _edit_part])
+def test_a_damaged_image_part_is_computed_again_never_sealed(tmp_path, monkeypatch, prepared, teacher_dir, damage):
+    from pipeline.cache.reader import LogitCache
+    from pipeline.config import LogitsConfig
+    from pipeline.teacher import logits_pass
+    cfg = LogitsConfig(teacher=teacher_dir / "teacher.pt", dataset=prepared, out=tmp_path / "c.h5", device="cpu",
+                       chunk_rows=32)
+    clean = LogitsConfig(**{**cfg.__dict__, "out": tmp_path / "clean.h5"})
+    logits_pass.write_teacher_logits(clean, progress=False)
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+    with monkeypatch.context() as m:
+        m.setattr(logits_pass, "write_cache", killed)
+        with pytest.raises(KeyboardInterrupt):
+            logits_pass.write_teacher_logits(cfg, progress=False)
+    parts = sorted((tmp_path / ".c.h5.parts").glob("train-*.npy"))
+    damage(parts[0])
+    logits_pass.write_teacher_logits(cfg, progress=False)
+    assert torch.equal(LogitCache(cfg.out).logits("train"), LogitCache(clean.out).logits("train"))

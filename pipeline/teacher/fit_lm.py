@@ -54,7 +54,8 @@ def train_lm_teacher(cfg: LMTeacherConfig, progress: bool = True, on_eval=None) 
     provenance = {key: attrs[key] for key in ("fingerprint", "corpus", "corpus_fingerprint", "python", "tokenizer",
                                               "tokenizer_fingerprint", "vocab_size")}
     metrics = {
-        "text": provenance, "val_bits_per_byte": scores["val"]["bits_per_byte"], "test_bits_per_byte": scores["test"]["bits_per_byte"],
+        "text": provenance,
+        "val_bits_per_byte": scores["val"]["bits_per_byte"], "test_bits_per_byte": scores["test"]["bits_per_byte"],
         "test_bits_per_token": scores["test"]["bits_per_token"], "params": count_params(model),
         "train_seconds": sum(h["seconds"] for h in history),
         "tokens_per_second": sum(h["tokens_per_second"] * h["seconds"] for h in history)

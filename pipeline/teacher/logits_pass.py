@@ -98,12 +98,21 @@ def write_teacher_logits(cfg: LogitsConfig, progress: bool = True) -> dict:
     chunks = [(split, i, lo, min(lo + cfg.chunk_rows, len(rows)))
               for split, rows in splits.items() for i, lo in enumerate(range(0, len(rows), cfg.chunk_rows))]
     with world.session(), (exclusive_writer(cfg.out) if world.rank == 0 else contextlib.nullcontext()):
+        sizes = {(split, i): hi - lo for split, i, lo, hi in chunks}
+
+        def part_problem(split: str, i: int, logits: np.ndarray) -> str | None:
+            """A finished chunk before it is sealed: its rows' logits, all finite (Parts)."""
+            if (logits.dtype != np.float32 or logits.shape[0] != sizes.get((split, i))
+                    or logits.shape[-1] != data.num_classes):
+                return f"the part is {logits.dtype} {logits.shape}, not its chunk's rows of {data.num_classes} logits"
+            return None if np.isfinite(logits).all() else "the part holds NaN or Inf"
+
         if world.rank == 0:
-            parts = Parts(parts_dir(cfg.out), key)   # clears parts left by another teacher or dataset
+            parts = Parts(parts_dir(cfg.out), key, check=part_problem)   # clears parts of another teacher or dataset
             fresh = not any(parts.dir.glob("*.npy"))  # then the pass's time is the whole pass's cost
         world.barrier()
         if world.rank != 0:
-            parts = Parts(parts_dir(cfg.out), key)
+            parts = Parts(parts_dir(cfg.out), key, check=part_problem)
         mine = world.my_slice(chunks)
         if world.rank == 0:   # the parts still to compute, then the file they become: refuse now if they cannot fit
             cache_bytes = estimated_bytes({s: len(r) for s, r in splits.items()}, data.num_classes, cfg.dtype, cfg.topk)
@@ -115,7 +124,7 @@ def write_teacher_logits(cfg: LogitsConfig, progress: bool = True) -> dict:
                   if world.size > 1 else "teacher pass", unit="img", unit_scale=True, file=sys.stderr,
                   disable=not progress, leave=False, mininterval=1.0) as bar:
             for split, i, lo, hi in mine:
-                if not parts.path(split, i).is_file():
+                if not parts.ready(split, i):        # missing, or damaged and removed: computed (again)
                     def check(out, start, stop, split=split, lo=lo):   # every batch, before it is kept
                         check_batch_output(teacher.name, out, (lo + start, lo + stop), split, data.num_classes)
                     logits = predict(model, splits[split].images(lo, hi), cfg.batch_size, amp=amp, check=check)

@@ -6,15 +6,18 @@ chunks kept on disk under a key (:class:`Parts`), and this process's place in a 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
+import zipfile
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
 
+from pipeline.errors import UsageError
 from pipeline.files import atomic_path, disk_full_is_one_line, refuse_link, working_dir, write_json
 
 __all__ = ["parts_dir", "Parts", "World"]
@@ -24,35 +27,95 @@ def parts_dir(out: Path) -> Path:
     return Path(out).parent / f".{Path(out).name}.parts"
 
 
+Part = np.ndarray | dict[str, np.ndarray]
+
+
 class Parts:
     """Finished chunks of a pass, one ``<split>-<chunk>.npy`` each (an array), or ``.npz`` (named arrays),
-    kept under a key: parts made for another teacher, dataset or chunking are cleared, never mixed in."""
+    kept under a key: parts made for another teacher, dataset or chunking are cleared, never mixed in.
 
-    def __init__(self, directory: Path, key: dict, suffix: str = ".npy"):
-        self.dir, self.suffix = refuse_link(directory), suffix
+    A part is sealed into the cache only once it proves itself: the sha256 of its file, written beside it
+    (``.sha256``) after the part itself, must match, it must load (as plain arrays: no pickles), and ``check``
+    (the pass's own test of a part's values: shapes, finiteness) must pass. A part that fails is removed and
+    computed again by :meth:`ready`, never sealed: a part cut short, edited or holding a NaN costs a chunk of
+    the pass, not a cache of wrong targets with matching digests."""
+
+    def __init__(self, directory: Path, key: dict, suffix: str = ".npy",
+                 check: Callable[[str, int, Part], str | None] = lambda split, chunk, value: None):
+        self.dir, self.suffix, self.check = refuse_link(directory), suffix, check
         key_file = refuse_link(directory / "key.json")
-        if directory.exists() and (not key_file.is_file() or json.loads(key_file.read_text()) != key):
-            shutil.rmtree(directory)        # left by another teacher, dataset or chunking
+        if directory.exists() and (not key_file.is_file() or _read_key(key_file) != key):
+            shutil.rmtree(directory)        # left by another teacher, dataset or chunking, or unreadable
         working_dir(directory)
         write_json(key_file, key)
 
     def path(self, split: str, chunk: int) -> Path:
         return self.dir / f"{split}-{chunk:06d}{self.suffix}"
 
-    def save(self, split: str, chunk: int, value: np.ndarray | dict[str, np.ndarray]) -> None:
+    def _seal(self, split: str, chunk: int) -> Path:
+        return self.dir / f"{split}-{chunk:06d}.sha256"
+
+    def save(self, split: str, chunk: int, value: Part) -> None:
         nbytes = value.nbytes if isinstance(value, np.ndarray) else sum(v.nbytes for v in value.values())
-        with disk_full_is_one_line(self.path(split, chunk), nbytes), atomic_path(self.path(split, chunk)) as tmp:
+        path = self.path(split, chunk)
+        self._seal(split, chunk).unlink(missing_ok=True)
+        with disk_full_is_one_line(path, nbytes), atomic_path(path) as tmp:
             with open(tmp, "wb") as fh:
                 np.save(fh, value) if self.suffix == ".npy" else np.savez(fh, **value)
+        with atomic_path(self._seal(split, chunk)) as tmp:
+            tmp.write_text(_sha256(path))
 
-    def load(self, split: str, chunk: int) -> np.ndarray | dict[str, np.ndarray] | None:
-        path = self.path(split, chunk)
-        if not path.is_file():
-            return None
+    def ready(self, split: str, chunk: int) -> bool:
+        """Whether the chunk has a part that proves itself (class docstring); a damaged one is removed."""
+        if self._problem(split, chunk) is None:
+            return True
+        self.path(split, chunk).unlink(missing_ok=True)
+        self._seal(split, chunk).unlink(missing_ok=True)
+        return False
+
+    def load(self, split: str, chunk: int) -> Part:
+        """A part that proves itself; one that does not is removed and refused in one line (run the same
+        command again: it computes that chunk anew)."""
+        problem = self._problem(split, chunk)
+        if problem is not None:
+            self.path(split, chunk).unlink(missing_ok=True)
+            self._seal(split, chunk).unlink(missing_ok=True)
+            raise UsageError(f"{self.path(split, chunk)}: {problem}; it was removed, and running the same command "
+                             f"again computes that chunk anew")
+        return self._read(self.path(split, chunk))
+
+    def _problem(self, split: str, chunk: int) -> str | None:
+        path, seal = self.path(split, chunk), self._seal(split, chunk)
+        if not path.is_file() or path.is_symlink():
+            return "the part is missing"
+        try:
+            if not seal.is_file() or seal.read_text().strip() != _sha256(path):
+                return "the part differs from the digest written with it (cut short or edited)"
+            value = self._read(path)
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+            return f"the part is unreadable ({type(exc).__name__})"
+        return self.check(split, chunk, value)
+
+    def _read(self, path: Path) -> Part:
         if self.suffix == ".npy":
-            return np.load(path)
-        with np.load(path) as parts:
+            return np.load(path, allow_pickle=False)
+        with np.load(path, allow_pickle=False) as parts:
             return {name: parts[name] for name in parts.files}
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _read_key(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
 
 
 class World:

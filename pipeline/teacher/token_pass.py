@@ -95,13 +95,29 @@ def write_token_logits(cfg: TokenLogitsConfig, progress: bool = True) -> dict:
     lengths = torch.as_tensor(tokenizer.byte_lengths(), dtype=torch.int64)
     amp = world.device.startswith("cuda")
     start, computed = time.perf_counter(), 0
+    sizes = {(split, i): hi - lo for split, i, lo, hi in chunks}
+    names = {"topk_logits", "topk_ids", "tail_odds"} if cfg.topk else {"logits"}
+
+    def part_problem(split: str, i: int, block: dict) -> str | None:
+        """What a finished chunk must be before it is sealed: its windows, every array, finite values, ids
+        inside the vocabulary (Parts: a part that is not is computed again)."""
+        want = sizes.get((split, i), -1)
+        if set(block) != names | {"teacher_nats", "target_bytes"} or any(
+                len(v) != want for v in block.values()) or any(block[n].shape[1] != context for n in names):
+            return f"the part does not hold the {want} windows of {context} positions its chunk has"
+        if not targets_are_finite({n: block[n] for n in names}) or not np.isfinite(block["teacher_nats"]).all():
+            return "the part holds NaN or Inf"
+        if cfg.topk and (block["topk_ids"].dtype.kind != "u" or block["topk_ids"].max(initial=0) >= model.vocab_size):
+            return "the part holds ids outside the vocabulary"
+        return None
+
     with world.session(), (exclusive_writer(cfg.out) if world.rank == 0 else contextlib.nullcontext()):
         if world.rank == 0:
-            parts = Parts(parts_dir(cfg.out), key, suffix=".npz")
+            parts = Parts(parts_dir(cfg.out), key, suffix=".npz", check=part_problem)
             fresh = not any(parts.dir.glob("*.npz"))
         world.barrier()
         if world.rank != 0:
-            parts = Parts(parts_dir(cfg.out), key, suffix=".npz")
+            parts = Parts(parts_dir(cfg.out), key, suffix=".npz", check=part_problem)
         mine = world.my_slice(chunks)
         if world.rank == 0:   # the parts still to compute, then the file they become: refuse now if they cannot fit
             per_window = context * token_bytes_per_position(model.vocab_size, cfg.topk, cfg.dtype, len(cfg.temperatures))
@@ -110,7 +126,7 @@ def write_token_logits(cfg: TokenLogitsConfig, progress: bool = True) -> dict:
         with tqdm(total=sum(hi - lo for _, _, lo, hi in mine), desc=f"token pass (rank {world.rank})",
                   unit="window", file=sys.stderr, disable=not progress, mininterval=1.0) as bar:
             for split, i, lo, hi in mine:
-                if not parts.path(split, i).is_file():
+                if not parts.ready(split, i):        # missing, or damaged and removed: computed (again)
                     parts.save(split, i, _targets(model, windows[split], lo, hi, cfg, amp, lengths))
                     computed += hi - lo
                 bar.update(hi - lo)
