@@ -156,4 +156,4 @@ bench: $(INSTALLED) $(DATA_FILE) $(TEACHER_TARGETS)   # cache_storage reads the 
 clean-students:
 	rm -rf $(foreach d,runs tuning reports tensorboard,'$(DATA_DIR)/$d')
 clean:
-	rm -rf $(foreach d,dataset teacher cache runs tuning reports params tensorboard,'$(DATA_DIR)/$d')
+	rm -rf $(foreach d,dataset text teacher cache runs tuning reports params tensorboard,'$(DATA_DIR)/$d')

@@ -45,7 +45,7 @@ def assert_refused(code, err, out: Path, match: str):
     assert not out.exists() and not list(out.parent.glob(out.name + "*")), "something was written"
 
 
-def write_docs(folder: Path, n: int = 40) -> Path:
+def write_docs(folder: Path, n: int = 80) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     for i in range(n):
         (folder / f"doc{i:03d}.py").write_text(f"def f{i}(x):\n    return x + {i}\n" * 3)
@@ -75,7 +75,7 @@ def test_a_link_inside_the_corpus_folder_is_read_once_as_its_target(tmp_path):
     (docs / "again").symlink_to(docs, target_is_directory=True)      # a loop, inside: never descended into
     corpus = load_corpus(str(docs))
     names = [n for split in corpus.documents.values() for n in split]
-    assert "alias.py" in names and not any(n.startswith("again/") for n in names) and len(names) == 41
+    assert "alias.py" in names and not any(n.startswith("again/") for n in names) and len(names) == 81
 
 
 def test_a_corpus_folder_that_is_itself_a_link_is_read_where_it_points(tmp_path):
@@ -88,7 +88,7 @@ def test_pipes_and_devices_in_a_corpus_folder_are_no_documents(tmp_path):
     docs = write_docs(tmp_path / "docs")
     os.mkfifo(docs / "pipe.py")       # reading it would block forever
     names = [n for split in load_corpus(str(docs)).documents.values() for n in split]
-    assert "pipe.py" not in names and len(names) == 40
+    assert "pipe.py" not in names and len(names) == 80
 
 
 def _image_folder(root: Path) -> Path:
@@ -544,3 +544,23 @@ def test_a_damaged_image_part_is_computed_again_never_sealed(tmp_path, monkeypat
     damage(parts[0])
     logits_pass.write_teacher_logits(cfg, progress=False)
     assert torch.equal(LogitCache(cfg.out).logits("train"), LogitCache(clean.out).logits("train"))
+
+
+def test_a_split_with_no_full_window_is_refused_never_scored_perfect(tmp_path, capsys, byte_text, lm_teacher_file):
+    from pipeline.data.windows import read_text_attrs
+    context = read_text_attrs(byte_text)["val_tokens"] + 5          # longer than the whole validation split
+    out = tmp_path / "t2" / "teacher.pt"
+    code, _, err = run_cli(["lm-teacher", "--text", byte_text, "--out-dir", out.parent, "--steps", "1",
+                            "--arch", "lm-tiny", "--context", context, "--device", "cpu"], capsys)
+    assert_refused(code, err, out, "not one full window")
+    cache = tmp_path / "c.h5"
+    code, _, err = run_cli(["token-logits", "--teacher", lm_teacher_file, "--text", byte_text, "--out", cache,
+                            "--context", "16", "--device", "cpu"], capsys)
+    assert code == 0, err
+    from pipeline.data.windows import TokenWindows
+    from pipeline.models_lm import create_lm
+    from pipeline.teacher.fit_lm import train_lm_teacher  # noqa: F401  (the stage the student shares the rule with)
+    from pipeline.training.lm_loop import bits_per_byte
+    with pytest.raises(UsageError, match="not one full window"):
+        bits_per_byte(create_lm("lm-tiny", vocab_size=256, context=context), TokenWindows(byte_text, "val", context),
+                      np.ones(256))

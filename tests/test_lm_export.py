@@ -5,6 +5,7 @@ within its bits-per-byte budget (and never fails the export), greedy generation 
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 
@@ -70,6 +71,17 @@ def test_the_report_compares_lm_runs_and_shows_what_they_write(tmp_path, token_c
     rows = summarize_lm(collect_lm_runs(runs))
     assert [r["arm"] for r in rows] == ["scratch", "KD T=2 ALPHA=0.5 k=8"] and rows[0]["gain"] is None
     assert rows[1]["gain"] == pytest.approx(rows[0]["bpb"] - rows[1]["bpb"])
+    # a seed of another teacher, or of another text of the same file name, is another row, never a seed of these
+    other = tmp_path / "other-runs"
+    shutil.copytree(runs, other)
+    for name, change in (("kd-other-teacher", {"teacher_fingerprint": "f" * 16, "seed": 1}),
+                         ("scratch-other-text", {"text_fingerprint": "e" * 16, "seed": 1})):
+        source = other / ("lm-tiny-a0.5" if name.startswith("kd") else "lm-tiny-a0.0")
+        write_json(other / name / "metrics.json", {**json.loads((source / "metrics.json").read_text()), **change})
+    split = summarize_lm(collect_lm_runs(other))
+    assert len(split) == 4 and all(len(r["seeds"]) == 1 for r in split), [(r["arm"], r["seeds"]) for r in split]
+    assert sorted(r["teacher_fingerprint"] for r in split if r["arm"] != "scratch") == sorted(
+        ["f" * 16, rows[1]["teacher_fingerprint"]])
     text = write_report(runs, tmp_path / "reports" / "report.md")
     assert "## Language-model students" in text and f"| {rows[1]['gain']:+.3f} |" in text
     assert f"{e['files']['onnx']['max_abs_diff']:.1e}" in text

@@ -83,6 +83,7 @@ import h5py
 import numpy as np
 import torch
 
+from pipeline.digests import ATTRS_DIGEST, attrs_digest, plain  # noqa: F401  (re-exported)
 from pipeline.errors import UsageError
 from pipeline.files import atomic_path, disk_full_is_one_line, need_space, reserved_hdf5
 from pipeline.provenance import code_version
@@ -270,27 +271,6 @@ def write_cache(path: Path, *, rows: dict[str, int], num_classes: int, temperatu
             f.attrs["complete"] = True
 
 
-ATTRS_DIGEST = "attrs"         # the key, in ``digests``, of every attribute's digest
-_UNDIGESTED_ATTRS = ("digests", "complete")
-
-
-def _canonical(value):
-    value = plain(value)
-    if isinstance(value, np.ndarray):
-        return [_canonical(v) for v in value.tolist()]
-    if isinstance(value, (list, tuple)):
-        return [_canonical(v) for v in value]
-    return value
-
-
-def attrs_digest(attrs: dict) -> str:
-    """sha256 of every attribute but ``digests`` and ``complete``: temperature, classes, top-k, views,
-    members, transfer rows and everything else that changes what a student learns, or what a report
-    says about the file (an h5py edit of ``temperature`` from 1 to 50 is otherwise invisible)."""
-    body = {k: _canonical(v) for k, v in attrs.items() if k not in _UNDIGESTED_ATTRS}
-    return hashlib.sha256(json.dumps(body, sort_keys=True, default=repr).encode()).hexdigest()
-
-
 class ContentDigest:
     """What a cache's values were when written: a sha256 of every dataset's bytes in row order (so
     independent of how the rows are read in blocks), of every attribute, and the teacher's accuracy on
@@ -395,13 +375,6 @@ def dense_logits(block: dict, num_classes: int, column: int | None = None) -> np
     return dense
 
 
-def plain(v):
-    """h5py attribute values as plain Python values (numpy scalars and bytes unwrapped)."""
-    if isinstance(v, bytes):
-        return v.decode()
-    if isinstance(v, np.generic):
-        return v.item()
-    return v
 
 
 

@@ -42,8 +42,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pipeline.cache.format import ATTRS_DIGEST, attrs_digest, plain
 from pipeline.data.tokenizers import token_dtype
+from pipeline.digests import ATTRS_DIGEST, attrs_digest, plain
 from pipeline.errors import UsageError
 from pipeline.files import atomic_path, disk_full_is_one_line, need_space, reserved_hdf5
 from pipeline.provenance import code_version

@@ -128,7 +128,7 @@ def _corpus(name: str, source: Path, names: list[str], read, python: str, seed: 
         h.update(doc.encode() + b"\0" + len(data).to_bytes(8, "big") + data)
         sizes[doc] = len(data)
     documents = {split: tuple(n for n in names if split_of(n, seed) == split) for split in SPLITS}
-    empty = [s for s in ("train", "val") if not documents[s]]
+    empty = [s for s in SPLITS if not documents[s]]      # a split with nothing in it can never be scored
     if empty:
         raise UsageError(f"{source}: its {len(names)} documents leave the {empty[0]} split empty; give more "
                          f"documents (each lies wholly in one split, about 90/5/5)")

@@ -22,9 +22,9 @@ import h5py
 import numpy as np
 import torch
 
-from pipeline.cache.format import ATTRS_DIGEST, attrs_digest, plain
 from pipeline.data.text import SPLITS, Corpus
 from pipeline.data.tokenizers import Tokenizer, token_dtype
+from pipeline.digests import ATTRS_DIGEST, attrs_digest, plain
 from pipeline.errors import UsageError
 from pipeline.files import atomic_path, disk_full_is_one_line, need_space, reserved_hdf5
 
@@ -194,6 +194,16 @@ class TokenWindows:
 
     def __len__(self) -> int:
         return self.windows
+
+    def require(self) -> "TokenWindows":
+        """These windows, refused in one line where there is none: a split too short for one window of
+        CONTEXT + 1 tokens cannot be scored, and a score of 0.000 bits per byte would read as perfect."""
+        if not self.windows:
+            n = int(self.attrs[f"{self.split}_tokens"])
+            raise UsageError(f"the {self.split} split of {self.path} holds {n} tokens, not one full window of "
+                             f"CONTEXT + 1 = {self.context + 1}: nothing there can be measured; give more text "
+                             f"(more documents, or a larger LIMIT) or a shorter CONTEXT")
+        return self
 
     def _tokens(self) -> h5py.Dataset:
         if self._handle is None or self._pid != os.getpid():

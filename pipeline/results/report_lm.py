@@ -1,9 +1,10 @@
 """The language-model students' part of the report: scratch against distilled in test bits per byte,
 their edge exports, and what they write.
 
-Runs that differ only in seed form one row (mean ± sample std). A distilled row is compared with the
-scratch row of the same student, prepared text and steps, so a gain is only claimed at equal optimiser
-steps on the same tokens. The sample shows a user the model, not only a number: each exported run's
+Runs that differ only in seed form one row (mean ± sample std): runs of another text (by its fingerprint)
+or of another teacher are never averaged as seeds of one arm. A distilled row is compared with the scratch
+row of the same student, prepared text and steps, so a gain is only claimed at equal optimiser steps on the
+same tokens. The sample shows a user the model, not only a number: each exported run's
 greedy continuation of a held-out prompt (``export.json``'s ``sample``, written by the export).
 """
 
@@ -46,26 +47,41 @@ def _arm(run: dict) -> str:
     return "scratch" if run["alpha"] == 0 else f"KD T={run['T']:g} ALPHA={run['alpha']:g} k={run['topk']}"
 
 
+def _text(run: dict) -> str:
+    """Which text a run was trained and scored on: its fingerprint (two texts may share a file name)."""
+    return str(run.get("text_fingerprint") or run["data"])
+
+
+def _teacher(run: dict) -> str:
+    """Who taught a distilled run ('' for scratch, which learns from no teacher); records made before runs
+    named their teacher fall back to their cache's fingerprint."""
+    return "" if run["alpha"] == 0 else str(run.get("teacher_fingerprint") or run.get("cache_fingerprint", ""))
+
+
 def summarize_lm(runs: list[dict]) -> list[dict]:
-    """One row per (student, text, steps, arm), scratch first, with the gain over scratch in bits per byte
-    (positive: the distilled student predicts the held-out text better)."""
+    """One row per (student, text, steps, arm, teacher), scratch first, with the gain over scratch in bits per
+    byte (positive: the distilled student predicts the held-out text better). Only runs that differ in their
+    seed alone are averaged: another text, another teacher or another step count is another row."""
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for r in runs:
-        groups[(r["student"], r["data"], r["steps"], _arm(r))].append(r)
+        groups[(r["student"], _text(r), r["steps"], _arm(r), _teacher(r))].append(r)
     rows = []
-    for (student, data, steps, arm), members in groups.items():
+    for (student, text, steps, arm, teacher), members in groups.items():
+        data = members[0]["data"]
         bpb, bpb_std = mean_std([m["test_bits_per_byte"] for m in members])
-        rows.append({"student": student, "data": data, "steps": steps, "arm": arm, "params": members[0]["params"],
+        rows.append({"student": student, "data": data, "text": text, "steps": steps, "arm": arm,
+                     "teacher_fingerprint": teacher, "params": members[0]["params"],
                      "seeds": sorted(m["seed"] for m in members), "bpb": bpb, "bpb_std": bpb_std,
                      "agreement": 100 * statistics.fmean(m["teacher_agreement"] for m in members),
                      "teacher": members[0].get("teacher_test_bits_per_byte", math.nan),
                      "tokens_per_second": statistics.fmean(m["tokens_per_second"] for m in members),
                      "runs": {m["seed"]: m["run"] for m in members}})
-    scratch = {(r["student"], r["data"], r["steps"]): r["bpb"] for r in rows if r["arm"] == "scratch"}
+    scratch = {(r["student"], r["text"], r["steps"]): r["bpb"] for r in rows if r["arm"] == "scratch"}
     for r in rows:
-        base = scratch.get((r["student"], r["data"], r["steps"]))
+        base = scratch.get((r["student"], r["text"], r["steps"]))
         r["gain"] = None if base is None or r["arm"] == "scratch" else base - r["bpb"]
-    rows.sort(key=lambda r: (r["params"], r["student"], r["data"], r["steps"], r["arm"] != "scratch", r["arm"]))
+    rows.sort(key=lambda r: (r["params"], r["student"], r["data"], r["text"], r["steps"], r["arm"] != "scratch",
+                             r["arm"], r["teacher_fingerprint"]))
     return rows
 
 
@@ -81,10 +97,11 @@ def render_lm(runs_dir: Path) -> str:
         return ""
     out = ["", "## Language-model students (test bits per byte, lower is better)", "",
            "| student | params | text | steps | arm | seeds | test bits/byte (mean ± std) | gain over scratch | "
-           "teacher | agreement with teacher % | tokens/s |", "|---|---:|---|---:|---|---|---:|---:|---:|---:|---:|"]
+           "teacher (fingerprint) | agreement with teacher % | tokens/s |", "|---|---:|---|---:|---|---|---:|---:|---:|---:|---:|"]
     for r in rows:
         gain = "—" if r["gain"] is None else f"{r['gain']:+.3f}"
-        teacher = "—" if r["arm"] == "scratch" or math.isnan(r["teacher"]) else f"{r['teacher']:.3f}"
+        teacher = "—" if r["arm"] == "scratch" else (
+            ("?" if math.isnan(r["teacher"]) else f"{r['teacher']:.3f}") + f" ({r['teacher_fingerprint'][:8]})")
         out.append(f"| {r['student']} | {r['params']:,} | {r['data']} | {r['steps']} | {r['arm']} | "
                    f"{' '.join(map(str, r['seeds']))} | {r['bpb']:.3f} ± {r['bpb_std']:.3f} | {gain} | {teacher} | "
                    f"{r['agreement']:.1f} | {r['tokens_per_second']:,.0f} |")

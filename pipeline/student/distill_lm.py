@@ -74,7 +74,7 @@ def train_lm_student(cfg: LMStudentConfig, progress: bool = True, on_eval=None) 
     set_threads(cfg.threads)
     cache, text = _open_cache(cfg)
     context = int(cache.attrs["context"])
-    train, val, test = (TokenWindows(cfg.text, split, context) for split in ("train", "val", "test"))
+    train, val, test = (TokenWindows(cfg.text, split, context).require() for split in ("train", "val", "test"))
     if len(train) != cache.windows("train"):
         raise UsageError(f"{cfg.text} holds {len(train)} train windows of {context} tokens but the cache {cfg.cache} "
                          f"{cache.windows('train')}; give the text the cache was made from")
@@ -117,7 +117,10 @@ def train_lm_student(cfg: LMStudentConfig, progress: bool = True, on_eval=None) 
                for split in ("val", "test")},
             "params": count_params(model), "train_seconds": seconds,
             "tokens_per_second": sum(h["tokens_per_second"] * h["seconds"] for h in history) / max(seconds, 1e-9),
-            "cache": str(cfg.cache), "text": str(cfg.text), "cache_fingerprint": cache.fingerprint, "text_fingerprint": text["fingerprint"],
+            "cache": str(cfg.cache), "text": str(cfg.text), "cache_fingerprint": cache.fingerprint,
+            "text_fingerprint": text["fingerprint"],
+            # who taught it: what the report groups by, so runs of two teachers are never seeds of one arm
+            "teacher": str(cache.attrs.get("teacher", "")), "teacher_fingerprint": str(cache.attrs["teacher_fingerprint"]),
             "tokenizer": text["tokenizer"], "history": history, "resumed_from_step": resumed_from,
             "threads": torch.get_num_threads(),
         }

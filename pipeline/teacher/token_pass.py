@@ -86,7 +86,7 @@ def write_token_logits(cfg: TokenLogitsConfig, progress: bool = True) -> dict:
     if not cfg.topk < model.vocab_size:
         raise UsageError(f"CACHE_TOPK must lie in [0, {model.vocab_size}) for the teacher's {model.vocab_size} "
                          f"outputs (0: dense), got {cfg.topk}")
-    windows = {split: TokenWindows(cfg.text, split, context) for split in TOKEN_SPLITS}
+    windows = {split: TokenWindows(cfg.text, split, context).require() for split in TOKEN_SPLITS}
     chunks = [(split, i, lo, min(lo + cfg.chunk_windows, len(w)))
               for split, w in windows.items() for i, lo in enumerate(range(0, len(w), cfg.chunk_windows))]
     key = {"teacher": ckpt["fingerprint"], "text": text["fingerprint"], "context": context, "topk": cfg.topk,

@@ -110,6 +110,7 @@ def bits_per_byte(model: nn.Module, windows, byte_lengths, batch_size: int = 32,
     """Bits per byte and per token of every window's next-token predictions (with ``limit``, of that many
     windows spread evenly over the split: the first ones are a few files, not the split): total bits over
     total UTF-8 bytes of the predicted tokens (``byte_lengths[id]``)."""
+    windows.require()        # no window: no figure (never a "perfect" 0 bits)
     model.eval()
     lengths = torch.as_tensor(byte_lengths, dtype=torch.float64)
     device = next(model.parameters()).device
