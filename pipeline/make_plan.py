@@ -16,6 +16,7 @@ Make runs a command that neither prints nor counts as a recipe.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shlex
 import sys
@@ -128,6 +129,10 @@ class Plan:
     def path(self, *parts: str) -> str:
         return "/".join((self.settings["DATA_DIR"], *parts))
 
+    @property
+    def teacher_stamp(self) -> str:
+        return self.path("params", f"teacher-{self.data}{self.tag}.txt")
+
     def teacher_dir(self, tag: str) -> str:
         return self.path("teacher", self.data + tag)
 
@@ -154,6 +159,9 @@ class Plan:
         if self.text:
             out[self.path("params", f"data-{self.data}.txt")] = (f"dataset={s['DATASET']} tokenizer={s['TOKENIZER']} "
                                                                  f"split_seed={s['SPLIT_SEED']} limit={s['LIMIT']}")
+        if self.teacher_kind == "file":     # the user's file or folder: rebuilt when what lies there changes
+            out[self.teacher_stamp] = (f"teacher={s['TEACHER']} weights={s['TEACHER_WEIGHTS']} identity="
+                                       f"{file_identity(s['TEACHER'], s['TEACHER_WEIGHTS'])}")
         for member, tag in zip(self.seeds, self.member_tags):
             out[self.path("params", f"teacher-{self.data}{tag}.txt")] = (
                 f"arch={s['TEACHER']} epochs={s['TEACHER_EPOCHS']} seed={member} device={s['DEVICE']}"
@@ -299,6 +307,25 @@ def plan(given: dict[str, str], environ: dict[str, str] | None = None, root: Pat
     return p
 
 
+def file_identity(*specs: str) -> str:
+    """Where a teacher file or folder lies and what it holds, as Make can afford to ask on every run: the
+    real path, and every file's relative name, size and modification time (a folder's files recursively).
+    Another folder of the same name, or weights overwritten in place, change it, so Make runs the pass
+    again; the pass itself then knows the teacher by what it loads (its fingerprint)."""
+    h = hashlib.sha256()
+    for spec in specs:
+        if not spec or ":" in spec and not Path(spec).exists():      # module:factory: its weights file counts
+            continue
+        root = Path(spec)
+        h.update(os.path.realpath(root).encode("utf-8", "surrogateescape") + b"\0")
+        files = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else [root] if root.exists() else []
+        for f in files:
+            st = f.stat()
+            h.update(f"{f.relative_to(root) if root.is_dir() else ''}\0{st.st_size}\0{st.st_mtime_ns}\0".encode(
+                "utf-8", "surrogateescape"))
+    return h.hexdigest()[:16]
+
+
 # --- what Make reads -------------------------------------------------------------------------------------
 
 def _escape(value: str) -> str:
@@ -360,6 +387,8 @@ def make_fragment(p: Plan) -> str:
     member_caches = [p.path("cache", p.data + t + p.suffix) for t in p.member_tags]
     member_records = [f"{p.teacher_dir(t)}/{TEACHER_RECORD}" for t in p.member_tags]
     teacher_files = [f for f in (s["TEACHER"], s["TEACHER_WEIGHTS"]) if f and Path(f).exists()]
+    if p.teacher_kind == "file":
+        teacher_files.append(p.teacher_stamp)
     student_run = p.run(s["STUDENT"], s["T"], s["ALPHA"])
     demo = {p.run(st, s["T"], a): (st, s["T"], a) for st in s["STUDENTS" if p.text else "DEMO_STUDENTS"].split()
             for a in ("0", s["ALPHA"])}

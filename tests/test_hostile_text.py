@@ -564,3 +564,26 @@ def test_a_split_with_no_full_window_is_refused_never_scored_perfect(tmp_path, c
     with pytest.raises(UsageError, match="not one full window"):
         bits_per_byte(create_lm("lm-tiny", vocab_size=256, context=context), TokenWindows(byte_text, "val", context),
                       np.ones(256))
+
+
+def test_make_plans_the_pass_again_when_the_teachers_files_change(tmp_path, gpt2_folder):
+    """The planner's stamp for a file teacher holds where it lies and what it holds, so Make reruns the pass
+    for another folder of the same name and for weights overwritten in place (the pass then fingerprints
+    what it loads)."""
+    from pipeline.make_plan import plan
+
+    def stamp(teacher: Path) -> str:
+        p = plan({"DATASET": "stdlib", "TEACHER": str(teacher), "DATA_DIR": str(tmp_path / "d")}, environ={},
+                 goals=["teacher-logits"])
+        return p.stamps()[p.teacher_stamp]
+
+    first = stamp(gpt2_folder)
+    assert stamp(gpt2_folder) == first
+    twin = tmp_path / "elsewhere" / gpt2_folder.name
+    shutil.copytree(gpt2_folder, twin)
+    assert stamp(twin) != first                                   # same name, another place
+    weights = gpt2_folder / "model.safetensors"
+    data = weights.read_bytes()
+    weights.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
+    os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))
+    assert stamp(gpt2_folder) != first                            # overwritten in place
