@@ -108,6 +108,18 @@ def _soft_term(student_logits: torch.Tensor, teacher_log_probs: torch.Tensor, T:
                     reduction="batchmean", log_target=True) * (T * T)
 
 
+def _check_log_targets(log_probs: torch.Tensor, log_tail: torch.Tensor | None) -> None:
+    """The teacher's side must be log-probabilities: at most 0 and, with the tail, summing to 1 per position.
+    Probabilities (or logits) handed in by mistake are refused, not turned into a loss of the wrong sign."""
+    total = torch.logsumexp(log_probs.float(), dim=-1)
+    if log_tail is not None:
+        total = torch.logaddexp(total, log_tail.float())
+    if torch.isnan(log_probs).any() or (log_probs > 1e-3).any() or not torch.allclose(
+            total, torch.zeros_like(total), atol=1e-2):
+        raise ValueError("the teacher's targets must be log-probabilities (each <= 0, summing with the tail to 1 "
+                         "per position), as TokenCache.targets gives them; got values that are not")
+
+
 def token_kd_loss(student_logits: torch.Tensor, targets: torch.Tensor, ids: torch.Tensor | None,
                   teacher_log_probs: torch.Tensor, teacher_log_tail: torch.Tensor, *, T: float,
                   alpha: float) -> torch.Tensor:
@@ -134,6 +146,13 @@ def token_kd_loss(student_logits: torch.Tensor, targets: torch.Tensor, ids: torc
                             or teacher_log_tail.shape != targets.shape):
         raise ValueError(f"the teacher's ids {tuple(ids.shape)}, log-probabilities {tuple(teacher_log_probs.shape)} "
                          f"and tail {tuple(teacher_log_tail.shape)} must be (B, L, k), (B, L, k) and (B, L)")
+    if not targets.numel():
+        raise ValueError("an empty batch has no tokens to learn from: give at least one window of one position")
+    if alpha and ids is None and teacher_log_probs.shape != student_logits.shape:
+        raise ValueError(f"a dense teacher's log-probabilities must be (B, L, V) {tuple(student_logits.shape)}, got "
+                         f"{tuple(teacher_log_probs.shape)}")
+    if alpha:
+        _check_log_targets(teacher_log_probs, teacher_log_tail if ids is not None else None)
     z = student_logits.float()
     hard = F.cross_entropy(z.flatten(0, 1), targets.flatten())
     if alpha == 0:

@@ -38,6 +38,11 @@ def create_lm(name: str, *, vocab_size: int, context: int) -> nn.Module:
     """A registered language model for ``vocab_size`` tokens and windows of up to ``context`` tokens."""
     if name not in _LMS:
         raise UsageError(f"unknown language model '{name}'; choose one of: {', '.join(list_lms())}")
+    # Sizes come from files (checkpoints, caches): checked before a weight is allocated, so an absurd one is a
+    # line, not a 256 GB allocation. 2^24 tokens and 2^20 positions are far past any tokenizer or window here.
+    for what, value, high in (("vocab_size", vocab_size, 1 << 24), ("context", context, 1 << 20)):
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= high:
+            raise UsageError(f"a language model's {what} must be a whole number from 1 to {high:,}, got {value!r}")
     return _LMS[name](vocab_size=vocab_size, context=context)
 
 

@@ -3,6 +3,7 @@
 import click
 
 from pipeline.data.windows import text_tokenizer
+from pipeline.results.export_lm import check_model_tokenizer, prompt_ids
 from pipeline.results.export_lm import generate as continue_greedily
 from pipeline.training.checkpoint import load_checkpoint
 from pipeline.training.run_dir import MODEL_FILE
@@ -17,7 +18,7 @@ from stages.options import PATH
 def generate(run_dir, text, prompt, tokens):
     """Print the prompt and the student's greedy continuation."""
     path = run_dir / MODEL_FILE if (run_dir / MODEL_FILE).is_file() else run_dir / "teacher.pt"
-    model, _ = load_checkpoint(path, "lm", "student")
+    model, ckpt = load_checkpoint(path, "lm", "student")
     tokenizer = text_tokenizer(text)
-    click.echo(prompt + tokenizer.decode(continue_greedily(model.eval(), tokenizer.encode(prompt.encode()).tolist(),
-                                                           tokens)))
+    check_model_tokenizer(model, ckpt, tokenizer, text)
+    click.echo(prompt + tokenizer.decode(continue_greedily(model.eval(), prompt_ids(prompt, tokenizer), tokens)))

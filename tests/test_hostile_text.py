@@ -587,3 +587,57 @@ def test_make_plans_the_pass_again_when_the_teachers_files_change(tmp_path, gpt2
     weights.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
     os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))
     assert stamp(gpt2_folder) != first                            # overwritten in place
+
+
+# --- the text API's garbage arguments, absurd checkpoints, generate --------------------------------------
+
+def test_the_text_api_refuses_garbage_arguments_in_one_line(tmp_path, byte_text, lm_teacher_file):
+    from pipeline.cache.token_dataset import TokenTargetDataset
+    from pipeline.losses import token_kd_loss
+    from pipeline.models_lm import create_lm
+    from pipeline.teacher.token_pass import write_token_logits
+    from pipeline.config import TokenLogitsConfig
+    cache = tmp_path / "c.h5"
+    write_token_logits(TokenLogitsConfig(teacher=lm_teacher_file, text=byte_text, out=cache, context=16, topk=4,
+                                         device="cpu", threads=1), progress=False)
+    with pytest.raises(UsageError, match="T must be a number"):
+        TokenTargetDataset(cache, byte_text, T=0)
+    for vocab, context in ((0, 16), (256, 0), (2**40, 16), (256, 2**40), (256.5, 16)):
+        with pytest.raises(UsageError, match="must be a whole number"):
+            create_lm("lm-tiny", vocab_size=vocab, context=context)
+    data = TokenTargetDataset(cache, byte_text, T=2.0)
+    tokens, ids, log_p, log_tail = (torch.stack(x) for x in zip(data[0], data[1]))
+    student = torch.randn(2, 16, 256)
+    token_kd_loss(student, tokens[:, 1:], ids, log_p, log_tail, T=2.0, alpha=0.5)      # fine
+    with pytest.raises(ValueError, match="must be log-probabilities"):
+        token_kd_loss(student, tokens[:, 1:], ids, log_p.exp(), log_tail.exp(), T=2.0, alpha=0.5)
+    with pytest.raises(ValueError, match="empty batch"):
+        token_kd_loss(student[:0], tokens[:0, 1:], ids[:0], log_p[:0], log_tail[:0], T=2.0, alpha=0.5)
+
+
+def test_a_checkpoint_recording_absurd_sizes_is_refused_before_it_is_built(tmp_path, capsys, lm_teacher_file,
+                                                                           byte_text):
+    payload = torch.load(lm_teacher_file, weights_only=True)
+    payload["model_kwargs"] = {"vocab_size": 1 << 40, "context": 128}
+    torch.save(payload, tmp_path / "absurd.pt")
+    payload["model_kwargs"] = {"vocab_size": 256, "context": 16, "depth": 3}
+    torch.save(payload, tmp_path / "extra.pt")
+    for name, match in (("absurd.pt", "must be a whole number from 1 to"), ("extra.pt", "do not fit architecture")):
+        out = tmp_path / f"{name}.h5"
+        code, _, err = token_pass(capsys, tmp_path / name, byte_text, out)
+        assert_refused(code, err, out, match)
+
+
+def test_generate_speaks_only_through_the_tokenizer_the_model_learned(tmp_path, capsys, lm_teacher_file, byte_text):
+    run = lm_teacher_file.parent
+    code, out, err = run_cli(["generate", "--run-dir", run, "--text", byte_text, "--prompt", "def ", "--tokens", "4"],
+                             capsys)
+    assert code is None or code == 0, err
+    corpus = load_corpus(str(tmp_path / "docs"))
+    other = tmp_path / "bpe.h5"
+    prepare_text(corpus, train_bpe(corpus, 300), other)
+    for text, prompt, match in ((other, "def ", "another tokenizer"), (byte_text, "caf\udce9", "not UTF-8"),
+                                (byte_text, "a\0b", "NUL byte")):
+        code, _, err = run_cli(["generate", "--run-dir", run, "--text", text, "--prompt", prompt], capsys)
+        lines = err.strip().splitlines()
+        assert code == 2 and len(lines) == 1 and match in lines[0], err

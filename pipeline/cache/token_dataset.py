@@ -20,6 +20,7 @@ from pipeline.cache.token_format import grid_index
 from pipeline.cache.token_reader import TokenCache
 from pipeline.data.windows import TokenWindows, read_text_attrs
 from pipeline.errors import UsageError
+from pipeline.settings import check
 
 __all__ = ["TokenTargetDataset"]
 
@@ -29,6 +30,7 @@ class TokenTargetDataset(TorchDataset):
     grid, or any for a dense cache)."""
 
     def __init__(self, cache: str | Path, text: str | Path, T: float, split: str = "train"):
+        check("T", T)          # the setting's one check: a number in its range (T = 0 would divide by zero)
         text_attrs = read_text_attrs(Path(text))
         self.cache = TokenCache(cache, {"text_fingerprint": text_attrs["fingerprint"]})
         self.windows = TokenWindows(text, split, int(self.cache.attrs["context"]), int(self.cache.attrs["stride"]))

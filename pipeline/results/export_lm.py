@@ -21,7 +21,7 @@ from pipeline.data.windows import TokenWindows, text_tokenizer
 from pipeline.errors import UsageError
 from pipeline.files import atomic_path, read_json, write_json
 from pipeline.results.export import _quiet, _versions
-from pipeline.training.checkpoint import load_checkpoint
+from pipeline.training.checkpoint import load_checkpoint, recorded_tokenizer
 from pipeline.training.loop import set_threads
 from pipeline.training.run_dir import MODEL_FILE
 
@@ -45,6 +45,27 @@ def _load(run_dir: Path):
 
 
 @torch.no_grad()
+def check_model_tokenizer(model, ckpt: dict, tokenizer, text) -> None:
+    """A model writes only through the tokenizer it learned: the one its checkpoint records, or where none is
+    recorded, one exactly as wide as its output (another text's ids would be decoded as noise)."""
+    recorded = recorded_tokenizer(ckpt)
+    if recorded and recorded != tokenizer.fingerprint or tokenizer.vocab_size != model.vocab_size:
+        raise UsageError(f"{text} is prepared with another tokenizer ({tokenizer.name}, {tokenizer.vocab_size} ids) "
+                         f"than the model learned ({model.vocab_size} outputs); give the prepared text it learned "
+                         f"from (the run's metrics.json names it)")
+
+
+def prompt_ids(prompt: str, tokenizer) -> list[int]:
+    """A prompt's ids; one that is no text (a lone surrogate from a command line that was not UTF-8) is refused."""
+    try:
+        data = prompt.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise UsageError(f"the prompt is not UTF-8 text (character {exc.start}); give it as UTF-8") from None
+    if b"\0" in data and not tokenizer.definition:
+        raise UsageError("the prompt holds a NUL byte, which ends a document in the byte tokenizer; leave it out")
+    return tokenizer.encode(data).tolist()
+
+
 def generate(model, prompt: list[int], tokens: int) -> list[int]:
     """Greedy continuation of ``prompt`` by ``tokens`` ids (the window slides once it is full)."""
     ids = list(prompt) or [0]

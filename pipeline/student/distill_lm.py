@@ -121,7 +121,7 @@ def train_lm_student(cfg: LMStudentConfig, progress: bool = True, on_eval=None) 
             "text_fingerprint": text["fingerprint"],
             # who taught it: what the report groups by, so runs of two teachers are never seeds of one arm
             "teacher": str(cache.attrs.get("teacher", "")), "teacher_fingerprint": str(cache.attrs["teacher_fingerprint"]),
-            "tokenizer": text["tokenizer"], "history": history, "resumed_from_step": resumed_from,
+            "tokenizer": text["tokenizer"], "tokenizer_fingerprint": text["tokenizer_fingerprint"], "history": history, "resumed_from_step": resumed_from,
             "threads": torch.get_num_threads(),
         }
         save_run(Path(cfg.out_dir), cfg.student, model, {"vocab_size": int(cache.attrs["vocab_size"]),

@@ -38,26 +38,17 @@ from pipeline.errors import UsageError
 from pipeline.files import exclusive_writer, need_space
 from pipeline.teacher.hf_source import load_lm_teacher
 from pipeline.teacher.pass_parts import Parts, World, parts_dir
+from pipeline.training.checkpoint import recorded_tokenizer
 from pipeline.training.loop import set_threads
 
-__all__ = ["write_token_logits", "check_same_tokenizer", "teacher_tokenizer"]
-
-
-def teacher_tokenizer(ckpt: dict) -> str | None:
-    """The fingerprint of the tokenizer a teacher reads: recorded by softcache's LM teacher (its training
-    text, or the published record's), or the tokenizer.json a Hugging Face folder ships; None where unknown."""
-    metrics = ckpt.get("metrics") or {}
-    for text in (metrics.get("text"), (metrics.get("published") or {}).get("text")):
-        if isinstance(text, dict) and text.get("tokenizer_fingerprint"):
-            return str(text["tokenizer_fingerprint"])
-    return ckpt.get("tokenizer_fingerprint")
+__all__ = ["write_token_logits", "check_same_tokenizer"]
 
 
 def check_same_tokenizer(ckpt: dict, outputs: int, tokenizer, teacher) -> None:
     """A teacher over ids of another tokenizer seals a complete, digest-proven cache of noise, so the text
     must be prepared with the teacher's own tokenizer: the same fingerprint where the teacher's is known; where
     it is not, a vocabulary exactly as wide as the teacher's output (nothing else can be checked)."""
-    known = teacher_tokenizer(ckpt)
+    known = recorded_tokenizer(ckpt)
     if known and known != tokenizer.fingerprint:
         raise UsageError(f"the teacher {teacher} reads the ids of another tokenizer (fingerprint {known}) than the "
                          f"text's ({tokenizer.name}, {tokenizer.fingerprint}); prepare the text with the teacher's "

@@ -103,7 +103,13 @@ def load_checkpoint(path: Path, kind: str, fix: str, payload: object = None) -> 
         raise UsageError(f"{path} is not a softcache checkpoint (no '{CHECKPOINT_FORMAT}' format tag)", fix=fix)
     if ckpt.get("kind") != kind:
         raise UsageError(f"{path} holds a {ckpt.get('kind')}, not a {kind}", fix=fix)
-    model = _FACTORIES[kind](ckpt["arch"], **ckpt["model_kwargs"])
+    kwargs = ckpt.get("model_kwargs")
+    if not isinstance(kwargs, dict) or not isinstance(ckpt.get("arch"), str):
+        raise UsageError(f"{path}: its architecture or model sizes are not recorded as softcache writes them", fix=fix)
+    try:    # the recorded sizes are checked by the factory before a weight is allocated (create_lm, create_model)
+        model = _FACTORIES[kind](ckpt["arch"], **kwargs)
+    except TypeError as exc:
+        raise UsageError(f"{path}: its model sizes do not fit architecture '{ckpt['arch']}' ({exc})", fix=fix) from None
     try:
         model.load_state_dict(ckpt["state_dict"])
     except RuntimeError as exc:
@@ -112,3 +118,16 @@ def load_checkpoint(path: Path, kind: str, fix: str, payload: object = None) -> 
     if model_fingerprint(ckpt["arch"], model) != ckpt.get("fingerprint"):
         raise UsageError(f"{path}: weights do not match their recorded fingerprint", fix=fix)
     return model.eval(), ckpt
+
+
+def recorded_tokenizer(ckpt: dict) -> str | None:
+    """The fingerprint of the tokenizer whose ids a language model reads, as its checkpoint records it: an LM
+    student's run, softcache's LM teacher (its training text, or a published record's), or the tokenizer.json a
+    Hugging Face folder ships (its loader's record); None where nothing says."""
+    metrics = ckpt.get("metrics") or {}
+    if metrics.get("tokenizer_fingerprint"):
+        return str(metrics["tokenizer_fingerprint"])
+    for text in (metrics.get("text"), (metrics.get("published") or {}).get("text")):
+        if isinstance(text, dict) and text.get("tokenizer_fingerprint"):
+            return str(text["tokenizer_fingerprint"])
+    return ckpt.get("tokenizer_fingerprint")
