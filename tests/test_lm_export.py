@@ -53,7 +53,7 @@ def test_softcache_export_takes_an_lm_run(student_run, capsys):
     with pytest.raises(SystemExit) as done:
         main(["export", "--run-dir", str(student_run), "--threads", "1"])
     out = capsys.readouterr().out
-    assert done.value.code == 0 and "ONNX max |Δlogit|" in out and (student_run / "export" / "export.json").is_file()
+    assert done.value.code == 0 and "onnx max |Δlogit|" in out and "torchscript max |Δlogit|" in out and (student_run / "export" / "export.json").is_file()
 
 
 def test_the_report_compares_lm_runs_and_shows_what_they_write(tmp_path, token_cache, text_file):  # noqa: F811
@@ -106,3 +106,20 @@ def test_a_foreign_lm_record_in_the_runs_folder_is_one_line(tmp_path):
     (tmp_path / "someone" / "metrics.json").write_text(json.dumps({"kind": "lm", "student": "lm-tiny"}))
     with pytest.raises(UsageError, match="is not the record of an LM run softcache finished .'steps' is None."):
         collect_lm_runs(tmp_path)
+
+
+def test_formats_choose_what_an_lm_export_makes(tmp_path, student_run, capsys):
+    """FORMATS reaches a language model's export as an image student's: TorchScript alone is made and checked,
+    no ONNX file is left beside it."""
+    with pytest.raises(SystemExit) as done:
+        main(["export", "--run-dir", str(student_run), "--threads", "1", "--formats", "torchscript",
+              "--out-dir", str(tmp_path / "ts")])
+    out = capsys.readouterr().out
+    assert done.value.code == 0 and "torchscript max |Δlogit|" in out
+    assert sorted(p.name for p in (tmp_path / "ts").iterdir()) == ["export.json", "model.torchscript.pt"]
+    import torch
+    module = torch.jit.load(str(tmp_path / "ts" / "model.torchscript.pt"))
+    ids = torch.zeros(1, 5, dtype=torch.int64)                # a shorter window than it was traced with
+    model, _ = load_checkpoint(student_run / "model.pt", "lm", "student")
+    with torch.no_grad():
+        assert torch.allclose(module(ids), model(ids), atol=1e-5)

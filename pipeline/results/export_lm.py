@@ -27,7 +27,7 @@ from pipeline.training.run_dir import MODEL_FILE
 
 __all__ = ["export_lm_run", "generate", "is_lm_run", "LM_EXPORT_FILES"]
 
-LM_EXPORT_FILES = {"onnx": "model.onnx", "int8": "model.int8.onnx"}
+LM_EXPORT_FILES = {"onnx": "model.onnx", "torchscript": "model.torchscript.pt", "int8": "model.int8.onnx"}
 INPUT_NAME, OUTPUT_NAME = "ids", "logits"
 
 
@@ -83,8 +83,9 @@ def _bits_per_byte(logits: np.ndarray, targets: np.ndarray, lengths: np.ndarray)
 
 def export_lm_run(run_dir: Path, text: Path, out_dir: Path | None = None, *, windows: int = 64,
                   parity_atol: float = 1e-4, int8_budget_bpb: float = 0.05, generate_tokens: int = 160,
-                  threads: int = 1) -> dict:
-    """Export, check and time one LM student run; returns what it writes to ``<out_dir>/export.json``."""
+                  threads: int = 1, formats: tuple[str, ...] = ("onnx", "int8")) -> dict:
+    """Export, check and time one LM student run in ``formats`` (onnx, torchscript, int8: quantised from the
+    ONNX graph); returns what it writes to ``<out_dir>/export.json``."""
     import onnxruntime as ort
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -106,6 +107,11 @@ def export_lm_run(run_dir: Path, text: Path, out_dir: Path | None = None, *, win
     record = {"run": run_dir.name, "student": ckpt["arch"], "windows": len(picks), "context": model.context,
               "files": {}, "refused": {}, "versions": _versions(),
               "eager_bits_per_byte": _bits_per_byte(eager, targets, lengths)}
+    if "torchscript" in formats:
+        record["files"]["torchscript"] = _torchscript(model, x, eager, out_dir / LM_EXPORT_FILES["torchscript"],
+                                                      parity_atol)
+    if "onnx" not in formats and "int8" not in formats:
+        return _finish(model, test, picks, tokenizer, generate_tokens, record, out_dir)
     onnx_path = out_dir / LM_EXPORT_FILES["onnx"]
     length = torch.export.Dim("length", max=model.context)
     with _quiet(), atomic_path(onnx_path) as tmp:
@@ -121,16 +127,40 @@ def export_lm_run(run_dir: Path, text: Path, out_dir: Path | None = None, *, win
         raise UsageError(f"the ONNX export does not compute what the trained student computes (max |logit "
                          f"difference| {max_abs:.2e}, tolerance {parity_atol:g}); nothing was kept")
     record["files"]["onnx"] = {"path": onnx_path.name, "bytes": onnx_path.stat().st_size, "max_abs_diff": max_abs}
-    int8_path = out_dir / LM_EXPORT_FILES["int8"]
-    with _quiet(), atomic_path(int8_path) as tmp:
-        quantize_dynamic(str(onnx_path), str(tmp), weight_type=QuantType.QInt8)
-    change = _bits_per_byte(run(int8_path), targets, lengths) - record["eager_bits_per_byte"]
-    if change <= int8_budget_bpb:
-        record["files"]["int8"] = {"path": int8_path.name, "bytes": int8_path.stat().st_size,
-                                   "bits_per_byte_change": change}
-    else:
-        int8_path.unlink()
-        record["refused"]["int8"] = {"bits_per_byte_change": change, "budget": int8_budget_bpb}
+    if "int8" in formats:
+        int8_path = out_dir / LM_EXPORT_FILES["int8"]
+        with _quiet(), atomic_path(int8_path) as tmp:
+            quantize_dynamic(str(onnx_path), str(tmp), weight_type=QuantType.QInt8)
+        change = _bits_per_byte(run(int8_path), targets, lengths) - record["eager_bits_per_byte"]
+        if change <= int8_budget_bpb:
+            record["files"]["int8"] = {"path": int8_path.name, "bytes": int8_path.stat().st_size,
+                                       "bits_per_byte_change": change}
+        else:
+            int8_path.unlink()
+            record["refused"]["int8"] = {"bits_per_byte_change": change, "budget": int8_budget_bpb}
+    if "onnx" not in formats:       # made only to quantise from
+        onnx_path.unlink()
+        del record["files"]["onnx"]
+    return _finish(model, test, picks, tokenizer, generate_tokens, record, out_dir)
+
+
+def _torchscript(model, x: torch.Tensor, eager: np.ndarray, path: Path, parity_atol: float) -> dict:
+    """A traced module (the window's length stays free: positions come from the input's shape), kept only
+    where it computes what the trained student computes on the test windows."""
+    with _quiet(), torch.no_grad(), atomic_path(path) as tmp:
+        torch.jit.save(torch.jit.trace(model, x[:1]), str(tmp))
+    with torch.inference_mode():
+        traced = torch.jit.load(str(path), map_location="cpu")(x).numpy()
+    max_abs = float(np.abs(traced - eager).max())
+    if not max_abs <= parity_atol:
+        path.unlink()
+        raise UsageError(f"the TorchScript export does not compute what the trained student computes (max |logit "
+                         f"difference| {max_abs:.2e}, tolerance {parity_atol:g}); nothing was kept")
+    return {"path": path.name, "bytes": path.stat().st_size, "max_abs_diff": max_abs}
+
+
+def _finish(model, test, picks, tokenizer, generate_tokens: int, record: dict, out_dir: Path) -> dict:
+    """The greedy sample and its speed, then the record."""
     prompt = test.batch([int(picks[0])])[0, :48].tolist()        # the start of a held-out test window
     start = time.perf_counter()
     continuation = generate(model, prompt, generate_tokens)

@@ -18,11 +18,15 @@ def export_any(cfg: ExportConfig) -> list[str]:
     """Export the run ``cfg`` names, an image student's or a language model's, and say how it went."""
     if is_lm_run(cfg.run_dir):     # a language model: checked on the text's test windows
         r = export_lm_run(cfg.run_dir, cfg.dataset or Path(read_json(cfg.run_dir / "metrics.json")["text"]),
-                          cfg.out_dir, parity_atol=cfg.parity_atol, threads=cfg.threads or 1)
+                          cfg.out_dir, parity_atol=cfg.parity_atol, threads=cfg.threads or 1, formats=cfg.formats)
         kept = ", ".join(f"{f} {r['files'][f]['bytes']:,} bytes" for f in r["files"])
-        int8 = (f"int8 {r['files']['int8']['bits_per_byte_change']:+.4f} bits per byte" if "int8" in r["files"]
-                else f"int8 refused ({r['refused']['int8']['bits_per_byte_change']:+.4f} bits per byte)")
-        return [f"{cfg.destination}: {kept}; ONNX max |Δlogit| {r['files']['onnx']['max_abs_diff']:.1e}, {int8}; "
+        checks = [f"{f} max |Δlogit| {r['files'][f]['max_abs_diff']:.1e}" for f in ("onnx", "torchscript")
+                  if f in r["files"]]
+        if "int8" in r["files"]:
+            checks.append(f"int8 {r['files']['int8']['bits_per_byte_change']:+.4f} bits per byte")
+        elif "int8" in r["refused"]:
+            checks.append(f"int8 refused ({r['refused']['int8']['bits_per_byte_change']:+.4f} bits per byte)")
+        return [f"{cfg.destination}: {kept}; {', '.join(checks)}; "
                 f"greedy {r['greedy_tokens_per_second_1thread']:.0f} tokens/s on one thread"]
     r = export_run(cfg)
     lat = r["latency_us_batch1_1thread"]

@@ -115,6 +115,7 @@ def render_lm(runs_dir: Path) -> str:
             refused = e.get("refused", {}).get("int8")
             int8_cell = (f"{int8['bytes'] / 1024:.0f}", f"{int8['bits_per_byte_change']:+.4f}") if int8 else (
                 "refused", f"{refused['bits_per_byte_change']:+.4f} (budget {refused['budget']:g})" if refused else "—")
+            onnx = onnx or {"bytes": math.nan, "max_abs_diff": math.nan}      # asked for TorchScript only
             out.append(f"| {run} | {onnx['bytes'] / 1024:.0f} | {onnx['max_abs_diff']:.1e} | {int8_cell[0]} | "
                        f"{int8_cell[1]} | {e['greedy_tokens_per_second_1thread']:.0f} |")
         shown = {run: e["sample"] for run, e in exports if e.get("sample")}
