@@ -17,7 +17,7 @@ from pathlib import Path
 
 from pipeline.errors import UsageError
 
-__all__ = ["Setting", "SETTINGS", "SETTING", "DEFAULTS", "TARGETS", "EXPORT_FORMATS", "check", "default", "number", "check_grid",
+__all__ = ["GRID_MAX", "T_RANGE", "Setting", "SETTINGS", "SETTING", "DEFAULTS", "TARGETS", "EXPORT_FORMATS", "check", "default", "number", "check_grid",
            "image_size", "capped_parallelism", "threads_per_run", "control_problem",
            "check_views_mixup", "check_augment_replay", "check_labels_alpha", "check_sweep_backend", "check_ensemble_storage",
            "misspelled", "help_text"]
@@ -175,11 +175,18 @@ def _tokenizer(name: str, text: str) -> str:
     raise UsageError(f"{name} must be bytes, bpe-N ({low} <= N <= {high}) or a local tokenizer.json, got {text[:60]!r}")
 
 
+# A grid is stored per position (4 bytes each) and spelled in cache names: a few temperatures, not hundreds.
+GRID_MAX = 16
+
+
 def _temperature_grid(name: str, text: str) -> str:
-    """Temperatures, separated by spaces or commas, each in the T range, none twice."""
-    values = [_number(*_T_RANGE)(name, v) for v in text.replace(",", " ").split()]
-    if not values or len(set(values)) != len(values):
-        raise UsageError(f"{name} must list one or more different temperatures, got {text[:60]!r}")
+    """Temperatures, separated by spaces or commas, each in the T range, none twice, at most GRID_MAX, each
+    spelled in at most 8 characters (the grid is part of the cache's file name)."""
+    parts = text.replace(",", " ").split()
+    values = [_number(*T_RANGE)(name, v) for v in parts[:GRID_MAX + 1]]
+    if not values or len(set(values)) != len(values) or len(parts) > GRID_MAX or any(len(p) > 8 for p in parts):
+        raise UsageError(f"{name} must list 1 to {GRID_MAX} different temperatures of at most 8 characters each, "
+                         f"got {text[:60]!r}")
     return text
 
 
@@ -238,13 +245,13 @@ class Setting:
 _S = Setting
 # A temperature divides logits: below 0.01 or above 100, z/T overflows float32 or flattens every
 # distribution to uniform, and the T² factor of the loss stops meaning anything.
-_T_RANGE = (0.01, 100)
+T_RANGE = (0.01, 100)
 LABEL_GRID = "600 1200 6000 all"   # experiment-labels' label counts when LABELS is not given
 SETTINGS: tuple[Setting, ...] = (
     # the student stage
     _S("STUDENT", "cnn-tiny", "student architecture (mlp, cnn-tiny, cnn-small, ...)",
        _pattern(_NAME_RE, "a registry name (lower-case letters, digits, _ . -)", "cnn-tiny")),
-    _S("T", "4", "distillation temperature of the student's loss", _number(*_T_RANGE)),
+    _S("T", "4", "distillation temperature of the student's loss", _number(*T_RANGE)),
     # 0.1: the best ALPHA at T=4 on 5,000 held-out training rows with the default CPU teacher
     # (docs/RESULTS.md, "Choosing the default ALPHA"); the larger, the worse, 0.9 the worst.
     _S("ALPHA", "0.1", "weight of the soft-target term; the hard labels get 1-ALPHA (0: scratch)", _number(0, 1)),
@@ -312,7 +319,7 @@ SETTINGS: tuple[Setting, ...] = (
     _S("CACHE_TS", "1 2 4", "the temperatures a top-k cache holds the exact tail at (per-token caches, and image caches "
        "with CACHE_TOPK); students read at these only",
        _temperature_grid, group="teacher"),
-    _S("TEACHER_T", "1", "temperature the cached logits are divided by", _number(*_T_RANGE), group="teacher"),
+    _S("TEACHER_T", "1", "temperature the cached logits are divided by", _number(*T_RANGE), group="teacher"),
     _S("CACHE_DTYPE", "float32", "storage of the cached logits (text: float16 unless given)", _choice("float32", "float16"), group="teacher"),
     _S("CACHE_TOPK", "0", "store only the k largest logits per row plus the tail (0: all; text: 16 unless given)", _integer(0),
        group="teacher"),
@@ -346,7 +353,7 @@ SETTINGS: tuple[Setting, ...] = (
     # the demo, export and publishing
     _S("DEMO_STUDENTS", "mlp cnn-tiny cnn-small", "students the demo trains (scratch and distilled)", _names,
        group="demo"),
-    _S("DEMO_T", "1", "T of the demo's distilled runs when it uses the published teacher (images or text)", _number(*_T_RANGE),
+    _S("DEMO_T", "1", "T of the demo's distilled runs when it uses the published teacher (images or text)", _number(*T_RANGE),
        group="demo"),
     _S("DEMO_ALPHA", "0.5", "ALPHA of the demo's distilled runs when it uses the published teacher", _number(0, 1),
        group="demo"),

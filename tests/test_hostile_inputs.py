@@ -514,6 +514,8 @@ def test_a_data_dir_named_like_a_make_variable_sets_nothing(tmp_path):
     (["DATA_DIR=~/data"], "give the full path"),
     (["DATASET=~/x.npz"], "give the full path"),
     (["SC_TARGET_0=/bin/echo"], "softcache's own"),
+    (["CACHE_TS=" + " ".join(str(1 + i / 100) for i in range(40))], "CACHE_TS must list 1 to 16"),
+    (["CACHE_TS=1.0000000000001 2"], "at most 8 characters"),
 ])
 def test_settings_that_would_reach_outside_are_refused(tmp_path, given, match):
     goal = "publish" if given == ["LIMIT=3000"] else "clean"

@@ -393,8 +393,8 @@ def _huge_declared_vocabulary(f):
 
 @pytest.mark.parametrize("edit,match", [
     (_duplicate_ids, "name one token twice"), (_float_ids, "is stored as float32"),
-    (_negative_ids, "is stored as int16"), (_repeated_temperature, "is not a grid of 1 to 64 different"),
-    (_absurd_temperature, "is not a grid of 1 to 64 different"), (_stride, "stride 4 disagrees"),
+    (_negative_ids, "is stored as int16"), (_repeated_temperature, "is not a grid of 1 to 16 different"),
+    (_absurd_temperature, "is not a grid of 1 to 16 different"), (_stride, "stride 4 disagrees"),
     (_huge_declared_windows, "but the file holds"), (_huge_declared_vocabulary, "but the file holds"),
 ])
 def test_a_resealed_token_cache_that_breaks_the_formats_invariants_is_refused(tmp_path, capsys, edit, match):
@@ -641,3 +641,15 @@ def test_generate_speaks_only_through_the_tokenizer_the_model_learned(tmp_path, 
         code, _, err = run_cli(["generate", "--run-dir", run, "--text", text, "--prompt", prompt], capsys)
         lines = err.strip().splitlines()
         assert code == 2 and len(lines) == 1 and match in lines[0], err
+
+
+def test_a_student_asking_for_more_of_the_cache_than_it_holds_is_refused(tmp_path, capsys, byte_text,
+                                                                          lm_teacher_file):
+    cache = tmp_path / "c.h5"
+    code, _, err = run_cli(["token-logits", "--teacher", lm_teacher_file, "--text", byte_text, "--out", cache,
+                            "--context", "16", "--topk", "4", "--device", "cpu"], capsys)
+    assert code == 0, err
+    out = tmp_path / "run"
+    code, _, err = run_cli(["lm-student", "--cache", cache, "--text", byte_text, "--out-dir", out, "--student",
+                            "lm-tiny", "--T", "2", "--alpha", "0.5", "--steps", "2", "--topk", "8"], capsys)
+    assert_refused(code, err, out / "metrics.json", "--topk 8 asks for more")

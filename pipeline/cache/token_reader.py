@@ -23,12 +23,12 @@ from pipeline.cache.format import file_attrs
 from pipeline.cache.token_format import TOKEN_FORMAT_VERSION, TOKEN_SPLITS, TokenDigest, target_log_probs
 from pipeline.data.tokenizers import token_dtype
 from pipeline.errors import UsageError
+from pipeline.settings import GRID_MAX, T_RANGE
 
 __all__ = ["TokenCache"]
 
 _VALUE_NAMES = {"full": ("logits",), "topk": ("topk_logits", "topk_ids", "tail_odds")}
 _BLOCK_BYTES = 64 << 20          # the most one checked block may take in memory
-_T_RANGE = (0.01, 100.0)         # the temperatures a grid may hold (pipeline.settings: T)
 
 
 class TokenCache:
@@ -134,10 +134,10 @@ class TokenCache:
             grid = np.atleast_1d(np.asarray(a.get("temperatures"), dtype=np.float64))
         except (TypeError, ValueError):
             grid = np.empty(0)
-        if (grid.ndim != 1 or not 1 <= len(grid) <= 64 or not np.all(np.isfinite(grid))
-                or np.any(grid < _T_RANGE[0]) or np.any(grid > _T_RANGE[1]) or len(np.unique(grid)) != len(grid)):
-            return (f"temperatures attribute {str(a.get('temperatures'))[:60]} is not a grid of 1 to 64 different "
-                    f"temperatures in [{_T_RANGE[0]:g}, {_T_RANGE[1]:g}]")
+        if (grid.ndim != 1 or not 1 <= len(grid) <= GRID_MAX or not np.all(np.isfinite(grid))
+                or np.any(grid < T_RANGE[0]) or np.any(grid > T_RANGE[1]) or len(np.unique(grid)) != len(grid)):
+            return (f"temperatures attribute {str(a.get('temperatures'))[:60]} is not a grid of 1 to {GRID_MAX} "
+                    f"different temperatures in [{T_RANGE[0]:g}, {T_RANGE[1]:g}]")
         if a.get("stride") != context:
             return f"stride {a.get('stride')!r} disagrees with the context {context} the windows are read at"
         return None

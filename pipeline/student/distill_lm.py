@@ -41,6 +41,11 @@ def _open_cache(cfg: LMStudentConfig) -> tuple[TokenCache, dict]:
     cache = TokenCache(cfg.cache, expect={"text_fingerprint": text["fingerprint"]}, in_memory=in_memory and cfg.alpha > 0)
     if cfg.alpha:
         grid_index(cache.temperatures, cfg.T)          # a T off the grid: one line naming it, before training
+    held = int(cache.attrs["topk"]) or int(cache.attrs["vocab_size"])
+    if cfg.topk > held:      # reading more than it holds would be a student told it learned what it did not
+        raise UsageError(f"--topk {cfg.topk} asks for more of each position's distribution than the cache "
+                         f"{cfg.cache} holds (its {held} most likely tokens); give --topk {held} or less, or make a "
+                         f"cache with CACHE_TOPK={cfg.topk}", fix="token-logits")
     return cache, text
 
 
