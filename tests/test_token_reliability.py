@@ -91,3 +91,37 @@ def test_a_full_disk_at_the_token_pass_is_one_line(tmp_path, lm_teacher, text_fi
     assert "need about" in before["stderr"] and "cache/tokens.h5" not in before["files"]   # refused before the pass
     assert with_space["rc"] == 0, with_space["stderr"]
     assert with_space["files"] == ["cache/tokens.h5"] and with_space["temporaries"] == []
+
+
+_NO_TEXT_CHECKS = ("import pipeline.teacher.token_pass, pipeline.cache.token_format, pipeline.data.windows\n"
+                   "for m in (pipeline.teacher.token_pass, pipeline.cache.token_format, pipeline.data.windows): "
+                   "m.need_space = lambda *a, **k: None\n")
+
+
+@pytest.mark.slow
+@pytest.mark.needs_mount
+def test_a_full_disk_met_by_the_token_writer_and_the_prepared_text_is_one_line(tmp_path, lm_teacher,
+                                                                              text_file):  # noqa: F811
+    """With the free-space checks made before writing switched off, the HDF5 writers themselves meet the full
+    disk: the token cache's assembly (its parts fit, the file does not) and the prepared text. Each reserves
+    its space before HDF5 writes a byte, so each is one line, never a segmentation fault."""
+    reference = tmp_path / "reference.h5"
+    assert _run(_pass_args(lm_teacher, text_file, reference)).returncode == 0
+    size = reference.stat().st_size
+    out = tmp_path / "disk" / "cache" / "tokens.h5"
+    docs = tmp_path / "big-docs"
+    docs.mkdir()
+    for i in range(80):
+        (docs / f"doc{i:03d}.py").write_text(f"def f{i}(x):\n    return x * {i}\n" * 60)
+    data = ["data", "--dataset", str(docs), "--tokenizer", "bytes", "--out", str(tmp_path / "disk" / "text" / "d.h5")]
+    assembly, text, with_space = _in_namespace(tmp_path, f"{int(size * 1.6) // 1024 + 8}k", [
+        {"code": _NO_TEXT_CHECKS + _cli(_pass_args(lm_teacher, text_file, out))},
+        {"code": _NO_TEXT_CHECKS + _cli(data), "remount": f"{int(size * 1.6) // 1024 + 40}k"},
+        {"code": _cli(_pass_args(lm_teacher, text_file, out)) + "\n", "remount": "16m"},
+    ])
+    _one_line_no_space(assembly)
+    assert any(".tokens.h5.parts/" in f for f in assembly["files"]), assembly     # the computed parts are kept
+    _one_line_no_space(text)
+    assert not any(f.startswith("text/") for f in text["files"]), text
+    assert with_space["rc"] == 0, with_space["stderr"]
+    assert "cache/tokens.h5" in with_space["files"] and with_space["temporaries"] == []
