@@ -9,6 +9,8 @@ import hashlib
 import json
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -593,10 +595,10 @@ def test_make_plans_the_pass_again_when_the_teachers_files_change(tmp_path, gpt2
 
 def test_the_text_api_refuses_garbage_arguments_in_one_line(tmp_path, byte_text, lm_teacher_file):
     from pipeline.cache.token_dataset import TokenTargetDataset
+    from pipeline.config import TokenLogitsConfig
     from pipeline.losses import token_kd_loss
     from pipeline.models_lm import create_lm
     from pipeline.teacher.token_pass import write_token_logits
-    from pipeline.config import TokenLogitsConfig
     cache = tmp_path / "c.h5"
     write_token_logits(TokenLogitsConfig(teacher=lm_teacher_file, text=byte_text, out=cache, context=16, topk=4,
                                          device="cpu", threads=1), progress=False)
@@ -653,3 +655,27 @@ def test_a_student_asking_for_more_of_the_cache_than_it_holds_is_refused(tmp_pat
     code, _, err = run_cli(["lm-student", "--cache", cache, "--text", byte_text, "--out-dir", out, "--student",
                             "lm-tiny", "--T", "2", "--alpha", "0.5", "--steps", "2", "--topk", "8"], capsys)
     assert_refused(code, err, out / "metrics.json", "--topk 8 asks for more")
+
+
+def test_a_tokenizer_that_panics_is_one_line(tmp_path, capsys):
+    """A pre-tokenizer regex that backtracks past Oniguruma's retry limit makes the Rust code panic: a
+    PanicException (a BaseException) and a backtrace on fd 2 where RUST_BACKTRACE is set."""
+    from tokenizers import Tokenizer, models
+    definition = json.loads(Tokenizer(models.BPE(vocab={"a": 0, "b": 1, "<|endoftext|>": 2}, merges=[])).to_str())
+    definition["pre_tokenizer"] = {"type": "Split", "pattern": {"Regex": "(a+)+$"}, "behavior": "Isolated",
+                                   "invert": False}
+    tok = tmp_path / "tok" / "tokenizer.json"
+    tok.parent.mkdir()
+    tok.write_text(json.dumps(definition))
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    for i in range(120):
+        (docs / f"d{i}.txt").write_text("a" * 60 + "b")
+    out = tmp_path / "out" / "text.h5"
+    proc = subprocess.run([sys.executable, "-m", "stages.cli", "data", "--dataset", str(docs), "--tokenizer",
+                           str(tok), "--out", str(out)], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "RUST_BACKTRACE": "1"}, cwd=Path(__file__).resolve().parents[1])
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and "the tokenizer failed to encode (PanicException" in lines[0], \
+        proc.stderr[-2000:]
+    assert not out.exists()

@@ -57,7 +57,7 @@ def test_make_builds_the_text_cache_and_reruns_only_what_changed(tmp_path):
     ("VIEWS=4", "VIEWS applies to images, and DATASET=stdlib is text"),
     ("LABELS=600", "LABELS applies to images"),
     ("TOKENIZER=bpe-300", "no published LM teacher exists for DATASET=stdlib TOKENIZER=bpe-300"),
-    ("CACHE_TS=1 1", "CACHE_TS must list one or more different temperatures"),
+    ("CACHE_TS=1 1", "CACHE_TS must list 1 to 16 different temperatures"),
     ("TOKENIZER=words", "TOKENIZER must be bytes, bpe-N"),
 ])
 def test_what_text_cannot_use_is_one_line_before_anything_runs(tmp_path, setting, match):

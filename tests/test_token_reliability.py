@@ -100,8 +100,8 @@ _NO_TEXT_CHECKS = ("import pipeline.teacher.token_pass, pipeline.cache.token_for
 
 @pytest.mark.slow
 @pytest.mark.needs_mount
-def test_a_full_disk_met_by_the_token_writer_and_the_prepared_text_is_one_line(tmp_path, lm_teacher,
-                                                                              text_file):  # noqa: F811
+def test_a_full_disk_met_by_the_token_writer_and_the_prepared_text_is_one_line(  # noqa: F811
+        tmp_path, lm_teacher, text_file):  # noqa: F811
     """With the free-space checks made before writing switched off, the HDF5 writers themselves meet the full
     disk: the token cache's assembly (its parts fit, the file does not) and the prepared text. Each reserves
     its space before HDF5 writes a byte, so each is one line, never a segmentation fault."""

@@ -12,8 +12,11 @@ bytes (no text document holds one; :mod:`pipeline.data.text` refuses those that 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import os
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -143,12 +146,29 @@ def _library():
 _BACKENDS: dict[str, object] = {}
 
 
+@contextlib.contextmanager
+def _rust_quiet():
+    """File descriptor 2 shut for the length of a call: Rust's panic hook writes its message (and, with
+    RUST_BACKTRACE set, a backtrace) straight to it before Python sees the panic."""
+    sys.stderr.flush()
+    saved, sink = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(sink, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(sink)
+
+
 def _guarded(call, what: str, *args, **kwargs):
     """A call into the tokenizers library, whose Rust code may panic on a hostile definition (a regex that
-    backtracks without end, an id it has no token for): a panic surfaces as ``PanicException``, which is a
-    ``BaseException``, not an ``Exception``. Either becomes one line naming the tokenizer."""
+    backtracks past Oniguruma's retry limit, an id it has no token for): a panic surfaces as
+    ``PanicException``, which is a ``BaseException``, not an ``Exception``. Either becomes one line naming
+    the tokenizer, and the panic's own message on stderr is kept out of it."""
     try:
-        return call(*args, **kwargs)
+        with _rust_quiet():
+            return call(*args, **kwargs)
     except (KeyboardInterrupt, SystemExit, GeneratorExit):
         raise
     except BaseException as exc:
