@@ -33,9 +33,9 @@ from typing import Iterator
 
 from pipeline.errors import UsageError
 
-__all__ = ["atomic_path", "atomic_dir", "reserved_hdf5", "remove_dead_temporaries", "exclusive_writer", "lock_path", "write_json",
-           "read_json", "need_space", "no_space", "is_disk_full", "os_error_line", "disk_full_is_one_line", "refuse_link",
-           "working_dir"]
+__all__ = ["atomic_path", "atomic_dir", "reserved_hdf5", "remove_dead_temporaries", "exclusive_writer", "lock_path",
+           "write_json", "read_json", "need_space", "no_space", "is_disk_full", "os_error_line", "disk_full_is_one_line",
+           "refuse_link", "working_dir"]
 
 
 def refuse_link(path: Path) -> Path:

@@ -86,7 +86,8 @@ def _digests(f: h5py.File) -> dict[str, str]:
                 sha.update(np.ascontiguousarray(ds[lo: lo + _CHUNK]).tobytes())
             out[f"{split}/{name}"] = sha.hexdigest()
     if "tokenizer_json" in f:
-        out["tokenizer_json"] = hashlib.sha256(f["tokenizer_json"].asstr()[()].encode("utf-8", "surrogatepass")).hexdigest()
+        definition = f["tokenizer_json"].asstr()[()]
+        out["tokenizer_json"] = hashlib.sha256(definition.encode("utf-8", "surrogatepass")).hexdigest()
     out[ATTRS_DIGEST] = attrs_digest({k: plain(v) for k, v in f.attrs.items() if k != "digests"})
     return out
 

@@ -59,11 +59,11 @@ class Parts:
         nbytes = value.nbytes if isinstance(value, np.ndarray) else sum(v.nbytes for v in value.values())
         path = self.path(split, chunk)
         self._seal(split, chunk).unlink(missing_ok=True)
-        with disk_full_is_one_line(path, nbytes), atomic_path(path) as tmp:
-            with open(tmp, "wb") as fh:
+        with disk_full_is_one_line(path, nbytes):
+            with atomic_path(path) as tmp, open(tmp, "wb") as fh:
                 np.save(fh, value) if self.suffix == ".npy" else np.savez(fh, **value)
-        with atomic_path(self._seal(split, chunk)) as tmp:
-            tmp.write_text(_sha256(path))
+            with atomic_path(self._seal(split, chunk)) as tmp:    # after the part: a part without it is redone
+                tmp.write_text(_sha256(path))
 
     def ready(self, split: str, chunk: int) -> bool:
         """Whether the chunk has a part that proves itself (class docstring); a damaged one is removed."""
