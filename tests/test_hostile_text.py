@@ -679,3 +679,25 @@ def test_a_tokenizer_that_panics_is_one_line(tmp_path, capsys):
     assert proc.returncode == 2 and len(lines) == 1 and "the tokenizer failed to encode (PanicException" in lines[0], \
         proc.stderr[-2000:]
     assert not out.exists()
+
+
+def test_the_smaller_text_promises(tmp_path):
+    """bpe-N has one limit for the settings and the trainer; token-side errors name token-side fixes in the
+    caller's terms; make clean removes the prepared text too."""
+    from pipeline.data.tokenizers import train_bpe as trainer
+    from pipeline.errors import phrase_fix
+    from pipeline.settings import BPE_TOKENS, check
+    low, high = BPE_TOKENS
+    check("TOKENIZER", f"bpe-{high}")
+    for bad in (f"bpe-{high + 1}", f"bpe-{low - 1}", "bpe-0000300000"):
+        with pytest.raises(UsageError, match="TOKENIZER must be bytes, bpe-N"):
+            check("TOKENIZER", bad)
+    with pytest.raises(UsageError, match=f"needs {low} to {high} tokens"):
+        trainer(None, high + 1)
+    assert phrase_fix("token-logits", caller="make") == "run 'make teacher-logits'"
+    assert phrase_fix("token-logits", caller="cli") == "run 'softcache token-logits'"
+    assert "write_token_logits(TokenLogitsConfig" in phrase_fix("token-logits", caller="python")
+    assert phrase_fix("text-data", caller="cli") == "run 'softcache data'"
+    plan = subprocess.run(["make", "-n", "clean", f"DATA_DIR={tmp_path}"], capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parents[1], env={**os.environ, "MAKEFLAGS": ""}).stdout
+    assert f"'{tmp_path}/text'" in plan
