@@ -297,7 +297,8 @@ SETTINGS: tuple[Setting, ...] = (
     _S("TRANSFER", "", "an .npz or a folder of unlabelled images: the teacher scores them after the train rows, "
        "and distilled students learn from them with the soft term only", _existing_path, group="data"),
     _S("TOKENIZER", "bytes", "text (DATASET=stdlib, a .jsonl, .parquet or .arrow, or a folder of text given with "
-       "TOKENIZER): bytes, bpe-N (a BPE of N tokens trained here on the train split) or a local tokenizer.json",
+       "TOKENIZER): bytes, bpe-N (a BPE of N tokens trained here on the whole corpus's train split) or a local "
+       "tokenizer.json",
        _tokenizer, group="data"),
     _S("STEPS", "1600", "text: a language-model student's optimiser steps (its schedule's length)", _integer(1),
        group="data"),

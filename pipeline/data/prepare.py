@@ -439,12 +439,14 @@ def load_prepared(path: Path, verify: bool = True) -> Dataset:
 def prepare_corpus(cfg) -> dict:
     """The ``data`` stage for text (``cfg.tokenizer`` or a text DATASET): the corpus tokenized into the
     prepared text file ``cfg.out``; its attributes (splits' token counts, fingerprints)."""
-    corpus, spec = load_corpus(cfg.dataset, cfg.split_seed), cfg.tokenizer or "bytes"
-    corpus = limit_text(corpus, cfg.limit) if cfg.limit else corpus
+    whole, spec = load_corpus(cfg.dataset, cfg.split_seed), cfg.tokenizer or "bytes"
+    corpus = limit_text(whole, cfg.limit) if cfg.limit else whole
     current = _current_text(cfg.out, corpus, spec)
     if current is not None:
         return {**current, "unchanged": True}
-    return prepare_text(corpus, load_tokenizer(spec, corpus), cfg.out)
+    # bpe-N learns from the whole corpus's train split, a LIMIT subset too: a quick run reads the same ids as
+    # the whole (and as a teacher trained, or published, on the whole)
+    return prepare_text(corpus, load_tokenizer(spec, whole), cfg.out)
 
 
 def _current_text(out: Path, corpus, spec: str) -> dict | None:

@@ -62,8 +62,7 @@ def save_checkpoint(path: Path, *, kind: str, arch: str, model: nn.Module, model
         "kind": kind,
         "arch": arch,
         "model_kwargs": model_kwargs,
-        "state_dict": {k: v.detach().cpu().half() if half and v.is_floating_point() else v.detach().cpu()
-                       for k, v in model.state_dict().items()},
+        "state_dict": _stored(model.state_dict(), half),
         "config": config,
         "metrics": metrics,
         "fingerprint": fingerprint,
@@ -71,6 +70,21 @@ def save_checkpoint(path: Path, *, kind: str, arch: str, model: nn.Module, model
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
     return fingerprint
+
+
+def _stored(state: dict, half: bool) -> dict:
+    """The state dict as saved: on the CPU, floating point in float16 where ``half``. Tensors that share
+    storage (tied input and output embeddings) stay shared, so torch.save writes them once: each is rounded
+    once, not once per name (4 MB of a BPE teacher's 21 MB were a second copy of its embedding)."""
+    rounded: dict[tuple, torch.Tensor] = {}
+    out = {}
+    for name, value in state.items():
+        value = value.detach().cpu()
+        if half and value.is_floating_point():
+            key = (value.untyped_storage().data_ptr(), value.storage_offset(), tuple(value.shape), value.stride())
+            value = rounded.setdefault(key, value.half())
+        out[name] = value
+    return out
 
 
 def read_checkpoint_file(path: Path) -> object:
