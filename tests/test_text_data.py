@@ -179,3 +179,16 @@ def test_the_data_stage_prepares_a_limited_text_subset(tmp_path):
     # tokens: the documents' bytes and one separator after each
     assert 0 < small["train_tokens"] <= 2100 < whole["train_tokens"]
     assert 0 < small["test_tokens"] <= 220 < whole["test_tokens"] and small["fingerprint"] != whole["fingerprint"]
+
+
+def test_a_limited_text_reads_the_ids_of_the_whole_corpuss_bpe(tmp_path):
+    """bpe-N learns from the whole corpus's train split under LIMIT too: a quick run's text reads the same
+    ids as a teacher trained (or published) on the whole."""
+    from pipeline.config import DataConfig
+    from pipeline.data.prepare import prepare_corpus
+    from pipeline.data.tokenizers import train_bpe
+    docs = write_docs(tmp_path / "docs", n=120)
+    small = prepare_corpus(DataConfig(out=tmp_path / "small.h5", dataset=str(docs), limit=2000, tokenizer="bpe-300"))
+    whole = train_bpe(load_corpus(str(docs)), 300)
+    assert small["tokenizer_fingerprint"] == whole.fingerprint
+    assert train_bpe(load_corpus(str(docs)), 300).fingerprint == whole.fingerprint       # deterministic
