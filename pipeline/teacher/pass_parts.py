@@ -67,34 +67,35 @@ class Parts:
 
     def ready(self, split: str, chunk: int) -> bool:
         """Whether the chunk has a part that proves itself (class docstring); a damaged one is removed."""
-        if self._problem(split, chunk) is None:
+        if self._proved(split, chunk)[0] is None:
             return True
         self.path(split, chunk).unlink(missing_ok=True)
         self._seal(split, chunk).unlink(missing_ok=True)
         return False
 
     def load(self, split: str, chunk: int) -> Part:
-        """A part that proves itself; one that does not is removed and refused in one line (run the same
-        command again: it computes that chunk anew)."""
-        problem = self._problem(split, chunk)
+        """A part that proves itself, read once; one that does not is removed and refused in one line (run
+        the same command again: it computes that chunk anew)."""
+        problem, value = self._proved(split, chunk)
         if problem is not None:
             self.path(split, chunk).unlink(missing_ok=True)
             self._seal(split, chunk).unlink(missing_ok=True)
             raise UsageError(f"{self.path(split, chunk)}: {problem}; it was removed, and running the same command "
                              f"again computes that chunk anew")
-        return self._read(self.path(split, chunk))
+        return value
 
-    def _problem(self, split: str, chunk: int) -> str | None:
+    def _proved(self, split: str, chunk: int) -> tuple[str | None, Part | None]:
+        """(what is wrong with the part or None, its value when it could be read)."""
         path, seal = self.path(split, chunk), self._seal(split, chunk)
         if not path.is_file() or path.is_symlink():
-            return "the part is missing"
+            return "the part is missing", None
         try:
             if not seal.is_file() or seal.read_text().strip() != _sha256(path):
-                return "the part differs from the digest written with it (cut short or edited)"
+                return "the part differs from the digest written with it (cut short or edited)", None
             value = self._read(path)
         except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-            return f"the part is unreadable ({type(exc).__name__})"
-        return self.check(split, chunk, value)
+            return f"the part is unreadable ({type(exc).__name__})", None
+        return self.check(split, chunk, value), value
 
     def _read(self, path: Path) -> Part:
         if self.suffix == ".npy":
