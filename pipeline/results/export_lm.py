@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from pipeline.data.windows import TokenWindows, text_tokenizer
 from pipeline.errors import UsageError
 from pipeline.files import atomic_path, read_json, write_json
-from pipeline.results.export import _quiet, _versions
+from pipeline.results.export import _quiet, _versions, export_torchscript
 from pipeline.training.checkpoint import load_checkpoint, recorded_tokenizer
 from pipeline.training.loop import set_threads
 from pipeline.training.run_dir import MODEL_FILE
@@ -147,8 +147,9 @@ def export_lm_run(run_dir: Path, text: Path, out_dir: Path | None = None, *, win
 def _torchscript(model, x: torch.Tensor, eager: np.ndarray, path: Path, parity_atol: float) -> dict:
     """A traced module (the window's length stays free: positions come from the input's shape), kept only
     where it computes what the trained student computes on the test windows."""
-    with _quiet(), torch.no_grad(), atomic_path(path) as tmp:
-        torch.jit.save(torch.jit.trace(model, x[:1]), str(tmp))
+    with atomic_path(path) as tmp:         # the image export's tracer, with what the file holds as metadata
+        export_torchscript(model, x[:1], tmp, {"kind": "lm", "context": model.context,
+                                               "vocab_size": model.vocab_size})
     with torch.inference_mode():
         traced = torch.jit.load(str(path), map_location="cpu")(x).numpy()
     max_abs = float(np.abs(traced - eager).max())
