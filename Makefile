@@ -41,7 +41,7 @@ venv: $(INSTALLED)
 $(INSTALLED): pyproject.toml
 	test -x '$(VENV)/bin/python' || $(PYTHON) -m venv '$(VENV)'
 	'$(VENV)/bin/pip' install -q '$(TORCH_SPEC)'
-	'$(VENV)/bin/pip' install -q -e '.[dev,edge,cluster,tensorboard,text,hf]'
+	'$(VENV)/bin/pip' install -q -e '.[dev,edge,cluster,tensorboard,text,hf,timm]'
 	touch '$@'
 
 $(STAMPS):

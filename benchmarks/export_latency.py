@@ -24,7 +24,8 @@ import numpy as np
 import torch
 
 from pipeline.data.prepare import DEBIAN_DIR, load_dataset
-from pipeline.models import count_params, create_student, list_students
+from pipeline.models import count_params, create_student
+from pipeline.models.images import image_students
 from pipeline.results.export import export_onnx, export_torchscript, quantize_int8
 from pipeline.results.latency import (
     eager_runner,
@@ -76,7 +77,7 @@ def bench_student(name: str, calibration: np.ndarray, tmp: Path, seconds: float)
 def main(seconds: float) -> None:
     calibration, source = _calibration_images()
     with tempfile.TemporaryDirectory() as tmp:
-        results = [bench_student(name, calibration, Path(tmp), seconds) for name in list_students()]
+        results = [bench_student(name, calibration, Path(tmp), seconds) for name in image_students()]
 
     lines = [
         "## Edge inference: eager vs TorchScript vs ONNX Runtime vs int8 (CPU)",

@@ -32,7 +32,7 @@ from pipeline.data.text import load_corpus
 from pipeline.data.tokenizers import BYTES
 from pipeline.data.windows import TokenWindows, prepare_text
 from pipeline.losses import token_kd_loss
-from pipeline.models_lm import create_lm
+from pipeline.models import create_lm
 from pipeline.teacher.token_pass import write_token_logits
 from pipeline.training.checkpoint import save_checkpoint
 from pipeline.training.lm_loop import LMTrainer, next_token_loss

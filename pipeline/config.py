@@ -19,7 +19,7 @@ import torch
 from pipeline.data.image_folder import FolderOptions
 from pipeline.data.prepare import DEBIAN_DIR
 from pipeline.errors import UsageError
-from pipeline.models import list_students
+from pipeline.models import check_student_spec
 from pipeline.names import pskd_run_name, run_data, run_name
 from pipeline.settings import (
     check,
@@ -67,8 +67,7 @@ def _at_least(name: str, value: int, low: int) -> None:
 
 
 def _known_student(name: str, setting: str = "STUDENT") -> None:
-    if name not in list_students():
-        raise UsageError(f"{setting}: unknown student '{name}'; choose one of: {', '.join(list_students())}")
+    check_student_spec(name, "image", setting)
 
 
 def _check_grids(students, Ts, alphas, seeds) -> None:
@@ -173,7 +172,7 @@ class LMTeacherConfig:
 
     text: Path                       # the prepared text file (.h5)
     out_dir: Path   # writes teacher.pt and teacher.json
-    arch: str = "lm-teacher"         # a registered language model (pipeline.models_lm)
+    arch: str = "lm-teacher"         # a registered language model (pipeline.models)
     context: int = setting("CONTEXT", int)   # tokens a window feeds the model; it predicts each one's next
     steps: int = setting("TEACHER_STEPS", int)
     batch_size: int = 32             # windows per step
@@ -204,7 +203,7 @@ class LMStudentConfig:
     cache: Path                      # the per-token cache (.h5)
     text: Path                       # the prepared text file the cache was made from
     out_dir: Path                    # the run directory to write
-    student: str = "lm-small"        # a registered language model: lm-tiny, lm-small or lm-medium
+    student: str = "lm-small"        # lm-tiny/-small/-medium, a preset (hf-llama-small, ...), hf:<config>, module:factory
     T: float = setting("T", float)
     alpha: float = setting("ALPHA", float)
     seed: int = setting("SEED", int)
@@ -221,6 +220,7 @@ class LMStudentConfig:
 
     def __post_init__(self):
         check("T", self.T), check("ALPHA", self.alpha), check("SEED", self.seed), check("THREADS", self.threads)
+        check_student_spec(self.student, "text")
         _at_least("topk", self.topk, 0)
         for name, value in (("steps", self.steps), ("batch size", self.batch_size), ("eval_every", self.eval_every)):
             _at_least(name, value, 1)
@@ -247,7 +247,7 @@ class LMExperimentConfig:
     threads: int = setting("THREADS", int)
 
     def __post_init__(self):
-        check_grid("STUDENTS", self.students), check_grid("TS", self.Ts, "T"), check_grid("ALPHAS", self.alphas, "ALPHA")
+        check_grid("STUDENTS", self.students, check_one=lambda v: check_student_spec(v, "text", "STUDENTS")), check_grid("TS", self.Ts, "T"), check_grid("ALPHAS", self.alphas, "ALPHA")
         check_grid("SEEDS", self.seeds, "SEED"), check_grid("SEEDS", self.tune_seeds, "SEED")
         if 0 in self.alphas:
             raise UsageError("the ALPHA values to choose from must be > 0 (scratch, ALPHA=0, is always run)")

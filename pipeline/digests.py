@@ -11,7 +11,7 @@ import json
 
 import numpy as np
 
-__all__ = ["ATTRS_DIGEST", "attrs_digest", "plain"]
+__all__ = ["ATTRS_DIGEST", "attrs_digest", "plain", "definition_fingerprint"]
 
 ATTRS_DIGEST = "attrs"         # the key, in ``digests``, of every attribute's digest
 _UNDIGESTED_ATTRS = ("digests", "complete")
@@ -41,3 +41,9 @@ def attrs_digest(attrs: dict) -> str:
     says about the file (an h5py edit of ``temperature`` from 1 to 50 is otherwise invisible)."""
     body = {k: _canonical(v) for k, v in attrs.items() if k not in _UNDIGESTED_ATTRS}
     return hashlib.sha256(json.dumps(body, sort_keys=True, default=repr).encode()).hexdigest()
+
+
+def definition_fingerprint(definition: str) -> str:
+    """A tokenizer.json's identity: what every text prepared with it, and a teacher or student folder that
+    ships it, record."""
+    return hashlib.sha256(definition.encode("utf-8", errors="surrogateescape")).hexdigest()[:16]

@@ -32,6 +32,7 @@ from pipeline.names import (
     cache_tag,
     data_name,
     folder_tag,
+    image_student_spelling,
     is_image_folder,
     is_teacher_file,
     is_text_dataset,
@@ -42,6 +43,7 @@ from pipeline.names import (
     run_name,
     teacher_tag,
     text_data_name,
+    text_student_spelling,
     text_teacher_tag,
     token_cache_suffix,
 )
@@ -220,9 +222,10 @@ def _text_checks(s: dict[str, str], p: Plan, goals: list[str]) -> None:
     if "publish" in goals and (p.teacher_kind != "trained" or p.limit):
         raise UsageError(f"make publish for text publishes an LM teacher trained here on the whole corpus; drop "
                          f"{'LIMIT' if p.limit else 'TEACHER'}")
-    if not s["STUDENT"].startswith("lm-"):
-        raise UsageError(f"STUDENT={s['STUDENT']} is an image student, and DATASET={s['DATASET']} is text; give "
-                         f"STUDENT=lm-tiny, lm-small or lm-medium")
+    for student in (s["STUDENT"], *s["STUDENTS"].replace(",", " ").split()):
+        if image_student_spelling(student):
+            raise UsageError(f"STUDENT={student} is an image student, and DATASET={s['DATASET']} is text; give "
+                             f"STUDENT=lm-tiny, lm-small, lm-medium, hf-llama-small, hf:<config> or module:factory")
     if "TS" not in p.given and "experiment-lm" in goals:      # the experiment's own grid, on the default CACHE_TS
         s = {**s, "TS": ""}
     _on_the_grid(s, goals)
@@ -238,6 +241,10 @@ def _cross_checks(s: dict[str, str], p: Plan, goals: list[str]) -> None:
         return _text_checks(s, p, goals)
     if check("CACHE_TOPK", s["CACHE_TOPK"]):
         _on_the_grid(s, goals)
+    for student in (s["STUDENT"], *s["STUDENTS"].replace(",", " ").split(), *s["DEMO_STUDENTS"].replace(",", " ").split()):
+        if text_student_spelling(student):
+            raise UsageError(f"STUDENT={student} is a language-model student, and DATASET={s['DATASET']} is images; "
+                             f"give an image student (mlp, cnn-tiny, cnn-small, timm:<name> or module:factory)")
     if "experiment-lm" in goals:
         raise UsageError(f"make experiment-lm compares language-model students, and DATASET={s['DATASET']} is images; "
                          f"give DATASET=stdlib (or another text)")

@@ -9,6 +9,7 @@ environment exists.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +25,7 @@ __all__ = [
     "data_name", "is_image_folder", "folder_tag", "FOLDER_SETTINGS", "teacher_tag", "cache_tag", "transfer_name",
     "cache_file_name", "RunName", "run_name", "parse_run_name", "pskd_run_name", "parse_pskd_run_name",
     "run_data", "member_seeds", "TEACHER_CHECKPOINT", "TEACHER_RECORD", "STDLIB", "is_text_dataset",
-    "tokenizer_tag", "text_data_name", "text_teacher_tag", "token_cache_suffix", "lm_run_name", "published_lm_teacher",
+    "tokenizer_tag", "text_data_name", "student_tag", "text_student_spelling", "image_student_spelling", "text_teacher_tag", "token_cache_suffix", "lm_run_name", "published_lm_teacher",
 ]
 
 
@@ -206,6 +207,7 @@ class RunName:
     def __post_init__(self):
         set_ = lambda k, v: object.__setattr__(self, k, v)   # noqa: E731 (frozen dataclass)
         set_("alpha", float(self.alpha))
+        set_("student", student_tag(self.student))
         set_("transfer", transfer_name(self.transfer))
         if self.alpha == 0:    # scratch sees neither the teacher nor the unlabelled transfer rows
             set_("T", None), set_("teacher", ""), set_("combine", "logits"), set_("transfer", "")
@@ -227,6 +229,32 @@ class RunName:
         held = f"-ho{self.holdout}" if self.holdout else ""
         held += ("" if self.labels is None else f"-l{self.labels}") + (f"-tr_{self.transfer}" if self.transfer else "")
         return f"{self.student}-{arm}{inputs}{held}-s{self.seed}-e{self.epochs}{_on(self.data)}"
+
+
+def student_tag(student: str) -> str:
+    """A student as a run directory's name spells it: a registered name as it is; ``timm:resnet18`` as
+    ``timm_resnet18``; ``pkg.mod:make`` as ``pkg.mod_make``; ``hf:<folder or config.json>`` as ``hf_<folder>_``
+    and 6 hex digits of the whole spelling (two folders of one name stay apart). Only letters, digits, ``.``,
+    ``_`` and ``-`` remain, never first a ``.`` or ``-``: nothing a file system or the shell treats specially."""
+    tag = student
+    if student.startswith("hf:"):
+        path = Path(student[3:].rstrip("/"))
+        stem = path.parent.name if path.name == "config.json" else path.stem if path.suffix == ".json" else path.name
+        tag = f"hf_{stem or 'config'}_{hashlib.sha256(student.encode()).hexdigest()[:6]}"
+    tag = re.sub(r"[^A-Za-z0-9._-]", "_", tag.replace(":", "_", 1) if ":" in tag else tag)
+    return tag.lstrip(".-")[:80] or "student"
+
+
+def text_student_spelling(student: str) -> bool:
+    """Whether a STUDENT is spelled as a language model (lm-*, the hf-* presets, hf:<config>): what Make's plan
+    checks against the data before the environment, and :mod:`pipeline.models` with it, exists."""
+    return student.startswith(("lm-", "hf-", "hf:"))
+
+
+def image_student_spelling(student: str) -> bool:
+    """Whether a STUDENT is spelled as an image model: timm:<name>, or a name that is not a language model's
+    (module:factory is either: its stage decides)."""
+    return student.startswith("timm:") or (":" not in student and not text_student_spelling(student))
 
 
 def _on(data: str) -> str:
@@ -270,12 +298,12 @@ def lm_run_name(student: str, T: float, alpha: float, seed: int, steps: int, dat
     teacher's comparison shares it."""
     taught = (f"-T{number(T)}-a{number(alpha)}" + (f"-k{topk}" if topk else "")
               + (f"-from{teacher}" if teacher else "") if alpha else "-a0")
-    return f"{student}{taught}-s{seed}-st{steps}{_on(data)}"
+    return f"{student_tag(student)}{taught}-s{seed}-st{steps}{_on(data)}"
 
 
 def pskd_run_name(student: str, alpha_T: float, seed: int, epochs: int, data: str = "") -> str:
     """A self-distillation (PS-KD) run's directory name."""
-    return f"{student}-pskd-a{number(alpha_T)}-s{seed}-e{epochs}{_on(data)}"
+    return f"{student_tag(student)}-pskd-a{number(alpha_T)}-s{seed}-e{epochs}{_on(data)}"
 
 
 def parse_pskd_run_name(name: str) -> dict:

@@ -150,6 +150,28 @@ def _names(name: str, text: str) -> str:
     return text
 
 
+_TIMM_RE = re.compile(r"timm:[a-z0-9][a-z0-9_.]{0,127}")
+
+
+def _student(name: str, text: str) -> str:
+    """A registry name, timm:<architecture>, hf:<folder or config.json> or module:factory (the user's code)."""
+    if _NAME_RE.fullmatch(text) or _TIMM_RE.fullmatch(text):
+        return text
+    if text.startswith("hf:"):
+        return "hf:" + _existing_path(name, text[3:])
+    if _FACTORY_RE.fullmatch(text):
+        return text
+    raise UsageError(f"{name} must be a student's name (cnn-tiny, lm-small, hf-llama-small, ...), timm:<name>, "
+                     f"hf:<folder or config.json> or module:factory, got {text[:60]!r}")
+
+
+def _students(name: str, text: str) -> str:
+    """A list of students (as :func:`_student`), separated by spaces or commas ('' for the grid's default)."""
+    for part in text.replace(",", " ").split():
+        _student(name, part)
+    return text
+
+
 def _teacher(name: str, text: str) -> str:
     """auto, published, an architecture name, a model file, or module:factory (the user's code)."""
     if _NAME_RE.fullmatch(text) or _FACTORY_RE.fullmatch(text):
@@ -249,8 +271,8 @@ T_RANGE = (0.01, 100)
 LABEL_GRID = "600 1200 6000 all"   # experiment-labels' label counts when LABELS is not given
 SETTINGS: tuple[Setting, ...] = (
     # the student stage
-    _S("STUDENT", "cnn-tiny", "student architecture (mlp, cnn-tiny, cnn-small, ...)",
-       _pattern(_NAME_RE, "a registry name (lower-case letters, digits, _ . -)", "cnn-tiny")),
+    _S("STUDENT", "cnn-tiny", "student: mlp, cnn-tiny, cnn-small, timm:<name>, module:factory; for text lm-small, "
+       "hf-llama-small, hf:<config> ...", _student),
     _S("T", "4", "distillation temperature of the student's loss", _number(*T_RANGE)),
     # 0.1: the best ALPHA at T=4 on 5,000 held-out training rows with the default CPU teacher
     # (docs/RESULTS.md, "Choosing the default ALPHA"); the larger, the worse, 0.9 the worst.
@@ -333,7 +355,7 @@ SETTINGS: tuple[Setting, ...] = (
        group="teacher"),
     _S("NPROC", "1", "shard the teacher pass over N torchrun processes", _integer(1, 1024), group="teacher"),
     # grids: sweeps and experiments
-    _S("STUDENTS", "", "students of a sweep or experiment (default: STUDENT)", _names, group="grid"),
+    _S("STUDENTS", "", "students of a sweep or experiment (default: STUDENT)", _students, group="grid"),
     _S("TS", "", "temperatures of a sweep or experiment (default: T)", group="grid"),
     _S("ALPHAS", "", "ALPHA values of a sweep or experiment (default: 0 and ALPHA)", group="grid"),
     _S("SEEDS", "", "seeds of a sweep or experiment (default: SEED)", group="grid"),
@@ -370,8 +392,8 @@ SETTINGS: tuple[Setting, ...] = (
     # the environment
     _S("PYTHON", "python3", "the Python that builds the virtual environment (run as a command: yours)", group="env"),
     _S("VENV", ".venv", "the virtual environment", _path, group="env"),
-    _S("TORCH_SPEC", "torch==2.13.0", "the torch requirement installed first",
-       _pattern(_SPEC_RE, "one pip requirement", "torch==2.13.0"), group="env"),
+    _S("TORCH_SPEC", "torch==2.14.1", "the torch requirement installed first (timm's torchvision needs this torch's build)",
+       _pattern(_SPEC_RE, "one pip requirement", "torch==2.14.1"), group="env"),
 )
 DEFAULTS: dict[str, str] = {s.name: s.default for s in SETTINGS}
 SETTING: dict[str, Setting] = {s.name: s for s in SETTINGS}   # by name

@@ -15,7 +15,8 @@ import torch
 
 from pipeline.config import ExportConfig
 from pipeline.errors import UsageError
-from pipeline.models import create_student, list_students
+from pipeline.models import create_student
+from pipeline.models.images import image_students
 from pipeline.results.export import (
     EXPORT_FILES,
     export_onnx,
@@ -57,7 +58,7 @@ def test_export_writes_checked_files_with_metadata(tmp_path, student_run, tiny_d
     assert json.loads(extra["softcache.json"])["class_names"] == list(CLASSES)
 
 
-@pytest.mark.parametrize("name", list_students())
+@pytest.mark.parametrize("name", image_students())
 def test_every_student_exports_with_parity_and_any_batch_size(tmp_path, name):
     torch.manual_seed(0)
     model = create_student(name, in_shape=SHAPE, num_classes=3).eval()

@@ -560,7 +560,7 @@ def test_a_split_with_no_full_window_is_refused_never_scored_perfect(tmp_path, c
                             "--context", "16", "--device", "cpu"], capsys)
     assert code == 0, err
     from pipeline.data.windows import TokenWindows
-    from pipeline.models_lm import create_lm
+    from pipeline.models import create_lm
     from pipeline.teacher.fit_lm import train_lm_teacher  # noqa: F401  (the stage the student shares the rule with)
     from pipeline.training.lm_loop import bits_per_byte
     with pytest.raises(UsageError, match="not one full window"):
@@ -597,7 +597,7 @@ def test_the_text_api_refuses_garbage_arguments_in_one_line(tmp_path, byte_text,
     from pipeline.cache.token_dataset import TokenTargetDataset
     from pipeline.config import TokenLogitsConfig
     from pipeline.losses import token_kd_loss
-    from pipeline.models_lm import create_lm
+    from pipeline.models import create_lm
     from pipeline.teacher.token_pass import write_token_logits
     cache = tmp_path / "c.h5"
     write_token_logits(TokenLogitsConfig(teacher=lm_teacher_file, text=byte_text, out=cache, context=16, topk=4,

@@ -147,7 +147,7 @@ def test_a_window_longer_than_the_students_context_is_one_line(tmp_path, token_c
     """A user's own loop (or a cache of another CONTEXT) handing the student more tokens than its
     positions: refused in one line naming the context, not an index error deep in an embedding."""
     from pipeline.data.windows import TokenWindows
-    from pipeline.models_lm import create_lm
+    from pipeline.models import create_lm
     student = create_lm("lm-tiny", vocab_size=256, context=8)
     longer = TokenWindows(text_file, "train", 16).batch([0])[:, :-1]
     with pytest.raises(UsageError, match="a window of 16 tokens is longer than the model's context of 8; use CONTEXT=8"):

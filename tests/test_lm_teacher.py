@@ -11,7 +11,7 @@ from pipeline.config import LMTeacherConfig
 from pipeline.data.text import load_corpus
 from pipeline.data.tokenizers import BYTES
 from pipeline.data.windows import prepare_text
-from pipeline.models_lm import create_lm, list_lms
+from pipeline.models import create_lm, list_lms
 from pipeline.names import TEACHER_CHECKPOINT, TEACHER_RECORD
 from pipeline.teacher.fit_lm import train_lm_teacher
 from pipeline.training.checkpoint import load_checkpoint

@@ -14,7 +14,7 @@ from pipeline.config import (
     TeacherConfig,
 )
 from pipeline.data.prepare import load_npz, load_prepared, save_prepared
-from pipeline.models import list_students
+from pipeline.models.images import image_students
 from pipeline.results.export import export_run
 from pipeline.student.distill import train_student
 from pipeline.student.self_distill import self_distill
@@ -60,7 +60,7 @@ def test_prepared_dataset_keeps_shape_classes_and_own_statistics(rgb100):
     assert c.num_classes == CLASSES and c.logits("test").shape == (100, CLASSES)
 
 
-@pytest.mark.parametrize("student", list_students())
+@pytest.mark.parametrize("student", image_students())
 def test_every_student_trains_and_exports_on_3x32x32_with_100_classes(rgb100, student):
     tmp, prepared, cache = rgb100
     out = tmp / "runs" / student

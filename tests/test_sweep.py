@@ -16,11 +16,11 @@ import pytest
 import torch
 from torch import nn
 
-from pipeline import models
 from pipeline.config import StudentConfig, SweepConfig
 from pipeline.errors import UsageError
 from pipeline.experiments.sweep import SUMMARY_CSV, SUMMARY_MD, plan_sweep, run_sweep
 from pipeline.files import exclusive_writer
+from pipeline.models import images as models
 
 
 def sweep_config(tmp_path, prepared, cache_file, **kw):

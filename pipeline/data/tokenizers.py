@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.digests import definition_fingerprint
 from pipeline.errors import UsageError
 from pipeline.settings import BPE_TOKENS
 
@@ -125,11 +126,6 @@ def train_bpe(corpus, vocab_size: int) -> Tokenizer:
     definition = bpe.to_str()
     return Tokenizer(f"bpe-{vocab_size}", bpe.get_vocab_size(with_added_tokens=True), bpe.token_to_id(END_OF_TEXT),
                      definition_fingerprint(definition), definition)
-
-
-def definition_fingerprint(definition: str) -> str:
-    """A tokenizer.json's identity: what every text prepared with it, and a teacher that ships it, record."""
-    return hashlib.sha256(definition.encode("utf-8", errors="surrogateescape")).hexdigest()[:16]
 
 
 

@@ -115,7 +115,8 @@ def export_lm_run(run_dir: Path, text: Path, out_dir: Path | None = None, *, win
     onnx_path = out_dir / LM_EXPORT_FILES["onnx"]
     length = torch.export.Dim("length", max=model.context)
     with _quiet(), atomic_path(onnx_path) as tmp:
-        torch.onnx.export(model, (x[:1],), str(tmp), dynamo=True, external_data=False, input_names=[INPUT_NAME],
+        # the example has 2 windows: at 1, a transformers model's code lets the exporter fix the batch at 1
+        torch.onnx.export(model, (x[:2],), str(tmp), dynamo=True, external_data=False, input_names=[INPUT_NAME],
                           output_names=[OUTPUT_NAME], dynamic_shapes=({0: torch.export.Dim("batch"), 1: length},))
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads

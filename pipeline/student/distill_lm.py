@@ -23,15 +23,17 @@ from pipeline.data.windows import TokenWindows, read_text_attrs, text_tokenizer
 from pipeline.errors import UsageError
 from pipeline.files import exclusive_writer
 from pipeline.losses import token_kd_loss
-from pipeline.models import count_params
-from pipeline.models_lm import create_lm
+from pipeline.models import count_params, create_lm, student_build_record
+from pipeline.models.hf_lm import HFCausalLM, reload_difference, save_hf_folder
 from pipeline.training.history import EpochLog
 from pipeline.training.lm_loop import LMTrainer, bits_per_byte, next_token_loss
 from pipeline.training.loop import set_threads
 from pipeline.training.resume import TrainingState, recipe_key
 from pipeline.training.run_dir import save_run
 
-__all__ = ["train_lm_student", "teacher_agreement"]
+__all__ = ["train_lm_student", "teacher_agreement", "HF_FOLDER"]
+
+HF_FOLDER = "hf"      # in a transformers student's run: the folder AutoModelForCausalLM.from_pretrained loads
 
 
 def _open_cache(cfg: LMStudentConfig) -> tuple[TokenCache, dict]:
@@ -85,7 +87,8 @@ def train_lm_student(cfg: LMStudentConfig, progress: bool = True, on_eval=None) 
                          f"{cache.windows('train')}; give the text the cache was made from")
     lengths = text_tokenizer(cfg.text).byte_lengths()
     torch.manual_seed(cfg.seed)
-    model = create_lm(cfg.student, vocab_size=int(cache.attrs["vocab_size"]), context=context)
+    model = create_lm(cfg.student, vocab_size=int(cache.attrs["vocab_size"]), context=context,
+                      tokenizer_fingerprint=text["tokenizer_fingerprint"])
     trainer = LMTrainer(model, train, steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr,
                         weight_decay=cfg.weight_decay, seed=cfg.seed)
 
@@ -129,7 +132,18 @@ def train_lm_student(cfg: LMStudentConfig, progress: bool = True, on_eval=None) 
             "tokenizer": text["tokenizer"], "tokenizer_fingerprint": text["tokenizer_fingerprint"], "history": history, "resumed_from_step": resumed_from,
             "threads": torch.get_num_threads(),
         }
-        save_run(Path(cfg.out_dir), cfg.student, model, {"vocab_size": int(cache.attrs["vocab_size"]),
-                                                         "context": context}, as_record(cfg), metrics, kind="lm")
+        build = {"vocab_size": int(cache.attrs["vocab_size"]), "context": context, **student_build_record(cfg.student)}
+        write_folder = None
+        if isinstance(model, HFCausalLM):      # the run also holds the folder transformers loads, proved equal
+            build["hf_config"] = model.model.config.to_dict()
+            definition = text_tokenizer(cfg.text).definition
+
+            def write_folder(run: Path) -> None:
+                save_hf_folder(model, run / HF_FOLDER, definition)
+                ids = test.batch(list(range(min(4, len(test)))))[:, :-1]
+                metrics["hf_folder"] = {"path": HF_FOLDER, "tokenizer": bool(definition),
+                                        "reload_max_abs_diff": reload_difference(run / HF_FOLDER, model, ids)}
+        save_run(Path(cfg.out_dir), cfg.student, model, build, as_record(cfg), metrics, kind="lm",
+                 write_extra=write_folder)
         state.clear()
     return metrics

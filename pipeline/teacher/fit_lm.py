@@ -18,8 +18,7 @@ import torch
 from pipeline.config import LMTeacherConfig, as_record
 from pipeline.data.windows import TokenWindows, read_text_attrs, text_tokenizer
 from pipeline.files import write_json
-from pipeline.models import count_params
-from pipeline.models_lm import create_lm
+from pipeline.models import count_params, create_lm
 from pipeline.names import TEACHER_CHECKPOINT, TEACHER_RECORD
 from pipeline.provenance import code_version
 from pipeline.training.checkpoint import save_checkpoint

@@ -21,6 +21,7 @@ from torch import nn
 
 from pipeline.data.tokenizers import definition_fingerprint
 from pipeline.errors import UsageError
+from pipeline.models.hf_lm import HFCausalLM
 
 __all__ = ["HFCausalLM", "load_hf_teacher", "load_lm_teacher", "is_hf_folder"]
 
@@ -29,22 +30,6 @@ _PICKLED = ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl")
 
 def is_hf_folder(path: str | Path) -> bool:
     return Path(path).is_dir() and (Path(path) / "config.json").is_file()
-
-
-class HFCausalLM(nn.Module):
-    """The loaded model as softcache's LMs look: int64 (B, L) ids -> float (B, L, V) logits, with
-    ``vocab_size`` (its output width) and ``context`` (its longest window)."""
-
-    def __init__(self, model: nn.Module, context: int):
-        super().__init__()
-        self.model, self.context = model, context
-        self.vocab_size = int(model.get_output_embeddings().weight.shape[0])
-
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        if ids.shape[1] > self.context:
-            raise UsageError(f"a window of {ids.shape[1]} tokens is longer than the teacher's context of "
-                             f"{self.context}; use CONTEXT={self.context} or less")
-        return self.model(input_ids=ids).logits
 
 
 def load_hf_teacher(spec: str | Path) -> tuple[HFCausalLM, dict]:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import importlib
 import logging
 import warnings
 import zipfile
@@ -27,6 +26,7 @@ import torch
 from torch import nn
 
 from pipeline.errors import UsageError
+from pipeline.models.user_module import call_factory, first_line, import_factory
 from pipeline.teacher.pt2_archive import unsafe_entries
 from pipeline.training.checkpoint import (
     is_checkpoint,
@@ -54,34 +54,11 @@ def _file_digest(*paths: Path) -> str:
     return h.hexdigest()[:16]
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text.splitlines()[0][:200]}" if text else type(exc).__name__
-
-
 def _from_factory(spec: str, weights: Path | None) -> TeacherSource:
-    module_name, _, factory_name = spec.partition(":")
-    try:
-        factory = getattr(importlib.import_module(module_name), factory_name)
-    except (ImportError, AttributeError) as exc:
-        raise UsageError(f"TEACHER={spec}: cannot import '{factory_name}' from module '{module_name}' "
-                         f"({type(exc).__name__}: {exc}); check the name and that the module is on PYTHONPATH") from None
-    except (Exception, SystemExit) as exc:    # the user's module ran, and failed or exited, on import
-        raise UsageError(f"TEACHER={spec}: importing module '{module_name}' raised {_first_line(exc)}; softcache "
-                         f"imports and runs a module:factory teacher's module, so fix the module") from None
+    import_factory(spec, "TEACHER")           # a module that does not import is said before missing weights
     if weights is None or not Path(weights).is_file():
         raise UsageError(f"TEACHER={spec} needs its weights: TEACHER_WEIGHTS=<file saved with torch.save(state_dict)>")
-    try:
-        model = factory()
-    except TypeError as exc:        # most often: the factory needs arguments
-        raise UsageError(f"TEACHER={spec}: calling {factory_name}() failed ({exc}); the factory must build the "
-                         f"model with no arguments: wrap it in one that does (def make(): return "
-                         f"{factory_name}(...))") from None
-    except (Exception, SystemExit) as exc:
-        raise UsageError(f"TEACHER={spec}: {factory_name}() raised {_first_line(exc)}; it must build and return "
-                         f"the model") from None
-    if not isinstance(model, nn.Module):
-        raise UsageError(f"TEACHER={spec}: the factory returned {type(model).__name__}, not a torch.nn.Module")
+    model = call_factory(spec, "TEACHER")
     try:
         state = torch.load(weights, map_location="cpu", weights_only=True)
         model.load_state_dict(state)
@@ -152,7 +129,7 @@ def _from_file(path: Path) -> TeacherSource:
         try:
             unsafe = unsafe_entries(path)
         except (zipfile.BadZipFile, OSError, KeyError, ValueError) as exc:
-            unsafe = [f"an unreadable archive ({_first_line(exc)})"]
+            unsafe = [f"an unreadable archive ({first_line(exc)})"]
         if unsafe:
             raise UsageError(f"TEACHER={path} is an exported program that holds {unsafe[0]}"
                              f"{f' (and {len(unsafe) - 1} more)' if len(unsafe) > 1 else ''}, which loading would "

@@ -17,8 +17,7 @@ from torch import nn
 
 from pipeline.errors import UsageError
 from pipeline.files import atomic_path
-from pipeline.models import create_student, create_teacher
-from pipeline.models_lm import create_lm
+from pipeline.models import create_lm, create_student, create_teacher
 
 __all__ = ["CHECKPOINT_FORMAT", "model_fingerprint", "round_to_half", "save_checkpoint", "load_checkpoint", "read_checkpoint_file",
            "is_checkpoint"]
@@ -122,6 +121,8 @@ def load_checkpoint(path: Path, kind: str, fix: str, payload: object = None) -> 
         raise UsageError(f"{path}: its architecture or model sizes are not recorded as softcache writes them", fix=fix)
     try:    # the recorded sizes are checked by the factory before a weight is allocated (create_lm, create_model)
         model = _FACTORIES[kind](ckpt["arch"], **kwargs)
+    except UsageError as exc:    # e.g. a module:factory student whose code changed, or transformers missing
+        raise UsageError(f"{path}: {exc}", fix=fix) from None
     except TypeError as exc:
         raise UsageError(f"{path}: its model sizes do not fit architecture '{ckpt['arch']}' ({exc})", fix=fix) from None
     try:

@@ -14,7 +14,7 @@ import torch
 
 from pipeline.data.prepare import Dataset
 from pipeline.files import atomic_dir, disk_full_is_one_line, need_space, write_json
-from pipeline.models import create_student, create_teacher
+from pipeline.models import create_student, create_teacher, student_build_record
 from pipeline.provenance import code_version
 from pipeline.training.calibration import reliability
 from pipeline.training.checkpoint import save_checkpoint
@@ -33,10 +33,12 @@ def model_kwargs(data: Dataset) -> dict:
 
 
 def build_student(name: str, data: Dataset, seed: int) -> tuple[torch.nn.Module, dict]:
-    """The registered student, initialised from ``seed``, normalising with the training split's statistics."""
+    """The student ``name`` names (any source: :mod:`pipeline.models`), initialised from ``seed``, normalising
+    with the training split's statistics; and what its checkpoint needs to rebuild it."""
     kwargs = model_kwargs(data)
     torch.manual_seed(seed)
-    return create_student(name, **kwargs), kwargs
+    model = create_student(name, **kwargs)
+    return model, {**kwargs, **student_build_record(name)}
 
 
 def build_teacher(arch: str, data: Dataset, seed: int) -> tuple[torch.nn.Module, dict]:
@@ -54,9 +56,10 @@ def evaluate(test_logits: torch.Tensor, data: Dataset) -> dict:
 
 
 def save_run(out_dir: Path, arch: str, model: torch.nn.Module, model_kwargs: dict, config: dict, metrics: dict,
-             extra_files: dict[str, Path] | None = None, kind: str = "student") -> None:
+             extra_files: dict[str, Path] | None = None, kind: str = "student", write_extra=None) -> None:
     """Write the run directory in one atomic step: model.pt, metrics.json (with the
-    checkpoint's size added) and any extra files, moved in."""
+    checkpoint's size added) and any extra files, moved in. ``write_extra(tmp)`` writes more into the run
+    before its metrics (which it may add to) are written."""
     metrics.update(code_version())
     need = 2 * sum(t.numel() * t.element_size() for t in model.state_dict().values()) + (1 << 20)
     need_space(Path(out_dir).parent, need)
@@ -66,4 +69,6 @@ def save_run(out_dir: Path, arch: str, model: torch.nn.Module, model_kwargs: dic
         metrics["size_bytes"] = (tmp / MODEL_FILE).stat().st_size
         for name, path in (extra_files or {}).items():
             shutil.copyfile(path, tmp / name)
+        if write_extra is not None:
+            write_extra(tmp)
         write_json(tmp / METRICS_FILE, metrics)

@@ -1,4 +1,4 @@
-"""Model zoo: students and teachers, each registered by name (the timm pattern).
+"""softcache's own image models: students and teachers, each registered by name (the timm pattern).
 
 Every model starts with a :class:`Normalize` layer holding the training split's mean
 and std, so a model takes raw images scaled to [0, 1] and a saved checkpoint or an
@@ -15,16 +15,8 @@ from torch import nn
 
 from pipeline.errors import UsageError
 
-__all__ = [
-    "Normalize",
-    "create_student",
-    "create_teacher",
-    "list_students",
-    "list_teachers",
-    "count_params",
-    "register_student",
-    "register_teacher",
-]
+__all__ = ["Normalize", "image_stats", "build_image_student", "build_image_teacher", "image_students", "image_teachers",
+           "count_params", "register_student", "register_teacher"]
 
 ModelFactory = Callable[..., nn.Module]
 _STUDENTS: dict[str, ModelFactory] = {}
@@ -42,46 +34,23 @@ def register_teacher(fn: ModelFactory) -> ModelFactory:
     return fn
 
 
-def list_students() -> list[str]:
+def image_students() -> list[str]:
     return sorted(_STUDENTS)
 
 
-def list_teachers() -> list[str]:
+def image_teachers() -> list[str]:
     return sorted(_TEACHERS)
 
 
-def _create(registry: dict[str, ModelFactory], kind: str, name: str, **kwargs) -> nn.Module:
-    if name not in registry:
-        raise UsageError(
-            f"unknown {kind} '{name}'; choose one of: {', '.join(sorted(registry))}"
-        )
-    model = registry[name](**{k: v for k, v in kwargs.items() if v is not None})
-    if kwargs.get("in_shape") is not None:
-        _check_takes(model, kind, name, tuple(kwargs["in_shape"]))
-    return model
+def build_image_student(name: str, **kwargs) -> nn.Module:
+    """A registered image student (the name is known: :mod:`pipeline.models` dispatches)."""
+    return _STUDENTS[name](**{k: v for k, v in kwargs.items() if v is not None})
 
 
-def _check_takes(model: nn.Module, kind: str, name: str, in_shape: tuple) -> None:
-    """One image through the new model before any training: a model too deep for the images (2x2 pixels
-    through two poolings) is one line now, not a traceback from inside the first epoch."""
-    try:
-        with torch.no_grad():
-            model.eval()(torch.zeros(1, *in_shape))
-    except RuntimeError as exc:
-        raise UsageError(f"the {kind} '{name}' cannot take images of shape {in_shape} "
-                         f"({str(exc).splitlines()[0]}); choose another {kind} or a larger IMAGE_SIZE") from None
-    finally:
-        model.train()
-
-
-def create_student(name: str, **kwargs) -> nn.Module:
-    """Build a registered student. kwargs: in_shape (C, H, W), num_classes, mean, std."""
-    return _create(_STUDENTS, "student", name, **kwargs)
-
-
-def create_teacher(name: str, **kwargs) -> nn.Module:
-    """Build a registered teacher. kwargs: in_shape (C, H, W), num_classes, mean, std."""
-    return _create(_TEACHERS, "teacher", name, **kwargs)
+def build_image_teacher(name: str, **kwargs) -> nn.Module:
+    if name not in _TEACHERS:
+        raise UsageError(f"unknown teacher '{name}'; choose one of: {', '.join(image_teachers())}")
+    return _TEACHERS[name](**{k: v for k, v in kwargs.items() if v is not None})
 
 
 def count_params(model: nn.Module) -> int:
@@ -100,14 +69,14 @@ class Normalize(nn.Module):
         return (x - self.mean) / self.std
 
 
-def _stats(in_shape, mean, std) -> tuple[list[float], list[float]]:
+def image_stats(in_shape, mean, std) -> tuple[list[float], list[float]]:
     channels = in_shape[0]
     return (list(mean) if mean is not None else [0.5] * channels,
             list(std) if std is not None else [0.25] * channels)
 
 
 def _mlp(hidden: list[int], in_shape, num_classes, mean, std) -> nn.Module:
-    mean, std = _stats(in_shape, mean, std)
+    mean, std = image_stats(in_shape, mean, std)
     layers: list[nn.Module] = [Normalize(mean, std), nn.Flatten()]
     width = in_shape[0] * in_shape[1] * in_shape[2]
     for h in hidden:
@@ -126,7 +95,7 @@ def _convnet(stages: list[list[int]], head: list[int], batchnorm: bool, global_p
              in_shape, num_classes, mean, std) -> nn.Module:
     """Conv stages separated by 2x2 max-pooling, then either global average pooling
     or a flatten, then a small fully-connected head."""
-    mean, std = _stats(in_shape, mean, std)
+    mean, std = image_stats(in_shape, mean, std)
     layers: list[nn.Module] = [Normalize(mean, std)]
     cin, h, w = in_shape
     for i, stage in enumerate(stages):
@@ -167,7 +136,7 @@ class _BasicBlock(nn.Module):
 
 def _resnet(widths: list[int], blocks: list[int], in_shape, num_classes, mean, std) -> nn.Module:
     """CIFAR-style ResNet: 3x3 stem, no max-pool, one stride-2 step per stage after the first."""
-    mean, std = _stats(in_shape, mean, std)
+    mean, std = image_stats(in_shape, mean, std)
     layers: list[nn.Module] = [
         Normalize(mean, std),
         nn.Conv2d(in_shape[0], widths[0], 3, 1, 1, bias=False), nn.BatchNorm2d(widths[0]), nn.ReLU(inplace=True),
