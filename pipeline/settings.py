@@ -95,7 +95,7 @@ _FACTORY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_]*")
 _SCHEDULER_RE = re.compile(r"[a-z]+://[A-Za-z0-9_.-]+:[0-9]{1,5}")
 _WORDS_RE = re.compile(r"[A-Za-z0-9 ._,()+/:@-]*")
 _SPEC_RE = re.compile(r"[A-Za-z0-9_.=<>!~,+-]+")
-EXPORT_FORMATS = ("onnx", "torchscript", "int8")
+EXPORT_FORMATS = ("onnx", "pt2", "torchscript", "int8")
 
 
 def control_problem(name: str, text: str) -> str | None:
@@ -382,7 +382,7 @@ SETTINGS: tuple[Setting, ...] = (
        group="demo"),
     _S("DEMO_LIMIT", "1000000", "the text demo's LIMIT (training bytes; a tenth of it each for validation and test) "
        "unless LIMIT is given", _integer(0), group="demo"),
-    _S("FORMATS", "onnx,torchscript,int8", "export formats", _formats, group="demo"),
+    _S("FORMATS", "onnx,pt2,int8", "export formats: onnx, pt2 (torch.export), int8 (ONNX), torchscript (deprecated by torch)", _formats, group="demo"),
     _S("REPUBLISH", "", "make publish: the name of the published cache or LM teacher it may replace (e.g. "
        "fashion-mnist); without it an existing one is kept",
        _optional(_pattern(_NAME_RE, "a published file's name", "fashion-mnist")),

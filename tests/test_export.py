@@ -18,12 +18,12 @@ from pipeline.errors import UsageError
 from pipeline.models import create_student
 from pipeline.models.images import image_students
 from pipeline.results.export import (
-    EXPORT_FILES,
     export_onnx,
     export_run,
     export_torchscript,
 )
-from pipeline.results.latency import onnx_runner, onnx_session, torchscript_runner
+from pipeline.results.latency import onnx_runner, onnx_session, pt2_runner, torchscript_runner
+from pipeline.teacher.source import load_teacher
 from tests.conftest import CLASSES, SHAPE
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -32,7 +32,7 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 def test_export_writes_checked_files_with_metadata(tmp_path, student_run, tiny_dataset):
     report = export_run(ExportConfig(run_dir=student_run))
     out = student_run / "export"
-    assert sorted(p.name for p in out.iterdir()) == sorted([*EXPORT_FILES.values(), "export.json"])
+    assert sorted(p.name for p in out.iterdir()) == ["export.json", "model.int8.onnx", "model.onnx", "model.pt2"]
     assert json.loads((out / "export.json").read_text()) == report
     onnx.checker.check_model(str(out / "model.onnx"), full_check=True)
 
@@ -41,20 +41,22 @@ def test_export_writes_checked_files_with_metadata(tmp_path, student_run, tiny_d
     model, _ = load_checkpoint(student_run / "model.pt", "student", "student")
     with torch.no_grad():
         eager = model(torch.from_numpy(x)).numpy()
-    for run in (onnx_runner(out / "model.onnx"), torchscript_runner(out / "model.torchscript.pt")):
+    teacher = load_teacher(out / "model.pt2")           # an exported student can teach: plain tensors only
+    for run in (onnx_runner(out / "model.onnx"), pt2_runner(out / "model.pt2"),
+                lambda a: teacher.model(torch.from_numpy(a)).detach().numpy()):
         got = run(x)
         assert np.abs(got - eager).max() <= 1e-4
         assert (got.argmax(1) == eager.argmax(1)).all()
     assert report["parity"]["onnx"]["argmax_agreement"] == 1.0
     assert report["int8_acc_change_pp"] >= -0.5 and report["int8_size_ratio"] < 1
-    assert set(report["latency_us_batch1_1thread"]) == {"eager", "onnx", "torchscript", "int8"}
+    assert set(report["latency_us_batch1_1thread"]) == {"eager", "onnx", "pt2", "int8"}
 
     session = onnx_session(out / "model.int8.onnx")
     meta = session.get_modelmeta().custom_metadata_map
     assert json.loads(meta["class_names"]) == list(CLASSES)
     assert json.loads(meta["softcache"])["input"]["shape"] == ["N", *SHAPE]
     extra = {"softcache.json": ""}
-    torch.jit.load(str(out / "model.torchscript.pt"), _extra_files=extra)
+    torch.export.load(str(out / "model.pt2"), extra_files=extra)
     assert json.loads(extra["softcache.json"])["class_names"] == list(CLASSES)
 
 
@@ -169,7 +171,7 @@ def test_an_int8_model_over_budget_is_refused_or_left_out_and_reported(int8_host
 
     r = export_run(ExportConfig(run_dir=int8_hostile_run, skip_refused=True), progress=False)
     out = int8_hostile_run / "export"
-    assert sorted(p.name for p in out.iterdir()) == ["export.json", "model.onnx", "model.torchscript.pt"]
+    assert sorted(p.name for p in out.iterdir()) == ["export.json", "model.onnx", "model.pt2"]
     refused = json.loads((out / "export.json").read_text())["refused"]["int8"]
     assert refused == r["refused"]["int8"] and refused["acc_change_pp"] < -0.5 and refused["budget_pp"] == 0.5
     assert r["int8_choice"]["chosen"] in {t["method"] for t in r["int8_choice"]["tried"]}

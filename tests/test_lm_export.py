@@ -53,7 +53,7 @@ def test_softcache_export_takes_an_lm_run(student_run, capsys):
     with pytest.raises(SystemExit) as done:
         main(["export", "--run-dir", str(student_run), "--threads", "1"])
     out = capsys.readouterr().out
-    assert done.value.code == 0 and "onnx max |Δlogit|" in out and "torchscript max |Δlogit|" in out and (student_run / "export" / "export.json").is_file()
+    assert done.value.code == 0 and "onnx max |Δlogit|" in out and "pt2 max |Δlogit|" in out and (student_run / "export" / "export.json").is_file()
 
 
 def test_the_report_compares_lm_runs_and_shows_what_they_write(tmp_path, token_cache, text_file):  # noqa: F811

@@ -67,7 +67,7 @@ def test_stage_graph_rebuilds_only_what_changed(tmp_path):
     make("export", f"RUN=mlp-T4-a0.9-from-e1-s0-e1{ON}", *common)
     export = json.loads((tmp_path / "runs" / f"mlp-T4-a0.9-from-e1-s0-e1{ON}" / "export" / "export.json").read_text())
     assert export["parity"]["onnx"]["max_abs_diff"] <= 1e-4 and export["parity"]["onnx"]["argmax_agreement"] == 1
-    assert export["parity"]["torchscript"]["argmax_agreement"] == 1
+    assert export["parity"]["pt2"]["argmax_agreement"] == 1
     assert abs(export["int8_acc_change_pp"]) <= 0.5 and export["int8_size_ratio"] <= 0.35
     assert export["test_acc"]["eager"] == pytest.approx(metrics["test_acc"], abs=1e-3)
 

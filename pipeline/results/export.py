@@ -34,15 +34,16 @@ from pipeline.results.latency import (
     eager_runner,
     median_latency_us,
     onnx_runner,
+    pt2_runner,
     torchscript_runner,
 )
 from pipeline.training.checkpoint import load_checkpoint
 from pipeline.training.loop import set_threads
 from pipeline.training.run_dir import MODEL_FILE
 
-__all__ = ["export_run", "EXPORT_FILES", "METADATA_KEY", "export_onnx", "quantize_int8", "export_torchscript"]
+__all__ = ["export_run", "EXPORT_FILES", "METADATA_KEY", "export_onnx", "quantize_int8", "export_pt2", "export_torchscript"]
 
-EXPORT_FILES = {"onnx": "model.onnx", "torchscript": "model.torchscript.pt", "int8": "model.int8.onnx"}
+EXPORT_FILES = {"onnx": "model.onnx", "pt2": "model.pt2", "torchscript": "model.torchscript.pt", "int8": "model.int8.onnx"}
 METADATA_KEY = "softcache"   # ONNX metadata_props key and TorchScript extra file (softcache.json)
 INPUT_NAME, OUTPUT_NAME = "images", "logits"
 
@@ -86,6 +87,17 @@ def export_onnx(model: nn.Module, example: torch.Tensor, path: Path, metadata: d
                           input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
                           dynamic_shapes=({0: torch.export.Dim("batch")},), verbose=False)
     _attach_metadata(path, metadata)
+
+
+def export_pt2(model: nn.Module, example: torch.Tensor, path: Path, metadata: dict,
+               dynamic_shapes: tuple | None = None) -> None:
+    """A torch.export program (``torch.export.load(path).module()`` runs it): the PyTorch edge format softcache
+    recommends, since torch deprecates TorchScript. Plain tensors only, so softcache's own teacher loader takes
+    it back; the metadata is its extra file ``softcache.json``. ``dynamic_shapes``: the batch by default."""
+    with _quiet():
+        program = torch.export.export(model.eval(), (example,), strict=False,
+                                      dynamic_shapes=dynamic_shapes or ({0: torch.export.Dim("batch")},))
+        torch.export.save(program, str(path), extra_files={f"{METADATA_KEY}.json": json.dumps(metadata, sort_keys=True)})
 
 
 def export_torchscript(model: nn.Module, example: torch.Tensor, path: Path, metadata: dict) -> None:
@@ -260,12 +272,15 @@ def export_run(cfg: ExportConfig, progress: bool = True) -> dict:
                 path = tmp / EXPORT_FILES[fmt]
                 if fmt == "onnx":
                     export_onnx(model, example, path, metadata)
+                elif fmt == "pt2":
+                    export_pt2(model, example, path, metadata)
                 elif fmt == "torchscript":
                     export_torchscript(model, example, path, metadata)
                 else:
                     report["int8_choice"] = _choose_int8(tmp / EXPORT_FILES["onnx"], path, calibration, held_x,
                                                          held_y, metadata)
-                runners[fmt] = torchscript_runner(path) if fmt == "torchscript" else onnx_runner(path, threads=1)
+                runners[fmt] = (torchscript_runner(path) if fmt == "torchscript" else pt2_runner(path) if fmt == "pt2"
+                                else onnx_runner(path, threads=1))
                 logits = _logits(runners[fmt], x_test)
                 report["test_acc"][fmt] = float((logits.argmax(1) == y_test).mean())
                 report["files"][fmt] = {"path": EXPORT_FILES[fmt], "bytes": path.stat().st_size}
@@ -278,7 +293,7 @@ def export_run(cfg: ExportConfig, progress: bool = True) -> dict:
                 if drop_pp > cfg.int8_max_drop_pp and not cfg.skip_refused:
                     raise UsageError(f"the int8 model loses {drop_pp:.2f} pp of test accuracy (budget "
                                      f"{cfg.int8_max_drop_pp:g} pp); nothing was written; export without it: "
-                                     f"--formats onnx,torchscript")
+                                     f"--formats onnx,pt2")
                 if drop_pp > cfg.int8_max_drop_pp:     # left out, and the report says why
                     (tmp / EXPORT_FILES["int8"]).unlink()
                     report["refused"] = {"int8": {"acc_change_pp": -drop_pp, "budget_pp": cfg.int8_max_drop_pp}}

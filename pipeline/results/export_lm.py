@@ -20,14 +20,15 @@ import torch.nn.functional as F
 from pipeline.data.windows import TokenWindows, text_tokenizer
 from pipeline.errors import UsageError
 from pipeline.files import atomic_path, read_json, write_json
-from pipeline.results.export import _quiet, _versions, export_torchscript
+from pipeline.results.export import _quiet, _versions, export_pt2, export_torchscript
+from pipeline.results.latency import pt2_runner, torchscript_runner
 from pipeline.training.checkpoint import load_checkpoint, recorded_tokenizer
 from pipeline.training.loop import set_threads
 from pipeline.training.run_dir import MODEL_FILE
 
 __all__ = ["export_lm_run", "generate", "is_lm_run", "LM_EXPORT_FILES"]
 
-LM_EXPORT_FILES = {"onnx": "model.onnx", "torchscript": "model.torchscript.pt", "int8": "model.int8.onnx"}
+LM_EXPORT_FILES = {"onnx": "model.onnx", "pt2": "model.pt2", "torchscript": "model.torchscript.pt", "int8": "model.int8.onnx"}
 INPUT_NAME, OUTPUT_NAME = "ids", "logits"
 
 
@@ -107,9 +108,11 @@ def export_lm_run(run_dir: Path, text: Path, out_dir: Path | None = None, *, win
     record = {"run": run_dir.name, "student": ckpt["arch"], "windows": len(picks), "context": model.context,
               "files": {}, "refused": {}, "versions": _versions(),
               "eager_bits_per_byte": _bits_per_byte(eager, targets, lengths)}
-    if "torchscript" in formats:
-        record["files"]["torchscript"] = _torchscript(model, x, eager, out_dir / LM_EXPORT_FILES["torchscript"],
-                                                      parity_atol)
+    metadata = {"kind": "lm", "context": model.context, "vocab_size": model.vocab_size}
+    for fmt in ("pt2", "torchscript"):
+        if fmt in formats:
+            record["files"][fmt] = _torch_file(fmt, model, x, eager, out_dir / LM_EXPORT_FILES[fmt], metadata,
+                                               parity_atol)
     if "onnx" not in formats and "int8" not in formats:
         return _finish(model, test, picks, tokenizer, generate_tokens, record, out_dir)
     onnx_path = out_dir / LM_EXPORT_FILES["onnx"]
@@ -145,18 +148,22 @@ def export_lm_run(run_dir: Path, text: Path, out_dir: Path | None = None, *, win
     return _finish(model, test, picks, tokenizer, generate_tokens, record, out_dir)
 
 
-def _torchscript(model, x: torch.Tensor, eager: np.ndarray, path: Path, parity_atol: float) -> dict:
-    """A traced module (the window's length stays free: positions come from the input's shape), kept only
-    where it computes what the trained student computes on the test windows."""
-    with atomic_path(path) as tmp:         # the image export's tracer, with what the file holds as metadata
-        export_torchscript(model, x[:1], tmp, {"kind": "lm", "context": model.context,
-                                               "vocab_size": model.vocab_size})
-    with torch.inference_mode():
-        traced = torch.jit.load(str(path), map_location="cpu")(x).numpy()
-    max_abs = float(np.abs(traced - eager).max())
+def _torch_file(fmt: str, model, x: torch.Tensor, eager: np.ndarray, path: Path, metadata: dict,
+                parity_atol: float) -> dict:
+    """A torch.export program (batch and window length free, up to the context) or a traced TorchScript module,
+    written by the image export's functions and kept only where it computes what the trained student computes
+    on the test windows."""
+    with atomic_path(path) as tmp:
+        if fmt == "pt2":
+            dims = ({0: torch.export.Dim("batch"), 1: torch.export.Dim("length", max=model.context)},)
+            export_pt2(model, x[:2], tmp, metadata, dims)
+        else:
+            export_torchscript(model, x[:1], tmp, metadata)
+    runner = pt2_runner(path) if fmt == "pt2" else torchscript_runner(path)
+    max_abs = float(np.abs(runner(x.numpy()) - eager).max())
     if not max_abs <= parity_atol:
         path.unlink()
-        raise UsageError(f"the TorchScript export does not compute what the trained student computes (max |logit "
+        raise UsageError(f"the {fmt} export does not compute what the trained student computes (max |logit "
                          f"difference| {max_abs:.2e}, tolerance {parity_atol:g}); nothing was kept")
     return {"path": path.name, "bytes": path.stat().st_size, "max_abs_diff": max_abs}
 

@@ -20,7 +20,7 @@ def export_any(cfg: ExportConfig) -> list[str]:
         r = export_lm_run(cfg.run_dir, cfg.dataset or Path(read_json(cfg.run_dir / "metrics.json")["text"]),
                           cfg.out_dir, parity_atol=cfg.parity_atol, threads=cfg.threads or 1, formats=cfg.formats)
         kept = ", ".join(f"{f} {r['files'][f]['bytes']:,} bytes" for f in r["files"])
-        checks = [f"{f} max |Δlogit| {r['files'][f]['max_abs_diff']:.1e}" for f in ("onnx", "torchscript")
+        checks = [f"{f} max |Δlogit| {r['files'][f]['max_abs_diff']:.1e}" for f in ("onnx", "pt2", "torchscript")
                   if f in r["files"]]
         if "int8" in r["files"]:
             checks.append(f"int8 {r['files']['int8']['bits_per_byte_change']:+.4f} bits per byte")

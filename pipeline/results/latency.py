@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import statistics
 import time
+import warnings
 from pathlib import Path
 from typing import Callable
 
@@ -16,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["Runner", "eager_runner", "torchscript_runner", "onnx_runner", "onnx_session", "median_latency_us"]
+__all__ = ["Runner", "eager_runner", "pt2_runner", "torchscript_runner", "onnx_runner", "onnx_session", "median_latency_us"]
 
 Runner = Callable[[np.ndarray], np.ndarray]
 
@@ -30,8 +31,20 @@ def eager_runner(model: nn.Module) -> Runner:
     return run
 
 
+def pt2_runner(path: Path) -> Runner:
+    module = torch.export.load(str(path)).module()
+
+    def run(x: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return module(torch.from_numpy(x)).numpy()
+    return run
+
+
 def torchscript_runner(path: Path) -> Runner:
-    module = torch.jit.load(str(path), map_location="cpu").eval()
+    """TorchScript, which torch deprecates: read only where a user asks for the format (FORMATS=...torchscript)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)      # torch.jit.load's deprecation: said in the docs once
+        module = torch.jit.load(str(path), map_location="cpu").eval()
 
     def run(x: np.ndarray) -> np.ndarray:
         with torch.inference_mode():

@@ -193,7 +193,7 @@ def render_exports(runs_dir: Path, runs: list[str]) -> str:
         return ""
     lines = ["", "## Edge export (batch 1, one thread; `make export`)", "",
              "| run | ONNX KB | int8 KB | int8 / float32 size | accuracy % eager → int8 "
-             "| eager µs | TorchScript µs | ONNX Runtime µs | int8 µs |",
+             "| eager µs | .pt2 µs | ONNX Runtime µs | int8 µs |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for run, e in exports:
         size = {f: e["files"][f]["bytes"] / 1024 for f in e["files"]}
@@ -204,7 +204,7 @@ def render_exports(runs_dir: Path, runs: list[str]) -> str:
             int8_acc = f"int8 refused: {refused['acc_change_pp']:+.2f} pp"
         lines.append(f"| {run} | {_cell(size, 'onnx', '.1f')} | {_cell(size, 'int8', '.1f')} | "
                      f"{_cell(e, 'int8_size_ratio', '.3f')} | {100 * acc['eager']:.2f} → {int8_acc} | "
-                     f"{lat['eager']:.0f} | {_cell(lat, 'torchscript', '.0f')} | {_cell(lat, 'onnx', '.0f')} | "
+                     f"{lat['eager']:.0f} | {_cell(lat, 'pt2', '.0f')} | {_cell(lat, 'onnx', '.0f')} | "
                      f"{_cell(lat, 'int8', '.0f')} |")
     return "\n".join(lines) + "\n"
 
