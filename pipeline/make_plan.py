@@ -138,13 +138,15 @@ class Plan:
     def teacher_dir(self, tag: str) -> str:
         return self.path("teacher", self.data + tag)
 
-    def run(self, student: str, T, alpha) -> str:
+    def run(self, student: str, T, alpha, labels: int | None = None) -> str:
+        """A student run's name; ``labels``: the demo's few-label pair's own LABELS (else the setting's)."""
         s = self.settings
         if self.text:
             return lm_run_name(student, float(T), float(alpha), int(s["SEED"]), int(s["STEPS"]), self.data, self.tag)
         return run_name(student, float(T), float(alpha), int(s["SEED"]), int(s["EPOCHS"]), replay=int(s["REPLAY"]),
                         augment=s["AUGMENT"] == "1", holdout=int(s["HOLDOUT"]),
-                        teacher=self.run_source, combine=s["COMBINE"], data=self.data, labels=self.labels,
+                        teacher=self.run_source, combine=s["COMBINE"], data=self.data,
+                        labels=self.labels if labels is None else labels,
                         transfer=s["TRANSFER"])
 
     def pskd(self, student: str, seed) -> str:
@@ -352,7 +354,7 @@ INTERNAL = frozenset({
     "DATA_ARGS", "TEACHER_FIT", "PASS_STAGE", "STUDENT_STAGE", "STUDENT_ARGS", "LM_EXPERIMENT_ARGS", "TRANSFER_ARGS",
     "LOG_ARGS", "TEACHER_ARGS", "RUN_THREADS", "RUN_DIR", "STUDENT_RUNS",
     "DEMO_EXPORTS", "PSKD_RUNS", "PSKD_GRID", "PSKD_RUN", "DEMO_SETTINGS", "STAMP", "MEMBER_SEED", "RUN_STUDENT",
-    "RUN_T", "RUN_ALPHA", "RUN_SEED", "NAMES_OK", "SETTINGS_ERROR", "PASS_ARGS",
+    "RUN_T", "RUN_ALPHA", "RUN_LABELS", "RUN_SEED", "NAMES_OK", "SETTINGS_ERROR", "PASS_ARGS",
     # the Makefile's own
     "SHELL", "NEWLINE", "GIVEN", "NAMES_IN", "NAMES_MK", "NAMES_RC", "REPORT", "SWEEP",
     "EXPERIMENT_ARGS", "BENCHMARKS", "SOFTCACHE_CALLER",
@@ -361,6 +363,8 @@ INTERNAL = frozenset({
 
 # The fragment's variables that hold a rule's target path (see make_fragment's ``rule``).
 TARGET_PREFIX = "SC_TARGET_"
+# The ALPHA of the demo's few-label distilled run: the one docs/RESULTS.md's few-labels experiment chose on held-out rows.
+FEW_LABEL_ALPHA = "0.5"
 
 
 def internal_problem(given) -> str | None:
@@ -397,9 +401,13 @@ def make_fragment(p: Plan) -> str:
     if p.teacher_kind == "file":
         teacher_files.append(p.teacher_stamp)
     student_run = p.run(s["STUDENT"], s["T"], s["ALPHA"])
-    demo = {p.run(st, s["T"], a): (st, s["T"], a) for st in s["STUDENTS" if p.text else "DEMO_STUDENTS"].split()
-            for a in ("0", s["ALPHA"])}
-    runs = {student_run: (s["STUDENT"], s["T"], s["ALPHA"]), **demo}
+    demo_students = s["STUDENTS" if p.text else "DEMO_STUDENTS"].replace(",", " ").split()
+    demo = {p.run(st, s["T"], a): (st, s["T"], a, "") for st in demo_students for a in ("0", s["ALPHA"])}
+    if s["DEMO_LABELS"] and not p.text and p.labels is None:     # where the cache pays most, beside the rest
+        pair = "cnn-tiny" if "cnn-tiny" in demo_students else demo_students[0]
+        demo.update({p.run(pair, s["T"], a, int(s["DEMO_LABELS"])): (pair, s["T"], a, s["DEMO_LABELS"])
+                     for a in ("0", FEW_LABEL_ALPHA)})
+    runs = {student_run: (s["STUDENT"], s["T"], s["ALPHA"], ""), **demo}
     stamps = p.stamps()
     pskd = {} if p.text else {p.pskd(st, seed): (st, seed)
             for st in [s["STUDENT"], *s["STUDENTS"].split()] for seed in [s["SEED"], *s["SEEDS"].split()]}
@@ -486,9 +494,9 @@ def make_fragment(p: Plan) -> str:
             rule(stamp, "FORCE")
     for ckpt, member in zip(member_ckpts, p.seeds):
         rule(ckpt, f"private MEMBER_SEED := {member}")
-    for run, (student, T, alpha) in runs.items():
+    for run, (student, T, alpha, labels) in runs.items():
         target = p.path("runs", run, "metrics.json")
-        for name, value in (("RUN_STUDENT", student), ("RUN_T", T), ("RUN_ALPHA", alpha)):
+        for name, value in (("RUN_STUDENT", student), ("RUN_T", T), ("RUN_ALPHA", alpha), ("RUN_LABELS", labels)):
             rule(target, f"private {name} := {_escape(value)}")
     for run, (student, seed) in pskd.items():
         target = p.path("runs", run, "metrics.json")

@@ -374,7 +374,10 @@ SETTINGS: tuple[Setting, ...] = (
     _S("ALPHA_T", "0.8", "PS-KD: weight of the previous epoch's predictions at the last epoch", _number(0, 1, above=0),
        group="grid"),
     # the demo, export and publishing
-    _S("DEMO_STUDENTS", "mlp cnn-tiny cnn-small", "students the demo trains (scratch and distilled)", _names,
+    _S("DEMO_STUDENTS", "mlp cnn-tiny cnn-small", "students the demo trains (scratch and distilled)", _students,
+       group="demo"),
+    _S("DEMO_LABELS", "1200", "images: the demo's few-label pair, cnn-tiny scratch and distilled (ALPHA=0.5) with hard "
+       "labels on only N training rows, where the cache pays most ('' leaves it out)", _optional(_integer(0, 10 ** 9)),
        group="demo"),
     _S("DEMO_T", "1", "T of the demo's distilled runs when it uses the published teacher (images or text)", _number(*T_RANGE),
        group="demo"),

@@ -182,7 +182,7 @@ def test_every_variable_the_makefile_reads_comes_from_the_table():
     used = set(re.findall(r"\$\(([A-Z_]+)\)", (ROOT / "Makefile").read_text()))
     fragment = make_plan.make_fragment(make_plan.plan({}, environ={}))
     handed = set(re.findall(r"^(?:override )?([A-Z_]+) :=", fragment, re.M))
-    fields = {"STAMP", "MEMBER_SEED", "RUN_STUDENT", "RUN_T", "RUN_ALPHA", "RUN_SEED"}
+    fields = {"STAMP", "MEMBER_SEED", "RUN_STUDENT", "RUN_T", "RUN_ALPHA", "RUN_LABELS", "RUN_SEED"}
     own = {"MAKE", "MAKECMDGOALS", "PYTHON", "GIVEN", "NAMES_MK", "NAMES_RC", "SETTINGS_ERROR", "REPORT", "PASS_ARGS",
            "EXPERIMENT_ARGS", "SWEEP", "BENCHMARKS", "NEWLINE", "NAMES_IN", "NAMES_OK"}
     assert used - set(settings.DEFAULTS) - handed - fields - own == set()
@@ -288,3 +288,12 @@ def test_a_cache_of_other_storage_names_its_runs_and_the_default_keeps_its_names
     assert p.run("cnn-tiny", "4", "0") == "cnn-tiny-scratch-s0-e5"      # scratch never reads the cache
     assert make_plan.plan({"TEACHER": "published", "VIEWS": "8"}, environ={}).run("mlp", "1", "0.5") == \
         "mlp-T1-a0.5-from-published-s0-e5"
+
+
+def test_the_demo_adds_a_few_label_pair_where_the_cache_pays_most():
+    """DEMO_LABELS=N: cnn-tiny scratch and distilled on N hard labels beside the full-label runs, each run with
+    its own --labels; '' leaves the pair out; a LABELS the user gives names every run instead."""
+    demo = make("-n", "demo-runs", "TEACHER=published").stdout
+    assert "cnn-tiny-scratch-l1200-s0-e5" in demo and "cnn-tiny-T4-a0.5-from-published-l1200-s0-e5" in demo
+    assert demo.count("--labels '1200'") == 2
+    assert "-l1200" not in make("-n", "demo-runs", "TEACHER=published", "DEMO_LABELS=").stdout

@@ -89,3 +89,13 @@ def test_readme_without_markers_is_refused(tmp_path):
     with pytest.raises(UsageError, match="no results block"):
         write_report(tmp_path / "runs", tmp_path / "report.md", readme=tmp_path / "README.md")
     assert (tmp_path / "README.md").read_text() == "# no block here\n"
+
+
+def test_the_results_say_why_the_full_label_gain_is_small_and_where_the_cache_pays():
+    from pipeline.results.report import results_section
+
+    few = [dict(run("cnn-tiny", a, 0, acc), labels=1200) for a, acc in ((0, 0.70), (0.5, 0.86))]
+    rows = summarize([run("cnn-tiny", 0, 0, 0.90), run("cnn-tiny", 0.5, 0, 0.901), *few])
+    text = results_section(rows)
+    assert "With every label, the teacher (92.00%) is 2.00 pp above the best scratch student" in text
+    assert "the cache is what cnn-tiny learns from: +16.00 pp over scratch on the same labels" in text

@@ -179,6 +179,25 @@ def render_winners(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _why_note(rows: list[dict]) -> str:
+    """Where the gain is, in a sentence under the winners: with every label a student can only gain what its
+    teacher knows beyond the labels, which for a teacher a few points above the students is little; with few
+    labels, the cached targets are what the student learns from."""
+    scratch_full = [r["acc"] for r in rows if _is_scratch(r["arm"]) and "labels" not in r["family"]]
+    teacher = max((r["teacher_acc"] for r in rows if r["teacher_acc"] is not None), default=None)
+    if not scratch_full or teacher is None:
+        return ""
+    note = (f"\nWith every label, the teacher ({teacher:.2f}%) is {teacher - max(scratch_full):.2f} pp above the best "
+            f"scratch student, so its soft targets hold little the labels do not already teach (the committed cache's "
+            f"teacher was trained on a CPU; a stronger one leaves more to distil).")
+    few = [w for w in winners(rows) if "labels" in w["family"] and w["over_scratch"] is not None]
+    for w in few:
+        gain = w["over_scratch"] if not _is_scratch(w["arm"]) else 0.0
+        note += (f" With hard labels on few rows ({w['family']}), the cache is what {w['student']} learns from: "
+                 f"{gain:+.2f} pp over scratch on the same labels at the same {w['epochs']} epochs.")
+    return note + "\n"
+
+
 def _cell(values: dict, key: str, fmt: str) -> str:
     """A formatted table cell, or a dash for a format that was not exported."""
     return format(values[key], fmt) if key in values else "—"
@@ -218,7 +237,7 @@ def results_section(rows: list[dict], experiments: str = "") -> str:
     if not rows:
         return render_markdown(rows)
     return ("Which configuration won, per student (best mean test accuracy over seeds):\n\n"
-            + render_winners(rows) + "\nEvery arm:\n\n" + render_markdown(rows)
+            + render_winners(rows) + _why_note(rows) + "\nEvery arm:\n\n" + render_markdown(rows)
             + (f"\n{experiments}" if experiments else ""))
 
 
