@@ -146,7 +146,7 @@ test: $(INSTALLED)   # pytest exits 5 when it collected nothing: say so rather t
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; fi; exit $$rc
 
 # Every benchmark prints a Markdown section; together they become BENCHMARKS.md.
-BENCHMARKS := run_all inference_batch cache_storage resume_kills export_latency sweep_speed teacher_pass_procs views_cost labels_cost student_resume flat_memory token_cache lm_student_step
+BENCHMARKS := run_all inference_batch cache_storage resume_kills export_latency sweep_speed teacher_pass_procs views_cost labels_cost student_resume flat_memory token_cache lm_student_step own_students
 bench: $(INSTALLED) $(DATA_FILE) $(TEACHER_TARGETS)   # cache_storage reads the default teacher
 	@{ echo "# Benchmarks"; echo; echo "Written by \`make bench\`; machine and date in each section."; echo; \
 	  for b in $(BENCHMARKS); do '$(VENV)/bin/python' benchmarks/$$b.py || exit 1; echo; done; } > BENCHMARKS.md.tmp

@@ -26,27 +26,49 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.token_cache import _subset  # noqa: E402  (the repository root, as run by make bench)
-from pipeline.cache.token_reader import TokenCache
+from pipeline.cache.lm_reader import TokenCache
 from pipeline.config import TokenLogitsConfig
 from pipeline.data.text import load_corpus
 from pipeline.data.tokenizers import BYTES
 from pipeline.data.windows import TokenWindows, prepare_text
 from pipeline.losses import token_kd_loss
 from pipeline.models import create_lm
-from pipeline.teacher.token_pass import write_token_logits
+from pipeline.teacher.lm_pass import write_token_logits
 from pipeline.training.checkpoint import save_checkpoint
 from pipeline.training.lm_loop import LMTrainer, next_token_loss
 from pipeline.training.loop import set_threads
 
 
-def _seconds_per_step(text: Path, loss, steps: int) -> float:
+def seconds_per_step(text: Path, loss, steps: int, student: str = "lm-small") -> float:
     torch.manual_seed(0)
-    trainer = LMTrainer(create_lm("lm-small", vocab_size=256, context=128), TokenWindows(text, "train", 128),
+    trainer = LMTrainer(create_lm(student, vocab_size=256, context=128), TokenWindows(text, "train", 128),
                         steps=steps + 3, batch_size=32, lr=3e-3, weight_decay=0.1, seed=0)
     trainer.train_steps(3, loss, progress=False)                 # warm-up: allocations, first reads
     start = time.perf_counter()
     trainer.train_steps(steps, loss, progress=False)
     return (time.perf_counter() - start) / steps
+
+
+def bench_text_and_cache(tmp: Path, files: int, threads: int) -> tuple[Path, Path]:
+    """FILES stdlib files as bytes, and a k = 16 float16 cache of them from a seeded lm-small teacher."""
+    text = tmp / "bytes.h5"
+    prepare_text(load_corpus(str(_subset(tmp, files))), BYTES, text)
+    torch.manual_seed(0)
+    teacher = create_lm("lm-small", vocab_size=256, context=128)
+    save_checkpoint(tmp / "teacher.pt", kind="lm", arch="lm-small", model=teacher,
+                    model_kwargs={"vocab_size": 256, "context": 128}, config={}, metrics={})
+    cfg = TokenLogitsConfig(teacher=tmp / "teacher.pt", text=text, out=tmp / "cache.h5", topk=16,
+                            dtype="float16", temperatures=(1.0, 2.0, 4.0), device="cpu", threads=threads)
+    write_token_logits(cfg, progress=False)
+    return text, cfg.out
+
+
+def kd_loss_of(cache: TokenCache):
+    """The LM student stage's KD loss at T = 2, ALPHA = 0.5, reading ``cache``."""
+    def loss(logits, batch, idx):
+        ids, log_p, log_tail = cache.targets("train", idx.numpy(), 2.0)
+        return token_kd_loss(logits, batch[:, 1:], ids, log_p, log_tail, T=2.0, alpha=0.5)
+    return loss
 
 
 @click.command()
@@ -58,28 +80,14 @@ def main(files: int, steps: int, rounds: int, threads: int) -> None:
     set_threads(threads)
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        text = tmp / "bytes.h5"
-        prepare_text(load_corpus(str(_subset(tmp, files))), BYTES, text)
-        torch.manual_seed(0)
-        teacher = create_lm("lm-small", vocab_size=256, context=128)
-        save_checkpoint(tmp / "teacher.pt", kind="lm", arch="lm-small", model=teacher,
-                        model_kwargs={"vocab_size": 256, "context": 128}, config={}, metrics={})
-        cfg = TokenLogitsConfig(teacher=tmp / "teacher.pt", text=text, out=tmp / "cache.h5", topk=16,
-                                dtype="float16", temperatures=(1.0, 2.0, 4.0), device="cpu", threads=threads)
-        write_token_logits(cfg, progress=False)
-        on_disk, in_memory = TokenCache(cfg.out), TokenCache(cfg.out, in_memory=True)
-
-        def kd(cache):
-            def loss(logits, batch, idx):
-                ids, log_p, log_tail = cache.targets("train", idx.numpy(), 2.0)
-                return token_kd_loss(logits, batch[:, 1:], ids, log_p, log_tail, T=2.0, alpha=0.5)
-            return loss
-
-        arms = {"cross-entropy": next_token_loss, "KD, cache in memory": kd(in_memory), "KD, cache on disk": kd(on_disk)}
+        text, cache = bench_text_and_cache(tmp, files, threads)
+        on_disk, in_memory = TokenCache(cache), TokenCache(cache, in_memory=True)
+        arms = {"cross-entropy": next_token_loss, "KD, cache in memory": kd_loss_of(in_memory),
+                "KD, cache on disk": kd_loss_of(on_disk)}
         times = {name: [] for name in arms}
         for _ in range(rounds):
             for name, loss in arms.items():
-                times[name].append(_seconds_per_step(text, loss, steps))
+                times[name].append(seconds_per_step(text, loss, steps))
     median = {name: statistics.median(t) for name, t in times.items()}
     print("## LM students: the cached-KD step, and the cache read from disk (`benchmarks/lm_student_step.py`)\n")
     print(f"Machine: {platform.processor() or platform.machine()}, {threads} torch threads, CPU. Date: {dt.date.today()}. "

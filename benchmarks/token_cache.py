@@ -31,7 +31,7 @@ from pipeline.data.text import load_corpus, stdlib_root
 from pipeline.data.tokenizers import BYTES, train_bpe
 from pipeline.data.windows import TokenWindows, prepare_text
 from pipeline.models import create_lm
-from pipeline.teacher.token_pass import write_token_logits
+from pipeline.teacher.lm_pass import write_token_logits
 from pipeline.training.checkpoint import save_checkpoint
 from pipeline.training.loop import set_threads
 

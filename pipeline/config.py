@@ -256,9 +256,9 @@ class LMExperimentConfig:
 @dataclass(frozen=True)
 class TokenLogitsConfig:
     """The per-token teacher pass: a causal LM teacher over every window of a prepared text file, its
-    top-k and exact tail at each grid temperature written to one cache (``pipeline.cache.token_format``)."""
+    top-k and exact tail at each grid temperature written to one cache (``pipeline.cache.lm_format``)."""
 
-    teacher: Path                    # an LM teacher checkpoint (pipeline.teacher.fit_lm)
+    teacher: Path                    # an LM teacher checkpoint (pipeline.teacher.lm_fit)
     text: Path                       # the prepared text file it reads
     out: Path   # the per-token cache (.h5) to write
     context: int = 0                 # tokens per window; 0: the teacher's own context

@@ -23,9 +23,9 @@ _PYTHON_FIX = {
     "experiment-views": "pipeline.experiments.views.run_views_experiment(ViewsExperimentConfig(...))",
     # the text side's own stages: the same Make targets, their own commands and calls
     "text-data": "pipeline.data.windows.prepare_text(load_corpus(...), load_tokenizer(...), path)",
-    "token-logits": "pipeline.teacher.token_pass.write_token_logits(TokenLogitsConfig(...))",
-    "lm-teacher": "pipeline.teacher.fit_lm.train_lm_teacher(LMTeacherConfig(...))",
-    "lm-student": "pipeline.student.distill_lm.train_lm_student(LMStudentConfig(...))",
+    "token-logits": "pipeline.teacher.lm_pass.write_token_logits(TokenLogitsConfig(...))",
+    "lm-teacher": "pipeline.teacher.lm_fit.train_lm_teacher(LMTeacherConfig(...))",
+    "lm-student": "pipeline.student.lm_distill.train_lm_student(LMStudentConfig(...))",
 }
 # Make has one target per stage for images and text alike; the CLI has a command of each side's own.
 _MAKE_TARGET = {"text-data": "data", "token-logits": "teacher-logits", "lm-teacher": "teacher", "lm-student": "student"}

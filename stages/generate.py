@@ -3,8 +3,8 @@
 import click
 
 from pipeline.data.windows import text_tokenizer
-from pipeline.results.export_lm import check_model_tokenizer, prompt_ids
-from pipeline.results.export_lm import generate as continue_greedily
+from pipeline.results.lm_export import check_model_tokenizer, prompt_ids
+from pipeline.results.lm_export import generate as continue_greedily
 from pipeline.training.checkpoint import load_checkpoint
 from pipeline.training.run_dir import MODEL_FILE
 from stages.options import PATH

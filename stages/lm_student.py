@@ -3,7 +3,7 @@
 import click
 
 from pipeline.config import LMStudentConfig, from_options
-from pipeline.student.distill_lm import train_lm_student
+from pipeline.student.lm_distill import train_lm_student
 from stages.options import config_options, echo_entry
 
 

@@ -3,7 +3,7 @@
 import click
 
 from pipeline.config import LMTeacherConfig, from_options
-from pipeline.teacher.fit_lm import train_lm_teacher
+from pipeline.teacher.lm_fit import train_lm_teacher
 from stages.options import config_options, echo_entry
 
 

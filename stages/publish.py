@@ -8,7 +8,7 @@ import click
 
 from pipeline.cache.ensemble import publish_cache, reseal_published
 from pipeline.config import PublishConfig, PublishLMTeacherConfig, from_options
-from pipeline.teacher.publish_lm import publish_lm_teacher as publish_lm
+from pipeline.teacher.lm_publish import publish_lm_teacher as publish_lm
 from stages.options import config_options, setting_option
 
 

@@ -4,7 +4,7 @@ per-token cache (top-k and the exact tail at each grid temperature)."""
 import click
 
 from pipeline.config import TokenLogitsConfig, from_options
-from pipeline.teacher.token_pass import write_token_logits
+from pipeline.teacher.lm_pass import write_token_logits
 from stages.options import config_options
 
 

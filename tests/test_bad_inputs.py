@@ -66,7 +66,11 @@ def world(tmp_path_factory):
     torch.export.save(program, files / "fixed.pt2")
     (files / "factories.py").write_text("import torch.nn as nn\n\ndef needs(width):\n"
                                         "    return nn.Sequential(nn.Flatten(), nn.Linear(784, width))\n\n"
-                                        "def boom():\n    raise RuntimeError('no GPU here')\n")
+                                        "def boom():\n    raise RuntimeError('no GPU here')\n\n"
+                                        "def student_boom(in_shape, num_classes):\n    raise ValueError('no such layer')\n\n"
+                                        "def not_a_module(in_shape, num_classes):\n    return 'a string'\n\n"
+                                        "def too_wide(in_shape, num_classes):\n"
+                                        "    return nn.Sequential(nn.Flatten(), nn.Linear(784, num_classes + 2))\n")
     torch.save(model.state_dict(), files / "weights.pt")
     return {"data": data, "files": files, "common": common, "cache": cache,
             "dataset": next((data / "dataset").glob("*.npz")), "teacher": next((data / "teacher").glob("*/teacher.pt")),
@@ -108,6 +112,10 @@ def _make_cases(w) -> list[tuple[str, list[str]]]:
         ("TEACHER_SEED=x", student("TEACHER_SEED=x")), ("DEMO_ALPHA=2", ["demo", *w["common"], "DEMO_ALPHA=2"]),
         ("ALPHA_T=0", ["self-distill", *w["common"], "ALPHA_T=0"]),
         ("STUDENT=nope (stage)", student("STUDENT=nope")),
+        ("STUDENT=lm-small on images", student("STUDENT=lm-small")),
+        ("STUDENT=timm:resnet18 on text", student("DATASET=stdlib", "STUDENT=timm:resnet18")),
+        ("STUDENT=hf:/nonexistent", student("DATASET=stdlib", "STUDENT=hf:/nonexistent/config.json")),
+        ("STUDENT=timm name with a space", student("STUDENT=timm:res net")),
         ("DATASET with a NaN pixel (stage)", ["data", *w["common"], f"DATASET={f / 'nan.npz'}"]),
         ("DATASET with a stray label (stage)", ["data", *w["common"], f"DATASET={f / 'stray.npz'}"]),
         ("DATASET out of range (stage)", ["data", *w["common"], f"DATASET={f / 'range.npz'}"]),
@@ -133,6 +141,12 @@ def _cli_cases(w) -> list[tuple[str, list[str]]]:
         ("student --replay 4 without views", student("--replay", "4")),
         ("student --dataset of other data", ["student", "--cache", cache, "--dataset", f / "nan.npz",
                                              "--out-dir", out]),
+        ("student --student timm:misspelled", student("--student", "timm:mobilenetv3_smal_050")),
+        ("student --student timm:vit at 28x28", student("--student", "timm:vit_tiny_patch16_224")),
+        ("student --student factory raising", student("--student", "factories:student_boom")),
+        ("student --student factory returning a str", student("--student", "factories:not_a_module")),
+        ("student --student output wider than the classes", student("--student", "factories:too_wide")),
+        ("student --student lm-small on an image cache", student("--student", "lm-small")),
         ("verify a truncated cache", ["verify", f / "truncated.h5"]),
         ("verify --teacher without --dataset", ["verify", cache, "--teacher", teacher]),
         ("inspect a missing cache", ["inspect", f / "nope.h5"]),

@@ -26,7 +26,7 @@ from pipeline.results.latency import onnx_runner, onnx_session, pt2_runner, torc
 from pipeline.teacher.source import load_teacher
 from tests.conftest import CLASSES, SHAPE
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+README = Path(__file__).resolve().parents[1] / "docs" / "GUIDE.md"   # the guide holds the tested examples
 
 
 def test_export_writes_checked_files_with_metadata(tmp_path, student_run, tiny_dataset):
@@ -122,7 +122,7 @@ def test_cli_errors_are_one_line_exit_2(tmp_path, student_run):
 
 
 def test_readme_example_classifies_with_onnxruntime_alone(tmp_path):
-    """The README's snippet runs in a fresh interpreter where importing torch fails."""
+    """The guide's snippet runs in a fresh interpreter where importing torch fails."""
     code = re.search(r"<!-- onnx-example -->\s*```python\n(.*?)```", README.read_text(), re.S).group(1)
     torch.manual_seed(0)
     model = create_student("cnn-tiny").eval()

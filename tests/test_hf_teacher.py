@@ -8,15 +8,15 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel  # the hf extra; make venv installs it
 
-from pipeline.cache.token_format import target_log_probs, token_targets
-from pipeline.cache.token_reader import TokenCache
+from pipeline.cache.lm_format import target_log_probs, token_targets
+from pipeline.cache.lm_reader import TokenCache
 from pipeline.config import TokenLogitsConfig
 from pipeline.data.text import load_corpus
 from pipeline.data.tokenizers import BYTES, load_tokenizer, train_bpe
 from pipeline.data.windows import TokenWindows, prepare_text
 from pipeline.errors import UsageError
 from pipeline.teacher.hf_source import load_hf_teacher
-from pipeline.teacher.token_pass import write_token_logits
+from pipeline.teacher.lm_pass import write_token_logits
 from tests.test_text_data import write_docs
 
 

@@ -242,7 +242,7 @@ def test_a_wider_teacher_over_byte_ids_is_refused(tmp_path, capsys, gpt2_folder,
 
 def test_a_softcache_teacher_reads_only_the_tokenizer_it_learned(tmp_path, capsys, byte_text):
     from pipeline.config import LMTeacherConfig
-    from pipeline.teacher.fit_lm import train_lm_teacher
+    from pipeline.teacher.lm_fit import train_lm_teacher
     teacher = tmp_path / "teacher"
     train_lm_teacher(LMTeacherConfig(text=byte_text, out_dir=teacher, arch="lm-tiny", context=16, steps=2,
                                      batch_size=2, eval_every=1, eval_windows=2, device="cpu", threads=1),
@@ -320,7 +320,7 @@ GRID = (1.0, 2.0, 4.0)
 
 
 def _token_cache(path: Path, topk: int = 16):
-    from pipeline.cache.token_format import token_targets, write_token_cache
+    from pipeline.cache.lm_format import token_targets, write_token_cache
     windows = {"train": 4, "val": 2, "test": 2}
     with write_token_cache(path, windows=windows, context=8, vocab_size=256, topk=topk, dtype="float16",
                            temperatures=GRID, attrs={"text_fingerprint": "t" * 16}) as writer:
@@ -334,7 +334,7 @@ def _reseal(path: Path) -> None:
     import h5py
 
     from pipeline.cache.format import ATTRS_DIGEST, attrs_digest, plain
-    from pipeline.cache.token_format import TokenDigest
+    from pipeline.cache.lm_format import TokenDigest
     with h5py.File(path, "r+") as f:
         digest = TokenDigest()
         for split in ("train", "val", "test"):
@@ -493,7 +493,7 @@ def _edit_part(path: Path):
 @pytest.fixture
 def lm_teacher_file(tmp_path, byte_text):
     from pipeline.config import LMTeacherConfig
-    from pipeline.teacher.fit_lm import train_lm_teacher
+    from pipeline.teacher.lm_fit import train_lm_teacher
     train_lm_teacher(LMTeacherConfig(text=byte_text, out_dir=tmp_path / "teacher", arch="lm-tiny", context=16,
                                      steps=2, batch_size=2, eval_every=1, eval_windows=2, device="cpu", threads=1),
                      progress=False)
@@ -503,24 +503,24 @@ def lm_teacher_file(tmp_path, byte_text):
 @pytest.mark.parametrize("damage", [_nan_part, _cut_part, _edit_part])
 def test_a_damaged_token_part_is_computed_again_never_sealed(tmp_path, monkeypatch, byte_text, lm_teacher_file,
                                                              damage):
-    from pipeline.cache.token_reader import TokenCache
+    from pipeline.cache.lm_reader import TokenCache
     from pipeline.config import TokenLogitsConfig
-    from pipeline.teacher import token_pass
+    from pipeline.teacher import lm_pass
     cfg = TokenLogitsConfig(teacher=lm_teacher_file, text=byte_text, out=tmp_path / "c.h5", context=16, topk=4,
                             chunk_windows=4, device="cpu", threads=1)
     clean = TokenLogitsConfig(**{**cfg.__dict__, "out": tmp_path / "clean.h5"})
-    token_pass.write_token_logits(clean, progress=False)
+    lm_pass.write_token_logits(clean, progress=False)
 
     def killed(*args, **kwargs):
         raise KeyboardInterrupt     # the pass stops after its parts are written, before the file is
     with monkeypatch.context() as m:
-        m.setattr(token_pass, "write_token_cache", killed)
+        m.setattr(lm_pass, "write_token_cache", killed)
         with pytest.raises(KeyboardInterrupt):
-            token_pass.write_token_logits(cfg, progress=False)
+            lm_pass.write_token_logits(cfg, progress=False)
     parts = sorted((tmp_path / ".c.h5.parts").glob("train-*.npz"))
     assert len(parts) > 1
     damage(parts[1])
-    result = token_pass.write_token_logits(cfg, progress=False)
+    result = lm_pass.write_token_logits(cfg, progress=False)
     assert result["windows_computed"] == 4                       # that chunk alone, computed anew
     got, want = TokenCache(cfg.out), TokenCache(clean.out)
     assert got.fingerprint == want.fingerprint                    # the same values as a pass never killed
@@ -561,7 +561,7 @@ def test_a_split_with_no_full_window_is_refused_never_scored_perfect(tmp_path, c
     assert code == 0, err
     from pipeline.data.windows import TokenWindows
     from pipeline.models import create_lm
-    from pipeline.teacher.fit_lm import train_lm_teacher  # noqa: F401  (the stage the student shares the rule with)
+    from pipeline.teacher.lm_fit import train_lm_teacher  # noqa: F401  (the stage the student shares the rule with)
     from pipeline.training.lm_loop import bits_per_byte
     with pytest.raises(UsageError, match="not one full window"):
         bits_per_byte(create_lm("lm-tiny", vocab_size=256, context=context), TokenWindows(byte_text, "val", context),
@@ -594,11 +594,11 @@ def test_make_plans_the_pass_again_when_the_teachers_files_change(tmp_path, gpt2
 # --- the text API's garbage arguments, absurd checkpoints, generate --------------------------------------
 
 def test_the_text_api_refuses_garbage_arguments_in_one_line(tmp_path, byte_text, lm_teacher_file):
-    from pipeline.cache.token_dataset import TokenTargetDataset
+    from pipeline.cache.lm_dataset import TokenTargetDataset
     from pipeline.config import TokenLogitsConfig
     from pipeline.losses import token_kd_loss
     from pipeline.models import create_lm
-    from pipeline.teacher.token_pass import write_token_logits
+    from pipeline.teacher.lm_pass import write_token_logits
     cache = tmp_path / "c.h5"
     write_token_logits(TokenLogitsConfig(teacher=lm_teacher_file, text=byte_text, out=cache, context=16, topk=4,
                                          device="cpu", threads=1), progress=False)

@@ -86,6 +86,8 @@ def test_imports_the_readme_showed_before_the_move_still_work_with_a_warning():
             "from pipeline.cache import LogitCache, CacheExpectations\n"
             "from pipeline.torch_dataset import SoftTargetDataset\n"
             "from pipeline.models_lm import create_lm\nfrom pipeline.models import create_lm as new_lm\nassert create_lm is new_lm\n"
+            "from pipeline.cache.token_dataset import TokenTargetDataset\n"
+            "from pipeline.cache.lm_dataset import TokenTargetDataset as NewTokens\nassert TokenTargetDataset is NewTokens\n"
             "from pipeline.cache.reader import LogitCache as New\nassert LogitCache is New\nprint('ok')\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 0, out.stderr

@@ -12,8 +12,8 @@ import pytest
 from pipeline.config import LMStudentConfig
 from pipeline.data.windows import text_tokenizer
 from pipeline.files import write_json
-from pipeline.results.export_lm import export_lm_run, generate
-from pipeline.student.distill_lm import train_lm_student
+from pipeline.results.lm_export import export_lm_run, generate
+from pipeline.student.lm_distill import train_lm_student
 from pipeline.training.checkpoint import load_checkpoint
 from stages.cli import main
 from tests.test_lm_teacher import text_file  # noqa: F401  (the fixture)
@@ -59,8 +59,8 @@ def test_softcache_export_takes_an_lm_run(student_run, capsys):
 def test_the_report_compares_lm_runs_and_shows_what_they_write(tmp_path, token_cache, text_file):  # noqa: F811
     """Scratch and distilled runs beside an image run's folder: the LM table holds both arms with the gain
     over scratch, the export table its parity, and the sample each exported run's own greedy continuation."""
+    from pipeline.results.lm_report import collect_lm_runs, summarize_lm
     from pipeline.results.report import write_report
-    from pipeline.results.report_lm import collect_lm_runs, summarize_lm
     runs = tmp_path / "runs"
     for alpha in (0.0, 0.5):
         cfg = LMStudentConfig(cache=token_cache, text=text_file, out_dir=runs / f"lm-tiny-a{alpha}", student="lm-tiny",
@@ -101,7 +101,7 @@ def test_the_report_compares_lm_runs_and_shows_what_they_write(tmp_path, token_c
 
 def test_a_foreign_lm_record_in_the_runs_folder_is_one_line(tmp_path):
     from pipeline.errors import UsageError
-    from pipeline.results.report_lm import collect_lm_runs
+    from pipeline.results.lm_report import collect_lm_runs
     (tmp_path / "someone").mkdir()
     (tmp_path / "someone" / "metrics.json").write_text(json.dumps({"kind": "lm", "student": "lm-tiny"}))
     with pytest.raises(UsageError, match="is not the record of an LM run softcache finished .'steps' is None."):

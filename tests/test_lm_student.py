@@ -9,10 +9,10 @@ import json
 import pytest
 import torch
 
-from pipeline.cache.token_reader import TokenCache
+from pipeline.cache.lm_reader import TokenCache
 from pipeline.config import LMStudentConfig
 from pipeline.errors import UsageError
-from pipeline.student import distill_lm
+from pipeline.student import lm_distill
 from pipeline.training.checkpoint import load_checkpoint
 from pipeline.training.lm_loop import LMTrainer
 from tests.test_lm_teacher import text_file  # noqa: F401  (the fixture)
@@ -27,7 +27,7 @@ def _config(tmp_path, cache, text, name="run", **kw) -> LMStudentConfig:
 
 
 def test_a_distilled_run_records_what_a_user_compares(tmp_path, token_cache, text_file):  # noqa: F811
-    m = distill_lm.train_lm_student(_config(tmp_path, token_cache, text_file), progress=False)
+    m = lm_distill.train_lm_student(_config(tmp_path, token_cache, text_file), progress=False)
     saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert saved["test_bits_per_byte"] == m["test_bits_per_byte"] > 0 and 0 <= m["teacher_agreement"] <= 1
     assert [h["step"] for h in m["history"]] == [4, 8, 12] and m["tokens_per_second"] > 0
@@ -37,7 +37,7 @@ def test_a_distilled_run_records_what_a_user_compares(tmp_path, token_cache, tex
 
 
 def test_a_killed_run_resumes_to_the_same_weights(tmp_path, token_cache, text_file, monkeypatch):  # noqa: F811
-    distill_lm.train_lm_student(_config(tmp_path, token_cache, text_file, "whole"), progress=False)
+    lm_distill.train_lm_student(_config(tmp_path, token_cache, text_file, "whole"), progress=False)
     real, calls = LMTrainer.train_steps, []
 
     def dies(self, *args, **kw):
@@ -48,10 +48,10 @@ def test_a_killed_run_resumes_to_the_same_weights(tmp_path, token_cache, text_fi
 
     monkeypatch.setattr(LMTrainer, "train_steps", dies)
     with pytest.raises(KeyboardInterrupt):
-        distill_lm.train_lm_student(_config(tmp_path, token_cache, text_file, "killed"), progress=False)
+        lm_distill.train_lm_student(_config(tmp_path, token_cache, text_file, "killed"), progress=False)
     monkeypatch.setattr(LMTrainer, "train_steps", real)
     assert not (tmp_path / "killed" / "metrics.json").exists()
-    m = distill_lm.train_lm_student(_config(tmp_path, token_cache, text_file, "killed"), progress=False)
+    m = lm_distill.train_lm_student(_config(tmp_path, token_cache, text_file, "killed"), progress=False)
     assert m["resumed_from_step"] == 8
     a, _ = load_checkpoint(tmp_path / "whole" / "model.pt", "lm", "student")
     b, _ = load_checkpoint(tmp_path / "killed" / "model.pt", "lm", "student")
@@ -59,14 +59,14 @@ def test_a_killed_run_resumes_to_the_same_weights(tmp_path, token_cache, text_fi
 
 
 def test_scratch_never_reads_the_targets_and_differs_from_distilled(tmp_path, token_cache, text_file, monkeypatch):  # noqa: F811
-    distilled = distill_lm.train_lm_student(_config(tmp_path, token_cache, text_file, "kd"), progress=False)
+    distilled = lm_distill.train_lm_student(_config(tmp_path, token_cache, text_file, "kd"), progress=False)
 
     def no_reading(*args, **kw):
         raise AssertionError("scratch read the cache's targets")
 
-    monkeypatch.setattr(distill_lm.TokenCache, "targets", no_reading)
-    monkeypatch.setattr(distill_lm, "teacher_agreement", lambda *a, **k: 0.0)
-    scratch = distill_lm.train_lm_student(_config(tmp_path, token_cache, text_file, "scratch", alpha=0.0),
+    monkeypatch.setattr(lm_distill.TokenCache, "targets", no_reading)
+    monkeypatch.setattr(lm_distill, "teacher_agreement", lambda *a, **k: 0.0)
+    scratch = lm_distill.train_lm_student(_config(tmp_path, token_cache, text_file, "scratch", alpha=0.0),
                                           progress=False)
     assert scratch["test_bits_per_byte"] != distilled["test_bits_per_byte"]
 
@@ -76,7 +76,7 @@ def test_scratch_never_reads_the_targets_and_differs_from_distilled(tmp_path, to
 ])
 def test_what_cannot_be_trained_is_one_line(tmp_path, token_cache, text_file, change, match):  # noqa: F811
     with pytest.raises(UsageError, match=match):
-        distill_lm.train_lm_student(_config(tmp_path, token_cache, text_file, **change), progress=False)
+        lm_distill.train_lm_student(_config(tmp_path, token_cache, text_file, **change), progress=False)
     assert not (tmp_path / "run").exists()
 
 
@@ -88,7 +88,7 @@ def test_a_cache_of_other_text_is_refused(tmp_path, token_cache, text_file):  # 
     other = tmp_path / "other.h5"
     prepare_text(load_corpus(str(write_docs(tmp_path / "other-docs", n=80, seed=7))), BYTES, other)
     with pytest.raises(UsageError, match="was made for another text_fingerprint"):
-        distill_lm.train_lm_student(_config(tmp_path, token_cache, other), progress=False)
+        lm_distill.train_lm_student(_config(tmp_path, token_cache, other), progress=False)
 
 
 def test_targets_read_from_memory_are_the_files(token_cache):  # noqa: F811
@@ -100,7 +100,7 @@ def test_targets_read_from_memory_are_the_files(token_cache):  # noqa: F811
 
 def test_a_smaller_k_read_from_a_larger_cache_is_what_a_cache_at_that_k_holds(tmp_path, lm_teacher, text_file):  # noqa: F811
     from pipeline.config import TokenLogitsConfig
-    from pipeline.teacher.token_pass import write_token_logits
+    from pipeline.teacher.lm_pass import write_token_logits
     made = {}
     for k in (0, 4, 8):
         cfg = TokenLogitsConfig(teacher=lm_teacher, text=text_file, out=tmp_path / f"k{k}.h5", topk=k, dtype="float32",
@@ -136,7 +136,7 @@ def test_an_image_student_on_a_text_cache_and_the_reverse_are_one_line(tmp_path,
 
 def test_log_tensorboard_writes_each_evaluation(tmp_path, token_cache, text_file):  # noqa: F811
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-    distill_lm.train_lm_student(_config(tmp_path, token_cache, text_file, tensorboard_dir=tmp_path / "tb"),
+    lm_distill.train_lm_student(_config(tmp_path, token_cache, text_file, tensorboard_dir=tmp_path / "tb"),
                                 progress=False)
     events = EventAccumulator(str(tmp_path / "tb" / "run"))
     events.Reload()

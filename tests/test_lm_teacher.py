@@ -13,7 +13,7 @@ from pipeline.data.tokenizers import BYTES
 from pipeline.data.windows import prepare_text
 from pipeline.models import create_lm, list_lms
 from pipeline.names import TEACHER_CHECKPOINT, TEACHER_RECORD
-from pipeline.teacher.fit_lm import train_lm_teacher
+from pipeline.teacher.lm_fit import train_lm_teacher
 from pipeline.training.checkpoint import load_checkpoint
 from pipeline.training.lm_loop import LMTrainer
 from pipeline.training.resume import resume_dir

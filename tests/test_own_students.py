@@ -17,9 +17,9 @@ from pipeline.errors import UsageError
 from pipeline.models import create_lm, create_student
 from pipeline.models.hf_lm import PRESETS
 from pipeline.names import run_name, student_tag
-from pipeline.results.export_lm import export_lm_run
+from pipeline.results.lm_export import export_lm_run
 from pipeline.student.distill import train_student
-from pipeline.student.distill_lm import HF_FOLDER, train_lm_student
+from pipeline.student.lm_distill import HF_FOLDER, train_lm_student
 from pipeline.training.checkpoint import load_checkpoint
 from tests.test_lm_teacher import text_file  # noqa: F401  (the fixture)
 from tests.test_token_dataset import token_cache  # noqa: F401  (the fixture)

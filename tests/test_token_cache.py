@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.cache.token_format import (
+from pipeline.cache.lm_format import (
     grid_index,
     target_log_probs,
     targets_are_finite,
@@ -17,7 +17,7 @@ from pipeline.cache.token_format import (
     top_entries,
     write_token_cache,
 )
-from pipeline.cache.token_reader import TokenCache
+from pipeline.cache.lm_reader import TokenCache
 from pipeline.errors import UsageError
 
 GRID = (1.0, 2.0, 4.0)

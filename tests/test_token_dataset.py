@@ -1,6 +1,6 @@
 """The per-token cache in a user's own loop: windows paired with their own targets (checked against the
 text's fingerprint), the same through DataLoader workers, the loss over support + tail equal to the
-dense KL when the tail is one token, and the README's plain-PyTorch example run in a fresh interpreter."""
+dense KL when the tail is one token, and the guide's plain-PyTorch example run in a fresh interpreter."""
 
 import re
 import subprocess
@@ -12,16 +12,16 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from pipeline.cache.token_dataset import TokenTargetDataset
-from pipeline.cache.token_format import target_log_probs, token_targets
+from pipeline.cache.lm_dataset import TokenTargetDataset
+from pipeline.cache.lm_format import target_log_probs, token_targets
 from pipeline.config import TokenLogitsConfig
 from pipeline.errors import UsageError
 from pipeline.losses import token_kd_loss
-from pipeline.teacher.token_pass import write_token_logits
+from pipeline.teacher.lm_pass import write_token_logits
 from tests.test_lm_teacher import text_file  # noqa: F401  (the fixture)
 from tests.test_token_pass import lm_teacher  # noqa: F401  (the fixture)
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+README = Path(__file__).resolve().parents[1] / "docs" / "GUIDE.md"   # the guide holds the tested examples
 
 
 @pytest.fixture
@@ -68,7 +68,7 @@ def test_the_readme_token_example_trains_a_student_in_a_fresh_interpreter(token_
     code = re.sub(r'TEXT = ".*"', f'TEXT = "{text_file}"', code)
     code = re.sub(r"STEPS = \d+", "STEPS = 60", code)
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
-                          cwd=README.parent)
+                          cwd=README.parents[1])
     assert proc.returncode == 0, proc.stderr
     bits = float(re.search(r"val bits per token ([0-9.]+)", proc.stdout).group(1))
     assert bits < 6, proc.stdout              # a uniform guess over 256 bytes is 8 bits

@@ -10,14 +10,14 @@ import pytest
 import torch
 
 from pipeline.cache.format import read_arrays
-from pipeline.cache.token_format import target_log_probs, token_targets
-from pipeline.cache.token_reader import TokenCache
+from pipeline.cache.lm_format import target_log_probs, token_targets
+from pipeline.cache.lm_reader import TokenCache
 from pipeline.config import LMTeacherConfig, TokenLogitsConfig
 from pipeline.data.windows import TokenWindows, text_tokenizer
 from pipeline.errors import UsageError
 from pipeline.names import TEACHER_CHECKPOINT
-from pipeline.teacher import token_pass
-from pipeline.teacher.fit_lm import train_lm_teacher
+from pipeline.teacher import lm_pass
+from pipeline.teacher.lm_fit import train_lm_teacher
 from pipeline.teacher.pass_parts import Parts
 from pipeline.training.checkpoint import load_checkpoint, save_checkpoint
 from pipeline.training.lm_loop import bits_per_byte
@@ -40,7 +40,7 @@ def _config(tmp_path, lm_teacher, text_file, name="c.h5", **kw):  # noqa: F811
 
 
 def test_the_cache_holds_the_teachers_targets_for_every_window(tmp_path, lm_teacher, text_file):  # noqa: F811
-    summary = token_pass.write_token_logits(_config(tmp_path, lm_teacher, text_file), progress=False)
+    summary = lm_pass.write_token_logits(_config(tmp_path, lm_teacher, text_file), progress=False)
     cache = TokenCache(summary["path"])
     model, ckpt = load_checkpoint(lm_teacher, "lm", "teacher")
     assert cache.attrs["teacher_fingerprint"] == ckpt["fingerprint"] and cache.attrs["context"] == 16
@@ -53,7 +53,7 @@ def test_the_cache_holds_the_teachers_targets_for_every_window(tmp_path, lm_teac
         got = cache.targets("val", list(range(len(windows))), T)
         assert all(torch.allclose(a.float(), b.float(), atol=1e-5) for a, b in zip(got, want))
     lengths = text_tokenizer(text_file).byte_lengths()       # what the teacher scores on each split of this text
-    no_t1 = TokenCache(token_pass.write_token_logits(dataclasses.replace(   # a grid without T = 1: from the logits
+    no_t1 = TokenCache(lm_pass.write_token_logits(dataclasses.replace(   # a grid without T = 1: from the logits
         _config(tmp_path, lm_teacher, text_file, "t2.h5"), temperatures=(2.0,)), progress=False)["path"])
     for split in ("train", "val", "test"):
         scored = bits_per_byte(model, TokenWindows(text_file, split, 16), lengths)["bits_per_byte"]
@@ -62,7 +62,7 @@ def test_the_cache_holds_the_teachers_targets_for_every_window(tmp_path, lm_teac
 
 
 def test_an_interrupted_pass_resumes_to_identical_bytes(tmp_path, lm_teacher, text_file, monkeypatch):  # noqa: F811
-    whole = token_pass.write_token_logits(_config(tmp_path, lm_teacher, text_file, "whole.h5"), progress=False)
+    whole = lm_pass.write_token_logits(_config(tmp_path, lm_teacher, text_file, "whole.h5"), progress=False)
     real, saved = Parts.save, []
 
     def dies(self, *args):
@@ -74,10 +74,10 @@ def test_an_interrupted_pass_resumes_to_identical_bytes(tmp_path, lm_teacher, te
     cfg = _config(tmp_path, lm_teacher, text_file, "killed.h5")
     monkeypatch.setattr(Parts, "save", dies)
     with pytest.raises(KeyboardInterrupt):
-        token_pass.write_token_logits(cfg, progress=False)
+        lm_pass.write_token_logits(cfg, progress=False)
     monkeypatch.setattr(Parts, "save", real)
     assert not cfg.out.exists()
-    resumed = token_pass.write_token_logits(cfg, progress=False)
+    resumed = lm_pass.write_token_logits(cfg, progress=False)
     assert resumed["resumed_windows"] == 15
     a, b = read_arrays(whole["path"]), read_arrays(cfg.out)
     assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
@@ -89,7 +89,7 @@ def test_an_interrupted_pass_resumes_to_identical_bytes(tmp_path, lm_teacher, te
 
 def test_a_context_longer_than_the_teachers_is_refused(tmp_path, lm_teacher, text_file):  # noqa: F811
     with pytest.raises(UsageError, match="CONTEXT=64 is longer than the teacher's context of 16"):
-        token_pass.write_token_logits(_config(tmp_path, lm_teacher, text_file, context=64), progress=False)
+        lm_pass.write_token_logits(_config(tmp_path, lm_teacher, text_file, context=64), progress=False)
     assert not (tmp_path / "c.h5").exists()
 
 
@@ -101,7 +101,7 @@ def test_a_teacher_returning_nan_is_refused_and_nothing_is_marked_done(tmp_path,
     save_checkpoint(broken, kind="lm", arch=ckpt["arch"], model=model, model_kwargs=ckpt["model_kwargs"],
                     config=ckpt["config"], metrics=ckpt["metrics"])
     with pytest.raises(UsageError, match="the teacher returned non-finite values for windows 0..3 of train"):
-        token_pass.write_token_logits(_config(tmp_path, broken, text_file), progress=False)
+        lm_pass.write_token_logits(_config(tmp_path, broken, text_file), progress=False)
     assert not (tmp_path / "c.h5").exists() and not list(tmp_path.glob(".c.h5.parts/*.npz"))
 
 
@@ -109,7 +109,7 @@ def test_a_published_teacher_is_float16_scored_as_stored_and_replaced_only_by_na
     """The committed teacher: half the bytes, its fingerprint that of the weights every reader rebuilds, its
     record's bits per byte those of the float16 weights; an existing one is kept unless named."""
     from pipeline.config import PublishLMTeacherConfig
-    from pipeline.teacher.publish_lm import publish_lm_teacher
+    from pipeline.teacher.lm_publish import publish_lm_teacher
     from pipeline.training.checkpoint import read_checkpoint_file
     out = tmp_path / "published" / "tiny-lm-teacher.pt"
     cfg = PublishLMTeacherConfig(teacher=lm_teacher, text=text_file, out=out, command="pytest", device="CPU", threads=1)

@@ -93,8 +93,8 @@ def test_a_full_disk_at_the_token_pass_is_one_line(tmp_path, lm_teacher, text_fi
     assert with_space["files"] == ["cache/tokens.h5"] and with_space["temporaries"] == []
 
 
-_NO_TEXT_CHECKS = ("import pipeline.teacher.token_pass, pipeline.cache.token_format, pipeline.data.windows\n"
-                   "for m in (pipeline.teacher.token_pass, pipeline.cache.token_format, pipeline.data.windows): "
+_NO_TEXT_CHECKS = ("import pipeline.teacher.lm_pass, pipeline.cache.lm_format, pipeline.data.windows\n"
+                   "for m in (pipeline.teacher.lm_pass, pipeline.cache.lm_format, pipeline.data.windows): "
                    "m.need_space = lambda *a, **k: None\n")
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import h5py
 
+from pipeline.cache.lm_reader import TokenCache
 from pipeline.cache.reader import LogitCache
-from pipeline.cache.token_reader import TokenCache
 from pipeline.provenance import other_code
 
 __all__ = ["describe", "describe_tokens", "is_token_cache"]

@@ -30,7 +30,7 @@ from pipeline.cache.format import (
     stored_names,
     structure_problem,
 )
-from pipeline.cache.token_format import grid_index
+from pipeline.cache.lm_format import grid_index
 from pipeline.errors import UsageError
 
 __all__ = ["LogitCache", "CacheExpectations"]

@@ -18,15 +18,15 @@ import math
 import statistics
 from pathlib import Path
 
-from pipeline.cache.token_format import grid_index
-from pipeline.cache.token_reader import TokenCache
+from pipeline.cache.lm_format import grid_index
+from pipeline.cache.lm_reader import TokenCache
 from pipeline.config import LMExperimentConfig, LMStudentConfig
 from pipeline.experiments.base import run_all
 from pipeline.files import atomic_path
 from pipeline.names import lm_run_name
 from pipeline.results.records import mean_std
 from pipeline.settings import threads_per_run
-from pipeline.student.distill_lm import train_lm_student
+from pipeline.student.lm_distill import train_lm_student
 
 __all__ = ["run_lm_experiment", "plan_tuning", "plan_final", "lm_report", "REPORT"]
 

@@ -121,7 +121,7 @@ def run_planned(planned: list, reports_dir: Path, *, jobs: int = 1, backend: str
                 cache_fingerprint: str | None = None, train: Callable = train_student, summary: bool = True) -> list[dict]:
     """:func:`run_sweep` for any list of runs from one cache (an experiment plans its own).
     A caller that has already opened (so verified) the cache passes its fingerprint; ``train`` trains one
-    run's config (image students by default; ``pipeline.student.distill_lm.train_lm_student`` for text), and
+    run's config (image students by default; ``pipeline.student.lm_distill.train_lm_student`` for text), and
     ``summary`` writes the image runs' sweep.csv and sweep.md."""
     # verified once, before any run starts
     fingerprint = cache_fingerprint or LogitCache(planned[0].cache).fingerprint

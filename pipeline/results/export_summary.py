@@ -9,7 +9,7 @@ from pathlib import Path
 from pipeline.config import ExportConfig
 from pipeline.files import read_json
 from pipeline.results.export import export_run
-from pipeline.results.export_lm import export_lm_run, is_lm_run
+from pipeline.results.lm_export import export_lm_run, is_lm_run
 
 __all__ = ["export_any"]
 

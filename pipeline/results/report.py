@@ -17,8 +17,8 @@ from pathlib import Path
 from pipeline.errors import UsageError
 from pipeline.files import atomic_path, read_json
 from pipeline.provenance import code_version, other_code
+from pipeline.results.lm_report import is_lm_record, render_lm
 from pipeline.results.records import check_record, mean_std
-from pipeline.results.report_lm import is_lm_record, render_lm
 
 __all__ = ["mean_std", "collect_runs", "summarize", "render_markdown", "render_winners", "winners", "render_exports",
            "results_section", "write_report", "README_START", "README_END"]

@@ -23,10 +23,10 @@ import torch
 from pipeline.cache.describe import is_token_cache
 from pipeline.cache.ensemble import check_recorded_accuracy
 from pipeline.cache.format import VIEW_SPLIT
+from pipeline.cache.lm_format import token_targets
+from pipeline.cache.lm_reader import TokenCache
 from pipeline.cache.reader import CacheExpectations, LogitCache
 from pipeline.cache.rows import cached_split_rows
-from pipeline.cache.token_format import token_targets
-from pipeline.cache.token_reader import TokenCache
 from pipeline.data.prepare import Dataset, load_prepared
 from pipeline.data.windows import TokenWindows, read_text_attrs
 from pipeline.errors import UsageError

@@ -26,7 +26,7 @@ def is_lm_record(metrics: dict) -> bool:
     return metrics.get("kind") == "lm"
 
 
-# What every finished LM run's metrics.json holds (written by pipeline.student.distill_lm).
+# What every finished LM run's metrics.json holds (written by pipeline.student.lm_distill).
 LM_RUN_RECORD = {"student": str, "steps": int, "seed": int, "T": float, "alpha": float, "topk": int, "text": str,
                  "test_bits_per_byte": float, "teacher_agreement": float, "tokens_per_second": float, "params": int}
 

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import torch
 
-from pipeline.cache.token_format import grid_index, token_bytes_per_position
-from pipeline.cache.token_reader import TokenCache
+from pipeline.cache.lm_format import grid_index, token_bytes_per_position
+from pipeline.cache.lm_reader import TokenCache
 from pipeline.config import LMStudentConfig, as_record
 from pipeline.data.windows import TokenWindows, read_text_attrs, text_tokenizer
 from pipeline.errors import UsageError

@@ -1,6 +1,6 @@
 """The per-token teacher pass: a causal LM teacher (a softcache checkpoint, or a local Hugging Face folder)
 over every window of a prepared text file, once,
-written to a per-token cache (:mod:`pipeline.cache.token_format`).
+written to a per-token cache (:mod:`pipeline.cache.lm_format`).
 
 Like the image pass it is resumable and shardable: the windows of every split are cut into chunks of
 ``chunk_windows``; each finished chunk's targets are kept under ``.<cache>.parts/`` with a key (teacher,
@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from pipeline.cache.token_format import (
+from pipeline.cache.lm_format import (
     TOKEN_SPLITS,
     target_log_probs,
     targets_are_finite,

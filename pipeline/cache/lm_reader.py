@@ -1,4 +1,4 @@
-"""Reading a per-token cache (:mod:`pipeline.cache.token_format`): checked once when opened, then the
+"""Reading a per-token cache (:mod:`pipeline.cache.lm_format`): checked once when opened, then the
 teacher's targets for any windows at any grid temperature.
 
 Opening reads every block once: ``complete`` must be exactly true, the structure must be the format's
@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from pipeline.cache.format import file_attrs
-from pipeline.cache.token_format import TOKEN_FORMAT_VERSION, TOKEN_SPLITS, TokenDigest, target_log_probs
+from pipeline.cache.lm_format import TOKEN_FORMAT_VERSION, TOKEN_SPLITS, TokenDigest, target_log_probs
 from pipeline.data.tokenizers import token_dtype
 from pipeline.errors import UsageError
 from pipeline.settings import GRID_MAX, T_RANGE
@@ -90,7 +90,7 @@ class TokenCache:
 
     def targets(self, split: str, windows, T: float, topk: int = 0) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
         """The teacher's targets for ``windows`` (indices, in any order) at temperature ``T``: see
-        :func:`pipeline.cache.token_format.target_log_probs`. With ``topk`` below what the cache holds, the
+        :func:`pipeline.cache.lm_format.target_log_probs`. With ``topk`` below what the cache holds, the
         first ``topk`` of its support and a tail that also holds the rest, exactly (what a cache written at
         that k would hold, up to the storage's rounding): one cache serves every smaller k."""
         rows, inverse = np.unique(np.asarray(windows, dtype=np.int64), return_inverse=True)   # h5py: sorted, once
