@@ -403,7 +403,10 @@ def make_fragment(p: Plan) -> str:
     student_run = p.run(s["STUDENT"], s["T"], s["ALPHA"])
     demo_students = s["STUDENTS" if p.text else "DEMO_STUDENTS"].replace(",", " ").split()
     demo = {p.run(st, s["T"], a): (st, s["T"], a, "") for st in demo_students for a in ("0", s["ALPHA"])}
-    if s["DEMO_LABELS"] and not p.text and p.labels is None:     # where the cache pays most, beside the rest
+    # Where the cache pays most, beside the rest: on the full default dataset, or wherever DEMO_LABELS is given
+    # (another dataset may hold fewer rows than the default 1,200 labels).
+    few_labels = "DEMO_LABELS" in p.given or (s["DATASET"] == DEFAULTS["DATASET"] and not p.limit)
+    if s["DEMO_LABELS"] and few_labels and not p.text and p.labels is None:
         pair = "cnn-tiny" if "cnn-tiny" in demo_students else demo_students[0]
         demo.update({p.run(pair, s["T"], a, int(s["DEMO_LABELS"])): (pair, s["T"], a, s["DEMO_LABELS"])
                      for a in ("0", FEW_LABEL_ALPHA)})

@@ -158,7 +158,10 @@ def _student(name: str, text: str) -> str:
     if _NAME_RE.fullmatch(text) or _TIMM_RE.fullmatch(text):
         return text
     if text.startswith("hf:"):
-        return "hf:" + _existing_path(name, text[3:])
+        if not Path(_path(name, text[3:])).exists():
+            raise UsageError(f"{name}={text}: {text[3:]} does not exist; give a local Hugging Face model folder or its "
+                             f"config.json (softcache never downloads one)")
+        return text
     if _FACTORY_RE.fullmatch(text):
         return text
     raise UsageError(f"{name} must be a student's name (cnn-tiny, lm-small, hf-llama-small, ...), timm:<name>, "

@@ -297,3 +297,22 @@ def test_the_demo_adds_a_few_label_pair_where_the_cache_pays_most():
     assert "cnn-tiny-scratch-l1200-s0-e5" in demo and "cnn-tiny-T4-a0.5-from-published-l1200-s0-e5" in demo
     assert demo.count("--labels '1200'") == 2
     assert "-l1200" not in make("-n", "demo-runs", "TEACHER=published", "DEMO_LABELS=").stdout
+
+
+@pytest.mark.parametrize("student, tag", [
+    ("cnn-tiny", "cnn-tiny"),
+    ("timm:mobilenetv3_small_050", "timm_mobilenetv3_small_050"),
+    ("my_pkg.models:small", "my_pkg.models_small"),
+    ("hf:models/my llama;rm -rf ~/config.json", None),
+    ("hf:../$(HOME)/config.json", None),
+])
+def test_a_students_spelling_becomes_a_readable_name_the_shell_cannot_misread(student, tag):
+    from pipeline.names import parse_run_name, student_tag
+
+    name = names.run_name(student, 4, 0.5, 0, 5)
+    got = student_tag(student)
+    assert re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9._-]*", got) and student_tag(got) == got
+    assert tag is None or got == tag
+    if student.startswith("hf:"):     # the folder's name stays readable; the digest keeps two spellings apart
+        assert got.startswith("hf_") and got != student_tag(student + "x")
+    assert parse_run_name(name).student == got and name.startswith(got + "-T4-a0.5-")
