@@ -48,8 +48,9 @@ def _killed_in_epoch(epoch: int, train, monkeypatch) -> None:
     monkeypatch.setattr(Trainer, "train_epoch", real)
 
 
-def test_an_interrupted_run_resumes_to_the_uninterrupted_weights(tmp_path, prepared, cache_file, monkeypatch):
-    kw = dict(cache=cache_file, dataset=prepared, student="cnn-tiny", epochs=4, batch_size=16, alpha=0.5,
+@pytest.mark.parametrize("student", ["cnn-tiny", "timm:mobilenetv3_small_050"])    # softcache's own, and timm's
+def test_an_interrupted_run_resumes_to_the_uninterrupted_weights(tmp_path, prepared, cache_file, monkeypatch, student):
+    kw = dict(cache=cache_file, dataset=prepared, student=student, epochs=4, batch_size=16, alpha=0.5,
               augment=True, labels=30, threads=1)
     whole = train_student(StudentConfig(out_dir=tmp_path / "whole", **kw), progress=False)
     cfg = StudentConfig(out_dir=tmp_path / "killed", **kw)
