@@ -290,13 +290,13 @@ def test_a_cache_of_other_storage_names_its_runs_and_the_default_keeps_its_names
         "mlp-T1-a0.5-from-published-s0-e5"
 
 
-def test_the_demo_adds_a_few_label_pair_where_the_cache_pays_most():
+def test_the_demo_adds_a_few_label_pair_where_the_cache_pays_most(tmp_path):
     """DEMO_LABELS=N: cnn-tiny scratch and distilled on N hard labels beside the full-label runs, each run with
-    its own --labels; '' leaves the pair out; a LABELS the user gives names every run instead."""
-    demo = make("-n", "demo-runs", "TEACHER=published").stdout
+    its own --labels; '' leaves the pair out. An empty DATA_DIR, so runs a demo already made still show."""
+    demo = make("-n", "demo-runs", "TEACHER=published", f"DATA_DIR={tmp_path}").stdout
     assert "cnn-tiny-scratch-l1200-s0-e5" in demo and "cnn-tiny-T4-a0.5-from-published-l1200-s0-e5" in demo
     assert demo.count("--labels '1200'") == 2
-    assert "-l1200" not in make("-n", "demo-runs", "TEACHER=published", "DEMO_LABELS=").stdout
+    assert "-l1200" not in make("-n", "demo-runs", "TEACHER=published", "DEMO_LABELS=", f"DATA_DIR={tmp_path}").stdout
 
 
 @pytest.mark.parametrize("student, tag", [
