@@ -143,13 +143,6 @@ def _optional(parse):
     return lambda name, text: text if text == "" else parse(name, text)
 
 
-def _names(name: str, text: str) -> str:
-    """A list of registry names, separated by spaces or commas ('' for the grid's default)."""
-    for part in text.replace(",", " ").split():
-        _pattern(_NAME_RE, "registry names (lower-case letters, digits, _ . -)", "mlp cnn-tiny")(name, part)
-    return text
-
-
 _TIMM_RE = re.compile(r"timm:[a-z0-9][a-z0-9_.]{0,127}")
 
 

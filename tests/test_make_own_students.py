@@ -36,7 +36,8 @@ def test_a_transformers_preset_student_through_make(tmp_path):
     run = tmp_path / "d/runs/hf-llama-tiny-T2-a0.5-from-st20-c16-s0-st8-on-docs-bytes"
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["hf_folder"]["reload_max_abs_diff"] <= 1e-5 and metrics["test_bits_per_byte"] > 0
-    model = transformers.AutoModelForCausalLM.from_pretrained(run / "hf", local_files_only=True)
+    model = transformers.AutoModelForCausalLM.from_pretrained(run / "hf", local_files_only=True,
+                                                         use_safetensors=True)
     assert model.config.model_type == "llama" and model.config.vocab_size == 256
     make("export", *common)
     assert json.loads((run / "export/export.json").read_text())["files"]["onnx"]["max_abs_diff"] <= 1e-4

@@ -116,7 +116,7 @@ def test_a_transformers_student_leaves_a_folder_that_from_pretrained_loads(tmp_p
     folder = tmp_path / "run" / HF_FOLDER
     assert m["hf_folder"]["reload_max_abs_diff"] <= 1e-5
     assert {"config.json", "model.safetensors", "generation_config.json"} <= {p.name for p in folder.iterdir()}
-    reloaded = transformers.AutoModelForCausalLM.from_pretrained(folder, local_files_only=True).eval()
+    reloaded = transformers.AutoModelForCausalLM.from_pretrained(folder, local_files_only=True, use_safetensors=True).eval()
     model, ckpt = load_checkpoint(tmp_path / "run" / "model.pt", "lm", "student")
     ids = torch.randint(0, 256, (2, 16))
     with torch.no_grad():

@@ -6,7 +6,7 @@ Only the library's own architectures are built: a config that maps to code of it
 refused, as is a ``model_type`` that ``transformers`` lacks or that is no causal LM. A student's vocabulary
 is the cache's: a config whose ``vocab_size`` differs, or whose folder ships another tokenizer, is refused
 before a weight is allocated. A finished student is also written as a folder that
-``AutoModelForCausalLM.from_pretrained(folder, local_files_only=True)`` loads (:func:`save_hf_folder`).
+``AutoModelForCausalLM.from_pretrained(folder, local_files_only=True, use_safetensors=True)`` loads (:func:`save_hf_folder`).
 """
 
 from __future__ import annotations
@@ -168,7 +168,7 @@ def build_hf_lm(config: dict, context: int) -> HFCausalLM:
 
 
 def save_hf_folder(model: HFCausalLM, folder: Path, tokenizer_definition: str = "") -> None:
-    """What ``AutoModelForCausalLM.from_pretrained(folder, local_files_only=True)`` loads: config.json,
+    """What ``AutoModelForCausalLM.from_pretrained(folder, local_files_only=True, use_safetensors=True)`` loads: config.json,
     model.safetensors, generation_config.json, and the text's tokenizer.json where it has one (a byte-level
     text's tokenizer is the identity on bytes and has none)."""
     transformers = _transformers()

@@ -17,6 +17,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from pipeline.errors import UsageError
+from pipeline.teacher.pt2_archive import unsafe_entries
+
 __all__ = ["Runner", "eager_runner", "pt2_runner", "torchscript_runner", "onnx_runner", "onnx_session", "median_latency_us"]
 
 Runner = Callable[[np.ndarray], np.ndarray]
@@ -32,6 +35,11 @@ def eager_runner(model: nn.Module) -> Runner:
 
 
 def pt2_runner(path: Path) -> Runner:
+    """A .pt2 program, loaded only when its index shows nothing to unpickle or run (the check a teacher's
+    .pt2 passes): softcache's own exports hold plain tensors, and a file swapped in is refused."""
+    unsafe = unsafe_entries(path)
+    if unsafe:
+        raise UsageError(f"{path} holds {unsafe[0]}, which loading would unpickle or run; export it again")
     module = torch.export.load(str(path)).module()
 
     def run(x: np.ndarray) -> np.ndarray:

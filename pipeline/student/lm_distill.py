@@ -85,7 +85,8 @@ def train_lm_student(cfg: LMStudentConfig, progress: bool = True, on_eval=None) 
     if len(train) != cache.windows("train"):
         raise UsageError(f"{cfg.text} holds {len(train)} train windows of {context} tokens but the cache {cfg.cache} "
                          f"{cache.windows('train')}; give the text the cache was made from")
-    lengths = text_tokenizer(cfg.text).byte_lengths()
+    tokenizer = text_tokenizer(cfg.text)
+    lengths = tokenizer.byte_lengths()
     torch.manual_seed(cfg.seed)
     model = create_lm(cfg.student, vocab_size=int(cache.attrs["vocab_size"]), context=context,
                       tokenizer_fingerprint=text["tokenizer_fingerprint"])
@@ -136,7 +137,7 @@ def train_lm_student(cfg: LMStudentConfig, progress: bool = True, on_eval=None) 
         write_folder = None
         if isinstance(model, HFCausalLM):      # the run also holds the folder transformers loads, proved equal
             build["hf_config"] = model.model.config.to_dict()
-            definition = text_tokenizer(cfg.text).definition
+            definition = tokenizer.definition
 
             def write_folder(run: Path) -> None:
                 save_hf_folder(model, run / HF_FOLDER, definition)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
 import torch
@@ -21,7 +20,7 @@ from torch import nn
 
 from pipeline.data.tokenizers import definition_fingerprint
 from pipeline.errors import UsageError
-from pipeline.models.hf_lm import HFCausalLM
+from pipeline.models.hf_lm import HFCausalLM, hf_config_context, transformers_quiet
 
 __all__ = ["HFCausalLM", "load_hf_teacher", "load_lm_teacher", "is_hf_folder"]
 
@@ -61,29 +60,21 @@ def load_hf_teacher(spec: str | Path) -> tuple[HFCausalLM, dict]:
         import transformers
     except ImportError:
         raise UsageError("a Hugging Face teacher needs transformers: pip install 'softcache[hf]'") from None
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")          # any hidden download fails loudly, never happens
     if config.get("quantization_config"):
         raise UsageError(f"{folder}: its config asks for quantized weights (quantization_config), which load through "
                          f"code and libraries of their own; give the model's full-precision weights")
-    context = next((config[k] for k in ("n_positions", "max_position_embeddings", "n_ctx") if k in config), 0)
+    context = hf_config_context(config)
     if not isinstance(context, int) or not 1 <= context <= 1 << 24:
         raise UsageError(f"{folder}: its config gives no context length from 1 to {1 << 24} (n_positions or "
                          f"max_position_embeddings), got {str(context)[:40]}")
-    hf_logging = transformers.utils.logging
-    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
-    hf_logging.set_verbosity_error()          # its remarks and loading bars are not softcache's one line
-    hf_logging.disable_progress_bar()
     try:
-        load = transformers.AutoModelForCausalLM.from_pretrained   # safetensors only, this folder only, no code
-        model, info = load(folder, use_safetensors=True, local_files_only=True, trust_remote_code=False,
-                           output_loading_info=True)
+        with transformers_quiet():     # offline, and no remarks or loading bars beside softcache's one line
+            load = transformers.AutoModelForCausalLM.from_pretrained   # safetensors only, this folder only, no code
+            model, info = load(folder, use_safetensors=True, local_files_only=True, trust_remote_code=False,
+                               output_loading_info=True)
     except Exception as exc:     # transformers and safetensors raise many types for a malformed folder
         raise UsageError(f"{folder}: transformers cannot load it ({type(exc).__name__}: "
                          f"{(str(exc).splitlines() or [''])[0][:160]})") from None
-    finally:
-        hf_logging.set_verbosity(verbosity)
-        if bars:
-            hf_logging.enable_progress_bar()
     # A weight the files do not hold would be a fresh random draw on every load: two passes of one folder would
     # differ under one name. Refuse it; a mismatched or unexpected one means the files are not this config's.
     problems = {kind: sorted(info.get(kind) or []) for kind in ("missing_keys", "mismatched_keys", "unexpected_keys")}
