@@ -31,7 +31,7 @@ export SOFTCACHE_CALLER := make
 # Stages write atomically: make must never delete an artifact whose recipe was killed (named: .PRECIOUS patterns miss them).
 .PRECIOUS: $(DATA_FILE) $(TEACHER_TARGETS) $(MEMBER_CACHES) $(CACHE) $(STUDENT_RUNS) $(PSKD_RUNS) $(DEMO_EXPORTS)
 
-.PHONY: FORCE help venv data teacher teacher-logits student sweep self-distill experiment-views experiment-pskd experiment-labels experiment-patient experiment-lm \
+.PHONY: FORCE help venv data teacher teacher-logits student sweep self-distill experiment-views experiment-pskd experiment-selfkd experiment-labels experiment-patient experiment-lm \
 	pskd-grid export publish report readme-results demo demo-runs test bench clean-students clean
 FORCE:
 help:
@@ -91,10 +91,10 @@ SWEEP = $(SC) sweep --cache '$(CACHE)' --dataset '$(DATA_FILE)' $(TEACHER_RECORD
 sweep: $(CACHE) $(DATA_FILE) | $(INSTALLED)
 	$(SWEEP) --Ts '$(TS)' --alphas '$(ALPHAS)'
 
-# PS-KD self-distillation: no teacher, no cache.
+# Self-distillation (METHOD=pskd|byot|cskd): no teacher, no cache.
 self-distill: $(PSKD_RUN)
 $(PSKD_RUNS): $(RUNS)/%/metrics.json: $(DATA_FILE) | $(INSTALLED)
-	$(SC) self-distill --dataset '$(DATA_FILE)' --out-dir '$(@D)' --student '$(RUN_STUDENT)' --alpha-T '$(ALPHA_T)' \
+	$(SC) self-distill --dataset '$(DATA_FILE)' --out-dir '$(@D)' --student '$(RUN_STUDENT)' $(SELF_ARGS) \
 		--seed '$(RUN_SEED)' --epochs '$(EPOCHS)' --threads '$(RUN_THREADS)' $(LOG_ARGS)
 
 # Scratch and teacher KD (T, ALPHA) by a sweep, PS-KD (ALPHA_T) for STUDENTS x SEEDS, JOBS at a time.
@@ -113,6 +113,14 @@ experiment-views experiment-labels experiment-patient: $(CACHE) $(DATA_FILE) | $
 		'$(DATA_DIR)/tuning' --reports-dir '$(DATA_DIR)/reports' --students '$(STUDENTS)' --Ts '$(TS)' --alphas \
 		'$(ALPHAS)' --seeds '$(SEEDS)' --holdout '$(EXPERIMENT_HOLDOUT)' --jobs '$(JOBS)' --threads '$(RUN_THREADS)' \
 		$(EXPERIMENT_ARGS) $(TEACHER_ARGS) $(LOG_ARGS)
+	$(REPORT)
+
+# Self-distillation side by side (STUDENTS default cnn-tiny cnn-small; SEEDS default 0 1 2), resumable.
+experiment-selfkd: $(CACHE) $(DATA_FILE) | $(INSTALLED)
+	$(SC) experiment-selfkd --cache '$(CACHE)' --dataset '$(DATA_FILE)' $(TEACHER_RECORD) --runs-dir '$(RUNS)' \
+		--tuning-dir '$(DATA_DIR)/tuning' --reports-dir '$(DATA_DIR)/reports' --few-labels '$(DEMO_LABELS)' \
+		--holdout '$(EXPERIMENT_HOLDOUT)' --jobs '$(JOBS)' --threads '$(RUN_THREADS)' --epochs '$(EPOCHS)' \
+		$(SELFKD_GRIDS) $(if $(filter 1,$(AUGMENT)),--augment) $(TEACHER_ARGS) $(LOG_ARGS)
 	$(REPORT)
 
 experiment-lm: $(CACHE) $(DATA_FILE) | $(INSTALLED)   # text: scratch vs distilled LM students over SEEDS, and k
@@ -146,7 +154,7 @@ test: $(INSTALLED)   # pytest exits 5 when it collected nothing: say so rather t
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; fi; exit $$rc
 
 # Every benchmark prints a Markdown section; together they become BENCHMARKS.md.
-BENCHMARKS := run_all inference_batch cache_storage resume_kills export_latency sweep_speed teacher_pass_procs views_cost labels_cost student_resume flat_memory token_cache lm_student_step own_students
+BENCHMARKS := run_all inference_batch cache_storage resume_kills export_latency sweep_speed teacher_pass_procs views_cost labels_cost student_resume flat_memory token_cache lm_student_step own_students self_methods
 bench: $(INSTALLED) $(DATA_FILE) $(TEACHER_TARGETS)   # cache_storage reads the default teacher
 	@{ echo "# Benchmarks"; echo; echo "Written by \`make bench\`; machine and date in each section."; echo; \
 	  for b in $(BENCHMARKS); do '$(VENV)/bin/python' benchmarks/$$b.py || exit 1; echo; done; } > BENCHMARKS.md.tmp

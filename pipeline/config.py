@@ -20,7 +20,7 @@ from pipeline.data.image_folder import FolderOptions
 from pipeline.data.prepare import DEBIAN_DIR
 from pipeline.errors import UsageError
 from pipeline.models import check_student_spec
-from pipeline.names import pskd_run_name, run_data, run_name
+from pipeline.names import SELF_METHOD_KNOBS, run_data, run_name, self_run_name
 from pipeline.settings import (
     check,
     check_augment_replay,
@@ -36,7 +36,7 @@ __all__ = [
     "DataConfig", "TeacherConfig", "LMTeacherConfig", "LMStudentConfig", "LMExperimentConfig", "TokenLogitsConfig", "LogitsConfig", "EnsembleConfig", "PublishConfig", "StudentConfig",
     "ExportConfig",
     "SweepConfig", "SWEEP_BACKENDS", "SelfDistillConfig", "ViewsExperimentConfig", "LabelsExperimentConfig",
-    "PatientExperimentConfig",
+    "PatientExperimentConfig", "SelfKDExperimentConfig",
     "resolve_device", "as_record", "from_options",
 ]
 
@@ -406,36 +406,60 @@ class StudentConfig:
 
 @dataclass(frozen=True)
 class SelfDistillConfig:
-    """Progressive self-knowledge distillation (PS-KD): no teacher, no teacher cache.
+    """Self-distillation with no teacher and no cache: ``method`` is PS-KD (the previous epoch teaches),
+    BYOT (branches on the student's own stages, dropped before deployment) or CS-KD (another image of the
+    same class teaches); ``pipeline.student.self_distill`` says what each optimises.
 
-    The training recipe (epochs, batch size, learning rate, augmentation) defaults to the
-    student stage's, so PS-KD and scratch/teacher-KD runs compare on the same schedule.
+    The training recipe (epochs, batch size, learning rate, augmentation, labels, held-out rows) is the
+    student stage's, so these runs and scratch/teacher-KD runs compare on the same schedule.
     """
 
     dataset: Path   # the prepared dataset (.npz, or .h5 for an image folder)
     out_dir: Path   # the run directory to write
     student: str = setting("STUDENT")
-    alpha_T: float = setting("ALPHA_T", float)   # weight of the previous epoch's predictions at the last epoch
+    method: str = setting("METHOD")
+    alpha_T: float = setting("ALPHA_T", float)   # PS-KD: weight of the previous epoch's predictions at the last epoch
+    byot_alpha: float = setting("BYOT_ALPHA", float)   # BYOT: soft-target weight on each branch
+    byot_beta: float = setting("BYOT_BETA", float)     # BYOT: feature-hint weight
+    byot_T: float = setting("BYOT_T", float)           # BYOT: temperature of the branches' soft targets
+    cskd_lambda: float = setting("CSKD_LAMBDA", float)  # CS-KD: weight of the same-class partner's soft targets
+    cskd_T: float = setting("CSKD_T", float)             # CS-KD: temperature
     seed: int = setting("SEED", int)
     epochs: int = setting("EPOCHS", int)
     batch_size: int = 128   # images per training step
     lr: float = 3e-3   # peak learning rate of the one-cycle schedule
     weight_decay: float = 5e-4   # AdamW's weight decay
     augment: bool = setting("AUGMENT", bool)
+    holdout: int = setting("HOLDOUT", int)   # train without N fixed rows and score them (val_acc)
+    labels: int | None = None      # LABELS=N: train on N class-balanced labelled rows only (None: every row)
     threads: int = setting("THREADS", int)
     tensorboard_dir: Path | None = None   # LOG=tensorboard: per-epoch scalars under <dir>/<run name>
 
     def __post_init__(self):
-        if not isinstance(self.alpha_T, (int, float)) or not 0.0 < self.alpha_T <= 1.0:
-            raise UsageError(f"ALPHA_T must lie in (0, 1], got {self.alpha_T!r}")
+        for name, value in (("METHOD", self.method), ("ALPHA_T", self.alpha_T), ("BYOT_ALPHA", self.byot_alpha),
+                            ("BYOT_BETA", self.byot_beta), ("BYOT_T", self.byot_T),
+                            ("CSKD_LAMBDA", self.cskd_lambda), ("CSKD_T", self.cskd_T), ("SEED", self.seed),
+                            ("EPOCHS", self.epochs), ("HOLDOUT", self.holdout)):
+            check(name, value)
         _known_student(self.student)
-        check("SEED", self.seed), check("EPOCHS", self.epochs)
+        if self.labels is not None:
+            check("LABELS", self.labels)
+            if self.labels == 0:
+                raise UsageError("self-distillation needs hard labels: LABELS=0 leaves none (give LABELS=N > 0, "
+                                 "or distil from a teacher's cache with 'make student')")
         _at_least("batch size", self.batch_size, 1)
         _positive("learning rate", self.lr)
 
     @property
+    def knobs(self) -> dict[str, float]:
+        """The method's own settings, as its run name and report spell them."""
+        field_of = {f.metadata.get("setting"): f.name for f in dataclasses.fields(self)}
+        return {key: float(getattr(self, field_of[name])) for key, _, name in SELF_METHOD_KNOBS[self.method]}
+
+    @property
     def run_name(self) -> str:
-        return pskd_run_name(self.student, self.alpha_T, self.seed, self.epochs, run_data(self.dataset))
+        return self_run_name(self.student, self.method, self.knobs, self.seed, self.epochs, run_data(self.dataset),
+                             labels=self.labels, holdout=self.holdout)
 
 
 SWEEP_BACKENDS = ("joblib", "dask")
@@ -524,6 +548,40 @@ class LabelsExperimentConfig:
         object.__setattr__(self, "alphas", tuple(a for a in self.alphas if a != 0))   # scratch always runs
         if not self.alphas:
             raise UsageError("ALPHAS has no value above 0 for the distilled arm to choose from; give e.g. ALPHAS=0.5")
+        check("EXPERIMENT_HOLDOUT", self.holdout), check("JOBS", self.jobs), check("THREADS", self.threads)
+
+
+@dataclass(frozen=True)
+class SelfKDExperimentConfig:
+    """The self-distillation experiment (``pipeline.experiments.selfkd`` plans and runs it): scratch, PS-KD,
+    BYOT, CS-KD and the cached teacher's KD, per student, at full labels and on ``few_labels`` rows; each
+    method's setting chosen on held-out rows. ``student`` carries what every run shares (cache, dataset,
+    epochs, augmentation, ...)."""
+
+    student: StudentConfig
+    runs_dir: Path   # where the run directories go
+    tuning_dir: Path   # where the held-out tuning runs go (kept out of the report)
+    reports_dir: Path   # where the reports go
+    students: tuple[str, ...] = ("cnn-tiny", "cnn-small")   # students trained in every arm (BYOT needs stages)
+    few_labels: int = setting("DEMO_LABELS", int)   # the few-label setting: hard labels on this many rows
+    few_epochs: int = 100   # epochs of the teacher-free arms on the few labelled rows (as many steps as ~2 full epochs)
+    Ts: tuple[float, ...] = (1.0, 4.0)   # the cached-teacher arm's temperatures, chosen on held-out rows
+    alphas: tuple[float, ...] = (0.5, 0.9)   # the cached-teacher arm's ALPHA values, > 0
+    seeds: tuple[int, ...] = (0, 1, 2)   # seeds of the final runs
+    tune_seeds: tuple[int, ...] = (0,)   # seeds of the held-out tuning runs
+    holdout: int = setting("EXPERIMENT_HOLDOUT", int)
+    jobs: int = setting("JOBS", int)
+    threads: int = setting("THREADS", int)
+
+    def __post_init__(self):
+        _check_grids(self.students, self.Ts, self.alphas, self.seeds)
+        check_grid("TUNE_SEEDS", self.tune_seeds, "SEED")
+        check("DEMO_LABELS", self.few_labels), check("EPOCHS", self.few_epochs)
+        if self.few_labels < 1:
+            raise UsageError("the few-label setting needs at least one labelled row; give DEMO_LABELS=N > 0")
+        object.__setattr__(self, "alphas", tuple(a for a in self.alphas if a != 0))   # scratch always runs
+        if not self.alphas:
+            raise UsageError("ALPHAS has no value above 0 for the cached-teacher arm; give e.g. ALPHAS=0.5")
         check("EXPERIMENT_HOLDOUT", self.holdout), check("JOBS", self.jobs), check("THREADS", self.threads)
 
 

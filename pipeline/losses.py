@@ -14,7 +14,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-__all__ = ["kd_loss", "kd_loss_from_log_targets", "token_kd_loss"]
+__all__ = ["kd_loss", "kd_loss_from_log_targets", "soft_kl", "token_kd_loss"]
 
 # log_softmax rows sum to probability 1 up to float rounding; a row of probabilities or raw logits
 # given as log-targets misses it by far more (probabilities: logsumexp of values in [0, 1] is >= log C).
@@ -85,11 +85,11 @@ def _mixed(student_logits: torch.Tensor, teacher_log_probs: torch.Tensor, labels
     if labelled is not None and alpha < 1:
         return _partly_labelled(student_logits, teacher_log_probs, labels, labelled, T, alpha)
     if alpha == 1:
-        return _soft_term(student_logits, teacher_log_probs, T)
+        return soft_kl(student_logits, teacher_log_probs, T)
     hard = F.cross_entropy(student_logits, labels)
     if alpha == 0:
         return hard
-    return alpha * _soft_term(student_logits, teacher_log_probs, T) + (1.0 - alpha) * hard
+    return alpha * soft_kl(student_logits, teacher_log_probs, T) + (1.0 - alpha) * hard
 
 
 def _partly_labelled(student_logits: torch.Tensor, teacher_log_probs: torch.Tensor, labels: torch.Tensor,
@@ -102,8 +102,9 @@ def _partly_labelled(student_logits: torch.Tensor, teacher_log_probs: torch.Tens
     return (soft_weight * soft + (1.0 - alpha) * mask * hard).mean()
 
 
-def _soft_term(student_logits: torch.Tensor, teacher_log_probs: torch.Tensor, T: float) -> torch.Tensor:
-    """T^2 * KL(teacher || student) at temperature T, batch mean."""
+def soft_kl(student_logits: torch.Tensor, teacher_log_probs: torch.Tensor, T: float) -> torch.Tensor:
+    """T^2 * KL(teacher || student) at temperature T, batch mean; ``teacher_log_probs`` = log_softmax(z_t / T).
+    Self-distillation's teachers (a branch's deployed head, a same-class partner) use it too, detached."""
     return F.kl_div(F.log_softmax(student_logits / T, dim=-1), teacher_log_probs,
                     reduction="batchmean", log_target=True) * (T * T)
 

@@ -26,6 +26,7 @@ from pathlib import Path
 from pipeline.errors import UsageError
 from pipeline.names import (
     FOLDER_SETTINGS,
+    SELF_METHOD_KNOBS,
     TEACHER_CHECKPOINT,
     TEACHER_RECORD,
     cache_suffix,
@@ -38,9 +39,9 @@ from pipeline.names import (
     is_text_dataset,
     lm_run_name,
     member_seeds,
-    pskd_run_name,
     published_lm_teacher,
     run_name,
+    self_run_name,
     teacher_tag,
     text_data_name,
     text_student_spelling,
@@ -48,6 +49,7 @@ from pipeline.names import (
     token_cache_suffix,
 )
 from pipeline.settings import (
+    BRANCH_STUDENTS,
     DEFAULTS,
     LABEL_GRID,
     capped_parallelism,
@@ -150,8 +152,11 @@ class Plan:
                         transfer=s["TRANSFER"])
 
     def pskd(self, student: str, seed) -> str:
+        """A self-distillation run's name: METHOD and its own settings (as SelfDistillConfig.knobs)."""
         s = self.settings
-        return pskd_run_name(student, float(s["ALPHA_T"]), int(seed), int(s["EPOCHS"]), self.data)
+        knobs = {key: float(s[name]) for key, _, name in SELF_METHOD_KNOBS[s["METHOD"]]}
+        return self_run_name(student, s["METHOD"], knobs, int(seed), int(s["EPOCHS"]), self.data, labels=self.labels,
+                             holdout=int(s["HOLDOUT"]))
 
     def stamps(self) -> dict[str, str]:
         """Parameter stamp file -> the content it must hold (Make rewrites those that differ)."""
@@ -258,6 +263,12 @@ def _cross_checks(s: dict[str, str], p: Plan, goals: list[str]) -> None:
         if not p.folder and name in p.given and s[name] != DEFAULTS[name]:
             raise UsageError(f"{name} applies to image folders (train/<class>/*), and DATASET={s['DATASET']} is not "
                              f"one; drop {name}, or give DATASET=<folder>")
+    if s["METHOD"] == "byot" and {"self-distill", "experiment-pskd"} & set(goals):
+        for student in (s["STUDENT"],) if "self-distill" in goals else s["STUDENTS"].replace(",", " ").split():
+            if student not in BRANCH_STUDENTS:
+                raise UsageError(f"METHOD=byot attaches branches to the stages of softcache's convolutional students "
+                                 f"({', '.join(BRANCH_STUDENTS)}); {student} has no stages to attach to: choose one "
+                                 f"of those, or METHOD=pskd or cskd")
     if len(s["LABELS"].split()) != 1 and set(goals) - {"experiment-labels", "help"}:
         raise UsageError(f"LABELS=\"{s['LABELS']}\" lists several label counts, which only experiment-labels runs; "
                          f"give one count (or all) for {' '.join(goals) or 'this target'}")
@@ -353,7 +364,7 @@ INTERNAL = frozenset({
     "MEMBER_CACHES", "ENSEMBLE_ARGS", "PUBLISH_ARGS", "INPUT_ARGS", "LABEL_GRID", "DATA_CHECK",
     "DATA_ARGS", "TEACHER_FIT", "PASS_STAGE", "STUDENT_STAGE", "STUDENT_ARGS", "LM_EXPERIMENT_ARGS", "TRANSFER_ARGS",
     "LOG_ARGS", "TEACHER_ARGS", "RUN_THREADS", "RUN_DIR", "STUDENT_RUNS",
-    "DEMO_EXPORTS", "PSKD_RUNS", "PSKD_GRID", "PSKD_RUN", "DEMO_SETTINGS", "STAMP", "MEMBER_SEED", "RUN_STUDENT",
+    "DEMO_EXPORTS", "SELF_ARGS", "SELFKD_GRIDS", "PSKD_RUNS", "PSKD_GRID", "PSKD_RUN", "DEMO_SETTINGS", "STAMP", "MEMBER_SEED", "RUN_STUDENT",
     "RUN_T", "RUN_ALPHA", "RUN_LABELS", "RUN_SEED", "NAMES_OK", "SETTINGS_ERROR", "PASS_ARGS",
     # the Makefile's own
     "SHELL", "NEWLINE", "GIVEN", "NAMES_IN", "NAMES_MK", "NAMES_RC", "REPORT", "SWEEP",
@@ -473,6 +484,14 @@ def make_fragment(p: Plan) -> str:
         "RUN_THREADS": str(p.threads), "RUN_DIR": p.path("runs", s["RUN"] or student_run),
         "STUDENT_RUNS": " ".join(p.path("runs", r, "metrics.json") for r in runs),
         "DEMO_EXPORTS": " ".join(p.path("runs", r, "export", "export.json") for r in demo),
+        # experiment-selfkd's grids only where given (else its own: two convolutional students, 3 seeds)
+        "SELFKD_GRIDS": " ".join(f"--{flag} {q(s[k])}" for flag, k in (("students", "STUDENTS"), ("Ts", "TS"),
+                                 ("alphas", "ALPHAS"), ("seeds", "SEEDS")) if k in p.given),
+        # a self-distillation run's method and its own settings, and the recipe's labels and held-out rows
+        "SELF_ARGS": " ".join([f"--method {q(s['METHOD'])}", f"--holdout {q(s['HOLDOUT'])}"]
+                              + [f"--{_config_flag(name)} {q(s[name])}"
+                                 for _, _, name in SELF_METHOD_KNOBS[s["METHOD"]]]
+                              + ([f"--labels {p.labels}"] if p.labels is not None else [])),
         "PSKD_RUNS": " ".join(p.path("runs", r, "metrics.json") for r in pskd),
         "PSKD_GRID": " ".join(p.path("runs", r, "metrics.json") for r in pskd_grid),
         "PSKD_RUN": p.path("runs", p.pskd(s["STUDENT"], s["SEED"]), "metrics.json"),
@@ -507,6 +526,13 @@ def make_fragment(p: Plan) -> str:
             rule(target, f"private {name} := {_escape(value)}")
     lines.append("override NAMES_OK := 1")    # the Makefile stops unless it read this last line
     return "\n".join(lines) + "\n"
+
+
+def _config_flag(setting: str) -> str:
+    """The stage's flag for a setting a config field carries: the field's name in kebab case, where a
+    temperature keeps its capital (ALPHA_T is the field alpha_T, flag --alpha-T; BYOT_T is --byot-T)."""
+    flag = setting.lower().replace("_", "-")
+    return flag[:-2] + "-T" if setting.endswith("_T") else flag
 
 
 def _read(path: Path) -> str | None:

@@ -23,7 +23,7 @@ from pipeline.settings import (
 
 __all__ = [
     "data_name", "is_image_folder", "folder_tag", "FOLDER_SETTINGS", "teacher_tag", "cache_tag", "transfer_name",
-    "cache_file_name", "RunName", "run_name", "parse_run_name", "pskd_run_name", "parse_pskd_run_name",
+    "cache_file_name", "RunName", "run_name", "parse_run_name", "self_run_name", "parse_self_run_name", "SELF_METHOD_KNOBS",
     "run_data", "member_seeds", "TEACHER_CHECKPOINT", "TEACHER_RECORD", "STDLIB", "is_text_dataset",
     "tokenizer_tag", "text_data_name", "student_tag", "text_student_spelling", "image_student_spelling", "text_teacher_tag", "token_cache_suffix", "lm_run_name", "published_lm_teacher",
 ]
@@ -181,8 +181,15 @@ _RUN_RE = re.compile(
     rf"^(?P<student>.+?)-(?:scratch|T(?P<T>{_NUM})-a(?P<alpha>{_NUM})(?:-from(?P<teacher>-.+?))?"
     rf"(?:-(?P<combine>probs|m[0-9]+))?)(?:-r(?P<replay>[0-9]+)|-(?P<augment>aug))?(?:-ho(?P<holdout>[0-9]+))?"
     rf"(?:-l(?P<labels>[0-9]+))?(?:-tr_(?P<transfer>[^-]+))?-s(?P<seed>[0-9]+)-e(?P<epochs>[0-9]+)(?:-on-(?P<data>.+))?$")
-_PSKD_RE = re.compile(rf"^(?P<student>.+?)-pskd-a(?P<alpha_T>{_NUM})-s(?P<seed>[0-9]+)-e(?P<epochs>[0-9]+)"
+# A self-distillation run names its method and the method's own settings, in this order and spelling:
+# (key in the name and the report, its letter in the name, the setting that holds it).
+SELF_METHOD_KNOBS = {"pskd": (("alpha_T", "a", "ALPHA_T"),),
+                     "byot": (("alpha", "a", "BYOT_ALPHA"), ("beta", "b", "BYOT_BETA"), ("T", "T", "BYOT_T")),
+                     "cskd": (("lambda", "w", "CSKD_LAMBDA"), ("T", "T", "CSKD_T"))}
+_SELF_RE = re.compile(rf"^(?P<student>.+?)-(?P<method>pskd|byot|cskd)(?P<knobs>(?:-[abwT]{_NUM})+)"
+                      rf"(?:-l(?P<labels>[0-9]+))?(?:-ho(?P<holdout>[0-9]+))?-s(?P<seed>[0-9]+)-e(?P<epochs>[0-9]+)"
                       rf"(?:-on-(?P<data>.+))?$")
+_KNOB_RE = re.compile(rf"-([abwT])({_NUM})")
 
 
 @dataclass(frozen=True)
@@ -301,15 +308,23 @@ def lm_run_name(student: str, T: float, alpha: float, seed: int, steps: int, dat
     return f"{student_tag(student)}{taught}-s{seed}-st{steps}{_on(data)}"
 
 
-def pskd_run_name(student: str, alpha_T: float, seed: int, epochs: int, data: str = "") -> str:
-    """A self-distillation (PS-KD) run's directory name."""
-    return f"{student_tag(student)}-pskd-a{number(alpha_T)}-s{seed}-e{epochs}{_on(data)}"
+def self_run_name(student: str, method: str, knobs: dict[str, float], seed: int, epochs: int, data: str = "",
+                  labels: int | None = None, holdout: int = 0) -> str:
+    """A self-distillation run's directory name: ``cnn-tiny-pskd-a0.8-s0-e5``, ``cnn-small-byot-a0.1-b1e-06-T3-s0-e5``,
+    ``cnn-tiny-cskd-w1-T4-l1200-s0-e100``; ``knobs`` are the method's settings (:data:`SELF_METHOD_KNOBS`)."""
+    spelled = "".join(f"-{letter}{number(knobs[key])}" for key, letter, _ in SELF_METHOD_KNOBS[method])
+    return (f"{student_tag(student)}-{method}{spelled}" + (f"-l{labels}" if labels is not None else "")
+            + (f"-ho{holdout}" if holdout else "") + f"-s{seed}-e{epochs}{_on(data)}")
 
 
-def parse_pskd_run_name(name: str) -> dict:
-    m = _PSKD_RE.match(name)
-    if m is None:
-        raise UsageError(f"{name!r} is not a PS-KD run name (e.g. cnn-tiny-pskd-a0.8-s0-e5)")
+def parse_self_run_name(name: str) -> dict:
+    """What :func:`self_run_name` put in ``name``: student, method, knobs, labels, holdout, seed, epochs, data."""
+    m = _SELF_RE.match(name)
+    spelled = dict(_KNOB_RE.findall(m.group("knobs"))) if m else {}
+    if m is None or set(spelled) != {letter for _, letter, _ in SELF_METHOD_KNOBS[m.group("method")]}:
+        raise UsageError(f"{name!r} is not a self-distillation run name (e.g. cnn-tiny-pskd-a0.8-s0-e5)")
     g = m.groupdict()
-    return {"student": g["student"], "alpha_T": float(g["alpha_T"]), "seed": int(g["seed"]),
-            "epochs": int(g["epochs"]), "data": g["data"] or ""}
+    return {"student": g["student"], "method": g["method"],
+            "knobs": {key: float(spelled[letter]) for key, letter, _ in SELF_METHOD_KNOBS[g["method"]]},
+            "labels": None if g["labels"] is None else int(g["labels"]), "holdout": int(g["holdout"] or 0),
+            "seed": int(g["seed"]), "epochs": int(g["epochs"]), "data": g["data"] or ""}

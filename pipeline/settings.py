@@ -17,7 +17,7 @@ from pathlib import Path
 
 from pipeline.errors import UsageError
 
-__all__ = ["GRID_MAX", "T_RANGE", "Setting", "SETTINGS", "SETTING", "DEFAULTS", "TARGETS", "EXPORT_FORMATS", "check", "default", "number", "check_grid",
+__all__ = ["GRID_MAX", "T_RANGE", "BRANCH_STUDENTS", "Setting", "SETTINGS", "SETTING", "DEFAULTS", "TARGETS", "EXPORT_FORMATS", "check", "default", "number", "check_grid",
            "image_size", "capped_parallelism", "threads_per_run", "control_problem",
            "check_views_mixup", "check_augment_replay", "check_labels_alpha", "check_sweep_backend", "check_ensemble_storage",
            "misspelled", "help_text"]
@@ -264,6 +264,9 @@ _S = Setting
 # A temperature divides logits: below 0.01 or above 100, z/T overflows float32 or flattens every
 # distribution to uniform, and the T² factor of the loss stops meaning anything.
 T_RANGE = (0.01, 100)
+# The students METHOD=byot can branch (two or more stages); pipeline.student.byot.branch_students() finds them by
+# building each, which Make's plan (standard library only) cannot: a test keeps the two the same.
+BRANCH_STUDENTS = ("cnn-small", "cnn-tiny")
 LABEL_GRID = "600 1200 6000 all"   # experiment-labels' label counts when LABELS is not given
 SETTINGS: tuple[Setting, ...] = (
     # the student stage
@@ -369,6 +372,18 @@ SETTINGS: tuple[Setting, ...] = (
        "bank and fresh views (needs VIEWS above the largest)", group="grid"),
     _S("ALPHA_T", "0.8", "PS-KD: weight of the previous epoch's predictions at the last epoch", _number(0, 1, above=0),
        group="grid"),
+    _S("METHOD", "pskd", "self-distill: pskd (the previous epoch teaches), byot (branches on the student's own "
+       "stages teach and are dropped) or cskd (another image of the same class teaches)",
+       _choice("pskd", "byot", "cskd"), group="grid"),
+    _S("BYOT_ALPHA", "0.1", "METHOD=byot: weight of the deployed head's soft targets on each branch",
+       _number(0, 1, above=0),
+       group="grid"),
+    _S("BYOT_BETA", "1e-06", "METHOD=byot: weight of each branch's feature hint (squared distance, summed)",
+       _number(0, 1), group="grid"),
+    _S("BYOT_T", "3", "METHOD=byot: temperature of the branches' soft targets", _number(*T_RANGE), group="grid"),
+    _S("CSKD_LAMBDA", "1", "METHOD=cskd: weight of the same-class partner's soft targets", _number(0, 100, above=0),
+       group="grid"),
+    _S("CSKD_T", "4", "METHOD=cskd: temperature of the partner's soft targets", _number(*T_RANGE), group="grid"),
     # the demo, export and publishing
     _S("DEMO_STUDENTS", "mlp cnn-tiny cnn-small", "students the demo trains (scratch and distilled)", _students,
        group="demo"),
@@ -408,9 +423,10 @@ TARGETS: tuple[tuple[str, str], ...] = (
     ("teacher-logits", "run the teacher once and write the HDF5 cache (per token, for text)"),
     ("student", "train one student from the cache (an LM student for text)"),
     ("sweep", "a grid of students from one cache"),
-    ("self-distill", "PS-KD: a student taught by its own previous epoch"),
+    ("self-distill", "a student taught without a teacher: METHOD=pskd, byot or cskd"),
     ("experiment-views", "scratch vs clean-target KD vs replayed views, tuned on held-out rows"),
     ("experiment-pskd", "scratch vs teacher KD vs PS-KD"),
+    ("experiment-selfkd", "scratch vs PS-KD vs BYOT vs CS-KD vs teacher KD, full and DEMO_LABELS labels, over SEEDS"),
     ("experiment-labels", "scratch on N labels vs distilled on N labels plus soft targets elsewhere"),
     ("experiment-patient", "scratch vs clean-target KD vs function matching at every schedule length"),
     ("experiment-lm", "text: scratch vs distilled LM students over SEEDS at equal STEPS, and the price of sparsity"),

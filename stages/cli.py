@@ -21,7 +21,7 @@ __all__ = ["cli", "main"]
 # Every command, in the order `softcache --help` lists them; each lives in stages/<command>.py (dashes as
 # underscores), but for reseal and publish-lm-teacher, which live beside publish.
 COMMANDS = ("data", "teacher", "teacher-logits", "ensemble", "publish", "reseal", "publish-lm-teacher", "student", "sweep",
-            "experiment-views", "experiment-labels", "experiment-patient", "self-distill", "export", "report",
+            "experiment-views", "experiment-labels", "experiment-patient", "self-distill", "experiment-selfkd", "export", "report",
             "inspect", "verify", "lm-teacher", "token-logits", "lm-student", "generate", "experiment-lm")
 _HOME = {"reseal": "publish", "publish-lm-teacher": "publish"}
 

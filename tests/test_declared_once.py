@@ -38,6 +38,9 @@ OTHER_MEANING = {
 FIELD_EXCEPTIONS = {
     ("TeacherConfig", "augment"): "the teacher's own crop and flip, always on; AUGMENT is the student's",
     ("StudentConfig", "labels"): "None is LABELS=all, every row labelled",
+    ("SelfDistillConfig", "labels"): "None is LABELS=all, every row labelled",
+    **{("SelfKDExperimentConfig", f): "the self-distillation experiment's own grid (two convolutional students); "
+       "Make passes the grids only when given" for f in ("students", "Ts", "alphas", "seeds")},
     ("ExportConfig", "dataset"): "the prepared file a run is checked on (default: the run's own)",
     ("TokenLogitsConfig", "context"): "0: the teacher's own context, which a checkpoint or a folder brings",
     ("LMStudentConfig", "student"): "a language model; STUDENT's default (cnn-tiny) is an image student",

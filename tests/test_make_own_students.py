@@ -15,10 +15,10 @@ pytestmark = pytest.mark.slow
 
 
 def test_a_timm_student_through_make(tmp_path):
-    common = ["LIMIT=2000", "TEACHER_EPOCHS=1", "EPOCHS=1", "DEVICE=cpu", f"DATA_DIR={tmp_path}",
+    common = ["LIMIT=500", "TEACHER_EPOCHS=1", "EPOCHS=1", "DEVICE=cpu", f"DATA_DIR={tmp_path}",
               "STUDENT=timm:mobilenetv3_small_050", "THREADS=1", "FORMATS=onnx"]
     make("student", *common)
-    run = tmp_path / "runs/timm_mobilenetv3_small_050-T4-a0.1-from-e1-s0-e1-on-fashion-mnist-n2000"
+    run = tmp_path / "runs/timm_mobilenetv3_small_050-T4-a0.1-from-e1-s0-e1-on-fashion-mnist-n500"
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["student"] == "timm:mobilenetv3_small_050" and metrics["params"] > 100_000
     make("export", *common)

@@ -63,12 +63,22 @@ def test_every_spelling_of_a_number_names_one_run(spelling):
     assert names.run_name("mlp", float(spelling), 0.90, 0, 5) == "mlp-T4-a0.9-s0-e5"
 
 
-def test_pskd_names_round_trip():
-    for student, a, seed, epochs, data in itertools.product(("mlp", "cnn-tiny"), (0.8, 1.0, 0.25), (0, 2), (1, 10),
-                                                            ("", "tiny")):
-        name = names.pskd_run_name(student, a, seed, epochs, data)
-        assert names.parse_pskd_run_name(name) == {"student": student, "alpha_T": a, "seed": seed, "epochs": epochs,
-                                                   "data": data}
+@pytest.mark.parametrize("method, knobs", [("pskd", {"alpha_T": 0.8}), ("pskd", {"alpha_T": 1.0}),
+                                           ("byot", {"alpha": 0.1, "beta": 1e-06, "T": 3.0}),
+                                           ("cskd", {"lambda": 1.0, "T": 4.0})])
+def test_self_distillation_names_round_trip(method, knobs):
+    for student, seed, epochs, data, labels, holdout in itertools.product(
+            ("mlp", "cnn-tiny", "timm:resnet18"), (0, 2), (1, 10), ("", "tiny"), (None, 1200), (0, 5000)):
+        name = names.self_run_name(student, method, knobs, seed, epochs, data, labels=labels, holdout=holdout)
+        assert names.parse_self_run_name(name) == {
+            "student": names.student_tag(student), "method": method, "knobs": knobs, "labels": labels,
+            "holdout": holdout, "seed": seed, "epochs": epochs, "data": data}
+
+
+def test_self_distillation_names_keep_the_pskd_spelling_of_earlier_runs():
+    assert names.self_run_name("cnn-tiny", "pskd", {"alpha_T": 0.8}, 0, 5) == "cnn-tiny-pskd-a0.8-s0-e5"
+    with pytest.raises(UsageError, match="not a self-distillation run name"):
+        names.parse_self_run_name("cnn-tiny-byot-a0.1-s0-e5")     # BYOT's beta and T missing
 
 
 def test_a_name_that_is_no_run_is_refused():

@@ -70,7 +70,7 @@ def test_each_epoch_predictions_are_a_cache_in_the_standard_format(tmp_path, pre
     assert m["method"] == "ps-kd" and 0 <= m["ece"] <= 1
 
 
-@pytest.mark.parametrize("kw,match", [({"alpha_T": 0.0}, r"ALPHA_T must lie in \(0, 1\]"),
+@pytest.mark.parametrize("kw,match", [({"alpha_T": 0.0}, r"ALPHA_T must be a number in \(0, 1\]"),
                                       ({"alpha_T": 1.5}, "ALPHA_T"), ({"student": "vit"}, "unknown student"),
                                       ({"epochs": 0}, "EPOCHS")])
 def test_bad_settings_are_refused(tmp_path, kw, match):

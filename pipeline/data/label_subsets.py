@@ -16,7 +16,7 @@ import numpy as np
 
 from pipeline.errors import UsageError
 
-__all__ = ["labelled_rows", "rows_digest"]
+__all__ = ["labelled_rows", "rows_digest", "labels_record"]
 
 
 def labelled_rows(y: np.ndarray, rows: np.ndarray, n: int, seed: int, num_classes: int) -> np.ndarray:
@@ -41,3 +41,12 @@ def labelled_rows(y: np.ndarray, rows: np.ndarray, n: int, seed: int, num_classe
 def rows_digest(rows: np.ndarray) -> str:
     """A short digest of a set of rows, recorded in the run so two runs can be seen to share a subset."""
     return hashlib.sha256(np.sort(rows).astype("<i8").tobytes()).hexdigest()[:16]
+
+
+def labels_record(labels: int | None, rows: np.ndarray, y: np.ndarray, num_classes: int) -> dict:
+    """What a run's metrics say of its labels: None (every row labelled), or N with the labelled rows'
+    digest and their count per class."""
+    if labels is None:
+        return {"labels": None}
+    return {"labels": len(rows), "labelled_rows_digest": rows_digest(rows),
+            "labels_per_class": np.bincount(y[rows], minlength=num_classes).tolist()}

@@ -25,7 +25,7 @@ from typing import Callable
 import joblib
 
 from pipeline.cache.reader import LogitCache
-from pipeline.config import StudentConfig, SweepConfig
+from pipeline.config import StudentConfig, SweepConfig, as_record
 from pipeline.errors import UsageError
 from pipeline.files import atomic_path, read_json
 from pipeline.results.report import render_markdown, summarize
@@ -80,7 +80,13 @@ def _finished(cfg, cache_fingerprint: str) -> dict | None:
         metrics = read_json(path)
     except (OSError, UsageError):     # none yet, or not a record softcache wrote: train the run
         return None
+    if not hasattr(cfg, "cache"):     # a run that reads no cache (self-distillation): trained from this very recipe
+        return metrics if _recipe(metrics.get("config", {})) == _recipe(as_record(cfg)) else None
     return metrics if metrics.get("cache_fingerprint") == cache_fingerprint else None
+
+
+def _recipe(record: dict) -> dict:
+    return {k: v for k, v in record.items() if k not in ("out_dir", "threads", "tensorboard_dir")}
 
 
 def _dask_client(address: str):

@@ -42,9 +42,16 @@ def collect_runs(runs_dir: Path) -> list[dict]:
     return runs
 
 
+_SELF_ARMS = {"ps-kd": "PS-KD", "byot": "BYOT", "cs-kd": "CS-KD"}
+_SELF_KNOBS = {"alpha_T": "ALPHA_T", "alpha": "α", "beta": "β", "lambda": "λ"}
+
+
 def _arm(run: dict) -> str:
-    if run.get("method") == "ps-kd":
-        return f"PS-KD ALPHA_T={run['alpha_T']:g}"
+    if run.get("method") in _SELF_ARMS:     # self-distillation: the method and its own settings
+        knobs = run.get("method_settings") or {"alpha_T": run["alpha_T"]}
+        spelled = " ".join(f"{_SELF_KNOBS.get(k, k)}={v:g}" for k, v in knobs.items())
+        inputs = "" if run.get("inputs", "clean") == "clean" else f", {run['inputs']}"
+        return f"{_SELF_ARMS[run['method']]} {spelled}{inputs}{_labels(run)}"
     arm = "scratch" if run["alpha"] == 0 else f"KD T={run['T']:g} ALPHA={run['alpha']:g}"
     if run["alpha"] != 0 and run.get("teacher_tag"):            # a teacher other than the default one
         arm += f" from {run['teacher_tag'].lstrip('-')}"

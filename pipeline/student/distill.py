@@ -18,7 +18,7 @@ from pipeline.augment import MIX_SCALE, ReplayedViews
 from pipeline.cache.reader import CacheExpectations, LogitCache
 from pipeline.config import StudentConfig, as_record
 from pipeline.data.image_store import torch_images
-from pipeline.data.label_subsets import labelled_rows, rows_digest
+from pipeline.data.label_subsets import labelled_rows, labels_record
 from pipeline.data.prepare import holdout_split, load_prepared
 from pipeline.data.transfer import load_transfer
 from pipeline.errors import UsageError
@@ -89,14 +89,6 @@ def _transfer_images(cfg: StudentConfig, cache: LogitCache, image_shape: tuple) 
                          f"{cache.attrs.get('transfer_fingerprint')}, expected {transfer.fingerprint}); rebuild it",
                          fix="teacher-logits", fix_settings={"TRANSFER": str(cfg.transfer)})
     return transfer.x
-
-
-def _labels_record(cfg: StudentConfig, labelled: torch.Tensor, y: torch.Tensor, num_classes: int) -> dict:
-    if cfg.labels is None:
-        return {"labels": None}
-    rows = np.flatnonzero(labelled.numpy())
-    return {"labels": len(rows), "labelled_rows_digest": rows_digest(rows),
-            "labels_per_class": np.bincount(y.numpy()[rows], minlength=num_classes).tolist()}
 
 
 def train_student(cfg: StudentConfig, progress: bool = True) -> dict:
@@ -222,7 +214,7 @@ def _train_student(cfg: StudentConfig, progress: bool) -> dict:
         "inputs": cfg.inputs,
         "replay": cfg.replay,
         "bank_fit": fit,
-        **_labels_record(cfg, labelled, y, data.num_classes),
+        **labels_record(cfg.labels, np.flatnonzero(labelled.numpy()), y.numpy(), data.num_classes),
         "transfer": cache.attrs.get("transfer") if cache.transfer_rows and cfg.alpha > 0 else None,
         "transfer_rows": cache.transfer_rows if cfg.alpha > 0 else 0,    # scratch never sees them
         "seconds_per_epoch": sum(seconds) / len(seconds),

@@ -124,11 +124,20 @@ class Trainer:
                                                             total_steps=epochs * self.steps_per_epoch)
         self.epochs_done = 0
 
+    def inputs(self, x_train: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """The float batch the model trains on for rows ``idx``: scaled, and cropped and flipped (drawn
+        from this trainer's random stream) when it augments. A method that runs the model on more rows
+        than the batch's own (CS-KD's same-class partners) builds them here too."""
+        xb = to_unit_float(x_train[idx].to(self.device, non_blocking=True))   # on-disk rows: to the device
+        return to_channels_last(augment_batch(xb, self.generator)) if self.augment else xb
+
     def train_epoch(self, x_train: torch.Tensor, loss_fn: LossFn, label: str = "train",
-                    progress: bool = True) -> dict:
+                    progress: bool = True, forward: Callable[[torch.Tensor], object] | None = None) -> dict:
         """One pass over the training rows; returns its history entry: epoch, train_loss (the mean
         over its batches), lr (at its start) and seconds. x_train: uint8 (N, C, H, W) on the model's
-        device, or anything indexed the same way (:class:`pipeline.augment.ReplayedViews`)."""
+        device, or anything indexed the same way (:class:`pipeline.augment.ReplayedViews`).
+        ``forward(batch)``: what the loss sees instead of the model's logits (a model with auxiliary
+        heads returns them all); ``loss_fn`` then gets that output as it is."""
         model = self.model
         model.train()
         lr = self.optimizer.param_groups[0]["lr"]
@@ -140,12 +149,10 @@ class Trainer:
                   disable=not progress, leave=False, mininterval=1.0) as bar:
             for step, idx in enumerate(bar):
                 idx = idx.to(self.device)
-                xb = to_unit_float(x_train[idx].to(self.device, non_blocking=True))   # on-disk rows: to the device
-                if self.augment:
-                    xb = to_channels_last(augment_batch(xb, self.generator))
+                xb = self.inputs(x_train, idx)
                 with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
-                    logits = model(xb)
-                loss = loss_fn(logits.float(), idx)
+                    out = model(xb) if forward is None else forward(xb)
+                loss = loss_fn(out.float() if forward is None else out, idx)
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 self.optimizer.step()
