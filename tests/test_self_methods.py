@@ -199,3 +199,29 @@ def test_a_branch_trained_student_exports_as_the_built_in_student(tmp_path, prep
     assert shapes == onnx_weights(plain.out_dir)[1]
     assert sum(int(np.prod(s)) for s in shapes) <= m["params"] + 4 * 2 * 96   # BN may fold; no branch weights
     assert report["parity"]["onnx"]["argmax_agreement"] == 1.0
+
+
+def test_the_experiment_runs_every_arm_and_writes_its_table(tmp_path, prepared, cache_file):
+    import json
+
+    from pipeline.experiments.selfkd import run_selfkd_experiment, selfkd_report
+    shared = StudentConfig(cache=cache_file, dataset=prepared, out_dir=tmp_path / "runs", epochs=1, batch_size=16)
+    cfg = SelfKDExperimentConfig(student=shared, runs_dir=tmp_path / "runs", tuning_dir=tmp_path / "tuning",
+                                 reports_dir=tmp_path / "reports", students=("cnn-tiny",), few_labels=30,
+                                 few_epochs=2, Ts=(1.0,), alphas=(0.5,), seeds=(0, 1), holdout=20, threads=1)
+    record = run_selfkd_experiment(cfg)
+    arms = record["arms"]
+    assert [(r["labels"], r["arm"]) for r in arms] == [(96, a) for a in ("scratch", "pskd", "byot", "cskd", "kd")] + \
+        [(30, a) for a in ("scratch", "pskd", "byot", "cskd", "kd")]
+    assert all(r["seeds"] == [0, 1] and r["curve"] for r in arms)
+    assert all((r["vs_scratch"] is None) == (r["arm"] == "scratch") for r in arms)
+    few = {r["arm"]: r for r in arms if r["labels"] == 30}
+    assert few["scratch"]["epochs"] == few["cskd"]["epochs"] == 2 and few["kd"]["epochs"] == 1
+    assert dict(few["byot"]["setting"])["alpha"] in SELF_GRIDS["byot"][1]
+    table = selfkd_report(cfg.reports_dir).read_text()
+    assert table.count("\n| cnn-tiny |") == 10 and "BYOT" in table and "CS-KD" in table and "selfkd-experiment.png" in table
+    assert json.loads(selfkd_report(cfg.reports_dir, ".json").read_text())["few_labels"] == 30
+    statuses = []
+    again = run_selfkd_experiment(cfg, on_result=lambda r: statuses.append(r["status"]))
+    assert set(statuses) == {"skipped"} and len(statuses) == 14 + 20    # resumed: nothing is trained again
+    assert [r["test_acc"] for r in again["arms"]] == [r["test_acc"] for r in arms]

@@ -31,6 +31,7 @@ from pipeline.cache.reader import LogitCache
 from pipeline.config import SelfDistillConfig, SelfKDExperimentConfig, StudentConfig
 from pipeline.experiments.base import run_all, teacher_line
 from pipeline.files import atomic_path, write_json
+from pipeline.results.plots import selfkd_curves
 from pipeline.settings import threads_per_run
 from pipeline.student.distill import train_student
 from pipeline.student.self_distill import METHOD_NAMES, self_distill
@@ -98,7 +99,7 @@ def _choose(tuning: list[dict]) -> dict[tuple, dict]:
     scores: dict[tuple, list[float]] = defaultdict(list)
     for m in tuning:
         arm = _arm_of(m)
-        setting = (m["T"], m["alpha"]) if arm == "kd" else tuple(m["method_settings"].items())
+        setting = (m["T"], m["alpha"]) if arm == "kd" else tuple(sorted(m["method_settings"].items()))
         scores[(m["student"], m["labels"], arm, setting)].append(m["val_acc"])
     best: dict[tuple, dict] = {}
     for (student, labels, arm, setting), vals in scores.items():
@@ -154,8 +155,16 @@ def _summary(final: list[dict], choice: dict, cfg: SelfKDExperimentConfig, rows:
                     "cost_vs_scratch": speed / base_speed,
                     "seconds_per_epoch": statistics.fmean(m["seconds_per_epoch"] for m in members),
                     "ece": 100 * statistics.fmean(m["ece"] for m in members),
+                    "curve": _curve(members),
                 })
     return out
+
+
+def _curve(members: list[dict]) -> list[tuple[int, float]]:
+    """(epoch, mean test accuracy %) at every epoch all seeds scored."""
+    scored = [{h["epoch"]: h["test_acc"] for h in m["history"] if "test_acc" in h} for m in members]
+    common = sorted(set.intersection(*(set(s) for s in scored))) if scored else []
+    return [(e, 100 * statistics.fmean(s[e] for s in scored)) for e in common]
 
 
 def _spell(setting) -> str:
@@ -206,8 +215,9 @@ def run_selfkd_experiment(cfg: SelfKDExperimentConfig, on_result=None) -> dict:
     final = run_all(_final_plan(cfg, choice), cfg.reports_dir / "selfkd-final", cfg.jobs, cache, on_result,
                     train=train_any)
     summary = _summary(final, choice, cfg, rows)
+    figure = selfkd_curves(summary, cfg.reports_dir, f"{REPORT}.png")
     with atomic_path(selfkd_report(cfg.reports_dir)) as tmp:
-        tmp.write_text(_render(cfg, cache, summary, rows))
+        tmp.write_text(_render(cfg, cache, summary, rows) + (f"\n![test accuracy per epoch]({figure})\n" if figure else ""))
     record = {"epochs": cfg.student.epochs, "few_epochs": cfg.few_epochs, "few_labels": cfg.few_labels,
               "holdout": cfg.holdout, "rows": rows, "cache": str(cache.path), "cache_fingerprint": cache.fingerprint,
               "teacher_test_acc": cache.teacher_accuracy("test"), "arms": summary}

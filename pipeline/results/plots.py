@@ -258,6 +258,25 @@ def accuracy_vs_epochs(rows: list[dict], teacher_acc: float, out_dir: Path, name
                        out_dir, name)
 
 
+def selfkd_curves(rows: list[dict], out_dir: Path, name: str) -> str | None:
+    """The self-distillation experiment (``pipeline.experiments.selfkd`` rows, each with ``curve``: the mean
+    test accuracy % per scored epoch over its seeds): one panel per student and label setting, one line per
+    arm, its final mean ± std in the legend."""
+    panels = list(dict.fromkeys((r["student"], r["labels"]) for r in rows if r.get("curve")))
+    if not panels:
+        return None
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.4 * len(panels), 3.8), squeeze=False)
+    for ax, (student, labels) in zip(axes[0], panels):
+        for i, r in enumerate(r for r in rows if (r["student"], r["labels"]) == (student, labels) and r.get("curve")):
+            epochs, accs = zip(*r["curve"])
+            ax.plot(epochs, accs, ls="--" if r["arm"] == "scratch" else "-", color=f"C{i}",
+                    label=f"{r['name']}: {r['test_acc']:.2f} ± {r['test_acc_std']:.2f}")
+        ax.set_xlabel("epoch"), ax.set_ylabel("test accuracy % (mean over seeds)")
+        ax.set_title(f"{student}, {labels:,} labels")
+        ax.legend(fontsize=7, loc="lower right")
+    return _save(fig, out_dir, name)
+
+
 def draw_all(rows: list[dict], out_dir: Path) -> list[str]:
     """Every figure the rows support, written into out_dir; returns their file names."""
     out_dir.mkdir(parents=True, exist_ok=True)
