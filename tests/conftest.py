@@ -97,6 +97,9 @@ def pytest_collection_modifyitems(config, items):
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
     deselected = getattr(config, "_softcache_deselected", None)
+    if deselected is None and getattr(config.option, "numprocesses", None):   # pytest-xdist: the workers collected
+        reason = _mount_refused()
+        deselected = ("the", reason) if reason else None
     if deselected:
         terminalreporter.write_line(f"DESELECTED {deselected[0]} full-disk tests: this machine refuses a private "
                                     f"tmpfs mount (unshare -rm: {deselected[1]})", yellow=True, bold=True)

@@ -225,3 +225,26 @@ def test_the_experiment_runs_every_arm_and_writes_its_table(tmp_path, prepared, 
     again = run_selfkd_experiment(cfg, on_result=lambda r: statuses.append(r["status"]))
     assert set(statuses) == {"skipped"} and len(statuses) == 14 + 20    # resumed: nothing is trained again
     assert [r["test_acc"] for r in again["arms"]] == [r["test_acc"] for r in arms]
+
+
+@pytest.mark.slow
+def test_a_self_distilled_student_through_make_exports_and_reports(tmp_path, method="byot"):
+    """Real Fashion-MNIST (500 rows), no teacher: make self-distill, then export and report as for any run (BYOT,
+    whose run holds branches that must not ship; the Make rule is the same for every METHOD)."""
+    import json
+
+    from tests.test_make import make
+    common = ["LIMIT=500", "EPOCHS=2", f"DATA_DIR={tmp_path}", "STUDENT=cnn-tiny", f"METHOD={method}", "THREADS=1",
+              "LOG=tensorboard"]
+    make("self-distill", *common)
+    knobs = "a0.1-b1e-06-T3" if method == "byot" else "w1-T4"
+    run = f"cnn-tiny-{method}-{knobs}-s0-e2-on-fashion-mnist-n500"
+    metrics = json.loads((tmp_path / "runs" / run / "metrics.json").read_text())
+    assert metrics["params"] == count_params(create_student("cnn-tiny")) and len(metrics["history"]) == 2
+    assert any((tmp_path / "tensorboard").rglob("events.out.tfevents.*"))
+    assert "self-distill --dataset" not in make("-n", "self-distill", *common).stdout   # finished: not run again
+    make("export", *common, f"RUN={run}", "FORMATS=onnx")
+    export = json.loads((tmp_path / "runs" / run / "export" / "export.json").read_text())
+    assert export["parity"]["onnx"]["argmax_agreement"] == 1.0
+    report = make("report", *common).stdout
+    assert ("BYOT" if method == "byot" else "CS-KD") in report
