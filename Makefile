@@ -81,7 +81,8 @@ endif
 student: $(RUN_DIR)/metrics.json
 $(STUDENT_RUNS): $(RUNS)/%/metrics.json: $(CACHE) $(DATA_FILE) | $(INSTALLED)
 	$(SC) $(STUDENT_STAGE) --cache '$(CACHE)' --out-dir '$(@D)' --student '$(RUN_STUDENT)' --T '$(RUN_T)' \
-		--alpha '$(RUN_ALPHA)' --seed '$(SEED)' $(STUDENT_ARGS) $(if $(RUN_LABELS),--labels '$(RUN_LABELS)') --threads '$(RUN_THREADS)'
+		--alpha '$(RUN_ALPHA)' --seed '$(SEED)' $(STUDENT_ARGS) $(if $(RUN_LABELS),--labels '$(RUN_LABELS)') \
+		$(if $(RUN_SELF),--self-alpha-T '$(RUN_SELF)') --threads '$(RUN_THREADS)'
 
 # A grid of runs from one cache, JOBS at a time, finished runs skipped (resumes); SWEEP_BACKEND=dask: a cluster.
 SWEEP = $(SC) sweep --cache '$(CACHE)' --dataset '$(DATA_FILE)' $(TEACHER_RECORD) --runs-dir '$(RUNS)' \

@@ -215,6 +215,7 @@ class LMStudentConfig:
     eval_every: int = 200            # steps between validation scores and saved states
     eval_windows: int = 128          # validation windows each score reads, spread over the split (0: all)
     topk: int = 0                    # read only the cache's k most likely tokens, the rest in the tail (0: all)
+    self_alpha_T: float = 0.0        # PS-KD (METHOD=pskd): the student's own state at the last evaluation teaches (0: off)
     cache_memory_mb: int = 4096      # hold the cache's targets in memory up to this size, else read them from the file
     tensorboard_dir: Path | None = None   # LOG=tensorboard: each evaluation's figures under <dir>/<run name>
 
@@ -222,6 +223,11 @@ class LMStudentConfig:
         check("T", self.T), check("ALPHA", self.alpha), check("SEED", self.seed), check("THREADS", self.threads)
         check_student_spec(self.student, "text")
         _at_least("topk", self.topk, 0)
+        if self.self_alpha_T:
+            check("ALPHA_T", self.self_alpha_T)
+            if self.alpha:
+                raise UsageError("PS-KD teaches a language model with its own earlier predictions, not the teacher's "
+                                 "cache: give ALPHA=0 with METHOD=pskd")
         for name, value in (("steps", self.steps), ("batch size", self.batch_size), ("eval_every", self.eval_every)):
             _at_least(name, value, 1)
         _positive("learning rate", self.lr)

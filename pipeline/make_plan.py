@@ -154,6 +154,9 @@ class Plan:
     def pskd(self, student: str, seed) -> str:
         """A self-distillation run's name: METHOD and its own settings (as SelfDistillConfig.knobs)."""
         s = self.settings
+        if self.text:       # PS-KD only: the LM student stage, its own earlier state teaching it
+            return lm_run_name(student, 1.0, 0.0, int(seed), int(s["STEPS"]), self.data,
+                               self_alpha_T=float(s["ALPHA_T"]))
         knobs = {key: float(s[name]) for key, _, name in SELF_METHOD_KNOBS[s["METHOD"]]}
         return self_run_name(student, s["METHOD"], knobs, int(seed), int(s["EPOCHS"]), self.data, labels=self.labels,
                              holdout=int(s["HOLDOUT"]))
@@ -197,7 +200,7 @@ class Plan:
 
 
 # What a text DATASET builds today, and the image-only settings it refuses rather than ignores.
-TEXT_GOALS = {"help", "venv", "data", "teacher", "teacher-logits", "student", "export", "experiment-lm", "demo",
+TEXT_GOALS = {"help", "venv", "data", "teacher", "teacher-logits", "student", "self-distill", "export", "experiment-lm", "demo",
               "demo-runs", "report", "publish", "test", "bench", "clean", "clean-students"}
 IMAGE_ONLY = ("LAYOUT", "VIEWS", "MIXUP", "TRANSFER", "LABELS", "REPLAY", "AUGMENT", "HOLDOUT", "TEACHER_T",
               "TEACHERS", "TEACHER_EPOCHS", "TEACHER_WEIGHTS", "SOURCE", "EPOCHS")
@@ -239,12 +242,15 @@ def _text_checks(s: dict[str, str], p: Plan, goals: list[str]) -> None:
     unbuilt = sorted(set(goals) - TEXT_GOALS)
     if unbuilt:
         raise UsageError(f"make {unbuilt[0]} is built for images only, and DATASET={s['DATASET']} is text; for text, "
-                         f"make data, teacher, teacher-logits and student")
+                         f"make data, teacher, teacher-logits, student and self-distill")
 
 
 def _cross_checks(s: dict[str, str], p: Plan, goals: list[str]) -> None:
     """Checks that span several settings (each setting alone is checked by its parser)."""
     if p.text:
+        if s["METHOD"] != "pskd" and "self-distill" in goals:
+            raise UsageError(f"METHOD={s['METHOD']} applies to images (classes to pair, stages to branch); a language "
+                             f"model self-distills with METHOD=pskd")
         return _text_checks(s, p, goals)
     if check("CACHE_TOPK", s["CACHE_TOPK"]):
         _on_the_grid(s, goals)
@@ -365,7 +371,7 @@ INTERNAL = frozenset({
     "DATA_ARGS", "TEACHER_FIT", "PASS_STAGE", "STUDENT_STAGE", "STUDENT_ARGS", "LM_EXPERIMENT_ARGS", "TRANSFER_ARGS",
     "LOG_ARGS", "TEACHER_ARGS", "RUN_THREADS", "RUN_DIR", "STUDENT_RUNS",
     "DEMO_EXPORTS", "SELF_ARGS", "SELFKD_GRIDS", "PSKD_RUNS", "PSKD_GRID", "PSKD_RUN", "DEMO_SETTINGS", "STAMP", "MEMBER_SEED", "RUN_STUDENT",
-    "RUN_T", "RUN_ALPHA", "RUN_LABELS", "RUN_SEED", "NAMES_OK", "SETTINGS_ERROR", "PASS_ARGS",
+    "RUN_T", "RUN_ALPHA", "RUN_LABELS", "RUN_SELF", "RUN_SEED", "NAMES_OK", "SETTINGS_ERROR", "PASS_ARGS",
     # the Makefile's own
     "SHELL", "NEWLINE", "GIVEN", "NAMES_IN", "NAMES_MK", "NAMES_RC", "REPORT", "SWEEP",
     "EXPERIMENT_ARGS", "BENCHMARKS", "SOFTCACHE_CALLER",
@@ -422,6 +428,9 @@ def make_fragment(p: Plan) -> str:
         demo.update({p.run(pair, s["T"], a, int(s["DEMO_LABELS"])): (pair, s["T"], a, s["DEMO_LABELS"])
                      for a in ("0", FEW_LABEL_ALPHA)})
     runs = {student_run: (s["STUDENT"], s["T"], s["ALPHA"], ""), **demo}
+    # text: `make self-distill` is a PS-KD run of the LM student stage (ALPHA=0, RUN_SELF=ALPHA_T)
+    text_pskd = {p.pskd(s["STUDENT"], s["SEED"]): s["ALPHA_T"]} if p.text else {}
+    runs.update({run: (s["STUDENT"], s["T"], "0", "") for run in text_pskd})
     stamps = p.stamps()
     pskd = {} if p.text else {p.pskd(st, seed): (st, seed)
             for st in [s["STUDENT"], *s["STUDENTS"].split()] for seed in [s["SEED"], *s["SEEDS"].split()]}
@@ -518,7 +527,8 @@ def make_fragment(p: Plan) -> str:
         rule(ckpt, f"private MEMBER_SEED := {member}")
     for run, (student, T, alpha, labels) in runs.items():
         target = p.path("runs", run, "metrics.json")
-        for name, value in (("RUN_STUDENT", student), ("RUN_T", T), ("RUN_ALPHA", alpha), ("RUN_LABELS", labels)):
+        for name, value in (("RUN_STUDENT", student), ("RUN_T", T), ("RUN_ALPHA", alpha), ("RUN_LABELS", labels),
+                            ("RUN_SELF", text_pskd.get(run, ""))):
             rule(target, f"private {name} := {_escape(value)}")
     for run, (student, seed) in pskd.items():
         target = p.path("runs", run, "metrics.json")

@@ -299,12 +299,13 @@ def parse_run_name(name: str) -> RunName:
 
 
 def lm_run_name(student: str, T: float, alpha: float, seed: int, steps: int, data: str, teacher: str = "",
-                topk: int = 0) -> str:
+                topk: int = 0, self_alpha_T: float = 0.0) -> str:
     """A language-model student run's directory name: as an image run's, counted in steps (``-st1600``), with
     ``-k4`` when it reads only the cache's top 4; scratch (ALPHA=0) names neither T nor the teacher, so every
-    teacher's comparison shares it."""
+    teacher's comparison shares it; PS-KD (its own earlier state teaches) is ``-pskd-a<ALPHA_T>``."""
     taught = (f"-T{number(T)}-a{number(alpha)}" + (f"-k{topk}" if topk else "")
-              + (f"-from{teacher}" if teacher else "") if alpha else "-a0")
+              + (f"-from{teacher}" if teacher else "") if alpha else
+              f"-pskd-a{number(self_alpha_T)}" if self_alpha_T else "-a0")
     return f"{student_tag(student)}{taught}-s{seed}-st{steps}{_on(data)}"
 
 

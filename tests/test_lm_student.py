@@ -36,8 +36,10 @@ def test_a_distilled_run_records_what_a_user_compares(tmp_path, token_cache, tex
     assert ckpt["arch"] == "lm-tiny" and model.context == 16
 
 
-def test_a_killed_run_resumes_to_the_same_weights(tmp_path, token_cache, text_file, monkeypatch):  # noqa: F811
-    lm_distill.train_lm_student(_config(tmp_path, token_cache, text_file, "whole"), progress=False)
+@pytest.mark.parametrize("recipe", [{}, {"alpha": 0.0, "self_alpha_T": 0.8}], ids=["distilled", "pskd"])
+def test_a_killed_run_resumes_to_the_same_weights(tmp_path, token_cache, text_file, monkeypatch, recipe):  # noqa: F811
+    """PS-KD too: its teacher, the state at the start of the epoch, is rebuilt from the resume file."""
+    lm_distill.train_lm_student(_config(tmp_path, token_cache, text_file, "whole", **recipe), progress=False)
     real, calls = LMTrainer.train_steps, []
 
     def dies(self, *args, **kw):
@@ -48,10 +50,10 @@ def test_a_killed_run_resumes_to_the_same_weights(tmp_path, token_cache, text_fi
 
     monkeypatch.setattr(LMTrainer, "train_steps", dies)
     with pytest.raises(KeyboardInterrupt):
-        lm_distill.train_lm_student(_config(tmp_path, token_cache, text_file, "killed"), progress=False)
+        lm_distill.train_lm_student(_config(tmp_path, token_cache, text_file, "killed", **recipe), progress=False)
     monkeypatch.setattr(LMTrainer, "train_steps", real)
     assert not (tmp_path / "killed" / "metrics.json").exists()
-    m = lm_distill.train_lm_student(_config(tmp_path, token_cache, text_file, "killed"), progress=False)
+    m = lm_distill.train_lm_student(_config(tmp_path, token_cache, text_file, "killed", **recipe), progress=False)
     assert m["resumed_from_step"] == 8
     a, _ = load_checkpoint(tmp_path / "whole" / "model.pt", "lm", "student")
     b, _ = load_checkpoint(tmp_path / "killed" / "model.pt", "lm", "student")
@@ -69,6 +71,38 @@ def test_scratch_never_reads_the_targets_and_differs_from_distilled(tmp_path, to
     scratch = lm_distill.train_lm_student(_config(tmp_path, token_cache, text_file, "scratch", alpha=0.0),
                                           progress=False)
     assert scratch["test_bits_per_byte"] != distilled["test_bits_per_byte"]
+
+
+def test_pskd_learns_from_its_own_earlier_state_not_the_cache(tmp_path, token_cache, text_file, monkeypatch):  # noqa: F811
+    scratch = lm_distill.train_lm_student(_config(tmp_path, token_cache, text_file, "scratch", alpha=0.0),
+                                          progress=False)
+
+    def no_reading(*args, **kw):
+        raise AssertionError("PS-KD read the cache's targets")
+
+    monkeypatch.setattr(lm_distill.TokenCache, "targets", no_reading)
+    monkeypatch.setattr(lm_distill, "teacher_agreement", lambda *a, **k: 0.0)
+    pskd = lm_distill.train_lm_student(_config(tmp_path, token_cache, text_file, "pskd", alpha=0.0, self_alpha_T=0.8),
+                                       progress=False)
+    assert pskd["method"] == "ps-kd" and pskd["alpha_T"] == 0.8
+    # the first epoch (4 steps) trains on the next tokens alone, as scratch does; later ones differ
+    assert pskd["history"][0]["train_loss"] == scratch["history"][0]["train_loss"]
+    assert pskd["test_bits_per_byte"] != scratch["test_bits_per_byte"]
+
+
+def test_the_token_pskd_loss_is_cross_entropy_against_the_mixed_target():
+    from pipeline.student.pskd import token_pskd_loss
+    torch.manual_seed(0)
+    z, prev = torch.randn(2, 3, 5, requires_grad=True), torch.randn(2, 3, 5)
+    y = torch.randint(5, (2, 3))
+    target = 0.7 * torch.nn.functional.one_hot(y, 5).float() + 0.3 * prev.softmax(-1)
+    dense = torch.nn.functional.cross_entropy(z.reshape(-1, 5), target.reshape(-1, 5))
+    assert torch.allclose(token_pskd_loss(z, y, prev, 0.3), dense, atol=1e-6)
+
+
+def test_pskd_with_the_cache_weight_is_refused(tmp_path, token_cache, text_file):  # noqa: F811
+    with pytest.raises(UsageError, match="give ALPHA=0 with METHOD=pskd"):
+        _config(tmp_path, token_cache, text_file, alpha=0.5, self_alpha_T=0.8)
 
 
 @pytest.mark.parametrize("change, match", [

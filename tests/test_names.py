@@ -192,7 +192,7 @@ def test_every_variable_the_makefile_reads_comes_from_the_table():
     used = set(re.findall(r"\$\(([A-Z_]+)\)", (ROOT / "Makefile").read_text()))
     fragment = make_plan.make_fragment(make_plan.plan({}, environ={}))
     handed = set(re.findall(r"^(?:override )?([A-Z_]+) :=", fragment, re.M))
-    fields = {"STAMP", "MEMBER_SEED", "RUN_STUDENT", "RUN_T", "RUN_ALPHA", "RUN_LABELS", "RUN_SEED"}
+    fields = {"STAMP", "MEMBER_SEED", "RUN_STUDENT", "RUN_T", "RUN_ALPHA", "RUN_LABELS", "RUN_SELF", "RUN_SEED"}
     own = {"MAKE", "MAKECMDGOALS", "PYTHON", "GIVEN", "NAMES_MK", "NAMES_RC", "SETTINGS_ERROR", "REPORT", "PASS_ARGS",
            "EXPERIMENT_ARGS", "SWEEP", "BENCHMARKS", "NEWLINE", "NAMES_IN", "NAMES_OK"}
     assert used - set(settings.DEFAULTS) - handed - fields - own == set()

@@ -248,3 +248,13 @@ def test_a_self_distilled_student_through_make_exports_and_reports(tmp_path, met
     assert export["parity"]["onnx"]["argmax_agreement"] == 1.0
     report = make("report", *common).stdout
     assert ("BYOT" if method == "byot" else "CS-KD") in report
+
+
+def test_on_text_make_self_distill_is_pskd_through_the_lm_student_stage(tmp_path):
+    from tests.test_make import make
+    dry = make("-n", "self-distill", "DATASET=stdlib", f"DATA_DIR={tmp_path}", "ALPHA_T=0.6", "STEPS=40").stdout
+    assert "runs/lm-small-pskd-a0.6-s0-st40-on-stdlib" in dry and "--alpha '0'" in dry
+    assert "--self-alpha-T '0.6'" in dry and "lm-student" in dry
+    refused = make("-n", "self-distill", "DATASET=stdlib", f"DATA_DIR={tmp_path}", "METHOD=byot", check=False)
+    assert refused.returncode == 2 and "a language model self-distills with METHOD=pskd" in refused.stderr
+    assert not any(tmp_path.iterdir())

@@ -44,6 +44,8 @@ def collect_lm_runs(runs_dir: Path) -> list[dict]:
 
 
 def _arm(run: dict) -> str:
+    if run.get("method") == "ps-kd":       # no teacher: its own earlier state taught it
+        return f"PS-KD ALPHA_T={run['alpha_T']:g}"
     return "scratch" if run["alpha"] == 0 else f"KD T={run['T']:g} ALPHA={run['alpha']:g} k={run['topk']}"
 
 

@@ -12,6 +12,8 @@ fingerprint.
 
 from __future__ import annotations
 
+import copy
+import math
 from pathlib import Path
 
 import torch
@@ -25,6 +27,7 @@ from pipeline.files import exclusive_writer
 from pipeline.losses import token_kd_loss
 from pipeline.models import count_params, create_lm, student_build_record
 from pipeline.models.hf_lm import HFCausalLM, reload_difference, save_hf_folder
+from pipeline.student.pskd import alpha_schedule, token_pskd_loss
 from pipeline.training.history import EpochLog
 from pipeline.training.lm_loop import LMTrainer, bits_per_byte, next_token_loss
 from pipeline.training.loop import set_threads
@@ -75,6 +78,28 @@ def teacher_agreement(model, windows: TokenWindows, cache: TokenCache, batch_siz
     return same / max(total, 1)
 
 
+class _PreviousState:
+    """PS-KD for a language model (:mod:`pipeline.student.pskd`): every ``eval_every`` steps is an epoch, and the
+    student's state at the start of the current one (what its resume file holds) teaches it; the first trains
+    on the next tokens alone."""
+
+    def __init__(self, model, trainer: LMTrainer, cfg: LMStudentConfig):
+        self.model, self.trainer, self.cfg = model, trainer, cfg
+        self.epochs = math.ceil(cfg.steps / cfg.eval_every)
+        self.copy, self.at = None, -1
+
+    def loss(self, logits: torch.Tensor, batch: torch.Tensor) -> torch.Tensor:
+        done = self.trainer.steps_done            # fixed within an epoch: the trainer counts whole epochs
+        epoch = done // self.cfg.eval_every + 1
+        if epoch == 1:
+            return next_token_loss(logits, batch)
+        if self.at != done:
+            self.copy, self.at = copy.deepcopy(self.model).eval().requires_grad_(False), done
+        with torch.no_grad():
+            previous = self.copy(batch[:, :-1])
+        return token_pskd_loss(logits, batch[:, 1:], previous, alpha_schedule(self.cfg.self_alpha_T, epoch, self.epochs))
+
+
 def train_lm_student(cfg: LMStudentConfig, progress: bool = True, on_eval=None) -> dict:
     """Train (or resume) one student and write its run directory; return its metrics. ``on_eval(entry)``
     sees each history entry (steps, loss, tokens per second, validation bits per byte) as it is made."""
@@ -93,7 +118,11 @@ def train_lm_student(cfg: LMStudentConfig, progress: bool = True, on_eval=None) 
     trainer = LMTrainer(model, train, steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr,
                         weight_decay=cfg.weight_decay, seed=cfg.seed)
 
+    previous = _PreviousState(model, trainer, cfg)
+
     def loss(logits: torch.Tensor, batch: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        if cfg.self_alpha_T:
+            return previous.loss(logits, batch)
         if not cfg.alpha:
             return next_token_loss(logits, batch)
         ids, log_p, log_tail = cache.targets("train", idx.numpy(), cfg.T, cfg.topk)
@@ -117,6 +146,7 @@ def train_lm_student(cfg: LMStudentConfig, progress: bool = True, on_eval=None) 
         seconds = sum(h["seconds"] for h in history)
         metrics = {
             "kind": "lm", "student": cfg.student, "T": cfg.T, "alpha": cfg.alpha, "seed": cfg.seed, "steps": cfg.steps,
+            **({"method": "ps-kd", "alpha_T": cfg.self_alpha_T} if cfg.self_alpha_T else {}),
             "topk": cfg.topk or int(cache.attrs["topk"]) or int(cache.attrs["vocab_size"]),
             "cache_bytes_per_position": cache_bytes_per_position(cache, cfg.topk),
             "val_bits_per_byte": scores["val"]["bits_per_byte"], "test_bits_per_byte": scores["test"]["bits_per_byte"],

@@ -17,6 +17,11 @@ Unlike the reference implementation, which reuses the outputs recorded during th
 training pass (augmented images, weights changing mid-epoch), the targets here are the end-of-epoch
 model on the clean images: the same network for every row, and a file that can be inspected and
 resumed from.
+
+A language-model student (``softcache lm-student --self-alpha-T``, ``make self-distill`` on text) takes the
+same targets from the state it had at its last evaluation, every ``eval_every`` steps an "epoch": that
+state is what its resume file holds, so the teacher is a copy in memory, one forward without a gradient
+per step, and no file (:func:`token_pskd_loss`).
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from pipeline.data.prepare import Dataset
 from pipeline.training.checkpoint import model_fingerprint
 from pipeline.training.loop import accuracy, predict
 
-__all__ = ["PSKD_REFERENCE", "alpha_schedule", "pskd_targets", "Predictions"]
+__all__ = ["PSKD_REFERENCE", "alpha_schedule", "pskd_targets", "token_pskd_loss", "Predictions"]
 
 PSKD_REFERENCE = "Kim et al., Self-Knowledge Distillation with Progressive Refinement of Targets, ICCV 2021 " \
                  "(arXiv 2006.12000)"
@@ -49,6 +54,20 @@ def pskd_targets(labels: torch.Tensor, previous_probs: torch.Tensor | None, alph
     """(1 - alpha) * onehot(labels) + alpha * previous_probs; the one-hot labels when there is no previous epoch."""
     onehot = F.one_hot(labels, num_classes).float()
     return onehot if previous_probs is None else (1.0 - alpha) * onehot + alpha * previous_probs
+
+
+def token_pskd_loss(student_logits: torch.Tensor, targets: torch.Tensor, previous_logits: torch.Tensor,
+                    alpha: float) -> torch.Tensor:
+    """PS-KD for a language model, per position (mean over B·L): cross-entropy against
+    (1 - alpha) * onehot(next token) + alpha * softmax(previous), written without the dense target:
+
+        (1 - alpha) * CE(z, y) - alpha * sum_v softmax(z_prev)_v * log_softmax(z)_v
+
+    student_logits, previous_logits: (B, L, V); targets: (B, L). ``previous_logits`` are detached here."""
+    log_q = F.log_softmax(student_logits.float(), dim=-1)
+    hard = F.nll_loss(log_q.reshape(-1, log_q.shape[-1]), targets.reshape(-1))
+    soft = -(F.softmax(previous_logits.detach().float(), dim=-1) * log_q).sum(-1).mean()
+    return (1 - alpha) * hard + alpha * soft
 
 
 class Predictions:
