@@ -76,6 +76,17 @@ def _check_grids(students, Ts, alphas, seeds) -> None:
     check_grid("TS", Ts, "T"), check_grid("ALPHAS", alphas, "ALPHA"), check_grid("SEEDS", seeds, "SEED")
 
 
+def _check_tuned_experiment(cfg, arm: str) -> None:
+    """What an experiment that tunes T and ALPHA on held-out rows checks: its grids and tuning seeds, ALPHA values
+    above 0 for ``arm`` (scratch always runs, so 0 is dropped), held-out rows, jobs and threads."""
+    _check_grids(cfg.students, cfg.Ts, cfg.alphas, cfg.seeds)
+    check_grid("TUNE_SEEDS", cfg.tune_seeds, "SEED")
+    object.__setattr__(cfg, "alphas", tuple(a for a in cfg.alphas if a != 0))
+    if not cfg.alphas:
+        raise UsageError(f"ALPHAS has no value above 0 for {arm} to choose from; give e.g. ALPHAS=0.5")
+    check("EXPERIMENT_HOLDOUT", cfg.holdout), check("JOBS", cfg.jobs), check("THREADS", cfg.threads)
+
+
 def setting(name: str, kind=str, *, value=dataclasses.MISSING, parse: bool = True):
     """A config field that carries the setting ``name``: its default is the table's (or ``value``, for a
     grid built from it), and the field remembers its setting, so ``stages.options.config_options`` gives
@@ -548,13 +559,8 @@ class LabelsExperimentConfig:
     threads: int = setting("THREADS", int)
 
     def __post_init__(self):
-        _check_grids(self.students, self.Ts, self.alphas, self.seeds)
-        check_grid("TUNE_SEEDS", self.tune_seeds, "SEED")
+        _check_tuned_experiment(self, "the distilled arm")
         check_grid("LABELS", ["all" if n is None else n for n in self.label_counts], "LABELS")
-        object.__setattr__(self, "alphas", tuple(a for a in self.alphas if a != 0))   # scratch always runs
-        if not self.alphas:
-            raise UsageError("ALPHAS has no value above 0 for the distilled arm to choose from; give e.g. ALPHAS=0.5")
-        check("EXPERIMENT_HOLDOUT", self.holdout), check("JOBS", self.jobs), check("THREADS", self.threads)
 
 
 @dataclass(frozen=True)
@@ -580,15 +586,10 @@ class SelfKDExperimentConfig:
     threads: int = setting("THREADS", int)
 
     def __post_init__(self):
-        _check_grids(self.students, self.Ts, self.alphas, self.seeds)
-        check_grid("TUNE_SEEDS", self.tune_seeds, "SEED")
+        _check_tuned_experiment(self, "the cached-teacher arm")
         check("DEMO_LABELS", self.few_labels), check("EPOCHS", self.few_epochs)
         if self.few_labels < 1:
             raise UsageError("the few-label setting needs at least one labelled row; give DEMO_LABELS=N > 0")
-        object.__setattr__(self, "alphas", tuple(a for a in self.alphas if a != 0))   # scratch always runs
-        if not self.alphas:
-            raise UsageError("ALPHAS has no value above 0 for the cached-teacher arm; give e.g. ALPHAS=0.5")
-        check("EXPERIMENT_HOLDOUT", self.holdout), check("JOBS", self.jobs), check("THREADS", self.threads)
 
 
 @dataclass(frozen=True)
