@@ -1,5 +1,4 @@
 # softcache: the stage graph.   data ──> teacher ──> teacher-logits ──> student ──> export ──> report
-#
 # No names and no policy here: pipeline/make_plan.py (standard library only) checks the variables given,
 # resolves every default and hands back every setting, file and run name, and the parameter stamps
 # (DATA_DIR/params/*.txt) whose content changed: `make student T=8` re-runs only the student. `make help`.
@@ -25,8 +24,7 @@ $(if $(SETTINGS_ERROR),$(error $(SETTINGS_ERROR)))
 $(if $(NAMES_OK),,$(error '$(PYTHON) -m pipeline.make_plan' printed no settings; run it by hand to see why))
 
 REPORT := $(SC) report --runs '$(RUNS)' --out '$(REPORT_FILE)'
-# The stages' errors name their fix as a make target (pytest, under `make test`, is not told).
-export SOFTCACHE_CALLER := make
+export SOFTCACHE_CALLER := make   # the stages' errors name their fix as a make target (not under `make test`)
 
 # Stages write atomically: make must never delete an artifact whose recipe was killed (named: .PRECIOUS patterns miss them).
 .PRECIOUS: $(DATA_FILE) $(TEACHER_TARGETS) $(MEMBER_CACHES) $(CACHE) $(STUDENT_RUNS) $(PSKD_RUNS) $(DEMO_EXPORTS)
@@ -95,8 +93,7 @@ sweep: $(CACHE) $(DATA_FILE) | $(INSTALLED)
 # Self-distillation (METHOD=pskd|byot|cskd): no teacher, no cache.
 self-distill: $(PSKD_RUN)
 $(PSKD_RUNS): $(RUNS)/%/metrics.json: $(DATA_FILE) | $(INSTALLED)
-	$(SC) self-distill --dataset '$(DATA_FILE)' --out-dir '$(@D)' --student '$(RUN_STUDENT)' $(SELF_ARGS) \
-		--seed '$(RUN_SEED)' --epochs '$(EPOCHS)' --threads '$(RUN_THREADS)' $(LOG_ARGS)
+	$(SC) self-distill --dataset '$(DATA_FILE)' --out-dir '$(@D)' --student '$(RUN_STUDENT)' --seed '$(RUN_SEED)' $(SELF_ARGS)
 
 # Scratch and teacher KD (T, ALPHA) by a sweep, PS-KD (ALPHA_T) for STUDENTS x SEEDS, JOBS at a time.
 pskd-grid: $(PSKD_GRID)
@@ -110,18 +107,11 @@ experiment-views: EXPERIMENT_ARGS = --replay '$(REPLAY)' --epochs '$(EPOCHS)'
 experiment-labels: EXPERIMENT_ARGS = --labels '$(LABEL_GRID)' --epochs '$(EPOCHS)' $(TRANSFER_ARGS)
 experiment-patient: EXPERIMENT_ARGS = --lengths '$(LENGTHS)' --replay '$(REPLAY)' --banks '$(BANKS)'
 experiment-views experiment-labels experiment-patient: $(CACHE) $(DATA_FILE) | $(INSTALLED)
-	$(SC) $@ --cache '$(CACHE)' --dataset '$(DATA_FILE)' $(TEACHER_RECORD) --runs-dir '$(RUNS)' --tuning-dir \
-		'$(DATA_DIR)/tuning' --reports-dir '$(DATA_DIR)/reports' --students '$(STUDENTS)' --Ts '$(TS)' --alphas \
-		'$(ALPHAS)' --seeds '$(SEEDS)' --holdout '$(EXPERIMENT_HOLDOUT)' --jobs '$(JOBS)' --threads '$(RUN_THREADS)' \
-		$(EXPERIMENT_ARGS) $(TEACHER_ARGS) $(LOG_ARGS)
+	$(SC) $@ $(EXPERIMENT_COMMON) --students '$(STUDENTS)' --Ts '$(TS)' --alphas '$(ALPHAS)' --seeds '$(SEEDS)' \
+		$(EXPERIMENT_ARGS)
 	$(REPORT)
-
-# Self-distillation side by side (STUDENTS default cnn-tiny cnn-small; SEEDS default 0 1 2), resumable.
-experiment-selfkd: $(CACHE) $(DATA_FILE) | $(INSTALLED)
-	$(SC) experiment-selfkd --cache '$(CACHE)' --dataset '$(DATA_FILE)' $(TEACHER_RECORD) --runs-dir '$(RUNS)' \
-		--tuning-dir '$(DATA_DIR)/tuning' --reports-dir '$(DATA_DIR)/reports' --few-labels '$(DEMO_LABELS)' \
-		--holdout '$(EXPERIMENT_HOLDOUT)' --jobs '$(JOBS)' --threads '$(RUN_THREADS)' --epochs '$(EPOCHS)' \
-		$(SELFKD_GRIDS) $(if $(filter 1,$(AUGMENT)),--augment) $(TEACHER_ARGS) $(LOG_ARGS)
+experiment-selfkd: $(CACHE) $(DATA_FILE) | $(INSTALLED)   # self-distillation side by side; its own grids unless given
+	$(SC) $@ $(EXPERIMENT_COMMON) $(SELFKD_ARGS)
 	$(REPORT)
 
 experiment-lm: $(CACHE) $(DATA_FILE) | $(INSTALLED)   # text: scratch vs distilled LM students over SEEDS, and k
@@ -150,8 +140,7 @@ demo: | $(INSTALLED)
 demo-runs: $(DEMO_EXPORTS)
 	$(REPORT)
 
-# Two pytest workers (pytest-xdist; an idle one steals queued tests): the slow end-to-end tests are mostly
-# single-threaded subprocesses, so on the 2-core CI machine the suite takes 13 min instead of 16.
+# Two pytest workers (an idle one steals queued tests): on 2 cores 13 min, not 16 (the slow tests are subprocesses).
 test: $(INSTALLED)   # pytest exits 5 when it collected nothing: say so rather than a bare status
 	env -u SOFTCACHE_CALLER '$(VENV)/bin/python' -m pytest -n 2 --dist worksteal; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; fi; exit $$rc

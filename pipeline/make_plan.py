@@ -370,7 +370,7 @@ INTERNAL = frozenset({
     "MEMBER_CACHES", "ENSEMBLE_ARGS", "PUBLISH_ARGS", "INPUT_ARGS", "LABEL_GRID", "DATA_CHECK",
     "DATA_ARGS", "TEACHER_FIT", "PASS_STAGE", "STUDENT_STAGE", "STUDENT_ARGS", "LM_EXPERIMENT_ARGS", "TRANSFER_ARGS",
     "LOG_ARGS", "TEACHER_ARGS", "RUN_THREADS", "RUN_DIR", "STUDENT_RUNS",
-    "DEMO_EXPORTS", "SELF_ARGS", "SELFKD_GRIDS", "PSKD_RUNS", "PSKD_GRID", "PSKD_RUN", "DEMO_SETTINGS", "STAMP", "MEMBER_SEED", "RUN_STUDENT",
+    "DEMO_EXPORTS", "SELF_ARGS", "SELFKD_ARGS", "EXPERIMENT_COMMON", "PSKD_RUNS", "PSKD_GRID", "PSKD_RUN", "DEMO_SETTINGS", "STAMP", "MEMBER_SEED", "RUN_STUDENT",
     "RUN_T", "RUN_ALPHA", "RUN_LABELS", "RUN_SELF", "RUN_SEED", "NAMES_OK", "SETTINGS_ERROR", "PASS_ARGS",
     # the Makefile's own
     "SHELL", "NEWLINE", "GIVEN", "NAMES_IN", "NAMES_MK", "NAMES_RC", "REPORT", "SWEEP",
@@ -405,6 +405,8 @@ def make_fragment(p: Plan) -> str:
     data_file = (p.path("text", f"{p.data}.h5") if p.text
                  else p.path("dataset", f"{p.data}{'.h5' if p.folder else '.npz'}"))
     q = shlex.quote    # every value is checked against an alphabet already; quoted all the same
+    log_args = f"--tensorboard-dir {q(p.path('tensorboard'))}" if s["LOG"] == "tensorboard" else ""
+    teacher_args = f"--teacher-tag={q(p.run_source)} --combine {q(s['COMBINE'])}"
     teacher_record = (f"--teacher-record {q(p.teacher_dir(p.tag) + '/' + TEACHER_RECORD)}"
                       if p.teacher_kind == "trained" else "")
     inputs = (f"--replay {q(s['REPLAY'])} {'--augment' if s['AUGMENT'] == '1' else '--no-augment'} "
@@ -488,19 +490,27 @@ def make_fragment(p: Plan) -> str:
                          ("views", "VIEWS"), ("view-seed", "VIEW_SEED"), ("mixup", "MIXUP"), ("device", "DEVICE")))
                      + (f" --transfer {q(s['TRANSFER'])}" if s["TRANSFER"] else "")
                      + (f" --temperatures {q(s['CACHE_TS'])}" if check("CACHE_TOPK", s["CACHE_TOPK"]) else ""),
-        "LOG_ARGS": f"--tensorboard-dir {q(p.path('tensorboard'))}" if s["LOG"] == "tensorboard" else "",
-        "TEACHER_ARGS": f"--teacher-tag={q(p.run_source)} --combine {q(s['COMBINE'])}",
+        "LOG_ARGS": log_args, "TEACHER_ARGS": teacher_args,
+        # what every image experiment is told: its cache, data, folders, held-out rows, parallelism and teacher
+        "EXPERIMENT_COMMON": (f"--cache {q(p.cache)} --dataset {q(data_file)} {teacher_record} --runs-dir "
+                              f"{q(p.path('runs'))} --tuning-dir {q(p.path('tuning'))} --reports-dir "
+                              f"{q(p.path('reports'))} --holdout {q(s['EXPERIMENT_HOLDOUT'])} --jobs {q(s['JOBS'])} "
+                              f"--threads {p.threads} {teacher_args} {log_args}"),
         "RUN_THREADS": str(p.threads), "RUN_DIR": p.path("runs", s["RUN"] or student_run),
         "STUDENT_RUNS": " ".join(p.path("runs", r, "metrics.json") for r in runs),
         "DEMO_EXPORTS": " ".join(p.path("runs", r, "export", "export.json") for r in demo),
-        # experiment-selfkd's grids only where given (else its own: two convolutional students, 3 seeds)
-        "SELFKD_GRIDS": " ".join(f"--{flag} {q(s[k])}" for flag, k in (("students", "STUDENTS"), ("Ts", "TS"),
-                                 ("alphas", "ALPHAS"), ("seeds", "SEEDS")) if k in p.given),
-        # a self-distillation run's method and its own settings, and the recipe's labels and held-out rows
+        # experiment-selfkd's: the few-label setting, and its grids only where given (else its own: two
+        # convolutional students, 3 seeds)
+        "SELFKD_ARGS": " ".join([f"--few-labels {q(s['DEMO_LABELS'])} --epochs {q(s['EPOCHS'])}"]
+                                + (["--augment"] if s["AUGMENT"] == "1" else [])
+                                + [f"--{flag} {q(s[k])}" for flag, k in (("students", "STUDENTS"), ("Ts", "TS"),
+                                   ("alphas", "ALPHAS"), ("seeds", "SEEDS")) if k in p.given]),
+        # a self-distillation run's method and its own settings, and the recipe it shares with a student run
         "SELF_ARGS": " ".join([f"--method {q(s['METHOD'])}", f"--holdout {q(s['HOLDOUT'])}"]
                               + [f"--{_config_flag(name)} {q(s[name])}"
                                  for _, _, name in SELF_METHOD_KNOBS[s["METHOD"]]]
-                              + ([f"--labels {p.labels}"] if p.labels is not None else [])),
+                              + ([f"--labels {p.labels}"] if p.labels is not None else [])
+                              + [f"--epochs {q(s['EPOCHS'])} --threads {p.threads}", log_args]).strip(),
         "PSKD_RUNS": " ".join(p.path("runs", r, "metrics.json") for r in pskd),
         "PSKD_GRID": " ".join(p.path("runs", r, "metrics.json") for r in pskd_grid),
         "PSKD_RUN": p.path("runs", p.pskd(s["STUDENT"], s["SEED"]), "metrics.json"),

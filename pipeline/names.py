@@ -23,7 +23,7 @@ from pipeline.settings import (
 
 __all__ = [
     "data_name", "is_image_folder", "folder_tag", "FOLDER_SETTINGS", "teacher_tag", "cache_tag", "transfer_name",
-    "cache_file_name", "RunName", "run_name", "parse_run_name", "self_run_name", "parse_self_run_name", "SELF_METHOD_KNOBS",
+    "cache_file_name", "RunName", "run_name", "parse_run_name", "self_run_name", "parse_self_run_name", "SELF_METHOD_KNOBS", "SELF_METHOD_RECORD", "SELF_METHOD_LABEL",
     "run_data", "member_seeds", "TEACHER_CHECKPOINT", "TEACHER_RECORD", "STDLIB", "is_text_dataset",
     "tokenizer_tag", "text_data_name", "student_tag", "text_student_spelling", "image_student_spelling", "text_teacher_tag", "token_cache_suffix", "lm_run_name", "published_lm_teacher",
 ]
@@ -186,6 +186,10 @@ _RUN_RE = re.compile(
 SELF_METHOD_KNOBS = {"pskd": (("alpha_T", "a", "ALPHA_T"),),
                      "byot": (("alpha", "a", "BYOT_ALPHA"), ("beta", "b", "BYOT_BETA"), ("T", "T", "BYOT_T")),
                      "cskd": (("lambda", "w", "CSKD_LAMBDA"), ("T", "T", "CSKD_T"))}
+# Each self-distillation METHOD as metrics.json records it ("method"; PS-KD's id predates the others) and as
+# tables name it.
+SELF_METHOD_RECORD = {"pskd": "ps-kd", "byot": "byot", "cskd": "cs-kd"}
+SELF_METHOD_LABEL = {"pskd": "PS-KD", "byot": "BYOT", "cskd": "CS-KD"}
 _SELF_RE = re.compile(rf"^(?P<student>.+?)-(?P<method>pskd|byot|cskd)(?P<knobs>(?:-[abwT]{_NUM})+)"
                       rf"(?:-l(?P<labels>[0-9]+))?(?:-ho(?P<holdout>[0-9]+))?-s(?P<seed>[0-9]+)-e(?P<epochs>[0-9]+)"
                       rf"(?:-on-(?P<data>.+))?$")

@@ -105,8 +105,8 @@ def test_a_killed_run_resumes_to_the_uninterrupted_weights(tmp_path, prepared, m
     assert not cfg.out_dir.exists() and (resume_dir(cfg.out_dir) / "state.pt").is_file()
     resumed = self_distill(cfg, progress=False)
     assert resumed["resumed_from_epoch"] == 2 and resumed["test_acc"] == whole["test_acc"]
-    a = torch.load(whole_cfg.out_dir / "model.pt", weights_only=False)["state_dict"]
-    b = torch.load(cfg.out_dir / "model.pt", weights_only=False)["state_dict"]
+    a = load_checkpoint(whole_cfg.out_dir / "model.pt", "student", "student")[0].state_dict()
+    b = load_checkpoint(cfg.out_dir / "model.pt", "student", "student")[0].state_dict()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 

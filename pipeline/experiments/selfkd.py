@@ -31,6 +31,7 @@ from pipeline.cache.reader import LogitCache
 from pipeline.config import SelfDistillConfig, SelfKDExperimentConfig, StudentConfig
 from pipeline.experiments.base import run_all, teacher_line
 from pipeline.files import atomic_path, write_json
+from pipeline.names import SELF_METHOD_KNOBS, SELF_METHOD_RECORD
 from pipeline.results.plots import selfkd_curves
 from pipeline.settings import threads_per_run
 from pipeline.student.distill import train_student
@@ -42,6 +43,7 @@ REPORT = "selfkd-experiment"
 # Each teacher-free method's main setting and the values it is chosen from (the paper's first).
 SELF_GRIDS = {"pskd": ("alpha_T", (0.8, 0.5)), "byot": ("byot_alpha", (0.1, 0.3)), "cskd": ("cskd_lambda", (1.0, 3.0))}
 ARMS = ("scratch", "pskd", "byot", "cskd", "kd")
+_METHOD_OF_RECORD = {record: method for method, record in SELF_METHOD_RECORD.items()}
 
 
 def selfkd_report(reports_dir: Path, suffix: str = ".md") -> Path:
@@ -54,8 +56,7 @@ def train_any(cfg, progress: bool = False) -> dict:
 
 
 def _arm_of(m: dict) -> str:
-    return {"ps-kd": "pskd", "byot": "byot", "cs-kd": "cskd"}.get(m.get("method"), "scratch" if m["alpha"] == 0
-                                                                 else "kd")
+    return _METHOD_OF_RECORD.get(m.get("method"), "scratch" if m["alpha"] == 0 else "kd")
 
 
 def _self(cfg: SelfKDExperimentConfig, method: str, student: str, seed: int, labels: int | None, value: float,
@@ -115,9 +116,9 @@ def _final_plan(cfg: SelfKDExperimentConfig, choice: dict) -> list:
         for labels in _settings(cfg):
             for seed in cfg.seeds:
                 plan.append(_student(cfg, student, seed, labels, 1.0, 0.0, tuning=False))
-                for method, (field, _) in SELF_GRIDS.items():
+                for method in SELF_GRIDS:
                     chosen = dict(choice[(student, labels, method)]["setting"])
-                    key = {"alpha_T": "alpha_T", "byot_alpha": "alpha", "cskd_lambda": "lambda"}[field]
+                    key = SELF_METHOD_KNOBS[method][0][0]          # the tuned setting is the method's first
                     plan.append(_self(cfg, method, student, seed, labels, chosen[key], tuning=False))
                 T, alpha = choice[(student, labels, "kd")]["setting"]
                 plan.append(_student(cfg, student, seed, labels, T, alpha, tuning=False))

@@ -16,6 +16,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from pipeline.files import read_json
+from pipeline.names import SELF_METHOD_RECORD
 from pipeline.results.records import check_record, mean_std
 
 __all__ = ["is_lm_record", "collect_lm_runs", "summarize_lm", "render_lm"]
@@ -44,7 +45,7 @@ def collect_lm_runs(runs_dir: Path) -> list[dict]:
 
 
 def _arm(run: dict) -> str:
-    if run.get("method") == "ps-kd":       # no teacher: its own earlier state taught it
+    if run.get("method") == SELF_METHOD_RECORD["pskd"]:       # no teacher: its own earlier state taught it
         return f"PS-KD ALPHA_T={run['alpha_T']:g}"
     return "scratch" if run["alpha"] == 0 else f"KD T={run['T']:g} ALPHA={run['alpha']:g} k={run['topk']}"
 

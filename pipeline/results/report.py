@@ -16,6 +16,7 @@ from pathlib import Path
 
 from pipeline.errors import UsageError
 from pipeline.files import atomic_path, read_json
+from pipeline.names import SELF_METHOD_LABEL, SELF_METHOD_RECORD
 from pipeline.provenance import code_version, other_code
 from pipeline.results.lm_report import is_lm_record, render_lm
 from pipeline.results.records import check_record, mean_std
@@ -42,7 +43,7 @@ def collect_runs(runs_dir: Path) -> list[dict]:
     return runs
 
 
-_SELF_ARMS = {"ps-kd": "PS-KD", "byot": "BYOT", "cs-kd": "CS-KD"}
+_SELF_ARMS = {SELF_METHOD_RECORD[m]: label for m, label in SELF_METHOD_LABEL.items()}   # "ps-kd" -> "PS-KD"
 _SELF_KNOBS = {"alpha_T": "ALPHA_T", "alpha": "α", "beta": "β", "lambda": "λ"}
 
 

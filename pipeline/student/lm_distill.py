@@ -27,6 +27,7 @@ from pipeline.files import exclusive_writer
 from pipeline.losses import token_kd_loss
 from pipeline.models import count_params, create_lm, student_build_record
 from pipeline.models.hf_lm import HFCausalLM, reload_difference, save_hf_folder
+from pipeline.names import SELF_METHOD_RECORD
 from pipeline.student.pskd import alpha_schedule, token_pskd_loss
 from pipeline.training.history import EpochLog
 from pipeline.training.lm_loop import LMTrainer, bits_per_byte, next_token_loss
@@ -146,7 +147,7 @@ def train_lm_student(cfg: LMStudentConfig, progress: bool = True, on_eval=None) 
         seconds = sum(h["seconds"] for h in history)
         metrics = {
             "kind": "lm", "student": cfg.student, "T": cfg.T, "alpha": cfg.alpha, "seed": cfg.seed, "steps": cfg.steps,
-            **({"method": "ps-kd", "alpha_T": cfg.self_alpha_T} if cfg.self_alpha_T else {}),
+            **({"method": SELF_METHOD_RECORD["pskd"], "alpha_T": cfg.self_alpha_T} if cfg.self_alpha_T else {}),
             "topk": cfg.topk or int(cache.attrs["topk"]) or int(cache.attrs["vocab_size"]),
             "cache_bytes_per_position": cache_bytes_per_position(cache, cfg.topk),
             "val_bits_per_byte": scores["val"]["bits_per_byte"], "test_bits_per_byte": scores["test"]["bits_per_byte"],

@@ -75,6 +75,7 @@ class Predictions:
 
     def __init__(self, work: Path, data: Dataset, rows: np.ndarray):
         self.work, self.data, self.rows = work, data, rows
+        self.index = torch.from_numpy(rows)
 
     def path(self, epoch: int) -> Path:
         return self.work / f"predictions-e{epoch:03d}.h5"
@@ -93,7 +94,7 @@ class Predictions:
         """The end-of-epoch model's logits on the training rows (clean images) and the test split."""
         data = self.data
         train_logits = np.zeros((len(data.y_train), data.num_classes), np.float32)
-        train_logits[self.rows] = predict(model, x[torch.from_numpy(self.rows)]).numpy()
+        train_logits[self.rows] = predict(model, x[self.index]).numpy()
         test_logits = predict(model, x_test)
         attrs = {
             "teacher": f"self:{arch}@epoch{epoch}",

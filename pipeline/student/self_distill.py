@@ -31,7 +31,7 @@ from pipeline.data.label_subsets import labelled_rows, labels_record
 from pipeline.data.prepare import Dataset, holdout_split, load_prepared
 from pipeline.files import exclusive_writer
 from pipeline.models import count_params
-from pipeline.names import run_data
+from pipeline.names import SELF_METHOD_LABEL, SELF_METHOD_RECORD, run_data
 from pipeline.student.byot import BYOT_REFERENCE, BranchedStudent, byot_loss, check_branch_student
 from pipeline.student.cskd import CSKD_REFERENCE, ClassPartners, cskd_loss
 from pipeline.student.distill import SCORES_PER_RUN
@@ -44,7 +44,7 @@ from pipeline.training.run_dir import build_student, evaluate, save_run
 __all__ = ["METHOD_NAMES", "REFERENCES", "self_distill", "alpha_schedule", "pskd_targets", "resume_dir",
            "PREDICTIONS_FILE"]
 
-METHOD_NAMES = {"pskd": "PS-KD", "byot": "BYOT", "cskd": "CS-KD"}
+METHOD_NAMES = SELF_METHOD_LABEL       # "PS-KD", "BYOT", "CS-KD"
 REFERENCES = {"pskd": PSKD_REFERENCE, "byot": BYOT_REFERENCE, "cskd": CSKD_REFERENCE}
 PREDICTIONS_FILE = "predictions.h5"     # PS-KD: the last epoch's predictions, kept in the run
 
@@ -84,6 +84,7 @@ def self_distill(cfg: SelfDistillConfig, progress: bool = True,
                       augment=cfg.augment)
     x, y = torch_images(data.x_train), torch.from_numpy(data.y_train)
     x_test, y_test = torch_images(data.x_test), torch.from_numpy(data.y_test)
+    held = torch.from_numpy(held_rows)
     label = f"{METHOD_NAMES[cfg.method]} {cfg.student}"
     score_every = max(1, cfg.epochs // SCORES_PER_RUN)
 
@@ -122,8 +123,7 @@ def self_distill(cfg: SelfDistillConfig, progress: bool = True,
                     test_logits = predict(model, x_test)
                     entry["test_acc"] = accuracy(test_logits, y_test)
                     if cfg.holdout:      # the score a method's settings are chosen by; never the test split
-                        entry["val_acc"] = accuracy(predict(model, x[torch.from_numpy(held_rows)]),
-                                                    y[torch.from_numpy(held_rows)])
+                        entry["val_acc"] = accuracy(predict(model, x[held]), y[held])
                 history.append(entry)
                 log.write(entry)
                 if predictions is not None:   # the next epoch needs this one's predictions
@@ -139,7 +139,7 @@ def self_distill(cfg: SelfDistillConfig, progress: bool = True,
         metrics = {
             **evaluate(test_logits, data),
             **({"val_acc": history[-1]["val_acc"], "holdout": cfg.holdout} if cfg.holdout else {}),
-            "method": {"pskd": "ps-kd", "byot": "byot", "cskd": "cs-kd"}[cfg.method],
+            "method": SELF_METHOD_RECORD[cfg.method],
             "method_settings": cfg.knobs,
             "reference": REFERENCES[cfg.method],
             "params": count_params(model),          # the student alone: BYOT's branches are not shipped
