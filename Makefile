@@ -24,7 +24,8 @@ $(if $(SETTINGS_ERROR),$(error $(SETTINGS_ERROR)))
 $(if $(NAMES_OK),,$(error '$(PYTHON) -m pipeline.make_plan' printed no settings; run it by hand to see why))
 
 REPORT := $(SC) report --runs '$(RUNS)' --out '$(REPORT_FILE)'
-export SOFTCACHE_CALLER := make   # the stages' errors name their fix as a make target (not under `make test`)
+# The stages' errors name their fix as a make target (pytest, under `make test`, is not told).
+export SOFTCACHE_CALLER := make
 
 # Stages write atomically: make must never delete an artifact whose recipe was killed (named: .PRECIOUS patterns miss them).
 .PRECIOUS: $(DATA_FILE) $(TEACHER_TARGETS) $(MEMBER_CACHES) $(CACHE) $(STUDENT_RUNS) $(PSKD_RUNS) $(DEMO_EXPORTS)
